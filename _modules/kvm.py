@@ -1,0 +1,115 @@
+"""
+Execution module ``kvm``: KVM hypervisor hosts (bridges, libvirt networks,
+storage pools and volumes, snapshots).
+
+This module is thin: each function validates nothing itself and calls the
+``salt_kvm`` library, which takes every input explicitly. Settings come from
+minion config or pillar through ``config.get``: ``kvm:connection:uri``
+(default ``qemu:///system``).
+
+Errors are raised as ``CommandExecutionError`` with a one-line cause, or
+``SaltInvocationError`` naming the bad argument.
+"""
+
+import logging
+
+try:
+    from salt_kvm import glue as _glue
+
+    _IMPORT_ERROR = None
+except ImportError as _exc:  # pragma: no cover - shown by __virtual__
+    _IMPORT_ERROR = str(_exc)
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "kvm"
+
+
+def __virtual__():
+    if _IMPORT_ERROR:
+        return False, f"kvm: the salt_kvm library is missing ({_IMPORT_ERROR}); install salt-kvm with pip / salt-pip"
+    return _glue.virtual(__virtualname__)
+
+
+def _session():
+    """The connection for an ad hoc call: shared within the run, fresh listings."""
+    return _glue.session(__context__, __salt__["config.get"]).fresh()
+
+
+def _call(func, *args, **kwargs):
+    return _glue.call(func, *args, **kwargs)
+
+
+# --- host and formula ---------------------------------------------------------
+
+
+def host_info():
+    """
+    What this hypervisor is: hypervisor (kvm or qemu), whether /dev/kvm exists,
+    nested virtualisation, libvirt and QEMU versions, CPU, memory, and where
+    libvirt keeps images, pool, network and VM definitions and snapshot metadata.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.host_info
+    """
+    from salt_kvm import host  # pylint: disable=import-outside-toplevel
+
+    return _call(host.info, _session())
+
+
+def validate_pillar(pillar=None):
+    """
+    Validate the ``kvm`` pillar (this minion's, or the one given) and return it
+    normalised (sizes in bytes, durations in seconds). Every error is reported
+    with its path, e.g. ``kvm:pools:default:volumes:ubuntu.qcow2:size: '20X' is not a size``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.validate_pillar
+    """
+    from salt_kvm import schema  # pylint: disable=import-outside-toplevel
+
+    if pillar is None:
+        pillar = __salt__["pillar.get"]("kvm", {})
+    return _call(schema.validate_pillar, pillar)
+
+
+def render_formula(part, pillar=None):
+    """
+    Render one part of the ``kvm`` formula (``bridges``, ``networks``,
+    ``storage`` or ``snapshots``) from the pillar, after validating all of it.
+    Used by ``kvm/*.sls``; handy to see what ``state.apply kvm`` would run.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.render_formula storage
+    """
+    from salt_kvm import formula  # pylint: disable=import-outside-toplevel
+
+    if pillar is None:
+        pillar = __salt__["pillar.get"]("kvm", {})
+    return _call(formula.render, part, pillar)
+
+
+# --- bridges (salt_kvm.bridge) ------------------------------------------------
+
+# --- end bridges --------------------------------------------------------------
+
+# --- libvirt networks (salt_kvm.network) --------------------------------------
+
+# --- end libvirt networks -----------------------------------------------------
+
+# --- pools and volumes (salt_kvm.storage) -------------------------------------
+
+# --- end pools and volumes ----------------------------------------------------
+
+# --- snapshots (salt_kvm.snapshot) --------------------------------------------
+
+# --- end snapshots ------------------------------------------------------------

@@ -1,0 +1,7 @@
+#!py
+# kvm.networks: rendered from the kvm pillar by salt_kvm.formula (the whole pillar is
+# validated first; a bad value fails the run before anything changes).
+
+
+def run():
+    return __salt__["kvm.render_formula"]("networks", __pillar__.get("kvm", {}))

@@ -1,0 +1,113 @@
+"""The ``kvm`` formula: pillar -> state data for each part.
+
+``kvm/<part>.sls`` is a three-line ``#!py`` file that calls
+``kvm.render_formula``; the work is here, so every part validates the whole
+pillar first (a bad value anywhere fails the run before anything changes, also
+when one part is applied alone) and renders states in dependency order.
+"""
+
+from salt_kvm import schema
+
+PARTS = ("bridges", "networks", "storage", "snapshots")
+
+
+def state_id(kind, *names):
+    return "kvm-" + kind + "-" + "-".join(str(n) for n in names)
+
+
+def _state(func, name, args, requires=()):
+    body = [{"name": name}]
+    body.extend({key: value} for key, value in args.items())
+    if requires:
+        body.append({"require": [dict([req]) for req in requires]})
+    return {f"kvm.{func}": body}
+
+
+def render_bridges(tree):
+    out = {}
+    for name, spec in tree.get("bridges", {}).items():
+        args = {k: v for k, v in spec.items() if k != "absent"}
+        if spec.get("absent"):
+            out[state_id("bridge", name)] = _state("bridge_absent", name, {"force": spec.get("force", False)})
+        else:
+            out[state_id("bridge", name)] = _state("bridge_present", name, args)
+    return out
+
+
+def render_networks(tree):
+    out = {}
+    for name, spec in tree.get("networks", {}).items():
+        args = {k: v for k, v in spec.items() if k != "absent"}
+        if spec.get("absent"):
+            out[state_id("network", name)] = _state("network_absent", name, {"force": spec.get("force", False)})
+        else:
+            out[state_id("network", name)] = _state("network_present", name, args)
+    return out
+
+
+def _volume_order(volumes):
+    """Volume names with backing volumes of the same pool first."""
+    ordered, seen = [], set()
+
+    def visit(name):
+        if name in seen or name not in volumes:
+            return
+        seen.add(name)
+        backing = volumes[name].get("backing")
+        if backing:
+            visit(backing)
+        ordered.append(name)
+
+    for name in volumes:
+        visit(name)
+    return ordered
+
+
+def render_storage(tree):
+    out = {}
+    pools = tree.get("pools", {})
+    for pname, spec in pools.items():
+        pid = state_id("pool", pname)
+        args = {k: v for k, v in spec.items() if k not in ("volumes", "absent")}
+        volumes = spec.get("volumes", {})
+        if spec.get("absent"):
+            out[pid] = _state("pool_absent", pname, {k: spec[k] for k in ("purge", "force") if k in spec})
+            continue
+        out[pid] = _state("pool_present", pname, args)
+        for vname in _volume_order(volumes):
+            vspec = volumes[vname]
+            vid = state_id("volume", pname, vname)
+            reqs = [("kvm", pid)]
+            backing = vspec.get("backing")
+            if backing in volumes:
+                reqs.append(("kvm", state_id("volume", pname, backing)))
+            if vspec.get("absent"):
+                out[vid] = _state("volume_absent", vname, {"pool": pname, "force": vspec.get("force", False)}, reqs)
+            else:
+                vargs = {"pool": pname}
+                vargs.update({k: v for k, v in vspec.items() if k != "absent"})
+                out[vid] = _state("volume_present", vname, vargs, reqs)
+    return out
+
+
+def render_snapshots(tree):
+    out = {}
+    for vm, spec in tree.get("snapshots", {}).items():
+        out[state_id("snapshots", vm)] = _state("snapshots_retained", vm, dict(spec))
+    return out
+
+
+_RENDER = {
+    "bridges": render_bridges,
+    "networks": render_networks,
+    "storage": render_storage,
+    "snapshots": render_snapshots,
+}
+
+
+def render(part, pillar):
+    """Validate the whole ``kvm`` pillar, then return the states of ``part``."""
+    if part not in _RENDER:
+        raise schema.InvalidInput("part", f"{part!r} is not one of {', '.join(PARTS)}")
+    tree = schema.validate_pillar(pillar)
+    return _RENDER[part](tree)

@@ -1,0 +1,123 @@
+"""Facts about the hypervisor host (``kvm.host_info``, the ``kvm`` grains)."""
+
+import os
+import re
+
+KVM_DEVICE = "/dev/kvm"
+_NESTED = ("/sys/module/kvm_intel/parameters/nested", "/sys/module/kvm_amd/parameters/nested")
+
+
+def _version(number):
+    """libvirt's packed version (9000000) -> '9.0.0'."""
+    number = int(number)
+    return f"{number // 1000000}.{(number // 1000) % 1000}.{number % 1000}"
+
+
+def nested():
+    """True when nested virtualisation is on in the loaded KVM module."""
+    for path in _NESTED:
+        try:
+            with open(path, encoding="ascii") as fh:
+                return fh.read().strip() in ("Y", "1")
+        except OSError:
+            continue
+    return False
+
+
+def has_kvm_device():
+    return os.path.exists(KVM_DEVICE)
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return os.uname().machine
+
+
+def paths(uri):
+    """Where libvirt keeps its files for this connection URI."""
+    if "/session" in uri:
+        home = os.path.expanduser("~")
+        config = os.path.join(home, ".config", "libvirt")
+        data = os.path.join(home, ".local", "share", "libvirt")
+        return {
+            "images": os.path.join(data, "images"),
+            "pool_definitions": os.path.join(config, "storage"),
+            "network_definitions": os.path.join(config, "qemu", "networks"),
+            "vm_definitions": os.path.join(config, "qemu"),
+            "snapshot_metadata": os.path.join(os.path.expanduser("~"), ".config", "libvirt", "qemu", "snapshot"),
+        }
+    return {
+        "images": "/var/lib/libvirt/images",
+        "pool_definitions": "/etc/libvirt/storage",
+        "network_definitions": "/etc/libvirt/qemu/networks",
+        "vm_definitions": "/etc/libvirt/qemu",
+        "snapshot_metadata": "/var/lib/libvirt/qemu/snapshot",
+    }
+
+
+def info(session):
+    """Everything ``kvm.host_info`` reports, read from libvirt and /proc, /sys."""
+    conn = session.conn
+    model, memory_mib, cpus, mhz, numa_nodes, sockets, cores, threads = conn.getInfo()[:8]
+    kvm_dev = has_kvm_device()
+    hypervisor = "qemu"
+    try:
+        caps = conn.getDomainCapabilities(None, None, None, "kvm")
+        if caps and re.search(r"<domain>kvm</domain>", caps) and kvm_dev:
+            hypervisor = "kvm"
+    except Exception:  # pylint: disable=broad-except
+        hypervisor = "qemu"
+    image_dir = paths(session.uri)["images"]
+    try:
+        pool = conn.storagePoolLookupByName("default")
+        match = re.search(r"<path>([^<]+)</path>", pool.XMLDesc(0).split("<target>", 1)[-1])
+        if match:
+            image_dir = match.group(1)
+    except Exception:  # pylint: disable=broad-except
+        pass
+    locations = paths(session.uri)
+    locations["images"] = image_dir
+    return {
+        "hypervisor": hypervisor,
+        "kvm_device": kvm_dev,
+        "nested": nested(),
+        "uri": session.uri,
+        "hostname": conn.getHostname(),
+        "libvirt_version": _version(conn.getLibVersion()),
+        "qemu_version": _version(conn.getVersion()),
+        "cpu": {
+            "model": cpu_model(),
+            "arch": model,
+            "count": cpus,
+            "mhz": mhz,
+            "numa_nodes": numa_nodes,
+            "sockets": sockets,
+            "cores": cores,
+            "threads": threads,
+        },
+        "memory": {"total": memory_mib * 1024 * 1024, "free": conn.getFreeMemory()},
+        "paths": locations,
+    }
+
+
+def grains():
+    """The ``kvm`` grains: cheap, no libvirt connection unless libvirt is installed."""
+    import importlib.util  # pylint: disable=import-outside-toplevel
+
+    kvm_dev = has_kvm_device()
+    result = {"hypervisor": "none", "libvirt_version": None, "nested": nested()}
+    if importlib.util.find_spec("libvirt") is None:
+        return result
+    import libvirt  # pylint: disable=import-outside-toplevel
+
+    result["libvirt_version"] = _version(libvirt.getVersion())
+    qemu = any(os.path.exists(p) for p in ("/usr/bin/qemu-system-x86_64", "/usr/bin/kvm", "/usr/libexec/qemu-kvm"))
+    if qemu:
+        result["hypervisor"] = "kvm" if kvm_dev else "qemu"
+    return result

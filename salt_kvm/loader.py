@@ -1,0 +1,36 @@
+"""The ``salt.loader`` entry point: where Salt finds the ``kvm`` loader modules.
+
+The loader modules exist once in the repository (``_modules/kvm.py``, ...); the
+wheel installs the same files as ``salt_kvm/loader_modules`` and so on, which is
+what this entry point hands to Salt. When ``salt_kvm`` is imported from a
+checkout (tests, development), the checkout's own ``_modules/`` and so on are
+used instead: still the one copy. ``SALT_KVM_NO_ENTRY_POINT=1`` turns it off,
+which the tests use to prove that the file-root way (``saltutil.sync_all``)
+works on its own.
+"""
+
+import os
+
+#: ext_type -> (directory inside the installed package, directory in a checkout)
+_KINDS = {
+    "modules": ("loader_modules", "_modules"),
+    "states": ("loader_states", "_states"),
+    "grains": ("loader_grains", "_grains"),
+    "runners": ("loader_runners", "_runners"),
+}
+
+
+def get_loader_dirs():
+    """Return ``{ext_type: [directory]}`` for Salt's loader."""
+    if os.environ.get("SALT_KVM_NO_ENTRY_POINT"):
+        return {}
+    here = os.path.dirname(os.path.abspath(__file__))
+    checkout = os.path.dirname(here)
+    dirs = {}
+    for kind, (installed, in_checkout) in _KINDS.items():
+        # an installed wheel, or (when salt_kvm is imported from a checkout) the checkout
+        for path in (os.path.join(here, installed), os.path.join(checkout, in_checkout)):
+            if os.path.isfile(os.path.join(path, "kvm.py")):
+                dirs[kind] = [path]
+                break
+    return dirs

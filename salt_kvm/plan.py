@@ -1,0 +1,156 @@
+"""The one state engine every ``kvm`` state uses.
+
+Desired -> current -> diff -> (test? report) -> apply -> read back -> verify,
+with rollback when a change was made and the result is not what was declared.
+A state describes itself with a :class:`Resource`; :func:`ensure` does the rest
+and returns Salt's state return dict (``name``, ``result``, ``changes``,
+``comment``). Nothing here knows about Salt's loader.
+"""
+
+import logging
+
+from salt_kvm.errors import InvalidInput, KvmError, Refused
+
+log = logging.getLogger(__name__)
+
+
+def normalise(value):
+    """Comparable form: lists of scalars keep order; dicts compare by value."""
+    if isinstance(value, dict):
+        return {k: normalise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [normalise(v) for v in value]
+    return value
+
+
+def diff(current, desired, ignore_unset=True):
+    """``{key: {"old": current[key], "new": desired[key]}}`` for every differing key.
+
+    Only the keys in ``desired`` are compared (what the user declared); a
+    desired value of ``None`` means "not declared" when ``ignore_unset``.
+    """
+    current = current or {}
+    changes = {}
+    for key, want in desired.items():
+        if want is None and ignore_unset:
+            continue
+        have = current.get(key)
+        if normalise(have) != normalise(want):
+            changes[key] = {"old": have, "new": want}
+    return changes
+
+
+def state_return(name, result=True, changes=None, comment=""):
+    return {"name": name, "result": result, "changes": changes or {}, "comment": comment}
+
+
+class Resource:
+    """What a state manages. Subclasses implement the four steps.
+
+    ``what`` names the object in comments ("dir pool 'default'").
+    """
+
+    what = "object"
+
+    def read(self):
+        """Current state as a dict of the declared keys, or ``None`` when absent."""
+        raise NotImplementedError
+
+    def changes(self, current):
+        """``{key: {old, new}}`` to go from ``current`` to the declared state.
+
+        Raise :class:`~salt_kvm.errors.Refused` for a change that would lose data.
+        """
+        raise NotImplementedError
+
+    def apply(self, current, changes):
+        """Make the changes. May raise :class:`~salt_kvm.errors.KvmError`."""
+        raise NotImplementedError
+
+    def verify(self, after):
+        """What still differs after apply (default: :meth:`changes` of the read-back)."""
+        return self.changes(after)
+
+    def restore(self, before):
+        """Put the host back as ``before`` after a failed apply or verify.
+
+        Return a short description of what was restored, or ``None`` when the
+        resource cannot restore (the comment then says the host may be changed).
+        """
+        return None
+
+    def summary(self, changes, test):
+        """Comment for a run that changes something."""
+        keys = ", ".join(sorted(changes))
+        return f"{self.what} {'would be' if test else 'was'} changed ({keys})"
+
+
+def ensure(name, resource, test=False):
+    """Run ``resource`` through the engine; return Salt's state return dict."""
+    what = resource.what
+    try:
+        current = resource.read()
+        changes = resource.changes(current)
+    except InvalidInput as exc:
+        return state_return(name, False, comment=f"{what}: {exc}")
+    except Refused as exc:
+        return state_return(name, False, comment=f"{what}: refused: {exc}")
+    except KvmError as exc:
+        return state_return(name, False, comment=f"{what}: {exc}")
+
+    if not changes:
+        return state_return(name, True, comment=f"{what} is already as declared")
+    if test:
+        return state_return(name, None, changes, resource.summary(changes, True))
+
+    try:
+        resource.apply(current, changes)
+        after = resource.read()
+        remaining = resource.verify(after)
+    except KvmError as exc:
+        return _failed(name, resource, current, changes, f"{exc}")
+    except Exception as exc:  # pylint: disable=broad-except
+        log.exception("unexpected error applying %s", what)
+        return _failed(name, resource, current, changes, f"unexpected error: {exc}")
+    if remaining:
+        keys = ", ".join(f"{k} is {v['old']!r}, declared {v['new']!r}" for k, v in remaining.items())
+        return _failed(name, resource, current, changes, f"verify after apply failed: {keys}")
+    return state_return(name, True, changes, resource.summary(changes, False))
+
+
+def _failed(name, resource, before, changes, cause):
+    what = resource.what
+    try:
+        restored = resource.restore(before)
+    except Exception as exc:  # pylint: disable=broad-except
+        log.exception("restoring %s failed", what)
+        restored = None
+        cause = f"{cause}; restoring it failed too: {exc}"
+    if restored:
+        return state_return(name, False, {}, f"{what}: {cause}; restored {restored}")
+    return state_return(name, False, changes, f"{what}: {cause}")
+
+
+def absent(name, what, exists, remove, test=False, guard=None):
+    """The common shape of an ``*_absent`` state.
+
+    ``exists()`` -> current description or None; ``guard(current)`` may raise
+    :class:`Refused`; ``remove(current)`` removes it.
+    """
+    try:
+        current = exists()
+        if current is None:
+            return state_return(name, True, comment=f"{what} is already absent")
+        if guard:
+            guard(current)
+        changes = {"removed": {"old": current, "new": None}}
+        if test:
+            return state_return(name, None, changes, f"{what} would be removed")
+        remove(current)
+        if exists() is not None:
+            return state_return(name, False, changes, f"{what} still exists after removal")
+    except Refused as exc:
+        return state_return(name, False, comment=f"{what}: refused: {exc}")
+    except KvmError as exc:
+        return state_return(name, False, comment=f"{what}: {exc}")
+    return state_return(name, True, changes, f"{what} was removed")

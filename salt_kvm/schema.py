@@ -1,0 +1,728 @@
+"""The ``kvm`` pillar: its schema and validation with exact error paths.
+
+Every key is known, every value typed; unknown keys are rejected with a
+suggestion; each error names its path
+(``kvm:pools:default:volumes:ubuntu.qcow2:size: '20X' is not a size``).
+:func:`validate_pillar` returns the normalised tree (sizes in bytes, durations
+in seconds, ports as dicts) or raises :class:`~salt_kvm.errors.InvalidInput`
+listing every error found. The state modules validate their arguments with the
+same record schemas (:func:`validate`), so a bad value is refused the same way
+whether it comes from pillar or from an SLS.
+"""
+
+import difflib
+import ipaddress
+import re
+
+from salt_kvm import units
+from salt_kvm.errors import InvalidInput
+
+_INVALID = object()
+
+
+class Errors(list):
+    def add(self, path, message):
+        self.append((path, message))
+
+
+def _join(path, key):
+    return f"{path}:{key}" if path else str(key)
+
+
+def _show(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class Field:
+    """A typed value. ``check`` returns the normalised value or ``_INVALID``."""
+
+    def __init__(self, default=None, doc=""):
+        self.default = default
+        self.doc = doc
+
+    def check(self, value, path, errors):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class Any(Field):
+    def check(self, value, path, errors):
+        return value
+
+
+class Bool(Field):
+    def check(self, value, path, errors):
+        if isinstance(value, bool):
+            return value
+        errors.add(path, f"{_show(value)} is not true or false")
+        return _INVALID
+
+
+class Int(Field):
+    def __init__(self, minimum=None, maximum=None, **kw):
+        super().__init__(**kw)
+        self.minimum, self.maximum = minimum, maximum
+
+    def check(self, value, path, errors):
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, str) and re.fullmatch(r"-?\d{1,12}", value.strip()):
+                value = int(value)
+            else:
+                errors.add(path, f"{_show(value)} is not a whole number")
+                return _INVALID
+        if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
+            errors.add(path, f"{value} is out of range {self.minimum}-{self.maximum}")
+            return _INVALID
+        return value
+
+
+class Number(Int):
+    """A whole or decimal number (STP timers in seconds, ...)."""
+
+    def check(self, value, path, errors):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            errors.add(path, f"{_show(value)} is not a number")
+            return _INVALID
+        if value != value or (self.minimum is not None and value < self.minimum) or (
+            self.maximum is not None and value > self.maximum
+        ):
+            errors.add(path, f"{value} is out of range {self.minimum}-{self.maximum}")
+            return _INVALID
+        return value
+
+
+class Str(Field):
+    def __init__(self, pattern=None, max_len=255, what="a valid value", min_len=1, **kw):
+        super().__init__(**kw)
+        self.pattern = re.compile(pattern) if pattern else None
+        self.max_len, self.min_len, self.what = max_len, min_len, what
+
+    def check(self, value, path, errors):
+        if not isinstance(value, str):
+            errors.add(path, f"{_show(value)} is not a string")
+            return _INVALID
+        if len(value) < self.min_len:
+            errors.add(path, "must not be empty")
+            return _INVALID
+        if self.max_len and len(value) > self.max_len:
+            errors.add(path, f"{_show(value)} is longer than {self.max_len} characters")
+            return _INVALID
+        if self.pattern and not self.pattern.fullmatch(value):
+            errors.add(path, f"{_show(value)} is not {self.what}")
+            return _INVALID
+        return value
+
+
+class Enum(Field):
+    def __init__(self, *choices, **kw):
+        super().__init__(**kw)
+        self.choices = choices
+
+    def check(self, value, path, errors):
+        if value in self.choices and not isinstance(value, bool) or (
+            isinstance(value, bool) and any(c is value for c in self.choices)
+        ):
+            return value
+        hint = _suggest(value, [c for c in self.choices if isinstance(c, str)])
+        allowed = ", ".join(str(c) for c in self.choices)
+        errors.add(path, f"{_show(value)} is not one of {allowed}{hint}")
+        return _INVALID
+
+
+class Size(Field):
+    def check(self, value, path, errors):
+        try:
+            return units.parse_size(value)
+        except ValueError as exc:
+            errors.add(path, str(exc))
+            return _INVALID
+
+
+class Duration(Field):
+    def check(self, value, path, errors):
+        try:
+            return units.parse_duration(value)
+        except ValueError as exc:
+            errors.add(path, str(exc))
+            return _INVALID
+
+
+class Address(Field):
+    """An IP address (``version`` 4, 6 or None for either)."""
+
+    def __init__(self, version=None, **kw):
+        super().__init__(**kw)
+        self.version = version
+
+    def check(self, value, path, errors):
+        try:
+            addr = ipaddress.ip_address(value if isinstance(value, str) else "")
+        except ValueError:
+            errors.add(path, f"{_show(value)} is not an IP{'v%d' % self.version if self.version else ''} address")
+            return _INVALID
+        if self.version and addr.version != self.version:
+            errors.add(path, f"{_show(value)} is not an IPv{self.version} address")
+            return _INVALID
+        return str(addr)
+
+
+class Interface(Address):
+    """An address with its prefix (``192.0.2.10/24``), kept as given but normalised."""
+
+    def check(self, value, path, errors):
+        if not isinstance(value, str) or "/" not in value:
+            errors.add(path, f"{_show(value)} is not an address with a prefix length (like 192.0.2.10/24)")
+            return _INVALID
+        try:
+            iface = ipaddress.ip_interface(value)
+        except ValueError:
+            errors.add(path, f"{_show(value)} is not a valid CIDR address")
+            return _INVALID
+        if self.version and iface.version != self.version:
+            errors.add(path, f"{_show(value)} is not an IPv{self.version} address")
+            return _INVALID
+        return str(iface)
+
+
+class Network(Address):
+    """A network (``198.51.100.0/24``) or ``default``."""
+
+    def check(self, value, path, errors):
+        if value == "default":
+            return value
+        try:
+            return str(ipaddress.ip_network(value if isinstance(value, str) else "", strict=False))
+        except ValueError:
+            errors.add(path, f"{_show(value)} is not a network (like 198.51.100.0/24)")
+            return _INVALID
+
+
+class Mac(Field):
+    _RE = re.compile(r"([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}")
+
+    def check(self, value, path, errors):
+        if not isinstance(value, str) or not self._RE.fullmatch(value):
+            errors.add(path, f"{_show(value)} is not a MAC address")
+            return _INVALID
+        return value.lower().replace("-", ":")
+
+
+class VlanList(Field):
+    """VLAN ids as ``[10, '100-110']`` -> sorted unique list of ints in 1-4094."""
+
+    def check(self, value, path, errors):
+        items = value if isinstance(value, list) else [value]
+        out = set()
+        for i, item in enumerate(items):
+            ipath = _join(path, i) if isinstance(value, list) else path
+            if isinstance(item, bool):
+                errors.add(ipath, f"{_show(item)} is not a VLAN id or range")
+                return _INVALID
+            if isinstance(item, int):
+                lo = hi = item
+            elif isinstance(item, str) and re.fullmatch(r"\s*\d{1,5}\s*(-\s*\d{1,5}\s*)?", item):
+                parts = [int(p) for p in item.split("-")]
+                lo, hi = parts[0], parts[-1]
+            else:
+                errors.add(ipath, f"{_show(item)} is not a VLAN id or range (like 100-110)")
+                return _INVALID
+            if not (1 <= lo <= hi <= 4094):
+                errors.add(ipath, f"{_show(item)} is out of VLAN range 1-4094")
+                return _INVALID
+            out.update(range(lo, hi + 1))
+        return sorted(out)
+
+
+class List(Field):
+    def __init__(self, item, min_len=0, unique=False, **kw):
+        super().__init__(**kw)
+        self.item, self.min_len, self.unique = item, min_len, unique
+
+    def check(self, value, path, errors):
+        if isinstance(value, (str, dict)) or not isinstance(value, (list, tuple)):
+            errors.add(path, f"{_show(value)} is not a list")
+            return _INVALID
+        if len(value) < self.min_len:
+            errors.add(path, f"needs at least {self.min_len} item(s)")
+            return _INVALID
+        out, ok = [], True
+        for i, item in enumerate(value):
+            checked = self.item.check(item, _join(path, i), errors)
+            if checked is _INVALID:
+                ok = False
+            out.append(checked)
+        if ok and self.unique:
+            seen = set()
+            for i, item in enumerate(out):
+                key = repr(item)
+                if key in seen:
+                    errors.add(_join(path, i), f"{_show(item)} is listed twice")
+                    ok = False
+                seen.add(key)
+        return out if ok else _INVALID
+
+
+class Map(Field):
+    """A mapping of names (checked by ``key``) to values (checked by ``value``)."""
+
+    def __init__(self, key, value, **kw):
+        super().__init__(**kw)
+        self.key, self.value = key, value
+
+    def check(self, value, path, errors):
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            errors.add(path, f"{_show(value)} is not a mapping")
+            return _INVALID
+        out, ok = {}, True
+        for name, item in value.items():
+            ipath = _join(path, name)
+            if self.key.check(name, ipath, errors) is _INVALID:
+                ok = False
+                continue
+            checked = self.value.check({} if item is None else item, ipath, errors)
+            if checked is _INVALID:
+                ok = False
+            out[name] = checked
+        return out if ok else _INVALID
+
+
+class Record(Field):
+    """A mapping with known keys. ``required`` keys must be present.
+
+    ``check_all(record, path, errors)`` (optional) runs cross-field checks on
+    the normalised record.
+    """
+
+    def __init__(self, fields, required=(), check_all=None, shorthand=None, **kw):
+        super().__init__(**kw)
+        self.fields = fields
+        self.required = tuple(required)
+        self.check_all = check_all
+        #: when the value is a scalar, it is taken as ``{shorthand: value}``
+        self.shorthand = shorthand
+
+    def check(self, value, path, errors):
+        if self.shorthand and isinstance(value, str):
+            value = {self.shorthand: value}
+        if not isinstance(value, dict):
+            errors.add(path, f"{_show(value)} is not a mapping")
+            return _INVALID
+        out, ok = {}, True
+        for key, item in value.items():
+            ipath = _join(path, key)
+            field = self.fields.get(key)
+            if field is None:
+                errors.add(ipath, f"unknown key {_show(key)}{_suggest(key, self.fields)}")
+                ok = False
+                continue
+            if item is None and not isinstance(field, (Map, Record)):
+                continue
+            checked = field.check(item, ipath, errors)
+            if checked is _INVALID:
+                ok = False
+            else:
+                out[key] = checked
+        for key in self.required:
+            if key not in value or value[key] is None:
+                errors.add(_join(path, key), "is required")
+                ok = False
+        if ok and self.check_all:
+            before = len(errors)
+            self.check_all(out, path, errors)
+            ok = len(errors) == before
+        return out if ok else _INVALID
+
+
+def _suggest(word, choices):
+    if not isinstance(word, str):
+        return ""
+    close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --- names -----------------------------------------------------------------
+
+#: Linux interface names: at most 15 bytes, no '/', no whitespace, not '.'/'..'
+IFNAME = Str(r"(?!\.\.?$)[A-Za-z0-9_.:+-]{1,15}", max_len=15, what="an interface name (15 characters of A-Z a-z 0-9 _ . : + -)")
+#: libvirt object names (networks, pools, VMs)
+OBJNAME = Str(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", max_len=64, what="a name (letters, digits, _ . + -, not starting with . or -)")
+#: volume names: a file in the pool, never a path
+VOLNAME = Str(
+    r"(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.+:@-]*",
+    max_len=200,
+    what="a volume name (no '/', no '..', letters, digits, _ . + : @ -)",
+)
+ABSPATH = Str(r"/(?!.*(^|/)\.\.(/|$))[^\0\n]*", max_len=4096, what="an absolute path without '..'")
+HOSTNAME = Str(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?|\[[0-9a-fA-F:]+\](:\d{1,5})?", max_len=253, what="a host name or address, optionally with :port")
+SNAPNAME = Str(r"[A-Za-z0-9_][A-Za-z0-9_.:+@-]*", max_len=128, what="a snapshot name (letters, digits, _ . : + @ -)")
+PREFIX = Str(r"[A-Za-z0-9_][A-Za-z0-9_.:+@-]*", max_len=64, what="a name prefix (letters, digits, _ . : + @ -)")
+SHA256 = Str(r"[0-9a-fA-F]{64}", max_len=64, what="a sha256 hex digest (64 hex digits)")
+URL_OR_PATH = Str(r"(https?://[^\s]+|/(?!.*(^|/)\.\.(/|$))[^\0\n]*)", max_len=4096, what="an absolute path or an http(s) URL")
+
+
+# --- bridges ---------------------------------------------------------------
+
+PORT_VLANS = Record(
+    {
+        "pvid": Int(1, 4094),
+        "untagged": VlanList(),
+        "tagged": VlanList(),
+    }
+)
+
+PORT = Record(
+    {
+        "name": IFNAME,
+        "cost": Int(1, 65535),
+        "priority": Int(0, 63),
+        "hairpin": Bool(),
+        "vlans": PORT_VLANS,
+    },
+    required=("name",),
+    shorthand="name",
+)
+
+
+class Ports(Field):
+    """``[eno1, {name: eno2, cost: 4}]`` or ``{eno1: {}, eno2: {cost: 4}}`` -> list of dicts."""
+
+    def check(self, value, path, errors):
+        if isinstance(value, dict):
+            value = [dict({"name": k}, **(v or {})) if isinstance(v, (dict, type(None))) else v for k, v in value.items()]
+        checked = List(PORT, unique=False).check(value, path, errors)
+        if checked is _INVALID:
+            return _INVALID
+        names = [p["name"] for p in checked]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                errors.add(_join(path, i), f"port {name!r} is listed twice")
+                return _INVALID
+        return checked
+
+
+ROUTE = Record(
+    {"to": Network(), "via": Address(), "metric": Int(0, 2**32 - 1)},
+    required=("to",),
+)
+
+PROBE = Record(
+    {
+        "ping": Address(),
+        "tcp": Str(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}", what="host:port"),
+        "timeout": Duration(),
+    }
+)
+
+
+def _check_bridge(rec, path, errors):
+    for key, version in (("gateway", 4), ("gateway6", 6)):
+        gateway = rec.get(key)
+        if gateway:
+            gw = ipaddress.ip_address(gateway)
+            if gw.version != version:
+                errors.add(_join(path, key), f"{gateway!r} is not an IPv{version} address")
+    stp_timers = {"forward_delay": (2, 30), "hello_time": (1, 10), "max_age": (6, 40)}
+    if rec.get("stp"):
+        for key, (lo, hi) in stp_timers.items():
+            if key in rec and not lo <= rec[key] <= hi:
+                errors.add(_join(path, key), f"{rec[key]} is out of range {lo}-{hi} while stp is on")
+
+
+BRIDGE = Record(
+    {
+        "ports": Ports(),
+        "stp": Bool(),
+        "forward_delay": Number(0, 30),
+        "hello_time": Number(1, 10),
+        "max_age": Number(6, 40),
+        "ageing_time": Number(0, 1000000),
+        "priority": Int(0, 65535),
+        "vlan_filtering": Bool(),
+        "default_pvid": Int(0, 4094),
+        "mcast_snooping": Bool(),
+        "mtu": Int(68, 65535),
+        "mac": Mac(),
+        "addresses": List(Interface(), unique=True),
+        "gateway": Address(4),
+        "gateway6": Address(6),
+        "routes": List(ROUTE),
+        "persist": Enum("auto", "ifupdown", "networkd", "networkmanager", "none"),
+        "probe": PROBE,
+        "absent": Bool(),
+        "force": Bool(),
+    },
+    check_all=_check_bridge,
+)
+
+
+# --- libvirt networks ------------------------------------------------------
+
+DHCP_HOST = Record({"mac": Mac(), "ip": Address(), "name": Str(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", max_len=63, what="a host name")}, required=("ip",))
+DHCP = Record({"start": Address(), "end": Address(), "hosts": List(DHCP_HOST)})
+
+
+def _check_dhcp(rec, addr_key, dhcp_key, path, errors):
+    dhcp = rec.get(dhcp_key)
+    if not dhcp:
+        return
+    address = rec.get(addr_key)
+    if not address:
+        errors.add(_join(path, dhcp_key), f"needs {addr_key} (the network's own address and prefix)")
+        return
+    net = ipaddress.ip_interface(address).network
+    start, end = dhcp.get("start"), dhcp.get("end")
+    if (start is None) != (end is None):
+        errors.add(_join(path, dhcp_key), "needs both start and end")
+        return
+    if start:
+        for key in ("start", "end"):
+            if ipaddress.ip_address(dhcp[key]) not in net:
+                errors.add(_join(_join(path, dhcp_key), key), f"{dhcp[key]} is outside the network {net}")
+        if ipaddress.ip_address(start) > ipaddress.ip_address(end):
+            errors.add(_join(path, dhcp_key), f"start {start} is after end {end}")
+    seen_ip, seen_mac = {}, {}
+    for i, host in enumerate(dhcp.get("hosts", [])):
+        hpath = _join(_join(_join(path, dhcp_key), "hosts"), i)
+        if ipaddress.ip_address(host["ip"]) not in net:
+            errors.add(_join(hpath, "ip"), f"{host['ip']} is outside the network {net}")
+        if host["ip"] in seen_ip:
+            errors.add(_join(hpath, "ip"), f"{host['ip']} is also given to host {seen_ip[host['ip']]}")
+        seen_ip[host["ip"]] = i
+        if host.get("mac"):
+            if host["mac"] in seen_mac:
+                errors.add(_join(hpath, "mac"), f"{host['mac']} is also given to host {seen_mac[host['mac']]}")
+            seen_mac[host["mac"]] = i
+
+
+def _check_network(rec, path, errors):
+    mode = rec.get("mode", "nat")
+    if mode == "bridge":
+        if not rec.get("bridge"):
+            errors.add(_join(path, "bridge"), "is required in mode bridge (the host bridge to attach VMs to)")
+        for key in ("address", "address6", "dhcp", "dhcp6", "domain"):
+            if key in rec:
+                errors.add(_join(path, key), "cannot be set in mode bridge (libvirt does not manage the host bridge's addresses)")
+    _check_dhcp(rec, "address", "dhcp", path, errors)
+    _check_dhcp(rec, "address6", "dhcp6", path, errors)
+
+
+NETWORK = Record(
+    {
+        "mode": Enum("nat", "route", "isolated", "open", "bridge"),
+        "bridge": IFNAME,
+        "dev": IFNAME,
+        "address": Interface(4),
+        "address6": Interface(6),
+        "dhcp": DHCP,
+        "dhcp6": DHCP,
+        "domain": Str(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", max_len=253, what="a DNS domain"),
+        "mtu": Int(68, 65535),
+        "autostart": Bool(),
+        "restart": Bool(),
+        "force": Bool(),
+        "absent": Bool(),
+    },
+    check_all=_check_network,
+)
+
+
+# --- storage ---------------------------------------------------------------
+
+POOL_TYPES = ("dir", "fs", "netfs", "logical", "disk", "iscsi", "iscsi-direct", "rbd", "gluster")
+
+AUTH = Record(
+    {
+        "type": Enum("chap", "ceph"),
+        "username": Str(r"[A-Za-z0-9_.@+-]+", max_len=255, what="a user name"),
+        "secret": Str(max_len=4096),
+        "secret_uuid": Str(r"[0-9a-fA-F-]{36}", what="a UUID"),
+        "secret_usage": Str(max_len=255),
+    },
+    required=("type", "username"),
+)
+
+SOURCE = Record(
+    {
+        "devices": List(Str(r"[^\0\n]+", max_len=4096, what="a device path or IQN"), min_len=1),
+        "dir": Str(r"/[^\0\n]*", max_len=4096, what="an absolute path"),
+        "name": Str(r"[A-Za-z0-9_][A-Za-z0-9_.+/-]*", max_len=255, what="a source name (VG, Ceph pool, Gluster volume)"),
+        "hosts": List(HOSTNAME, min_len=1),
+        "format": Str(r"[a-z0-9]+", max_len=32, what="a source format (nfs, glusterfs, cifs, ext4, lvm2, dos, gpt, ...)"),
+        "initiator": Str(r"iqn\.[^\s]+", max_len=223, what="an iSCSI IQN (iqn.YYYY-MM.reverse.domain:name)"),
+        "auth": AUTH,
+    }
+)
+
+VOLUME = Record(
+    {
+        "size": Size(),
+        "format": Enum("raw", "qcow2", "vmdk"),
+        "backing": Str(r"[^\0\n]+", max_len=4096),
+        "source": URL_OR_PATH,
+        "sha256": SHA256,
+        "preallocation": Enum(True, False, "off", "metadata", "falloc", "full"),
+        "force": Bool(),
+        "absent": Bool(),
+    }
+)
+
+_POOL_NEEDS = {
+    "dir": ("target",),
+    "fs": ("target", "source.devices"),
+    "netfs": ("target", "source.hosts", "source.dir"),
+    "logical": ("source.name",),
+    "disk": ("target", "source.devices"),
+    "iscsi": ("target", "source.hosts", "source.devices"),
+    "iscsi-direct": ("source.hosts", "source.devices", "source.initiator"),
+    "rbd": ("source.hosts", "source.name"),
+    "gluster": ("source.hosts", "source.name"),
+}
+
+
+def _check_pool(rec, path, errors):
+    ptype = rec.get("type")
+    if rec.get("absent"):
+        return
+    if ptype is None:
+        errors.add(_join(path, "type"), "is required")
+        return
+    for need in _POOL_NEEDS.get(ptype, ()):
+        if "." in need:
+            sub, key = need.split(".")
+            if key not in rec.get(sub, {}):
+                errors.add(_join(_join(path, sub), key), f"is required for a {ptype} pool")
+        elif need not in rec:
+            errors.add(_join(path, need), f"is required for a {ptype} pool")
+    vols = rec.get("volumes", {})
+    for vname, vol in vols.items():
+        vpath = _join(_join(path, "volumes"), vname)
+        if vol.get("absent"):
+            continue
+        if "size" not in vol and "source" not in vol and "backing" not in vol:
+            errors.add(_join(vpath, "size"), "is required (or give source or backing)")
+        if "sha256" in vol and "source" not in vol:
+            errors.add(_join(vpath, "sha256"), "needs source")
+        if "source" in vol and "backing" in vol:
+            errors.add(_join(vpath, "backing"), "cannot be combined with source")
+        backing = vol.get("backing")
+        if backing and not backing.startswith("/"):
+            if backing == vname:
+                errors.add(_join(vpath, "backing"), "a volume cannot back itself")
+        if vol.get("format") == "raw" and backing:
+            errors.add(_join(vpath, "backing"), "a raw volume cannot have a backing file (use qcow2)")
+    # backing chains within the pool must not loop
+    for vname in vols:
+        seen, cur = [], vname
+        while cur in vols and vols[cur].get("backing") and cur not in seen:
+            seen.append(cur)
+            cur = vols[cur]["backing"]
+        if cur in seen:
+            errors.add(_join(_join(_join(path, "volumes"), vname), "backing"), "backing chain loops: " + " -> ".join(seen + [cur]))
+
+
+POOL = Record(
+    {
+        "type": Enum(*POOL_TYPES),
+        "target": ABSPATH,
+        "source": SOURCE,
+        "autostart": Bool(),
+        "build": Enum(True, False, "force"),
+        "force": Bool(),
+        "purge": Bool(),
+        "absent": Bool(),
+        "volumes": Map(VOLNAME, VOLUME),
+    },
+    check_all=_check_pool,
+)
+
+
+# --- snapshots -------------------------------------------------------------
+
+RETENTION = Record(
+    {
+        "every": Duration(),
+        "keep": Int(1, 10000),
+        "prefix": PREFIX,
+        "memory": Bool(),
+        "external": Bool(),
+        "quiesce": Bool(),
+        "older_than": Duration(),
+    },
+    required=("every", "keep"),
+)
+
+CONNECTION = Record({"uri": Str(r"[a-z0-9+]+://[^\s]*", what="a libvirt URI (like qemu:///system)")})
+
+
+def _check_pillar(rec, path, errors):
+    bridges = rec.get("bridges", {})
+    owner = {}
+    for bname, bridge in bridges.items():
+        if bridge.get("absent"):
+            continue
+        for i, port in enumerate(bridge.get("ports", [])):
+            pname = port["name"]
+            ppath = _join(_join(_join(_join(path, "bridges"), bname), "ports"), i)
+            if pname in bridges:
+                errors.add(ppath, f"{pname!r} is itself a bridge declared here")
+            elif pname in owner:
+                errors.add(ppath, f"port {pname!r} is already a port of bridge {owner[pname]!r}")
+            owner.setdefault(pname, bname)
+    networks = rec.get("networks", {})
+    for nname, net in networks.items():
+        if net.get("absent") or net.get("mode") == "bridge":
+            continue
+        br = net.get("bridge")
+        if br and br in bridges:
+            errors.add(_join(_join(_join(path, "networks"), nname), "bridge"), f"{br!r} is a host bridge declared under kvm:bridges; use mode: bridge")
+    subnets = []
+    for nname, net in networks.items():
+        if net.get("address") and not net.get("absent"):
+            subnets.append((nname, ipaddress.ip_interface(net["address"]).network))
+    for i, (a, na) in enumerate(subnets):
+        for b, nb in subnets[i + 1:]:
+            if na.overlaps(nb):
+                errors.add(_join(_join(_join(path, "networks"), b), "address"), f"{nb} overlaps network {a!r} ({na})")
+
+
+PILLAR = Record(
+    {
+        "connection": CONNECTION,
+        "bridges": Map(IFNAME, BRIDGE),
+        "networks": Map(OBJNAME, NETWORK),
+        "pools": Map(OBJNAME, POOL),
+        "snapshots": Map(OBJNAME, RETENTION),
+    },
+    check_all=_check_pillar,
+)
+
+
+def validate(schema, value, path):
+    """Check ``value`` against ``schema``; return the normalised value.
+
+    Raise :class:`~salt_kvm.errors.InvalidInput` listing every error, each with its path.
+    """
+    errors = Errors()
+    result = schema.check(value, path, errors)
+    if errors or result is _INVALID:
+        if not errors:  # pragma: no cover - defensive
+            errors.add(path, "is not valid")
+        (first_path, first_msg) = errors[0]
+        raise InvalidInput(first_path, first_msg, list(errors))
+    return result
+
+
+def validate_pillar(pillar, root="kvm"):
+    """Validate the whole ``kvm`` pillar tree (``None`` is an empty tree)."""
+    return validate(PILLAR, pillar or {}, root)
+
+
+def validate_args(schema, name, kwargs, name_field=None, path=None):
+    """Validate a state's keyword arguments (Salt's own ``__*`` keys dropped)."""
+    args = {k: v for k, v in kwargs.items() if not k.startswith("__") and v is not None}
+    path = path or str(name)
+    if name_field is not None:
+        validate(name_field, name, path)
+    return validate(schema, args, path)
