@@ -108,6 +108,152 @@ def render_formula(part, pillar=None):
 
 # --- pools and volumes (salt_kvm.storage) -------------------------------------
 
+
+def _storage():
+    from salt_kvm import storage  # pylint: disable=import-outside-toplevel
+
+    return storage
+
+
+def pool_list():
+    """
+    Every storage pool (like ``virsh pool-list --all``): type, state, autostart,
+    capacity, allocation, available bytes, target.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.pool_list
+    """
+    return _call(_storage().pool_list, _session())
+
+
+def pool_show(name):
+    """
+    One pool: type, state, autostart, capacity/allocation/available, target,
+    source (secrets never shown) and the number of volumes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.pool_show default
+    """
+    return _call(_storage().pool_show, _session(), name)
+
+
+def pool_define(name, type, target=None, source=None, autostart=None):  # pylint: disable=redefined-builtin
+    """
+    Define (not build, not start) a pool of any libvirt type: ``dir``, ``fs``,
+    ``netfs``, ``logical``, ``disk``, ``iscsi``, ``iscsi-direct``, ``rbd``,
+    ``gluster``. ``source`` takes the pillar's keys (``devices``, ``dir``,
+    ``name``, ``hosts``, ``format``, ``initiator``, ``auth``); an
+    ``auth:secret`` goes into a private libvirt secret.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.pool_define images type=dir target=/srv/images
+        salt '*' kvm.pool_define vms type=logical source='{name: vg_vms, devices: [/dev/sdb]}'
+    """
+    return _call(_storage().pool_define, _session(), name, type=type, target=target, source=source, autostart=autostart)
+
+
+def pool_build(name, overwrite=False):
+    """
+    Build a pool's storage (directory, filesystem, partition table, volume
+    group). Existing storage is never overwritten unless ``overwrite=True``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.pool_build images
+    """
+    return _call(_storage().pool_build, _session(), name, overwrite=overwrite)
+
+
+def pool_start(name, build=False):
+    """
+    Start a pool (``build=True`` builds it first, never overwriting storage).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.pool_start images
+    """
+    return _call(_storage().pool_start, _session(), name, build=build)
+
+
+def pool_stop(name):
+    """
+    Stop a pool (its volumes and storage stay).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.pool_stop images
+    """
+    return _call(_storage().pool_stop, _session(), name)
+
+
+def pool_refresh(name):
+    """
+    Rescan a pool's volumes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.pool_refresh images
+    """
+    return _call(_storage().pool_refresh, _session(), name)
+
+
+def pool_autostart(name, enable=True):
+    """
+    Turn a pool's autostart on or off.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.pool_autostart images enable=False
+    """
+    return _call(_storage().pool_autostart, _session(), name, enable=enable)
+
+
+def pool_undefine(name):
+    """
+    Stop and undefine a pool; its volumes and storage stay on disk.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.pool_undefine images
+    """
+    return _call(_storage().pool_undefine, _session(), name)
+
+
+def pool_delete(name, force=False):
+    """
+    Delete a pool's volumes and its storage, then undefine it. Refused while a
+    volume is in use by a VM unless ``force=True``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.pool_delete scratch
+    """
+    return _call(_storage().pool_delete, _session(), name, force=force)
+
+
 # --- end pools and volumes ----------------------------------------------------
 
 # --- snapshots (salt_kvm.snapshot) --------------------------------------------

@@ -44,6 +44,47 @@ def _test():
 
 # --- pools and volumes (salt_kvm.storage) -------------------------------------
 
+
+def _storage():
+    from salt_kvm import storage  # pylint: disable=import-outside-toplevel
+
+    return storage
+
+
+def pool_present(name, type=None, target=None, source=None, autostart=None, build=None, force=None):  # pylint: disable=redefined-builtin
+    """
+    The storage pool ``name`` is defined as declared, built when needed (an
+    existing directory, filesystem, partition table or volume group is used,
+    never overwritten unless ``build: force``), running, and autostart as
+    declared. Drift is shown as an XML diff and fixed in place; a change of
+    type or source (what holds the data) is refused unless ``force: True``.
+
+    .. code-block:: yaml
+
+        images:
+          kvm.pool_present:
+            - type: dir
+            - target: /srv/images
+            - autostart: true
+    """
+    return _storage().pool_present(_session(), name, test=_test(), type=type, target=target, source=source, autostart=autostart, build=build, force=force)
+
+
+def pool_absent(name, purge=False, force=False):
+    """
+    The pool ``name`` is not defined (stopped and undefined; its storage
+    stays). ``purge: True`` also deletes its volumes and storage, refused while
+    a volume is in use by a VM unless ``force: True``.
+
+    .. code-block:: yaml
+
+        scratch:
+          kvm.pool_absent:
+            - purge: true
+    """
+    return _storage().pool_absent(_session(), name, purge=purge, force=force, test=_test())
+
+
 # --- end pools and volumes ----------------------------------------------------
 
 # --- snapshots (salt_kvm.snapshot) --------------------------------------------

@@ -117,7 +117,8 @@ def grains():
     import libvirt  # pylint: disable=import-outside-toplevel
 
     result["libvirt_version"] = _version(libvirt.getVersion())
-    qemu = any(os.path.exists(p) for p in ("/usr/bin/qemu-system-x86_64", "/usr/bin/kvm", "/usr/libexec/qemu-kvm"))
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(os.uname().machine, os.uname().machine)
+    qemu = any(os.path.exists(p) for p in (f"/usr/bin/qemu-system-{arch}", "/usr/bin/kvm", "/usr/libexec/qemu-kvm"))
     if qemu:
         result["hypervisor"] = "kvm" if kvm_dev else "qemu"
     return result

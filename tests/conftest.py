@@ -7,6 +7,7 @@ of the session whatever this run made and left is swept.
 """
 
 import contextlib
+import logging
 import os
 import pathlib
 import shutil
@@ -16,6 +17,10 @@ import pytest
 from tests.support import sandbox
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+
+# Salt's log handlers flush at interpreter exit after pytest closed the streams;
+# don't print "--- Logging error ---" for that.
+logging.raiseExceptions = False
 
 
 def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argument

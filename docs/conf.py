@@ -1,0 +1,36 @@
+"""Sphinx configuration for salt-kvm's docs (``make docs``)."""
+
+import importlib.util
+import os
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, ROOT)
+
+
+def _load(alias, relpath):
+    """Import a loader module file under a unique name so autodoc can document it."""
+    path = os.path.join(ROOT, relpath)
+    if not os.path.exists(path):
+        return
+    spec = importlib.util.spec_from_file_location(alias, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[alias] = module
+    spec.loader.exec_module(module)
+
+
+_load("kvm_execution_module", "_modules/kvm.py")
+_load("kvm_state_module", "_states/kvm.py")
+_load("kvm_grains_module", "_grains/kvm.py")
+_load("kvm_runner_module", "_runners/kvm.py")
+
+project = "salt-kvm"
+author = "salt-kvm developers"
+copyright = "2026, salt-kvm developers"  # pylint: disable=redefined-builtin
+release = "0.1.0"
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.viewcode"]
+autodoc_default_options = {"members": True, "undoc-members": False}
+autodoc_member_order = "bysource"
+exclude_patterns = ["_build"]
+html_theme = "alabaster"
+suppress_warnings = ["autodoc.import_object"]

@@ -1,0 +1,765 @@
+"""Storage pools: every libvirt pool type, the ``kvm.pool_*`` functions and states.
+
+A pool is declared with the pillar's keys (``type``, ``target``, ``source``,
+``autostart``, ``build``, ``force``). :func:`pool_present` defines it, builds
+its storage when that is needed (a directory, a filesystem, a partition table,
+a volume group) without ever overwriting storage that already exists unless
+``build: force``, starts it and sets autostart; drift in the definition is
+shown as an XML diff and fixed in place (the pool is restarted), except a
+change of what holds the data (type, source devices, names or hosts), which is
+refused unless ``force: True``.
+
+Secrets (iSCSI CHAP passwords, Ceph keys) given as ``source.auth.secret`` go
+into a private libvirt secret whose usage name is ``salt-kvm/<pool>``; the pool
+references it, and the value never appears in returns, changes, logs or errors.
+
+Volumes live in :mod:`salt_kvm.storage_volumes`.
+"""
+
+import base64
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+
+from salt_kvm import plan, schema
+from salt_kvm.conn import libvirt, libvirt_message
+from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
+from salt_kvm.xml import storage as sxml
+from salt_kvm.xml.base import xml_diff
+
+log = logging.getLogger(__name__)
+
+POOLS_KEY = "storage:pools"
+DOMAINS_KEY = "storage:domains"
+
+_STATES = {0: "inactive", 1: "building", 2: "running", 3: "degraded", 4: "inaccessible"}
+
+#: source keys whose change would change what holds the pool's data
+DATA_SOURCE_KEYS = ("devices", "dir", "name", "hosts", "format")
+
+#: pool types whose storage ``build`` makes (the others are only started)
+BUILD_FLAGS = {"none": 0, "no_overwrite": 4, "overwrite": 8}  # VIR_STORAGE_POOL_BUILD_*
+
+HIDDEN = "(hidden)"
+
+
+def _fail(what, exc):
+    return KvmError(f"{what}: {libvirt_message(exc)}")
+
+
+# --- listings ------------------------------------------------------------------
+
+
+def _load_pools(session):
+    out = {}
+    for pool in session.conn.listAllStoragePools(0):
+        try:
+            out[pool.name()] = {
+                "obj": pool,
+                "xml": pool.XMLDesc(0),
+                "active": bool(pool.isActive()),
+                "autostart": bool(pool.autostart()),
+                "persistent": bool(pool.isPersistent()),
+            }
+        except libvirt.libvirtError:  # vanished while listing
+            continue
+    return out
+
+
+def pools(session):
+    """``{name: {obj, xml, active, autostart, persistent}}``, once per run."""
+    return session.memo(POOLS_KEY, lambda: _load_pools(session))
+
+
+def invalidate(session):
+    session.invalidate("storage:")
+
+
+def lookup_pool(session, name):
+    entry = pools(session).get(name)
+    if entry is None:
+        raise NotFound(f"pool '{name}' does not exist on {session.uri}")
+    return entry
+
+
+def _describe(entry, with_volumes=False):
+    model = sxml.Pool(entry["xml"])
+    out = {
+        "name": model.name,
+        "uuid": model.uuid,
+        "type": model.type,
+        "active": entry["active"],
+        "autostart": entry["autostart"],
+        "persistent": entry["persistent"],
+        "capacity": model.capacity,
+        "allocation": model.allocation,
+        "available": model.available,
+        "target": model.target,
+        "source": _public_source(model.source),
+    }
+    pool = entry["obj"]
+    if with_volumes:
+        try:
+            state = pool.info()[0]
+            out["state"] = _STATES.get(state, str(state))
+            out["volumes"] = pool.numOfVolumes() if entry["active"] else None
+        except libvirt.libvirtError as exc:
+            raise _fail(f"pool '{model.name}'", exc) from None
+    else:
+        out["state"] = "running" if entry["active"] else "inactive"
+    return out
+
+
+def _public_source(source):
+    """The source as shown: auth without anything secret (only the secret's reference)."""
+    source = dict(source)
+    if "auth" in source:
+        source["auth"] = {k: v for k, v in source["auth"].items() if k != "secret"}
+    return source
+
+
+# --- execution functions ---------------------------------------------------------
+
+
+def pool_list(session):
+    """``{name: {type, state, autostart, capacity, allocation, available, target}}``."""
+    out = {}
+    for name, entry in sorted(pools(session).items()):
+        info = _describe(entry)
+        out[name] = {k: info[k] for k in ("type", "state", "active", "autostart", "capacity", "allocation", "available", "target")}
+    return out
+
+
+def pool_show(session, name):
+    """Everything about one pool: type, state, autostart, sizes, target, source, volume count, XML."""
+    schema.validate(schema.OBJNAME, name, "name")
+    entry = lookup_pool(session, name)
+    info = _describe(entry, with_volumes=True)
+    return info
+
+
+def _spec(name, kwargs, path=None):
+    """Validate a pool's arguments (the pillar keys) with the pillar's own schema."""
+    spec = schema.validate_args(schema.POOL, name, kwargs, name_field=schema.OBJNAME, path=path)
+    if spec.get("volumes"):
+        raise InvalidInput(f"{path or name}:volumes", "declare volumes with kvm.volume_present (the formula does)")
+    return spec
+
+
+def pool_define(session, name, type=None, target=None, source=None, autostart=None):  # pylint: disable=redefined-builtin
+    """Define (not start) a pool; its secret is stored first. Returns :func:`pool_show`."""
+    spec = _spec(name, {"type": type, "target": target, "source": source, "autostart": autostart})
+    if name in pools(session):
+        raise KvmError(f"pool '{name}' is already defined (use kvm.pool_present to change it)")
+    _define(session, name, spec)
+    if autostart is not None:
+        pool_autostart(session, name, autostart)
+    invalidate(session)
+    return pool_show(session, name)
+
+
+def _pool_obj(session, name):
+    schema.validate(schema.OBJNAME, name, "name")
+    return lookup_pool(session, name)["obj"]
+
+
+def pool_build(session, name, overwrite=False):
+    """Build the pool's storage; existing storage is never overwritten unless ``overwrite``."""
+    pool = _pool_obj(session, name)
+    flags = BUILD_FLAGS["overwrite"] if overwrite else _build_flags_for(sxml.Pool(lookup_pool(session, name)["xml"]).type)
+    try:
+        pool.build(flags)
+    except libvirt.libvirtError as exc:
+        raise _fail(f"building pool '{name}'", exc) from None
+    invalidate(session)
+    return True
+
+
+def pool_start(session, name, build=False):
+    pool = _pool_obj(session, name)
+    try:
+        if not pool.isActive():
+            if build:
+                pool.build(_build_flags_for(sxml.Pool(pool.XMLDesc(0)).type))
+            pool.create(0)
+    except libvirt.libvirtError as exc:
+        raise _fail(f"starting pool '{name}'", exc) from None
+    invalidate(session)
+    return True
+
+
+def pool_stop(session, name):
+    pool = _pool_obj(session, name)
+    try:
+        if pool.isActive():
+            pool.destroy()
+    except libvirt.libvirtError as exc:
+        raise _fail(f"stopping pool '{name}'", exc) from None
+    invalidate(session)
+    return True
+
+
+def pool_refresh(session, name):
+    pool = _pool_obj(session, name)
+    try:
+        pool.refresh(0)
+    except libvirt.libvirtError as exc:
+        raise _fail(f"refreshing pool '{name}'", exc) from None
+    invalidate(session)
+    return True
+
+
+def pool_autostart(session, name, enable=True):
+    pool = _pool_obj(session, name)
+    try:
+        pool.setAutostart(1 if enable else 0)
+    except libvirt.libvirtError as exc:
+        raise _fail(f"setting autostart of pool '{name}'", exc) from None
+    invalidate(session)
+    return bool(enable)
+
+
+def pool_undefine(session, name):
+    """Stop and undefine the pool (its storage and volumes stay); drop salt-kvm's secret."""
+    pool = _pool_obj(session, name)
+    try:
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
+    except libvirt.libvirtError as exc:
+        raise _fail(f"undefining pool '{name}'", exc) from None
+    _drop_secret(session, name)
+    invalidate(session)
+    return True
+
+
+def pool_delete(session, name, force=False):
+    """Delete the pool's volumes and its storage (the directory, the VG...), then undefine it.
+
+    Refused while a volume is in use by a VM, unless ``force``.
+    """
+    schema.validate(schema.OBJNAME, name, "name")
+    entry = lookup_pool(session, name)
+    _purge(session, name, entry, force)
+    invalidate(session)
+    return True
+
+
+# --- secrets ----------------------------------------------------------------------
+
+
+def _digest(secret_uuid, value):
+    return hashlib.sha256(f"{secret_uuid}:{value}".encode()).hexdigest()[:32]
+
+
+def _find_secret(session, pool_name):
+    usage = sxml.secret_usage(pool_name)
+    for usage_type in (libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, libvirt.VIR_SECRET_USAGE_TYPE_CEPH):
+        try:
+            return session.conn.secretLookupByUsage(usage_type, usage)
+        except libvirt.libvirtError:
+            continue
+    return None
+
+
+def _secret_state(session, pool_name, auth):
+    """``None`` if salt-kvm's secret for the pool holds ``auth['secret']``, else what must change."""
+    secret = _find_secret(session, pool_name)
+    if secret is None:
+        return "create"
+    try:
+        model = sxml.Secret(secret.XMLDesc(0))
+    except libvirt.libvirtError:
+        return "update"
+    want_type = "ceph" if auth["type"] == "ceph" else "iscsi"
+    if model.usage_type != want_type:
+        return "recreate"
+    if (model.description or "").split("digest ")[-1] != _digest(secret.UUIDString(), auth["secret"]):
+        return "update"
+    return None
+
+
+def _store_secret(session, pool_name, auth):
+    """Create or update the pool's libvirt secret; return its usage name. Never logs the value."""
+    usage = sxml.secret_usage(pool_name)
+    usage_type = "ceph" if auth["type"] == "ceph" else "iscsi"
+    secret = _find_secret(session, pool_name)
+    try:
+        if secret is not None and sxml.Secret(secret.XMLDesc(0)).usage_type != usage_type:
+            secret.undefine()
+            secret = None
+        if secret is None:
+            secret = session.conn.secretDefineXML(sxml.Secret.build(usage, usage_type, "salt-kvm").to_xml(), 0)
+        sid = secret.UUIDString()
+        desc = f"salt-kvm pool secret, digest {_digest(sid, auth['secret'])}"
+        secret = session.conn.secretDefineXML(sxml.Secret.build(usage, usage_type, desc, uuid=sid).to_xml(), 0)
+        if usage_type == "ceph":
+            try:
+                value = base64.b64decode(auth["secret"], validate=True)
+            except ValueError:
+                raise InvalidInput("source:auth:secret", "is not a base64 Ceph key") from None
+        else:
+            value = auth["secret"].encode()
+        secret.setValue(value, 0)
+    except libvirt.libvirtError as exc:
+        # libvirt's message names the usage, never the value
+        raise KvmError(f"storing the secret of pool '{pool_name}': {libvirt_message(exc)}") from None
+    return usage
+
+
+def _drop_secret(session, pool_name):
+    secret = _find_secret(session, pool_name)
+    if secret is not None:
+        with contextlib.suppress(libvirt.libvirtError):
+            secret.undefine()
+
+
+def _xml_source(pool_name, source):
+    """The source as it goes into XML: a secret value becomes a reference to salt-kvm's secret."""
+    if not source or "auth" not in source:
+        return source
+    source = dict(source)
+    auth = dict(source["auth"])
+    if "secret" in auth:
+        auth.pop("secret")
+        auth.pop("secret_uuid", None)
+        auth["secret_usage"] = sxml.secret_usage(pool_name)
+    elif not auth.get("secret_uuid") and not auth.get("secret_usage"):
+        raise InvalidInput("source:auth", "needs secret, secret_uuid or secret_usage")
+    source["auth"] = auth
+    return source
+
+
+def _define(session, name, spec, uuid=None):
+    source = spec.get("source")
+    if source and source.get("auth", {}).get("secret"):
+        _store_secret(session, name, source["auth"])
+    xml = sxml.Pool.build(name, spec["type"], spec.get("target"), _xml_source(name, source), uuid=uuid).to_xml()
+    try:
+        return session.conn.storagePoolDefineXML(xml, 0)
+    except libvirt.libvirtError as exc:
+        raise _fail(f"defining pool '{name}'", exc) from None
+
+
+# --- building storage without overwriting it ----------------------------------------
+
+
+def _build_flags_for(ptype):
+    return BUILD_FLAGS["no_overwrite"] if ptype in ("fs", "disk", "logical") else 0
+
+
+def _probe(device, what):
+    """``blkid`` value ``what`` (TYPE, PTTYPE) of ``device``; ``None`` when it holds none."""
+    try:
+        proc = subprocess.run(
+            ["blkid", "-p", "-o", "value", "-s", what, device], capture_output=True, text=True, timeout=30, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise KvmError(f"cannot probe {device}: {exc}") from None
+    value = proc.stdout.strip()
+    return value or None
+
+
+def _vg_exists(vg_name):
+    if not shutil.which("vgs"):
+        return False
+    proc = subprocess.run(["vgs", "--noheadings", "-o", "vg_name", vg_name], capture_output=True, text=True, timeout=30, check=False)
+    return proc.returncode == 0 and proc.stdout.strip() == vg_name
+
+
+def build_plan(spec):
+    """What building the declared pool would do: ``(description, flags)`` or ``None``.
+
+    Existing storage of the declared kind is used as it is. Storage of another
+    kind is overwritten only with ``build: force``; otherwise this raises
+    :class:`~salt_kvm.errors.Refused`.
+    """
+    if spec.get("build") is False:
+        return None
+    ptype, target, source = spec["type"], spec.get("target"), spec.get("source", {})
+    force = spec.get("build") == "force"
+    mkdir = bool(target) and not os.path.isdir(target)
+    if ptype in ("dir", "netfs"):
+        return (f"create directory {target}", 0) if mkdir else None
+    if ptype == "fs":
+        device = source["devices"][0]
+        want = source.get("format") or "auto"
+        have = _probe(device, "TYPE")
+        if have is None:
+            fstype = want if want != "auto" else "ext4"
+            return (f"make a {fstype} filesystem on {device}" + (f" and create directory {target}" if mkdir else ""), BUILD_FLAGS["no_overwrite"])
+        if want in ("auto", have):
+            return (f"create directory {target}", 0) if mkdir else None
+        if force:
+            return (f"overwrite the {have} filesystem on {device} with {want}", BUILD_FLAGS["overwrite"])
+        raise Refused(f"{device} holds a {have} filesystem, declared {want}; set build: force to overwrite it")
+    if ptype == "disk":
+        device = source["devices"][0]
+        want = source.get("format")
+        have = _probe(os.path.realpath(device), "PTTYPE")
+        if have is None:
+            return (f"write a {want or 'dos'} partition table on {device}", BUILD_FLAGS["no_overwrite"])
+        if want in (None, have):
+            return None
+        if force:
+            return (f"overwrite the {have} partition table on {device} with {want}", BUILD_FLAGS["overwrite"])
+        raise Refused(f"{device} holds a {have} partition table, declared {want}; set build: force to overwrite it")
+    if ptype == "logical":
+        vg_name = source["name"]
+        if _vg_exists(vg_name):
+            return None
+        devices = source.get("devices")
+        if not devices:
+            raise KvmError(f"volume group {vg_name} does not exist and source.devices is not given to create it")
+        for device in devices:
+            have = _probe(device, "TYPE")
+            if have and not force:
+                raise Refused(f"{device} holds {have} data; set build: force to make it a physical volume of {vg_name}")
+        return (f"create volume group {vg_name} on {', '.join(devices)}", BUILD_FLAGS["overwrite"] if force else BUILD_FLAGS["no_overwrite"])
+    return None
+
+
+# --- the states -------------------------------------------------------------------------
+
+
+def _declared_source(name, source):
+    """The declared source as it will read back (secret replaced by its reference)."""
+    if not source:
+        return {}
+    out = _xml_source(name, source)
+    return out
+
+
+def _source_changes(current, declared):
+    """``{sub-key: (old, new)}`` of declared source keys that differ."""
+    diffs = {}
+    for key, want in declared.items():
+        have = current.get(key)
+        if key == "auth":
+            have_cmp = {k: v for k, v in (have or {}).items() if k in want}
+            if plan.normalise(have_cmp) != plan.normalise(want):
+                diffs[key] = (have, want)
+        elif key in ("devices", "hosts"):
+            if list(have or []) != list(want):
+                diffs[key] = (have, want)
+        elif have != want:
+            diffs[key] = (have, want)
+    return diffs
+
+
+class PoolResource(plan.Resource):
+    def __init__(self, session, name, spec):
+        self.session = session
+        self.name = name
+        self.spec = spec
+        self.what = f"{spec.get('type', '')} pool '{name}'".strip()
+        self._built = None
+        self._made_dir = False
+
+    # -- read
+    def read(self):
+        entry = pools(self.session).get(self.name)
+        if entry is None:
+            return None
+        model = sxml.Pool(entry["xml"])
+        return {
+            "type": model.type,
+            "target": model.target,
+            "source": model.source,
+            "running": entry["active"],
+            "autostart": entry["autostart"],
+            "uuid": model.uuid,
+            "xml": entry["xml"],
+        }
+
+    def declared_xml(self, uuid=None):
+        spec = self.spec
+        return sxml.Pool.build(self.name, spec["type"], spec.get("target"), _xml_source(self.name, spec.get("source")), uuid=uuid).to_xml()
+
+    def current_xml(self, current):
+        """The current definition, normalised the way the declared one is built (for the diff)."""
+        return sxml.Pool.build(self.name, current["type"], current["target"], current["source"], uuid=current["uuid"]).to_xml()
+
+    def _summary(self):
+        out = {"type": self.spec["type"]}
+        if self.spec.get("target"):
+            out["target"] = self.spec["target"]
+        if self.spec.get("source"):
+            out["source"] = _public_source(_declared_source(self.name, self.spec["source"]))
+        return out
+
+    # -- diff
+    def changes(self, current):
+        spec = self.spec
+        changes = {}
+        auth = (spec.get("source") or {}).get("auth") or {}
+        if current is None:
+            changes["pool"] = {"old": None, "new": self._summary()}
+            build = build_plan(spec)
+            if build:
+                changes["build"] = {"old": None, "new": build[0]}
+            if auth.get("secret"):
+                changes["secret"] = {"old": None, "new": HIDDEN}
+            changes["running"] = {"old": False, "new": True}
+            if spec.get("autostart"):
+                changes["autostart"] = {"old": False, "new": True}
+            return changes
+
+        force = spec.get("force")
+        if current["type"] != spec["type"]:
+            if not force:
+                raise Refused(
+                    f"it is a {current['type']} pool; changing its type to {spec['type']} changes what holds its data (set force: True to redefine it)"
+                )
+            changes["type"] = {"old": current["type"], "new": spec["type"]}
+        if spec.get("target") and current["target"] != spec["target"]:
+            changes["target"] = {"old": current["target"], "new": spec["target"]}
+        declared_source = _declared_source(self.name, spec.get("source"))
+        sdiff = _source_changes(current["source"], declared_source)
+        if sdiff:
+            data_keys = [k for k in sdiff if k in DATA_SOURCE_KEYS]
+            if data_keys and not force and "type" not in changes:
+                detail = "; ".join(f"source.{k} is {sdiff[k][0]!r}, declared {sdiff[k][1]!r}" for k in data_keys)
+                raise Refused(f"{detail}: that changes what holds its data (set force: True to redefine it)")
+            changes["source"] = {
+                "old": _public_source({k: current["source"].get(k) for k in sdiff}),
+                "new": _public_source({k: v[1] for k, v in sdiff.items()}),
+            }
+        if auth.get("secret"):
+            state = _secret_state(self.session, self.name, auth)
+            if state:
+                changes["secret"] = {"old": None if state == "create" else HIDDEN, "new": HIDDEN}
+        redefine = any(k in changes for k in ("type", "target", "source"))
+        if redefine:
+            changes["definition"] = {"old": self.current_xml(current), "new": self.declared_xml(uuid=current["uuid"])}
+        if redefine or not current["running"]:
+            build = build_plan(spec)
+            if build:
+                changes["build"] = {"old": None, "new": build[0]}
+        if not current["running"]:
+            changes["running"] = {"old": False, "new": True}
+        elif redefine:
+            changes["running"] = {"old": "running the old definition", "new": "restarted with the declared one"}
+        if spec.get("autostart") is not None and current["autostart"] != spec["autostart"]:
+            changes["autostart"] = {"old": current["autostart"], "new": spec["autostart"]}
+        return changes
+
+    def verify(self, after):
+        remaining = self.changes(after)
+        remaining.pop("build", None)
+        remaining.pop("secret", None)
+        return remaining
+
+    # -- apply
+    def apply(self, current, changes):
+        spec = self.spec
+        conn = self.session.conn
+        try:
+            if current is None or "type" in changes:
+                if current is not None:
+                    old = lookup_pool(self.session, self.name)["obj"]
+                    if old.isActive():
+                        old.destroy()
+                    old.undefine()
+                    invalidate(self.session)
+                pool = _define(self.session, self.name, spec, uuid=current["uuid"] if current else None)
+            elif "target" in changes or "source" in changes or "secret" in changes:
+                pool = _define(self.session, self.name, spec, uuid=current["uuid"])
+            else:
+                pool = conn.storagePoolLookupByName(self.name)
+            invalidate(self.session)
+            if "running" in changes:
+                if pool.isActive():
+                    pool.destroy()
+                if "build" in changes:
+                    flags = build_plan(spec)
+                    if flags:
+                        self._made_dir = bool(spec.get("target")) and not os.path.isdir(spec["target"])
+                        pool.build(flags[1])
+                        self._built = flags[0]
+                pool.create(0)
+            if "autostart" in changes:
+                pool.setAutostart(1 if spec["autostart"] else 0)
+        except libvirt.libvirtError as exc:
+            raise _fail(f"pool '{self.name}'", exc) from None
+        finally:
+            invalidate(self.session)
+
+    def restore(self, before):
+        conn = self.session.conn
+        done = []
+        with contextlib.suppress(libvirt.libvirtError):
+            pool = conn.storagePoolLookupByName(self.name)
+            if pool.isActive():
+                pool.destroy()
+            if before is None:
+                pool.undefine()
+                done.append("removed the new pool definition")
+        if before is None:
+            _drop_secret(self.session, self.name)
+            if self._made_dir and self.spec.get("target") and self.spec["type"] in ("dir", "netfs", "fs"):
+                with contextlib.suppress(OSError):
+                    os.rmdir(self.spec["target"])
+                    done.append(f"removed directory {self.spec['target']}")
+        else:
+            try:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.storagePoolLookupByName(self.name).undefine()
+                pool = conn.storagePoolDefineXML(before["xml"], 0)
+                if before["running"]:
+                    pool.create(0)
+                pool.setAutostart(1 if before["autostart"] else 0)
+                done.append("the previous definition" + (", running" if before["running"] else ""))
+            except libvirt.libvirtError as exc:
+                log.warning("restoring pool %s failed: %s", self.name, libvirt_message(exc))
+                return None
+        invalidate(self.session)
+        return "; ".join(done) or None
+
+    def summary(self, changes, test):
+        base = super().summary(changes, test)
+        if "pool" in changes:
+            base = f"{self.what} {'would be' if test else 'was'} defined" + (", built" if "build" in changes else "") + " and started"
+        if "definition" in changes:
+            base += "; definition:\n" + xml_diff(changes["definition"]["old"], changes["definition"]["new"])
+        return base
+
+
+def pool_present(session, name, test=False, **kwargs):
+    """State: the pool is defined as declared, built when needed, running, autostart as declared."""
+    try:
+        spec = _spec(name, kwargs)
+    except InvalidInput as exc:
+        return plan.state_return(name, False, comment=f"pool '{name}': {exc}")
+    resource = PoolResource(session, name, spec)
+    return plan.ensure(name, resource, test)
+
+
+def _domain_disks(session):
+    """``{path: [VM names]}`` of every disk of every VM (one listing per run)."""
+
+    def load():
+        from salt_kvm.xml.base import parse  # pylint: disable=import-outside-toplevel
+
+        out = {}
+        for dom in session.conn.listAllDomains(0):
+            try:
+                root = parse(dom.XMLDesc(0))
+            except libvirt.libvirtError:
+                continue
+            for src in root.findall("devices/disk/source"):
+                key = src.get("file") or src.get("dev") or src.get("name")
+                if src.get("pool") and src.get("volume"):
+                    key = f"{src.get('pool')}/{src.get('volume')}"
+                if key:
+                    out.setdefault(key, []).append(dom.name())
+            for backing in root.iter("backingStore"):
+                src = backing.find("source")
+                if src is not None and (src.get("file") or src.get("dev")):
+                    out.setdefault(src.get("file") or src.get("dev"), []).append(dom.name())
+        return out
+
+    return session.memo(DOMAINS_KEY, load)
+
+
+def volume_users(session, pool_name, vol_name, path):
+    """Names of the VMs whose disks use the volume (by path or by pool/volume)."""
+    disks = _domain_disks(session)
+    users = set(disks.get(path, [])) | set(disks.get(f"{pool_name}/{vol_name}", []))
+    return sorted(users)
+
+
+def _purge(session, name, entry, force):
+    pool = entry["obj"]
+    try:
+        if not pool.isActive():
+            pool.create(0)
+        pool.refresh(0)
+        vols = pool.listAllVolumes(0)
+    except libvirt.libvirtError as exc:
+        raise _fail(f"pool '{name}'", exc) from None
+    busy = {}
+    for vol in vols:
+        users = volume_users(session, name, vol.name(), vol.path())
+        if users:
+            busy[vol.name()] = users
+    if busy and not force:
+        detail = ", ".join(f"{v} (used by {', '.join(u)})" for v, u in sorted(busy.items()))
+        raise Refused(f"purging would delete volumes in use: {detail}; set force: True to delete them anyway")
+    ptype = sxml.Pool(entry["xml"]).type
+    try:
+        if ptype not in ("disk", "iscsi", "iscsi-direct"):
+            for vol in vols:
+                if ptype == "fs" and vol.name() == "lost+found":
+                    continue
+                vol.delete(0)
+        pool.destroy()
+        if ptype in ("dir", "fs", "netfs", "logical", "disk"):
+            try:
+                pool.delete(0)
+            except libvirt.libvirtError as exc:
+                if ptype != "fs":
+                    raise
+                log.debug("pool %s: delete of the mount point failed: %s", name, libvirt_message(exc))
+        pool.undefine()
+    except libvirt.libvirtError as exc:
+        raise _fail(f"purging pool '{name}'", exc) from None
+    _drop_secret(session, name)
+    session.invalidate()
+
+
+def pool_absent(session, name, purge=False, force=False, test=False):
+    """State: the pool is not defined. ``purge`` also deletes its volumes and storage.
+
+    Purging is refused while a volume is in use by a VM unless ``force``.
+    """
+    try:
+        schema.validate(schema.OBJNAME, name, name)
+        schema.validate(schema.Bool(), purge if purge is not None else False, f"{name}:purge")
+        schema.validate(schema.Bool(), force if force is not None else False, f"{name}:force")
+    except InvalidInput as exc:
+        return plan.state_return(name, False, comment=f"pool '{name}': {exc}")
+
+    def exists():
+        entry = pools(session).get(name)
+        if entry is None:
+            return None
+        return _describe(entry)
+
+    def guard(current):
+        if not purge or force:
+            return
+        entry = pools(session)[name]
+        if not entry["active"]:
+            return  # checked again when purging (the pool must run to list volumes)
+        try:
+            vols = entry["obj"].listAllVolumes(0)
+        except libvirt.libvirtError as exc:
+            raise _fail(f"pool '{name}'", exc) from None
+        busy = [f"{v.name()} (used by {', '.join(u)})" for v in vols for u in [volume_users(session, name, v.name(), v.path())] if u]
+        if busy:
+            raise Refused(f"purging would delete volumes in use: {', '.join(busy)}; set force: True to delete them anyway")
+
+    def remove(current):
+        entry = pools(session)[name]
+        if purge:
+            _purge(session, name, entry, force)
+        else:
+            pool = entry["obj"]
+            try:
+                if pool.isActive():
+                    pool.destroy()
+                pool.undefine()
+            except libvirt.libvirtError as exc:
+                raise _fail(f"pool '{name}'", exc) from None
+            _drop_secret(session, name)
+        invalidate(session)
+
+    what = f"pool '{name}'"
+    ret = plan.absent(name, what, exists, remove, test=test, guard=guard)
+    if purge and ret["changes"]:
+        ret["changes"]["purged"] = {"old": None, "new": "volumes and storage deleted"}
+    return ret

@@ -1,0 +1,221 @@
+"""libvirt storage XML: pools, volumes and the secrets pools authenticate with.
+
+One class per document both parses (what libvirt reports) and builds (what is
+declared). The pool's source is exchanged as the same dict the pillar uses
+(``devices``, ``dir``, ``name``, ``hosts``, ``format``, ``initiator``,
+``auth``), so the current and the declared pool compare key by key. A secret's
+value never enters XML: pools reference the libvirt secret by its usage name.
+"""
+
+from lxml import etree
+
+from salt_kvm.xml.base import Attr, Text, XmlModel
+
+#: the usage name of the libvirt secret salt-kvm keeps for pool ``name``
+SECRET_USAGE_PREFIX = "salt-kvm/"
+
+
+def secret_usage(pool_name):
+    return SECRET_USAGE_PREFIX + pool_name
+
+
+def _host_text(host):
+    name, port = host.get("name"), host.get("port")
+    if name and ":" in name and not name.startswith("["):
+        name = f"[{name}]"
+    return f"{name}:{port}" if port else name
+
+
+def _split_host(text):
+    """``'h'``, ``'h:3260'``, ``'[2001:db8::1]:3260'`` -> ``(name, port)``."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, rest[1:] if rest.startswith(":") else None
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, port
+    return text, None
+
+
+class Pool(XmlModel):
+    """``<pool>``: name, type, target path, source, sizes."""
+
+    ROOT = "pool"
+    name = Text("name")
+    uuid = Text("uuid")
+    type = Attr(".", "type")
+    target = Text("target/path")
+    capacity = Text("capacity", int)
+    allocation = Text("allocation", int)
+    available = Text("available", int)
+
+    @property
+    def source(self):
+        """The source as the pillar writes it (only keys that are present)."""
+        src = self.root.find("source")
+        out = {}
+        if src is None:
+            return out
+        devices = [d.get("path") for d in src.findall("device") if d.get("path")]
+        if devices:
+            out["devices"] = devices
+        node = src.find("dir")
+        if node is not None and node.get("path"):
+            out["dir"] = node.get("path")
+        node = src.find("name")
+        if node is not None and node.text:
+            out["name"] = node.text.strip()
+        hosts = []
+        for host in src.findall("host"):
+            if host.get("name"):
+                hosts.append(_host_text({"name": host.get("name"), "port": host.get("port")}))
+        if hosts:
+            out["hosts"] = hosts
+        node = src.find("format")
+        if node is not None and node.get("type"):
+            out["format"] = node.get("type")
+        node = src.find("initiator/iqn")
+        if node is not None and node.get("name"):
+            out["initiator"] = node.get("name")
+        auth = src.find("auth")
+        if auth is not None:
+            entry = {"type": auth.get("type"), "username": auth.get("username")}
+            secret = auth.find("secret")
+            if secret is not None:
+                if secret.get("usage"):
+                    entry["secret_usage"] = secret.get("usage")
+                if secret.get("uuid"):
+                    entry["secret_uuid"] = secret.get("uuid")
+            out["auth"] = entry
+        return out
+
+    @source.setter
+    def source(self, spec):
+        """Replace ``<source>`` with one built from a pillar source dict.
+
+        ``auth`` is written with a reference to its libvirt secret
+        (``secret_uuid`` or ``secret_usage``), never with the secret itself.
+        """
+        old = self.root.find("source")
+        src = etree.Element("source")
+        spec = spec or {}
+        for host in spec.get("hosts", []):
+            name, port = _split_host(host)
+            el = etree.SubElement(src, "host", name=name)
+            if port:
+                el.set("port", str(port))
+        for dev in spec.get("devices", []):
+            etree.SubElement(src, "device", path=dev)
+        if spec.get("dir"):
+            etree.SubElement(src, "dir", path=spec["dir"])
+        auth = spec.get("auth")
+        if auth:
+            el = etree.SubElement(src, "auth", type=auth["type"], username=auth["username"])
+            secret = etree.SubElement(el, "secret")
+            if auth.get("secret_uuid"):
+                secret.set("uuid", auth["secret_uuid"])
+            else:
+                secret.set("usage", auth["secret_usage"])
+        if spec.get("name"):
+            etree.SubElement(src, "name").text = spec["name"]
+        if spec.get("format"):
+            etree.SubElement(src, "format", type=spec["format"])
+        if spec.get("initiator"):
+            init = etree.SubElement(src, "initiator")
+            etree.SubElement(init, "iqn", name=spec["initiator"])
+        if old is not None:
+            old.addprevious(src)
+            old.getparent().remove(old)
+        else:
+            target = self.root.find("target")
+            if target is not None:
+                target.addprevious(src)
+            else:
+                self.root.append(src)
+
+    @classmethod
+    def build(cls, name, ptype, target=None, source=None, uuid=None):
+        """The XML of a declared pool (elements in libvirt's own order)."""
+        pool = cls()
+        pool.type = ptype
+        pool.name = name
+        if uuid:
+            pool.uuid = uuid
+        if source:
+            pool.source = source
+        if target:
+            pool.target = target
+        return pool
+
+
+class Volume(XmlModel):
+    """``<volume>``: name, capacity, allocation, format, path, backing store."""
+
+    ROOT = "volume"
+    name = Text("name")
+    key = Text("key")
+    type = Attr(".", "type")
+    capacity = Text("capacity", int)
+    allocation = Text("allocation", int)
+    physical = Text("physical", int)
+    path = Text("target/path")
+    format = Attr("target/format", "type")
+    backing_path = Text("backingStore/path")
+    backing_format = Attr("backingStore/format", "type")
+
+    def set_sizes(self, capacity, allocation=None):
+        cap = self.sub("capacity")
+        cap.set("unit", "bytes")
+        cap.text = str(int(capacity))
+        if allocation is not None:
+            alloc = self.sub("allocation")
+            alloc.set("unit", "bytes")
+            alloc.text = str(int(allocation))
+
+    @classmethod
+    def build(cls, name, capacity, fmt=None, allocation=None, backing_path=None, backing_format=None):
+        vol = cls()
+        vol.name = name
+        vol.set_sizes(capacity, allocation)
+        if fmt:
+            vol.format = fmt
+        if backing_path:
+            vol.backing_path = backing_path
+            if backing_format:
+                vol.backing_format = backing_format
+        return vol
+
+
+class Secret(XmlModel):
+    """``<secret>`` for a pool's CHAP password or Ceph key (the value is set apart)."""
+
+    ROOT = "secret"
+    uuid = Text("uuid")
+    description = Text("description")
+    usage_type = Attr("usage", "type")
+
+    @property
+    def usage(self):
+        node = self.root.find("usage")
+        if node is None:
+            return None
+        for tag in ("target", "name", "volume"):
+            child = node.find(tag)
+            if child is not None and child.text:
+                return child.text.strip()
+        return None
+
+    @classmethod
+    def build(cls, usage, usage_type, description=None, uuid=None):
+        """``usage_type`` ``iscsi`` (CHAP) or ``ceph``; private, persistent."""
+        secret = cls()
+        secret.root.set("ephemeral", "no")
+        secret.root.set("private", "yes")
+        if uuid:
+            secret.uuid = uuid
+        if description:
+            secret.description = description
+        node = secret.sub("usage")
+        node.set("type", usage_type)
+        etree.SubElement(node, "target" if usage_type == "iscsi" else "name").text = usage
+        return secret

@@ -1,0 +1,48 @@
+import pytest
+
+from salt_kvm import formula
+from salt_kvm.errors import InvalidInput
+
+
+PILLAR = {
+    "bridges": {"br0": {"ports": ["eno1"], "stp": False}, "old": {"absent": True}},
+    "networks": {"lan": {"mode": "bridge", "bridge": "br0"}},
+    "pools": {
+        "default": {
+            "type": "dir",
+            "target": "/var/lib/libvirt/images",
+            "volumes": {"web01.qcow2": {"size": "20G", "backing": "base.img"}, "base.img": {"size": "10G"}},
+        }
+    },
+    "snapshots": {"web01": {"every": "1d", "keep": 7}},
+}
+
+
+def test_storage_renders_backing_volumes_first_and_requires_the_pool():
+    states = formula.render("storage", PILLAR)
+    ids = list(states)
+    assert ids == ["kvm-pool-default", "kvm-volume-default-base.img", "kvm-volume-default-web01.qcow2"]
+    web = states["kvm-volume-default-web01.qcow2"]["kvm.volume_present"]
+    assert {"pool": "default"} in web and {"size": 20 * 1024**3} in web
+    require = [item for item in web if "require" in item][0]["require"]
+    assert {"kvm": "kvm-pool-default"} in require and {"kvm": "kvm-volume-default-base.img"} in require
+
+
+def test_bridges_render_present_and_absent():
+    states = formula.render("bridges", PILLAR)
+    assert "kvm.bridge_present" in states["kvm-bridge-br0"]
+    assert "kvm.bridge_absent" in states["kvm-bridge-old"]
+
+
+def test_snapshots_render_retention():
+    states = formula.render("snapshots", PILLAR)
+    body = states["kvm-snapshots-web01"]["kvm.snapshots_retained"]
+    assert {"name": "web01"} in body and {"keep": 7} in body and {"every": 86400.0} in body
+
+
+def test_a_bad_value_anywhere_fails_every_part():
+    bad = dict(PILLAR, snapshots={"web01": {"every": "1d", "keep": "seven"}})
+    for part in formula.PARTS:
+        with pytest.raises(InvalidInput) as err:
+            formula.render(part, bad)
+        assert "kvm:snapshots:web01:keep" in str(err.value)
