@@ -104,6 +104,128 @@ def render_formula(part, pillar=None):
 
 # --- libvirt networks (salt_kvm.network) --------------------------------------
 
+
+def _network():
+    from salt_kvm import network  # pylint: disable=import-outside-toplevel
+
+    return network
+
+
+def network_list():
+    """
+    List the libvirt networks: ``{name: {mode, bridge, active, autostart, persistent}}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.network_list
+    """
+    return _call(_network().list_networks, _session())
+
+
+def network_show(name):
+    """
+    Show one libvirt network: mode, bridge, dev, addresses, DHCP ranges and
+    static hosts, DNS domain, MTU, active, autostart, persistent, the VMs on it
+    (``interfaces``, ``vms``) and the running ones attached (``attached``), and
+    ``pending_restart`` (keys defined but not yet live).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.network_show default
+    """
+    return _call(_network().show, _session(), name)
+
+
+def network_define(name, **kwargs):
+    """
+    Define a libvirt network (or update its persistent definition; a running
+    network needs ``kvm.network_stop`` / ``kvm.network_start`` to take it).
+    Takes the keys of a ``kvm:networks`` pillar entry: ``mode`` (nat, route,
+    isolated, open, bridge), ``bridge``, ``dev``, ``address``, ``address6``,
+    ``dhcp`` ({start, end, hosts: [{mac, ip, name}]}), ``dhcp6``, ``domain``,
+    ``mtu``, ``autostart``. Returns what ``kvm.network_show`` returns.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.network_define lab mode=nat address=198.51.100.1/24 dhcp='{start: 198.51.100.100, end: 198.51.100.200}'
+        salt '*' kvm.network_define lan mode=bridge bridge=br0
+    """
+    return _call(_network().define, _session(), name, **kwargs)
+
+
+def network_start(name):
+    """
+    Start a defined libvirt network (True also when it was running).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.network_start lab
+    """
+    return _call(_network().start, _session(), name)
+
+
+def network_stop(name, force=False):
+    """
+    Stop (destroy) a running libvirt network. Refuses while running VMs are
+    attached (they would lose their link) unless ``force=True``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.network_stop lab
+    """
+    return _call(_network().stop, _session(), name, force=force)
+
+
+def network_undefine(name, force=False):
+    """
+    Stop and remove a libvirt network. Refuses while running VMs are attached
+    unless ``force=True``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.network_undefine lab
+    """
+    return _call(_network().undefine, _session(), name, force=force)
+
+
+def network_autostart(name, enabled=True):
+    """
+    Start a libvirt network when libvirtd starts (``enabled=False``: do not).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.network_autostart lab
+        salt '*' kvm.network_autostart lab enabled=False
+    """
+    return _call(_network().set_autostart, _session(), name, enabled)
+
+
+def network_leases(name):
+    """
+    The DHCP leases of a libvirt network: ``[{mac, ip, prefix, type, hostname, clientid, expiry, interface}]``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.network_leases default
+    """
+    return _call(_network().leases, _session(), name)
+
 # --- end libvirt networks -----------------------------------------------------
 
 # --- pools and volumes (salt_kvm.storage) -------------------------------------

@@ -40,6 +40,65 @@ def _test():
 
 # --- libvirt networks (salt_kvm.network) --------------------------------------
 
+
+def network_present(
+    name,
+    mode="nat",
+    bridge=None,
+    dev=None,
+    address=None,
+    address6=None,
+    dhcp=None,
+    dhcp6=None,
+    domain=None,
+    mtu=None,
+    autostart=None,
+    restart=False,
+    force=False,
+):
+    """
+    A libvirt network is defined as declared and running.
+
+    The arguments are the keys of a ``kvm:networks`` pillar entry: ``mode``
+    (nat, route, isolated, open, bridge), ``bridge`` (the bridge libvirt creates;
+    in mode bridge the existing host bridge), ``dev`` (nat/route: the uplink),
+    ``address`` / ``address6`` (the network's own address with prefix),
+    ``dhcp`` / ``dhcp6`` (``{start, end, hosts: [{mac, ip, name}]}``),
+    ``domain``, ``mtu``, ``autostart``.
+
+    Static DHCP hosts are changed live; other changes need a restart of a
+    running network, which happens only with ``restart: True`` when running
+    VMs are attached (the state fails naming them otherwise). Keys not given
+    are left as they are (a bridge name libvirt picked is not drift).
+
+    .. code-block:: yaml
+
+        lab:
+          kvm.network_present:
+            - mode: nat
+            - address: 198.51.100.1/24
+            - dhcp: {start: 198.51.100.100, end: 198.51.100.200}
+            - autostart: true
+    """
+    from salt_kvm import network  # pylint: disable=import-outside-toplevel
+
+    return network.present(_session(), name, test=_test(), mode=mode, bridge=bridge, dev=dev, address=address, address6=address6, dhcp=dhcp, dhcp6=dhcp6, domain=domain, mtu=mtu, autostart=autostart, restart=restart, force=force)
+
+
+def network_absent(name, force=False):
+    """
+    A libvirt network does not exist (stopped and undefined). Refuses while
+    running VMs are attached unless ``force: True``.
+
+    .. code-block:: yaml
+
+        old-lab:
+          kvm.network_absent
+    """
+    from salt_kvm import network  # pylint: disable=import-outside-toplevel
+
+    return network.absent(_session(), name, force=force, test=_test())
+
 # --- end libvirt networks -----------------------------------------------------
 
 # --- pools and volumes (salt_kvm.storage) -------------------------------------

@@ -426,8 +426,6 @@ class NetworkResource(plan.Resource):
             have["autostart"] = rec["autostart"]
             have["active"] = rec["active"]
         changes = plan.diff(have, self._desired_flat())
-        if current and "active" in changes and not have.get("active"):
-            changes["active"]["old"] = False
         net_spec = {k: v for k, v in self.spec.items() if k != "autostart"}
         net_spec["mode"] = self.mode
         base = rec["config"] if rec else None
@@ -447,11 +445,13 @@ class NetworkResource(plan.Resource):
         return changes
 
     def verify(self, after):
+        saved = (self.restart_keys, self.attached, self.desired_xml)
         self._verifying = True
         try:
             return {k: v for k, v in self.changes(after).items() if k != "xml"}
         finally:
             self._verifying = False
+            self.restart_keys, self.attached, self.desired_xml = saved
 
     def summary(self, changes, test):
         keys = ", ".join(sorted(k for k in changes if k != "xml"))
@@ -461,7 +461,6 @@ class NetworkResource(plan.Resource):
         else:
             text = f"{self.what} {'would be' if test else 'was'} changed ({keys})"
         if self.restart_keys:
-            text += f"; {'needs' if test else 'it was'} a restart of the network" if False else ""
             verb = "would be restarted" if test else "was restarted"
             text += f" and {verb} to apply {', '.join(self.restart_keys)}"
             if self.attached:
@@ -576,7 +575,8 @@ class NetworkResource(plan.Resource):
                 net = conn.networkDefineXML(rec["config"])
             if net is None:
                 return None
-            net.setAutostart(1 if rec["autostart"] else 0) if rec["persistent"] else None
+            if rec["persistent"]:
+                net.setAutostart(1 if rec["autostart"] else 0)
             if rec["active"]:
                 if net.isActive() and self._touched_live:
                     net.destroy()

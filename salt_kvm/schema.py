@@ -480,7 +480,9 @@ def _check_dhcp(rec, addr_key, dhcp_key, path, errors):
         for key in ("start", "end"):
             if ipaddress.ip_address(dhcp[key]) not in net:
                 errors.add(_join(_join(path, dhcp_key), key), f"{dhcp[key]} is outside the network {net}")
-        if ipaddress.ip_address(start) > ipaddress.ip_address(end):
+        if ipaddress.ip_address(start).version != ipaddress.ip_address(end).version:
+            errors.add(_join(path, dhcp_key), f"start {start} and end {end} are not of the same IP version")
+        elif ipaddress.ip_address(start) > ipaddress.ip_address(end):
             errors.add(_join(path, dhcp_key), f"start {start} is after end {end}")
     seen_ip, seen_mac = {}, {}
     for i, host in enumerate(dhcp.get("hosts", [])):
@@ -506,6 +508,50 @@ def _check_network(rec, path, errors):
                 errors.add(_join(path, key), "cannot be set in mode bridge (libvirt does not manage the host bridge's addresses)")
     _check_dhcp(rec, "address", "dhcp", path, errors)
     _check_dhcp(rec, "address6", "dhcp6", path, errors)
+    _check_network_more(rec, mode, path, errors)
+
+
+def _check_network_more(rec, mode, path, errors):
+    """What libvirt would refuse, said with the pillar path (added for the networks issue)."""
+    if "dev" in rec and mode not in ("nat", "route"):
+        errors.add(_join(path, "dev"), f"can only be set in mode nat or route, not {mode}")
+    if "mtu" in rec and mode == "bridge":
+        errors.add(_join(path, "mtu"), "cannot be set in mode bridge (set the MTU of the host bridge instead)")
+    for addr_key, dhcp_key, version in (("address", "dhcp", 4), ("address6", "dhcp6", 6)):
+        address = rec.get(addr_key)
+        if not address:
+            continue
+        iface = ipaddress.ip_interface(address)
+        net = iface.network
+        special = set()
+        if version == 4 and net.prefixlen < 31:
+            special = {net.network_address, net.broadcast_address}
+        elif version == 6 and net.prefixlen < 127:
+            special = {net.network_address}
+        if iface.ip in special:
+            errors.add(_join(path, addr_key), f"{iface.ip} is the network's {'broadcast' if iface.ip == net.broadcast_address and version == 4 else 'network'} address, not a host address")
+        dhcp = rec.get(dhcp_key) or {}
+        dpath = _join(path, dhcp_key)
+        if dhcp.get("start") and dhcp.get("end"):
+            lo, hi = ipaddress.ip_address(dhcp["start"]), ipaddress.ip_address(dhcp["end"])
+            if lo.version != version or hi.version != version:
+                continue
+            if lo <= iface.ip <= hi:
+                errors.add(dpath, f"range {lo}-{hi} overlaps the network's own address {iface.ip}")
+            for addr in sorted(special):
+                if lo <= addr <= hi:
+                    errors.add(dpath, f"range {lo}-{hi} includes {addr}, which is not a host address")
+        for i, host in enumerate(dhcp.get("hosts", [])):
+            hpath = _join(_join(dpath, "hosts"), i)
+            if ipaddress.ip_address(host["ip"]) == iface.ip:
+                errors.add(_join(hpath, "ip"), f"{host['ip']} is the network's own address")
+            if version == 4 and not host.get("mac") and not host.get("name"):
+                errors.add(hpath, "needs mac or name (libvirt's rule for IPv4 hosts)")
+            if version == 6:
+                if host.get("mac"):
+                    errors.add(_join(hpath, "mac"), "cannot be set for an IPv6 host (DHCPv6 identifies hosts by name; libvirt's rule)")
+                elif not host.get("name"):
+                    errors.add(hpath, "needs name (libvirt's rule for IPv6 hosts)")
 
 
 NETWORK = Record(
@@ -651,6 +697,27 @@ RETENTION = Record(
         "older_than": Duration(),
     },
     required=("every", "keep"),
+)
+
+#: the arguments of kvm.snapshot_create / snapshot_revert / snapshot_delete and
+#: the snapshot_present / snapshot_absent states (``name`` is the VM)
+SNAPSHOT = Record(
+    {
+        "snapshot": SNAPNAME,
+        "memory": Bool(),
+        "disk_only": Bool(),
+        "external": Bool(),
+        "quiesce": Bool(),
+        "description": Str(r"[^\0]*", max_len=4096, what="a description"),
+        "children": Bool(),
+        "running": Bool(),
+    }
+)
+
+#: the arguments of kvm.snapshot_prune (``keep: 0`` deletes every matching snapshot)
+SNAPSHOT_PRUNE = Record(
+    {"keep": Int(0, 10000), "older_than": Duration(), "prefix": PREFIX},
+    required=("keep",),
 )
 
 CONNECTION = Record({"uri": Str(r"[a-z0-9+]+://[^\s]*", what="a libvirt URI (like qemu:///system)")})

@@ -37,6 +37,10 @@ def _norm_mac(mac):
     return mac.lower() if mac else mac
 
 
+def _norm_ip(value):
+    return str(ipaddress.ip_address(value)) if value else None
+
+
 def host_key(host):
     """Sort key of a DHCP host dict (by address)."""
     return (ipaddress.ip_address(host["ip"]), host.get("mac") or "", host.get("name") or "")
@@ -121,7 +125,8 @@ class IP(XmlModel):
         if dhcp is None:
             return
         node = self.sub("dhcp")
-        if dhcp.get("start") and dhcp.get("end"):
+        same = (_norm_ip(self.range_start), _norm_ip(self.range_end)) == (_norm_ip(dhcp.get("start")), _norm_ip(dhcp.get("end")))
+        if dhcp.get("start") and dhcp.get("end") and not same:
             rng = node.find("range")
             if rng is None:
                 rng = etree.Element("range")
@@ -131,7 +136,7 @@ class IP(XmlModel):
             rng.set("end", str(ipaddress.ip_address(dhcp["end"])))
             for extra in node.findall("range")[1:]:
                 _remove(extra)
-        if "hosts" in dhcp:
+        if "hosts" in dhcp and self.hosts != norm_hosts(dhcp.get("hosts")):
             for old in node.findall("host"):
                 _remove(old)
             for host in norm_hosts(dhcp.get("hosts")):
@@ -267,7 +272,7 @@ class Network(XmlModel):
                 raise ValueError(f"DHCP needs an IPv{version} address")
             node = etree.SubElement(self.root, "ip")
             item = IP(node)
-        if interface is not None:
+        if interface is not None and item.interface != str(ipaddress.ip_interface(interface)):
             item.interface = interface
         item.set_dhcp(dhcp)
 

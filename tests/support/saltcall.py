@@ -28,6 +28,7 @@ class SaltCall:
             "id": "kvt-local",
             "file_client": "local",
             "cachedir": str(self.root / "cache"),
+            "extension_modules": str(self.root / "cache" / "extmods"),
             "pki_dir": str(self.root / "pki"),
             "log_file": str(self.root / "minion.log"),
             "log_level_logfile": "info",
