@@ -100,6 +100,129 @@ def render_formula(part, pillar=None):
 
 # --- bridges (salt_kvm.bridge) ------------------------------------------------
 
+
+def _bridge():
+    from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
+
+    return bridge
+
+
+def bridge_list(netns=None):
+    """
+    The host's kernel bridges as ``brctl show`` shows them (name, bridge id,
+    STP, ports) plus their addresses. ``netns`` names a network namespace.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.bridge_list
+    """
+    return _call(_bridge().list_bridges, _session(), netns=netns)
+
+
+def bridge_show(name, netns=None):
+    """
+    Every attribute of bridge ``name`` (stp, forward_delay, hello_time, max_age,
+    ageing_time in seconds, priority, vlan_filtering, default_pvid,
+    mcast_snooping, mtu, mac), every port (state, cost, priority, hairpin,
+    VLANs; for a VM tap the VM and its MAC), addresses, gateways and routes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.bridge_show br0
+    """
+    return _call(_bridge().show, _session(), name, netns=netns)
+
+
+def bridge_fdb(name, netns=None):
+    """
+    The MAC table of bridge ``name``: mac, port, vlan, kind (local, static,
+    learned) and the VM owning the MAC where known.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.bridge_fdb br0
+    """
+    return _call(_bridge().fdb, _session(), name, netns=netns)
+
+
+def bridge_create(name, netns=None, root=None, **kwargs):
+    """
+    Create bridge ``name`` with the attributes of the ``kvm:bridges`` pillar
+    (ports, stp, forward_delay, mtu, addresses, gateway, probe, persist, ...),
+    validated as the state validates them; a port holding the host's address
+    moves it to the bridge, with the probe and rollback of ``kvm.bridge_present``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.bridge_create br1 ports='[eno2]' stp=False forward_delay=0
+    """
+    return _call(_bridge().create, _session(), name, netns=netns, root=root, **kwargs)
+
+
+def bridge_set(name, netns=None, root=None, **kwargs):
+    """
+    Change attributes (the ``kvm:bridges`` pillar keys) of existing bridge
+    ``name``. Ports not given are left alone.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.bridge_set br0 stp=True forward_delay=4 mtu=9000
+    """
+    return _call(_bridge().set_attrs, _session(), name, netns=netns, root=root, **kwargs)
+
+
+def bridge_delete(name, force=False, netns=None):
+    """
+    Delete bridge ``name``. Refused while VM taps are attached or while it
+    carries the host's addresses or default route, unless ``force=True``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.bridge_delete br1
+    """
+    return _call(_bridge().delete, _session(), name, force=force, netns=netns)
+
+
+def bridge_port_add(bridge, port, netns=None, **kwargs):
+    """
+    Add ``port`` (an existing link, or a VLAN sub-interface like ``eno1.100``
+    created on demand) to ``bridge``, with optional cost, priority, hairpin,
+    vlans; addresses and routes the port holds move to the bridge (probe and
+    rollback as in the state).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.bridge_port_add br0 eno2 cost=4
+    """
+    return _call(_bridge().port_add, _session(), bridge, port, netns=netns, **kwargs)
+
+
+def bridge_port_remove(bridge, port, netns=None):
+    """
+    Take ``port`` out of ``bridge``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.bridge_port_remove br0 eno2
+    """
+    return _call(_bridge().port_remove, _session(), bridge, port, netns=netns)
+
 # --- end bridges --------------------------------------------------------------
 
 # --- libvirt networks (salt_kvm.network) --------------------------------------
@@ -376,8 +499,316 @@ def pool_delete(name, force=False):
     return _call(_storage().pool_delete, _session(), name, force=force)
 
 
+def _volumes():
+    from salt_kvm import storage_volumes  # pylint: disable=import-outside-toplevel
+
+    return storage_volumes
+
+
+def _import_progress(data):
+    """Progress of a long import as a Salt event (``salt/kvm/volume/import``)."""
+    try:
+        __salt__["event.fire"](data, "salt/kvm/volume/import")
+    except Exception:  # pylint: disable=broad-except
+        log.debug("could not fire the import progress event", exc_info=True)
+
+
+def volume_list(pool):
+    """
+    The volumes of a running pool (like ``virsh vol-list``): path, format,
+    capacity, allocation, backing file.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.volume_list default
+    """
+    return _call(_volumes().volume_list, _session(), pool)
+
+
+def volume_show(pool, name):
+    """
+    One volume: format, capacity, allocation, path, its backing chain, the VMs
+    using it and the volumes it backs.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.volume_show default web01.qcow2
+    """
+    return _call(_volumes().volume_show, _session(), pool, name)
+
+
+def volume_create(pool, name, size=None, format=None, backing=None, preallocation=None):  # pylint: disable=redefined-builtin
+    """
+    Create a volume: ``format`` raw, qcow2 (default in file pools) or vmdk;
+    ``size`` like ``20G``; ``backing`` a volume of the same pool or a path
+    (size defaults to the backing volume's); ``preallocation`` off, metadata,
+    falloc or full.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.volume_create default web01.qcow2 20G
+        salt '*' kvm.volume_create default web02.qcow2 backing=base.qcow2
+    """
+    return _call(_volumes().volume_create, _session(), pool, name, size=size, format=format, backing=backing, preallocation=preallocation)
+
+
+def volume_import(pool, name, source, sha256=None, format=None):  # pylint: disable=redefined-builtin
+    """
+    Stream a local file or an http(s) URL into a new volume, checking its
+    sha256 (a mismatch removes the volume). Progress goes to the minion log
+    and, for long transfers, to the event ``salt/kvm/volume/import``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.volume_import default base.qcow2 https://example.org/base.qcow2 sha256=0123...
+    """
+    return _call(_volumes().volume_import, _session(), pool, name, source, sha256=sha256, format=format, progress=_import_progress)
+
+
+def volume_clone(pool, source, name, format=None):  # pylint: disable=redefined-builtin
+    """
+    Copy volume ``source`` to a new volume ``name`` in the same pool,
+    optionally converting it (``format=raw``/``qcow2``/``vmdk``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.volume_clone default base.qcow2 base.raw format=raw
+    """
+    return _call(_volumes().volume_clone, _session(), pool, source, name, format=format)
+
+
+def volume_resize(pool, name, size, force=False):
+    """
+    Grow a volume to ``size``; when a running VM has it attached, the VM's
+    block device grows online. Shrinking is refused unless ``force=True``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.volume_resize default web01.qcow2 40G
+    """
+    return _call(_volumes().volume_resize, _session(), pool, name, size, force=force)
+
+
+def volume_wipe(pool, name, force=False):
+    """
+    Overwrite a volume with zeros. Refused while a VM uses it or it backs
+    another volume, unless ``force=True``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.volume_wipe default scratch.img
+    """
+    return _call(_volumes().volume_wipe, _session(), pool, name, force=force)
+
+
+def volume_delete(pool, name, force=False):
+    """
+    Delete a volume. Refused while a VM uses it or it backs another volume,
+    unless ``force=True``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.volume_delete default old.qcow2
+    """
+    return _call(_volumes().volume_delete, _session(), pool, name, force=force)
+
+
 # --- end pools and volumes ----------------------------------------------------
 
 # --- snapshots (salt_kvm.snapshot) --------------------------------------------
 
+
+def _snapshot():
+    from salt_kvm import snapshot  # pylint: disable=import-outside-toplevel
+
+    return snapshot
+
+
+def snapshot_list(vm):
+    """
+    Every snapshot of a VM, oldest first: name, description, created (UTC),
+    state, kind (internal/external), memory (True/False, memory_file),
+    parent, children, current, and per disk the kind and the file (the
+    overlay of an external snapshot, the image holding an internal one).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.snapshot_list web01
+    """
+    return _call(_snapshot().list_, _session(), vm)
+
+
+def snapshot_tree(vm):
+    """
+    The snapshot tree of a VM: roots first, each with its children.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.snapshot_tree web01
+    """
+    return _call(_snapshot().tree, _session(), vm)
+
+
+def snapshot_show(vm, name):
+    """
+    One snapshot of a VM: what ``snapshot_list`` reports plus its XML.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.snapshot_show web01 before-upgrade
+    """
+    return _call(_snapshot().show, _session(), vm, name)
+
+
+def snapshot_create(vm, name=None, memory=True, disk_only=False, external=False, quiesce=False, description=None):
+    """
+    Take a snapshot of a VM. A running VM gets an internal snapshot with its
+    RAM by default; ``memory=False`` or ``disk_only=True`` make an external
+    disk-only snapshot (new qcow2 overlays); ``external=True`` an external one
+    with a memory file (unless ``disk_only``). A shut-off VM gets an internal
+    (or with ``external=True`` an external) disk snapshot. ``quiesce=True``
+    freezes the guest's filesystems through the QEMU guest agent (external
+    disk-only; a clear error when no agent answers). The name defaults to the
+    UTC time (``20240131-235959``). Combinations libvirt could not later
+    delete or revert are refused with the reason.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.snapshot_create web01 before-upgrade description='before the 24.04 upgrade'
+        salt '*' kvm.snapshot_create web01 external=True memory=False
+    """
+    return _call(_snapshot().create, _session(), vm, name, memory, disk_only, external, quiesce, description)
+
+
+def snapshot_revert(vm, name, running=None):
+    """
+    Revert a VM to a snapshot (internal or external). The VM ends in the
+    snapshot's state (running, paused, shut off; a disk-only snapshot ends
+    shut off) unless ``running=True`` / ``running=False`` says otherwise.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.snapshot_revert web01 before-upgrade
+        salt '*' kvm.snapshot_revert web01 before-upgrade running=True
+    """
+    return _call(_snapshot().revert, _session(), vm, name, running)
+
+
+def snapshot_delete(vm, name, children=False):
+    """
+    Delete a snapshot (with ``children=True`` also every snapshot below it).
+    External snapshots libvirt cannot delete itself are merged: the overlay is
+    committed into the image below it (live for a running VM), the VM points
+    at the merged image and no overlay is left behind.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.snapshot_delete web01 before-upgrade
+    """
+    return _call(_snapshot().delete, _session(), vm, name, children)
+
+
+def snapshot_prune(vm, keep, older_than=None, prefix="auto-"):
+    """
+    Delete the snapshots whose names start with ``prefix`` (default
+    ``auto-``) beyond the newest ``keep``; with ``older_than`` (``7d``) only
+    those at least that old. Other snapshots are never touched.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.snapshot_prune web01 keep=3
+        salt '*' kvm.snapshot_prune web01 keep=0 older_than=30d prefix=nightly-
+    """
+    return _call(_snapshot().prune, _session(), vm, keep, older_than, prefix)
+
+
 # --- end snapshots ------------------------------------------------------------
+
+# --- fleet (salt_kvm.fleet): what the kvm runner calls on each host -----------
+
+
+def host_report():
+    """
+    This host at a glance, for the ``kvm.report`` runner: kernel bridges and
+    their ports, libvirt networks, storage pools (capacity, allocation, % used,
+    volume count) and VMs (state, snapshot count, oldest snapshot and its age
+    in seconds).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.host_report
+    """
+    from salt_kvm import fleet  # pylint: disable=import-outside-toplevel
+
+    return _call(fleet.host_report, _session())
+
+
+def snapshot_vms(vms, name=None, **kwargs):
+    """
+    Snapshot every VM of this host whose name matches ``vms`` (names or glob
+    patterns, a list or comma-separated) with ``kvm.snapshot_create``; extra
+    keyword arguments (``memory``, ``disk_only``, ``description`` ...) are
+    passed on. Returns ``{vm: {result, return | comment}}``; one VM failing
+    does not stop the others. Used by the ``kvm.snapshot`` runner.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.snapshot_vms 'web-*' pre-upgrade
+    """
+    from salt_kvm import fleet  # pylint: disable=import-outside-toplevel
+
+    kwargs = {k: v for k, v in kwargs.items() if not k.startswith("__")}
+    return _call(fleet.snapshot_vms, _session(), vms, name, __salt__["kvm.snapshot_create"], **kwargs)
+
+
+def revert_vms(vms, name):
+    """
+    Revert every VM of this host whose name matches ``vms`` (names or glob
+    patterns) to its snapshot ``name`` with ``kvm.snapshot_revert``. Returns
+    ``{vm: {result, return | comment}}``. Used by the ``kvm.revert`` runner.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.revert_vms 'web-*' pre-upgrade
+    """
+    from salt_kvm import fleet  # pylint: disable=import-outside-toplevel
+
+    return _call(fleet.revert_vms, _session(), vms, name, __salt__["kvm.snapshot_revert"])
+
+# --- end fleet ------------------------------------------------------------------

@@ -36,6 +36,57 @@ def _test():
 
 # --- bridges (salt_kvm.bridge) ------------------------------------------------
 
+
+def bridge_present(name, netns=None, root=None, **kwargs):
+    """
+    A kernel bridge as declared: the keys of a ``kvm:bridges`` pillar entry
+    (ports, stp, forward_delay, hello_time, max_age, ageing_time, priority,
+    vlan_filtering, default_pvid, mcast_snooping, mtu, mac, addresses, gateway,
+    gateway6, routes, persist, probe). Ports not declared (VM taps) are left
+    alone. A declared port holding the host's addresses hands them to the
+    bridge, then a probe runs; if it fails everything is rolled back.
+    ``netns`` runs it in a network namespace, ``root`` redirects persisted files.
+
+    .. code-block:: yaml
+
+        br0:
+          kvm.bridge_present:
+            - ports: [eno1]
+            - stp: false
+            - persist: auto
+            - probe: {ping: 192.0.2.1, timeout: 20s}
+    """
+    from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
+
+    return bridge.present(_session(), name, test=_test(), netns=netns, root=root, master=_bridge_master(), **kwargs)
+
+
+def _bridge_master():
+    """``(host, port)`` of this minion's Salt master (None when masterless)."""
+    master = __opts__.get("master")
+    if __opts__.get("file_client") == "local" or not master:
+        return None
+    if isinstance(master, (list, tuple)):
+        master = master[0] if master else None
+    return (str(master), int(__opts__.get("master_port") or 4506)) if master else None
+
+
+def bridge_absent(name, force=False, netns=None, persist=None, root=None):
+    """
+    No bridge ``name``. Refused while VM taps are attached or while it carries
+    the host's addresses or default route, unless ``force: True``. With
+    ``persist`` the files salt-kvm wrote for it are removed too.
+
+    .. code-block:: yaml
+
+        br-old:
+          kvm.bridge_absent:
+            - force: false
+    """
+    from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
+
+    return bridge.absent(_session(), name, force=force, test=_test(), netns=netns, persist=persist, root=root)
+
 # --- end bridges --------------------------------------------------------------
 
 # --- libvirt networks (salt_kvm.network) --------------------------------------
@@ -66,8 +117,8 @@ def network_present(
     ``dhcp`` / ``dhcp6`` (``{start, end, hosts: [{mac, ip, name}]}``),
     ``domain``, ``mtu``, ``autostart``.
 
-    Static DHCP hosts are changed live; other changes need a restart of a
-    running network, which happens only with ``restart: True`` when running
+    Static DHCP hosts (and an existing DHCP range) are changed live; other
+    changes need a restart of a running network, which happens only with ``restart: True`` when running
     VMs are attached (the state fails naming them otherwise). Keys not given
     are left as they are (a bridge name libvirt picked is not drift).
 
@@ -82,7 +133,10 @@ def network_present(
     """
     from salt_kvm import network  # pylint: disable=import-outside-toplevel
 
-    return network.present(_session(), name, test=_test(), mode=mode, bridge=bridge, dev=dev, address=address, address6=address6, dhcp=dhcp, dhcp6=dhcp6, domain=domain, mtu=mtu, autostart=autostart, restart=restart, force=force)
+    return network.present(
+        _session(), name, test=_test(), mode=mode, bridge=bridge, dev=dev, address=address, address6=address6,
+        dhcp=dhcp, dhcp6=dhcp6, domain=domain, mtu=mtu, autostart=autostart, restart=restart, force=force,
+    )
 
 
 def network_absent(name, force=False):
@@ -110,13 +164,14 @@ def _storage():
     return storage
 
 
-def pool_present(name, type=None, target=None, source=None, autostart=None, build=None, force=None):  # pylint: disable=redefined-builtin
+def pool_present(name, type=None, target=None, source=None, autostart=None, build=None, force=None, purge=None):  # pylint: disable=redefined-builtin,unused-argument
     """
     The storage pool ``name`` is defined as declared, built when needed (an
     existing directory, filesystem, partition table or volume group is used,
     never overwritten unless ``build: force``), running, and autostart as
     declared. Drift is shown as an XML diff and fixed in place; a change of
     type or source (what holds the data) is refused unless ``force: True``.
+    ``purge`` is accepted (the pillar's key) and only used by ``pool_absent``.
 
     .. code-block:: yaml
 
@@ -144,8 +199,106 @@ def pool_absent(name, purge=False, force=False):
     return _storage().pool_absent(_session(), name, purge=purge, force=force, test=_test())
 
 
+def _volumes():
+    from salt_kvm import storage_volumes  # pylint: disable=import-outside-toplevel
+
+    return storage_volumes
+
+
+def volume_present(name, pool, size=None, format=None, backing=None, source=None, sha256=None, preallocation=None, force=None):  # pylint: disable=redefined-builtin
+    """
+    The volume ``name`` exists in ``pool``: created (``size``, ``format``,
+    ``backing``, ``preallocation``) or imported from ``source`` (a path or an
+    http(s) URL, checked against ``sha256``), and at least ``size`` (it grows,
+    online when a running VM uses it). Shrinking fails unless ``force: True``;
+    a format change is always refused.
+
+    .. code-block:: yaml
+
+        web01.qcow2:
+          kvm.volume_present:
+            - pool: default
+            - size: 20G
+            - backing: base.qcow2
+    """
+    return _volumes().volume_present(_session(), name, pool=pool, test=_test(), size=size, format=format, backing=backing, source=source, sha256=sha256, preallocation=preallocation, force=force)
+
+
+def volume_absent(name, pool, force=False):
+    """
+    The volume ``name`` does not exist in ``pool``; refused while a VM uses it
+    or another volume uses it as backing file, unless ``force: True``.
+
+    .. code-block:: yaml
+
+        old.qcow2:
+          kvm.volume_absent:
+            - pool: default
+    """
+    return _volumes().volume_absent(_session(), name, pool=pool, force=force, test=_test())
+
+
 # --- end pools and volumes ----------------------------------------------------
 
 # --- snapshots (salt_kvm.snapshot) --------------------------------------------
+
+
+def _snapshot():
+    from salt_kvm import snapshot  # pylint: disable=import-outside-toplevel
+
+    return snapshot
+
+
+def snapshot_present(name, snapshot, **kwargs):
+    """
+    Snapshot ``snapshot`` of VM ``name`` exists. Taken once, never retaken on
+    a later run. Takes ``memory``, ``disk_only``, ``external``, ``quiesce``
+    and ``description`` as ``kvm.snapshot_create`` does.
+
+    .. code-block:: yaml
+
+        before-upgrade:
+          kvm.snapshot_present:
+            - name: web01
+            - snapshot: before-upgrade
+    """
+    return _snapshot().present(_session(), name, snapshot, test=_test(), **kwargs)
+
+
+def snapshot_absent(name, snapshot, children=False):
+    """
+    Snapshot ``snapshot`` of VM ``name`` does not exist (external snapshots
+    are merged so the VM keeps its newest data). ``children: True`` also
+    removes the snapshots below it.
+
+    .. code-block:: yaml
+
+        no-old-snapshot:
+          kvm.snapshot_absent:
+            - name: web01
+            - snapshot: before-upgrade
+    """
+    return _snapshot().absent(_session(), name, snapshot, children=children, test=_test())
+
+
+def snapshots_retained(name, **kwargs):
+    """
+    Rolling snapshots of VM ``name``: takes one (``prefix`` + UTC time) when
+    the newest ``prefix*`` snapshot is older than ``every``, deletes those
+    beyond the newest ``keep`` (with ``older_than``, only those at least that
+    old), never touches snapshots without the prefix. Keys as in the
+    ``kvm:snapshots`` pillar: ``every``, ``keep``, ``prefix`` (``auto-``),
+    ``memory``, ``external``, ``quiesce``, ``older_than``.
+
+    .. code-block:: yaml
+
+        web01-snapshots:
+          kvm.snapshots_retained:
+            - name: web01
+            - every: 1d
+            - keep: 7
+    """
+    return _snapshot().retained(_session(), name, test=_test(), **kwargs)
+
 
 # --- end snapshots ------------------------------------------------------------

@@ -77,10 +77,6 @@ def mac(value):
     return value.lower().replace("-", ":") if isinstance(value, str) else value
 
 
-def vlan_sort_key(name):
-    return name
-
-
 @contextlib.contextmanager
 def netlink(netns=None):
     """An ``IPRoute`` socket in ``netns`` (``None``: this namespace)."""
@@ -133,8 +129,17 @@ def _bridge_attrs(data):
             out[key] = seconds(value)
         else:
             out[key] = int(value)
+    if data is not None and out.get("stp") and (data.get_attr("IFLA_BR_TOPOLOGY_CHANGE") or data.get_attr("IFLA_BR_TOPOLOGY_CHANGE_DETECTED")):
+        # during an STP topology change the kernel ages entries out after
+        # 2 * forward_delay and reports that instead of the configured value
+        out["ageing_time"] = None
+        out["topology_change"] = True
     bid = data.get_attr("IFLA_BR_BRIDGE_ID") if data is not None else None
-    out["id"] = f"{bid['prio']:04x}.{bid['addr'].replace(':', '')}" if bid else None
+    if bid:  # pyroute2 decodes the 16-bit priority in host byte order; it is big-endian on the wire
+        prio = ((bid["prio"] & 0xFF) << 8) | (bid["prio"] >> 8)
+        out["id"] = f"{prio:04x}.{bid['addr'].replace(':', '')}"
+    else:
+        out["id"] = None
     return out
 
 

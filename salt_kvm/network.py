@@ -8,10 +8,10 @@ takes the run's :class:`~salt_kvm.conn.Session` first; nothing here touches Salt
 How :func:`present` applies a change:
 
 * static DHCP hosts (``dhcp:hosts``, ``dhcp6:hosts``) of a running network are
-  added and removed live with ``virNetworkUpdate`` (live and persistent), the
-  network keeps running;
+  added and removed live with ``virNetworkUpdate`` (live and persistent), and so
+  is a new DHCP range when the network already has one; the network keeps running;
 * ``autostart`` is switched directly;
-* every other key (mode, bridge, dev, addresses, DHCP range, domain, MTU) is
+* every other key (mode, bridge, dev, addresses, a first DHCP range, domain, MTU) is
   written to the persistent definition and, when the network is running, needs
   a restart of the network. The restart happens only outside test mode and,
   when running VMs are attached, only with ``restart: True`` (the state fails
@@ -42,8 +42,10 @@ MEMO_DOMAINS = "network:domains"
 STATE_ONLY_KEYS = ("restart", "force", "absent")
 #: flattened keys whose change needs the network to restart to take effect
 RESTART_KEYS = ("mode", "bridge", "dev", "address", "address6", "dhcp:start", "dhcp:end", "dhcp6:start", "dhcp6:end", "domain", "mtu")
-#: flattened keys applied live with virNetworkUpdate
+#: flattened keys applied live with virNetworkUpdate: static hosts always, the range when
+#: the running network already has one (a first range needs a restart)
 LIVE_HOST_KEYS = {"dhcp:hosts": (4, "dhcp"), "dhcp6:hosts": (6, "dhcp6")}
+LIVE_RANGE_KEYS = {"dhcp": 4, "dhcp6": 6}
 
 SYS_NET = "/sys/class/net"
 
@@ -352,6 +354,52 @@ def _flat(spec, declared=False):
     return out
 
 
+def _host_routes(path="/proc/net/route"):
+    """``[(interface, IPv4Network)]`` of the host's routes (what libvirt checks before starting a network)."""
+    out = []
+    try:
+        with open(path, encoding="ascii") as fh:
+            lines = fh.read().splitlines()[1:]
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        try:
+            dest = ipaddress.IPv4Address(int(fields[1], 16).to_bytes(4, "little"))
+            mask = ipaddress.IPv4Address(int(fields[7], 16).to_bytes(4, "little"))
+            if int(mask) == 0:
+                continue
+            out.append((fields[0], ipaddress.ip_network(f"{dest}/{mask}", strict=False)))
+        except ValueError:
+            continue
+    return out
+
+
+def _host_routes6(path="/proc/net/ipv6_route"):
+    """``[(interface, IPv6Network)]`` of the host's IPv6 routes (default and host routes left out)."""
+    out = []
+    try:
+        with open(path, encoding="ascii") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return out
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 10:
+            continue
+        try:
+            plen = int(fields[1], 16)
+            if plen in (0, 128):
+                continue
+            dest = ipaddress.IPv6Address(bytes.fromhex(fields[0]))
+            out.append((fields[9], ipaddress.ip_network(f"{dest}/{plen}", strict=False)))
+        except ValueError:
+            continue
+    return out
+
+
 def _check_host(session, name, spec, rec, test):
     """Cross-checks against the host: subnets of other networks, bridge names."""
     mode = spec.get("mode", "nat")
@@ -364,6 +412,15 @@ def _check_host(session, name, spec, rec, test):
             oip = netxml.Network(orec["config"]).ip(version)
             if oip is not None and oip.interface and mine.overlaps(ipaddress.ip_interface(oip.interface).network):
                 raise InvalidInput(f"{name}:{key}", f"{mine} overlaps libvirt network '{other}' ({ipaddress.ip_interface(oip.interface).network})")
+    current = netxml.Network(rec["xml"]) if rec and rec["active"] else None
+    running = current.spec() if current is not None else {}
+    for key, routes in (("address", _host_routes), ("address6", _host_routes6)):
+        if not spec.get(key) or mode == "bridge" or running.get(key) == spec[key]:
+            continue
+        mine = ipaddress.ip_interface(spec[key]).network
+        for iface, routed in routes():
+            if routed == mine and not (current is not None and iface == current.bridge):
+                raise InvalidInput(f"{name}:{key}", f"{mine} is already routed on the host through {iface}; libvirt would refuse to start the network")
     bridge = spec.get("bridge")
     if not bridge:
         return None
@@ -376,8 +433,8 @@ def _check_host(session, name, spec, rec, test):
     for other, orec in sorted(others.items()):
         if netxml.Network(orec["config"]).bridge == bridge or netxml.Network(orec["xml"]).bridge == bridge:
             raise InvalidInput(f"{name}:bridge", f"bridge '{bridge}' is already used by libvirt network '{other}'")
-    current_bridge = netxml.Network(rec["xml"]).bridge if rec and rec["active"] else None
-    if _link_exists(bridge) and bridge != current_bridge:
+    current_bridge = current.bridge if current is not None else None
+    if bridge != current_bridge and _link_exists(bridge):
         raise InvalidInput(f"{name}:bridge", f"'{bridge}' already exists on the host; libvirt must create its own bridge in mode {mode} (use mode: bridge for a host bridge)")
     return None
 
@@ -430,10 +487,15 @@ class NetworkResource(plan.Resource):
         net_spec["mode"] = self.mode
         base = rec["config"] if rec else None
         self.desired_xml = netxml.Network.build(self.name, net_spec, base=base).to_xml()
+        if rec and not rec["persistent"]:
+            changes["persistent"] = {"old": False, "new": True}
         text = xml_diff(base, self.desired_xml)
         if text and changes:
             changes["xml"] = {"diff": text}
-        self.restart_keys = sorted(k for k in changes if k in RESTART_KEYS) if rec and rec["active"] else []
+        self.restart_keys = []
+        if rec and rec["active"]:
+            live_range = {f"{d}:{b}" for d in LIVE_RANGE_KEYS if (current["spec"].get(d) or {}).get("start") for b in ("start", "end")}
+            self.restart_keys = sorted(k for k in changes if k in RESTART_KEYS and k not in live_range)
         self.attached = []
         if self.restart_keys and not self._verifying:
             self.attached = attached_vms(self.session, self.name, rec["xml"])
@@ -483,19 +545,20 @@ class NetworkResource(plan.Resource):
                 return
             rec = current["record"]
             net = conn.networkLookupByName(self.name)
-            xml_changes = [k for k in changes if k not in ("active", "autostart", "xml")]
-            if xml_changes:
-                if rec["active"] and not self.restart_keys:
-                    self._update_hosts(net, rec, changes)
-                elif "xml" in changes:
-                    net = conn.networkDefineXML(self.desired_xml)
+            xml_changes = [k for k in changes if k not in ("active", "autostart", "xml", "persistent")]
+            live_only = bool(xml_changes) and rec["active"] and not self.restart_keys
+            if ("xml" in changes or "persistent" in changes) and not (live_only and rec["persistent"]):
+                net = conn.networkDefineXML(self.desired_xml)
+            if live_only:
+                # DHCP hosts / range only: live, and in the definition when it differs there too
+                self._update_dhcp(net, rec, changes, config="xml" in changes and rec["persistent"])
             if "autostart" in changes:
                 net.setAutostart(1 if self.spec["autostart"] else 0)
             if rec["active"] and self.restart_keys:
                 self._touched_live = True
                 net.destroy()
                 net.create()
-                self._replug(self.desired_bridge(net))
+                self._replug(self._live_bridge(net))
             elif not net.isActive():
                 net.create()
         except lv.libvirtError as exc:
@@ -503,14 +566,23 @@ class NetworkResource(plan.Resource):
         finally:
             self.session.invalidate("network:")
 
-    def desired_bridge(self, net):
+    def _live_bridge(self, net):
         return netxml.Network(net.XMLDesc(0)).bridge
 
-    def _update_hosts(self, net, rec, changes):
-        """Add and remove static DHCP hosts live and in the persistent definition."""
+    def _update_dhcp(self, net, rec, changes, config=True):
+        """Change the DHCP range and add and remove static hosts live (and in the persistent definition)."""
         lv = _lv()
-        flags = lv.VIR_NETWORK_UPDATE_AFFECT_LIVE | lv.VIR_NETWORK_UPDATE_AFFECT_CONFIG
+        flags = lv.VIR_NETWORK_UPDATE_AFFECT_LIVE | (lv.VIR_NETWORK_UPDATE_AFFECT_CONFIG if config else 0)
         live = netxml.Network(rec["xml"])
+        for dkey, version in LIVE_RANGE_KEYS.items():
+            if f"{dkey}:start" not in changes and f"{dkey}:end" not in changes:
+                continue
+            index = live.ip_index(version)
+            old_range = live.ip(version).find("dhcp/range")
+            want = {"start": self.spec[dkey]["start"], "end": self.spec[dkey]["end"]}
+            self._touched_live = True
+            net.update(lv.VIR_NETWORK_UPDATE_COMMAND_DELETE, lv.VIR_NETWORK_SECTION_IP_DHCP_RANGE, index, netxml.range_xml(old_range.attrib), flags)
+            net.update(lv.VIR_NETWORK_UPDATE_COMMAND_ADD_FIRST, lv.VIR_NETWORK_SECTION_IP_DHCP_RANGE, index, netxml.range_xml(want), flags)
         for key, (version, _pkey) in LIVE_HOST_KEYS.items():
             if key not in changes:
                 continue
@@ -537,19 +609,20 @@ class NetworkResource(plan.Resource):
             return moved
         from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
 
-        with IPRoute() as ipr:
-            br = ipr.link_lookup(ifname=bridge)
-            if not br:
-                return moved
-            for tap in taps:
-                idx = ipr.link_lookup(ifname=tap)
-                if not idx:
-                    continue
-                link = ipr.get_links(idx[0])[0]
-                if link.get_attr("IFLA_MASTER") != br[0]:
-                    ipr.link("set", index=idx[0], master=br[0])
-                    ipr.link("set", index=idx[0], state="up")
-                    moved.append(tap)
+        try:
+            with IPRoute() as ipr:
+                br = ipr.link_lookup(ifname=bridge)
+                for tap in taps if br else []:
+                    idx = ipr.link_lookup(ifname=tap)
+                    if not idx:
+                        continue
+                    link = ipr.get_links(idx[0])[0]
+                    if link.get_attr("IFLA_MASTER") != br[0]:
+                        ipr.link("set", index=idx[0], master=br[0])
+                        ipr.link("set", index=idx[0], state="up")
+                        moved.append(tap)
+        except Exception as exc:  # pylint: disable=broad-except
+            raise KvmError(f"network '{self.name}' restarted, but putting the VM taps back on {bridge} failed: {exc}") from None
         if moved:
             log.info("network %s: reconnected taps %s to %s", self.name, ", ".join(moved), bridge)
         return moved
@@ -569,7 +642,7 @@ class NetworkResource(plan.Resource):
                         net.destroy()
                     if net.isPersistent():
                         net.undefine()
-                return f"removed network '{self.name}' again"
+                return f"the host as it was (network '{self.name}' removed again)"
             rec = before["record"]
             if rec["persistent"]:
                 net = conn.networkDefineXML(rec["config"])

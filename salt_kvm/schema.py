@@ -30,7 +30,10 @@ def _join(path, key):
 
 
 def _show(value):
-    text = repr(value)
+    try:
+        text = repr(value)
+    except ValueError:  # an int of more than 4300 digits cannot be shown
+        text = f"<a {type(value).__name__} too large to show>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -71,7 +74,7 @@ class Int(Field):
                 errors.add(path, f"{_show(value)} is not a whole number")
                 return _INVALID
         if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
-            errors.add(path, f"{value} is out of range {self.minimum}-{self.maximum}")
+            errors.add(path, f"{_show(value)} is out of range {self.minimum}-{self.maximum}")
             return _INVALID
         return value
 
@@ -119,9 +122,8 @@ class Enum(Field):
         self.choices = choices
 
     def check(self, value, path, errors):
-        if value in self.choices and not isinstance(value, bool) or (
-            isinstance(value, bool) and any(c is value for c in self.choices)
-        ):
+        # compare by type too: 1, 0 and 1.0 are not the choices True / False
+        if any(c is value if isinstance(c, bool) or isinstance(value, bool) else type(c) is type(value) and c == value for c in self.choices):
             return value
         hint = _suggest(value, [c for c in self.choices if isinstance(c, str)])
         allowed = ", ".join(str(c) for c in self.choices)
@@ -345,7 +347,7 @@ def _suggest(word, choices):
 # --- names -----------------------------------------------------------------
 
 #: Linux interface names: at most 15 bytes, no '/', no whitespace, not '.'/'..'
-IFNAME = Str(r"(?!\.\.?$)[A-Za-z0-9_.:+-]{1,15}", max_len=15, what="an interface name (15 characters of A-Z a-z 0-9 _ . : + -)")
+IFNAME = Str(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,14}", max_len=15, what="an interface name (15 characters of A-Z a-z 0-9 _ . + -, not starting with . or -)")
 #: libvirt object names (networks, pools, VMs)
 OBJNAME = Str(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", max_len=64, what="a name (letters, digits, _ . + -, not starting with . or -)")
 #: volume names: a file in the pool, never a path
@@ -390,7 +392,13 @@ class Ports(Field):
 
     def check(self, value, path, errors):
         if isinstance(value, dict):
-            value = [dict({"name": k}, **(v or {})) if isinstance(v, (dict, type(None))) else v for k, v in value.items()]
+            items = []
+            for k, v in value.items():
+                if not isinstance(v, (dict, type(None))) or (v and "name" in v and v["name"] != k):
+                    errors.add(_join(path, k), f"{_show(v)} is not a mapping of port settings")
+                    return _INVALID
+                items.append({**(v or {}), "name": k})
+            value = items
         checked = List(PORT, unique=False).check(value, path, errors)
         if checked is _INVALID:
             return _INVALID
@@ -402,9 +410,20 @@ class Ports(Field):
         return checked
 
 
+def _check_route(rec, path, errors):
+    """The gateway must be of the destination's IP version (``default`` is IPv4's 0.0.0.0/0)."""
+    via = rec.get("via")
+    if via and rec.get("to"):
+        version = 4 if rec["to"] == "default" else ipaddress.ip_network(rec["to"]).version
+        if ipaddress.ip_address(via).version != version:
+            hint = " (write to: ::/0 for an IPv6 default route)" if rec["to"] == "default" else ""
+            errors.add(_join(path, "via"), f"{via} is not an IPv{version} address like the destination {rec['to']}{hint}")
+
+
 ROUTE = Record(
     {"to": Network(), "via": Address(), "metric": Int(0, 2**32 - 1)},
     required=("to",),
+    check_all=_check_route,
 )
 
 PROBE = Record(
@@ -515,6 +534,8 @@ def _check_network_more(rec, mode, path, errors):
     """What libvirt would refuse, said with the pillar path (added for the networks issue)."""
     if "dev" in rec and mode not in ("nat", "route"):
         errors.add(_join(path, "dev"), f"can only be set in mode nat or route, not {mode}")
+    if mode == "route" and not rec.get("address") and not rec.get("address6"):
+        errors.add(_join(path, "address"), "is required in mode route (address or address6: the subnet to route)")
     if "mtu" in rec and mode == "bridge":
         errors.add(_join(path, "mtu"), "cannot be set in mode bridge (set the MTU of the host bridge instead)")
     for addr_key, dhcp_key, version in (("address", "dhcp", 4), ("address6", "dhcp6", 6)):
@@ -592,7 +613,7 @@ AUTH = Record(
 SOURCE = Record(
     {
         "devices": List(Str(r"[^\0\n]+", max_len=4096, what="a device path or IQN"), min_len=1),
-        "dir": Str(r"/[^\0\n]*", max_len=4096, what="an absolute path"),
+        "dir": Str(r"(?!(.*/)?\.\.(/.*)?$)[^\0\n]+", max_len=4096, what="a directory path without '..' (absolute; a share name for cifs)"),
         "name": Str(r"[A-Za-z0-9_][A-Za-z0-9_.+/-]*", max_len=255, what="a source name (VG, Ceph pool, Gluster volume)"),
         "hosts": List(HOSTNAME, min_len=1),
         "format": Str(r"[a-z0-9]+", max_len=32, what="a source format (nfs, glusterfs, cifs, ext4, lvm2, dos, gpt, ...)"),
@@ -744,14 +765,23 @@ def _check_pillar(rec, path, errors):
         br = net.get("bridge")
         if br and br in bridges:
             errors.add(_join(_join(_join(path, "networks"), nname), "bridge"), f"{br!r} is a host bridge declared under kvm:bridges; use mode: bridge")
-    subnets = []
-    for nname, net in networks.items():
-        if net.get("address") and not net.get("absent"):
-            subnets.append((nname, ipaddress.ip_interface(net["address"]).network))
-    for i, (a, na) in enumerate(subnets):
-        for b, nb in subnets[i + 1:]:
-            if na.overlaps(nb):
-                errors.add(_join(_join(_join(path, "networks"), b), "address"), f"{nb} overlaps network {a!r} ({na})")
+    for key in ("address", "address6"):
+        subnets = []
+        for nname, net in networks.items():
+            if net.get(key) and not net.get("absent"):
+                subnets.append((nname, ipaddress.ip_interface(net[key]).network))
+        for i, (a, na) in enumerate(subnets):
+            for b, nb in subnets[i + 1:]:
+                if na.overlaps(nb):
+                    errors.add(_join(_join(_join(path, "networks"), b), key), f"{nb} overlaps network {a!r} ({na})")
+        # libvirt refuses to start a network whose subnet is already routed to a host bridge
+        for nname, net_subnet in subnets:
+            for bname, bridge in bridges.items():
+                if bridge.get("absent"):
+                    continue
+                for address in bridge.get("addresses", []):
+                    if ipaddress.ip_interface(address).network.overlaps(net_subnet):
+                        errors.add(_join(_join(_join(path, "networks"), nname), key), f"{net_subnet} overlaps {address} of bridge {bname!r}")
 
 
 PILLAR = Record(
@@ -783,7 +813,7 @@ def validate(schema, value, path):
 
 def validate_pillar(pillar, root="kvm"):
     """Validate the whole ``kvm`` pillar tree (``None`` is an empty tree)."""
-    return validate(PILLAR, pillar or {}, root)
+    return validate(PILLAR, {} if pillar is None else pillar, root)
 
 
 def validate_args(schema, name, kwargs, name_field=None, path=None):

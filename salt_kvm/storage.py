@@ -146,6 +146,12 @@ def _spec(name, kwargs, path=None):
     spec = schema.validate_args(schema.POOL, name, kwargs, name_field=schema.OBJNAME, path=path)
     if spec.get("volumes"):
         raise InvalidInput(f"{path or name}:volumes", "declare volumes with kvm.volume_present (the formula does)")
+    spec.pop("purge", None)  # only meaningful with absent (kvm.pool_absent)
+    if spec.get("target"):
+        spec["target"] = os.path.normpath(spec["target"])  # libvirt reports it without a trailing '/'
+    source = spec.get("source") or {}
+    if source.get("dir") and not source["dir"].startswith("/") and source.get("format") != "cifs":
+        raise InvalidInput(f"{path or name}:source:dir", f"{source['dir']!r} is not an absolute path (only a cifs share name is relative)")
     return spec
 
 
@@ -341,6 +347,8 @@ def _define(session, name, spec, uuid=None):
     try:
         return session.conn.storagePoolDefineXML(xml, 0)
     except libvirt.libvirtError as exc:
+        if name not in _load_pools(session):
+            _drop_secret(session, name)  # nothing references it
         raise _fail(f"defining pool '{name}'", exc) from None
 
 
@@ -389,8 +397,10 @@ def build_plan(spec):
         want = source.get("format") or "auto"
         have = _probe(device, "TYPE")
         if have is None:
-            fstype = want if want != "auto" else "ext4"
-            return (f"make a {fstype} filesystem on {device}" + (f" and create directory {target}" if mkdir else ""), BUILD_FLAGS["no_overwrite"])
+            if want == "auto":
+                raise KvmError(f"{device} holds no filesystem; declare source.format (like ext4) to make one")
+            fstype = want
+            return (f"make the {fstype} filesystem on {device}" + (f" and create directory {target}" if mkdir else ""), BUILD_FLAGS["no_overwrite"])
         if want in ("auto", have):
             return (f"create directory {target}", 0) if mkdir else None
         if force:

@@ -4,6 +4,7 @@ Sizes use binary units as libvirt and qemu-img do (``1G`` = 1024**3 bytes);
 durations accept ``90s``, ``30m``, ``12h``, ``7d``, ``2w``.
 """
 
+import math
 import re
 
 _SIZE_UNITS = {
@@ -31,6 +32,16 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 
 #: sizes above this are refused as typos (1 EiB)
 MAX_SIZE = 1024**6
+#: durations above this are refused as typos (100 years)
+MAX_DURATION = 100 * 365 * 86400
+
+
+def _shown(value):
+    """``repr(value)`` cut for an error message (a pillar value may be huge)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return "a number that large"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_size(value):
@@ -39,24 +50,27 @@ def parse_size(value):
     Raises ``ValueError`` with a message naming the value when it is not a size.
     """
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a size")
+        raise ValueError(f"{_shown(value)} is not a size")
     if isinstance(value, int):
         if value < 0 or value > MAX_SIZE:
-            raise ValueError(f"{value!r} is not a size")
+            raise ValueError(f"{_shown(value)} is not a size")
         return value
     if isinstance(value, float):
         if value < 0 or value != value or value > MAX_SIZE:
-            raise ValueError(f"{value!r} is not a size")
+            raise ValueError(f"{_shown(value)} is not a size")
         return int(value)
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a size")
+        raise ValueError(f"{_shown(value)} is not a size")
     match = _SIZE_RE.match(value)
     if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"{value!r} is not a size")
+        raise ValueError(f"{_shown(value)} is not a size")
     number, unit = match.groups()
-    result = int(float(number) * _SIZE_UNITS[unit.lower()])
+    scaled = float(number) * _SIZE_UNITS[unit.lower()]
+    if not math.isfinite(scaled) or scaled > MAX_SIZE:
+        raise ValueError(f"{_shown(value)} is not a size (too large)")
+    result = int(scaled)
     if result > MAX_SIZE:
-        raise ValueError(f"{value!r} is not a size (too large)")
+        raise ValueError(f"{_shown(value)} is not a size (too large)")
     return result
 
 
@@ -74,18 +88,21 @@ def format_size(num_bytes):
 def parse_duration(value):
     """Return ``value`` (``30s``, ``30m``, ``12h``, ``7d``, ``2w`` or seconds) in seconds."""
     if isinstance(value, bool):
-        raise ValueError(f"{value!r} is not a duration")
+        raise ValueError(f"{_shown(value)} is not a duration")
     if isinstance(value, (int, float)):
-        if value < 0 or value != value:
-            raise ValueError(f"{value!r} is not a duration")
+        if value < 0 or value != value or value > MAX_DURATION:
+            raise ValueError(f"{_shown(value)} is not a duration (0 to 100 years)")
         return float(value)
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a duration")
+        raise ValueError(f"{_shown(value)} is not a duration")
     match = _DURATION_RE.match(value)
     if not match:
-        raise ValueError(f"{value!r} is not a duration")
+        raise ValueError(f"{_shown(value)} is not a duration")
     number, unit = match.groups()
-    return float(number) * _DURATION_UNITS[unit or "s"]
+    seconds = float(number) * _DURATION_UNITS[unit or "s"]
+    if not seconds <= MAX_DURATION:  # also inf
+        raise ValueError(f"{_shown(value)} is not a duration (0 to 100 years)")
+    return seconds
 
 
 def format_duration(seconds):

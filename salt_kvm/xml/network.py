@@ -158,6 +158,14 @@ def host_element(host):
     return node
 
 
+def range_xml(rng):
+    """``<range start=... end=.../>`` for a ``{start, end}`` mapping."""
+    node = etree.Element("range")
+    node.set("start", _norm_ip(rng["start"]))
+    node.set("end", _norm_ip(rng["end"]))
+    return etree.tostring(node, encoding="unicode")
+
+
 def host_xml(host):
     return etree.tostring(host_element(host), encoding="unicode")
 

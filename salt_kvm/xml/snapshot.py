@@ -120,7 +120,7 @@ def build(name, description=None, memory=None, memory_file=None, disks=None):
 
     ``memory``: None (libvirt's default), ``'no'``, ``'internal'`` or ``'external'``
     (then ``memory_file`` is required). ``disks``: ``[(target, kind)]`` with
-    kind ``internal``/``external``/``no``.
+    kind ``internal``/``external``/``no``, or ``(target, kind, overlay_file, overlay_format)``.
     """
     snap = Snapshot()
     snap.name = name
@@ -130,6 +130,6 @@ def build(name, description=None, memory=None, memory_file=None, disks=None):
         snap.memory_snapshot = memory
         if memory == EXTERNAL:
             snap.memory_file = memory_file
-    for target, kind in disks or ():
-        snap.add_disk(target, kind)
+    for disk in disks or ():
+        snap.add_disk(*disk)
     return snap.to_xml()

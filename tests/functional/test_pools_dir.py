@@ -168,3 +168,37 @@ def test_exec_pool_functions(kvm, conn, new_pool):
         kvm.pool_show(name)
     with pytest.raises(SaltInvocationError):
         kvm.pool_show("../etc")
+
+
+def test_failed_start_restores_the_previous_definition(kvm_state, conn, new_pool):
+    name, target = new_pool
+    assert kvm_state.pool_present(name, type="dir", target=target, autostart=True)["result"] is True
+    def definition():
+        from lxml import etree  # pylint: disable=import-outside-toplevel
+
+        root = etree.fromstring(conn.storagePoolLookupByName(name).XMLDesc(0))
+        for tag in ("capacity", "allocation", "available"):  # the host's disk usage, not ours
+            root.remove(root.find(tag))
+        return etree.tostring(root)
+
+    before = definition()
+    missing = target + "-missing"
+    ret = kvm_state.pool_present(name, type="dir", target=missing, build=False)
+    assert ret["result"] is False
+    assert "restored the previous definition, running" in ret["comment"], ret["comment"]
+    pool = conn.storagePoolLookupByName(name)
+    assert pool.isActive() and pool.autostart()
+    assert definition() == before
+    assert not os.path.exists(missing)
+
+
+def test_failed_new_pool_is_removed_with_its_directory(kvm_state, conn, new_pool):
+    name, target = new_pool
+    # the parent is a file: libvirt cannot build the target directory, nothing may be left
+    parent = os.path.dirname(target)
+    blocker = os.path.join(parent, "file")
+    with open(blocker, "w", encoding="utf-8") as fh:
+        fh.write("x")
+    ret = kvm_state.pool_present(name, type="dir", target=os.path.join(blocker, "images"))
+    assert ret["result"] is False
+    assert name not in [p.name() for p in conn.listAllStoragePools(0)]

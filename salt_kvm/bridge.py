@@ -1,0 +1,843 @@
+"""Kernel bridges over netlink: show, change, and declare them without losing the host.
+
+Everything goes through pyroute2 (never ``ip``/``brctl``), imported lazily.
+Every function takes ``netns`` (an ``ip netns`` name; ``None`` is the current
+namespace), so the same code runs the host and the tests' throwaway namespaces.
+
+The state :func:`present` runs :class:`Bridge` through :func:`salt_kvm.plan.ensure`:
+
+* only declared keys and declared ports are compared; ports nobody declared
+  (the taps libvirt attaches for VMs) are never removed;
+* kernel rounding is normalised (STP timers read back in 1/100 s through
+  jiffies, MAC case, port order), so a second run changes nothing;
+* **uplink migration**: when a declared port holds addresses or routes (the
+  host's own uplink), they move to the bridge in one burst of netlink
+  messages, and the bridge takes the port's MAC (DHCP leases and switch port
+  security still match). Then a probe runs (the declared ``probe``, or, when
+  the change touches the default route, a ping of the gateway, and a TCP
+  connection to the Salt master when its route moves with the uplink); if it fails,
+  or the read-back does not match, addresses, routes, port membership, port
+  MTUs and the bridge itself are put back exactly as they were;
+* ``persist`` writes the host's own network configuration
+  (:mod:`salt_kvm.persist`) so the bridge survives a reboot.
+
+:func:`absent` refuses while VM taps are attached (``force`` overrides) and
+while the bridge carries the host's addresses or default route.
+"""
+
+import contextlib
+import ipaddress
+import logging
+import re
+import socket
+
+from salt_kvm import bridge_netlink as nl
+from salt_kvm import plan, schema
+from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
+
+log = logging.getLogger(__name__)
+
+ATTRS = ("stp", "forward_delay", "hello_time", "max_age", "ageing_time", "priority", "vlan_filtering", "default_pvid", "mcast_snooping")
+PORT_KEYS = ("cost", "priority", "hairpin", "vlans")
+_VLAN_PORT = re.compile(r"^(?P<parent>.+)\.(?P<vid>\d{1,4})$")
+#: keys the state takes besides the pillar record (not pillar keys)
+EXTRA_ARGS = ("netns", "root")
+
+
+# --- reading ---------------------------------------------------------------
+
+
+def _memo_key(netns):
+    return f"bridge:host:{netns or ''}"
+
+
+def host_state(session, netns=None):
+    """One dump of ``netns`` per run (memoised in the session)."""
+    if session is None:
+        return nl.load(netns)
+    return session.memo(_memo_key(netns), lambda: nl.load(netns))
+
+
+def _invalidate(session, netns):
+    if session is not None:
+        session.invalidate(_memo_key(netns))
+
+
+def vm_taps(session):
+    """``{tap: {"vm": name, "mac": mac}}`` for the interfaces of running libvirt VMs."""
+    if session is None:
+        return {}
+
+    def loader():
+        from salt_kvm.xml import base  # pylint: disable=import-outside-toplevel
+
+        out = {}
+        try:
+            domains = session.conn.listAllDomains(1)  # VIR_CONNECT_LIST_DOMAINS_ACTIVE
+        except Exception as exc:  # pylint: disable=broad-except
+            log.debug("cannot list VMs for tap owners: %s", exc)
+            return out
+        for dom in domains:
+            try:
+                root = base.parse(dom.XMLDesc(0))
+            except Exception:  # pylint: disable=broad-except
+                continue
+            for iface in root.iterfind("devices/interface"):
+                target = iface.find("target")
+                mac_el = iface.find("mac")
+                if target is not None and target.get("dev"):
+                    out[target.get("dev")] = {"vm": dom.name(), "mac": nl.mac(mac_el.get("address")) if mac_el is not None else None}
+        return out
+
+    try:
+        return session.memo("bridge:vmtaps", loader)
+    except KvmError as exc:  # libvirt not reachable: taps are still shown, without owners
+        log.debug("no VM owners for taps: %s", exc)
+        return {}
+
+
+def _view(session, host, name, netns):
+    link = host["links"].get(name)
+    has_taps = link is not None and any(l["master"] == name and l["kind"] == "tun" for l in host["links"].values())
+    vms = vm_taps(session) if has_taps and not netns else {}
+    return nl.bridge_view(host, name, vms)
+
+
+def _bridge_or_fail(host, name, netns):
+    link = host["links"].get(name)
+    if link is None:
+        raise NotFound(f"bridge {name!r} does not exist{_where(netns)}")
+    if link["kind"] != "bridge":
+        raise KvmError(f"{name!r} is a {link['kind'] or 'network device'}, not a bridge")
+    return link
+
+
+def _where(netns):
+    return f" in network namespace {netns!r}" if netns else ""
+
+
+# --- execution functions ---------------------------------------------------
+
+
+def list_bridges(session, netns=None):
+    """What ``brctl show`` shows (bridge, id, STP, ports) plus addresses."""
+    host = nl.load(netns)
+    out = []
+    for name in sorted(n for n, l in host["links"].items() if l["kind"] == "bridge"):
+        view = nl.bridge_view(host, name)
+        out.append(
+            {
+                "name": name,
+                "id": view["id"],
+                "stp": view["stp"],
+                "ports": [p["name"] for p in view["ports"]],
+                "addresses": view["addresses"],
+            }
+        )
+    return out
+
+
+def show(session, name, netns=None):
+    """Every attribute of bridge ``name``, its ports (VM taps with their VM), addresses and routes."""
+    schema.validate(schema.IFNAME, name, "name")
+    host = nl.load(netns)
+    _bridge_or_fail(host, name, netns)
+    return _view(session, host, name, netns)
+
+
+def fdb(session, name, netns=None):
+    """The bridge's MAC table: mac, port, vlan, kind (local/static/learned), VM where known."""
+    schema.validate(schema.IFNAME, name, "name")
+    host = nl.load(netns)
+    link = _bridge_or_fail(host, name, netns)
+    byindex = {l["index"]: l for l in host["links"].values()}
+    vms = vm_taps(session) if not netns and any(l["kind"] == "tun" and l["master"] == name for l in host["links"].values()) else {}
+    bymac = {v["mac"]: {"vm": v["vm"], "tap": tap} for tap, v in vms.items() if v.get("mac")}
+    out = []
+    for mac, ifindex, vlan, kind in nl.fdb(netns, link["index"]):
+        port = byindex.get(ifindex, {}).get("name")
+        entry = {"mac": mac, "port": port, "vlan": vlan, "kind": kind}
+        owner = bymac.get(mac) or (vms.get(port) if kind == "local" and vms.get(port, {}).get("mac") == mac else None)
+        entry["vm"] = owner["vm"] if owner else None
+        out.append(entry)
+    return sorted(out, key=lambda e: (e["port"] or "", e["mac"] or "", e["vlan"] or 0))
+
+
+def _imperative(session, name, kwargs, netns, root, must_exist=None):
+    resource = Bridge(session, name, kwargs, netns=netns, root=root, path=name)
+    resource.changes(resource.read())  # bad input raises InvalidInput here, before anything changes
+    if must_exist is not None:
+        exists = name in host_state(session, netns)["links"]
+        if must_exist and not exists:
+            raise NotFound(f"bridge {name!r} does not exist{_where(netns)}")
+        if not must_exist and exists:
+            raise KvmError(f"{name!r} already exists{_where(netns)}")
+    ret = plan.ensure(name, resource, test=False)
+    if ret["result"] is False:
+        raise KvmError(ret["comment"])
+    _invalidate(session, netns)
+    return {"changes": ret["changes"], "comment": ret["comment"]}
+
+
+def create(session, name, netns=None, root=None, **attrs):
+    """Create bridge ``name`` with ``attrs`` (the pillar keys); validated like the state."""
+    return _imperative(session, name, attrs, netns, root, must_exist=False)
+
+
+def set_attrs(session, name, netns=None, root=None, **attrs):
+    """Change attributes (the pillar keys) of existing bridge ``name``."""
+    return _imperative(session, name, attrs, netns, root, must_exist=True)
+
+
+def port_add(session, bridge, port, netns=None, root=None, **attrs):
+    """Add ``port`` (with cost, priority, hairpin, vlans) to existing ``bridge``; moves its addresses."""
+    spec = {"name": port}
+    spec.update({k: v for k, v in attrs.items() if k in PORT_KEYS})
+    rest = {k: v for k, v in attrs.items() if k not in PORT_KEYS}
+    rest["ports"] = [spec]
+    return _imperative(session, bridge, rest, netns, root, must_exist=True)
+
+
+def port_remove(session, bridge, port, netns=None):
+    """Take ``port`` out of ``bridge`` (its addresses are not moved back)."""
+    schema.validate(schema.IFNAME, bridge, "bridge")
+    schema.validate(schema.IFNAME, port, "port")
+    host = nl.load(netns)
+    _bridge_or_fail(host, bridge, netns)
+    link = host["links"].get(port)
+    if link is None or link["master"] != bridge:
+        raise InvalidInput("port", f"{port!r} is not a port of bridge {bridge!r}")
+    with nl.netlink(netns) as ipr:
+        try:
+            ipr.link("set", index=link["index"], master=0)
+        except Exception as exc:  # pylint: disable=broad-except
+            raise KvmError(f"cannot remove {port} from {bridge}: {nl.netlink_message(exc)}") from None
+    _invalidate(session, netns)
+    return {"bridge": bridge, "removed": port}
+
+
+def delete(session, name, force=False, netns=None):
+    """Delete bridge ``name``; refused with VM taps attached or host addresses on it, unless ``force``."""
+    schema.validate(schema.IFNAME, name, "name")
+    host = nl.load(netns)
+    _bridge_or_fail(host, name, netns)
+    _guard_absent(session, host, name, force, netns)
+    _delete_link(netns, name, host["links"][name]["index"])
+    _invalidate(session, netns)
+    return {"deleted": name}
+
+
+def _delete_link(netns, name, index):
+    with nl.netlink(netns) as ipr:
+        try:
+            ipr.link("del", index=index)
+        except Exception as exc:  # pylint: disable=broad-except
+            raise KvmError(f"cannot delete {name}: {nl.netlink_message(exc)}") from None
+
+
+def _guard_absent(session, host, name, force, netns):
+    view = _view(session, host, name, netns)
+    taps = [p for p in view["ports"] if p["kind"] == "tun"]
+    if force:
+        return
+    if taps:
+        names = ", ".join(f"{p['name']} (VM {p['vm']})" if p.get("vm") else p["name"] for p in taps)
+        raise Refused(f"VM taps are attached: {names}; stop the VMs or give force: True")
+    if view["addresses"] or view["gateway"] or view["gateway6"]:
+        held = ", ".join(view["addresses"] + [f"default via {g}" for g in (view["gateway"], view["gateway6"]) if g])
+        raise Refused(f"it carries the host's addresses/routes ({held}); deleting it could cut the host off; give force: True")
+
+
+# --- the state -------------------------------------------------------------
+
+
+def _port_name_ok(name):
+    match = _VLAN_PORT.match(name)
+    return (match.group("parent"), int(match.group("vid"))) if match else (None, None)
+
+
+def _route_key(route):
+    return (route["to"], route.get("via"), route.get("metric"))
+
+
+class Bridge(plan.Resource):
+    """A kernel bridge as declared (the pillar keys of :data:`salt_kvm.schema.BRIDGE`)."""
+
+    def __init__(self, session, name, kwargs, netns=None, root=None, path=None, master=None):
+        self.session = session
+        #: ``(host, port)`` of the Salt master: probed when its path moves with an uplink
+        self.master = master
+        self.name = name
+        self.netns = netns
+        self.root = root or "/"
+        self.what = f"bridge {name!r}"
+        path = path or str(name)
+        self.path = path
+        self.spec = schema.validate_args(schema.BRIDGE, name, kwargs, name_field=schema.IFNAME, path=path)
+        self.spec.pop("absent", None)
+        self.spec.pop("force", None)
+        self._first = None
+        self._host = None
+        self._plan = None
+        self._persist_backup = None
+        self._created_vlans = []
+
+    # -- read / compare ----------------------------------------------------
+
+    def read(self):
+        host = host_state(self.session, self.netns)
+        self._host = host
+        if self._first is None:
+            self._first = host
+        return nl.bridge_view(host, self.name)
+
+    def _check(self, host):
+        """Bad input against the host: unknown port, port of another bridge, not a bridge."""
+        links = host["links"]
+        link = links.get(self.name)
+        if link is not None and link["kind"] != "bridge":
+            raise InvalidInput(self.path, f"{self.name!r} exists and is a {link['kind'] or 'network device'}, not a bridge")
+        vlans = {}
+        for i, port in enumerate(self.spec.get("ports", [])):
+            pname = port["name"]
+            ppath = f"{self.path}:ports:{i}"
+            plink = links.get(pname)
+            if pname == self.name:
+                raise InvalidInput(ppath, "a bridge cannot be its own port")
+            if plink is None:
+                parent, vid = _port_name_ok(pname)
+                if parent is None or parent not in links:
+                    raise InvalidInput(ppath, f"{pname!r} does not exist{_where(self.netns)}")
+                if not 1 <= vid <= 4094:
+                    raise InvalidInput(ppath, f"VLAN {vid} of {pname!r} is out of range 1-4094")
+                vlans[pname] = (parent, vid)
+                continue
+            if plink["kind"] == "bridge":
+                raise InvalidInput(ppath, f"{pname!r} is a bridge; a bridge cannot be a port")
+            if plink["master"] and plink["master"] != self.name:
+                raise InvalidInput(ppath, f"{pname!r} is already a port of bridge {plink['master']!r}")
+            if port.get("vlans") and not self._vlan_filtering(link):
+                raise InvalidInput(f"{ppath}:vlans", "needs vlan_filtering: true on the bridge")
+        return vlans
+
+    def _vlan_filtering(self, link):
+        if "vlan_filtering" in self.spec:
+            return self.spec["vlan_filtering"]
+        return bool(link and link["bridge"] and link["bridge"].get("vlan_filtering"))
+
+    def changes(self, current):
+        host = self._host
+        new_vlan_ports = self._check(host)
+        spec = self.spec
+        current = current or {}
+        exists = bool(current)
+        changes = {}
+        if not exists:
+            changes["bridge"] = {"old": None, "new": self.name}
+        for key in ATTRS:
+            if key not in spec:
+                continue
+            have = current.get(key)
+            want = spec[key]
+            if key == "ageing_time" and have is None and current.get("topology_change"):
+                continue  # hidden by the kernel during an STP topology change (see bridge_netlink)
+            equal = nl.same_timer(have, want) if key in nl.TIMERS else have == want
+            if not equal:
+                changes[key] = {"old": have, "new": want}
+        if "mtu" in spec and current.get("mtu") != spec["mtu"]:
+            changes["mtu"] = {"old": current.get("mtu"), "new": spec["mtu"]}
+
+        # ports and uplinks
+        members = {p["name"]: p for p in current.get("ports", [])}
+        old_ports, new_ports, uplinks = [], [], {}
+        for port in sorted(spec.get("ports", []), key=lambda p: p["name"]):
+            pname = port["name"]
+            want = {"name": pname}
+            for key in ("cost", "priority", "hairpin"):
+                if key in port:
+                    want[key] = port[key]
+            if "vlans" in port:
+                want["vlans"] = nl.vlans_desired(port["vlans"])[0]
+            have = members.get(pname)
+            have_view = None
+            if have is not None:
+                have_view = {"name": pname}
+                for key in want:
+                    if key != "name":
+                        have_view[key] = have.get(key)
+            if have_view != want:
+                old_ports.append(have_view or {"name": pname, "member": False})
+                new_ports.append(want)
+            if pname not in members and pname not in new_vlan_ports:
+                addrs = nl.global_addresses(host, pname)
+                routes = nl.static_routes(host, pname)
+                if addrs or routes:
+                    uplinks[pname] = {"addresses": addrs, "routes": routes}
+        if new_ports:
+            changes["ports"] = {"old": old_ports, "new": new_ports}
+
+        # what the bridge ends up with: declared, else its own plus what moves from uplinks
+        moved_addrs = [a["cidr"] for u in uplinks.values() for a in u["addresses"]]
+        moved_routes = [r for u in uplinks.values() for r in u["routes"]]
+        have_addrs = current.get("addresses", [])
+        want_addrs = spec["addresses"] if "addresses" in spec else have_addrs + [a for a in moved_addrs if a not in have_addrs]
+        if sorted(have_addrs) != sorted(want_addrs):
+            changes["addresses"] = {"old": have_addrs, "new": want_addrs}
+        want_gw = {}
+        for key, family in (("gateway", socket.AF_INET), ("gateway6", socket.AF_INET6)):
+            moved = [r["via"] for r in moved_routes if r["dst"] == "default" and r["family"] == family and r["via"]]
+            want = spec.get(key) or (moved[0] if moved else current.get(key))
+            want_gw[key] = want
+            if want != current.get(key):
+                changes[key] = {"old": current.get(key), "new": want}
+        have_routes = current.get("routes", [])
+        if "routes" in spec:
+            want_routes = sorted((dict(r) for r in spec["routes"]), key=_route_key)
+        else:
+            extra = [nl.route_view(r) for r in moved_routes if r["dst"] != "default"]
+            want_routes = sorted(have_routes + [r for r in extra if r not in have_routes], key=_route_key)
+        if sorted(map(_route_key, have_routes)) != sorted(map(_route_key, want_routes)):
+            changes["routes"] = {"old": have_routes, "new": want_routes}
+
+        want_mac = spec.get("mac")
+        if not want_mac and uplinks:
+            want_mac = host["links"][sorted(uplinks)[0]]["mac"]
+        if not want_mac and not exists and spec.get("ports"):
+            # what the kernel would pick (the lowest port MAC), set explicitly so it
+            # does not flap when ports come and go
+            want_mac = min(self._port_macs(host).values(), default=None)
+        if want_mac and nl.mac(want_mac) != current.get("mac"):
+            changes["mac"] = {"old": current.get("mac"), "new": nl.mac(want_mac)}
+        if uplinks:
+            changes["uplink"] = {
+                "old": {p: [a["cidr"] for a in u["addresses"]] + [_route_text(r) for r in u["routes"]] for p, u in uplinks.items()},
+                "new": {self.name: [a["cidr"] for u in uplinks.values() for a in u["addresses"]] + [_route_text(r) for r in moved_routes]},
+            }
+
+        self._plan = {
+            "exists": exists,
+            "uplinks": uplinks,
+            "vlan_ports": new_vlan_ports,
+            "addresses": want_addrs,
+            "gateways": want_gw,
+            "routes": want_routes,
+            "mac": nl.mac(want_mac) if want_mac else current.get("mac"),
+        }
+        persist_changes = self._persist_changes()
+        if persist_changes:
+            changes["persist"] = persist_changes
+        return changes
+
+    def _port_macs(self, host):
+        """MACs of the declared ports (a VLAN sub-interface to be made has its parent's)."""
+        out = {}
+        for port in self.spec.get("ports", []):
+            link = host["links"].get(port["name"])
+            if link is None:
+                parent, _vid = _port_name_ok(port["name"])
+                link = host["links"].get(parent)
+            if link is not None and link["mac"]:
+                out[port["name"]] = link["mac"]
+        return out
+
+    def verify(self, after):
+        remaining = self.changes(after)
+        remaining.pop("uplink", None)
+        return remaining
+
+    # -- persistence -------------------------------------------------------
+
+    def persist_spec(self):
+        """What the persisted configuration describes (declared + what moved)."""
+        p = self._plan
+        spec = {k: self.spec[k] for k in ATTRS + ("mtu",) if k in self.spec}
+        spec.update(
+            {
+                "name": self.name,
+                "ports": sorted(self.spec.get("ports", []), key=lambda port: port["name"]),
+                "addresses": p["addresses"],
+                "gateway": p["gateways"]["gateway"],
+                "gateway6": p["gateways"]["gateway6"],
+                "routes": p["routes"],
+                "mac": p["mac"] if (self.spec.get("mac") or p["mac"] in self._port_macs(self._host).values()) else None,
+                "vlan_ports": {k: {"parent": v[0], "id": v[1]} for k, v in p["vlan_ports"].items()},
+            }
+        )
+        for pname, link in self._host["links"].items():
+            if link["kind"] == "vlan" and pname in {port["name"] for port in spec["ports"]}:
+                spec["vlan_ports"][pname] = {"parent": link["parent"], "id": link["vlan_id"]}
+        return spec
+
+    def _persist_files(self):
+        backend = self.spec.get("persist", "none")
+        if backend == "none":
+            return None, {}
+        from salt_kvm import persist  # pylint: disable=import-outside-toplevel
+
+        if backend == "auto":
+            backend = persist.detect(self.root)
+        return backend, persist.render(backend, self.persist_spec(), self.root)
+
+    def _persist_changes(self):
+        backend, files = self._persist_files()
+        if not files:
+            return None
+        from salt_kvm import persist  # pylint: disable=import-outside-toplevel
+
+        stale = persist.pending(files)
+        if not stale:
+            return None
+        return {"old": stale, "new": {"backend": backend, "files": sorted(files)}}
+
+    # -- apply -------------------------------------------------------------
+
+    def apply(self, current, changes):
+        probe_spec = self._probe(changes)  # before: it asks the kernel how the master is reached now
+        try:
+            with nl.netlink(self.netns) as ipr:
+                self._apply(ipr, current or {}, changes)
+        finally:
+            _invalidate(self.session, self.netns)
+        if probe_spec:
+            from salt_kvm import bridge_probe  # pylint: disable=import-outside-toplevel
+
+            bridge_probe.run(probe_spec, self.netns)
+        if "persist" in changes:
+            from salt_kvm import persist  # pylint: disable=import-outside-toplevel
+
+            _backend, files = self._persist_files()
+            self._persist_backup = persist.write(files)
+
+    def _probe(self, changes):
+        if self.spec.get("probe"):
+            return self.spec["probe"]
+        probe = {}
+        risky = "uplink" in changes or "gateway" in changes or "gateway6" in changes
+        gw = self._plan["gateways"]
+        target = gw.get("gateway") or gw.get("gateway6")
+        if risky and target:
+            probe["ping"] = target
+        master = self._master_via_uplink()
+        if master:
+            probe["tcp"] = master
+        return probe or None
+
+    def _master_via_uplink(self):
+        """``ip:port`` of the Salt master when the kernel routes to it through a moving uplink."""
+        if not self.master or not self._plan["uplinks"]:
+            return None
+        host, port = self.master
+        try:
+            address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][4][0]
+            with nl.netlink(self.netns) as ipr:
+                routes = ipr.route("get", dst=address)
+            oif = routes[0].get_attr("RTA_OIF") if routes else None
+        except Exception as exc:  # pylint: disable=broad-except
+            log.debug("no route to the Salt master %s: %s", host, exc)
+            return None
+        uplinks = {self._first["links"][p]["index"] for p in self._plan["uplinks"] if p in self._first["links"]}
+        if oif in uplinks:
+            return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        return None
+
+    def _apply(self, ipr, current, changes):
+        p = self._plan
+        spec = self.spec
+        name = self.name
+
+        def run(what, func, *args, **kwargs):
+            try:
+                return func(*args, **kwargs)
+            except Exception as exc:  # pylint: disable=broad-except
+                raise KvmError(f"{what}: {nl.netlink_message(exc)}") from None
+
+        def index(ifname):
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                raise KvmError(f"{ifname} disappeared")
+            return found[0]
+
+        # VLAN sub-interfaces for ports like eno1.100
+        for vname, (parent, vid) in sorted(p["vlan_ports"].items()):
+            run(f"cannot create VLAN interface {vname} (is the 8021q module available?)", ipr.link, "add", ifname=vname, kind="vlan", link=index(parent), vlan_id=vid)
+            self._created_vlans.append(vname)
+            run(f"cannot bring {vname} up", ipr.link, "set", index=index(vname), state="up")
+
+        br_kw = {}
+        for key in ATTRS:
+            if key in changes or (not p["exists"] and key in spec):
+                _nla, kw, kind = nl.BRIDGE_NLA[key]
+                value = spec[key]
+                br_kw[kw] = nl.centiseconds(value) if kind == "timer" else int(value)
+        if not p["exists"]:
+            extra = {"address": p["mac"]} if "mac" in changes else {}
+            run(f"cannot create bridge {name}", ipr.link, "add", ifname=name, kind="bridge", **br_kw, **extra)
+        else:
+            if br_kw:
+                run(f"cannot set attributes of {name}", ipr.link, "set", index=index(name), kind="bridge", **br_kw)
+            if "mac" in changes:
+                run(f"cannot set the MAC of {name}", ipr.link, "set", index=index(name), address=p["mac"])
+        br = index(name)
+
+        # uplink migration: everything in one burst
+        uplinks = p["uplinks"]
+        for pname, uplink in uplinks.items():
+            pidx = index(pname)
+            for addr in uplink["addresses"]:
+                run(f"cannot remove {addr['cidr']} from {pname}", ipr.addr, "del", index=pidx, address=addr["address"], prefixlen=addr["prefixlen"])
+        members = {port["name"] for port in current.get("ports", [])}
+        for port in spec.get("ports", []):
+            if port["name"] not in members:
+                run(f"cannot add {port['name']} to {name}", ipr.link, "set", index=index(port["name"]), master=br)
+        for pname, uplink in uplinks.items():
+            for addr in uplink["addresses"]:
+                if "addresses" in spec and addr["cidr"] not in spec["addresses"]:
+                    continue
+                self._add_addr(ipr, run, br, addr["cidr"], nodad=True, broadcast=addr.get("broadcast"))
+        if uplinks:
+            run(f"cannot bring {name} up", ipr.link, "set", index=br, state="up")
+            for pname, uplink in uplinks.items():
+                for route in uplink["routes"]:
+                    self._add_route(ipr, run, br, route["family"], route["dst"], route["via"], route["metric"])
+
+        # ports: up, attributes, VLANs
+        vlan_entries = None
+        for port in spec.get("ports", []):
+            pidx = index(port["name"])
+            run(f"cannot bring {port['name']} up", ipr.link, "set", index=pidx, state="up")
+            kw = {}
+            for key in ("cost", "priority", "hairpin"):
+                if key in port:
+                    kw[nl.PORT_NLA[key][1]] = int(port[key])
+            if kw:
+                run(f"cannot set port attributes of {port['name']}", ipr.brport, "set", index=pidx, **kw)
+            if "vlans" in port:
+                if vlan_entries is None:
+                    vlan_entries = nl._vlan_entries(ipr)  # pylint: disable=protected-access
+                have = dict(vlan_entries.get(pidx, []))
+                want = nl.vlans_desired(port["vlans"])[1]
+                for vid in sorted(set(have) - set(want)):
+                    run(f"cannot remove VLAN {vid} from {port['name']}", ipr.vlan_filter, "del", index=pidx, vlan_info={"vid": vid})
+                for vid, flags in sorted(want.items()):
+                    if have.get(vid) != flags:
+                        run(f"cannot add VLAN {vid} to {port['name']}", ipr.vlan_filter, "add", index=pidx, vlan_info={"vid": vid, "flags": flags})
+
+        if "mtu" in changes:
+            for port in spec.get("ports", []):
+                plink = ipr.get_links(index(port["name"]))[0]
+                if plink.get_attr("IFLA_MTU") < spec["mtu"]:
+                    run(f"cannot raise the MTU of {port['name']}", ipr.link, "set", index=index(port["name"]), mtu=spec["mtu"])
+            run(f"cannot set the MTU of {name}", ipr.link, "set", index=br, mtu=spec["mtu"])
+
+        # addresses, gateways, routes on the bridge
+        now = {a["cidr"] for a in nl.global_addresses(nl.dump(ipr), name)} if "addresses" in changes else set()
+        if "addresses" in changes:
+            for cidr in p["addresses"]:
+                if cidr not in now:
+                    self._add_addr(ipr, run, br, cidr)
+            for cidr in sorted(now - set(p["addresses"])):
+                iface = ipaddress.ip_interface(cidr)
+                run(f"cannot remove {cidr} from {name}", ipr.addr, "del", index=br, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+        run(f"cannot bring {name} up", ipr.link, "set", index=br, state="up")
+        for key, family in (("gateway", socket.AF_INET), ("gateway6", socket.AF_INET6)):
+            if key in changes and p["gateways"][key]:
+                dst = "0.0.0.0/0" if family == socket.AF_INET else "::/0"
+                run(f"cannot set {key} {p['gateways'][key]}", ipr.route, "replace", family=family, dst=dst, gateway=p["gateways"][key], oif=br, table=nl.RT_TABLE_MAIN)
+        if "routes" in changes:
+            have = {_route_key(r): r for r in (nl.bridge_view(nl.dump(ipr), name) or {}).get("routes", [])}
+            want = {_route_key(r): r for r in p["routes"]}
+            for key in sorted(set(have) - set(want), key=str):
+                route = have[key]
+                family = socket.AF_INET6 if ":" in route["to"] else socket.AF_INET
+                with contextlib.suppress(Exception):
+                    ipr.route("del", family=family, dst=route["to"], gateway=route.get("via"), oif=br, priority=route.get("metric"), table=nl.RT_TABLE_MAIN)
+            for key in sorted(set(want) - set(have), key=str):
+                route = want[key]
+                family = socket.AF_INET6 if ":" in route["to"] else socket.AF_INET
+                self._add_route(ipr, run, br, family, route["to"], route.get("via"), route.get("metric"))
+
+    @staticmethod
+    def _add_addr(ipr, run, index, cidr, nodad=False, broadcast=None):
+        iface = ipaddress.ip_interface(cidr)
+        kw = {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
+        if iface.version == 4:
+            kw["broadcast"] = broadcast or str(iface.network.broadcast_address)
+        elif nodad:
+            kw["flags"] = nl.IFA_F_NODAD
+        try:
+            ipr.addr("add", **kw)
+        except Exception as exc:  # pylint: disable=broad-except
+            if getattr(exc, "code", None) != 17:  # EEXIST: already there
+                raise KvmError(f"cannot add {cidr}: {nl.netlink_message(exc)}") from None
+
+    @staticmethod
+    def _add_route(ipr, run, oif, family, dst, via, metric):
+        kw = {"family": family, "oif": oif, "table": nl.RT_TABLE_MAIN}
+        kw["dst"] = ("0.0.0.0/0" if family == socket.AF_INET else "::/0") if dst == "default" else dst
+        if via:
+            kw["gateway"] = via
+        if metric is not None:
+            kw["priority"] = metric
+        run(f"cannot add route {dst}{' via ' + via if via else ''}", ipr.route, "replace", **kw)
+
+    # -- restore -------------------------------------------------------------
+
+    def restore(self, before):
+        """Put back links, addresses and routes exactly as in the first read."""
+        first = self._first
+        done = []
+        with nl.netlink(self.netns) as ipr:
+            now = nl.dump(ipr)
+            links_then, links_now = first["links"], now["links"]
+            touched = {self.name} | {p["name"] for p in self.spec.get("ports", [])}
+
+            def idx(ifname):
+                found = ipr.link_lookup(ifname=ifname)
+                return found[0] if found else None
+
+            # membership, MTU, up/down of the ports
+            for pname in sorted(touched - {self.name}):
+                then, cur = links_then.get(pname), links_now.get(pname)
+                if then is None or cur is None:
+                    continue
+                if cur["master"] != then["master"]:
+                    master = idx(then["master"]) if then["master"] else 0
+                    ipr.link("set", index=cur["index"], master=master or 0)
+                    done.append(f"{pname} {'back in ' + then['master'] if then['master'] else 'out of ' + self.name}")
+                if cur["mtu"] != then["mtu"]:
+                    ipr.link("set", index=cur["index"], mtu=then["mtu"])
+                if cur["up"] != then["up"]:
+                    ipr.link("set", index=cur["index"], state="up" if then["up"] else "down")
+            for vname in self._created_vlans:
+                with contextlib.suppress(Exception):
+                    ipr.link("del", index=idx(vname))
+                done.append(f"VLAN interface {vname} removed")
+            # the bridge itself
+            if self.name not in links_then:
+                if self.name in links_now:
+                    ipr.link("del", index=links_now[self.name]["index"])
+                    done.append(f"bridge {self.name} deleted")
+            else:
+                then = links_then[self.name]
+                kw = {}
+                for key in ATTRS:
+                    value = then["bridge"].get(key)
+                    if value is not None and value != (links_now.get(self.name, {}).get("bridge") or {}).get(key):
+                        _nla, name, kind = nl.BRIDGE_NLA[key]
+                        kw[name] = nl.centiseconds(value) if kind == "timer" else int(value)
+                bidx = idx(self.name)
+                if kw:
+                    ipr.link("set", index=bidx, kind="bridge", **kw)
+                ipr.link("set", index=bidx, mtu=then["mtu"], address=then["mac"], state="up" if then["up"] else "down")
+                done.append(f"bridge {self.name} attributes")
+            # addresses of the touched links
+            now = nl.dump(ipr)
+            addr_key = lambda a: (a["ifname"], a["cidr"])  # noqa: E731
+            then_addrs = {addr_key(a): a for a in first["addresses"] if a["ifname"] in touched and a["scope"] == 0}
+            now_addrs = {addr_key(a): a for a in now["addresses"] if a["ifname"] in touched and a["scope"] == 0}
+            for key in sorted(set(now_addrs) - set(then_addrs)):
+                a = now_addrs[key]
+                with contextlib.suppress(Exception):
+                    ipr.addr("del", index=idx(a["ifname"]), address=a["address"], prefixlen=a["prefixlen"])
+            for key in sorted(set(then_addrs) - set(now_addrs)):
+                a = then_addrs[key]
+                self._add_addr(ipr, None, idx(a["ifname"]), a["cidr"], nodad=True, broadcast=a.get("broadcast"))
+            if then_addrs != now_addrs:
+                done.append("addresses")
+            # routes of the main table (not those an address makes by itself)
+            now = nl.dump(ipr)
+            route_key = lambda r: (r["family"], r["dst"], r["via"], r["oif"], r["metric"])  # noqa: E731
+            static = lambda host: {route_key(r): r for r in host["routes"] if r["proto"] != nl.RTPROT_KERNEL}  # noqa: E731
+            then_routes, now_routes = static(first), static(now)
+            for key in set(now_routes) - set(then_routes):
+                r = now_routes[key]
+                with contextlib.suppress(Exception):
+                    kw = {"family": r["family"], "dst": _dst(r), "table": nl.RT_TABLE_MAIN}
+                    if r["via"]:
+                        kw["gateway"] = r["via"]
+                    if r["oif"] and idx(r["oif"]):
+                        kw["oif"] = idx(r["oif"])
+                    if r["metric"] is not None:
+                        kw["priority"] = r["metric"]
+                    ipr.route("del", **kw)
+            for key in set(then_routes) - set(now_routes):
+                r = then_routes[key]
+                kw = {"family": r["family"], "dst": _dst(r), "table": nl.RT_TABLE_MAIN, "proto": r["proto"], "scope": r["scope"]}
+                if r["via"]:
+                    kw["gateway"] = r["via"]
+                if r["oif"]:
+                    kw["oif"] = idx(r["oif"])
+                if r["metric"] is not None:
+                    kw["priority"] = r["metric"]
+                if r["prefsrc"]:
+                    kw["prefsrc"] = r["prefsrc"]
+                ipr.route("replace", **kw)
+            if then_routes != now_routes:
+                done.append("routes")
+        if self._persist_backup:
+            from salt_kvm import persist  # pylint: disable=import-outside-toplevel
+
+            persist.restore(self._persist_backup)
+            done.append("persisted files")
+        _invalidate(self.session, self.netns)
+        return "the host as it was (" + ", ".join(done) + ")" if done else "the host as it was"
+
+
+def _dst(route):
+    if route["dst"] == "default":
+        return "0.0.0.0/0" if route["family"] == socket.AF_INET else "::/0"
+    return route["dst"]
+
+
+def _route_text(route):
+    text = route["dst"]
+    if route.get("via"):
+        text += f" via {route['via']}"
+    return text
+
+
+def present(session, name, test=False, netns=None, root=None, master=None, **kwargs):
+    """State ``kvm.bridge_present``: the bridge as declared (see the module docstring).
+
+    ``master``: ``(host, port)`` of the Salt master; when the route to it goes
+    through an uplink that moves, the default probe also connects to it.
+    """
+    try:
+        resource = Bridge(session, name, kwargs, netns=netns, root=root, master=master)
+    except InvalidInput as exc:
+        return plan.state_return(name, False, comment=f"bridge {name!r}: {exc}")
+    return plan.ensure(name, resource, test=test)
+
+
+def absent(session, name, force=False, test=False, netns=None, persist=None, root=None):
+    """State ``kvm.bridge_absent``: no bridge ``name``; refuses with VM taps unless ``force``."""
+    try:
+        schema.validate(schema.IFNAME, name, str(name))
+        if persist is not None:
+            schema.validate(schema.BRIDGE, {"persist": persist}, str(name))
+    except InvalidInput as exc:
+        return plan.state_return(name, False, comment=f"bridge {name!r}: {exc}")
+    what = f"bridge {name!r}"
+
+    def exists():
+        host = host_state(session, netns)
+        link = host["links"].get(name)
+        if link is None:
+            return None
+        if link["kind"] != "bridge":
+            raise KvmError(f"{name!r} is a {link['kind'] or 'network device'}, not a bridge")
+        view = _view(session, host, name, netns)
+        return {"ports": [p["name"] for p in view["ports"]], "addresses": view["addresses"]}
+
+    def guard(_current):
+        _guard_absent(session, host_state(session, netns), name, force, netns)
+
+    def remove(_current):
+        _delete_link(netns, name, host_state(session, netns)["links"][name]["index"])
+        _invalidate(session, netns)
+        if persist and persist != "none":
+            from salt_kvm import persist as persist_mod  # pylint: disable=import-outside-toplevel
+
+            persist_mod.remove(persist if persist != "auto" else persist_mod.detect(root or "/"), name, root or "/")
+
+    return plan.absent(name, what, exists, remove, test=test, guard=guard)

@@ -1,0 +1,163 @@
+"""ifupdown (``/etc/network/interfaces``) with Debian's bridge-utils options.
+
+Writes ``/etc/network/interfaces.d/salt-kvm-<bridge>`` (sourced by Debian's
+default ``source /etc/network/interfaces.d/*``): one ``manual`` stanza per
+port and the bridge's ``inet``/``inet6`` stanzas with ``bridge_*`` options.
+A port that the main ``/etc/network/interfaces`` configures (the uplink whose
+address moved to the bridge) has its stanza commented out there, marked
+``# salt-kvm:``, so the address is not configured twice at boot. Routes other
+than the gateway and bridge VLANs are ``up`` commands (ifupdown has no
+option for them). Checked with ``ifquery -i FILE`` in the tests.
+"""
+
+import re
+
+from salt_kvm.persist import _common
+
+DIR = "/etc/network/interfaces.d"
+MAIN = "/etc/network/interfaces"
+MARK = "# salt-kvm: "
+_STANZA = re.compile(r"^(iface|mapping|auto|allow-[\w-]+|source|source-directory|rename)\b")
+
+
+def path(name):
+    return f"{DIR}/salt-kvm-{name}"
+
+
+def owned_files(name, _listdir):
+    return [path(name)]
+
+
+def _bridge_options(spec):
+    opts = []
+    ports = [p["name"] for p in spec.get("ports", [])]
+    opts.append(f"bridge_ports {' '.join(ports) if ports else 'none'}")
+    if "stp" in spec:
+        opts.append(f"bridge_stp {'on' if spec['stp'] else 'off'}")
+    for key, opt in (("forward_delay", "bridge_fd"), ("hello_time", "bridge_hello"), ("max_age", "bridge_maxage"), ("ageing_time", "bridge_ageing")):
+        if key in spec:
+            opts.append(f"{opt} {_common.num(spec[key])}")
+    if "priority" in spec:
+        opts.append(f"bridge_bridgeprio {spec['priority']}")
+    if "mcast_snooping" in spec:
+        opts.append(f"bridge_mcsnoop {1 if spec['mcast_snooping'] else 0}")
+    if spec.get("mac"):
+        opts.append(f"bridge_hw {spec['mac']}")
+    if "vlan_filtering" in spec:
+        opts.append(f"bridge_vlan_aware {'yes' if spec['vlan_filtering'] else 'no'}")
+    for port in spec.get("ports", []):
+        if "cost" in port:
+            opts.append(f"bridge_pathcost {port['name']} {port['cost']}")
+        if "priority" in port:
+            opts.append(f"bridge_portprio {port['name']} {port['priority']}")
+        if "hairpin" in port:
+            opts.append(f"bridge_hairpin {port['name']} {'on' if port['hairpin'] else 'off'}")
+    opts.append("bridge_waitport 0")
+    if "mtu" in spec:
+        opts.append(f"mtu {spec['mtu']}")
+    name = spec["name"]
+    if "default_pvid" in spec:
+        opts.append(f"up echo {spec['default_pvid']} > /sys/class/net/{name}/bridge/default_pvid")
+    for port in spec.get("ports", []):
+        vlans = _common.port_vlans(port)
+        if not vlans:
+            continue
+        opts.append(f"up bridge vlan del dev {port['name']} vid 1-4094 2>/dev/null || true")
+        for vids in _common.ranges(vlans["tagged"]):
+            opts.append(f"up bridge vlan add dev {port['name']} vid {vids}")
+        for vid in vlans["untagged"]:
+            flags = " pvid" if vid == vlans["pvid"] else ""
+            opts.append(f"up bridge vlan add dev {port['name']} vid {vid}{flags} untagged")
+        if vlans["pvid"] is not None and vlans["pvid"] in vlans["tagged"]:
+            opts.append(f"up bridge vlan add dev {port['name']} vid {vlans['pvid']} pvid")
+    return opts
+
+
+def _routes(spec, routes):
+    out = []
+    for route in routes:
+        cmd = f"ip route replace {route['to']}"
+        if route.get("via"):
+            cmd += f" via {route['via']}"
+        cmd += f" dev {spec['name']}"
+        if route.get("metric") is not None:
+            cmd += f" metric {route['metric']}"
+        out.append(f"up {cmd}")
+    return out
+
+
+def render_bridge(spec):
+    name = spec["name"]
+    lines = [_common.header(spec).rstrip(), ""]
+    for port in spec.get("ports", []):
+        vlan = (spec.get("vlan_ports") or {}).get(port["name"])
+        lines.append(f"auto {port['name']}")
+        lines.append(f"iface {port['name']} inet manual")
+        if vlan:
+            lines.append(f"    vlan-raw-device {vlan['parent']}")
+        lines.append("")
+    v4, v6 = _common.split_addresses(spec.get("addresses"))
+    r4, r6 = _common.split_routes(spec.get("routes"))
+    lines.append(f"auto {name}")
+    lines.append(f"iface {name} inet {'static' if v4 else 'manual'}")
+    for address in v4:
+        lines.append(f"    address {address}")
+    if spec.get("gateway") and v4:
+        lines.append(f"    gateway {spec['gateway']}")
+    for opt in _bridge_options(spec) + _routes(spec, r4):
+        lines.append(f"    {opt}")
+    if spec.get("gateway") and not v4:
+        lines.append(f"    up ip route replace default via {spec['gateway']} dev {name}")
+    if v6 or spec.get("gateway6") or r6:
+        lines.append("")
+        lines.append(f"iface {name} inet6 {'static' if v6 else 'manual'}")
+        for address in v6:
+            lines.append(f"    address {address}")
+        if spec.get("gateway6") and v6:
+            lines.append(f"    gateway {spec['gateway6']}")
+        if v6:
+            lines.append("    dad-attempts 0")
+        for opt in _routes(spec, r6):
+            lines.append(f"    {opt}")
+    return "\n".join(lines) + "\n"
+
+
+def disable_ports(text, ports):
+    """Comment out the stanzas of ``ports`` in the main interfaces file (idempotent)."""
+    if text is None:
+        return None
+    out, in_stanza = [], False
+    ports = set(ports)
+    for line in text.splitlines():
+        stripped = line.strip()
+        words = stripped.split()
+        if _STANZA.match(stripped):
+            in_stanza = False
+            if words[0] == "iface" and len(words) > 1 and words[1] in ports:
+                in_stanza = True
+                out.append(MARK + line)
+                continue
+            if (words[0] == "auto" or words[0].startswith("allow-")) and any(w in ports for w in words[1:]):
+                keep = [w for w in words[1:] if w not in ports]
+                out.append(MARK + line)
+                if keep:
+                    out.append(" ".join([words[0]] + keep))
+                continue
+            out.append(line)
+            continue
+        if in_stanza and stripped and not stripped.startswith("#"):
+            out.append(MARK + line)
+            continue
+        out.append(line)
+    return "\n".join(out) + ("\n" if text.endswith("\n") else "")
+
+
+def render(spec, read):
+    files = {path(spec["name"]): render_bridge(spec)}
+    main = read(MAIN)
+    ports = [p["name"] for p in spec.get("ports", [])]
+    if main is not None and ports:
+        changed = disable_ports(main, ports)
+        if changed != main:
+            files[MAIN] = changed
+    return files

@@ -1,0 +1,651 @@
+"""Storage volumes: the ``kvm.volume_*`` functions and the volume states.
+
+Volumes are files (``raw``, ``qcow2``, ``vmdk``), logical volumes or partitions
+in a pool. Nothing here loses data by implication: a volume only grows (a
+shrink needs ``force``), its format is never changed in place (clone it to
+convert), and a volume that a VM uses, or that backs another volume, is not
+deleted or wiped unless forced.
+
+Imports (``volume_import`` and ``volume_present`` with ``source``) stream a
+local file or an http(s) URL into the volume through libvirt, computing its
+sha256 on the way; a mismatch removes the volume again. The digest of an
+imported file volume is remembered in an extended attribute
+(``user.salt_kvm.sha256``, with the file's size and mtime) so that a later run
+does not read the image again to know it is unchanged.
+"""
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+from salt_kvm import plan, schema, units
+from salt_kvm import storage as pools_mod
+from salt_kvm.conn import libvirt, libvirt_message
+from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
+from salt_kvm.xml import storage as sxml
+from salt_kvm.xml.base import parse
+
+log = logging.getLogger(__name__)
+
+XATTR = "user.salt_kvm.sha256"
+CHUNK = 1024 * 1024
+#: file-backed pool types (volumes are image files with a format)
+FILE_POOLS = ("dir", "fs", "netfs", "gluster")
+#: pool types that round volume sizes up (LVM extents, partition alignment)
+ROUNDING = {"logical": 4 * 1024**2, "disk": 2 * 1024**2, "rbd": 4 * 1024**2}
+PREALLOC_METADATA = 1  # VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA
+BLOCK_RESIZE_BYTES = 1  # VIR_DOMAIN_BLOCK_RESIZE_BYTES
+RESIZE_SHRINK = 4  # VIR_STORAGE_VOL_RESIZE_SHRINK
+#: seconds between progress reports of a long transfer
+PROGRESS_EVERY = 5.0
+
+
+def _fail(what, exc):
+    return KvmError(f"{what}: {libvirt_message(exc)}")
+
+
+def _names(pool, name=None):
+    schema.validate(schema.OBJNAME, pool, "pool")
+    if name is not None:
+        schema.validate(schema.VOLNAME, name, "name")
+
+
+# --- listings ----------------------------------------------------------------------
+
+
+def _invalidate(session, pool):
+    """Forget the listing of one pool's volumes (after a write to it)."""
+    session.invalidate(f"storage:vols:{pool}")
+
+
+def _pool_entry(session, pool):
+    entry = pools_mod.lookup_pool(session, pool)
+    if not entry["active"]:
+        raise KvmError(f"pool '{pool}' is not running (start it with kvm.pool_start or kvm.pool_present)")
+    return entry
+
+
+def volumes(session, pool):
+    """``{name: {obj, xml}}`` of a running pool, once per run."""
+
+    def load():
+        entry = _pool_entry(session, pool)
+        out = {}
+        try:
+            for vol in entry["obj"].listAllVolumes(0):
+                with contextlib.suppress(libvirt.libvirtError):
+                    out[vol.name()] = {"obj": vol, "xml": vol.XMLDesc(0)}
+        except libvirt.libvirtError as exc:
+            raise _fail(f"pool '{pool}'", exc) from None
+        return out
+
+    return session.memo(f"storage:vols:{pool}", load)
+
+
+def _pool_type(session, pool):
+    return sxml.Pool(pools_mod.lookup_pool(session, pool)["xml"]).type
+
+
+def _info(model):
+    return {
+        "name": model.name,
+        "path": model.path,
+        "format": model.format,
+        "capacity": model.capacity,
+        "allocation": model.allocation,
+        "backing": model.backing_path,
+    }
+
+
+def _lookup(session, pool, name):
+    vols = volumes(session, pool)
+    if name not in vols:
+        raise NotFound(f"volume '{name}' does not exist in pool '{pool}'")
+    return vols[name]
+
+
+def backing_users(session, path):
+    """Volumes (``pool/name``) of any running pool whose backing file is ``path``."""
+    users = []
+    for pname, entry in pools_mod.pools(session).items():
+        if not entry["active"]:
+            continue
+        with contextlib.suppress(KvmError):
+            for vname, vol in volumes(session, pname).items():
+                if sxml.Volume(vol["xml"]).backing_path == path:
+                    users.append(f"{pname}/{vname}")
+    return sorted(users)
+
+
+def backing_chain(path):
+    """``[{path, format, virtual_size}]`` from the image down to its base (``qemu-img info``)."""
+    if not shutil.which("qemu-img") or not os.path.exists(path):
+        return []
+    proc = subprocess.run(
+        ["qemu-img", "info", "-U", "--backing-chain", "--output=json", path], capture_output=True, text=True, timeout=60, check=False
+    )
+    if proc.returncode != 0:
+        return []
+    data = json.loads(proc.stdout)
+    data = data if isinstance(data, list) else [data]
+    return [{"path": d.get("filename"), "format": d.get("format"), "virtual_size": d.get("virtual-size")} for d in data]
+
+
+# --- execution functions ---------------------------------------------------------------
+
+
+def volume_list(session, pool):
+    """``{name: {path, format, capacity, allocation, backing}}`` of a pool's volumes."""
+    _names(pool)
+    return {name: _info(sxml.Volume(v["xml"])) for name, v in sorted(volumes(session, pool).items())}
+
+
+def volume_show(session, pool, name):
+    """One volume: format, sizes, path, backing chain, VMs using it, volumes it backs."""
+    _names(pool, name)
+    vol = _lookup(session, pool, name)
+    info = _info(sxml.Volume(vol["xml"]))
+    info["pool"] = pool
+    info["backing_chain"] = backing_chain(info["path"]) if _pool_type(session, pool) in FILE_POOLS else []
+    info["used_by"] = pools_mod.volume_users(session, pool, name, info["path"])
+    info["backing_of"] = backing_users(session, info["path"])
+    return info
+
+
+def _resolve_backing(session, pool, backing):
+    """A backing volume name (same pool) or absolute path -> ``(path, format)``."""
+    if backing.startswith("/"):
+        schema.validate(schema.ABSPATH, backing, "backing")
+        for vols_pool, entry in pools_mod.pools(session).items():
+            if entry["active"]:
+                for vol in volumes(session, vols_pool).values():
+                    model = sxml.Volume(vol["xml"])
+                    if model.path == backing:
+                        return backing, model.format, model.capacity
+        chain = backing_chain(backing)
+        if not chain:
+            raise NotFound(f"backing file {backing} does not exist")
+        return backing, chain[0]["format"], chain[0]["virtual_size"]
+    schema.validate(schema.VOLNAME, backing, "backing")
+    vols = volumes(session, pool)
+    if backing not in vols:
+        raise NotFound(f"backing volume '{backing}' does not exist in pool '{pool}'")
+    model = sxml.Volume(vols[backing]["xml"])
+    return model.path, model.format, model.capacity
+
+
+def _prealloc(fmt, preallocation, capacity):
+    """``(allocation, flags)`` for libvirt's createXML."""
+    if preallocation in (None, False, "off"):
+        return 0, 0
+    if preallocation == "metadata":
+        return (0, PREALLOC_METADATA) if fmt == "qcow2" else (0, 0)
+    # True, falloc, full: every byte allocated now
+    return capacity, (PREALLOC_METADATA if fmt == "qcow2" else 0)
+
+
+def volume_create(session, pool, name, size=None, format=None, backing=None, preallocation=None):  # pylint: disable=redefined-builtin
+    """Create a volume (``raw``/``qcow2``/``vmdk``) of ``size``; ``backing`` is a volume of the pool or a path."""
+    _names(pool, name)
+    spec = schema.validate(schema.VOLUME, {k: v for k, v in {"size": size, "format": format, "backing": backing, "preallocation": preallocation}.items() if v is not None}, name)
+    if name in volumes(session, pool):
+        raise KvmError(f"volume '{name}' already exists in pool '{pool}'")
+    _create(session, pool, name, spec)
+    return volume_show(session, pool, name)
+
+
+def _create(session, pool, name, spec):
+    ptype = _pool_type(session, pool)
+    fmt = spec.get("format")
+    if fmt is None and ptype in FILE_POOLS:
+        fmt = "qcow2"
+    if ptype not in FILE_POOLS and fmt not in (None, "raw"):
+        raise InvalidInput(f"{name}:format", f"a {ptype} pool holds raw volumes only")
+    backing_path = backing_format = None
+    capacity = spec.get("size")
+    if spec.get("backing"):
+        if fmt == "raw":
+            raise InvalidInput(f"{name}:backing", "a raw volume cannot have a backing file (use qcow2)")
+        backing_path, backing_format, backing_size = _resolve_backing(session, pool, spec["backing"])
+        if capacity is None:
+            capacity = backing_size
+    if capacity is None:
+        raise InvalidInput(f"{name}:size", "is required (or give backing)")
+    allocation, flags = _prealloc(fmt, spec.get("preallocation"), capacity)
+    if ptype not in FILE_POOLS:
+        allocation, flags = capacity, 0  # an LV or partition is allocated whole (no sparse snapshot LVs)
+    xml = sxml.Volume.build(name, capacity, fmt=fmt if ptype in FILE_POOLS else None, allocation=allocation, backing_path=backing_path, backing_format=backing_format)
+    try:
+        _pool_entry(session, pool)["obj"].createXML(xml.to_xml(), flags)
+    except libvirt.libvirtError as exc:
+        raise _fail(f"creating volume '{name}' in pool '{pool}'", exc) from None
+    finally:
+        _invalidate(session, pool)
+
+
+# --- import ---------------------------------------------------------------------------
+
+
+def _open_source(source):
+    """``(readable, length)``; http(s) URLs without a Content-Length are spooled to a temp file."""
+    if source.startswith(("http://", "https://")):
+        try:
+            resp = urllib.request.urlopen(source, timeout=60)  # noqa: S310 - http(s) only, checked by the schema
+        except (OSError, ValueError) as exc:
+            raise KvmError(f"cannot download {source}: {exc}") from None
+        length = resp.headers.get("Content-Length")
+        if length is not None:
+            return resp, int(length)
+        spool = tempfile.TemporaryFile(dir="/var/tmp")  # noqa: SIM115
+        with resp:
+            shutil.copyfileobj(resp, spool, CHUNK)
+        length = spool.tell()
+        spool.seek(0)
+        return spool, length
+    schema.validate(schema.ABSPATH, source, "source")
+    try:
+        fh = open(source, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise KvmError(f"cannot read {source}: {exc.strerror}") from None
+    return fh, os.fstat(fh.fileno()).st_size
+
+
+def _remember_digest(path, digest):
+    with contextlib.suppress(OSError, TypeError):
+        st = os.stat(path)
+        os.setxattr(path, XATTR, f"{digest}:{st.st_size}:{st.st_mtime_ns}".encode())
+
+
+def volume_digest(path, compute=True):
+    """The sha256 of a volume's content (remembered one when its size and mtime still match)."""
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        st = os.stat(path)
+        digest, size, mtime = os.getxattr(path, XATTR).decode().split(":")
+        if int(size) == st.st_size and int(mtime) == st.st_mtime_ns:
+            return digest
+    if not compute:
+        return None
+    sha = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(CHUNK), b""):
+                sha.update(chunk)
+    except OSError as exc:
+        raise KvmError(f"cannot read {path}: {exc.strerror}") from None
+    digest = sha.hexdigest()
+    _remember_digest(path, digest)
+    return digest
+
+
+def _stream_upload(session, vol, src, length, label, progress=None):
+    sha = hashlib.sha256()
+    stream = session.conn.newStream(0)
+    sent, started, last = 0, time.monotonic(), time.monotonic()
+    try:
+        vol.upload(stream, 0, length, 0)
+        while True:
+            chunk = src.read(CHUNK)
+            if not chunk:
+                break
+            sha.update(chunk)
+            view = memoryview(chunk)
+            while view:
+                done = stream.send(view.tobytes())
+                if done < 0:
+                    raise KvmError(f"importing {label}: the libvirt stream refused data")
+                view = view[done:]
+            sent += len(chunk)
+            now = time.monotonic()
+            if now - last >= PROGRESS_EVERY:
+                last = now
+                pct = int(sent * 100 / length) if length else 100
+                log.info("importing %s: %d%% (%s of %s)", label, pct, units.format_size(sent), units.format_size(length))
+                if progress:
+                    progress({"volume": label, "percent": pct, "bytes": sent, "total": length, "elapsed": round(now - started, 1)})
+        stream.finish()
+    except libvirt.libvirtError as exc:
+        with contextlib.suppress(libvirt.libvirtError):
+            stream.abort()
+        raise _fail(f"importing {label}", exc) from None
+    except BaseException:
+        with contextlib.suppress(libvirt.libvirtError):
+            stream.abort()
+        raise
+    if progress and time.monotonic() - started >= PROGRESS_EVERY:
+        progress({"volume": label, "percent": 100, "bytes": sent, "total": length, "elapsed": round(time.monotonic() - started, 1)})
+    return sha.hexdigest()
+
+
+def volume_import(session, pool, name, source, sha256=None, format=None, progress=None):  # pylint: disable=redefined-builtin
+    """Stream a local file or an http(s) URL into a new volume, checking its sha256.
+
+    On a sha256 mismatch (or a format other than a declared one) the new
+    volume is removed again and nothing is left behind.
+    """
+    _names(pool, name)
+    spec = schema.validate(schema.VOLUME, {k: v for k, v in {"source": source, "sha256": sha256, "format": format}.items() if v is not None}, name)
+    if name in volumes(session, pool):
+        raise KvmError(f"volume '{name}' already exists in pool '{pool}'")
+    _import(session, pool, name, spec, progress)
+    return volume_show(session, pool, name)
+
+
+def _import(session, pool, name, spec, progress=None):
+    source = spec["source"]
+    label = f"{pool}/{name}"
+    entry = _pool_entry(session, pool)
+    src, length = _open_source(source)
+    vol = None
+    try:
+        with src:
+            xml = sxml.Volume.build(name, length, fmt="raw" if _pool_type(session, pool) in FILE_POOLS else None)
+            try:
+                vol = entry["obj"].createXML(xml.to_xml(), 0)
+            except libvirt.libvirtError as exc:
+                raise _fail(f"creating volume '{name}' in pool '{pool}'", exc) from None
+            log.info("importing %s from %s (%s)", label, source, units.format_size(length))
+            digest = _stream_upload(session, vol, src, length, label, progress)
+        want = spec.get("sha256")
+        if want and digest != want.lower():
+            raise KvmError(f"importing {label} from {source}: sha256 is {digest}, expected {want.lower()}; the volume was removed")
+        entry["obj"].refresh(0)
+        vol = entry["obj"].storageVolLookupByName(name)
+        model = sxml.Volume(vol.XMLDesc(0))
+        if spec.get("format") and model.format and model.format != spec["format"]:
+            raise KvmError(f"importing {label}: {source} is a {model.format} image, declared {spec['format']}; the volume was removed")
+        _remember_digest(model.path, digest)
+        vol = None  # keep it
+        return digest
+    except libvirt.libvirtError as exc:
+        raise _fail(f"importing {label}", exc) from None
+    finally:
+        if vol is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                vol.delete(0)
+        _invalidate(session, pool)
+
+
+# --- clone, resize, wipe, delete ---------------------------------------------------------
+
+
+def volume_clone(session, pool, source, name, format=None):  # pylint: disable=redefined-builtin
+    """Copy volume ``source`` to a new volume ``name`` in the same pool, optionally converting its format."""
+    _names(pool, name)
+    schema.validate(schema.VOLNAME, source, "source")
+    if format is not None:
+        schema.validate(schema.VOLUME.fields["format"], format, "format")
+    src = _lookup(session, pool, source)
+    if name in volumes(session, pool):
+        raise KvmError(f"volume '{name}' already exists in pool '{pool}'")
+    model = sxml.Volume(src["xml"])
+    fmt = format or model.format if _pool_type(session, pool) in FILE_POOLS else None
+    xml = sxml.Volume.build(name, model.capacity, fmt=fmt, allocation=0)
+    try:
+        _pool_entry(session, pool)["obj"].createXMLFrom(xml.to_xml(), src["obj"], 0)
+    except libvirt.libvirtError as exc:
+        raise _fail(f"cloning volume '{source}' to '{name}'", exc) from None
+    finally:
+        _invalidate(session, pool)
+    return volume_show(session, pool, name)
+
+
+def _running_disk_targets(session, path):
+    """``[(domain, target dev)]`` of running VMs that have ``path`` as a disk."""
+    out = []
+    for dom in session.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        try:
+            root = parse(dom.XMLDesc(0))
+        except libvirt.libvirtError:
+            continue
+        for disk in root.findall("devices/disk"):
+            src, tgt = disk.find("source"), disk.find("target")
+            if src is not None and tgt is not None and path in (src.get("file"), src.get("dev")):
+                out.append((dom, tgt.get("dev")))
+    return out
+
+
+def _resize(session, pool, name, capacity, shrink=False):
+    vol = _lookup(session, pool, name)
+    path = sxml.Volume(vol["xml"]).path
+    try:
+        running = _running_disk_targets(session, path)
+        if running and not shrink:
+            for dom, dev in running:
+                dom.blockResize(dev, capacity, BLOCK_RESIZE_BYTES)
+                log.info("volume %s/%s grown to %s online in VM %s (%s)", pool, name, units.format_size(capacity), dom.name(), dev)
+        else:
+            vol["obj"].resize(capacity, RESIZE_SHRINK if shrink else 0)
+    except libvirt.libvirtError as exc:
+        raise _fail(f"resizing volume '{name}' in pool '{pool}'", exc) from None
+    finally:
+        _invalidate(session, pool)
+        with contextlib.suppress(libvirt.libvirtError):
+            pools_mod.lookup_pool(session, pool)["obj"].refresh(0)
+        _invalidate(session, pool)
+
+
+def _tolerance(session, pool):
+    return ROUNDING.get(_pool_type(session, pool), 0)
+
+
+def volume_resize(session, pool, name, size, force=False):
+    """Grow a volume to ``size`` (online through the running VM that has it attached).
+
+    Shrinking is refused unless ``force`` (data past the new end is lost).
+    """
+    _names(pool, name)
+    capacity = schema.validate(schema.Size(), size, "size")
+    current = sxml.Volume(_lookup(session, pool, name)["xml"]).capacity
+    if capacity < current - _tolerance(session, pool):
+        if not force:
+            raise Refused(f"volume '{name}' is {units.format_size(current)}; shrinking it to {units.format_size(capacity)} loses data (force=True to shrink)")
+        _resize(session, pool, name, capacity, shrink=True)
+    elif capacity > current:
+        _resize(session, pool, name, capacity)
+    return volume_show(session, pool, name)
+
+
+def _guard_in_use(session, pool, name, force, doing):
+    path = sxml.Volume(_lookup(session, pool, name)["xml"]).path
+    users = pools_mod.volume_users(session, pool, name, path)
+    if users and not force:
+        raise Refused(f"volume '{name}' is used by VM {', '.join(users)}; {doing} it would lose its data (force=True to do it anyway)")
+    backs = backing_users(session, path)
+    if backs and not force:
+        raise Refused(f"volume '{name}' is the backing file of {', '.join(backs)}; {doing} it would break them (force=True to do it anyway)")
+
+
+def volume_wipe(session, pool, name, force=False):
+    """Overwrite a volume's data with zeros; refused while it is in use or backs another volume."""
+    _names(pool, name)
+    _guard_in_use(session, pool, name, force, "wiping")
+    try:
+        _lookup(session, pool, name)["obj"].wipe(0)
+    except libvirt.libvirtError as exc:
+        raise _fail(f"wiping volume '{name}'", exc) from None
+    finally:
+        _invalidate(session, pool)
+    return True
+
+
+def volume_delete(session, pool, name, force=False):
+    """Delete a volume; refused while a VM uses it or it backs another volume, unless ``force``."""
+    _names(pool, name)
+    _guard_in_use(session, pool, name, force, "deleting")
+    try:
+        _lookup(session, pool, name)["obj"].delete(0)
+    except libvirt.libvirtError as exc:
+        raise _fail(f"deleting volume '{name}'", exc) from None
+    finally:
+        _invalidate(session, pool)
+    return True
+
+
+# --- the states --------------------------------------------------------------------------
+
+
+class VolumeResource(plan.Resource):
+    def __init__(self, session, pool, name, spec, progress=None):
+        self.session, self.pool, self.name, self.spec = session, pool, name, spec
+        self.progress = progress
+        self.what = f"volume '{name}' in pool '{pool}'"
+
+    def read(self):
+        vols = volumes(self.session, self.pool)
+        if self.name not in vols:
+            return None
+        return _info(sxml.Volume(vols[self.name]["xml"]))
+
+    def _new(self):
+        keys = ("source", "sha256", "size", "format", "backing", "preallocation")
+        return {k: self.spec[k] for k in keys if k in self.spec}
+
+    def changes(self, current):
+        spec = self.spec
+        if current is None:
+            return {"volume": {"old": None, "new": self._new()}}
+        changes = {}
+        force = spec.get("force")
+        if spec.get("format") and current["format"] and spec["format"] != current["format"] and _pool_type(self.session, self.pool) in FILE_POOLS:
+            raise Refused(f"it is a {current['format']} volume, declared {spec['format']}; formats are never changed in place (clone it with kvm.volume_clone format={spec['format']})")
+        if spec.get("backing"):
+            want = spec["backing"] if spec["backing"].startswith("/") else None
+            if want is None and spec["backing"] in volumes(self.session, self.pool):
+                want = sxml.Volume(volumes(self.session, self.pool)[spec["backing"]]["xml"]).path
+            if current["backing"] != want:
+                raise Refused(f"its backing file is {current['backing']}, declared {spec['backing']}; the backing file of an existing volume is never changed")
+        if spec.get("sha256"):
+            have = volume_digest(current["path"])
+            if have != spec["sha256"].lower():
+                if not force:
+                    raise Refused(f"its content has sha256 {have}, declared {spec['sha256'].lower()}; re-importing would overwrite it (force: True to do it)")
+                changes["sha256"] = {"old": have, "new": spec["sha256"].lower()}
+        size = spec.get("size")
+        if size is not None and "sha256" not in changes:
+            cap = current["capacity"]
+            if size > cap:
+                changes["size"] = {"old": cap, "new": size}
+            elif size < cap - _tolerance(self.session, self.pool):
+                if not force:
+                    raise Refused(f"it is {units.format_size(cap)}; shrinking it to {units.format_size(size)} loses data (force: True to shrink)")
+                changes["size"] = {"old": cap, "new": size}
+        return changes
+
+    def apply(self, current, changes):
+        spec = self.spec
+        if "volume" in changes or "sha256" in changes:
+            if "sha256" in changes:
+                _lookup(self.session, self.pool, self.name)["obj"].delete(0)
+                _invalidate(self.session, self.pool)
+            if spec.get("source"):
+                _import(self.session, self.pool, self.name, spec, self.progress)
+                size = spec.get("size")
+                now = _info(sxml.Volume(_lookup(self.session, self.pool, self.name)["xml"]))
+                if size and size > now["capacity"]:
+                    _resize(self.session, self.pool, self.name, size)
+                elif size and size < now["capacity"] - _tolerance(self.session, self.pool):
+                    raise KvmError(
+                        f"the image from {spec['source']} is {units.format_size(now['capacity'])}, larger than the declared size {units.format_size(size)}"
+                    )
+            else:
+                _create(self.session, self.pool, self.name, spec)
+            return
+        if "size" in changes:
+            _resize(self.session, self.pool, self.name, changes["size"]["new"], shrink=changes["size"]["new"] < changes["size"]["old"])
+
+    def verify(self, after):
+        if after is None:
+            return {"volume": {"old": None, "new": self._new()}}
+        try:
+            return self.changes(after)
+        except Refused as exc:  # e.g. an image larger than the declared size
+            return {"volume": {"old": after, "new": f"{self._new()} ({exc})"}}
+
+    def restore(self, before):
+        if before is not None:
+            return None  # a grow is not undone (shrinking could lose data)
+        with contextlib.suppress(KvmError, libvirt.libvirtError):
+            _invalidate(self.session, self.pool)
+            vols = volumes(self.session, self.pool)
+            if self.name in vols:
+                vols[self.name]["obj"].delete(0)
+                _invalidate(self.session, self.pool)
+                return f"removed the new volume '{self.name}'"
+        return None
+
+    def summary(self, changes, test):
+        verb = "would be" if test else "was"
+        if "volume" in changes:
+            how = "imported" if self.spec.get("source") else "created"
+            return f"{self.what} {verb} {how}"
+        return super().summary(changes, test)
+
+
+def volume_present(session, name, pool=None, test=False, progress=None, **kwargs):
+    """State: the volume exists (created, or imported from ``source``), at least ``size``."""
+    try:
+        if pool is None:
+            raise InvalidInput(f"{name}:pool", "is required")
+        schema.validate(schema.OBJNAME, pool, f"{name}:pool")
+        spec = schema.validate_args(schema.VOLUME, name, kwargs, name_field=schema.VOLNAME)
+        if "size" not in spec and "source" not in spec and "backing" not in spec:
+            raise InvalidInput(f"{name}:size", "is required (or give source or backing)")
+        if "sha256" in spec and "source" not in spec:
+            raise InvalidInput(f"{name}:sha256", "needs source")
+        if "source" in spec and "backing" in spec:
+            raise InvalidInput(f"{name}:backing", "cannot be combined with source")
+        if spec.get("format") == "raw" and spec.get("backing"):
+            raise InvalidInput(f"{name}:backing", "a raw volume cannot have a backing file (use qcow2)")
+        if spec.get("backing") == name:
+            raise InvalidInput(f"{name}:backing", "a volume cannot back itself")
+        spec.pop("absent", None)
+    except InvalidInput as exc:
+        return plan.state_return(name, False, comment=f"volume '{name}': {exc}")
+    resource = VolumeResource(session, pool, name, spec, progress)
+    try:
+        _pool_entry(session, pool)
+    except KvmError as exc:
+        if test:  # the pool's own state (ordered first) would make it: predict the volume
+            changes = {"volume": {"old": None, "new": resource._new()}}  # pylint: disable=protected-access
+            return plan.state_return(name, None, changes, f"{resource.summary(changes, True)} ({exc})")
+        return plan.state_return(name, False, comment=f"volume '{name}': {exc}")
+    return plan.ensure(name, resource, test)
+
+
+def volume_absent(session, name, pool=None, force=False, test=False):
+    """State: the volume does not exist; refused while a VM uses it or it backs another volume, unless ``force``."""
+    try:
+        if pool is None:
+            raise InvalidInput(f"{name}:pool", "is required")
+        schema.validate(schema.VOLNAME, name, name)
+        schema.validate(schema.OBJNAME, pool, f"{name}:pool")
+        schema.validate(schema.Bool(), bool(force) if force is None else force, f"{name}:force")
+    except InvalidInput as exc:
+        return plan.state_return(name, False, comment=f"volume '{name}': {exc}")
+    what = f"volume '{name}' in pool '{pool}'"
+
+    def exists():
+        if pool not in pools_mod.pools(session):
+            return None
+        vols = volumes(session, pool)
+        return _info(sxml.Volume(vols[name]["xml"])) if name in vols else None
+
+    def guard(current):
+        _guard_in_use(session, pool, name, force, "deleting")
+
+    def remove(current):
+        try:
+            _lookup(session, pool, name)["obj"].delete(0)
+        except libvirt.libvirtError as exc:
+            raise _fail(f"deleting {what}", exc) from None
+        finally:
+            _invalidate(session, pool)
+
+    return plan.absent(name, what, exists, remove, test=test, guard=guard)

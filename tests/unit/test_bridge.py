@@ -1,0 +1,128 @@
+"""Bridge logic without a kernel: unit normalisation, VLAN sets, the read view,
+and what a state would change (uplink migration included) for a given dump."""
+
+import socket
+
+import pytest
+
+from salt_kvm import bridge
+from salt_kvm import bridge_netlink as nl
+from salt_kvm.errors import InvalidInput
+
+
+def test_seconds_and_timer_rounding():
+    assert nl.seconds(1500) == 15 and isinstance(nl.seconds(1500), int)
+    assert nl.seconds(150) == 1.5
+    assert nl.centiseconds(123.45) == 12345
+    # the kernel keeps jiffies: 123.45 s reads back as 123.44 s
+    assert nl.same_timer(123.44, 123.45)
+    assert nl.same_timer(0, 0.0)
+    assert not nl.same_timer(4, 5)
+    assert not nl.same_timer(None, 2)
+
+
+def test_mac_case():
+    assert nl.mac("52-54-00-AB-CD-EF") == "52:54:00:ab:cd:ef"
+
+
+def test_vlans_access_and_trunk():
+    access, entries = nl.vlans_desired({"pvid": 10})
+    assert access == {"pvid": 10, "untagged": [10], "tagged": []}
+    assert entries == {10: nl.BRIDGE_VLAN_INFO_PVID | nl.BRIDGE_VLAN_INFO_UNTAGGED}
+    trunk, entries = nl.vlans_desired({"tagged": [100, 101, 200], "pvid": 1, "untagged": [1]})
+    assert trunk == {"pvid": 1, "untagged": [1], "tagged": [100, 101, 200]}
+    assert entries[100] == 0
+    # read back from kernel entries gives the same form, whatever the order
+    kernel = [(200, 0), (1, nl.BRIDGE_VLAN_INFO_PVID | nl.BRIDGE_VLAN_INFO_UNTAGGED), (100, 0), (101, 0)]
+    assert nl.vlans_from_entries(kernel) == trunk
+
+
+def _link(name, index, kind=None, master=None, mac="02:00:00:00:00:01", bridge_attrs=None, port=None, up=True):
+    return {
+        "name": name, "index": index, "kind": kind, "mac": mac, "mtu": 1500, "up": up, "master": master,
+        "parent": None, "vlan_id": None, "bridge": bridge_attrs, "port": port, "vlans": None,
+    }
+
+
+BR_ATTRS = {"stp": False, "forward_delay": 0, "hello_time": 2, "max_age": 20, "ageing_time": 300, "priority": 32768,
+            "vlan_filtering": False, "default_pvid": None, "mcast_snooping": True, "id": "8000.020000000001"}
+PORT = {"cost": 2, "priority": 32, "hairpin": False, "state": "forwarding"}
+
+
+def _host(with_bridge=False):
+    links = {"lo": _link("lo", 1, mac="00:00:00:00:00:00"), "eno1": _link("eno1", 2, "veth", mac="02:00:00:00:00:aa"),
+             "eno2": _link("eno2", 3, "veth", mac="02:00:00:00:00:bb")}
+    addresses = [
+        {"ifname": "eno1", "family": socket.AF_INET, "address": "192.0.2.10", "prefixlen": 24, "cidr": "192.0.2.10/24", "scope": 0, "broadcast": "192.0.2.255"},
+        {"ifname": "eno1", "family": socket.AF_INET6, "address": "fe80::1", "prefixlen": 64, "cidr": "fe80::1/64", "scope": 253, "broadcast": None},
+    ]
+    routes = [
+        {"family": socket.AF_INET, "dst": "192.0.2.0/24", "via": None, "oif": "eno1", "metric": None, "proto": 2, "scope": 253, "prefsrc": "192.0.2.10"},
+        {"family": socket.AF_INET, "dst": "default", "via": "192.0.2.1", "oif": "eno1", "metric": None, "proto": 3, "scope": 0, "prefsrc": None},
+    ]
+    if with_bridge:
+        links["br0"] = _link("br0", 4, "bridge", mac="02:00:00:00:00:aa", bridge_attrs=dict(BR_ATTRS, forward_delay=4.99))
+        links["eno1"]["master"] = "br0"
+        links["eno1"]["port"] = dict(PORT)
+        for item in addresses + routes:
+            if item.get("ifname") == "eno1" and item["scope"] == 0:
+                item["ifname"] = "br0"
+            if item.get("oif") == "eno1":
+                item["oif"] = "br0"
+    return {"links": links, "addresses": addresses, "routes": routes}
+
+
+def _changes(host, **spec):
+    res = bridge.Bridge(None, "br0", spec)
+    res._host = host  # pylint: disable=protected-access
+    return res, res.changes(nl.bridge_view(host, "br0"))
+
+
+def test_view_is_sorted_and_normalised():
+    host = _host(with_bridge=True)
+    host["links"]["eno0"] = _link("eno0", 9, "veth", master="br0", port=dict(PORT))
+    view = nl.bridge_view(host, "br0")
+    assert [p["name"] for p in view["ports"]] == ["eno0", "eno1"]
+    assert view["addresses"] == ["192.0.2.10/24"]
+    assert view["gateway"] == "192.0.2.1" and view["routes"] == []
+    assert nl.bridge_view(host, "eno1") is None
+
+
+def test_migration_is_predicted():
+    res, changes = _changes(_host(), ports=["eno1"], stp=False)
+    assert changes["uplink"] == {"old": {"eno1": ["192.0.2.10/24", "default via 192.0.2.1"]}, "new": {"br0": ["192.0.2.10/24", "default via 192.0.2.1"]}}
+    assert changes["addresses"] == {"old": [], "new": ["192.0.2.10/24"]}
+    assert changes["gateway"] == {"old": None, "new": "192.0.2.1"}
+    assert changes["mac"]["new"] == "02:00:00:00:00:aa"
+    assert res._probe(changes) == {"ping": "192.0.2.1"}  # pylint: disable=protected-access
+
+
+def test_applied_state_is_a_no_op_with_kernel_rounding():
+    # forward_delay reads back as 4.99 for a declared 5: no change
+    _res, changes = _changes(_host(with_bridge=True), ports=["eno1"], stp=False, forward_delay=5, mac="02:00:00:00:00:AA")
+    assert changes == {}
+
+
+def test_only_declared_port_attributes_compare():
+    _res, changes = _changes(_host(with_bridge=True), ports=[{"name": "eno1", "cost": 7}])
+    assert changes == {"ports": {"old": [{"name": "eno1", "cost": 2}], "new": [{"name": "eno1", "cost": 7}]}}
+
+
+def test_bad_input():
+    with pytest.raises(InvalidInput, match="br0:ports:0: 'eno9' does not exist"):
+        _changes(_host(), ports=["eno9"])
+    host = _host(with_bridge=True)
+    host["links"]["br1"] = _link("br1", 5, "bridge", bridge_attrs=dict(BR_ATTRS))
+    res = bridge.Bridge(None, "br1", {"ports": ["eno1"]})
+    res._host = host  # pylint: disable=protected-access
+    with pytest.raises(InvalidInput, match="already a port of bridge 'br0'"):
+        res.changes(nl.bridge_view(host, "br1"))
+    with pytest.raises(InvalidInput, match="longer than 15"):
+        bridge.Bridge(None, "br-with-a-long-name", {})
+    with pytest.raises(InvalidInput, match="VLAN 5000 of 'eno1.5000' is out of range"):
+        _changes(_host(), ports=["eno1.5000"])
+
+
+def test_present_reports_bad_input_as_a_failed_state():
+    ret = bridge.present(None, "br0", addresses=["192.0.2.1"])
+    assert ret["result"] is False and "is not an address with a prefix length" in ret["comment"]
