@@ -124,7 +124,11 @@ def run(config_dir, pillar, test=False, parts=("bridges", "networks", "storage",
 
     def audit(event, args):
         if event == "subprocess.Popen" and recording:
-            spawned.append(" ".join(str(a) for a in (args[1] or [args[0]]))[:120])
+            import traceback  # pylint: disable=import-outside-toplevel
+
+            frames = [f for f in traceback.extract_stack()[:-1] if not f.filename.endswith(("subprocess.py", "counters.py"))]
+            where = " <- ".join(f"{f.filename.rsplit('site-packages/', 1)[-1].rsplit('/work/main/', 1)[-1]}:{f.lineno}" for f in frames[-4:][::-1])
+            spawned.append(" ".join(str(a) for a in (args[1] or [args[0]]))[:100] + f" (from {where})")
 
     recording = False
     sys.addaudithook(audit)

@@ -594,7 +594,9 @@ def run_main(args):
 
             if "counters" in only:
                 out["counters"] = {}
-                for mode in ("noop", "test"):
+                for mode in ("noop", "test", "first"):
+                    if mode == "first":
+                        host.clear()
                     cmd = [PY, str(BENCH / "counters.py"), str(ours.root), str(work / "pillar.json")] + (["--test"] if mode == "test" else [])
                     proc = subprocess.run(netns_wrap(cmd, ns), capture_output=True, text=True, env=our_env(), cwd=str(ours.root), check=False)
                     try:
@@ -847,7 +849,7 @@ def markdown(out):
             if "error" in c:
                 lines.append(f"In-process counters ({mode}): failed: {c['error'][:300]}")
                 continue
-            lines.append(f"In-process counters, {'test=True' if mode == 'test' else 'no-op re-apply'} (one run through Salt's loader, `bench/counters.py`): "
+            lines.append(f"In-process counters, {dict(test='test=True on the converged host', noop='no-op re-apply', first='first apply').get(mode, mode)} (one run through Salt's loader, `bench/counters.py`): "
                          f"{c['libvirt_calls_total']} libvirt calls; listings loaded: {', '.join(f'{k} x{v}' for k, v in c['listing_loads'].items()) or 'none'}; "
                          f"subprocesses started by the states: {len(c.get('subprocesses', []))}" + (f" ({'; '.join(c['subprocesses'][:5])})" if c.get("subprocesses") else "") + f"; results {c['results']}, {c['changed']} changed.")
             lines.append("")

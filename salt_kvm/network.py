@@ -516,12 +516,16 @@ class NetworkResource(plan.Resource):
             self.restart_keys, self.attached, self.desired_xml = saved
 
     def summary(self, changes, test):
-        keys = ", ".join(sorted(k for k in changes if k != "xml"))
+        keys = ", ".join(sorted(k for k in changes if k not in ("xml", "active")))
         created = "active" in changes and changes["active"]["old"] is None
+        started = "active" in changes and changes["active"]["old"] is False
+        would = "would be" if test else "was"
         if created:
-            text = f"{self.what} {'would be' if test else 'was'} created and started"
+            text = f"{self.what} {would} created and started"
+        elif keys:
+            text = f"{self.what} {would} changed ({keys})" + (" and started" if started else "")
         else:
-            text = f"{self.what} {'would be' if test else 'was'} changed ({keys})"
+            text = f"{self.what} {would} started"
         if self.restart_keys:
             verb = "would be restarted" if test else "was restarted"
             text += f" and {verb} to apply {', '.join(self.restart_keys)}"

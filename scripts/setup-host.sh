@@ -7,6 +7,20 @@ set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
+# Test leftovers first: a kvt- link or libvirt network left in the root namespace
+# by an interrupted run could shadow the routes this host needs for apt and pip.
+if command -v ip >/dev/null; then
+  for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^kvt-/ {print $1}'); do $SUDO ip netns del "$ns" || true; done
+  for link in $(ip -o link show 2>/dev/null | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^kvt-' || true); do
+    $SUDO ip link del "$link" 2>/dev/null || true
+  done
+fi
+if command -v virsh >/dev/null && virsh -c qemu:///system version >/dev/null 2>&1; then
+  for net in $(virsh -c qemu:///system net-list --name 2>/dev/null | grep '^kvt-' || true); do
+    $SUDO virsh -c qemu:///system net-destroy "$net" >/dev/null 2>&1 || true
+  done
+fi
+
 PACKAGES=(
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config
   qemu-system-x86 qemu-utils dnsmasq-base

@@ -90,5 +90,6 @@ def tiny_vm(conn):
         for name, disk in made:
             sandbox.remove_vm(conn, name)
             directory = os.path.dirname(disk)
-            if os.path.basename(directory).startswith(sandbox.PREFIX):
+            # only the directory make_vm made for this VM's own disk, never a pool's
+            if os.path.basename(directory) == name:
                 shutil.rmtree(directory, ignore_errors=True)

@@ -299,7 +299,13 @@ def test_restart_guard_with_a_vm_attached(kvm_state, kvm, conn, netname, subnet,
     info = kvm.network_show(name)
     assert info["attached"] == [vm] and info["vms"] == [vm] and info["interfaces"][0]["tap"] == tap
 
-    changed = dict(spec, domain="kvt.test")
+    # a live change (a static DHCP host) goes through with the VM attached, no restart
+    with_host = dict(spec, dhcp=dict(spec["dhcp"], hosts=[{"mac": info["interfaces"][0]["mac"], "ip": spec["dhcp"]["start"], "name": "tiny"}]))
+    ret = kvm_state.network_present(name=name, **with_host)
+    assert ret.result is True and set(ret.changes) == {"dhcp:hosts", "xml"}, ret.comment
+    assert _master(tap) == bridge
+
+    changed = dict(with_host, domain="kvt.test")
     for test in (True, False):
         ret = kvm_state.network_present(name=name, test=test, **changed)
         assert ret.result is False, (test, ret.comment)
@@ -377,6 +383,16 @@ def test_execution_functions(kvm, conn, netname, subnet):
     with pytest.raises(SaltInvocationError, match="mode"):
         kvm.network_define(name, mode="nated")
     assert not _exists(conn, name)
+
+
+def test_present_starts_a_defined_network(kvm, kvm_state, conn, netname, subnet, testmode):
+    name, bridge, net4 = netname(), _bridge_name(), subnet()
+    spec = {"mode": "route", "bridge": bridge, "address": _a(net4)}
+    kvm.network_define(name, **spec)
+    ret = kvm_state.network_present(name=name, test=testmode, **spec)
+    assert ret.changes == {"active": {"old": False, "new": True}}
+    assert ret.comment.endswith("started")
+    assert bool(conn.networkLookupByName(name).isActive()) is (not testmode)
 
 
 @pytest.mark.parametrize("golden", sorted(p.name for p in GOLDEN.glob("*.xml") if p.name.startswith(("build_", "switch_", "edit_"))))
