@@ -68,10 +68,13 @@ def _networks(conn):
     out = []
     for net in conn.listAllNetworks(0):
         try:
-            bridge = net.bridgeName()
+            try:
+                bridge = net.bridgeName()
+            except _conn.libvirt.libvirtError:
+                bridge = None
+            out.append({"name": net.name(), "active": bool(net.isActive()), "autostart": bool(net.autostart()), "bridge": bridge})
         except _conn.libvirt.libvirtError:
-            bridge = None
-        out.append({"name": net.name(), "active": bool(net.isActive()), "autostart": bool(net.autostart()), "bridge": bridge})
+            continue  # removed while we looked
     return sorted(out, key=lambda n: n["name"])
 
 
@@ -84,25 +87,33 @@ def _pool_type(pool):
 def _pools(conn):
     out = []
     for pool in conn.listAllStoragePools(0):
-        _state, capacity, allocation, available = pool.info()
-        active = bool(pool.isActive())
-        entry = {
-            "name": pool.name(),
-            "type": _pool_type(pool),
-            "active": active,
-            "capacity": capacity if active else None,
-            "allocation": allocation if active else None,
-            "available": available if active else None,
-            "used_pct": round(100.0 * allocation / capacity, 1) if active and capacity else None,
-            "volumes": None,
-        }
-        if active:
-            try:
-                entry["volumes"] = pool.numOfVolumes()
-            except _conn.libvirt.libvirtError:
-                entry["volumes"] = None
+        try:
+            entry = _pool(pool)
+        except _conn.libvirt.libvirtError:
+            continue  # removed while we looked
         out.append(entry)
     return sorted(out, key=lambda p: p["name"])
+
+
+def _pool(pool):
+    _state, capacity, allocation, available = pool.info()
+    active = bool(pool.isActive())
+    entry = {
+        "name": pool.name(),
+        "type": _pool_type(pool),
+        "active": active,
+        "capacity": capacity if active else None,
+        "allocation": allocation if active else None,
+        "available": available if active else None,
+        "used_pct": round(100.0 * allocation / capacity, 1) if active and capacity else None,
+        "volumes": None,
+    }
+    if active:
+        try:
+            entry["volumes"] = pool.numOfVolumes()
+        except _conn.libvirt.libvirtError:
+            entry["volumes"] = None
+    return entry
 
 
 def _snapshot_times(dom):
@@ -124,15 +135,15 @@ def _vms(conn, now):
     for dom in conn.listAllDomains(0):
         try:
             times = _snapshot_times(dom)
+            entry = {
+                "name": dom.name(),
+                "state": _DOMAIN_STATES.get(dom.state()[0], "unknown"),
+                "snapshots": len(times),
+                "oldest_snapshot": times[0][1] if times else None,
+                "oldest_snapshot_age": max(0, int(now - times[0][0])) if times else None,
+            }
         except _conn.libvirt.libvirtError:
-            times = []
-        entry = {
-            "name": dom.name(),
-            "state": _DOMAIN_STATES.get(dom.state()[0], "unknown"),
-            "snapshots": len(times),
-            "oldest_snapshot": times[0][1] if times else None,
-            "oldest_snapshot_age": max(0, int(now - times[0][0])) if times else None,
-        }
+            continue  # removed while we looked
         out.append(entry)
     return sorted(out, key=lambda v: v["name"])
 

@@ -49,6 +49,12 @@ if [ "${#missing[@]}" -gt 0 ]; then
   installed_now=1
 fi
 
+# Debian's udev rule gives /dev/kvm to the kvm group (0660); without udev it can
+# stay root:root 0600 and libvirt's qemu user cannot open it.
+if [ -e /dev/kvm ] && getent group kvm >/dev/null; then
+  [ "$(stat -c %G:%a /dev/kvm)" = "kvm:660" ] || { $SUDO chown root:kvm /dev/kvm; $SUDO chmod 0660 /dev/kvm; }
+fi
+
 # libvirtd loads storage backends only when it starts: restart it after installing some.
 if [ "$installed_now" = 1 ] && pgrep -x libvirtd >/dev/null; then
   echo "setup-host: restarting libvirtd to load new drivers"

@@ -242,7 +242,7 @@ def test_report_shows_drift_and_errors_per_host(fleet, hosts):
         text = ret.stdout
         for minion_id in fleet.ids:
             assert f"\n{minion_id}\n" in f"\n{text}"
-        assert "pool" in text and "used%" in text and "snapshots" in text
+        assert "pool" in text and "used%" in text and "snapshots" in text, text
         assert f"kvm-volume-{pool3}-new.qcow2" in text
         assert "drift: ERROR" in text
         assert "3 host(s): 1 in line with their pillar, 1 drifted, 1 failed" in text
@@ -267,8 +267,8 @@ def running_vms(fleet, hosts, conn):
 
 
 def _need_exec(fleet, *funcs):
-    ret = fleet.salt("sys.list_functions", "kvm", tgt=fleet.ids[0])
-    have = set(ret.data[fleet.ids[0]] or [])
+    ret = fleet.salt("sys.list_functions", "kvm", tgt=fleet.ids[0], tgt_type="glob")
+    have = set(ret.data or [])
     missing = [f for f in funcs if f not in have]
     if missing:
         pytest.skip(f"execution function {', '.join(missing)} does not exist yet")
