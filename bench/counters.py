@@ -118,6 +118,8 @@ def run(config_dir, pillar, test=False, parts=("bridges", "networks", "storage",
     utils = salt.loader.utils(opts, context=context)
     funcs = salt.loader.minion_mods(opts, utils=utils, context=context)
     states = salt.loader.states(opts, funcs, utils, {}, context=context)
+    import salt.utils.schedule  # noqa: F401  pylint: disable=unused-import  (salt-call has it imported before any state runs; importing croniter runs `file -b`)
+
     load_s = time.perf_counter() - t0
 
     spawned = []
