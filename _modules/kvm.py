@@ -780,8 +780,10 @@ def snapshot_vms(vms, name=None, **kwargs):
     Snapshot every VM of this host whose name matches ``vms`` (names or glob
     patterns, a list or comma-separated) with ``kvm.snapshot_create``; extra
     keyword arguments (``memory``, ``disk_only``, ``description`` ...) are
-    passed on. Returns ``{vm: {result, return | comment}}``; one VM failing
-    does not stop the others. Used by the ``kvm.snapshot`` runner.
+    passed on. A VM that already has snapshot ``name`` is left alone
+    (``changed: False``), so a re-run after a partial failure is safe.
+    Returns ``{result, vms: {vm: {result, changed, return | comment}}}``; one
+    VM failing does not stop the others. Used by the ``kvm.snapshot`` runner.
 
     CLI Example:
 
@@ -799,7 +801,8 @@ def revert_vms(vms, name):
     """
     Revert every VM of this host whose name matches ``vms`` (names or glob
     patterns) to its snapshot ``name`` with ``kvm.snapshot_revert``. Returns
-    ``{vm: {result, return | comment}}``. Used by the ``kvm.revert`` runner.
+    ``{result, vms: {vm: {result, changed, return | comment}}}``; one VM
+    failing does not stop the others. Used by the ``kvm.revert`` runner.
 
     CLI Example:
 

@@ -41,6 +41,17 @@ def _client():
     return salt.client.get_local_client(__opts__["conf_file"])
 
 
+def _expected(tgt, tgt_type):
+    """The minions a target matches (those with accepted keys)."""
+    import salt.utils.minions  # pylint: disable=import-outside-toplevel
+
+    try:
+        return salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type).get("minions", [])
+    except Exception:  # pylint: disable=broad-except
+        log.debug("cannot resolve target %r (%s)", tgt, tgt_type, exc_info=True)
+        return None
+
+
 def _fail(result):
     if not result:
         __context__["retcode"] = 1
@@ -104,7 +115,7 @@ def snapshot(tgt="*", vms=None, name=None, tgt_type="glob", batch="10%", snapsho
     extra = {k: v for k, v in kwargs.items() if not k.startswith("__")}
     args = [name] + ([{**extra, "__kwarg__": True}] if extra else [])
     try:
-        ret = _fleet.vm_action(_client(), tgt, vms, "kvm.snapshot_vms", args, tgt_type=tgt_type, batch=batch, timeout=timeout)
+        ret = _fleet.vm_action(_client(), tgt, vms, "kvm.snapshot_vms", args, tgt_type=tgt_type, batch=batch, timeout=timeout, expected=_expected(tgt, tgt_type))
     except _fleet.KvmError as exc:
         _fail(False)
         return {"result": False, "comment": str(exc), "retcode": 1}
@@ -129,7 +140,7 @@ def revert(tgt="*", vms=None, name=None, tgt_type="glob", batch="10%", snapshot=
     try:
         if not name:
             raise _fleet.InvalidInput("name", "is required: the snapshot to revert to")
-        ret = _fleet.vm_action(_client(), tgt, vms, "kvm.revert_vms", [name], tgt_type=tgt_type, batch=batch, timeout=timeout)
+        ret = _fleet.vm_action(_client(), tgt, vms, "kvm.revert_vms", [name], tgt_type=tgt_type, batch=batch, timeout=timeout, expected=_expected(tgt, tgt_type))
     except _fleet.KvmError as exc:
         _fail(False)
         return {"result": False, "comment": str(exc), "retcode": 1}

@@ -184,9 +184,9 @@ def each_vm(session, vms, func, *args, skip=None, **kwargs):
 
     ``func`` is an execution function (``kvm.snapshot_create``,
     ``kvm.snapshot_revert``). ``skip(dom)`` may return a comment to leave a
-    VM alone (result True, nothing done). Returns ``{vm: {"result": bool,
-    "changed": bool, "return" or "comment": ...}}``; one VM failing does not
-    stop the others.
+    VM alone (result True, nothing done). Returns ``{"result": bool, "vms":
+    {vm: {"result": bool, "changed": bool, "return" or "comment": ...}}}``;
+    one VM failing does not stop the others.
     """
     patterns = _patterns(vms)
     domains = {d.name(): d for d in session.conn.listAllDomains(0)}
@@ -201,7 +201,7 @@ def each_vm(session, vms, func, *args, skip=None, **kwargs):
         except Exception as exc:  # pylint: disable=broad-except
             text = str(exc).strip()
             out[vm] = {"result": False, "changed": False, "comment": text.splitlines()[0] if text else repr(exc)}
-    return out
+    return {"result": all(v["result"] for v in out.values()), "vms": out}
 
 
 def _has_snapshot(name):
@@ -306,25 +306,33 @@ def report(client, tgt="*", tgt_type="glob", drift=True, timeout=120):
     return {"hosts": hosts, "summary": summarise(hosts)}
 
 
-def vm_action(client, tgt, vms, fun, args=(), tgt_type="glob", batch="10%", timeout=300):
+def vm_action(client, tgt, vms, fun, args=(), tgt_type="glob", batch="10%", timeout=300, expected=None):
     """Run ``fun`` (``kvm.snapshot_vms`` / ``kvm.revert_vms``) on the targeted
-    hosts in batches; return ``{"result": bool, "vms": {"host/vm": {...}}, "hosts": {...}}``.
+    hosts, ``batch`` at a time (Salt's batch mode).
+
+    ``expected``: the minions the target matches (the runner asks the
+    master); those that do not answer are reported as failed.
+    Returns ``{"result": bool, "vms": {"host/vm": {...}}, "hosts": {host: {...}}}``.
     """
     patterns = _patterns(vms)
     arg = [patterns, *args]
     per_vm, hosts = {}, {}
     for ret in client.cmd_batch(tgt, fun, arg=arg, tgt_type=tgt_type, batch=str(batch), timeout=timeout):
         for minion, value in (ret or {}).items():
-            if isinstance(value, dict) and set(value) >= {"ret"} and "jid" in value:
-                value = value["ret"]  # full return shape
-            if isinstance(value, dict) and all(isinstance(v, dict) and "result" in v for v in value.values()):
-                hosts[minion] = {"result": all(v["result"] for v in value.values()), "vms": len(value)}
-                for vm, vret in value.items():
+            if isinstance(value, dict) and isinstance(value.get("vms"), dict):
+                vms_ret = value["vms"]
+                hosts[minion] = {"result": all(v.get("result") is True for v in vms_ret.values()), "vms": len(vms_ret)}
+                for vm, vret in vms_ret.items():
                     per_vm[f"{minion}/{vm}"] = vret
+            elif value in ({}, None):
+                hosts[minion] = {"result": False, "comment": "no return (timed out)"}
             else:
-                hosts[minion] = {"result": False, "comment": str(value) if value not in ({}, None) else "no return"}
+                hosts[minion] = {"result": False, "comment": str(value).strip().splitlines()[0] if str(value).strip() else repr(value)}
+    for minion in expected or ():
+        hosts.setdefault(minion, {"result": False, "comment": "no return (minion down or timed out)"})
+    hosts = dict(sorted(hosts.items()))
     result = bool(hosts) and all(h["result"] for h in hosts.values())
-    return {"result": result, "vms": per_vm, "hosts": hosts}
+    return {"result": result, "vms": dict(sorted(per_vm.items())), "hosts": hosts}
 
 
 # --- output ------------------------------------------------------------------

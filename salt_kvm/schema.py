@@ -116,6 +116,17 @@ class Str(Field):
         return value
 
 
+class Secret(Str):
+    """A password or key: checked like :class:`Str`, but an error never shows the value."""
+
+    def check(self, value, path, errors):
+        found = Errors()
+        result = super().check(value, path, found)
+        if found:
+            errors.add(path, f"is not a valid secret (a string of {self.min_len}-{self.max_len} characters; the value is not shown)")
+        return result
+
+
 class Enum(Field):
     def __init__(self, *choices, **kw):
         super().__init__(**kw)
@@ -603,7 +614,7 @@ AUTH = Record(
     {
         "type": Enum("chap", "ceph"),
         "username": Str(r"[A-Za-z0-9_.@+-]+", max_len=255, what="a user name"),
-        "secret": Str(max_len=4096),
+        "secret": Secret(max_len=4096),
         "secret_uuid": Str(r"[0-9a-fA-F-]{36}", what="a UUID"),
         "secret_usage": Str(max_len=255),
     },
@@ -612,7 +623,7 @@ AUTH = Record(
 
 SOURCE = Record(
     {
-        "devices": List(Str(r"[^\0\n]+", max_len=4096, what="a device path or IQN"), min_len=1),
+        "devices": List(Str(r"(?!-)[^\0\n]+", max_len=4096, what="a device path or IQN (not starting with -)"), min_len=1),
         "dir": Str(r"(?!(.*/)?\.\.(/.*)?$)[^\0\n]+", max_len=4096, what="a directory path without '..' (absolute; a share name for cifs)"),
         "name": Str(r"[A-Za-z0-9_][A-Za-z0-9_.+/-]*", max_len=255, what="a source name (VG, Ceph pool, Gluster volume)"),
         "hosts": List(HOSTNAME, min_len=1),

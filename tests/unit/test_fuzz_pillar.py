@@ -696,6 +696,7 @@ def test_a_backing_loop_is_refused(n, fuzz_tally):
         ({"bridges": {"br0": {"routes": [{"to": "default", "via": "2001:db8::1"}]}}}, "kvm:bridges:br0:routes:0:via"),
         ({"bridges": {"br0": {"ports": {"eno1": {"name": "eno2"}}}}}, "kvm:bridges:br0:ports:eno1"),
         ({"bridges": {"-rf": {}}}, "kvm:bridges:-rf"),
+        ({"pools": {"p": {"type": "fs", "target": "/x", "source": {"devices": ["-c/etc/passwd"]}}}}, "kvm:pools:p:source:devices:0"),
     ],
 )
 def test_known_edges(pillar, path, fuzz_tally):
@@ -714,3 +715,27 @@ def test_state_arguments_refuse_bad_names_the_same_way(fuzz_tally):
         with pytest.raises(InvalidInput):
             schema.validate_args(schema.BRIDGE, name, {}, name_field=schema.IFNAME)
         fuzz_tally["rejected"] += 1
+
+
+_SECRET_CHARS = "ZQXJzqxj0123456789ÆØ#%"
+SECRETS = st.one_of(
+    st.text(_SECRET_CHARS, min_size=6, max_size=40),
+    st.integers(min_value=10**6),
+    st.text(_SECRET_CHARS, min_size=4097, max_size=4200),
+    st.lists(st.text(_SECRET_CHARS, min_size=6, max_size=10), min_size=1, max_size=2),
+)
+
+
+@given(secret=SECRETS, extra=st.sampled_from([{}, {"type": "chapp"}, {"username": "bad user"}, {"secret_usage": ""}]))
+@settings(max_examples=EXAMPLES // 2)
+def test_a_secret_is_never_shown_in_an_error(secret, extra, fuzz_tally):
+    """Bad or not, the value of ``source:auth:secret`` never appears in a message (a numeric password too)."""
+    auth = {"type": "chap", "username": "u", "secret": secret, **extra}
+    pillar = {"pools": {"p": {"type": "iscsi", "target": "/dev/disk/by-path", "source": {"hosts": ["192.0.2.5"], "devices": ["iqn.2024-01.net.example:t"], "auth": auth}}}}
+    exc = outcome(pillar, fuzz_tally)
+    if exc is None:
+        return
+    shown = str(exc)
+    for form in {str(secret), repr(secret), str(secret)[:20], repr(secret)[:20]}:
+        if len(form) >= 6:
+            assert form not in shown, shown

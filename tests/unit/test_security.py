@@ -102,26 +102,57 @@ def _list_like(node, assignments):
     return False
 
 
+def _calls_by_function(tree):
+    """``(function or module, [calls directly in it])`` (nested functions apart)."""
+
+    def visit(scope, node, out):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                out.append((child, []))
+                visit(out[-1], child, out)
+            else:
+                if isinstance(child, ast.Call):
+                    scope[1].append(child)
+                visit(scope, child, out)
+
+    out = [(tree, [])]
+    visit(out[0], tree, out)
+    return out
+
+
+def _assignments(func):
+    assignments = {}
+    for node in ast.walk(func):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    assignments.setdefault(target.id, []).append(node.value)
+    if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)) and func.args.vararg:
+        # def _run(*cmd): subprocess.run(cmd) -- cmd is a tuple of separate arguments
+        assignments.setdefault(func.args.vararg.arg, []).append(ast.Tuple(elts=[], ctx=ast.Load()))
+    return assignments
+
+
 def test_subprocesses_take_argument_lists():
     problems, seen = [], 0
     for rel, tree in parsed():
-        for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Module))]:
-            assignments = {}
-            for node in ast.walk(func):
-                if isinstance(node, ast.Assign):
-                    for target in node.targets:
-                        if isinstance(target, ast.Name):
-                            assignments.setdefault(target.id, []).append(node.value)
-                if isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef)) and func.args.vararg:
-                    assignments.setdefault(func.args.vararg.arg, []).append(ast.Tuple(elts=[], ctx=ast.Load()))
-            for node in ast.walk(func):
-                if isinstance(node, ast.Call) and dotted(node.func) in SUBPROCESS_FUNCS:
-                    seen += 1
-                    first = node.args[0] if node.args else next((kw.value for kw in node.keywords if kw.arg == "args"), None)
-                    if first is None or not _list_like(first, assignments):
-                        problems.append(f"{rel}:{node.lineno}: {dotted(node.func)}({ast.unparse(first) if first else ''}) is not given an argument list")
+        for func, calls in _calls_by_function(tree):
+            assignments = _assignments(func)
+            for node in calls:
+                if dotted(node.func) not in SUBPROCESS_FUNCS:
+                    continue
+                seen += 1
+                first = node.args[0] if node.args else next((kw.value for kw in node.keywords if kw.arg == "args"), None)
+                if first is None or not _list_like(first, assignments):
+                    problems.append(f"{rel}:{node.lineno}: {dotted(node.func)}({ast.unparse(first) if first else ''}) is not given an argument list")
     assert not problems, "\n".join(sorted(set(problems)))
     assert seen, "found no subprocess call at all: the scan is broken"
+
+
+def test_the_argument_list_check_bites():
+    tree = ast.parse("import subprocess\ndef f(name):\n    subprocess.run('qemu-img info ' + name)\n    cmd = f'rm {name}'\n    subprocess.check_call(cmd)\n")
+    bad = [c for func, calls in _calls_by_function(tree) for c in calls if dotted(c.func) in SUBPROCESS_FUNCS and not _list_like(c.args[0], _assignments(func))]
+    assert len(bad) == 2
 
 
 #: ``<tag>``, ``</tag>``, ``<tag attr=`` or ``<tag/>`` in the text of a formatted string

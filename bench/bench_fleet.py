@@ -1,0 +1,255 @@
+#!/usr/bin/env python3
+"""How the cost of ``salt '*' state.apply kvm`` grows with the fleet.
+
+One salt-master and 1, then 5, then 20 minions on this machine, each minion in
+its own network namespace, reaching the master over a veth link
+(203.0.113.128/25), as in the fleet integration tests
+(:mod:`tests.support.fleet`). Each minion's pillar holds its own dir pool with
+``--volumes`` qcow2 volumes and a bridge (in its namespace). For each fleet
+size it measures, with the ``salt`` CLI as an operator runs it:
+
+* the first apply (everything created), then ``--reps`` no-op applies (median);
+* the peak memory of each minion: the largest resident set of the minion
+  process plus its job processes, sampled every 100 ms during the applies
+  (median and max over the minions).
+
+Run from the repository root, as root::
+
+    .venv/bin/python bench/bench_fleet.py                 # 1, 5, 20 minions
+    .venv/bin/python bench/bench_fleet.py --sizes 1,5 --reps 3
+
+Results go to ``bench/results/fleet.json`` and ``fleet.md``. Every ``kvt-``
+object it made is removed at the end, also when it fails.
+
+It runs inside pytest (pytest-salt-factories starts the daemons); this file
+is both the script and its own test module.
+"""
+
+import json
+import os
+import pathlib
+import statistics
+import sys
+import threading
+import time
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = REPO / "bench" / "results"
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import pytest  # noqa: E402  pylint: disable=wrong-import-position
+import yaml  # noqa: E402  pylint: disable=wrong-import-position
+
+#: set by main() for the pytest session it starts (the test module is imported anew there)
+OPTIONS_ENV = "KVT_BENCH_FLEET"
+
+
+def _options():
+    opts = {"sizes": [1, 5, 20], "reps": 3, "volumes": 5}
+    opts.update(json.loads(os.environ.get(OPTIONS_ENV) or "{}"))
+    return opts
+
+
+class MemorySampler(threading.Thread):
+    """Peak RSS of each minion (main process + children), sampled in the background."""
+
+    def __init__(self, pids, interval=0.1):
+        super().__init__(daemon=True)
+        self.pids = dict(pids)  # minion id -> pid
+        self.interval = interval
+        self.peak = {m: 0 for m in self.pids}
+        self._stop = threading.Event()
+
+    def run(self):
+        import psutil  # pylint: disable=import-outside-toplevel
+
+        procs = {}
+        for minion, pid in self.pids.items():
+            try:
+                procs[minion] = psutil.Process(pid)
+            except psutil.Error:
+                continue
+        while not self._stop.is_set():
+            for minion, proc in procs.items():
+                try:
+                    total = proc.memory_info().rss
+                    for child in proc.children(recursive=True):
+                        try:
+                            total += child.memory_info().rss
+                        except psutil.Error:
+                            pass
+                except psutil.Error:
+                    continue
+                self.peak[minion] = max(self.peak[minion], total)
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self.join()
+        return self.peak
+
+
+@pytest.fixture(scope="session")
+def salt_factories_config():
+    return {"code_dir": str(REPO), "inject_sitecustomize": False, "start_timeout": 120}
+
+
+def _pillar(prefix, round_tag, index, volumes):
+    from tests.support import sandbox  # pylint: disable=import-outside-toplevel
+
+    pool = f"{prefix}-{round_tag}p{index}"
+    return {
+        "kvm": {
+            "bridges": {f"kvt-bb{index}": {"stp": False, "forward_delay": 0, "persist": "none"}},
+            "pools": {
+                pool: {
+                    "type": "dir",
+                    "target": os.path.join(sandbox.FILES_ROOT, pool),
+                    "volumes": {f"v{j}.qcow2": {"size": "16M", "format": "qcow2"} for j in range(volumes)},
+                }
+            },
+        }
+    }
+
+
+def _apply(cli, ids):
+    start = time.monotonic()
+    ret = cli.run("-L", "state.apply", "kvm", minion_tgt=",".join(ids))
+    wall = time.monotonic() - start
+    data = ret.data if isinstance(ret.data, dict) else {}
+    ok = ret.returncode == 0 and set(data) == set(ids)
+    changed = sum(1 for m in data.values() if isinstance(m, dict) for r in m.values() if isinstance(r, dict) and r.get("changes"))
+    return wall, ok, changed, ret
+
+
+def _write_results(results):
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "fleet.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        "# salt '*' state.apply kvm across a fleet on one machine",
+        "",
+        f"{results['machine']}; each minion: 1 dir pool, {results['volumes']} qcow2 volumes, 1 bridge in its netns.",
+        "Wall time of the `salt` CLI (publish, all minions apply, all returns back); no-op is the median of "
+        f"{results['reps']} runs. Memory: peak RSS of a minion (its process + job processes) during the applies.",
+        "",
+        "| minions | first apply (s) | no-op apply (s) | no-op per minion (s) | peak RSS per minion, median (MiB) | max (MiB) |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in results["rows"]:
+        lines.append(
+            f"| {row['minions']} | {row['first_s']:.2f} | {row['noop_s']:.2f} | {row['noop_s'] / row['minions']:.3f} "
+            f"| {row['rss_median_mib']:.0f} | {row['rss_max_mib']:.0f} |"
+        )
+    (RESULTS / "fleet.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
+    from tests.support import fleet as fleetlib  # pylint: disable=import-outside-toplevel
+    from tests.support import sandbox  # pylint: disable=import-outside-toplevel
+
+    opts = _options()
+    sizes, reps, volumes = opts["sizes"], opts["reps"], opts["volumes"]
+    net = fleetlib.FleetNet(net="203.0.113", base=128)
+    net.create()
+    minions, rows = [], []
+    pillar_tree = pathlib.Path(salt_factories.root_dir) / f"{net.prefix}-pillar"
+    pillar_tree.mkdir(parents=True, exist_ok=True)
+    (pillar_tree / "top.sls").write_text("base: {}\n")
+    try:
+        master = salt_factories.salt_master_daemon(
+            f"{net.prefix}-master",
+            overrides={
+                "interface": net.master_ip,
+                "file_roots": {"base": [str(REPO)]},
+                "pillar_roots": {"base": [str(pillar_tree)]},
+                "file_ignore_regex": [r"/\.venv/", r"/\.git/", r"/build/", r"/\.notes/"],
+                "open_mode": True,
+                "auto_accept": True,
+                "worker_threads": 5,
+            },
+        )
+        with master.started():
+            cli = master.salt_cli(timeout=900)
+            for round_no, size in enumerate(sizes, start=1):
+                while len(minions) < size:
+                    netns, _addr = net.add_host()
+                    factory = master.salt_minion_daemon(
+                        f"{net.prefix}-hv{len(minions) + 1}",
+                        factory_class=fleetlib.NetnsMinion,
+                        netns=netns,
+                        overrides=net.minion_overrides(master),
+                    )
+                    factory.start()
+                    minions.append(factory)
+                ids = [m.id for m in minions]
+                top = {"base": {}}
+                for i, minion_id in enumerate(ids, start=1):
+                    sls = f"bench_{i}"
+                    top["base"][minion_id] = [sls]
+                    (pillar_tree / f"{sls}.sls").write_text(yaml.safe_dump(_pillar(net.prefix, f"r{round_no}", i, volumes)))
+                (pillar_tree / "top.sls").write_text(yaml.safe_dump(top))
+                cli.run("-L", "saltutil.refresh_pillar", "wait=True", minion_tgt=",".join(ids))
+                pids = {m.id: m.pid for m in minions}
+                sampler = MemorySampler(pids)
+                sampler.start()
+                first, ok, changed, ret = _apply(cli, ids)
+                assert ok, ret
+                assert changed >= size * (volumes + 2), ret
+                noops = []
+                for _ in range(reps):
+                    wall, ok, changed, ret = _apply(cli, ids)
+                    assert ok and changed == 0, ret
+                    noops.append(wall)
+                peaks = sampler.stop()
+                mib = sorted(v / 2**20 for v in peaks.values())
+                rows.append(
+                    {
+                        "minions": size,
+                        "first_s": round(first, 3),
+                        "noop_s": round(statistics.median(noops), 3),
+                        "noop_runs_s": [round(x, 3) for x in noops],
+                        "rss_median_mib": round(statistics.median(mib), 1),
+                        "rss_max_mib": round(max(mib), 1),
+                    }
+                )
+                print(f"{size} minion(s): first {first:.2f}s, no-op {statistics.median(noops):.2f}s, rss {statistics.median(mib):.0f} MiB")
+                fleetlib.remove_objects(f"{net.prefix}-r{round_no}")  # this round's pools and files
+            for factory in minions:
+                factory.terminate()
+    finally:
+        for factory in minions:
+            try:
+                factory.terminate()
+            except Exception:  # pylint: disable=broad-except
+                pass
+        net.remove()
+        sandbox.sweep(only_mine=True)
+    import platform  # pylint: disable=import-outside-toplevel
+
+    _write_results(
+        {
+            "machine": f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}",
+            "reps": reps,
+            "volumes": volumes,
+            "rows": rows,
+            "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
+
+
+def main(argv=None):
+    import argparse  # pylint: disable=import-outside-toplevel
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--sizes", default="1,5,20", help="fleet sizes, comma-separated (default 1,5,20)")
+    parser.add_argument("--reps", type=int, default=3, help="no-op applies per size (median reported)")
+    parser.add_argument("--volumes", type=int, default=5, help="qcow2 volumes per minion")
+    args = parser.parse_args(argv)
+    os.environ[OPTIONS_ENV] = json.dumps({"sizes": [int(s) for s in args.sizes.split(",")], "reps": args.reps, "volumes": args.volumes})
+    return pytest.main([__file__, "-q", "-s", "-p", "no:cacheprovider", "--rootdir", str(REPO / "bench"), "-o", "addopts="])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
