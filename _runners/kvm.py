@@ -98,11 +98,16 @@ def report(tgt="*", tgt_type="glob", drift=True, table=None, timeout=120):
 def snapshot(tgt="*", vms=None, name=None, tgt_type="glob", batch="10%", snapshot=None, timeout=300, **kwargs):  # pylint: disable=redefined-outer-name
     """
     Snapshot the VMs matching ``vms`` (names or glob patterns, a list or
-    comma-separated) on every targeted host, ``batch`` hosts at a time, with
-    ``kvm.snapshot_create``. ``name`` is the snapshot (``snapshot`` is an alias
-    for orchestration, where ``name`` is taken); other keyword arguments
-    (``memory``, ``disk_only``, ``description`` ...) go to ``kvm.snapshot_create``.
-    Reports per VM (``host/vm``) and per host; fails if any VM failed.
+    comma-separated) on every targeted host, ``batch`` hosts at a time (Salt's
+    batch mode), with ``kvm.snapshot_create``. ``name`` is the snapshot's name
+    (default ``fleet-YYYYmmdd-HHMMSS``, one for the whole run; ``snapshot`` is
+    an alias for orchestration, where ``name`` is taken); other keyword
+    arguments (``memory``, ``disk_only``, ``description`` ...) go to
+    ``kvm.snapshot_create``. A VM that already has the snapshot is left alone.
+
+    Returns ``{result, name, vms: {"host/vm": {result, changed, return | comment}},
+    hosts: {host: {result, vms | comment}}, retcode}``; fails (exit code 1) if
+    any VM or targeted host failed.
 
     CLI Example:
 
@@ -111,24 +116,16 @@ def snapshot(tgt="*", vms=None, name=None, tgt_type="glob", batch="10%", snapsho
         salt-run kvm.snapshot tgt='*' vms='web-*' name=pre-upgrade
         salt-run kvm.snapshot tgt='roles:db' tgt_type=pillar vms='*' name=nightly batch=5
     """
-    name = snapshot or name
-    extra = {k: v for k, v in kwargs.items() if not k.startswith("__")}
-    args = [name] + ([{**extra, "__kwarg__": True}] if extra else [])
-    try:
-        ret = _fleet.vm_action(_client(), tgt, vms, "kvm.snapshot_vms", args, tgt_type=tgt_type, batch=batch, timeout=timeout, expected=_expected(tgt, tgt_type))
-    except _fleet.KvmError as exc:
-        _fail(False)
-        return {"result": False, "comment": str(exc), "retcode": 1}
-    _fail(ret["result"])
-    ret["retcode"] = 0 if ret["result"] else 1
-    return ret
+    name = snapshot or name or _fleet.default_snapshot_name()
+    return _vm_action(tgt, vms, "kvm.snapshot_vms", [name], kwargs, tgt_type, batch, timeout, name)
 
 
 def revert(tgt="*", vms=None, name=None, tgt_type="glob", batch="10%", snapshot=None, timeout=300):  # pylint: disable=redefined-outer-name
     """
     Revert the VMs matching ``vms`` on every targeted host to snapshot
     ``name`` (alias ``snapshot``), ``batch`` hosts at a time, with
-    ``kvm.snapshot_revert``. Reports per VM and per host; fails if any VM failed.
+    ``kvm.snapshot_revert``. Returns the same shape as ``kvm.snapshot``;
+    fails if any VM (one without the snapshot, too) or targeted host failed.
 
     CLI Example:
 
@@ -137,13 +134,18 @@ def revert(tgt="*", vms=None, name=None, tgt_type="glob", batch="10%", snapshot=
         salt-run kvm.revert tgt='*' vms='web-*' name=pre-upgrade
     """
     name = snapshot or name
+    return _vm_action(tgt, vms, "kvm.revert_vms", [name], None, tgt_type, batch, timeout, name)
+
+
+def _vm_action(tgt, vms, fun, args, kwargs, tgt_type, batch, timeout, name):
     try:
         if not name:
             raise _fleet.InvalidInput("name", "is required: the snapshot to revert to")
-        ret = _fleet.vm_action(_client(), tgt, vms, "kvm.revert_vms", [name], tgt_type=tgt_type, batch=batch, timeout=timeout, expected=_expected(tgt, tgt_type))
+        ret = _fleet.vm_action(
+            _client(), tgt, vms, fun, args, kwargs, tgt_type=tgt_type, batch=batch, timeout=timeout, expected=_expected(tgt, tgt_type)
+        )
     except _fleet.KvmError as exc:
         _fail(False)
         return {"result": False, "comment": str(exc), "retcode": 1}
     _fail(ret["result"])
-    ret["retcode"] = 0 if ret["result"] else 1
-    return ret
+    return dict(ret, name=name, retcode=0 if ret["result"] else 1)

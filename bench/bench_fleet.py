@@ -9,9 +9,10 @@ its own network namespace, reaching the master over a veth link
 size it measures, with the ``salt`` CLI as an operator runs it:
 
 * the first apply (everything created), then ``--reps`` no-op applies (median);
-* the peak memory of each minion: the largest resident set of the minion
-  process plus its job processes, sampled every 100 ms during the applies
-  (median and max over the minions).
+* the peak memory of each minion: the largest proportional set size (PSS) of
+  the minion process plus the job processes it forks, sampled every 250 ms
+  during the applies (median and max over the minions), and the minion
+  process's own peak RSS (the kernel's VmHWM).
 
 Run from the repository root, as root::
 
@@ -51,15 +52,29 @@ def _options():
     return opts
 
 
-class MemorySampler(threading.Thread):
-    """Peak RSS of each minion (main process + children), sampled in the background."""
+def _hwm(pid):
+    """The kernel's peak resident set (VmHWM) of a process, in bytes."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
-    def __init__(self, pids, interval=0.1):
+
+class MemorySampler(threading.Thread):
+    """Peak proportional set size (PSS: shared pages split between the processes
+    sharing them) of each minion's process tree: the minion and the job
+    processes it forks, sampled in the background."""
+
+    def __init__(self, pids, interval=0.25):
         super().__init__(daemon=True)
         self.pids = dict(pids)  # minion id -> pid
         self.interval = interval
         self.peak = {m: 0 for m in self.pids}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self):
         import psutil  # pylint: disable=import-outside-toplevel
@@ -70,22 +85,22 @@ class MemorySampler(threading.Thread):
                 procs[minion] = psutil.Process(pid)
             except psutil.Error:
                 continue
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             for minion, proc in procs.items():
+                total = 0
                 try:
-                    total = proc.memory_info().rss
-                    for child in proc.children(recursive=True):
+                    for one in [proc] + proc.children(recursive=True):
                         try:
-                            total += child.memory_info().rss
+                            total += one.memory_full_info().pss
                         except psutil.Error:
                             pass
                 except psutil.Error:
                     continue
                 self.peak[minion] = max(self.peak[minion], total)
-            self._stop.wait(self.interval)
+            self._halt.wait(self.interval)
 
     def stop(self):
-        self._stop.set()
+        self._halt.set()
         self.join()
         return self.peak
 
@@ -101,7 +116,7 @@ def _pillar(prefix, round_tag, index, volumes):
     pool = f"{prefix}-{round_tag}p{index}"
     return {
         "kvm": {
-            "bridges": {f"kvt-bb{index}": {"stp": False, "forward_delay": 0, "persist": "none"}},
+            "bridges": {f"kvt-b{round_tag}x{index}": {"stp": False, "forward_delay": 0, "persist": "none"}},
             "pools": {
                 pool: {
                     "type": "dir",
@@ -118,9 +133,13 @@ def _apply(cli, ids):
     ret = cli.run("-L", "state.apply", "kvm", minion_tgt=",".join(ids))
     wall = time.monotonic() - start
     data = ret.data if isinstance(ret.data, dict) else {}
+    if len(ids) == 1 and ids[0] not in data:  # salt-factories unwraps a single minion's return
+        data = {ids[0]: data}
     ok = ret.returncode == 0 and set(data) == set(ids)
     changed = sum(1 for m in data.values() if isinstance(m, dict) for r in m.values() if isinstance(r, dict) and r.get("changes"))
-    return wall, ok, changed, ret
+    # time spent in the states themselves (Salt's per-state duration, ms), the slowest minion
+    state_s = max((sum(r.get("duration", 0) for r in m.values() if isinstance(r, dict)) / 1000 for m in data.values() if isinstance(m, dict)), default=0)
+    return wall, ok, changed, ret, state_s
 
 
 def _write_results(results):
@@ -131,15 +150,18 @@ def _write_results(results):
         "",
         f"{results['machine']}; each minion: 1 dir pool, {results['volumes']} qcow2 volumes, 1 bridge in its netns.",
         "Wall time of the `salt` CLI (publish, all minions apply, all returns back); no-op is the median of "
-        f"{results['reps']} runs. Memory: peak RSS of a minion (its process + job processes) during the applies.",
+        f"{results['reps']} runs. Memory per minion: peak PSS of the minion and its job processes, sampled every 250 ms "
+        "during the applies (median and max over the minions), and the minion process's own peak RSS (VmHWM, median).",
         "",
-        "| minions | first apply (s) | no-op apply (s) | no-op per minion (s) | peak RSS per minion, median (MiB) | max (MiB) |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "The state columns are the time inside the states (Salt's per-state durations) on the slowest minion.",
+        "",
+        "| minions | first apply (s) | of which states (s) | no-op apply (s) | of which states (s) | peak PSS per minion, median (MiB) | max (MiB) | minion peak RSS (MiB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["rows"]:
         lines.append(
-            f"| {row['minions']} | {row['first_s']:.2f} | {row['noop_s']:.2f} | {row['noop_s'] / row['minions']:.3f} "
-            f"| {row['rss_median_mib']:.0f} | {row['rss_max_mib']:.0f} |"
+            f"| {row['minions']} | {row['first_s']:.2f} | {row['first_states_s']:.2f} | {row['noop_s']:.2f} | {row['noop_states_s']:.2f} "
+            f"| {row['pss_median_mib']:.0f} | {row['pss_max_mib']:.0f} | {row['hwm_median_mib']:.0f} |"
         )
     (RESULTS / "fleet.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -194,27 +216,32 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
                 pids = {m.id: m.pid for m in minions}
                 sampler = MemorySampler(pids)
                 sampler.start()
-                first, ok, changed, ret = _apply(cli, ids)
+                first, ok, changed, ret, first_states = _apply(cli, ids)
                 assert ok, ret
                 assert changed >= size * (volumes + 2), ret
-                noops = []
+                noops, noop_states = [], []
                 for _ in range(reps):
-                    wall, ok, changed, ret = _apply(cli, ids)
+                    wall, ok, changed, ret, states = _apply(cli, ids)
                     assert ok and changed == 0, ret
                     noops.append(wall)
+                    noop_states.append(states)
                 peaks = sampler.stop()
                 mib = sorted(v / 2**20 for v in peaks.values())
+                hwm = sorted(_hwm(m.pid) / 2**20 for m in minions)
                 rows.append(
                     {
                         "minions": size,
                         "first_s": round(first, 3),
                         "noop_s": round(statistics.median(noops), 3),
                         "noop_runs_s": [round(x, 3) for x in noops],
-                        "rss_median_mib": round(statistics.median(mib), 1),
-                        "rss_max_mib": round(max(mib), 1),
+                        "first_states_s": round(first_states, 3),
+                        "noop_states_s": round(statistics.median(noop_states), 3),
+                        "pss_median_mib": round(statistics.median(mib), 1),
+                        "pss_max_mib": round(max(mib), 1),
+                        "hwm_median_mib": round(statistics.median(hwm), 1),
                     }
                 )
-                print(f"{size} minion(s): first {first:.2f}s, no-op {statistics.median(noops):.2f}s, rss {statistics.median(mib):.0f} MiB")
+                print(f"{size} minion(s): first {first:.2f}s, no-op {statistics.median(noops):.2f}s, pss {statistics.median(mib):.0f} MiB, minion process peak RSS {statistics.median(hwm):.0f} MiB")
                 fleetlib.remove_objects(f"{net.prefix}-r{round_no}")  # this round's pools and files
             for factory in minions:
                 factory.terminate()
@@ -248,7 +275,7 @@ def main(argv=None):
     parser.add_argument("--volumes", type=int, default=5, help="qcow2 volumes per minion")
     args = parser.parse_args(argv)
     os.environ[OPTIONS_ENV] = json.dumps({"sizes": [int(s) for s in args.sizes.split(",")], "reps": args.reps, "volumes": args.volumes})
-    return pytest.main([__file__, "-q", "-s", "-p", "no:cacheprovider", "--rootdir", str(REPO / "bench"), "-o", "addopts="])
+    return pytest.main([__file__, "-q", "-s", "-p", "no:cacheprovider", "-p", "no:logging", "--tb=short", "--show-capture=no", "--rootdir", str(REPO / "bench"), "-o", "addopts="])
 
 
 if __name__ == "__main__":

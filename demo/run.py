@@ -18,7 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from tests.support import sandbox  # noqa: E402
-from tests.support.saltcall import SaltCall, changed, state_results  # noqa: E402
+from tests.support.saltcall import SaltCall, changed, repo_file_root, state_results  # noqa: E402
 
 
 def banner(text):
@@ -79,7 +79,7 @@ def main():
     vm_name = "kvt-demo-vm"
     try:
         sandbox.make_vm(conn, name=vm_name, start=True)
-        call = SaltCall(workdir, file_roots=[ROOT])
+        call = SaltCall(workdir, file_roots=[repo_file_root(os.path.join(workdir, "file-root"))])
         states = available_states(call)
         pillar = demo_pillar(states, lan, pool_dir, vm_name)
         call.set_pillar(pillar)

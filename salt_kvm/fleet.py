@@ -306,9 +306,14 @@ def report(client, tgt="*", tgt_type="glob", drift=True, timeout=120):
     return {"hosts": hosts, "summary": summarise(hosts)}
 
 
-def vm_action(client, tgt, vms, fun, args=(), tgt_type="glob", batch="10%", timeout=300, expected=None):
-    """Run ``fun`` (``kvm.snapshot_vms`` / ``kvm.revert_vms``) on the targeted
-    hosts, ``batch`` at a time (Salt's batch mode).
+def default_snapshot_name(now=None):
+    """One name for a fleet-wide snapshot run: ``fleet-YYYYmmdd-HHMMSS`` (UTC)."""
+    return time.strftime("fleet-%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+
+
+def vm_action(client, tgt, vms, fun, args=(), kwargs=None, tgt_type="glob", batch="10%", timeout=300, expected=None):
+    """Run ``fun VMS *args **kwargs`` (``kvm.snapshot_vms`` / ``kvm.revert_vms``)
+    on the targeted hosts, ``batch`` at a time (Salt's batch mode).
 
     ``expected``: the minions the target matches (the runner asks the
     master); those that do not answer are reported as failed.
@@ -316,6 +321,9 @@ def vm_action(client, tgt, vms, fun, args=(), tgt_type="glob", batch="10%", time
     """
     patterns = _patterns(vms)
     arg = [patterns, *args]
+    kwargs = {k: v for k, v in (kwargs or {}).items() if not str(k).startswith("__")}
+    if kwargs:
+        arg.append(dict(kwargs, __kwarg__=True))
     per_vm, hosts = {}, {}
     for ret in client.cmd_batch(tgt, fun, arg=arg, tgt_type=tgt_type, batch=str(batch), timeout=timeout):
         for minion, value in (ret or {}).items():

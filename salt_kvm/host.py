@@ -1,7 +1,6 @@
 """Facts about the hypervisor host (``kvm.host_info``, the ``kvm`` grains)."""
 
 import os
-import re
 
 KVM_DEVICE = "/dev/kvm"
 _NESTED = ("/sys/module/kvm_intel/parameters/nested", "/sys/module/kvm_amd/parameters/nested")
@@ -63,22 +62,23 @@ def paths(uri):
 
 def info(session):
     """Everything ``kvm.host_info`` reports, read from libvirt and /proc, /sys."""
+    from salt_kvm.xml.base import parse  # pylint: disable=import-outside-toplevel  (grains stay cheap)
+
     conn = session.conn
     model, memory_mib, cpus, mhz, numa_nodes, sockets, cores, threads = conn.getInfo()[:8]
     kvm_dev = has_kvm_device()
     hypervisor = "qemu"
     try:
-        caps = conn.getDomainCapabilities(None, None, None, "kvm")
-        if caps and re.search(r"<domain>kvm</domain>", caps) and kvm_dev:
+        caps = parse(conn.getDomainCapabilities(None, None, None, "kvm"))
+        if caps.findtext("domain") == "kvm" and kvm_dev:
             hypervisor = "kvm"
     except Exception:  # pylint: disable=broad-except
         hypervisor = "qemu"
     image_dir = paths(session.uri)["images"]
     try:
-        pool = conn.storagePoolLookupByName("default")
-        match = re.search(r"<path>([^<]+)</path>", pool.XMLDesc(0).split("<target>", 1)[-1])
-        if match:
-            image_dir = match.group(1)
+        target = parse(conn.storagePoolLookupByName("default").XMLDesc(0)).findtext("target/path")
+        if target:
+            image_dir = target
     except Exception:  # pylint: disable=broad-except
         pass
     locations = paths(session.uri)

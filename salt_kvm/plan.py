@@ -110,7 +110,8 @@ def ensure(name, resource, test=False):
     except KvmError as exc:
         return _failed(name, resource, current, changes, f"{exc}")
     except Exception as exc:  # pylint: disable=broad-except
-        log.exception("unexpected error applying %s", what)
+        log.error("unexpected error applying %s: %s", what, exc)
+        log.debug("unexpected error applying %s", what, exc_info=True)
         return _failed(name, resource, current, changes, f"unexpected error: {exc}")
     if remaining:
         keys = ", ".join(f"{k} is {v['old']!r}, declared {v['new']!r}" for k, v in remaining.items())
@@ -123,7 +124,8 @@ def _failed(name, resource, before, changes, cause):
     try:
         restored = resource.restore(before)
     except Exception as exc:  # pylint: disable=broad-except
-        log.exception("restoring %s failed", what)
+        log.error("restoring %s failed: %s", what, exc)
+        log.debug("restoring %s failed", what, exc_info=True)
         restored = None
         cause = f"{cause}; restoring it failed too: {exc}"
     if restored:

@@ -357,7 +357,8 @@ def _suggest(word, choices):
 
 # --- names -----------------------------------------------------------------
 
-#: Linux interface names: at most 15 bytes, no '/', no whitespace, not '.'/'..'
+#: Linux interface names: at most 15 bytes, no '/', ':' or whitespace (the kernel's dev_valid_name),
+#: and not starting with '.' or '-' (never read as a path or an option)
 IFNAME = Str(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,14}", max_len=15, what="an interface name (15 characters of A-Z a-z 0-9 _ . + -, not starting with . or -)")
 #: libvirt object names (networks, pools, VMs)
 OBJNAME = Str(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", max_len=64, what="a name (letters, digits, _ . + -, not starting with . or -)")
@@ -368,7 +369,9 @@ VOLNAME = Str(
     what="a volume name (no '/', no '..', letters, digits, _ . + : @ -)",
 )
 ABSPATH = Str(r"/(?!.*(^|/)\.\.(/|$))[^\0\n]*", max_len=4096, what="an absolute path without '..'")
-HOSTNAME = Str(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:\d{1,5})?|\[[0-9a-fA-F:]+\](:\d{1,5})?", max_len=253, what="a host name or address, optionally with :port")
+#: a TCP/UDP port, 1-65535
+_PORT = r"(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3})"
+HOSTNAME = Str(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:" + _PORT + r")?|\[[0-9a-fA-F:]+\](:" + _PORT + r")?", max_len=253, what="a host name or address, optionally with :port (1-65535)")
 SNAPNAME = Str(r"[A-Za-z0-9_][A-Za-z0-9_.:+@-]*", max_len=128, what="a snapshot name (letters, digits, _ . : + @ -)")
 PREFIX = Str(r"[A-Za-z0-9_][A-Za-z0-9_.:+@-]*", max_len=64, what="a name prefix (letters, digits, _ . : + @ -)")
 SHA256 = Str(r"[0-9a-fA-F]{64}", max_len=64, what="a sha256 hex digest (64 hex digits)")
@@ -440,7 +443,7 @@ ROUTE = Record(
 PROBE = Record(
     {
         "ping": Address(),
-        "tcp": Str(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}", what="host:port"),
+        "tcp": Str(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):" + _PORT, what="host:port (port 1-65535)"),
         "timeout": Duration(),
     }
 )

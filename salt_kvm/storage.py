@@ -553,6 +553,10 @@ class PoolResource(plan.Resource):
             changes["running"] = {"old": False, "new": True}
         elif redefine:
             changes["running"] = {"old": "running the old definition", "new": "restarted with the declared one"}
+        elif "secret" in changes:
+            # a running pool keeps the credentials it started with: restart it so the
+            # declared key is used (and proved) now, not at the next boot
+            changes["running"] = {"old": "running with the previous secret", "new": "restarted with the declared one"}
         if spec.get("autostart") is not None and current["autostart"] != spec["autostart"]:
             changes["autostart"] = {"old": current["autostart"], "new": spec["autostart"]}
         return changes

@@ -14,15 +14,20 @@ imported file volume is remembered in an extended attribute
 does not read the image again to know it is unchanged.
 """
 
+import base64
 import contextlib
 import hashlib
+import http.client
 import json
 import logging
 import os
+import re
 import shutil
-import subprocess
+import subprocess  # nosec B404 - fixed argument lists, never a shell
 import tempfile
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 
 from salt_kvm import plan, schema, units
@@ -61,8 +66,24 @@ def _names(pool, name=None):
 
 
 def _invalidate(session, pool):
-    """Forget the listing of one pool's volumes (after a write to it)."""
+    """Forget the listing of one pool's volumes (after a failed write to it: what is there is unknown)."""
     session.invalidate(f"storage:vols:{pool}")
+
+
+def _patch(session, pool, name, vol=None):
+    """After a successful write: update volume ``name`` in the memoised listing of
+    ``pool`` (``vol``), or drop it (``vol`` None, after a delete), instead of
+    reloading the whole listing (every volume's XML) at the next read."""
+    listing = session.cache.get(f"storage:vols:{pool}")
+    if listing is None:
+        return
+    if vol is None:
+        listing.pop(name, None)
+        return
+    try:
+        listing[name] = {"obj": vol, "xml": vol.XMLDesc(0)}
+    except libvirt.libvirtError:
+        _invalidate(session, pool)
 
 
 def _pool_entry(session, pool):
@@ -223,38 +244,138 @@ def _create(session, pool, name, spec):
         allocation, flags = capacity, 0  # an LV or partition is allocated whole (no sparse snapshot LVs)
     xml = sxml.Volume.build(name, capacity, fmt=fmt if ptype in FILE_POOLS else None, allocation=allocation, backing_path=backing_path, backing_format=backing_format)
     try:
-        _pool_entry(session, pool)["obj"].createXML(xml.to_xml(), flags)
+        vol = _pool_entry(session, pool)["obj"].createXML(xml.to_xml(), flags)
     except libvirt.libvirtError as exc:
-        raise _fail(f"creating volume '{name}' in pool '{pool}'", exc) from None
-    finally:
         _invalidate(session, pool)
+        raise _fail(f"creating volume '{name}' in pool '{pool}'", exc) from None
+    _patch(session, pool, name, vol)
 
 
 # --- import ---------------------------------------------------------------------------
 
 
+#: where a download without a Content-Length is spooled (its length must be known to libvirt first)
+SPOOL_DIR = "/var/tmp"  # nosec B108 - TemporaryFile: O_EXCL, random name, unlinked at once
+_URL_HEAD = re.compile(r"^(https?://)([^/?#]*)", re.IGNORECASE)
+
+
+def _userinfo(url):
+    """``(url without userinfo, userinfo)`` of an http(s) URL; ``userinfo`` is None when it has none."""
+    match = _URL_HEAD.match(url) if isinstance(url, str) else None
+    if not match or "@" not in match.group(2):
+        return url, None
+    userinfo, _, host = match.group(2).rpartition("@")
+    return f"{match.group(1)}{host}{url[match.end():]}", userinfo
+
+
+def redact(source):
+    """``source`` as it may be shown: the password of a URL's userinfo replaced by ``***``.
+
+    ``http://user:secret@host/img`` is shown as ``http://user:***@host/img``; a
+    userinfo without a colon (``http://TOKEN@host/img``) is taken for a token and
+    shown as ``http://***@host/img``. A path or a URL without userinfo is shown as is.
+    """
+    bare, userinfo = _userinfo(source)
+    if userinfo is None:
+        return source
+    user, colon, _password = userinfo.partition(":")
+    shown = f"{user}:***" if colon else "***"
+    scheme, rest = bare.split("://", 1)
+    return f"{scheme}://{shown}@{rest}"
+
+
+def _scrub(text, source):
+    """``text`` (an exception's message) without the userinfo of ``source`` in any form."""
+    text = str(text)
+    _bare, userinfo = _userinfo(source)
+    if userinfo:
+        user, colon, password = userinfo.partition(":")
+        hidden = {userinfo, urllib.parse.unquote(userinfo)}
+        hidden |= {password, urllib.parse.unquote(password)} if colon else {user, urllib.parse.unquote(user)}
+        for value in sorted((h for h in hidden if h), key=len, reverse=True):
+            text = text.replace(value, "***")
+    return text
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects to http and https only (urllib also follows ``ftp://``), and
+    sends the credentials along only to the same scheme, host and port."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        target = urllib.parse.urlsplit(newurl)
+        if target.scheme.lower() not in ("http", "https"):
+            raise KvmError(f"redirected to {redact(newurl)}: only http and https redirects are followed")
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        auth = req.unredirected_hdrs.get("Authorization")
+        origin = urllib.parse.urlsplit(req.full_url)
+        if new is not None and auth and (target.scheme.lower(), target.hostname, target.port) == (origin.scheme.lower(), origin.hostname, origin.port):
+            new.add_unredirected_header("Authorization", auth)
+        return new
+
+
+def _request(source):
+    """The ``urllib`` request of ``source``: URL userinfo becomes HTTP Basic auth
+    (urllib itself would take ``user:password@host`` for a host name)."""
+    bare, userinfo = _userinfo(source)
+    req = urllib.request.Request(bare, headers={"User-Agent": "salt-kvm"})
+    if userinfo is not None:
+        user, _colon, password = userinfo.partition(":")
+        token = base64.b64encode(f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()).decode()
+        req.add_unredirected_header("Authorization", f"Basic {token}")
+    return req
+
+
+def _interrupted(shown, sent, length, why=None):
+    verb = "download of" if shown.startswith(("http://", "https://")) else "reading"
+    return KvmError(f"{verb} {shown} interrupted after {sent} of {length} bytes{f': {why}' if why else ''}")
+
+
 def _open_source(source):
-    """``(readable, length)``; http(s) URLs without a Content-Length are spooled to a temp file."""
+    """``(readable, length, shown)``; http(s) URLs without a Content-Length are spooled to a temp file.
+
+    ``shown`` is the source as messages show it (see :func:`redact`).
+    """
+    shown = redact(source)
     if source.startswith(("http://", "https://")):
+        opener = urllib.request.build_opener(_Redirects)
         try:
-            resp = urllib.request.urlopen(source, timeout=60)  # noqa: S310 - http(s) only, checked by the schema
-        except (OSError, ValueError) as exc:
-            raise KvmError(f"cannot download {source}: {exc}") from None
+            # nosec B310: the schema allows http(s) URLs only, and _Redirects refuses any other scheme
+            resp = opener.open(_request(source), timeout=60)  # nosec B310
+        except KvmError as exc:
+            raise KvmError(f"cannot download {shown}: {exc}") from None
+        except (OSError, ValueError, http.client.HTTPException) as exc:
+            raise KvmError(f"cannot download {shown}: {_scrub(exc, source)}") from None
         length = resp.headers.get("Content-Length")
-        if length is not None:
-            return resp, int(length)
-        spool = tempfile.TemporaryFile(dir="/var/tmp")  # noqa: SIM115
+        if length is not None and length.strip().isdigit():
+            return resp, int(length), shown
         with resp:
-            shutil.copyfileobj(resp, spool, CHUNK)
+            try:
+                spool = tempfile.TemporaryFile(dir=SPOOL_DIR)  # noqa: SIM115  # nosec B108 - O_EXCL, unlinked at once
+            except OSError as exc:
+                raise KvmError(f"cannot download {shown}: cannot spool it in {SPOOL_DIR}: {exc.strerror}") from None
+            while True:
+                try:
+                    chunk = resp.read(CHUNK)
+                except (OSError, http.client.HTTPException) as exc:
+                    got = spool.tell()
+                    spool.close()
+                    raise _interrupted(shown, got, "an unknown number of", _scrub(exc, source)) from None
+                if not chunk:
+                    break
+                try:
+                    spool.write(chunk)
+                except OSError as exc:
+                    spool.close()
+                    raise KvmError(f"cannot download {shown}: spooling it to {SPOOL_DIR} failed: {exc.strerror}") from None
         length = spool.tell()
         spool.seek(0)
-        return spool, length
+        return spool, length, shown
     schema.validate(schema.ABSPATH, source, "source")
     try:
         fh = open(source, "rb")  # noqa: SIM115
     except OSError as exc:
         raise KvmError(f"cannot read {source}: {exc.strerror}") from None
-    return fh, os.fstat(fh.fileno()).st_size
+    return fh, os.fstat(fh.fileno()).st_size, shown
 
 
 def _remember_digest(path, digest):
@@ -284,16 +405,25 @@ def volume_digest(path, compute=True):
     return digest
 
 
-def _stream_upload(session, vol, src, length, label, progress=None):
+def _stream_upload(session, vol, src, length, label, progress=None, source=None):
+    """Send ``length`` bytes of ``src`` into ``vol``; its sha256.
+
+    A source that ends early (a download cut short: fewer bytes than its
+    Content-Length) or fails while read aborts the upload with a KvmError.
+    """
+    shown = redact(source) if source else label
     sha = hashlib.sha256()
     stream = session.conn.newStream(0)
     sent, started, last = 0, time.monotonic(), time.monotonic()
     try:
         vol.upload(stream, 0, length, 0)
-        while True:
-            chunk = src.read(CHUNK)
+        while sent < length:
+            try:
+                chunk = src.read(min(CHUNK, length - sent))
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                raise _interrupted(shown, sent, length, _scrub(exc, source or "")) from None
             if not chunk:
-                break
+                raise _interrupted(shown, sent, length)
             sha.update(chunk)
             view = memoryview(chunk)
             while view:
@@ -341,7 +471,7 @@ def _import(session, pool, name, spec, progress=None):
     source = spec["source"]
     label = f"{pool}/{name}"
     entry = _pool_entry(session, pool)
-    src, length = _open_source(source)
+    src, length, shown = _open_source(source)
     vol = None
     try:
         with src:
@@ -350,17 +480,21 @@ def _import(session, pool, name, spec, progress=None):
                 vol = entry["obj"].createXML(xml.to_xml(), 0)
             except libvirt.libvirtError as exc:
                 raise _fail(f"creating volume '{name}' in pool '{pool}'", exc) from None
-            log.info("importing %s from %s (%s)", label, source, units.format_size(length))
-            digest = _stream_upload(session, vol, src, length, label, progress)
+            log.info("importing %s from %s (%s)", label, shown, units.format_size(length))
+            try:
+                digest = _stream_upload(session, vol, src, length, label, progress, source)
+            except KvmError as exc:
+                raise KvmError(f"importing {label}: {exc}; the volume was removed") from None
         want = spec.get("sha256")
         if want and digest != want.lower():
-            raise KvmError(f"importing {label} from {source}: sha256 is {digest}, expected {want.lower()}; the volume was removed")
+            raise KvmError(f"importing {label} from {shown}: sha256 is {digest}, expected {want.lower()}; the volume was removed")
         entry["obj"].refresh(0)
         vol = entry["obj"].storageVolLookupByName(name)
         model = sxml.Volume(vol.XMLDesc(0))
         if spec.get("format") and model.format and model.format != spec["format"]:
-            raise KvmError(f"importing {label}: {source} is a {model.format} image, declared {spec['format']}; the volume was removed")
+            raise KvmError(f"importing {label}: {shown} is a {model.format} image, declared {spec['format']}; the volume was removed")
         _remember_digest(model.path, digest)
+        _patch(session, pool, name, vol)
         vol = None  # keep it
         return digest
     except libvirt.libvirtError as exc:
@@ -369,7 +503,7 @@ def _import(session, pool, name, spec, progress=None):
         if vol is not None:
             with contextlib.suppress(libvirt.libvirtError):
                 vol.delete(0)
-        _invalidate(session, pool)
+            _invalidate(session, pool)
 
 
 # --- clone, resize, wipe, delete ---------------------------------------------------------
@@ -388,11 +522,11 @@ def volume_clone(session, pool, source, name, format=None):  # pylint: disable=r
     fmt = format or model.format if _pool_type(session, pool) in FILE_POOLS else None
     xml = sxml.Volume.build(name, model.capacity, fmt=fmt, allocation=0)
     try:
-        _pool_entry(session, pool)["obj"].createXMLFrom(xml.to_xml(), src["obj"], 0)
+        vol = _pool_entry(session, pool)["obj"].createXMLFrom(xml.to_xml(), src["obj"], 0)
     except libvirt.libvirtError as exc:
-        raise _fail(f"cloning volume '{source}' to '{name}'", exc) from None
-    finally:
         _invalidate(session, pool)
+        raise _fail(f"cloning volume '{source}' to '{name}'", exc) from None
+    _patch(session, pool, name, vol)
     return volume_show(session, pool, name)
 
 
@@ -420,15 +554,17 @@ def _resize(session, pool, name, capacity, shrink=False):
             for dom, dev in running:
                 dom.blockResize(dev, capacity, BLOCK_RESIZE_BYTES)
                 log.info("volume %s/%s grown to %s online in VM %s (%s)", pool, name, units.format_size(capacity), dom.name(), dev)
+            # the storage driver did not make this change (the VM's qemu did): let it read the volume again
+            with contextlib.suppress(libvirt.libvirtError):
+                pools_mod.lookup_pool(session, pool)["obj"].refresh(0)
         else:
             vol["obj"].resize(capacity, RESIZE_SHRINK if shrink else 0)
     except libvirt.libvirtError as exc:
-        raise _fail(f"resizing volume '{name}' in pool '{pool}'", exc) from None
-    finally:
-        _invalidate(session, pool)
         with contextlib.suppress(libvirt.libvirtError):
             pools_mod.lookup_pool(session, pool)["obj"].refresh(0)
         _invalidate(session, pool)
+        raise _fail(f"resizing volume '{name}' in pool '{pool}'", exc) from None
+    _patch(session, pool, name, vol["obj"])
 
 
 def _tolerance(session, pool):
@@ -466,12 +602,13 @@ def volume_wipe(session, pool, name, force=False):
     """Overwrite a volume's data with zeros; refused while it is in use or backs another volume."""
     _names(pool, name)
     _guard_in_use(session, pool, name, force, "wiping")
+    vol = _lookup(session, pool, name)["obj"]
     try:
-        _lookup(session, pool, name)["obj"].wipe(0)
+        vol.wipe(0)
     except libvirt.libvirtError as exc:
-        raise _fail(f"wiping volume '{name}'", exc) from None
-    finally:
         _invalidate(session, pool)
+        raise _fail(f"wiping volume '{name}'", exc) from None
+    _patch(session, pool, name, vol)
     return True
 
 
@@ -482,9 +619,9 @@ def volume_delete(session, pool, name, force=False):
     try:
         _lookup(session, pool, name)["obj"].delete(0)
     except libvirt.libvirtError as exc:
-        raise _fail(f"deleting volume '{name}'", exc) from None
-    finally:
         _invalidate(session, pool)
+        raise _fail(f"deleting volume '{name}'", exc) from None
+    _patch(session, pool, name)
     return True
 
 
@@ -505,7 +642,10 @@ class VolumeResource(plan.Resource):
 
     def _new(self):
         keys = ("source", "sha256", "size", "format", "backing", "preallocation")
-        return {k: self.spec[k] for k in keys if k in self.spec}
+        new = {k: self.spec[k] for k in keys if k in self.spec}
+        if "source" in new:
+            new["source"] = redact(new["source"])  # never a password of the URL
+        return new
 
     def changes(self, current):
         spec = self.spec
@@ -542,8 +682,12 @@ class VolumeResource(plan.Resource):
         spec = self.spec
         if "volume" in changes or "sha256" in changes:
             if "sha256" in changes:
-                _lookup(self.session, self.pool, self.name)["obj"].delete(0)
-                _invalidate(self.session, self.pool)
+                try:
+                    _lookup(self.session, self.pool, self.name)["obj"].delete(0)
+                except libvirt.libvirtError as exc:
+                    _invalidate(self.session, self.pool)
+                    raise _fail(f"deleting {self.what} to import it again", exc) from None
+                _patch(self.session, self.pool, self.name)
             if spec.get("source"):
                 _import(self.session, self.pool, self.name, spec, self.progress)
                 size = spec.get("size")
@@ -552,7 +696,7 @@ class VolumeResource(plan.Resource):
                     _resize(self.session, self.pool, self.name, size)
                 elif size and size < now["capacity"] - _tolerance(self.session, self.pool):
                     raise KvmError(
-                        f"the image from {spec['source']} is {units.format_size(now['capacity'])}, larger than the declared size {units.format_size(size)}"
+                        f"the image from {redact(spec['source'])} is {units.format_size(now['capacity'])}, larger than the declared size {units.format_size(size)}"
                     )
             else:
                 _create(self.session, self.pool, self.name, spec)
@@ -576,7 +720,7 @@ class VolumeResource(plan.Resource):
             vols = volumes(self.session, self.pool)
             if self.name in vols:
                 vols[self.name]["obj"].delete(0)
-                _invalidate(self.session, self.pool)
+                _patch(self.session, self.pool, self.name)
                 return f"removed the new volume '{self.name}'"
         return None
 
@@ -644,8 +788,8 @@ def volume_absent(session, name, pool=None, force=False, test=False):
         try:
             _lookup(session, pool, name)["obj"].delete(0)
         except libvirt.libvirtError as exc:
-            raise _fail(f"deleting {what}", exc) from None
-        finally:
             _invalidate(session, pool)
+            raise _fail(f"deleting {what}", exc) from None
+        _patch(session, pool, name)
 
     return plan.absent(name, what, exists, remove, test=test, guard=guard)

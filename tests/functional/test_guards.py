@@ -276,3 +276,26 @@ def test_volumes_and_pool_directories_are_private(kvm, kvm_state, names):
 def _sha(path):
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()
+
+
+def test_deleting_an_external_snapshot_whose_overlay_holds_internal_ones_is_refused(kvm, tiny_vm):
+    """snapshot.py's guard: merging away an overlay would destroy the internal snapshots stored in it.
+
+    salt-kvm itself never stores an internal snapshot in an overlay (``snapshot_create`` refuses),
+    so the internal one is made behind its back, as ``virsh snapshot-create`` would.
+    """
+    import libvirt  # pylint: disable=import-outside-toplevel
+
+    dom, disk = tiny_vm()
+    vm = dom.name()
+    kvm.snapshot_create(vm, "e1", external=True)
+    overlay = [d for d in kvm.snapshot_show(vm, "e1")["disks"] if d.get("file")][0]["file"]
+    try:
+        dom.snapshotCreateXML("<domainsnapshot><name>i1</name></domainsnapshot>", 0)
+    except libvirt.libvirtError as exc:
+        pytest.skip(f"libvirt will not store an internal snapshot in an external overlay here: {exc}")
+    before = {p: _sha(p) for p in (disk, overlay)}
+    with pytest.raises(CommandExecutionError, match="are stored in the overlay"):
+        kvm.snapshot_delete(vm, "e1")
+    assert {p: _sha(p) for p in (disk, overlay)} == before
+    assert sorted(s["name"] for s in kvm.snapshot_list(vm)) == ["e1", "i1"]

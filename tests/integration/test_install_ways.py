@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.support import sandbox
-from tests.support.saltcall import SaltCall, state_results
+from tests.support.saltcall import SaltCall, repo_file_root, state_results
 
 EXPECTED = {"kvm.host_info", "kvm.validate_pillar", "kvm.render_formula"}
 
@@ -37,11 +37,12 @@ def test_pip_installed_package_needs_no_sync(tmp_path):
 
 
 def test_repository_as_file_root_with_sync_all(tmp_path, conn):
+    """The repository's tracked files as the file root (as gitfs serves them)."""
     pool = sandbox.uid("fr-")
     target = sandbox.files_dir(pool)
     call = SaltCall(
         tmp_path,
-        file_roots=[REPO],
+        file_roots=[repo_file_root(tmp_path / "file-root")],
         pillar={"pools": {pool: {"type": "dir", "target": target, "autostart": False}}},
         env={"SALT_KVM_NO_ENTRY_POINT": "1", "PYTHONPATH": str(REPO)},
     )

@@ -5,9 +5,8 @@ import pytest
 import yaml
 from saltfactories.utils import random_string
 
-from tests.conftest import REPO
 from tests.support import sandbox
-from tests.support.saltcall import changed, state_results
+from tests.support.saltcall import changed, repo_file_root, state_results
 
 pytestmark = pytest.mark.slow
 
@@ -18,11 +17,11 @@ def pillar_tree(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def salt_master(salt_factories, pillar_tree):
+def salt_master(salt_factories, pillar_tree, tmp_path_factory):
     factory = salt_factories.salt_master_daemon(
         random_string("kvt-master-"),
         overrides={
-            "file_roots": {"base": [str(REPO)]},
+            "file_roots": {"base": [str(repo_file_root(tmp_path_factory.mktemp("file-root")))]},
             "pillar_roots": {"base": [str(pillar_tree)]},
         },
     )

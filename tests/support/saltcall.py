@@ -86,3 +86,28 @@ def state_results(data):
 
 def changed(data):
     return {sid: ret["changes"] for sid, ret in state_results(data).items() if ret.get("changes")}
+
+
+def repo_file_root(dest):
+    """A Salt file root that serves this repository as gitfs would: only its
+    tracked top-level entries (``kvm/``, ``_modules/``, ``_states/``, ...), as
+    symlinks to the one copy in the checkout.
+
+    Pointing ``file_roots`` at the checkout itself also works, but Salt's roots
+    backend then walks ``.venv/`` and build output for its file list on every run.
+    """
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    dest = pathlib.Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        tracked = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True, check=True).stdout.split()
+        entries = sorted({path.split("/", 1)[0] for path in tracked})
+    except (OSError, subprocess.CalledProcessError):
+        entries = ["kvm", "_modules", "_states", "_grains", "_runners", "pillar.example"]
+    for entry in entries:
+        if entry.startswith(".") or not (repo / entry).exists():
+            continue
+        link = dest / entry
+        if not link.exists():
+            link.symlink_to(repo / entry)
+    return dest

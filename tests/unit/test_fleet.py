@@ -193,3 +193,13 @@ def test_revert_vms_needs_a_name():
     with pytest.raises(InvalidInput) as err:
         fleet.revert_vms(FakeSession([]), "web*", None, lambda *a: None)
     assert err.value.path == "name"
+
+
+def test_vm_action_passes_keyword_arguments():
+    client = FakeClient({"hv1": {"result": True, "vms": {}}})
+    fleet.vm_action(client, "hv1", "web*", "kvm.snapshot_vms", ["s"], {"memory": False, "__pub_fun": "x"})
+    assert client.calls[0][3] == [["web*"], "s", {"memory": False, "__kwarg__": True}]
+
+
+def test_default_snapshot_name():
+    assert fleet.default_snapshot_name(0) == "fleet-19700101-000000"

@@ -696,6 +696,9 @@ def test_a_backing_loop_is_refused(n, fuzz_tally):
         ({"bridges": {"br0": {"routes": [{"to": "default", "via": "2001:db8::1"}]}}}, "kvm:bridges:br0:routes:0:via"),
         ({"bridges": {"br0": {"ports": {"eno1": {"name": "eno2"}}}}}, "kvm:bridges:br0:ports:eno1"),
         ({"bridges": {"-rf": {}}}, "kvm:bridges:-rf"),
+        ({"bridges": {"br0": {"probe": {"tcp": "192.0.2.1:65536"}}}}, "kvm:bridges:br0:probe:tcp"),
+        ({"pools": {"p": {"type": "rbd", "source": {"hosts": ["127.0.0.1:99999"], "name": "rbd"}}}}, "kvm:pools:p:source:hosts:0"),
+        ({"pools": {"p": {"type": "rbd", "source": {"hosts": ["[2001:db8::1]:0"], "name": "rbd"}}}}, "kvm:pools:p:source:hosts:0"),
         ({"pools": {"p": {"type": "fs", "target": "/x", "source": {"devices": ["-c/etc/passwd"]}}}}, "kvm:pools:p:source:devices:0"),
     ],
 )
