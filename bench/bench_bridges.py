@@ -15,6 +15,10 @@ with :func:`salt_kvm.bridge.present`, then times:
   ``get_links`` dump in the namespace and a compare of each bridge's STP,
   forward delay and port set.
 
+Also times the **first apply** (every bridge created, one session) and
+counts the full namespace dumps (``bridge_netlink.load``) each phase made:
+a run should load the dump once, however many bridges it changes.
+
 Prints the medians and their ratio. Everything is removed at the end.
 """
 
@@ -29,6 +33,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from salt_kvm import bridge, conn  # noqa: E402  pylint: disable=wrong-import-position
+from salt_kvm import bridge_netlink as nl  # noqa: E402  pylint: disable=wrong-import-position
 from tests.support import sandbox  # noqa: E402  pylint: disable=wrong-import-position
 
 
@@ -78,6 +83,19 @@ def floor_run(host, specs):
     assert diffs == 0
 
 
+LOADS = [0]
+
+
+def _count_loads():
+    real = nl.load
+
+    def counting(netns=None):
+        LOADS[0] += 1
+        return real(netns)
+
+    nl.load = counting
+
+
 def timed(func, reps):
     times = []
     for _ in range(reps):
@@ -93,6 +111,7 @@ def main():
     parser.add_argument("--reps", type=int, default=7)
     args = parser.parse_args()
     host, far = sandbox.uid("bh-"), sandbox.uid("bf-")
+    _count_loads()
     try:
         specs = build(host, far, args.bridges)
         start = time.perf_counter()
@@ -101,10 +120,12 @@ def main():
             ret = bridge.present(session, name, netns=host, **spec)
             assert ret["result"] is True, ret
         first = time.perf_counter() - start
+        first_loads, LOADS[0] = LOADS[0], 0
         ours = timed(lambda: salt_kvm_run(host, specs), args.reps)
+        noop_loads = LOADS[0] / args.reps
         floor = timed(lambda: floor_run(host, specs), args.reps)
-        print(f"bridges: {args.bridges} x 2 ports, first apply {first * 1000:.1f} ms")
-        print(f"salt-kvm no-op apply: {ours * 1000:.1f} ms (median of {args.reps})")
+        print(f"bridges: {args.bridges} x 2 ports, first apply {first * 1000:.1f} ms ({first_loads} namespace dumps)")
+        print(f"salt-kvm no-op apply: {ours * 1000:.1f} ms (median of {args.reps}; {noop_loads:g} namespace dumps per run)")
         print(f"pyroute2 floor (one dump + compare): {floor * 1000:.1f} ms (median of {args.reps})")
         print(f"ratio: {ours / floor:.1f}x")
     finally:

@@ -189,7 +189,7 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
                 "file_ignore_regex": [r"/\.venv/", r"/\.git/", r"/build/", r"/\.notes/"],
                 "open_mode": True,
                 "auto_accept": True,
-                "worker_threads": 5,
+                "worker_threads": 8,
             },
         )
         with master.started():
@@ -201,7 +201,8 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
                         f"{net.prefix}-hv{len(minions) + 1}",
                         factory_class=fleetlib.NetnsMinion,
                         netns=netns,
-                        overrides=net.minion_overrides(master),
+                        # 20 minions on 2 shared cores: give the master time to answer
+                        overrides=dict(net.minion_overrides(master), request_channel_timeout=120, request_channel_tries=5),
                     )
                     factory.start()
                     minions.append(factory)

@@ -26,10 +26,13 @@ while the bridge carries the host's addresses or default route.
 """
 
 import contextlib
+import fcntl
 import ipaddress
 import logging
+import os
 import re
 import socket
+import time
 
 from salt_kvm import bridge_netlink as nl
 from salt_kvm import plan, schema
@@ -59,8 +62,101 @@ def host_state(session, netns=None):
 
 
 def _invalidate(session, netns):
+    """Forget the memoised dump of ``netns`` (only that namespace's)."""
     if session is not None:
-        session.invalidate(_memo_key(netns))
+        session.cache.pop(_memo_key(netns), None)
+
+
+# --- our lock around bridge changes ------------------------------------------
+
+LOCK_DIR = "/run/salt-kvm"
+#: seconds to wait for another salt-kvm bridge change (a probe and a rollback) in the same namespace
+LOCK_TIMEOUT = 120.0
+_LOCK_POLL = 0.05
+
+
+def lock_path(netns=None):
+    """``/run/salt-kvm/bridge-<netns or host>.lock``."""
+    label = re.sub(r"[^A-Za-z0-9_.-]", "_", netns) if netns else "host"
+    return os.path.join(LOCK_DIR, f"bridge-{label}.lock")
+
+
+class _ChangeLock:
+    """What :func:`change_lock` yields: set ``changed`` when the host may have changed."""
+
+    changed = True
+
+
+def _lock_content(fd):
+    try:
+        return os.pread(fd, 256, 0).decode("ascii", "replace").split()
+    except OSError:
+        return []
+
+
+def _lock_write(fd, pid, generation):
+    # one fixed-size record overwritten in place (no ftruncate: it is slow on a locked file)
+    with contextlib.suppress(OSError):
+        os.pwrite(fd, f"{pid} {generation}".ljust(63).encode("ascii")[:63] + b"\n", 0)
+
+
+@contextlib.contextmanager
+def change_lock(session, netns=None, timeout=None):
+    """Exclusive ``flock`` on :func:`lock_path` around one change of bridges in ``netns``.
+
+    Held from the first read to the end of the probe and the rollback, so two
+    salt-kvm processes (``salt-call kvm.bridge_*`` beside a ``state.apply``,
+    or ``state.apply concurrent=True``) never interleave an uplink migration.
+    Waits up to ``timeout`` seconds (:data:`LOCK_TIMEOUT`), then fails with
+    "another salt-kvm bridge change is running (pid N)".
+
+    The lock file holds ``<pid of the holder> <generation>``; the generation
+    changes whenever a holder changed something, so a session whose memoised
+    dump predates another process's change reads the namespace again.
+    """
+    timeout = LOCK_TIMEOUT if timeout is None else timeout
+    path = lock_path(netns)
+    try:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except FileNotFoundError:
+            os.makedirs(LOCK_DIR, mode=0o755, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise KvmError(f"cannot open the bridge lock {path}: {exc.strerror or exc}") from None
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    content = _lock_content(fd)
+                    holder = content[0] if content and content[0].isdigit() else "unknown"
+                    raise KvmError(
+                        f"another salt-kvm bridge change is running (pid {holder}); gave up after {timeout:g} s waiting for {path}"
+                    ) from None
+                time.sleep(_LOCK_POLL)
+        content = _lock_content(fd)
+        generation = content[1] if len(content) > 1 else "0"
+        if content[:1] != [str(os.getpid())]:
+            _lock_write(fd, os.getpid(), generation)
+        gen_key = f"bridge:lockgen:{netns or ''}"
+        if session is not None and session.cache.get(gen_key) != generation:
+            _invalidate(session, netns)  # changed by another process since our dump
+            session.cache[gen_key] = generation
+        lock = _ChangeLock()
+        try:
+            yield lock
+        finally:
+            if lock.changed:
+                generation = f"{os.getpid()}-{time.time_ns()}"
+                _lock_write(fd, os.getpid(), generation)
+                if session is not None:
+                    session.cache[gen_key] = generation
+    finally:
+        os.close(fd)  # releases the flock
 
 
 def vm_taps(session):
@@ -165,17 +261,17 @@ def fdb(session, name, netns=None):
 
 def _imperative(session, name, kwargs, netns, root, must_exist=None):
     resource = Bridge(session, name, kwargs, netns=netns, root=root, path=name)
-    resource.changes(resource.read())  # bad input raises InvalidInput here, before anything changes
-    if must_exist is not None:
-        exists = name in host_state(session, netns)["links"]
-        if must_exist and not exists:
-            raise NotFound(f"bridge {name!r} does not exist{_where(netns)}")
-        if not must_exist and exists:
-            raise KvmError(f"{name!r} already exists{_where(netns)}")
-    ret = plan.ensure(name, resource, test=False)
+    with change_lock(session, netns):
+        resource.changes(resource.read())  # bad input raises InvalidInput here, before anything changes
+        if must_exist is not None:
+            exists = name in host_state(session, netns)["links"]
+            if must_exist and not exists:
+                raise NotFound(f"bridge {name!r} does not exist{_where(netns)}")
+            if not must_exist and exists:
+                raise KvmError(f"{name!r} already exists{_where(netns)}")
+        ret = plan.ensure(name, resource, test=False)
     if ret["result"] is False:
         raise KvmError(ret["comment"])
-    _invalidate(session, netns)
     return {"changes": ret["changes"], "comment": ret["comment"]}
 
 
@@ -202,28 +298,34 @@ def port_remove(session, bridge, port, netns=None):
     """Take ``port`` out of ``bridge`` (its addresses are not moved back)."""
     schema.validate(schema.IFNAME, bridge, "bridge")
     schema.validate(schema.IFNAME, port, "port")
-    host = nl.load(netns)
-    _bridge_or_fail(host, bridge, netns)
-    link = host["links"].get(port)
-    if link is None or link["master"] != bridge:
-        raise InvalidInput("port", f"{port!r} is not a port of bridge {bridge!r}")
-    with nl.netlink(netns) as ipr:
+    with change_lock(session, netns):
+        host = nl.load(netns)
+        _bridge_or_fail(host, bridge, netns)
+        link = host["links"].get(port)
+        if link is None or link["master"] != bridge:
+            raise InvalidInput("port", f"{port!r} is not a port of bridge {bridge!r}")
         try:
-            ipr.link("set", index=link["index"], master=0)
-        except Exception as exc:  # pylint: disable=broad-except
-            raise KvmError(f"cannot remove {port} from {bridge}: {nl.netlink_message(exc)}") from None
-    _invalidate(session, netns)
+            with nl.netlink(netns) as ipr:
+                try:
+                    ipr.link("set", index=link["index"], master=0)
+                except Exception as exc:  # pylint: disable=broad-except
+                    raise KvmError(f"cannot remove {port} from {bridge}: {nl.netlink_message(exc)}") from None
+        finally:
+            _invalidate(session, netns)
     return {"bridge": bridge, "removed": port}
 
 
 def delete(session, name, force=False, netns=None):
     """Delete bridge ``name``; refused with VM taps attached or host addresses on it, unless ``force``."""
     schema.validate(schema.IFNAME, name, "name")
-    host = nl.load(netns)
-    _bridge_or_fail(host, name, netns)
-    _guard_absent(session, host, name, force, netns)
-    _delete_link(netns, name, host["links"][name]["index"])
-    _invalidate(session, netns)
+    with change_lock(session, netns):
+        host = nl.load(netns)
+        _bridge_or_fail(host, name, netns)
+        _guard_absent(session, host, name, force, netns)
+        try:
+            _delete_link(netns, name, host["links"][name]["index"])
+        finally:
+            _invalidate(session, netns)
     return {"deleted": name}
 
 
@@ -257,7 +359,31 @@ def _port_name_ok(name):
 
 
 def _route_key(route):
-    return (route["to"], route.get("via"), route.get("metric"))
+    """A route as the kernel keeps it: ``default`` as a prefix of its family, the kernel's
+    default metric (IPv4 none, IPv6 1024) when none is declared; sortable."""
+    to, via, metric = route["to"], route.get("via"), route.get("metric")
+    v6 = nl.route_family(to, via) == socket.AF_INET6
+    if metric is None and v6:
+        metric = 1024
+    if metric == 0 and not v6:
+        metric = None
+    return (nl.route_prefix(to, via), via or "", -1 if metric is None else metric)
+
+
+def _default_routes(host, name, gateways):
+    """Default routes through bridge ``name`` other than the ``gateway``/``gateway6`` route."""
+    out = []
+    for route in nl.static_routes(host, name):
+        if route["dst"] != "default":
+            continue
+        v6 = route["family"] == socket.AF_INET6
+        gateway = gateways.get("gateway6" if v6 else "gateway")
+        if route["via"] == gateway and route["metric"] in ((None, 1024) if v6 else (None, 0)):
+            continue
+        view = nl.route_view(route)
+        view["to"] = "::/0" if v6 else "0.0.0.0/0"
+        out.append(view)
+    return out
 
 
 class Bridge(plan.Resource):
@@ -393,6 +519,8 @@ class Bridge(plan.Resource):
         have_routes = current.get("routes", [])
         if "routes" in spec:
             want_routes = sorted((dict(r) for r in spec["routes"]), key=_route_key)
+            # a declared default route (a second one, with a metric) is not the gateway
+            have_routes = have_routes + _default_routes(host, self.name, want_gw)
         else:
             extra = [nl.route_view(r) for r in moved_routes if r["dst"] != "default"]
             want_routes = sorted(have_routes + [r for r in extra if r not in have_routes], key=_route_key)
@@ -496,8 +624,10 @@ class Bridge(plan.Resource):
         try:
             with nl.netlink(self.netns) as ipr:
                 self._apply(ipr, current or {}, changes)
-        finally:
-            _invalidate(self.session, self.netns)
+                self._refresh(ipr, changes)
+        except BaseException:
+            _invalidate(self.session, self.netns)  # the host is half changed: read it all again
+            raise
         if probe_spec:
             from salt_kvm import bridge_probe  # pylint: disable=import-outside-toplevel
 
@@ -507,6 +637,26 @@ class Bridge(plan.Resource):
 
             _backend, files = self._persist_files()
             self._persist_backup = persist.write(files)
+
+    def _refresh(self, ipr, changes):
+        """Patch the memoised dump with what this change touched (not a full dump per bridge).
+
+        The bridge and its declared ports are read again, and the addresses and
+        routes when the change moved or set any (or changed the MTU, which can
+        drop IPv6 addresses). A failure, the probe's included, drops the whole
+        dump instead (``apply`` / ``restore``).
+        """
+        if self.session is None:
+            return
+        names = {self.name} | {port["name"] for port in self.spec.get("ports", [])}
+        addresses = bool({"addresses", "gateway", "gateway6", "routes", "uplink", "mtu"} & set(changes))
+        try:
+            fresh = nl.refresh(ipr, self._host, names, addresses=addresses)
+        except Exception as exc:  # pylint: disable=broad-except
+            log.debug("cannot refresh the dump of %s, reading it again: %s", self.what, nl.netlink_message(exc))
+            _invalidate(self.session, self.netns)
+            return
+        self.session.cache[_memo_key(self.netns)] = fresh
 
     def _probe(self, changes):
         if self.spec.get("probe"):
@@ -630,7 +780,7 @@ class Bridge(plan.Resource):
             run(f"cannot set the MTU of {name}", ipr.link, "set", index=br, mtu=spec["mtu"])
 
         # addresses, gateways, routes on the bridge
-        now = {a["cidr"] for a in nl.global_addresses(nl.dump(ipr), name)} if "addresses" in changes else set()
+        now = {a["cidr"] for a in nl.global_addresses(nl.refresh(ipr, self._host, [name], addresses=True), name)} if "addresses" in changes else set()
         if "addresses" in changes:
             for cidr in p["addresses"]:
                 if cidr not in now:
@@ -644,16 +794,16 @@ class Bridge(plan.Resource):
                 dst = "0.0.0.0/0" if family == socket.AF_INET else "::/0"
                 run(f"cannot set {key} {p['gateways'][key]}", ipr.route, "replace", family=family, dst=dst, gateway=p["gateways"][key], oif=br, table=nl.RT_TABLE_MAIN)
         if "routes" in changes:
-            have = {_route_key(r): r for r in (nl.bridge_view(nl.dump(ipr), name) or {}).get("routes", [])}
+            have = {_route_key(r): r for r in (nl.bridge_view(nl.refresh(ipr, self._host, [name], addresses=True), name) or {}).get("routes", [])}
             want = {_route_key(r): r for r in p["routes"]}
             for key in sorted(set(have) - set(want), key=str):
                 route = have[key]
-                family = socket.AF_INET6 if ":" in route["to"] else socket.AF_INET
+                family = nl.route_family(route["to"], route.get("via"))
                 with contextlib.suppress(Exception):
-                    ipr.route("del", family=family, dst=route["to"], gateway=route.get("via"), oif=br, priority=route.get("metric"), table=nl.RT_TABLE_MAIN)
+                    ipr.route("del", family=family, dst=nl.route_prefix(route["to"], route.get("via")), gateway=route.get("via"), oif=br, priority=route.get("metric"), table=nl.RT_TABLE_MAIN)
             for key in sorted(set(want) - set(have), key=str):
                 route = want[key]
-                family = socket.AF_INET6 if ":" in route["to"] else socket.AF_INET
+                family = nl.route_family(route["to"], route.get("via"))
                 self._add_route(ipr, run, br, family, route["to"], route.get("via"), route.get("metric"))
 
     @staticmethod
@@ -806,7 +956,20 @@ def present(session, name, test=False, netns=None, root=None, master=None, **kwa
         resource = Bridge(session, name, kwargs, netns=netns, root=root, master=master)
     except InvalidInput as exc:
         return plan.state_return(name, False, comment=f"bridge {name!r}: {exc}")
-    return plan.ensure(name, resource, test=test)
+    if test:  # reads only: no lock
+        return plan.ensure(name, resource, test=True)
+    return _locked(session, netns, name, resource.what, lambda: plan.ensure(name, resource, test=False))
+
+
+def _locked(session, netns, name, what, run):
+    """``run()`` (a state) under :func:`change_lock`; a lock timeout is the state's failure."""
+    try:
+        with change_lock(session, netns) as lock:
+            ret = run()
+            lock.changed = bool(ret["changes"]) or ret["result"] is False
+            return ret
+    except KvmError as exc:
+        return plan.state_return(name, False, comment=f"{what}: {exc}")
 
 
 def absent(session, name, force=False, test=False, netns=None, persist=None, root=None):
@@ -840,4 +1003,6 @@ def absent(session, name, force=False, test=False, netns=None, persist=None, roo
 
             persist_mod.remove(persist if persist != "auto" else persist_mod.detect(root or "/"), name, root or "/")
 
-    return plan.absent(name, what, exists, remove, test=test, guard=guard)
+    if test:
+        return plan.absent(name, what, exists, remove, test=True, guard=guard)
+    return _locked(session, netns, name, what, lambda: plan.absent(name, what, exists, remove, test=False, guard=guard))

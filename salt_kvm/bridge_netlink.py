@@ -209,35 +209,37 @@ def _route_dst(route):
     return str(ipaddress.ip_network(f"{dst}/{route['dst_len']}", strict=False))
 
 
-def dump(ipr):
-    """One dump of the namespace: ``{"links": {name: ...}, "addresses": [...], "routes": [...]}``."""
-    raw_links = ipr.get_links()
-    byindex = {l["index"]: l.get_attr("IFLA_IFNAME") for l in raw_links}
-    links = {}
-    for link in raw_links:
-        name = link.get_attr("IFLA_IFNAME")
-        kind, data, slave_kind, slave_data = _info(link)
-        master = link.get_attr("IFLA_MASTER")
-        entry = {
-            "name": name,
-            "index": link["index"],
-            "kind": kind,
-            "mac": mac(link.get_attr("IFLA_ADDRESS")),
-            "mtu": link.get_attr("IFLA_MTU"),
-            "up": bool(link["flags"] & IFF_UP),
-            "master": byindex.get(master) if master else None,
-            "parent": byindex.get(link.get_attr("IFLA_LINK")) if kind == "vlan" else None,
-            "vlan_id": data.get_attr("IFLA_VLAN_ID") if kind == "vlan" and data is not None else None,
-            "bridge": _bridge_attrs(data) if kind == "bridge" else None,
-            "port": _port_attrs(slave_data) if slave_kind == "bridge" else None,
-            "vlans": None,
-        }
-        links[name] = entry
+def _link_entry(link, byindex):
+    """One link of a dump (``byindex``: ifindex -> name, to name its master and parent)."""
+    kind, data, slave_kind, slave_data = _info(link)
+    master = link.get_attr("IFLA_MASTER")
+    return {
+        "name": link.get_attr("IFLA_IFNAME"),
+        "index": link["index"],
+        "kind": kind,
+        "mac": mac(link.get_attr("IFLA_ADDRESS")),
+        "mtu": link.get_attr("IFLA_MTU"),
+        "up": bool(link["flags"] & IFF_UP),
+        "master": byindex.get(master) if master else None,
+        "parent": byindex.get(link.get_attr("IFLA_LINK")) if kind == "vlan" else None,
+        "vlan_id": data.get_attr("IFLA_VLAN_ID") if kind == "vlan" and data is not None else None,
+        "bridge": _bridge_attrs(data) if kind == "bridge" else None,
+        "port": _port_attrs(slave_data) if slave_kind == "bridge" else None,
+        "vlans": None,
+    }
+
+
+def _set_vlans(ipr, links):
+    """Fill ``vlans`` of ``links`` (in place) as one full dump does."""
     if any(l["bridge"] and l["bridge"].get("vlan_filtering") for l in links.values()):
+        byindex = {l["index"]: n for n, l in links.items()}
         for index, entries in _vlan_entries(ipr).items():
             name = byindex.get(index)
             if name in links:
                 links[name]["vlans"] = vlans_from_entries(entries)
+
+
+def _addresses(ipr, byindex):
     addresses = []
     for msg in ipr.get_addr():
         address = msg.get_attr("IFA_ADDRESS")
@@ -254,6 +256,10 @@ def dump(ipr):
                 "broadcast": msg.get_attr("IFA_BROADCAST"),
             }
         )
+    return addresses
+
+
+def _routes(ipr, byindex):
     routes = []
     for msg in ipr.get_routes(table=RT_TABLE_MAIN):
         if msg["type"] != RTN_UNICAST or msg.get_attr("RTA_TABLE", msg["table"]) != RT_TABLE_MAIN:
@@ -270,7 +276,57 @@ def dump(ipr):
                 "prefsrc": msg.get_attr("RTA_PREFSRC"),
             }
         )
-    return {"links": links, "addresses": addresses, "routes": routes}
+    return routes
+
+
+def dump(ipr):
+    """One dump of the namespace: ``{"links": {name: ...}, "addresses": [...], "routes": [...]}``."""
+    raw_links = ipr.get_links()
+    byindex = {l["index"]: l.get_attr("IFLA_IFNAME") for l in raw_links}
+    links = {}
+    for link in raw_links:
+        entry = _link_entry(link, byindex)
+        links[entry["name"]] = entry
+    _set_vlans(ipr, links)
+    return {"links": links, "addresses": _addresses(ipr, byindex), "routes": _routes(ipr, byindex)}
+
+
+def refresh(ipr, host, names, addresses=False):
+    """``host`` (a dump) with the links ``names`` read again; a new dump, ``host`` is not changed.
+
+    Only what one change of a bridge can touch is read: its own link and its
+    ports' (one RTM_GETLINK each), bridge VLANs when a bridge filters VLANs,
+    and, with ``addresses``, the addresses and routes of the namespace.
+    Names that no longer exist are dropped. Much cheaper than :func:`dump`
+    for a namespace with many links, which is what a run of many bridge
+    states would otherwise pay once per changed bridge.
+    """
+    links = dict(host["links"])
+    fresh = []
+    for name in sorted(set(names)):
+        found = ipr.link_lookup(ifname=name)
+        if not found:
+            links.pop(name, None)
+            continue
+        fresh.extend(ipr.get_links(found[0]))
+    byindex = {l["index"]: n for n, l in links.items()}
+    byindex.update((l["index"], l.get_attr("IFLA_IFNAME")) for l in fresh)
+    for link in fresh:
+        entry = _link_entry(link, byindex)
+        stale = [n for n, l in links.items() if l["index"] == entry["index"] and n != entry["name"]]
+        for n in stale:  # renamed: drop the old name
+            del links[n]
+        links[entry["name"]] = entry
+    if any(l["bridge"] and l["bridge"].get("vlan_filtering") for l in links.values()):
+        links = {n: dict(l, vlans=None) for n, l in links.items()}
+        _set_vlans(ipr, links)
+    elif any(l["vlans"] is not None for l in links.values()):
+        links = {n: dict(l, vlans=None) for n, l in links.items()}
+    out = {"links": links, "addresses": host["addresses"], "routes": host["routes"]}
+    if addresses:
+        out["addresses"] = _addresses(ipr, byindex)
+        out["routes"] = _routes(ipr, byindex)
+    return out
 
 
 def load(netns=None):
@@ -296,6 +352,20 @@ def _is_kernel_like(route):
     # IPv6 routes for link-local and multicast come back with proto kernel too, but
     # be defensive about fe80::/64 created with proto boot by some tools.
     return route["family"] == socket.AF_INET6 and route["dst"] in ("fe80::/64", "ff00::/8")
+
+
+def route_family(to, via=None):
+    """Socket family of a declared route: ``default`` takes its gateway's (IPv4 without one)."""
+    if to == "default":
+        return socket.AF_INET6 if via and ":" in via else socket.AF_INET
+    return socket.AF_INET6 if ":" in to else socket.AF_INET
+
+
+def route_prefix(to, via=None):
+    """A declared destination as a prefix: ``default`` -> ``0.0.0.0/0`` or ``::/0`` (by ``via``)."""
+    if to == "default":
+        return "::/0" if route_family(to, via) == socket.AF_INET6 else "0.0.0.0/0"
+    return to
 
 
 def route_view(route):

@@ -375,7 +375,21 @@ HOSTNAME = Str(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:" + _PORT + r")?|\[[0-
 SNAPNAME = Str(r"[A-Za-z0-9_][A-Za-z0-9_.:+@-]*", max_len=128, what="a snapshot name (letters, digits, _ . : + @ -)")
 PREFIX = Str(r"[A-Za-z0-9_][A-Za-z0-9_.:+@-]*", max_len=64, what="a name prefix (letters, digits, _ . : + @ -)")
 SHA256 = Str(r"[0-9a-fA-F]{64}", max_len=64, what="a sha256 hex digest (64 hex digits)")
-URL_OR_PATH = Str(r"(https?://[^\s]+|/(?!.*(^|/)\.\.(/|$))[^\0\n]*)", max_len=4096, what="an absolute path or an http(s) URL")
+class UrlOrPath(Str):
+    """A path or an http(s) URL, which may carry a password (``user:pw@host``):
+    an error shows the URL with its userinfo as ``***``."""
+
+    def check(self, value, path, errors):
+        found = Errors()
+        result = super().check(value, path, found)
+        if found and isinstance(value, str):
+            masked = re.sub(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)[^/?#]*@", r"\1***@", value)
+            found = Errors((p, m.replace(_show(value), _show(masked))) for p, m in found)
+        errors.extend(found)
+        return result
+
+
+URL_OR_PATH = UrlOrPath(r"(https?://[^\s]+|/(?!.*(^|/)\.\.(/|$))[^\0\n]*)", max_len=4096, what="an absolute path or an http(s) URL")
 
 
 # --- bridges ---------------------------------------------------------------

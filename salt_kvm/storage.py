@@ -19,10 +19,12 @@ Volumes live in :mod:`salt_kvm.storage_volumes`.
 import base64
 import contextlib
 import hashlib
+import hmac
 import logging
 import os
 import shutil
-import subprocess
+import subprocess  # nosec B404  # fixed argument lists, never a shell
+import tempfile
 
 from salt_kvm import plan, schema
 from salt_kvm.conn import libvirt, libvirt_message
@@ -257,8 +259,54 @@ def pool_delete(session, name, force=False):
 # --- secrets ----------------------------------------------------------------------
 
 
-def _digest(secret_uuid, value):
-    return hashlib.sha256(f"{secret_uuid}:{value}".encode()).hexdigest()[:32]
+#: host-local key of the HMAC that tells whether a libvirt secret holds the declared value
+#: (0600, made on first use). A plain hash in the secret's description, which any read-only
+#: libvirt client can read, would let a weak CHAP password be brute-forced offline; the
+#: value itself cannot be read back (the secret is private).
+SECRET_KEY_FILE = "/var/lib/salt-kvm/secret-hmac.key"  # nosec B105  # a path, not a password
+
+
+def _hmac_key(create=False):
+    """The HMAC key (``None`` when there is none yet and not ``create``)."""
+    broken = False
+    try:
+        with open(SECRET_KEY_FILE, "rb") as fh:
+            key = fh.read()
+        if len(key) >= 32:
+            return key
+        broken = True
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise KvmError(f"cannot read {SECRET_KEY_FILE}: {exc.strerror}") from None
+    if not create:
+        return None
+    directory = os.path.dirname(SECRET_KEY_FILE)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory)  # 0600
+        try:
+            os.write(fd, os.urandom(32))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if broken:
+            os.replace(tmp, SECRET_KEY_FILE)
+        else:
+            with contextlib.suppress(FileExistsError):  # another run made it first: use that one
+                os.link(tmp, SECRET_KEY_FILE)
+            os.unlink(tmp)
+        with open(SECRET_KEY_FILE, "rb") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise KvmError(f"cannot make {SECRET_KEY_FILE}: {exc.strerror}") from None
+
+
+def _digest(secret_uuid, value, key):
+    """HMAC-SHA256 of the secret's value, keyed by the host-local key (``None`` without a key)."""
+    if key is None:
+        return None
+    return hmac.new(key, f"{secret_uuid}:{value}".encode(), hashlib.sha256).hexdigest()
 
 
 def _find_secret(session, pool_name):
@@ -283,7 +331,8 @@ def _secret_state(session, pool_name, auth):
     want_type = "ceph" if auth["type"] == "ceph" else "iscsi"
     if model.usage_type != want_type:
         return "recreate"
-    if (model.description or "").split("digest ")[-1] != _digest(secret.UUIDString(), auth["secret"]):
+    have = (model.description or "").split("hmac ")[-1]
+    if not hmac.compare_digest(have.encode(), (_digest(secret.UUIDString(), auth["secret"], _hmac_key()) or "-").encode()):
         return "update"
     return None
 
@@ -300,7 +349,7 @@ def _store_secret(session, pool_name, auth):
         if secret is None:
             secret = session.conn.secretDefineXML(sxml.Secret.build(usage, usage_type, "salt-kvm").to_xml(), 0)
         sid = secret.UUIDString()
-        desc = f"salt-kvm pool secret, digest {_digest(sid, auth['secret'])}"
+        desc = f"salt-kvm pool secret, hmac {_digest(sid, auth['secret'], _hmac_key(create=True))}"
         secret = session.conn.secretDefineXML(sxml.Secret.build(usage, usage_type, desc, uuid=sid).to_xml(), 0)
         if usage_type == "ceph":
             try:
@@ -363,7 +412,7 @@ def _probe(device, what):
     """``blkid`` value ``what`` (TYPE, PTTYPE) of ``device``; ``None`` when it holds none."""
     try:
         proc = subprocess.run(
-            ["blkid", "-p", "-o", "value", "-s", what, device], capture_output=True, text=True, timeout=30, check=False
+            ["blkid", "-p", "-o", "value", "-s", what, "--", device], capture_output=True, text=True, timeout=30, check=False
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise KvmError(f"cannot probe {device}: {exc}") from None
@@ -374,7 +423,7 @@ def _probe(device, what):
 def _vg_exists(vg_name):
     if not shutil.which("vgs"):
         return False
-    proc = subprocess.run(["vgs", "--noheadings", "-o", "vg_name", vg_name], capture_output=True, text=True, timeout=30, check=False)
+    proc = subprocess.run(["vgs", "--noheadings", "-o", "vg_name", "--", vg_name], capture_output=True, text=True, timeout=30, check=False)
     return proc.returncode == 0 and proc.stdout.strip() == vg_name
 
 

@@ -12,6 +12,17 @@ sha256 on the way; a mismatch removes the volume again. The digest of an
 imported file volume is remembered in an extended attribute
 (``user.salt_kvm.sha256``, with the file's size and mtime) so that a later run
 does not read the image again to know it is unchanged.
+
+A download that ends before its ``Content-Length`` (or fails while read) is
+refused and the partial volume removed. A password in a URL
+(``https://user:pw@host/img``) is sent as HTTP Basic auth, to that origin
+only, and shown everywhere as ``https://user:***@host/img`` (:func:`redact`);
+redirects are followed to http(s) only.
+
+The memoised volume listing of a pool (``storage:vols:<pool>``) is patched
+after each successful write (the one volume's entry updated or dropped), so
+a run that creates many volumes reads the pool's listing once; it is dropped
+whole only after a failed write.
 """
 
 import base64
@@ -23,10 +34,9 @@ import logging
 import os
 import re
 import shutil
-import subprocess  # nosec B404 - fixed argument lists, never a shell
+import subprocess  # nosec B404  # fixed argument lists, never a shell
 import tempfile
 import time
-import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -255,12 +265,12 @@ def _create(session, pool, name, spec):
 
 
 #: where a download without a Content-Length is spooled (its length must be known to libvirt first)
-SPOOL_DIR = "/var/tmp"  # nosec B108 - TemporaryFile: O_EXCL, random name, unlinked at once
-_URL_HEAD = re.compile(r"^(https?://)([^/?#]*)", re.IGNORECASE)
+SPOOL_DIR = "/var/tmp"  # nosec B108  # only for tempfile.TemporaryFile: O_EXCL, random name, unlinked at once
+_URL_HEAD = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#]*)")
 
 
 def _userinfo(url):
-    """``(url without userinfo, userinfo)`` of an http(s) URL; ``userinfo`` is None when it has none."""
+    """``(url without userinfo, userinfo)`` of a URL; ``userinfo`` is None when it has none."""
     match = _URL_HEAD.match(url) if isinstance(url, str) else None
     if not match or "@" not in match.group(2):
         return url, None
@@ -339,8 +349,8 @@ def _open_source(source):
     if source.startswith(("http://", "https://")):
         opener = urllib.request.build_opener(_Redirects)
         try:
-            # nosec B310: the schema allows http(s) URLs only, and _Redirects refuses any other scheme
-            resp = opener.open(_request(source), timeout=60)  # nosec B310
+            # http(s) only: the schema checks the URL, _Redirects every redirect (urllib also follows ftp://)
+            resp = opener.open(_request(source), timeout=60)
         except KvmError as exc:
             raise KvmError(f"cannot download {shown}: {exc}") from None
         except (OSError, ValueError, http.client.HTTPException) as exc:
@@ -350,7 +360,7 @@ def _open_source(source):
             return resp, int(length), shown
         with resp:
             try:
-                spool = tempfile.TemporaryFile(dir=SPOOL_DIR)  # noqa: SIM115  # nosec B108 - O_EXCL, unlinked at once
+                spool = tempfile.TemporaryFile(dir=SPOOL_DIR)  # noqa: SIM115
             except OSError as exc:
                 raise KvmError(f"cannot download {shown}: cannot spool it in {SPOOL_DIR}: {exc.strerror}") from None
             while True:
@@ -479,6 +489,7 @@ def _import(session, pool, name, spec, progress=None):
             try:
                 vol = entry["obj"].createXML(xml.to_xml(), 0)
             except libvirt.libvirtError as exc:
+                _invalidate(session, pool)
                 raise _fail(f"creating volume '{name}' in pool '{pool}'", exc) from None
             log.info("importing %s from %s (%s)", label, shown, units.format_size(length))
             try:

@@ -36,9 +36,24 @@ def split_addresses(addresses):
     return v4, v6
 
 
+def destination(route):
+    """A route's destination as a prefix: ``default`` -> ``0.0.0.0/0`` or ``::/0``.
+
+    No config tool here reads the word ``default`` for both families
+    (NetworkManager keyfiles want a prefix), so every renderer writes the prefix.
+    """
+    to = route["to"]
+    if to == "default":
+        via = route.get("via")
+        return "::/0" if via and ipaddress.ip_address(via).version == 6 else "0.0.0.0/0"
+    return to
+
+
 def split_routes(routes):
-    v4 = [r for r in routes or [] if ipaddress.ip_network(r["to"], strict=False).version == 4] if routes else []
-    v6 = [r for r in routes or [] if ipaddress.ip_network(r["to"], strict=False).version == 6] if routes else []
+    """Declared routes -> (IPv4 routes, IPv6 routes); ``default`` goes by its gateway's family."""
+    v4, v6 = [], []
+    for route in routes or []:
+        (v6 if ipaddress.ip_network(destination(route), strict=False).version == 6 else v4).append(route)
     return v4, v6
 
 

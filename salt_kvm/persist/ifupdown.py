@@ -76,7 +76,7 @@ def _bridge_options(spec):
 def _routes(spec, routes):
     out = []
     for route in routes:
-        cmd = f"ip route replace {route['to']}"
+        cmd = f"ip route replace {_common.destination(route)}"
         if route.get("via"):
             cmd += f" via {route['via']}"
         cmd += f" dev {spec['name']}"

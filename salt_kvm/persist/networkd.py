@@ -67,7 +67,7 @@ def render(spec, read):
     net_items.append(("ConfigureWithoutCarrier", "yes"))
     network += _section("Network", net_items)
     for route in spec.get("routes") or []:
-        network += [""] + _section("Route", [("Destination", route["to"]), ("Gateway", route.get("via")), ("Metric", route.get("metric"))])
+        network += [""] + _section("Route", [("Destination", _common.destination(route)), ("Gateway", route.get("via")), ("Metric", route.get("metric"))])
     files[_name(name) + ".network"] = "\n".join(network) + "\n"
 
     vlan_children = {}

@@ -53,9 +53,10 @@ def _ip(addresses, gateway, routes, v6):
     if addresses and gateway:
         items.append(("gateway", gateway))
     for i, route in enumerate(routes, 1):
-        value = route["to"]
+        value = _common.destination(route)
         if route.get("via") or route.get("metric") is not None:
-            value += "," + (route.get("via") or ("::" if v6 else "0.0.0.0"))
+            # NM's "no gateway" placeholder before a metric, not a listening address
+            value += "," + (route.get("via") or ("::" if v6 else "0.0.0.0"))  # nosec B104
         if route.get("metric") is not None:
             value += f",{route['metric']}"
         items.append((f"route{i}", value))

@@ -8,7 +8,10 @@ VM on a ``kvt-`` bridge in the root namespace (where libvirtd lives).
 import contextlib
 import os
 import shutil
+import glob
+import pathlib
 import subprocess
+import sys
 import uuid
 
 import pytest
@@ -17,6 +20,18 @@ from salt.exceptions import CommandExecutionError, SaltInvocationError
 from tests.support import sandbox
 
 UPLINK = {"ports": ["eno1"], "stp": False, "forward_delay": 0}
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _remove_test_lock_files():
+    """The bridge lock files (/run/salt-kvm/bridge-kvt-*.lock) the test's namespaces got."""
+    pattern = "/run/salt-kvm/bridge-kvt-*.lock"
+    before = set(glob.glob(pattern))
+    yield
+    for path in set(glob.glob(pattern)) - before:
+        with contextlib.suppress(OSError):
+            os.remove(path)
 
 
 def _ns_link(ns_name, name):
@@ -375,3 +390,105 @@ def test_default_probe_checks_the_salt_master_behind_the_uplink(lan, monkeypatch
         assert ret["result"] is True, ret["comment"]
     finally:
         listener.close()
+
+
+# --- our lock around bridge changes ---------------------------------------------------------
+
+_HOLDER = """
+import sys
+from salt_kvm import bridge
+with bridge.change_lock(None, sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_held_bridge_lock_fails_clearly_and_changes_nothing(kvm_state, kvm, lan, monkeypatch):
+    """Another salt-kvm process changing bridges in the namespace: wait, then fail naming it; nothing changes."""
+    from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(bridge, "LOCK_TIMEOUT", 1.0)
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, lan.host], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = lan.dump()
+        ret = kvm_state.bridge_present(name="kvt-br0", netns=lan.host, **UPLINK)
+        assert ret.result is False and ret.changes == {}
+        assert f"another salt-kvm bridge change is running (pid {holder.pid})" in ret.comment
+        with pytest.raises(CommandExecutionError, match=f"another salt-kvm bridge change is running \\(pid {holder.pid}\\)"):
+            kvm.bridge_create("kvt-brx", netns=lan.host, stp=False)
+        # test=True only reads: it answers while the lock is held
+        assert kvm_state.bridge_present(name="kvt-br0", netns=lan.host, test=True, **UPLINK).result is None
+        assert lan.dump() == before
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    ret = kvm_state.bridge_present(name="kvt-br0", netns=lan.host, **UPLINK)
+    assert ret.result is True and "uplink" in ret.changes, ret.comment
+    assert kvm_state.bridge_present(name="kvt-br0", netns=lan.host, **UPLINK).changes == {}
+
+
+def test_a_change_by_another_process_is_seen_by_a_session_with_an_older_dump(lan):
+    """The lock's generation: a run whose memoised dump predates another process's change reads again."""
+    from salt_kvm import bridge, conn  # pylint: disable=import-outside-toplevel
+
+    lan.add_nic("eno2")
+    session = conn.Session()
+    spec = {"ports": ["eno2"], "stp": False, "forward_delay": 0}
+    try:
+        assert bridge.present(session, "kvt-bra", netns=lan.host, **spec)["changes"]
+        assert bridge.present(session, "kvt-bra", netns=lan.host, **spec)["changes"] == {}
+        other = conn.Session()
+        bridge.delete(other, "kvt-bra", netns=lan.host)  # another salt-kvm process, in effect
+        other.close()
+        ret = bridge.present(session, "kvt-bra", netns=lan.host, **spec)
+        assert ret["result"] is True and "bridge" in ret["changes"], ret
+        assert _ns_link(lan.host, "kvt-bra") is not None
+    finally:
+        session.close()
+
+
+# --- one namespace dump per run (the memoised dump is patched, not reloaded) ---------------------
+
+
+def _comparable(host):
+    links = {}
+    for name, link in host["links"].items():
+        entry = dict(link)
+        if entry["port"]:
+            entry["port"] = {k: v for k, v in entry["port"].items() if k != "state"}  # STP port state moves on its own
+        links[name] = entry
+    addresses = sorted((a["ifname"], a["cidr"]) for a in host["addresses"] if a["scope"] == 0)
+    routes = sorted(str(sorted(r.items())) for r in host["routes"] if r["proto"] != 2)
+    return {"links": links, "addresses": addresses, "routes": routes}
+
+
+def test_first_apply_of_many_bridges_dumps_the_namespace_once(lan, monkeypatch):
+    """Each changed bridge patches the run's dump (its link, its ports, addresses/routes when they
+    changed) instead of dropping it: one full dump per run, and the patched dump is what the kernel has."""
+    from salt_kvm import bridge, conn  # pylint: disable=import-outside-toplevel
+    from salt_kvm import bridge_netlink as nl  # pylint: disable=import-outside-toplevel
+
+    lan.add_nic("eno2")
+    lan.add_nic("eno3")
+    loads = []
+    real = nl.load
+    monkeypatch.setattr(nl, "load", lambda netns=None: loads.append(netns) or real(netns))
+    specs = {
+        "kvt-br0": UPLINK,  # uplink migration: address and default route move
+        "kvt-bra": {"ports": ["eno2"], "stp": False, "mtu": 1400},
+        "kvt-brb": {"ports": [{"name": "eno3", "cost": 7}], "addresses": ["198.51.100.5/24"], "routes": [{"to": "203.0.113.0/24", "via": "198.51.100.1"}]},
+    }
+    session = conn.Session()
+    try:
+        for name, spec in specs.items():
+            ret = bridge.present(session, name, netns=lan.host, **spec)
+            assert ret["result"] is True and ret["changes"], ret
+        assert len(loads) == 1, "a changed bridge made the run dump the namespace again"
+        assert _comparable(session.cache[bridge._memo_key(lan.host)]) == _comparable(real(lan.host))  # pylint: disable=protected-access
+        for name, spec in specs.items():
+            ret = bridge.present(session, name, netns=lan.host, **spec)
+            assert ret["result"] is True and ret["changes"] == {}, ret
+        assert len(loads) == 1
+    finally:
+        session.close()

@@ -18,6 +18,7 @@ import pytest
 from lxml import etree
 
 from tests.support import sandbox
+from tests.support.storage_servers import backend_missing as _backend_missing
 
 M = 1024**2
 CHAP = "kvt-chap-pa55word-never-shown"
@@ -230,27 +231,6 @@ def test_logical_build_refuses_a_device_holding_data(kvm_state, conn, loop, pool
 # --- network types: libvirt validates the XML ------------------------------------------------
 
 
-def _backend_missing(conn, ptype):
-    """The reason a pool of ``ptype`` cannot be defined here, or ``None``."""
-    import libvirt  # pylint: disable=import-outside-toplevel
-
-    probe = sandbox.uid("probe-")
-    pool = etree.Element("pool", type=ptype)
-    etree.SubElement(pool, "name").text = probe
-    src = etree.SubElement(pool, "source")
-    etree.SubElement(src, "host", name="127.0.0.1")
-    etree.SubElement(src, "name").text = "x"
-    etree.SubElement(src, "device", path="iqn.2026-01.org.example:t")
-    etree.SubElement(etree.SubElement(src, "initiator"), "iqn", name="iqn.2026-01.org.example:i")
-    try:
-        conn.storagePoolDefineXML(etree.tostring(pool, encoding="unicode"), 0).undefine()
-    except libvirt.libvirtError as exc:
-        msg = exc.get_error_message()
-        if "missing backend" in msg:
-            return f"libvirtd here has no {ptype} storage backend (install libvirt-daemon-driver-storage-{ptype} and restart libvirtd): {msg}"
-    return None
-
-
 NETWORK_POOLS = {
     "netfs": {"type": "netfs", "target": "/var/tmp/kvt-files/netfs", "source": {"hosts": ["127.0.0.1"], "dir": "/export", "format": "nfs"}},
     "iscsi": {"type": "iscsi", "target": "/dev/disk/by-path", "source": {"hosts": ["127.0.0.1:3260"], "devices": ["iqn.2026-01.org.example:t1"]}},
@@ -261,6 +241,26 @@ NETWORK_POOLS = {
     "rbd": {"type": "rbd", "source": {"hosts": ["127.0.0.1:6789"], "name": "rbd", "auth": {"type": "ceph", "username": "admin", "secret": CEPH_KEY}}},
     "gluster": {"type": "gluster", "source": {"hosts": ["127.0.0.1"], "name": "gv0", "dir": "/"}},
 }
+
+
+@pytest.mark.parametrize("ptype", sorted(NETWORK_POOLS))
+def test_network_pool_xml_is_accepted_by_libvirt(kvm, conn, pool_name, ptype):
+    missing = _backend_missing(conn, ptype)
+    if missing:
+        pytest.skip(missing)
+    spec = NETWORK_POOLS[ptype]
+    shown = kvm.pool_define(pool_name, **spec)
+    try:
+        assert shown["type"] == ptype and shown["state"] == "inactive"
+        for key, value in spec["source"].items():
+            if key != "auth":
+                assert shown["source"][key] == value
+        assert CEPH_KEY not in repr(shown)
+        assert CEPH_KEY not in conn.storagePoolLookupByName(pool_name).XMLDesc(0)
+    finally:
+        kvm.pool_undefine(pool_name)
+    assert pool_name not in kvm.pool_list()
+
 
 def _kernel_has_fs(name):
     with open("/proc/filesystems", encoding="utf-8") as fh:

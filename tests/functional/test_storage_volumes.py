@@ -309,3 +309,134 @@ def test_create_each_format(kvm, pool, fmt):
         assert _info(shown["path"])[0]["format"] == fmt
     finally:
         kvm.volume_delete(pname, name)
+
+
+# --- credentials in an image URL, redirects ---------------------------------------------------
+
+
+class _AuthImage(http.server.BaseHTTPRequestHandler):
+    """``/img.raw`` needs Basic auth ``kvtuser:<password>``; ``/same``, ``/other`` and ``/ftp`` redirect."""
+
+    body = os.urandom(64 * 1024)
+    password = "kvt-" + os.urandom(6).hex()
+    seen = []
+
+    def do_GET(self):  # noqa: N802
+        self.seen.append((self.path, self.headers.get("Authorization")))
+        port = self.server.server_address[1]
+        redirects = {"/same": f"http://127.0.0.1:{port}/img.raw", "/other": f"http://localhost:{port}/img.raw", "/ftp": "ftp://127.0.0.1/img.raw"}
+        if self.path in redirects:
+            self.send_response(302)
+            self.send_header("Location", redirects[self.path])
+            self.end_headers()
+            return
+        import base64  # pylint: disable=import-outside-toplevel
+
+        if self.headers.get("Authorization") != "Basic " + base64.b64encode(f"kvtuser:{self.password}".encode()).decode():
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="kvt"')
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def auth_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AuthImage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _AuthImage.seen.clear()
+    try:
+        yield f"http://kvtuser:{_AuthImage.password}@127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_url_credentials_are_sent_as_basic_auth_and_never_shown(pool, auth_url, caplog):
+    from salt_kvm import storage_volumes  # pylint: disable=import-outside-toplevel
+    from salt_kvm.conn import Session  # pylint: disable=import-outside-toplevel
+
+    pname, path = pool
+    pw = _AuthImage.password
+    session = Session(sandbox.URI)
+    try:
+        with caplog.at_level("DEBUG"):
+            names = {how: sandbox.uid("au-") + ".raw" for how in ("direct", "same", "other", "ftp")}
+            ret = storage_volumes.volume_present(session, names["direct"], pool=pname, source=f"{auth_url}/img.raw", format="raw")
+            assert ret["result"] is True, ret["comment"]
+            assert ret["changes"]["volume"]["new"]["source"] == f"{auth_url}/img.raw".replace(pw, "***")
+            assert _sha(os.path.join(path, names["direct"])) == hashlib.sha256(_AuthImage.body).hexdigest()
+            # a redirect on the same origin keeps the credentials
+            ret = storage_volumes.volume_present(session, names["same"], pool=pname, source=f"{auth_url}/same", format="raw")
+            assert ret["result"] is True, ret["comment"]
+            # ... another origin (localhost is not 127.0.0.1) does not get them
+            other = storage_volumes.volume_present(session, names["other"], pool=pname, source=f"{auth_url}/other", format="raw")
+            assert other["result"] is False and "401" in other["comment"], other
+            # a redirect to another scheme is refused
+            ftp = storage_volumes.volume_present(session, names["ftp"], pool=pname, source=f"{auth_url}/ftp", format="raw")
+            assert ftp["result"] is False and "only http and https" in ftp["comment"], ftp
+    finally:
+        session.close()
+    assert ("/img.raw", None) in _AuthImage.seen and not any(p == "/ftp" and a for p, a in _AuthImage.seen[1:2])
+    assert [a is None for p, a in _AuthImage.seen if p == "/img.raw"][-1]  # the request after the cross-origin redirect
+    for ret in (ret, other, ftp):
+        assert pw not in repr(ret)
+    assert pw not in caplog.text and "kvtuser:***@" in caplog.text
+    assert sorted(f for f in os.listdir(path) if f.startswith("kvt-au-")) == sorted([names["direct"], names["same"]])
+
+
+# --- the listing is patched after a write, not reloaded ------------------------------------------
+
+
+def test_first_apply_of_many_volumes_loads_the_listing_once(conn):
+    """F1: the memoised volume listing is patched after each create (not dropped and reloaded:
+    that is every volume's XML again per state, quadratic), and stays true to libvirt."""
+    from salt_kvm import storage_volumes  # pylint: disable=import-outside-toplevel
+    from salt_kvm.conn import Session  # pylint: disable=import-outside-toplevel
+
+    class Counting(Session):
+        loads = 0
+
+        def memo(self, key, loader):
+            if key == f"storage:vols:{pname}" and key not in self.cache:
+                Counting.loads += 1
+            return super().memo(key, loader)
+
+    obj, path = sandbox.make_dir_pool(conn)
+    pname = obj.name()
+    session = Counting(sandbox.URI)
+    try:
+        vols = [f"v{i:02d}.qcow2" for i in range(20)]
+        for vol in vols:
+            ret = storage_volumes.volume_present(session, vol, pool=pname, size="1M")
+            assert ret["result"] is True and ret["changes"], ret
+        assert Counting.loads == 1
+        grow = storage_volumes.volume_present(session, vols[0], pool=pname, size="2M")
+        assert grow["result"] is True and grow["changes"] == {"size": {"old": M, "new": 2 * M}}, grow
+        gone = storage_volumes.volume_absent(session, vols[1], pool=pname)
+        assert gone["result"] is True and gone["changes"], gone
+        assert Counting.loads == 1  # (a delete looks at every pool's volumes once: one of them may back another)
+        patched = storage_volumes.volume_list(session, pname)
+        fresh = Session(sandbox.URI)
+        try:
+            assert patched == storage_volumes.volume_list(fresh, pname)
+        finally:
+            fresh.close()
+        assert len(patched) == 19 and patched[vols[0]]["capacity"] == 2 * M
+    finally:
+        session.close()
+        import libvirt  # pylint: disable=import-outside-toplevel
+
+        with contextlib.suppress(libvirt.libvirtError):
+            for vol in obj.listAllVolumes(0):
+                vol.delete(0)
+            obj.destroy()
+            obj.undefine()
+        shutil.rmtree(path, ignore_errors=True)

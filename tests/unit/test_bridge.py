@@ -126,3 +126,90 @@ def test_bad_input():
 def test_present_reports_bad_input_as_a_failed_state():
     ret = bridge.present(None, "br0", addresses=["192.0.2.1"])
     assert ret["result"] is False and "is not an address with a prefix length" in ret["comment"]
+
+
+# --- routes: default and families ---------------------------------------------------
+
+
+def test_route_family_and_prefix_of_default():
+    assert nl.route_family("default") == socket.AF_INET
+    assert nl.route_family("default", "192.0.2.1") == socket.AF_INET
+    assert nl.route_family("default", "2001:db8::1") == socket.AF_INET6
+    assert nl.route_family("2001:db8::/48") == socket.AF_INET6
+    assert nl.route_prefix("default", "192.0.2.1") == "0.0.0.0/0"
+    assert nl.route_prefix("default", "2001:db8::1") == "::/0"
+    assert nl.route_prefix("198.51.100.0/24") == "198.51.100.0/24"
+
+
+def test_route_key_matches_the_kernels_form():
+    key = bridge._route_key  # pylint: disable=protected-access
+    assert key({"to": "default", "via": "192.0.2.1"}) == key({"to": "0.0.0.0/0", "via": "192.0.2.1", "metric": 0})
+    assert key({"to": "2001:db8:2::/64", "via": "2001:db8::1"}) == key({"to": "2001:db8:2::/64", "via": "2001:db8::1", "metric": 1024})
+    assert key({"to": "default", "via": "2001:db8::1"}) == key({"to": "::/0", "via": "2001:db8::1", "metric": 1024})
+    assert key({"to": "default", "via": "192.0.2.1"}) != key({"to": "default", "via": "192.0.2.1", "metric": 500})
+    sorted(map(key, [{"to": "default"}, {"to": "default", "metric": 5}, {"to": "::/0", "via": "2001:db8::1"}]))  # sortable
+
+
+def test_a_declared_default_route_beside_the_gateway_compares():
+    host = _host(with_bridge=True)
+    host["routes"].append(
+        {"family": socket.AF_INET, "dst": "default", "via": "192.0.2.2", "oif": "br0", "metric": 500, "proto": 3, "scope": 0, "prefsrc": None}
+    )
+    declared = [{"to": "default", "via": "192.0.2.2", "metric": 500}]
+    _res, changes = _changes(host, ports=["eno1"], gateway="192.0.2.1", routes=declared)
+    assert changes == {}
+    _res, changes = _changes(host, ports=["eno1"], gateway="192.0.2.1", routes=[{"to": "0.0.0.0/0", "via": "192.0.2.2", "metric": 600}])
+    assert set(changes) == {"routes"}
+    assert changes["routes"]["old"] == [{"to": "0.0.0.0/0", "via": "192.0.2.2", "metric": 500}]
+    # the gateway's own route is the gateway, not one of the routes
+    _res, changes = _changes(host, ports=["eno1"], gateway="192.0.2.1", routes=[])
+    assert set(changes) == {"routes"} and changes["routes"]["new"] == []
+
+
+# --- the lock ----------------------------------------------------------------------------
+
+
+def test_lock_times_out_naming_the_holder(tmp_path, monkeypatch):
+    import fcntl  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(bridge, "LOCK_DIR", str(tmp_path / "run"))
+    path = bridge.lock_path("kvt-ns")
+    assert path == str(tmp_path / "run" / "bridge-kvt-ns.lock")
+    assert bridge.lock_path(None).endswith("/bridge-host.lock")
+    with bridge.change_lock(None, "kvt-ns"):
+        pass  # creates the directory and the file
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.pwrite(fd, b"4242 7".ljust(63) + b"\n", 0)
+        with pytest.raises(bridge.KvmError, match=r"another salt-kvm bridge change is running \(pid 4242\)"):
+            with bridge.change_lock(None, "kvt-ns", timeout=0.2):
+                pytest.fail("the lock was taken twice")
+    finally:
+        os.close(fd)
+    with bridge.change_lock(None, "kvt-ns", timeout=0.2):
+        assert open(path, encoding="ascii").read().split()[0] == str(os.getpid())
+
+
+def test_lock_generation_drops_a_dump_older_than_another_change(tmp_path, monkeypatch):
+    from salt_kvm import conn  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(bridge, "LOCK_DIR", str(tmp_path))
+    ours, other = conn.Session(), conn.Session()
+    key = bridge._memo_key("kvt-ns")  # pylint: disable=protected-access
+    with bridge.change_lock(ours, "kvt-ns") as lock:
+        ours.cache[key] = {"links": {}}
+        lock.changed = False
+    with bridge.change_lock(ours, "kvt-ns") as lock:
+        assert key in ours.cache, "nothing changed: the dump is kept"
+        lock.changed = True  # our own change: our (patched) dump stays valid
+    with bridge.change_lock(ours, "kvt-ns"):
+        assert key in ours.cache
+    with bridge.change_lock(other, "kvt-ns"):
+        pass  # another process changed something
+    with bridge.change_lock(ours, "kvt-ns"):
+        assert key not in ours.cache, "a dump older than another process's change was kept"
+    ours.cache[bridge._memo_key("kvt-other")] = {"links": {}}  # pylint: disable=protected-access
+    bridge._invalidate(ours, None)  # pylint: disable=protected-access
+    assert bridge._memo_key("kvt-other") in ours.cache, "invalidating the host's dump dropped another namespace's"  # pylint: disable=protected-access

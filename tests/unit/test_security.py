@@ -221,14 +221,10 @@ def test_xml_is_parsed_only_by_lxml_without_entities_or_network():
 
 # --- bandit ---------------------------------------------------------------------------------
 
-#: bandit findings (path, test id) already reported to their owners in
-#: .notes/reliability-findings.md; each is either a false positive to mark with
-#: ``# nosec <id>`` and a reason, or a fix. Anything else fails the test.
-KNOWN_BANDIT = {
-    ("salt_kvm/storage_volumes.py", "B310"): "urlopen: the scheme is checked by the schema, not at the call; redirects may go to ftp://",
-    ("salt_kvm/storage_volumes.py", "B108"): "TemporaryFile(dir='/var/tmp'): safe (O_EXCL, unlinked), needs '# nosec B108' and a reason",
-    ("salt_kvm/persist/networkmanager.py", "B104"): "'0.0.0.0' is a route gateway placeholder, not a bind address: '# nosec B104'",
-}
+#: bandit findings (path, test id) known and reported to their owners, each with its reason
+#: (all three reported on 2026-11-25 are fixed or marked ``# nosec`` with a reason); anything
+#: not listed here fails the test.
+KNOWN_BANDIT = {}
 
 
 def _bandit():

@@ -265,6 +265,73 @@ def test_digest_is_remembered(tmp_path):
     assert storage_volumes.volume_digest(str(path), compute=False) is None
 
 
+
+# --- an image URL's password is never shown, and is sent as Basic auth ------------------------
+
+
+@pytest.mark.parametrize(
+    "url, shown",
+    [
+        ("http://user:pw@host/img", "http://user:***@host/img"),
+        ("https://user:p%40ss@host:8443/a/b.qcow2?x=y@z#f", "https://user:***@host:8443/a/b.qcow2?x=y@z#f"),
+        ("http://u:p@w@host/img", "http://u:***@host/img"),  # urllib takes the last '@' as the end of userinfo
+        ("https://TOKEN@host/img", "https://***@host/img"),  # a bare userinfo is taken for a token
+        ("HTTP://user:pw@host/img", "HTTP://user:***@host/img"),
+        ("ftp://user:pw@host/img", "ftp://user:***@host/img"),  # a redirect target is shown the same way
+        ("http://host/img@2x.raw", "http://host/img@2x.raw"),
+        ("/srv/images/a@b.raw", "/srv/images/a@b.raw"),
+    ],
+)
+def test_redact(url, shown):
+    assert storage_volumes.redact(url) == shown
+
+
+def test_url_userinfo_becomes_basic_auth_and_leaves_the_url():
+    import base64  # pylint: disable=import-outside-toplevel
+
+    req = storage_volumes._request("http://us%3Aer:p%40ss:w@198.51.100.7:8080/i.raw")  # pylint: disable=protected-access
+    assert req.full_url == "http://198.51.100.7:8080/i.raw" and req.host == "198.51.100.7:8080"
+    assert req.unredirected_hdrs["Authorization"] == "Basic " + base64.b64encode(b"us:er:p@ss:w").decode()
+    assert "Authorization" not in req.headers  # not copied to a redirect
+    assert "Authorization" not in storage_volumes._request("http://198.51.100.7/i.raw").unredirected_hdrs  # pylint: disable=protected-access
+
+
+def test_scrub_hides_the_password_in_any_encoding():
+    src = "http://user:p%40ss@host/img"
+    assert storage_volumes._scrub("bad port 'p%40ss@host' / p@ss", src) == "bad port '***@host' / ***"  # pylint: disable=protected-access
+
+
+def test_redirects_to_other_schemes_are_refused():
+    import urllib.request  # pylint: disable=import-outside-toplevel
+
+    handler = storage_volumes._Redirects()  # pylint: disable=protected-access
+    req = storage_volumes._request("http://u:pw@198.51.100.7/a")  # pylint: disable=protected-access
+    for target in ("ftp://198.51.100.7/a", "file:///etc/passwd"):
+        with pytest.raises(KvmError, match="only http and https"):
+            handler.redirect_request(req, None, 302, "Found", {}, target)
+    same = handler.redirect_request(req, None, 302, "Found", {}, "http://198.51.100.7/b")
+    assert isinstance(same, urllib.request.Request) and same.get_header("Authorization") == req.get_header("Authorization")
+    for other in ("http://198.51.100.8/b", "https://198.51.100.7/b", "http://198.51.100.7:8080/b"):
+        assert handler.redirect_request(req, None, 302, "Found", {}, other).get_header("Authorization") is None
+
+
+def test_secret_digest_is_a_keyed_hmac(tmp_path, monkeypatch):
+    """The secret's description holds an HMAC keyed by a host-local 0600 key, not a plain hash."""
+    import hashlib  # pylint: disable=import-outside-toplevel
+    import stat  # pylint: disable=import-outside-toplevel
+
+    key_file = tmp_path / "d" / "secret-hmac.key"
+    monkeypatch.setattr(storage, "SECRET_KEY_FILE", str(key_file))
+    assert storage._hmac_key() is None and not key_file.exists()  # pylint: disable=protected-access
+    key = storage._hmac_key(create=True)  # pylint: disable=protected-access
+    assert len(key) == 32 and storage._hmac_key() == key  # pylint: disable=protected-access
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+    digest = storage._digest("u-u-i-d", "weak", key)  # pylint: disable=protected-access
+    assert digest != hashlib.sha256(b"u-u-i-d:weak").hexdigest() and digest != storage._digest("u-u-i-d", "weak", b"k" * 32)  # pylint: disable=protected-access
+    key_file.write_bytes(b"short")  # a broken key is replaced
+    assert len(storage._hmac_key(create=True)) == 32  # pylint: disable=protected-access
+
+
 # --- names can never escape the pool ------------------------------------------------------
 
 from hypothesis import given  # noqa: E402
@@ -283,3 +350,44 @@ def test_an_accepted_volume_name_stays_inside_the_pool(name):
     pool = "/srv/pool"
     joined = os.path.normpath(os.path.join(pool, name))
     assert os.path.dirname(joined) == pool
+
+
+@pytest.mark.parametrize("bad", ["http://kvtuser:kvtPw1234@h/a b", "ftp://kvtuser:kvtPw1234@h/a", "http://kvtuser:kvtPw1234@h/" + "x" * 5000, 12345])
+def test_a_bad_source_url_error_hides_its_password(bad):
+    from salt_kvm import schema  # pylint: disable=import-outside-toplevel
+
+    with pytest.raises(InvalidInput) as exc:
+        schema.validate(schema.VOLUME, {"source": bad}, "n")
+    assert "kvtPw1234" not in str(exc.value) and "n:source" in str(exc.value)
+
+
+def test_a_download_without_content_length_is_spooled(tmp_path, monkeypatch):
+    """No Content-Length: the image is spooled (its size must be known first); a spool that
+    cannot be written is a clear error naming the URL without its password."""
+    import http.server  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200)  # HTTP/1.0: the end of the body is the end of the connection
+            self.end_headers()
+            self.wfile.write(b"x" * 300_000)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://u:kvtSpoolPw@127.0.0.1:{server.server_address[1]}/i.raw"
+    try:
+        monkeypatch.setattr(storage_volumes, "SPOOL_DIR", str(tmp_path))
+        src, length, shown = storage_volumes._open_source(url)  # pylint: disable=protected-access
+        with src:
+            assert length == 300_000 and len(src.read()) == 300_000 and shown == url.replace("kvtSpoolPw", "***")
+        monkeypatch.setattr(storage_volumes, "SPOOL_DIR", str(tmp_path / "missing"))
+        with pytest.raises(KvmError, match="cannot spool") as exc:
+            storage_volumes._open_source(url)  # pylint: disable=protected-access
+        assert "kvtSpoolPw" not in str(exc.value) and "u:***@" in str(exc.value)
+    finally:
+        server.shutdown()
+        server.server_close()
