@@ -136,6 +136,10 @@ def main():
                 netns.remove(name)
             except Exception:  # pylint: disable=broad-except
                 pass
+        try:
+            os.remove(bridge.lock_path(host))
+        except OSError:
+            pass
 
 
 if __name__ == "__main__":

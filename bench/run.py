@@ -604,6 +604,7 @@ def run_main(args):
             rec.rounds(
                 [
                     salt_floor if "salt" in only else None,
+                    dict(salt_floor, name=f"salt floor: state.apply {n_states} x test.nop, test=True", cmd=netns_wrap(floor.command("state.apply", "nop", "test=True"), ns)) if "salt" in only else None,
                     {"name": "ours: no-op re-apply", "cmd": apply, "env": our_env(), "cwd": str(ours.root), "kind": "state", "expect": "noop"},
                     {"name": "ours: test=True, converged", "cmd": netns_wrap(ours.command("state.apply", "kvm", "test=True"), ns), "env": our_env(), "cwd": str(ours.root), "kind": "state", "expect": "test"},
                     {"name": "ours: no-op re-apply, kvm.storage only", "cmd": ours.command("state.apply", "kvm.storage"), "env": our_env(), "cwd": str(ours.root), "kind": "state", "expect": "noop"} if host.pools else None,
@@ -707,6 +708,11 @@ def ratios(out):
         _ratio("test=True on the converged host / no-op re-apply", testm / noop if testm and noop else None, TARGETS["test_vs_noop"],
                basis=f"{testm} s / {noop} s" if testm and noop else "", valid=valid("ours: test=True, converged", "ours: no-op re-apply")),
     ]
+    salt_floor_test = _m(out, f"salt floor: state.apply {n} x test.nop, test=True")
+    if testm and noop and salt_floor and salt_floor_test:
+        ours_test, ours_noop = testm - salt_floor_test, noop - salt_floor
+        res.append({"target": "test=True / no-op, each above Salt's own floor in the same mode (informational)", "value": round(ours_test / ours_noop, 3) if ours_noop > 0 else None,
+                    "limit": TARGETS["test_vs_noop"], "pass": None, "basis": f"({testm} s - {salt_floor_test} s) / ({noop} s - {salt_floor} s)"})
     cpu = {k: _m(out, name, "cpu") for k, name in (("noop", "ours: no-op re-apply"), ("first", "ours: first apply"), ("salt", f"salt floor: state.apply {n} x test.nop"),
                                                     ("lvr", "libvirt floor: read"), ("lvc", "libvirt floor: create"), ("prr", "pyroute2 floor: read"), ("prc", "pyroute2 floor: create"))}
     cpu_noop_floor = total(cpu["salt"], cpu["lvr"], cpu["prr"], need=(True, has_lv, has_bridges))

@@ -176,7 +176,8 @@ def vm_taps(session):
         for dom in domains:
             try:
                 root = base.parse(dom.XMLDesc(0))
-            except Exception:  # pylint: disable=broad-except
+            except Exception as exc:  # pylint: disable=broad-except
+                log.debug("cannot read the XML of a VM for its taps: %s", exc)  # gone meanwhile: no owner shown
                 continue
             for iface in root.iterfind("devices/interface"):
                 target = iface.find("target")
@@ -794,7 +795,11 @@ class Bridge(plan.Resource):
                 dst = "0.0.0.0/0" if family == socket.AF_INET else "::/0"
                 run(f"cannot set {key} {p['gateways'][key]}", ipr.route, "replace", family=family, dst=dst, gateway=p["gateways"][key], oif=br, table=nl.RT_TABLE_MAIN)
         if "routes" in changes:
-            have = {_route_key(r): r for r in (nl.bridge_view(nl.refresh(ipr, self._host, [name], addresses=True), name) or {}).get("routes", [])}
+            fresh = nl.refresh(ipr, self._host, [name], addresses=True)
+            have_routes = (nl.bridge_view(fresh, name) or {}).get("routes", [])
+            if "routes" in spec:  # declared routes are all the routes: extra default routes included
+                have_routes = have_routes + _default_routes(fresh, name, p["gateways"])
+            have = {_route_key(r): r for r in have_routes}
             want = {_route_key(r): r for r in p["routes"]}
             for key in sorted(set(have) - set(want), key=str):
                 route = have[key]

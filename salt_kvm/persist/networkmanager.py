@@ -15,6 +15,10 @@ from salt_kvm.persist import _common
 
 DIR = "/etc/NetworkManager/system-connections"
 _NS = uuid.UUID("6f1f3c1e-3c55-4f0e-9a55-73616c746b76")
+#: NetworkManager's "no gateway" in ``routeN=destination,gateway,metric`` (a metric needs a
+#: gateway field before it): a placeholder written into a keyfile, not an address anything binds to
+_NO_GATEWAY4 = "0.0.0.0"  # nosec B104
+_NO_GATEWAY = {False: _NO_GATEWAY4, True: "::"}
 
 
 def _file(name):
@@ -55,8 +59,7 @@ def _ip(addresses, gateway, routes, v6):
     for i, route in enumerate(routes, 1):
         value = _common.destination(route)
         if route.get("via") or route.get("metric") is not None:
-            # NM's "no gateway" placeholder before a metric, not a listening address
-            value += "," + (route.get("via") or ("::" if v6 else "0.0.0.0"))  # nosec B104
+            value += "," + (route.get("via") or _NO_GATEWAY[bool(v6)])
         if route.get("metric") is not None:
             value += f",{route['metric']}"
         items.append((f"route{i}", value))

@@ -492,3 +492,34 @@ def test_first_apply_of_many_bridges_dumps_the_namespace_once(lan, monkeypatch):
         assert len(loads) == 1
     finally:
         session.close()
+
+
+def test_default_routes_in_routes_and_ipv6_routes_without_metric_converge(kvm_state, kvm, lan):
+    """``to: default`` / ``0.0.0.0/0`` / ``::/0`` in ``routes`` (a second default route, with a metric)
+    and an IPv6 route without a metric (the kernel shows 1024) apply, re-apply as no-ops, and go away."""
+    lan.add_nic("eno2")
+    spec = {
+        "ports": ["eno2"],
+        "stp": False,
+        "addresses": ["198.51.100.5/24", "2001:db8:5::5/64"],
+        "gateway": "198.51.100.1",
+        "routes": [
+            {"to": "default", "via": "198.51.100.2", "metric": 500},
+            {"to": "::/0", "via": "2001:db8:5::1", "metric": 700},
+            {"to": "2001:db8:6::/64", "via": "2001:db8:5::1"},
+        ],
+        "probe": {"ping": "127.0.0.1", "timeout": 1},
+    }
+    ret = kvm_state.bridge_present(name="kvt-brd", netns=lan.host, **spec)
+    assert ret.result is True, ret.comment
+    routes = lan.dump()["routes"]
+    assert ("None", 0, "198.51.100.2", "kvt-brd", 254) in routes and ("None", 0, "198.51.100.1", "kvt-brd", 254) in routes
+    assert ("None", 0, "2001:db8:5::1", "kvt-brd", 254) in routes
+    assert kvm_state.bridge_present(name="kvt-brd", netns=lan.host, **spec).changes == {}
+    spec["routes"] = []
+    ret = kvm_state.bridge_present(name="kvt-brd", netns=lan.host, **spec)
+    assert ret.result is True and set(ret.changes) == {"routes"}, ret.comment
+    routes = lan.dump()["routes"]
+    assert ("None", 0, "198.51.100.1", "kvt-brd", 254) in routes, "the gateway went with the routes"
+    assert not [r for r in routes if r[2] in ("198.51.100.2", "2001:db8:5::1")]
+    assert kvm_state.bridge_present(name="kvt-brd", netns=lan.host, **spec).changes == {}

@@ -57,6 +57,22 @@ SPECS = {
         "mac": None,
         "vlan_ports": {"eno4.300": {"parent": "eno4", "id": 300}},
     },
+    # default routes in routes: written as 0.0.0.0/0 and ::/0, never the word "default"
+    "routes": {
+        "name": "br2",
+        "ports": [{"name": "eno5"}],
+        "addresses": ["198.51.100.5/24", "2001:db8:5::5/64"],
+        "gateway": "198.51.100.1",
+        "gateway6": None,
+        "routes": [
+            {"to": "default", "via": "198.51.100.2", "metric": 500},
+            {"to": "::/0", "via": "2001:db8:5::1", "metric": 700},
+            {"to": "203.0.113.0/24", "metric": 10},
+            {"to": "2001:db8:6::/64", "via": "2001:db8:5::1"},
+        ],
+        "mac": None,
+        "vlan_ports": {},
+    },
 }
 
 
@@ -154,6 +170,19 @@ def test_networkmanager_keyfiles_parse_with_nmcli_offline(case, tmp_path):
     for path, content in _render("networkmanager", SPECS[case], tmp_path).items():
         out = subprocess.run(["nmcli", "--offline", "connection", "modify", "connection.autoconnect", "yes"], input=content, capture_output=True, text=True, check=False)
         assert out.returncode == 0, f"{path}: {out.stderr}"
+
+
+def test_default_route_is_written_as_a_prefix():
+    from salt_kvm.persist import _common  # pylint: disable=import-outside-toplevel
+
+    assert _common.destination({"to": "default"}) == "0.0.0.0/0"
+    assert _common.destination({"to": "default", "via": "2001:db8::1"}) == "::/0"
+    v4, v6 = _common.split_routes([{"to": "default", "via": "2001:db8::1"}, {"to": "default", "via": "192.0.2.1"}])
+    assert [r["via"] for r in v4] == ["192.0.2.1"] and [r["via"] for r in v6] == ["2001:db8::1"]
+    for backend in persist.BACKENDS:
+        text = "".join(persist.render(backend, SPECS["routes"], "/nonexistent").values())
+        assert "0.0.0.0/0" in text and "::/0" in text
+        assert "=default" not in text and "replace default" not in text and "Destination=default" not in text
 
 
 def test_detect(tmp_path):
