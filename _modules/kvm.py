@@ -79,11 +79,16 @@ def validate_pillar(pillar=None):
     return _call(schema.validate_pillar, pillar)
 
 
-def render_formula(part, pillar=None):
+def render_formula(part, pillar=None, fail_state=False):
     """
     Render one part of the ``kvm`` formula (``bridges``, ``networks``,
     ``storage`` or ``snapshots``) from the pillar, after validating all of it.
     Used by ``kvm/*.sls``; handy to see what ``state.apply kvm`` would run.
+
+    fail_state
+        On a bad pillar, return one failing ``kvm.pillar_invalid`` state with
+        the message instead of raising (what the SLS files use, so the run
+        shows the path of the bad value, not a traceback).
 
     CLI Example:
 
@@ -95,7 +100,7 @@ def render_formula(part, pillar=None):
 
     if pillar is None:
         pillar = __salt__["pillar.get"]("kvm", {})
-    return _call(formula.render, part, pillar)
+    return _call(formula.render_or_fail if fail_state else formula.render, part, pillar)
 
 
 # --- bridges (salt_kvm.bridge) ------------------------------------------------

@@ -34,6 +34,15 @@ def _test():
     return bool(__opts__.get("test"))
 
 
+def pillar_invalid(name, message):
+    """
+    Fail with ``message``: what the ``kvm`` formula renders instead of any
+    state when the ``kvm`` pillar is invalid (the message names the bad
+    value's path). Fails in test mode too; changes nothing.
+    """
+    return {"name": name, "result": False, "changes": {}, "comment": message}
+
+
 # --- bridges (salt_kvm.bridge) ------------------------------------------------
 
 

@@ -111,3 +111,14 @@ def render(part, pillar):
         raise schema.InvalidInput("part", f"{part!r} is not one of {', '.join(PARTS)}")
     tree = schema.validate_pillar(pillar)
     return _RENDER[part](tree)
+
+
+def render_or_fail(part, pillar):
+    """Like :func:`render`, but a bad pillar becomes one failed state (``kvm.pillar_invalid``)
+    whose comment is the one-line message with its path: Salt's ``#!py`` renderer
+    would otherwise show a Python traceback around it. Nothing else is rendered,
+    so nothing changes."""
+    try:
+        return render(part, pillar)
+    except schema.InvalidInput as exc:
+        return {state_id("pillar", part): {"kvm.pillar_invalid": [{"name": "kvm"}, {"message": str(exc)}]}}

@@ -46,3 +46,14 @@ def test_a_bad_value_anywhere_fails_every_part():
         with pytest.raises(InvalidInput) as err:
             formula.render(part, bad)
         assert "kvm:snapshots:web01:keep" in str(err.value)
+
+
+def test_a_bad_pillar_renders_one_failing_state_per_part_with_the_path():
+    bad = dict(PILLAR, snapshots={"web01": {"every": "1d", "keep": "seven"}})
+    for part in formula.PARTS:
+        states = formula.render_or_fail(part, bad)
+        assert list(states) == [f"kvm-pillar-{part}"]
+        body = states[f"kvm-pillar-{part}"]["kvm.pillar_invalid"]
+        message = [item["message"] for item in body if "message" in item][0]
+        assert message.startswith("kvm:snapshots:web01:keep: 'seven' is not a whole number")
+    assert formula.render_or_fail("storage", PILLAR) == formula.render("storage", PILLAR)
