@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYTEST := $(PY) -m pytest
 
-.PHONY: all host venv install test test-unit test-functional test-integration demo docs bench sweep clean
+.PHONY: all host venv install test test-robust test-unit test-functional test-integration demo docs bench sweep clean
 
 all: test
 
@@ -29,6 +29,10 @@ sweep: venv
 
 test: install sweep
 	$(PYTEST) tests/unit tests/functional tests/integration
+
+# the slow property-based runs (tens of thousands of pillars); CI runs them too
+test-robust: venv
+	HYPOTHESIS_PROFILE=robust $(PYTEST) tests/unit/test_fuzz_pillar.py -q
 
 test-unit: venv
 	$(PYTEST) tests/unit

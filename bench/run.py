@@ -808,6 +808,7 @@ def run_scale(args):
                 "noop_ok": noop["ok"],
                 "noop_maxrss_mb": noop["summary"]["maxrss_mb"],
                 "salt_floor": salt_floor["summary"]["wall"],
+                "salt_floor_cpu": salt_floor["summary"]["cpu"],
                 "salt_floor_maxrss_mb": salt_floor["summary"]["maxrss_mb"],
                 "libvirt_floor": lv["summary"]["wall"],
                 "libvirt_calls": counters.get("libvirt_calls_total"),
@@ -815,6 +816,7 @@ def run_scale(args):
                 "states_s_in_process": sum(p["states_s"] for p in counters.get("parts", {}).values()) if counters.get("parts") else None,
             }
             point["noop_above_salt_floor"] = round(point["noop"] - point["salt_floor"], 4)
+            point["noop_cpu_above_salt_floor"] = round(point["noop_cpu"] - point["salt_floor_cpu"], 4)
             point["ms_per_volume_above_salt_floor"] = round(1000 * point["noop_above_salt_floor"] / vols, 3)
             if point["libvirt_calls"]:
                 point["libvirt_calls_per_volume"] = round(point["libvirt_calls"] / vols, 3)
@@ -828,12 +830,20 @@ def run_scale(args):
             log("cleaning up every kvt- object this run made")
             sandbox.sweep(only_mine=True)
             shutil.rmtree(work, ignore_errors=True)
+    scale_analysis(out)
+    out["measurements"] = rec.measurements
+    out["duration_s"] = round(time.time() - started, 1)
+    return out
+
+
+def scale_analysis(out):
+    """Linearity of the no-op cost: marginal cost per volume in the upper half of the curve / the lower half."""
     pts = out["points"]
     if len(pts) >= 3:
         a, b, c = pts[0], pts[len(pts) // 2], pts[-1]
         quad = (c["volumes"] + b["volumes"]) / (b["volumes"] + a["volumes"])
         out["slope_ratio"] = {}
-        for key, unit, scale in (("noop", "ms", 1000), ("noop_cpu", "ms CPU", 1000), ("libvirt_calls", "calls", 1)):
+        for key, unit, scale in (("noop", "ms", 1000), ("noop_cpu", "ms CPU", 1000), ("salt_floor_cpu", "ms CPU", 1000), ("noop_cpu_above_salt_floor", "ms CPU", 1000), ("libvirt_calls", "calls", 1)):
             if any(p.get(key) is None for p in (a, b, c)):
                 continue
             s1 = (b[key] - a[key]) / (b["volumes"] - a["volumes"])
@@ -843,12 +853,10 @@ def run_scale(args):
                 "value": value,
                 "limit": TARGETS["scale_slope_ratio"],
                 # a negative marginal cost means the machine's noise is larger than the growth: no verdict
-                "pass": (value <= TARGETS["scale_slope_ratio"]) if value is not None and value > 0 else None,
+                "pass": (value <= TARGETS["scale_slope_ratio"]) if value is not None and value > 0 and key != "salt_floor_cpu" else None,
                 "basis": f"marginal cost per volume {b['volumes']}->{c['volumes']} ({scale * s2:.3f} {unit}) / {a['volumes']}->{b['volumes']} ({scale * s1:.3f} {unit}); "
                 f"1.0 is linear, quadratic growth would give about {quad:.1f}",
             }
-    out["measurements"] = rec.measurements
-    out["duration_s"] = round(time.time() - started, 1)
     return out
 
 
@@ -858,6 +866,15 @@ def _write(path, data):
 
 
 # --- reports ----------------------------------------------------------------------
+
+
+SLOPE_LABELS = {
+    "noop": "wall time",
+    "noop_cpu": "CPU time (user+sys)",
+    "salt_floor_cpu": "Salt's own floor, CPU time (for comparison)",
+    "noop_cpu_above_salt_floor": "CPU time above Salt's floor (our part)",
+    "libvirt_calls": "libvirt calls (counted)",
+}
 
 
 def _fmt(v, unit=""):
@@ -930,8 +947,8 @@ def markdown(out):
             lines.append("| linearity of the no-op re-apply | ratio of marginal costs | limit | pass | basis |")
             lines.append("|---|---|---|---|---|")
             for key, sr in out["slope_ratio"].items():
-                label = {"noop": "wall time", "noop_cpu": "CPU time (user+sys)", "libvirt_calls": "libvirt calls (counted)"}[key]
-                verdict = {True: "yes", False: "**NO**", None: "- (noise larger than the growth)"}[sr["pass"]]
+                label = SLOPE_LABELS[key]
+                verdict = {True: "yes", False: "**NO**", None: "-"}[sr["pass"]]
                 lines.append(f"| {label} | {_fmt(sr['value'])} | {sr['limit']} | {verdict} | {sr['basis']} |")
     return "\n".join(lines) + "\n"
 
@@ -966,7 +983,7 @@ def rst(out):
         lines += _list_table(["volumes", "first apply", "no-op", "no-op CPU", "Salt floor", "libvirt floor", "libvirt calls", "per volume", "peak RSS"], rows)
         if out.get("slope_ratio"):
             lines.append("")
-            rows = [[k, _fmt(v["value"]), v["limit"], {True: "yes", False: "NO", None: "-"}[v["pass"]], v["basis"]] for k, v in out["slope_ratio"].items()]
+            rows = [[SLOPE_LABELS[k], _fmt(v["value"]), v["limit"], {True: "yes", False: "NO", None: "-"}[v["pass"]], v["basis"]] for k, v in out["slope_ratio"].items()]
             lines += _list_table(["linearity of", "ratio", "limit", "pass", "basis"], rows)
     return "\n".join(lines) + "\n"
 
@@ -990,9 +1007,27 @@ def main(argv=None):
     parser.add_argument("--scale", action="store_true", help="the scaling curve instead (storage only; writes results/scale.*)")
     parser.add_argument("--scale-sizes", default="200,500,1000,2000", help="total volumes per point of --scale")
     parser.add_argument("--skip", default="", help="with --scale: 'counters' to skip the in-process counters")
+    parser.add_argument("--render", metavar="JSON", help="only re-render the .md/.rst reports of a results file (no measuring)")
     parser.add_argument("--output", help="results file stem under bench/results (default latest, or scale with --scale)")
     args = parser.parse_args(argv)
     args.peer_reps = args.peer_reps or args.reps
+    if args.render:
+        path = pathlib.Path(args.render)
+        out = json.loads(path.read_text())
+        if out["kind"] == "scale":
+            for p in out["points"]:
+                if "salt_floor_cpu" not in p:
+                    name = next(k for k in out["measurements"] if k.startswith(f"salt floor: {p['states']} "))
+                    p["salt_floor_cpu"] = out["measurements"][name]["summary"]["cpu"]
+                    p["noop_cpu_above_salt_floor"] = round(p["noop_cpu"] - p["salt_floor_cpu"], 4)
+            scale_analysis(out)
+        else:
+            out["ratios"] = ratios(out)
+        path.write_text(json.dumps(out, indent=1, default=str) + "\n")
+        path.with_suffix(".md").write_text(markdown(out))
+        path.with_suffix(".rst").write_text(rst(out))
+        print_summary(out)
+        return 0
     if os.geteuid() != 0:
         parser.error("run as root (libvirt's system connection, network namespaces)")
     if not os.path.exists(TIME):

@@ -23,6 +23,13 @@ The state :func:`present` runs :class:`Bridge` through :func:`salt_kvm.plan.ensu
 
 :func:`absent` refuses while VM taps are attached (``force`` overrides) and
 while the bridge carries the host's addresses or default route.
+
+Every change (the states outside ``test=True``, and the execution functions
+that change bridges) runs under :func:`change_lock`, salt-kvm's own ``flock``
+per network namespace, from the first read to the end of the probe and any
+rollback. A run reads a namespace once (``session.memo``); a bridge it changes
+is read back into that dump (:func:`salt_kvm.bridge_netlink.refresh`) rather
+than dropping it, and only a failure drops the whole dump.
 """
 
 import contextlib
@@ -839,6 +846,7 @@ class Bridge(plan.Resource):
 
     def restore(self, before):
         """Put back links, addresses and routes exactly as in the first read."""
+        _invalidate(self.session, self.netns)  # first: even a restore that fails half-way leaves no stale dump
         first = self._first
         done = []
         with nl.netlink(self.netns) as ipr:

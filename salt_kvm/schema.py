@@ -394,12 +394,20 @@ URL_OR_PATH = UrlOrPath(r"(https?://[^\s]+|/(?!.*(^|/)\.\.(/|$))[^\0\n]*)", max_
 
 # --- bridges ---------------------------------------------------------------
 
+def _check_port_vlans(rec, path, errors):
+    both = sorted(set(rec.get("tagged", [])) & set(rec.get("untagged", [])))
+    if both:
+        shown = ", ".join(str(v) for v in both[:5]) + (" ..." if len(both) > 5 else "")
+        errors.add(_join(path, "untagged"), f"VLAN {shown} is both tagged and untagged on this port")
+
+
 PORT_VLANS = Record(
     {
         "pvid": Int(1, 4094),
         "untagged": VlanList(),
         "tagged": VlanList(),
-    }
+    },
+    check_all=_check_port_vlans,
 )
 
 PORT = Record(

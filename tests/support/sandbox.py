@@ -137,6 +137,8 @@ class Lan:
         for name in (self.host, self.lan):
             with contextlib.suppress(Exception):
                 netns.remove(name)
+            with contextlib.suppress(OSError):  # salt_kvm.bridge.change_lock's file for the namespace
+                os.remove(f"/run/salt-kvm/bridge-{name}.lock")
 
     def __enter__(self):
         return self.create()

@@ -52,6 +52,7 @@ def test_all_errors_are_reported():
         ({"bridges": {"br0": {"addresses": ["192.0.2.3"]}}}, "kvm:bridges:br0:addresses:0", "prefix length"),
         ({"bridges": {"br0": {"ports": [{"name": "eno1", "vlans": {"tagged": ["100-5000"]}}]}}}, "kvm:bridges:br0:ports:0:vlans:tagged:0", "1-4094"),
         ({"bridges": {"br0": {"mtu": 10}}}, "kvm:bridges:br0:mtu", "out of range"),
+        ({"bridges": {"br0": {"vlan_filtering": True, "ports": [{"name": "eno1", "vlans": {"tagged": ["10-20"], "untagged": [15]}}]}}}, "kvm:bridges:br0:ports:0:vlans:untagged", "VLAN 15 is both tagged and untagged"),
         ({"bridges": {"br0": {"stp": "yes"}}}, "kvm:bridges:br0:stp", "true or false"),
         ({"bridges": {"br0": {"ports": ["eno1"]}, "br1": {"ports": ["eno1"]}}}, "kvm:bridges:br1:ports:0", "already a port of bridge 'br0'"),
         ({"bridges": {"br0": {"ports": ["eno1", "eno1"]}}}, "kvm:bridges:br0:ports:1", "listed twice"),
