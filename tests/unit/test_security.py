@@ -25,6 +25,7 @@ import subprocess
 import sys
 
 import pytest
+from lxml import etree
 
 from tests.conftest import REPO
 
@@ -215,17 +216,11 @@ def test_xml_is_parsed_only_by_lxml_without_entities_or_network():
     from salt_kvm.xml import base  # pylint: disable=import-outside-toplevel
 
     evil = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]><x>&e;</x>'
-    root = base.parse(evil) if hasattr(base, "parse") else __import__("lxml.etree").etree.fromstring(evil.encode(), base.PARSER)
-    assert "root:" not in (root.text or "") and "root:" not in __import__("lxml.etree").etree.tostring(root).decode()
+    root = base.parse(evil)
+    assert "root:" not in (root.text or "") and "root:" not in etree.tostring(root).decode()
 
 
 # --- bandit ---------------------------------------------------------------------------------
-
-#: bandit findings (path, test id) known and reported to their owners, each with its reason
-#: (all three reported on 2026-11-25 are fixed or marked ``# nosec`` with a reason); anything
-#: not listed here fails the test.
-KNOWN_BANDIT = {}
-
 
 def _bandit():
     try:
@@ -241,16 +236,10 @@ def _bandit():
     return data["results"]
 
 
-def test_bandit_finds_nothing_new_at_medium_severity():
+def test_bandit_finds_nothing_at_medium_severity():
     results = _bandit()
-    found = {}
-    for r in results:
-        found.setdefault((os.path.normpath(r["filename"]), r["test_id"]), []).append(f"{r['filename']}:{r['line_number']} {r['test_id']} {r['issue_severity']} {r['issue_text']}")
-    new = {k: v for k, v in found.items() if k not in KNOWN_BANDIT}
-    assert not new, "bandit -ll:\n" + "\n".join(line for lines in new.values() for line in lines)
-    still = sorted(f"{p} {t}: {KNOWN_BANDIT[(p, t)]}" for p, t in found if (p, t) in KNOWN_BANDIT)
-    if still:
-        pytest.xfail("known bandit findings, reported in .notes/reliability-findings.md: " + "; ".join(still))
+    lines = [f"{r['filename']}:{r['line_number']} {r['test_id']} {r['issue_severity']} {r['issue_text']}" for r in results]
+    assert not lines, "bandit -ll:\n" + "\n".join(lines)
 
 
 # --- files written for the host's network configuration ------------------------------------
