@@ -93,3 +93,19 @@ def tiny_vm(conn):
             # only the directory make_vm made for this VM's own disk, never a pool's
             if os.path.basename(directory) == name:
                 shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def names():
+    """Factory: ``names(kind)`` -> a fresh ``kvt-`` name; the pools, networks,
+    secrets and file directories with those names are removed afterwards."""
+    made = []
+
+    def make(kind):
+        made.append(sandbox.uid(kind))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        sandbox.remove_named(made)

@@ -65,47 +65,6 @@ def no_traceback(*texts):
         assert "Traceback" not in str(text), text
 
 
-def remove_named(made):
-    """Remove the pools, networks, secrets and file directories called ``made`` (and only those)."""
-    import libvirt  # pylint: disable=import-outside-toplevel
-
-    try:
-        conn = sandbox.connect()
-    except libvirt.libvirtError:
-        conn = None
-    for name in made:
-        if conn is not None:
-            for lookup in (conn.storagePoolLookupByName, conn.networkLookupByName):
-                with contextlib.suppress(libvirt.libvirtError):
-                    obj = lookup(name)
-                    with contextlib.suppress(libvirt.libvirtError):
-                        if obj.isActive():
-                            obj.destroy()
-                    obj.undefine()
-            for secret in conn.listAllSecrets(0):
-                if (secret.usageID() or "").split("/")[-1] == name:
-                    with contextlib.suppress(libvirt.libvirtError):
-                        secret.undefine()
-        path = os.path.join(sandbox.FILES_ROOT, name)
-        if os.path.isdir(path):
-            subprocess.run(["umount", "-l", os.path.join(path, "mnt")], check=False, capture_output=True)
-            shutil.rmtree(path, ignore_errors=True)
-    if conn is not None:
-        conn.close()
-
-
-@pytest.fixture
-def names():
-    made = []
-
-    def make(kind):
-        made.append(sandbox.uid(kind))
-        return made[-1]
-
-    try:
-        yield make
-    finally:
-        remove_named(made)
 
 
 @pytest.fixture

@@ -21,9 +21,7 @@ import http.server
 import os
 import pathlib
 import re
-import shutil
 import stat
-import subprocess
 import threading
 import uuid
 
@@ -101,47 +99,6 @@ def salt_call(tmp_path):
     return make
 
 
-def remove_named(made):
-    """Remove the pools, networks, secrets and file directories called ``made`` (and only those)."""
-    import libvirt  # pylint: disable=import-outside-toplevel
-
-    try:
-        conn = sandbox.connect()
-    except libvirt.libvirtError:
-        conn = None
-    for name in made:
-        if conn is not None:
-            for lookup in (conn.storagePoolLookupByName, conn.networkLookupByName):
-                with contextlib.suppress(libvirt.libvirtError):
-                    obj = lookup(name)
-                    with contextlib.suppress(libvirt.libvirtError):
-                        if obj.isActive():
-                            obj.destroy()
-                    obj.undefine()
-            for secret in conn.listAllSecrets(0):
-                if (secret.usageID() or "").split("/")[-1] == name:
-                    with contextlib.suppress(libvirt.libvirtError):
-                        secret.undefine()
-        path = os.path.join(sandbox.FILES_ROOT, name)
-        if os.path.isdir(path):
-            subprocess.run(["umount", "-l", os.path.join(path, "mnt")], check=False, capture_output=True)
-            shutil.rmtree(path, ignore_errors=True)
-    if conn is not None:
-        conn.close()
-
-
-@pytest.fixture
-def names():
-    made = []
-
-    def make(kind):
-        made.append(sandbox.uid(kind))
-        return made[-1]
-
-    try:
-        yield make
-    finally:
-        remove_named(made)
 
 
 def _pool_xml(conn, name):
@@ -345,7 +302,7 @@ def bad_pillar_run(tmp_path_factory, conn):
         rc, data, err = call.run("state.apply", "kvm")
         yield {"rc": rc, "data": data, "err": err, "pool": pname, "target": target, "conn": conn}
     finally:
-        remove_named([pname])
+        sandbox.remove_named([pname])
 
 
 def test_a_bad_pillar_fails_the_run_naming_the_path_and_changes_nothing(bad_pillar_run):

@@ -9,7 +9,6 @@ finds the formula. Both run the real ``salt-call``.
 import subprocess
 import sys
 
-import pytest
 
 from tests.conftest import REPO
 from tests.support import sandbox

@@ -241,6 +241,36 @@ def wait_for(predicate, timeout=20.0, interval=0.1):
 # --- cleanup ---------------------------------------------------------------
 
 
+def remove_named(made):
+    """Remove the pools, networks, secrets and file directories called ``made`` (and only those)."""
+    import libvirt  # pylint: disable=import-outside-toplevel
+
+    try:
+        conn = connect()
+    except libvirt.libvirtError:
+        conn = None
+    for name in made:
+        if conn is not None:
+            for lookup in (conn.storagePoolLookupByName, conn.networkLookupByName):
+                with contextlib.suppress(libvirt.libvirtError):
+                    obj = lookup(name)
+                    with contextlib.suppress(libvirt.libvirtError):
+                        if obj.isActive():
+                            obj.destroy()
+                    obj.undefine()
+            for secret in conn.listAllSecrets(0):
+                if (secret.usageID() or "").split("/")[-1] == name:
+                    with contextlib.suppress(libvirt.libvirtError):
+                        secret.undefine()
+        path = os.path.join(FILES_ROOT, name)
+        if os.path.isdir(path):
+            subprocess.run(["umount", "-l", os.path.join(path, "mnt")], check=False, capture_output=True)
+            shutil.rmtree(path, ignore_errors=True)
+    if conn is not None:
+        conn.close()
+
+
+
 def sweep(uri=URI, only_mine=False):
     """Remove every ``kvt-`` VM, network, pool, secret, netns and host link, and their files.
 
