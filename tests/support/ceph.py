@@ -19,12 +19,12 @@ import time
 import uuid
 
 from tests.support import sandbox
-from tests.support.storage_servers import Unavailable, port_in_use, run, stop_process
+from tests.support.storage_servers import Server, Unavailable, port_in_use, run, stop_process
 
 MON_PORTS = (3300, 6789)
 
 
-class Ceph:
+class Ceph(Server):
     """``Ceph().start()``: a cluster with the RBD pool :attr:`pool` and the client
     :attr:`user` (caps ``profile rbd`` on that pool) whose key is :attr:`key`."""
 
@@ -137,13 +137,3 @@ osd memory target = 1073741824
         self.procs = []
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc):
-        self.stop()

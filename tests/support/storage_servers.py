@@ -106,7 +106,28 @@ def backend_missing(conn, ptype):
 # --- iSCSI: tgtd -------------------------------------------------------------------
 
 
-class Tgt:
+class Server:
+    """A server a test starts on 127.0.0.1: ``with Server() as srv`` starts it and
+    always stops it (also when starting fails half-way)."""
+
+    def start(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def stop(self):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+class Tgt(Server):
     """``tgtd`` in the foreground on 127.0.0.1 with one target of file-backed LUNs.
 
     The portal is 127.0.0.1:3260, or the next free port when something already
@@ -183,16 +204,6 @@ class Tgt:
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
 
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc):
-        self.stop()
-
 
 # --- Gluster: glusterd ----------------------------------------------------------------
 
@@ -202,7 +213,7 @@ GLUSTER_RUN = "/var/run/gluster"
 GLUSTER_LOG = "/var/log/glusterfs"
 
 
-class Gluster:
+class Gluster(Server):
     """``glusterd`` bound to 127.0.0.1 with its own working directory, and one
     started single-brick volume :attr:`volume` (``$(hostname):<dir>/brick force``)."""
 
@@ -290,13 +301,3 @@ class Gluster:
             if os.path.ismount(os.path.join(self.dir, "mnt")):
                 run(["umount", "-l", os.path.join(self.dir, "mnt")], check=False)
             shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc):
-        self.stop()
