@@ -50,7 +50,7 @@ docs: venv
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 	@echo "docs built in docs/_build/html"
 
-bench: install sweep
+bench: install
 	$(PY) bench/run.py
 
 clean:

@@ -155,13 +155,16 @@ def _write_results(results):
         "",
         "The state columns are the time inside the states (Salt's per-state durations) on the slowest minion.",
         "",
-        "| minions | first apply (s) | of which states (s) | no-op apply (s) | of which states (s) | peak PSS per minion, median (MiB) | max (MiB) | minion peak RSS (MiB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Load is the machine's 1-minute load average before and after the runs (other work skews wall times).",
+        "",
+        "| minions | first apply (s) | of which states (s) | no-op apply (s) | of which states (s) | peak PSS per minion, median (MiB) | max (MiB) | minion peak RSS (MiB) | load |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["rows"]:
         lines.append(
             f"| {row['minions']} | {row['first_s']:.2f} | {row['first_states_s']:.2f} | {row['noop_s']:.2f} | {row['noop_states_s']:.2f} "
-            f"| {row['pss_median_mib']:.0f} | {row['pss_max_mib']:.0f} | {row['hwm_median_mib']:.0f} |"
+            f"| {row['pss_median_mib']:.0f} | {row['pss_max_mib']:.0f} | {row['hwm_median_mib']:.0f} "
+            f"| {row.get('load_before', 0):.1f} / {row.get('load_after', 0):.1f} |"
         )
     (RESULTS / "fleet.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -173,7 +176,7 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
 
     opts = _options()
     sizes, reps, volumes = opts["sizes"], opts["reps"], opts["volumes"]
-    net = fleetlib.FleetNet(net="203.0.113", base=128)
+    net = fleetlib.FleetNet.free((("203.0.113", 128), ("203.0.113", 0)))
     net.create()
     minions, rows = [], []
     pillar_tree = pathlib.Path(salt_factories.root_dir) / f"{net.prefix}-pillar"
@@ -214,6 +217,7 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
                     (pillar_tree / f"{sls}.sls").write_text(yaml.safe_dump(_pillar(net.prefix, f"r{round_no}", i, volumes)))
                 (pillar_tree / "top.sls").write_text(yaml.safe_dump(top))
                 cli.run("-L", "saltutil.refresh_pillar", "wait=True", minion_tgt=",".join(ids))
+                load_before = os.getloadavg()[0]
                 pids = {m.id: m.pid for m in minions}
                 sampler = MemorySampler(pids)
                 sampler.start()
@@ -240,6 +244,9 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
                         "pss_median_mib": round(statistics.median(mib), 1),
                         "pss_max_mib": round(max(mib), 1),
                         "hwm_median_mib": round(statistics.median(hwm), 1),
+                        # other work on the machine skews wall times: the 1-minute load average around the runs
+                        "load_before": round(load_before, 2),
+                        "load_after": round(os.getloadavg()[0], 2),
                     }
                 )
                 print(f"{size} minion(s): first {first:.2f}s, no-op {statistics.median(noops):.2f}s, pss {statistics.median(mib):.0f} MiB, minion process peak RSS {statistics.median(hwm):.0f} MiB")

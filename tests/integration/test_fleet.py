@@ -17,7 +17,7 @@ import os
 import pytest
 
 from tests.support import sandbox
-from tests.support.fleet import remove_objects
+from tests.support.fleet import free_subnets, remove_objects
 from tests.support.saltcall import changed, state_results
 
 pytestmark = pytest.mark.slow
@@ -38,8 +38,9 @@ def _need_states(*names):
         pytest.skip(f"state kvm.{', kvm.'.join(missing)} does not exist yet")
 
 
-def host_pillar(fleet, minion_id, i):
-    """Host i's pillar: its own bridge (in its netns), pool, volumes, network and snapshot policy."""
+def host_pillar(fleet, minion_id, i, subnet):
+    """Host i's pillar: its own bridge (in its netns), pool, volumes, network (on a free
+    documentation ``subnet``) and snapshot policy."""
     name = lambda kind: fleet.name(minion_id, kind)  # noqa: E731
     pool = name("p")
     volumes = {f"disk{j}.qcow2": {"size": "16M", "format": "qcow2"} for j in range(1, i)}  # 0, 1, 2 volumes
@@ -50,7 +51,7 @@ def host_pillar(fleet, minion_id, i):
     }
     if i != 2:  # host 2 has no libvirt network of its own
         pillar["networks"] = {
-            name("net"): {"mode": "isolated", "bridge": f"{fleet.net.prefix}n{i}", "address": f"203.0.113.{128 + 16 * (i - 1) + 1}/28", "autostart": False}
+            name("net"): {"mode": "isolated", "bridge": f"{fleet.net.prefix}n{i}", "address": f"{subnet[1]}/{subnet.prefixlen}", "autostart": False}
         }
     return pillar
 
@@ -60,10 +61,11 @@ def hosts(fleet, conn):
     """Per-host pillar written, a stopped tiny VM per host for its snapshot policy."""
     _need_states("bridge_present", "network_present", "pool_present", "volume_present", "snapshots_retained")
     specs = {}
+    subnets = free_subnets(len(fleet.ids), exclude=[f"{fleet.net.master_ip}/25"])
     try:
         for i, minion_id in enumerate(fleet.ids, start=1):
             sandbox.make_vm(conn, name=fleet.name(minion_id, "vm"))
-            specs[minion_id] = host_pillar(fleet, minion_id, i)
+            specs[minion_id] = host_pillar(fleet, minion_id, i, subnets[i - 1])
             fleet.set_pillar(minion_id, specs[minion_id])
         yield specs
     finally:

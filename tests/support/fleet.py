@@ -59,6 +59,29 @@ class FleetNet:
         self.master_ip = f"{net}.{base + 1}"
         self.hosts = []  # (netns, veth, address)
 
+    def in_use(self):
+        """Whether an address of this /25 is already on a link of the root netns (another fleet)."""
+        import ipaddress  # pylint: disable=import-outside-toplevel
+
+        from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
+
+        mine = ipaddress.ip_network(f"{self.master_ip}/25", strict=False)
+        with IPRoute() as ipr:
+            for addr in ipr.get_addr(family=2):
+                other = ipaddress.ip_network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False)
+                if other.overlaps(mine):
+                    return True
+        return False
+
+    @classmethod
+    def free(cls, candidates=(("203.0.113", 0), ("203.0.113", 128))):
+        """A FleetNet on the first of ``candidates`` ``(net, base)`` no other fleet on this machine uses."""
+        for net, base in candidates:
+            fleet = cls(net=net, base=base)
+            if not fleet.in_use():
+                return fleet
+        raise RuntimeError(f"every candidate /25 for a test fleet is in use: {candidates}")
+
     def create(self):
         from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
 
@@ -129,6 +152,31 @@ class FleetNet:
 
     def __exit__(self, *exc):
         self.remove()
+
+
+def free_subnets(count, prefixlen=28, exclude=(), parents=("198.51.100.0/24", "203.0.113.0/24")):
+    """``count`` documentation subnets no route or address of the root netns overlaps
+    (libvirt networks of concurrent tests pick theirs the same way)."""
+    import ipaddress  # pylint: disable=import-outside-toplevel
+
+    from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
+
+    used = [ipaddress.ip_network(e, strict=False) for e in exclude]
+    with IPRoute() as ipr:
+        for addr in ipr.get_addr(family=2):
+            used.append(ipaddress.ip_network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False))
+        for route in ipr.get_routes(family=2, table=254):
+            dst = route.get_attr("RTA_DST")
+            if dst:
+                used.append(ipaddress.ip_network(f"{dst}/{route['dst_len']}", strict=False))
+    found = []
+    for parent in parents:
+        for cand in ipaddress.ip_network(parent).subnets(new_prefix=prefixlen):
+            if not any(cand.overlaps(u) for u in used + found):
+                found.append(cand)
+                if len(found) == count:
+                    return found
+    raise RuntimeError(f"fewer than {count} free /{prefixlen} documentation subnets on this host")
 
 
 def remove_objects(prefix):
