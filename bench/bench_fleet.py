@@ -3,7 +3,7 @@
 
 One salt-master and 1, then 5, then 20 minions on this machine, each minion in
 its own network namespace, reaching the master over a veth link
-(203.0.113.128/25), as in the fleet integration tests
+(198.51.100.192/26), as in the fleet integration tests
 (:mod:`tests.support.fleet`). Each minion's pillar holds its own dir pool with
 ``--volumes`` qcow2 volumes and a bridge (in its namespace). For each fleet
 size it measures, with the ``salt`` CLI as an operator runs it:
@@ -39,8 +39,8 @@ RESULTS = REPO / "bench" / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import pytest  # noqa: E402  pylint: disable=wrong-import-position
-import yaml  # noqa: E402  pylint: disable=wrong-import-position
+import pytest
+import yaml
 
 #: set by main() for the pytest session it starts (the test module is imported anew there)
 OPTIONS_ENV = "KVT_BENCH_FLEET"
@@ -149,9 +149,11 @@ def _write_results(results):
         "# salt '*' state.apply kvm across a fleet on one machine",
         "",
         f"{results['machine']}; each minion: 1 dir pool, {results['volumes']} qcow2 volumes, 1 bridge in its netns.",
-        "Wall time of the `salt` CLI (publish, all minions apply, all returns back); no-op is the median of "
-        f"{results['reps']} runs. Memory per minion: peak PSS of the minion and its job processes, sampled every 250 ms "
-        "during the applies (median and max over the minions), and the minion process's own peak RSS (VmHWM, median).",
+        (
+            "Wall time of the `salt` CLI (publish, all minions apply, all returns back); no-op is the median of "
+            f"{results['reps']} runs. Memory per minion: peak PSS of the minion and its job processes, sampled every 250 ms "
+            "during the applies (median and max over the minions), and the minion process's own peak RSS (VmHWM, median)."
+        ),
         "",
         "The state columns are the time inside the states (Salt's per-state durations) on the slowest minion.",
         "",
@@ -176,7 +178,7 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
 
     opts = _options()
     sizes, reps, volumes = opts["sizes"], opts["reps"], opts["volumes"]
-    net = fleetlib.FleetNet.free((("203.0.113", 128), ("203.0.113", 0)))
+    net = fleetlib.FleetNet.free((("198.51.100", 192), ("198.51.100", 128)))
     net.create()
     minions, rows = [], []
     pillar_tree = pathlib.Path(salt_factories.root_dir) / f"{net.prefix}-pillar"
@@ -257,10 +259,16 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
         for factory in minions:
             try:
                 factory.terminate()
-            except Exception:  # pylint: disable=broad-except
-                pass
+            except Exception:  # noqa: BLE001  pylint: disable=broad-except
+                print(f"could not stop {factory.id}", file=sys.stderr)
         net.remove()
         sandbox.sweep(only_mine=True)
+        import shutil  # pylint: disable=import-outside-toplevel
+
+        for path in [pillar_tree, pathlib.Path(salt_factories.root_dir) / f"{net.prefix}-master"] + [
+            pathlib.Path(salt_factories.root_dir) / f"{net.prefix}-hv{i}" for i in range(1, len(minions) + 1)
+        ]:
+            shutil.rmtree(path, ignore_errors=True)
     import platform  # pylint: disable=import-outside-toplevel
 
     _write_results(

@@ -9,6 +9,7 @@ changes, then removes everything. Parts whose states do not exist yet are
 left out of the pillar (the demo grows as capabilities land).
 """
 
+import json
 import os
 import subprocess
 import sys
@@ -49,8 +50,8 @@ def demo_pillar(states, lan, pool_dir, vm_name):
             "kvt-demo-nat": {
                 "mode": "nat",
                 "bridge": "kvt-virbr9",
-                "address": "198.51.100.1/24",
-                "dhcp": {"start": "198.51.100.100", "end": "198.51.100.200"},
+                "address": "198.51.100.129/26",
+                "dhcp": {"start": "198.51.100.140", "end": "198.51.100.180"},
                 "autostart": False,
             }
         }
@@ -65,6 +66,30 @@ def demo_pillar(states, lan, pool_dir, vm_name):
     if "kvm.snapshots_retained" in states:
         pillar["snapshots"] = {vm_name: {"every": "1d", "keep": 3, "prefix": "auto-"}}
     return pillar
+
+
+def adhoc(call, lan, states, vm_name):
+    """A few ad hoc calls on the converged sandbox, as an operator would make them."""
+    calls = [("kvm.host_info",)]
+    if "kvm.bridge_present" in states:
+        calls.append(("kvm.bridge_list",))
+    if "kvm.network_present" in states:
+        calls.append(("kvm.network_list",))
+    if "kvm.pool_present" in states:
+        calls.append(("kvm.pool_list",))
+    if "kvm.volume_present" in states:
+        calls.append(("kvm.volume_list", "kvt-demo"))
+    if "kvm.snapshots_retained" in states:
+        calls.append(("kvm.snapshot_list", vm_name))
+    for args in calls:
+        banner("salt-call --local " + " ".join(args))
+        _, out, _ = call.run(*args, netns=lan.host, out="yaml")
+        print(out, end="")
+    banner("salt-call --local kvm.validate_pillar (a typo and a bad size)")
+    bad = {"pools": {"kvt-demo": {"type": "dir", "target": "/var/tmp/kvt-files/kvt-demo-pool", "volumes": {"ubuntu.qcow2": {"size": "20X"}}}}, "bridges": {"kvt-br0": {"stpp": True}}}
+    code, out, err = call.run("kvm.validate_pillar", f"pillar={json.dumps(bad)}", out="yaml")
+    print((out or "") + "".join(line + "\n" for line in err.splitlines() if "Error" in line or "kvm:" in line), end="")
+    print(f"(exit code {code})")
 
 
 def main():
@@ -109,6 +134,7 @@ def main():
         print(f"\n{len(results)} states, {len(again)} with changes on the second apply")
         if code != 0 or again:
             return 1
+        adhoc(call, lan, states, vm_name)
         return 0
     finally:
         banner("clean-up")

@@ -198,7 +198,7 @@ def each_vm(session, vms, func, *args, skip=None, **kwargs):
                 out[vm] = {"result": True, "changed": False, "comment": why}
                 continue
             out[vm] = {"result": True, "changed": True, "return": func(vm, *args, **kwargs)}
-        except Exception as exc:  # pylint: disable=broad-except
+        except Exception as exc:  # noqa: BLE001  pylint: disable=broad-except
             text = str(exc).strip()
             out[vm] = {"result": False, "changed": False, "comment": text.splitlines()[0] if text else repr(exc)}
     return {"result": all(v["result"] for v in out.values()), "vms": out}

@@ -3,7 +3,7 @@
 
 Every network and bridge is called ``kvt-...`` (bridge names <= 15 characters)
 and removed afterwards. A started network puts its subnet on a bridge in the
-root namespace, so each test takes a /27 of 198.51.100.0/24 or 203.0.113.0/24
+root namespace, so each test takes a /27 of 198.51.100.0/24 (sandbox.ROOT_NS_RANGE)
 that no route and no libvirt network on this host overlaps (never 192.0.2.0/24:
 it may be the machine's own LAN), and IPv6 from 2001:db8::/32.
 """
@@ -76,7 +76,7 @@ def subnet(conn):
 
     def make(prefixlen=27):
         used = _used_subnets(conn) + taken
-        for parent in ("198.51.100.0/24", "203.0.113.0/24"):
+        for parent in (sandbox.ROOT_NS_RANGE,):
             for cand in ipaddress.ip_network(parent).subnets(new_prefix=prefixlen):
                 if not any(cand.overlaps(u) for u in used):
                     taken.append(cand)

@@ -2,13 +2,14 @@
 
 The ``fleet*`` fixtures build a fleet on this machine: one master in the root
 network namespace and :data:`FLEET_SIZE` minions, each in a network namespace
-of its own, reaching the master over veth links (203.0.113.0/25), as separate
+of its own, reaching the master over veth links (198.51.100.128/26), as separate
 hypervisors would (see :mod:`tests.support.fleet`). They are session-scoped
 and started only by the tests that ask for them.
 """
 
 import contextlib
 import pathlib
+import shutil
 
 import pytest
 import yaml
@@ -74,7 +75,7 @@ class Fleet:
 @pytest.fixture(scope="session")
 def fleet_net():
     try:
-        net = fleetlib.FleetNet.free()  # 203.0.113.0/25, or .128/25 while another fleet (the bench) runs
+        net = fleetlib.FleetNet.free()  # 198.51.100.128/26, or .192/26 while another fleet (the bench) runs
     except RuntimeError as exc:
         pytest.skip(str(exc))
     net.create()
@@ -102,9 +103,12 @@ def fleet_master(salt_factories, fleet_net, tmp_path_factory):
             "auto_accept": True,
         },
     )
-    with factory.started():
-        factory.fleet_trees = (pillar_tree, state_tree)
-        yield factory
+    try:
+        with factory.started():
+            factory.fleet_trees = (pillar_tree, state_tree)
+            yield factory
+    finally:
+        shutil.rmtree(factory.config["root_dir"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -123,6 +127,7 @@ def fleet(fleet_master, fleet_net):
                 netns=netns,
                 overrides=fleet_net.minion_overrides(fleet_master),
             )
+            stack.callback(shutil.rmtree, factory.config["root_dir"], True)  # after it stopped (LIFO)
             stack.enter_context(factory.started())
             fl.minions.append(factory)
             fl.netns[minion_id] = netns

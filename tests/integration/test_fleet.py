@@ -16,6 +16,7 @@ import os
 
 import pytest
 
+from tests.conftest import REPO
 from tests.support import sandbox
 from tests.support.fleet import free_subnets, remove_objects
 from tests.support.saltcall import changed, state_results
@@ -26,13 +27,7 @@ MiB = 1024 * 1024
 
 
 def _need_states(*names):
-    from salt_kvm import glue  # pylint: disable=import-outside-toplevel,unused-import
-
-    import importlib.util  # pylint: disable=import-outside-toplevel
-
-    path = os.path.join(os.path.dirname(importlib.util.find_spec("salt_kvm").origin), "..", "_states", "kvm.py")
-    with open(path, encoding="utf-8") as fh:
-        text = fh.read()
+    text = (REPO / "_states" / "kvm.py").read_text(encoding="utf-8")
     missing = [n for n in names if f"\ndef {n}(" not in text]
     if missing:
         pytest.skip(f"state kvm.{', kvm.'.join(missing)} does not exist yet")
@@ -41,7 +36,7 @@ def _need_states(*names):
 def host_pillar(fleet, minion_id, i, subnet):
     """Host i's pillar: its own bridge (in its netns), pool, volumes, network (on a free
     documentation ``subnet``) and snapshot policy."""
-    name = lambda kind: fleet.name(minion_id, kind)  # noqa: E731
+    name = lambda kind: fleet.name(minion_id, kind)
     pool = name("p")
     volumes = {f"disk{j}.qcow2": {"size": "16M", "format": "qcow2"} for j in range(1, i)}  # 0, 1, 2 volumes
     pillar = {
@@ -74,8 +69,12 @@ def hosts(fleet, conn):
 
 
 def apply(fleet, *args, tgt=None):
-    ret = fleet.salt("state.apply", "kvm", *args, tgt=tgt or ",".join(fleet.ids), tgt_type="list")
-    assert isinstance(ret.data, dict), ret
+    """``salt '*' state.apply kvm ARGS`` (this master serves only the fleet), or one host."""
+    if tgt is None:
+        ret = fleet.salt("state.apply", "kvm", *args, tgt="*", tgt_type="glob")
+        assert isinstance(ret.data, dict) and set(ret.data) == set(fleet.ids), ret
+    else:
+        ret = fleet.salt("state.apply", "kvm", *args, tgt=tgt, tgt_type="list")
     return ret
 
 

@@ -5,7 +5,7 @@ Layout (documentation addresses only)::
 
     root netns                                   netns kvt-m<tag><i>
     ---------------------------------------      ----------------------
-    bridge kvt-fb<tag>  <net>.<base+1>/25  ----  eth0 <net>.<base+10+i>/25
+    bridge kvt-fb<tag>  <net>.<base+1>/26  ----  eth0 <net>.<base+10+i>/26
       ports kvt-v<tag><i> (veth, far end eth0)   lo
     salt-master listening on <net>.<base+1>
 
@@ -43,10 +43,17 @@ class NetnsMinion(SaltMinion):
         return cmdline
 
 
+#: The master's bridge lives in the ROOT namespace, so its subnet comes from
+#: sandbox.ROOT_NS_RANGE (198.51.100.0/24): this machine's own network is in
+#: 192.0.2.0/24 and the package mirrors answer at an address in 203.0.113.0/24.
+PREFIXLEN = 26
+MAX_HOSTS = 50
+
+
 class FleetNet:
     """The master's bridge in the root namespace and one netns per minion host."""
 
-    def __init__(self, tag=None, net="203.0.113", base=0):
+    def __init__(self, tag=None, net="198.51.100", base=128):
         self.tag = tag or uuid.uuid4().hex[:4]
         #: every object of this fleet (netns, links, pools, networks, VMs, files) starts with this
         self.prefix = sandbox.register(f"{sandbox.PREFIX}f{self.tag}")
@@ -60,12 +67,12 @@ class FleetNet:
         self.hosts = []  # (netns, veth, address)
 
     def in_use(self):
-        """Whether an address of this /25 is already on a link of the root netns (another fleet)."""
+        """Whether an address of this /26 is already on a link of the root netns (another fleet)."""
         import ipaddress  # pylint: disable=import-outside-toplevel
 
         from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
 
-        mine = ipaddress.ip_network(f"{self.master_ip}/25", strict=False)
+        mine = ipaddress.ip_network(f"{self.master_ip}/{PREFIXLEN}", strict=False)
         with IPRoute() as ipr:
             for addr in ipr.get_addr(family=2):
                 other = ipaddress.ip_network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False)
@@ -74,13 +81,13 @@ class FleetNet:
         return False
 
     @classmethod
-    def free(cls, candidates=(("203.0.113", 0), ("203.0.113", 128))):
+    def free(cls, candidates=(("198.51.100", 128), ("198.51.100", 192))):
         """A FleetNet on the first of ``candidates`` ``(net, base)`` no other fleet on this machine uses."""
         for net, base in candidates:
             fleet = cls(net=net, base=base)
             if not fleet.in_use():
                 return fleet
-        raise RuntimeError(f"every candidate /25 for a test fleet is in use: {candidates}")
+        raise RuntimeError(f"every candidate /{PREFIXLEN} for a test fleet is in use: {candidates}")
 
     def create(self):
         from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
@@ -88,7 +95,7 @@ class FleetNet:
         with IPRoute() as ipr:
             ipr.link("add", ifname=self.bridge, kind="bridge", br_stp_state=0, br_forward_delay=0)
             idx = ipr.link_lookup(ifname=self.bridge)[0]
-            ipr.addr("add", index=idx, address=self.master_ip, prefixlen=25)
+            ipr.addr("add", index=idx, address=self.master_ip, prefixlen=PREFIXLEN)
             ipr.link("set", index=idx, state="up")
         return self
 
@@ -97,8 +104,8 @@ class FleetNet:
         from pyroute2 import IPRoute, NetNS  # pylint: disable=import-outside-toplevel
 
         i = len(self.hosts) + 1
-        if i > 100:
-            raise ValueError("at most 100 hosts per FleetNet")
+        if i > MAX_HOSTS:
+            raise ValueError(f"at most {MAX_HOSTS} hosts per FleetNet")
         name = f"{sandbox.PREFIX}m{self.tag}{i}"
         veth = f"{sandbox.PREFIX}v{self.tag}{i}"
         address = f"{self.net}.{self.base + 10 + i}"
@@ -111,7 +118,7 @@ class FleetNet:
             ipr.link("set", index=vidx, state="up")
         with NetNS(name) as ns:
             idx = ns.link_lookup(ifname="eth0")[0]
-            ns.addr("add", index=idx, address=address, prefixlen=25)
+            ns.addr("add", index=idx, address=address, prefixlen=PREFIXLEN)
             ns.link("set", index=idx, state="up")
         self.hosts.append((name, veth, address))
         return name, address
@@ -154,7 +161,7 @@ class FleetNet:
         self.remove()
 
 
-def free_subnets(count, prefixlen=28, exclude=(), parents=("198.51.100.0/24", "203.0.113.0/24")):
+def free_subnets(count, prefixlen=28, exclude=(), parents=(sandbox.ROOT_NS_RANGE,)):
     """``count`` documentation subnets no route or address of the root netns overlaps
     (libvirt networks of concurrent tests pick theirs the same way)."""
     import ipaddress  # pylint: disable=import-outside-toplevel

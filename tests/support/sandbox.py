@@ -19,6 +19,12 @@ PREFIX = "kvt-"
 #: files of VMs and pools live here: libvirt's qemu user must be able to traverse it
 FILES_ROOT = "/var/tmp/kvt-files"
 URI = os.environ.get("KVT_URI", "qemu:///system")
+#: The only documentation range tests may use in the ROOT network namespace
+#: (libvirt networks, the fleet's master bridge): this machine's own network is
+#: in 192.0.2.0/24 and its package mirrors answer in 203.0.113.0/24, so a route
+#: to either in the root namespace would cut the host off. Inside a test's own
+#: network namespace every documentation range is fine.
+ROOT_NS_RANGE = "198.51.100.0/24"
 
 
 #: names made by this process; :func:`sweep` with ``only_mine`` removes only these,

@@ -156,7 +156,7 @@ class FakeDom:
     def name(self):
         return self._name
 
-    def snapshotListNames(self, _flags):  # noqa: N802 - libvirt's name
+    def snapshotListNames(self, _flags):
         return list(self.snaps)
 
 
@@ -165,7 +165,7 @@ class FakeSession:
         self.conn = self
         self.doms = doms
 
-    def listAllDomains(self, _flags):  # noqa: N802 - libvirt's name
+    def listAllDomains(self, _flags):
         return self.doms
 
 
