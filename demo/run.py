@@ -88,7 +88,8 @@ def adhoc(call, lan, states, vm_name):
     banner("salt-call --local kvm.validate_pillar (a typo and a bad size)")
     bad = {"pools": {"kvt-demo": {"type": "dir", "target": "/var/tmp/kvt-files/kvt-demo-pool", "volumes": {"ubuntu.qcow2": {"size": "20X"}}}}, "bridges": {"kvt-br0": {"stpp": True}}}
     code, out, err = call.run("kvm.validate_pillar", f"pillar={json.dumps(bad)}", out="yaml")
-    print((out or "") + "".join(line + "\n" for line in err.splitlines() if "Error" in line or "kvm:" in line), end="")
+    # salt-call prints the function's docstring after the error; show the error line
+    print("".join(line.strip() + "\n" for line in (out + err).splitlines() if "kvm:" in line and "invalid" in line), end="")
     print(f"(exit code {code})")
 
 

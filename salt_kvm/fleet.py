@@ -79,9 +79,9 @@ def _networks(conn):
 
 
 def _pool_type(pool):
-    from lxml import etree  # pylint: disable=import-outside-toplevel
+    from salt_kvm.xml.base import parse  # pylint: disable=import-outside-toplevel
 
-    return etree.fromstring(pool.XMLDesc(0).encode()).get("type")
+    return parse(pool.XMLDesc(0)).get("type")
 
 
 def _pools(conn):
@@ -117,12 +117,12 @@ def _pool(pool):
 
 
 def _snapshot_times(dom):
-    from lxml import etree  # pylint: disable=import-outside-toplevel
+    from salt_kvm.xml.base import parse  # pylint: disable=import-outside-toplevel
 
     times = []
     for snap in dom.listAllSnapshots(0):
         try:
-            root = etree.fromstring(snap.getXMLDesc(0).encode())
+            root = parse(snap.getXMLDesc(0))
         except _conn.libvirt.libvirtError:
             continue
         created = root.findtext("creationTime")
