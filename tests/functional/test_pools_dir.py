@@ -1,6 +1,5 @@
 """dir pools end to end through the loader: kvm.pool_* functions and the pool states."""
 
-import contextlib
 import os
 import shutil
 
@@ -8,16 +7,6 @@ import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
 from tests.support import sandbox
-
-
-def _drop_pool(conn, name):
-    import libvirt  # pylint: disable=import-outside-toplevel
-
-    with contextlib.suppress(libvirt.libvirtError):
-        pool = conn.storagePoolLookupByName(name)
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
 
 
 @pytest.fixture
@@ -29,7 +18,7 @@ def new_pool(conn):
     try:
         yield name, target
     finally:
-        _drop_pool(conn, name)
+        sandbox.drop_pool(conn, name)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -33,16 +33,6 @@ INITIATOR = "iqn.2026-11.test.kvt:host1"
 WRONG_KEY = "AQBlbm90dGhla2V5bm90dGhla2V5bm90dGhlQQ=="
 
 
-def _drop_pool(conn, name):
-    import libvirt  # pylint: disable=import-outside-toplevel
-
-    with contextlib.suppress(libvirt.libvirtError):
-        pool = conn.storagePoolLookupByName(name)
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
-
-
 def _server(conn, ptype, factory):
     missing = backend_missing(conn, ptype)
     if missing:
@@ -96,7 +86,7 @@ def pool_name(conn):
     try:
         yield name
     finally:
-        _drop_pool(conn, name)
+        sandbox.drop_pool(conn, name)
 
 
 def _about(size, want):
@@ -260,7 +250,7 @@ def test_netfs_glusterfs_pool_mounts_the_volume(kvm_state, kvm, conn, gluster, p
         _absent(kvm_state, conn, pool_name)
         assert not os.path.ismount(target)
     finally:
-        _drop_pool(conn, pool_name)
+        sandbox.drop_pool(conn, pool_name)
         if os.path.ismount(target):
             subprocess.run(["umount", "-l", target], check=False, capture_output=True)
         slug = target.strip("/").replace("/", "-")

@@ -9,7 +9,6 @@ test_pools_real_backends.py; here libvirt must accept their XML, which needs
 the libvirtd storage backend (the skip names the missing package).
 """
 
-import contextlib
 import os
 import shutil
 import subprocess
@@ -23,16 +22,6 @@ from tests.support.storage_servers import backend_missing as _backend_missing
 M = 1024**2
 CHAP = "kvt-chap-pa55word-never-shown"
 CEPH_KEY = "QVFCdGVzdGtleWZvcmNlcGhvbmx5MTIzNDU2Nzg5MA=="
-
-
-def _drop_pool(conn, name):
-    import libvirt  # pylint: disable=import-outside-toplevel
-
-    with contextlib.suppress(libvirt.libvirtError):
-        pool = conn.storagePoolLookupByName(name)
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
 
 
 def _blkid(dev, what):
@@ -77,7 +66,7 @@ def pool_name(conn):
     try:
         yield name
     finally:
-        _drop_pool(conn, name)
+        sandbox.drop_pool(conn, name)
 
 
 def _mounted(path):
@@ -121,7 +110,7 @@ def test_fs_pool_makes_ext4_then_reuses_it(kvm_state, kvm, conn, loop, pool_name
         assert ret["result"] is True, ret["comment"]
         assert _blkid(dev.dev, "TYPE") == "ext2"
     finally:
-        _drop_pool(conn, pool_name)
+        sandbox.drop_pool(conn, pool_name)
         if _mounted(target):
             subprocess.run(["umount", target], check=False)
 
@@ -159,7 +148,7 @@ def test_disk_pool_partition_table_and_partitions(kvm_state, kvm, conn, loop, po
         assert ret["result"] is True and "build" not in ret["changes"], ret["comment"]
         assert part in kvm.volume_list(pool_name)
     finally:
-        _drop_pool(conn, pool_name)
+        sandbox.drop_pool(conn, pool_name)
         subprocess.run(["partx", "-d", dev.dev], check=False, capture_output=True)
 
 
@@ -206,7 +195,7 @@ def test_logical_pool_builds_a_volume_group(kvm_state, kvm, conn, loop, pool_nam
         assert ret["result"] is True, ret["comment"]
         assert not _vg_exists(vg)
     finally:
-        _drop_pool(conn, pool_name)
+        sandbox.drop_pool(conn, pool_name)
         if _vg_exists(vg):
             subprocess.run(["vgremove", "-f", vg], check=False, capture_output=True)
 

@@ -234,6 +234,17 @@ def make_dir_pool(conn, name=None, start=True):
     return pool, path
 
 
+def drop_pool(conn, name):
+    """Stop and undefine the pool ``name`` if it exists (its storage stays)."""
+    import libvirt  # pylint: disable=import-outside-toplevel
+
+    with contextlib.suppress(libvirt.libvirtError):
+        pool = conn.storagePoolLookupByName(name)
+        if pool.isActive():
+            pool.destroy()
+        pool.undefine()
+
+
 def wait_for(predicate, timeout=20.0, interval=0.1):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
