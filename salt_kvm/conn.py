@@ -7,6 +7,7 @@ listings (``session.invalidate``). Ad hoc execution calls start from fresh
 listings (the loader calls :meth:`Session.fresh`).
 """
 
+import contextlib
 import logging
 import threading
 
@@ -36,6 +37,15 @@ def libvirt_message(exc):
     if get:
         msg = get()
     return (msg or str(exc)).strip().splitlines()[0] if (msg or str(exc)) else repr(exc)
+
+
+@contextlib.contextmanager
+def libvirt_errors(what):
+    """Turn a ``libvirtError`` raised inside into ``KvmError("<what>: <libvirt's message>")``."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:
+        raise KvmError(f"{what}: {libvirt_message(exc)}") from None
 
 
 class CountingConnection:

@@ -28,6 +28,7 @@ import os
 
 from salt_kvm import conn as _conn
 from salt_kvm import plan, schema
+from salt_kvm.conn import libvirt_errors
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
 from salt_kvm.xml import network as netxml
 from salt_kvm.xml.base import xml_diff
@@ -64,10 +65,8 @@ def _msg(exc):
 def _load_networks(session):
     lv = _lv()
     out = {}
-    try:
+    with libvirt_errors("cannot list libvirt networks"):
         nets = session.conn.listAllNetworks(0)
-    except lv.libvirtError as exc:
-        raise KvmError(f"cannot list libvirt networks: {_msg(exc)}") from None
     for net in nets:
         try:
             name = net.name()
@@ -90,10 +89,8 @@ def networks(session):
 def _load_domains(session):
     lv = _lv()
     out = []
-    try:
+    with libvirt_errors("cannot list VMs"):
         doms = session.conn.listAllDomains(0)
-    except lv.libvirtError as exc:
-        raise KvmError(f"cannot list VMs: {_msg(exc)}") from None
     for dom in doms:
         try:
             out.append({"name": dom.name(), "active": bool(dom.isActive()), "interfaces": netxml.domain_interfaces(dom.XMLDesc(0))})
@@ -313,10 +310,8 @@ def leases(session, name):
     schema.validate(schema.OBJNAME, name, "name")
     net = _lookup(session, name)
     lv = _lv()
-    try:
+    with libvirt_errors(f"cannot read the leases of network '{name}'"):
         raw = net.DHCPLeases() if net.isActive() else []
-    except lv.libvirtError as exc:
-        raise KvmError(f"cannot read the leases of network '{name}': {_msg(exc)}") from None
     out = []
     for lease in raw or []:
         out.append(

@@ -27,7 +27,7 @@ import subprocess  # nosec B404  # fixed argument lists, never a shell
 import tempfile
 
 from salt_kvm import plan, schema
-from salt_kvm.conn import libvirt, libvirt_message
+from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
 from salt_kvm.xml import storage as sxml
 from salt_kvm.xml.base import xml_diff
@@ -104,12 +104,10 @@ def _describe(entry, with_volumes=False):
     }
     pool = entry["obj"]
     if with_volumes:
-        try:
+        with libvirt_errors(f"pool '{model.name}'"):
             state = pool.info()[0]
             out["state"] = _STATES.get(state, str(state))
             out["volumes"] = pool.numOfVolumes() if entry["active"] else None
-        except libvirt.libvirtError as exc:
-            raise _fail(f"pool '{model.name}'", exc) from None
     else:
         out["state"] = "running" if entry["active"] else "inactive"
     return out
@@ -178,54 +176,44 @@ def pool_build(session, name, overwrite=False):
     """Build the pool's storage; existing storage is never overwritten unless ``overwrite``."""
     pool = _pool_obj(session, name)
     flags = BUILD_FLAGS["overwrite"] if overwrite else _build_flags_for(sxml.Pool(lookup_pool(session, name)["xml"]).type)
-    try:
+    with libvirt_errors(f"building pool '{name}'"):
         pool.build(flags)
-    except libvirt.libvirtError as exc:
-        raise _fail(f"building pool '{name}'", exc) from None
     invalidate(session)
     return True
 
 
 def pool_start(session, name, build=False):
     pool = _pool_obj(session, name)
-    try:
+    with libvirt_errors(f"starting pool '{name}'"):
         if not pool.isActive():
             if build:
                 pool.build(_build_flags_for(sxml.Pool(pool.XMLDesc(0)).type))
             pool.create(0)
-    except libvirt.libvirtError as exc:
-        raise _fail(f"starting pool '{name}'", exc) from None
     invalidate(session)
     return True
 
 
 def pool_stop(session, name):
     pool = _pool_obj(session, name)
-    try:
+    with libvirt_errors(f"stopping pool '{name}'"):
         if pool.isActive():
             pool.destroy()
-    except libvirt.libvirtError as exc:
-        raise _fail(f"stopping pool '{name}'", exc) from None
     invalidate(session)
     return True
 
 
 def pool_refresh(session, name):
     pool = _pool_obj(session, name)
-    try:
+    with libvirt_errors(f"refreshing pool '{name}'"):
         pool.refresh(0)
-    except libvirt.libvirtError as exc:
-        raise _fail(f"refreshing pool '{name}'", exc) from None
     invalidate(session)
     return True
 
 
 def pool_autostart(session, name, enable=True):
     pool = _pool_obj(session, name)
-    try:
+    with libvirt_errors(f"setting autostart of pool '{name}'"):
         pool.setAutostart(1 if enable else 0)
-    except libvirt.libvirtError as exc:
-        raise _fail(f"setting autostart of pool '{name}'", exc) from None
     invalidate(session)
     return bool(enable)
 
@@ -233,12 +221,10 @@ def pool_autostart(session, name, enable=True):
 def pool_undefine(session, name):
     """Stop and undefine the pool (its storage and volumes stay); drop salt-kvm's secret."""
     pool = _pool_obj(session, name)
-    try:
+    with libvirt_errors(f"undefining pool '{name}'"):
         if pool.isActive():
             pool.destroy()
         pool.undefine()
-    except libvirt.libvirtError as exc:
-        raise _fail(f"undefining pool '{name}'", exc) from None
     _drop_secret(session, name)
     invalidate(session)
     return True
@@ -737,13 +723,11 @@ def volume_users(session, pool_name, vol_name, path):
 
 def _purge(session, name, entry, force):
     pool = entry["obj"]
-    try:
+    with libvirt_errors(f"pool '{name}'"):
         if not pool.isActive():
             pool.create(0)
         pool.refresh(0)
         vols = pool.listAllVolumes(0)
-    except libvirt.libvirtError as exc:
-        raise _fail(f"pool '{name}'", exc) from None
     busy = {}
     for vol in vols:
         users = volume_users(session, name, vol.name(), vol.path())
@@ -753,7 +737,7 @@ def _purge(session, name, entry, force):
         detail = ", ".join(f"{v} (used by {', '.join(u)})" for v, u in sorted(busy.items()))
         raise Refused(f"purging would delete volumes in use: {detail}; set force: True to delete them anyway")
     ptype = sxml.Pool(entry["xml"]).type
-    try:
+    with libvirt_errors(f"purging pool '{name}'"):
         if ptype not in ("disk", "iscsi", "iscsi-direct"):
             for vol in vols:
                 if ptype == "fs" and vol.name() == "lost+found":
@@ -768,8 +752,6 @@ def _purge(session, name, entry, force):
                     raise
                 log.debug("pool %s: delete of the mount point failed: %s", name, libvirt_message(exc))
         pool.undefine()
-    except libvirt.libvirtError as exc:
-        raise _fail(f"purging pool '{name}'", exc) from None
     _drop_secret(session, name)
     session.invalidate()
 
@@ -798,10 +780,8 @@ def pool_absent(session, name, purge=False, force=False, test=False):
         entry = pools(session)[name]
         if not entry["active"]:
             return  # checked again when purging (the pool must run to list volumes)
-        try:
+        with libvirt_errors(f"pool '{name}'"):
             vols = entry["obj"].listAllVolumes(0)
-        except libvirt.libvirtError as exc:
-            raise _fail(f"pool '{name}'", exc) from None
         busy = [f"{v.name()} (used by {', '.join(u)})" for v in vols for u in [volume_users(session, name, v.name(), v.path())] if u]
         if busy:
             raise Refused(f"purging would delete volumes in use: {', '.join(busy)}; set force: True to delete them anyway")
@@ -812,12 +792,10 @@ def pool_absent(session, name, purge=False, force=False, test=False):
             _purge(session, name, entry, force)
         else:
             pool = entry["obj"]
-            try:
+            with libvirt_errors(f"pool '{name}'"):
                 if pool.isActive():
                     pool.destroy()
                 pool.undefine()
-            except libvirt.libvirtError as exc:
-                raise _fail(f"pool '{name}'", exc) from None
             _drop_secret(session, name)
         invalidate(session)
 

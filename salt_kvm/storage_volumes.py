@@ -42,7 +42,7 @@ import urllib.request
 
 from salt_kvm import plan, schema, units
 from salt_kvm import storage as pools_mod
-from salt_kvm.conn import libvirt, libvirt_message
+from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
 from salt_kvm.xml import storage as sxml
 from salt_kvm.xml.base import parse
@@ -109,12 +109,10 @@ def volumes(session, pool):
     def load():
         entry = _pool_entry(session, pool)
         out = {}
-        try:
+        with libvirt_errors(f"pool '{pool}'"):
             for vol in entry["obj"].listAllVolumes(0):
                 with contextlib.suppress(libvirt.libvirtError):
                     out[vol.name()] = {"obj": vol, "xml": vol.XMLDesc(0)}
-        except libvirt.libvirtError as exc:
-            raise _fail(f"pool '{pool}'", exc) from None
         return out
 
     return session.memo(f"storage:vols:{pool}", load)
