@@ -1,6 +1,8 @@
 """Kernel bridges over netlink: show, change, and declare them without losing the host.
 
-Everything goes through pyroute2 (never ``ip``/``brctl``), imported lazily.
+Everything goes over netlink (never ``ip``/``brctl``): changes through
+pyroute2, imported only when something changes; reads (the whole no-op path,
+lookups and read-backs) through :class:`salt_kvm.bridge_netlink.Reader`.
 Every function takes ``netns`` (an ``ip netns`` name; ``None`` is the current
 namespace), so the same code runs the host and the tests' throwaway namespaces.
 
@@ -46,6 +48,10 @@ from salt_kvm import plan, schema
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
 
 log = logging.getLogger(__name__)
+
+#: what a new bridge has, and what a kernel without the feature (no
+#: CONFIG_BRIDGE_VLAN_FILTERING) means by not reporting the attribute at all
+ABSENT_DEFAULTS = {"vlan_filtering": False, "default_pvid": 1}
 
 ATTRS = ("stp", "forward_delay", "hello_time", "max_age", "ageing_time", "priority", "vlan_filtering", "default_pvid", "mcast_snooping")
 PORT_KEYS = ("cost", "priority", "hairpin", "vlans")
@@ -475,6 +481,8 @@ class Bridge(plan.Resource):
             want = spec[key]
             if key == "ageing_time" and have is None and current.get("topology_change"):
                 continue  # hidden by the kernel during an STP topology change (see bridge_netlink)
+            if have is None and exists and ABSENT_DEFAULTS.get(key, object()) == want:
+                continue  # a kernel without the feature reports nothing: it is at its default
             equal = nl.same_timer(have, want) if key in nl.TIMERS else have == want
             if not equal:
                 changes[key] = {"old": have, "new": want}
@@ -630,9 +638,9 @@ class Bridge(plan.Resource):
     def apply(self, current, changes):
         probe_spec = self._probe(changes)  # before: it asks the kernel how the master is reached now
         try:
-            with nl.netlink(self.netns) as ipr:
-                self._apply(ipr, current or {}, changes)
-                self._refresh(ipr, changes)
+            with nl.netlink(self.netns) as ipr, nl.reader(self.netns) as reader:
+                self._apply(ipr, reader, current or {}, changes)
+                self._refresh(reader, changes)
         except BaseException:
             _invalidate(self.session, self.netns)  # the host is half changed: read it all again
             raise
@@ -646,7 +654,7 @@ class Bridge(plan.Resource):
             _backend, files = self._persist_files()
             self._persist_backup = persist.write(files)
 
-    def _refresh(self, ipr, changes):
+    def _refresh(self, reader, changes):
         """Patch the memoised dump with what this change touched (not a full dump per bridge).
 
         The bridge and its declared ports are read again, and the addresses and
@@ -659,7 +667,7 @@ class Bridge(plan.Resource):
         names = {self.name} | {port["name"] for port in self.spec.get("ports", [])}
         addresses = bool({"addresses", "gateway", "gateway6", "routes", "uplink", "mtu"} & set(changes))
         try:
-            fresh = nl.refresh(ipr, self._host, names, addresses=addresses)
+            fresh = nl.refresh(reader, self._host, names, addresses=addresses)
         except Exception as exc:  # pylint: disable=broad-except
             log.debug("cannot refresh the dump of %s, reading it again: %s", self.what, nl.netlink_message(exc))
             _invalidate(self.session, self.netns)
@@ -698,7 +706,8 @@ class Bridge(plan.Resource):
             return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         return None
 
-    def _apply(self, ipr, current, changes):
+    def _apply(self, ipr, reader, current, changes):
+        """The changes, written with pyroute2 (``ipr``); links looked up and read back with ``reader``."""
         p = self._plan
         spec = self.spec
         name = self.name
@@ -709,11 +718,15 @@ class Bridge(plan.Resource):
             except Exception as exc:  # pylint: disable=broad-except
                 raise KvmError(f"{what}: {nl.netlink_message(exc)}") from None
 
-        def index(ifname):
-            found = ipr.link_lookup(ifname=ifname)
-            if not found:
-                raise KvmError(f"{ifname} disappeared")
-            return found[0]
+        known = {}
+
+        def index(ifname):  # looked up once per apply (nothing here deletes or renames a link)
+            if ifname not in known:
+                link = reader.get_link(ifname)
+                if link is None:
+                    raise KvmError(f"{ifname} disappeared")
+                known[ifname] = link["index"]
+            return known[ifname]
 
         # VLAN sub-interfaces for ports like eno1.100
         for vname, (parent, vid) in sorted(p["vlan_ports"].items()):
@@ -723,13 +736,18 @@ class Bridge(plan.Resource):
 
         br_kw = {}
         for key in ATTRS:
+            if not p["exists"] and spec.get(key) == ABSENT_DEFAULTS.get(key, object()):
+                continue  # a new bridge has it already (and a kernel without the feature refuses it)
             if key in changes or (not p["exists"] and key in spec):
                 _nla, kw, kind = nl.BRIDGE_NLA[key]
                 value = spec[key]
                 br_kw[kw] = nl.centiseconds(value) if kind == "timer" else int(value)
+        what = f"cannot create bridge {name}"
+        if br_kw.get(nl.BRIDGE_NLA["vlan_filtering"][1]) or nl.BRIDGE_NLA["default_pvid"][1] in br_kw:
+            what += " (vlan_filtering needs a kernel with CONFIG_BRIDGE_VLAN_FILTERING)"
         if not p["exists"]:
             extra = {"address": p["mac"]} if "mac" in changes else {}
-            run(f"cannot create bridge {name}", ipr.link, "add", ifname=name, kind="bridge", **br_kw, **extra)
+            run(what, ipr.link, "add", ifname=name, kind="bridge", **br_kw, **extra)
         else:
             if br_kw:
                 run(f"cannot set attributes of {name}", ipr.link, "set", index=index(name), kind="bridge", **br_kw)
@@ -782,13 +800,15 @@ class Bridge(plan.Resource):
 
         if "mtu" in changes:
             for port in spec.get("ports", []):
-                plink = ipr.get_links(index(port["name"]))[0]
+                plink = reader.get_link(port["name"])
+                if plink is None:
+                    raise KvmError(f"{port['name']} disappeared")
                 if plink.get_attr("IFLA_MTU") < spec["mtu"]:
                     run(f"cannot raise the MTU of {port['name']}", ipr.link, "set", index=index(port["name"]), mtu=spec["mtu"])
             run(f"cannot set the MTU of {name}", ipr.link, "set", index=br, mtu=spec["mtu"])
 
         # addresses, gateways, routes on the bridge
-        now = {a["cidr"] for a in nl.global_addresses(nl.refresh(ipr, self._host, [name], addresses=True), name)} if "addresses" in changes else set()
+        now = {a["cidr"] for a in nl.global_addresses(nl.refresh(reader, self._host, [name], addresses=True), name)} if "addresses" in changes else set()
         if "addresses" in changes:
             for cidr in p["addresses"]:
                 if cidr not in now:
@@ -802,7 +822,7 @@ class Bridge(plan.Resource):
                 dst = "0.0.0.0/0" if family == socket.AF_INET else "::/0"
                 run(f"cannot set {key} {p['gateways'][key]}", ipr.route, "replace", family=family, dst=dst, gateway=p["gateways"][key], oif=br, table=nl.RT_TABLE_MAIN)
         if "routes" in changes:
-            fresh = nl.refresh(ipr, self._host, [name], addresses=True)
+            fresh = nl.refresh(reader, self._host, [name], addresses=True)
             have_routes = (nl.bridge_view(fresh, name) or {}).get("routes", [])
             if "routes" in spec:  # declared routes are all the routes: extra default routes included
                 have_routes = have_routes + _default_routes(fresh, name, p["gateways"])

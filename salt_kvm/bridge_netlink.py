@@ -8,14 +8,22 @@ sorted by name, addresses sorted. :func:`bridge_view` turns a dump into what
 ``kvm.bridge_show`` returns, and :func:`same_timer` compares a declared timer
 with the kernel's rounded read-back, so a re-apply is a no-op.
 
-pyroute2 is imported inside the functions: importing this module is cheap.
-``netns`` everywhere names a network namespace (``ip netns`` name, or
-``None`` for the current one).
+Reading does not need pyroute2: :func:`load` (the no-op path of every
+bridge state, ``kvm.bridge_show`` and ``kvm.bridge_list``) sends its few dump
+requests itself over a plain ``NETLINK_ROUTE`` socket (:class:`Reader`) and
+decodes only the attributes used here, into objects shaped like pyroute2's
+messages, so :func:`dump` reads either. pyroute2, whose package import alone
+costs tens of milliseconds and several MB, is imported only by
+:func:`netlink`, when something must change. ``netns`` everywhere names a
+network namespace (``ip netns`` name or path, or ``None`` for the current one).
 """
 
 import contextlib
 import ipaddress
+import os
 import socket
+import struct
+import threading
 
 from salt_kvm.errors import KvmError
 
@@ -99,8 +107,6 @@ def netlink_message(exc):
     if code is None and exc.args and isinstance(exc.args[0], int):
         code = exc.args[0]
     if isinstance(code, int) and code > 0:
-        import os  # pylint: disable=import-outside-toplevel
-
         return f"{os.strerror(code)} (errno {code})"
     return str(exc) or repr(exc)
 
@@ -294,7 +300,8 @@ def dump(ipr):
 def refresh(ipr, host, names, addresses=False):
     """``host`` (a dump) with the links ``names`` read again; a new dump, ``host`` is not changed.
 
-    Only what one change of a bridge can touch is read: its own link and its
+    ``ipr`` is a :class:`Reader` or a pyroute2 ``IPRoute``. Only what one
+    change of a bridge can touch is read: its own link and its
     ports' (one RTM_GETLINK each), bridge VLANs when a bridge filters VLANs,
     and, with ``addresses``, the addresses and routes of the namespace.
     Names that no longer exist are dropped. Much cheaper than :func:`dump`
@@ -304,11 +311,11 @@ def refresh(ipr, host, names, addresses=False):
     links = dict(host["links"])
     fresh = []
     for name in sorted(set(names)):
-        found = ipr.link_lookup(ifname=name)
-        if not found:
+        link = _read_link(ipr, name)
+        if link is None:
             links.pop(name, None)
             continue
-        fresh.extend(ipr.get_links(found[0]))
+        fresh.append(link)
     byindex = {l["index"]: n for n, l in links.items()}
     byindex.update((l["index"], l.get_attr("IFLA_IFNAME")) for l in fresh)
     for link in fresh:
@@ -329,12 +336,384 @@ def refresh(ipr, host, names, addresses=False):
     return out
 
 
+def _read_link(ipr, name):
+    """The link message of ``name``, ``None`` when it does not exist.
+
+    One request with a :class:`Reader`; a lookup and a get with pyroute2.
+    """
+    if isinstance(ipr, Reader):
+        return ipr.get_link(name)
+    found = ipr.link_lookup(ifname=name)
+    return ipr.get_links(found[0])[0] if found else None
+
+
+@contextlib.contextmanager
+def reader(netns=None):
+    """A :class:`Reader` in ``netns`` (``None``: this namespace); no pyroute2."""
+    try:
+        opened = Reader(netns)
+    except OSError as exc:
+        raise KvmError(f"cannot open netlink in network namespace {netns!r}: {exc}") from None
+    with opened:
+        yield opened
+
+
 def load(netns=None):
-    with netlink(netns) as ipr:
+    """One :func:`dump` of ``netns``, read with :class:`Reader` (no pyroute2)."""
+    with reader(netns) as opened:
         try:
-            return dump(ipr)
+            return dump(opened)
         except Exception as exc:  # pylint: disable=broad-except
             raise KvmError(f"cannot read links of network namespace {netns or 'current'}: {netlink_message(exc)}") from None
+
+
+# --- a small rtnetlink reader (dumps only) -----------------------------------
+
+NETLINK_ROUTE = 0
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_DUMP, NLM_F_DUMP_INTR = 0x1, 0x300, 0x10
+RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE = 18, 22, 26
+IFLA_IFNAME, IFLA_EXT_MASK = 3, 29
+ENODEV = 19
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = "/var/run/netns"
+_NLMSG = struct.Struct("=IHHII")
+_NLA = struct.Struct("=HH")
+_IFINFO = struct.Struct("=BxHiII")
+_IFADDR = struct.Struct("=BBBBI")
+_RTMSG = struct.Struct("=BBBBBBBBI")
+_U16, _U32 = struct.Struct("=H"), struct.Struct("=I")
+_RECV_SIZE = 1 << 16  # the kernel fills dump messages of at most 32 KiB
+
+
+class Attrs(dict):
+    """Decoded netlink attributes by pyroute2's names, with its ``get_attr``."""
+
+    def get_attr(self, name, default=None):
+        return self.get(name, default)
+
+
+class Message(dict):
+    """One decoded message: header fields by pyroute2's names, ``get_attr`` for attributes."""
+
+    __slots__ = ("attrs",)
+
+    def __init__(self, fields, attrs):
+        super().__init__(fields)
+        self.attrs = attrs
+
+    def get_attr(self, name, default=None):
+        return self.attrs.get(name, default)
+
+
+def _u8(data):
+    return data[0]
+
+
+def _u16(data):
+    return _U16.unpack_from(data)[0]
+
+
+def _u32(data):
+    return _U32.unpack_from(data)[0]
+
+
+def _text(data):
+    return bytes(data).split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def _l2addr(data):
+    return ":".join(f"{b:02x}" for b in data)
+
+
+def _bridge_id(data):
+    # as pyroute2 decodes it: the priority in host byte order (see _bridge_attrs)
+    return {"prio": _U16.unpack_from(data)[0], "addr": _l2addr(data[2:8])}
+
+
+def _attrs(data, table):
+    """``Attrs`` of the attributes in ``data`` that ``table`` ({type: (name, decode)}) knows."""
+    out = Attrs()
+    offset, end = 0, len(data)
+    while offset + 4 <= end:
+        length, kind = _NLA.unpack_from(data, offset)
+        if length < 4 or offset + length > end:
+            break
+        known = table.get(kind & 0x3FFF)  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
+        if known is not None:
+            out[known[0]] = known[1](data[offset + 4:offset + length])
+        offset += (length + 3) & ~3
+    return out
+
+
+_BRIDGE_DATA = {
+    1: ("IFLA_BR_FORWARD_DELAY", _u32),
+    2: ("IFLA_BR_HELLO_TIME", _u32),
+    3: ("IFLA_BR_MAX_AGE", _u32),
+    4: ("IFLA_BR_AGEING_TIME", _u32),
+    5: ("IFLA_BR_STP_STATE", _u32),
+    6: ("IFLA_BR_PRIORITY", _u16),
+    7: ("IFLA_BR_VLAN_FILTERING", _u8),
+    11: ("IFLA_BR_BRIDGE_ID", _bridge_id),
+    14: ("IFLA_BR_TOPOLOGY_CHANGE", _u8),
+    15: ("IFLA_BR_TOPOLOGY_CHANGE_DETECTED", _u8),
+    23: ("IFLA_BR_MCAST_SNOOPING", _u8),
+    39: ("IFLA_BR_VLAN_DEFAULT_PVID", _u16),
+}
+_BRPORT_DATA = {
+    1: ("IFLA_BRPORT_STATE", _u8),
+    2: ("IFLA_BRPORT_PRIORITY", _u16),
+    3: ("IFLA_BRPORT_COST", _u32),
+    4: ("IFLA_BRPORT_MODE", _u8),
+}
+_INFO_DATA = {"bridge": _BRIDGE_DATA, "vlan": {1: ("IFLA_VLAN_ID", _u16)}}
+_SLAVE_DATA = {"bridge": _BRPORT_DATA}
+
+
+def _linkinfo(data):
+    raw = _attrs(data, {1: ("kind", _text), 2: ("data", bytes), 4: ("slave_kind", _text), 5: ("slave_data", bytes)})
+    out = Attrs()
+    if "kind" in raw:
+        out["IFLA_INFO_KIND"] = raw["kind"]
+        if "data" in raw:
+            out["IFLA_INFO_DATA"] = _attrs(raw["data"], _INFO_DATA.get(raw["kind"], {}))
+    if "slave_kind" in raw:
+        out["IFLA_INFO_SLAVE_KIND"] = raw["slave_kind"]
+        if "slave_data" in raw:
+            out["IFLA_INFO_SLAVE_DATA"] = _attrs(raw["slave_data"], _SLAVE_DATA.get(raw["slave_kind"], {}))
+    return out
+
+
+def _af_spec(data):
+    entries = []
+    offset, end = 0, len(data)
+    while offset + 4 <= end:
+        length, kind = _NLA.unpack_from(data, offset)
+        if length < 4 or offset + length > end:
+            break
+        if kind & 0x3FFF == 2 and length >= 8:  # IFLA_BRIDGE_VLAN_INFO: struct bridge_vlan_info {u16 flags; u16 vid}
+            flags, vid = struct.unpack_from("=HH", data, offset + 4)
+            entries.append(("IFLA_BRIDGE_VLAN_INFO", {"flags": flags, "vid": vid}))
+        offset += (length + 3) & ~3
+    return {"attrs": entries}
+
+
+_LINK = {
+    1: ("IFLA_ADDRESS", _l2addr),
+    3: ("IFLA_IFNAME", _text),
+    4: ("IFLA_MTU", _u32),
+    5: ("IFLA_LINK", _u32),
+    10: ("IFLA_MASTER", _u32),
+    18: ("IFLA_LINKINFO", _linkinfo),
+    26: ("IFLA_AF_SPEC", _af_spec),
+}
+
+
+def _ip(family):
+    def decode(data):
+        return socket.inet_ntop(family, bytes(data))
+
+    return decode
+
+
+_ADDR = {
+    family: {1: ("IFA_ADDRESS", _ip(family)), 2: ("IFA_LOCAL", _ip(family)), 4: ("IFA_BROADCAST", _ip(family))}
+    for family in (socket.AF_INET, socket.AF_INET6)
+}
+_ROUTE = {
+    family: {
+        1: ("RTA_DST", _ip(family)),
+        4: ("RTA_OIF", _u32),
+        5: ("RTA_GATEWAY", _ip(family)),
+        6: ("RTA_PRIORITY", _u32),
+        7: ("RTA_PREFSRC", _ip(family)),
+        15: ("RTA_TABLE", _u32),
+    }
+    for family in (socket.AF_INET, socket.AF_INET6)
+}
+
+
+def _netns_path(netns):
+    return netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
+
+
+def _socket_in(netns):
+    """A bound ``NETLINK_ROUTE`` socket in network namespace ``netns``.
+
+    The socket is made by a short-lived thread that enters the namespace
+    (``setns`` changes only the calling thread's namespace); a socket stays in
+    the namespace it was made in.
+    """
+    if not netns:
+        return _socket()
+    path = _netns_path(netns)
+    result = {}
+
+    def enter():
+        try:
+            import ctypes  # pylint: disable=import-outside-toplevel
+
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns {path}: {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            result["socket"] = _socket()
+        except OSError as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=enter, name="salt-kvm-netns", daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["socket"]
+
+
+def _socket():
+    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
+    try:
+        sock.bind((0, 0))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _parse_link(payload):
+    family, kind, index, flags, _change = _IFINFO.unpack_from(payload)
+    fields = {"family": family, "ifi_type": kind, "index": index, "flags": flags}
+    return Message(fields, _attrs(payload[_IFINFO.size:], _LINK))
+
+
+class DumpInterrupted(OSError):
+    """The kernel changed the table during a dump (NLM_F_DUMP_INTR)."""
+
+
+class Reader:
+    """Dumps of links, addresses and routes over a plain netlink socket.
+
+    Offers the three pyroute2 ``IPRoute`` methods :func:`dump` calls
+    (``get_links``, ``get_addr``, ``get_routes``), returning :class:`Message`
+    objects with the attributes this module reads, and ``get_link(name)``
+    for :func:`refresh`.
+    """
+
+    def __init__(self, netns=None):
+        self.sock = _socket_in(netns)
+        self.seq = 0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.sock.close()
+
+    def _dump(self, msg_type, body, parse, retries=3):
+        for attempt in range(retries + 1):
+            try:
+                return list(self._request(msg_type, body, parse))
+            except DumpInterrupted:
+                if attempt == retries:
+                    raise
+        return []  # pragma: no cover
+
+    def _request(self, msg_type, body, parse):
+        self.seq += 1
+        seq = self.seq
+        self.sock.sendto(_NLMSG.pack(_NLMSG.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body, (0, 0))
+        interrupted = False
+        while True:
+            data = memoryview(self.sock.recv(_RECV_SIZE))
+            offset = 0
+            while offset + _NLMSG.size <= len(data):
+                length, kind, flags, mseq, _pid = _NLMSG.unpack_from(data, offset)
+                if length < _NLMSG.size:
+                    raise OSError("malformed netlink message")
+                payload = data[offset + _NLMSG.size:offset + length]
+                offset += (length + 3) & ~3
+                if mseq != seq:
+                    continue
+                interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
+                if kind == NLMSG_DONE:
+                    if interrupted:
+                        raise DumpInterrupted("netlink dump interrupted by a concurrent change")
+                    return
+                if kind == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code:
+                        raise OSError(code, os.strerror(code))
+                    continue
+                msg = parse(payload)
+                if msg is not None:
+                    yield msg
+
+    def get_links(self, family=socket.AF_UNSPEC, ext_mask=0):
+        body = _IFINFO.pack(family, 0, 0, 0, 0)
+        if ext_mask:
+            body += _NLA.pack(8, IFLA_EXT_MASK) + _U32.pack(ext_mask)
+        return self._dump(RTM_GETLINK, body, _parse_link)
+
+    def get_link(self, ifname):
+        """The link called ``ifname`` (one RTM_GETLINK, not a dump), ``None`` when there is none."""
+        name = ifname.encode() + b"\0"
+        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _NLA.pack(4 + len(name), IFLA_IFNAME) + name
+        body += b"\0" * (-len(body) % 4)
+        self.seq += 1
+        seq = self.seq
+        self.sock.sendto(_NLMSG.pack(_NLMSG.size + len(body), RTM_GETLINK, NLM_F_REQUEST, seq, 0) + body, (0, 0))
+        while True:
+            data = memoryview(self.sock.recv(_RECV_SIZE))
+            offset = 0
+            while offset + _NLMSG.size <= len(data):
+                length, kind, _flags, mseq, _pid = _NLMSG.unpack_from(data, offset)
+                if length < _NLMSG.size:
+                    raise OSError("malformed netlink message")
+                payload = data[offset + _NLMSG.size:offset + length]
+                offset += (length + 3) & ~3
+                if mseq != seq:
+                    continue
+                if kind == NLMSG_ERROR:
+                    code = -struct.unpack_from("=i", payload)[0]
+                    if code == ENODEV:
+                        return None
+                    raise OSError(code, os.strerror(code))
+                return _parse_link(payload)
+
+    def get_addr(self):
+        def parse(payload):
+            family, prefixlen, flags, scope, index = _IFADDR.unpack_from(payload)
+            table = _ADDR.get(family)
+            if table is None:
+                return None
+            fields = {"family": family, "prefixlen": prefixlen, "flags": flags, "scope": scope, "index": index}
+            return Message(fields, _attrs(payload[_IFADDR.size:], table))
+
+        return self._dump(RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0), parse)
+
+    def get_routes(self, table=None):
+        def parse(payload):
+            family, dst_len, src_len, tos, rtable, proto, scope, rtype, flags = _RTMSG.unpack_from(payload)
+            known = _ROUTE.get(family)
+            if known is None:
+                return None
+            attrs = _attrs(payload[_RTMSG.size:], known)
+            if table is not None and attrs.get("RTA_TABLE", rtable) != table:
+                return None
+            fields = {"family": family, "dst_len": dst_len, "src_len": src_len, "tos": tos, "table": rtable,
+                      "proto": proto, "scope": scope, "type": rtype, "flags": flags}
+            return Message(fields, attrs)
+
+        out = []
+        for family in (socket.AF_INET, socket.AF_INET6):
+            out.extend(self._dump(RTM_GETROUTE, _RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0), parse))
+        return out
 
 
 def global_addresses(host, ifname):

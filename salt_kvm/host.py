@@ -1,6 +1,7 @@
 """Facts about the hypervisor host (``kvm.host_info``, the ``kvm`` grains)."""
 
 import os
+import re
 
 KVM_DEVICE = "/dev/kvm"
 _NESTED = ("/sys/module/kvm_intel/parameters/nested", "/sys/module/kvm_amd/parameters/nested")
@@ -10,6 +11,33 @@ def _version(number):
     """libvirt's packed version (9000000) -> '9.0.0'."""
     number = int(number)
     return f"{number // 1000000}.{(number // 1000) % 1000}.{number % 1000}"
+
+
+#: libtool names the library libvirt.so.0.<major * 1000 + minor>.<micro>
+_LIBRARY = re.compile(r"^libvirt\.so\.0\.(\d+)\.(\d+)$")
+
+
+def _library_dirs():
+    machine = os.uname().machine
+    dirs = [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
+    for prefix in ("/usr/local/lib", "/lib", "/usr/lib"):
+        dirs += [f"{prefix}/{machine}-linux-gnu", f"{prefix}64", prefix]
+    return dirs
+
+
+def library_version():
+    """The libvirt library's version ('9.0.0') from the file ``libvirt.so.0`` points to.
+
+    What ``libvirt.getVersion()`` returns, without importing libvirt-python
+    (which loads libvirt and its dependencies: about 10 MB and 10 ms, for a
+    grain). ``None`` when no ``libvirt.so.0`` is found in the usual places.
+    """
+    for directory in _library_dirs():
+        match = _LIBRARY.match(os.path.basename(os.path.realpath(os.path.join(directory, "libvirt.so.0"))))
+        if match:
+            number, micro = int(match.group(1)), int(match.group(2))
+            return f"{number // 1000}.{number % 1000}.{micro}"
+    return None
 
 
 def nested():
@@ -107,16 +135,20 @@ def info(session):
 
 
 def grains():
-    """The ``kvm`` grains: cheap, no libvirt connection unless libvirt is installed."""
+    """The ``kvm`` grains: cheap; no libvirt connection, and libvirt-python is not even imported
+    when the library's file name tells its version (:func:`library_version`)."""
     import importlib.util  # pylint: disable=import-outside-toplevel
 
     kvm_dev = has_kvm_device()
     result = {"hypervisor": "none", "libvirt_version": None, "nested": nested()}
     if importlib.util.find_spec("libvirt") is None:
         return result
-    import libvirt  # pylint: disable=import-outside-toplevel
+    version = library_version()
+    if version is None:  # not where the loader usually finds it: ask the bindings (loads the library)
+        import libvirt  # pylint: disable=import-outside-toplevel
 
-    result["libvirt_version"] = _version(libvirt.getVersion())
+        version = _version(libvirt.getVersion())
+    result["libvirt_version"] = version
     arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(os.uname().machine, os.uname().machine)
     qemu = any(os.path.exists(p) for p in (f"/usr/bin/qemu-system-{arch}", "/usr/bin/kvm", "/usr/libexec/qemu-kvm"))
     if qemu:
