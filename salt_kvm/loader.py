@@ -17,6 +17,8 @@ _KINDS = {
     "states": ("loader_states", "_states"),
     "grains": ("loader_grains", "_grains"),
     "runners": ("loader_runners", "_runners"),
+    # Salt's loader asks for outputters as ext_type "output" (salt.loader.outputters)
+    "output": ("loader_output", "_output"),
 }
 
 

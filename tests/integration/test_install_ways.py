@@ -31,6 +31,11 @@ def test_pip_installed_package_needs_no_sync(tmp_path):
     code, functions, err = call.run("sys.list_functions", "kvm")
     assert code == 0, err
     assert EXPECTED <= set(functions)
+    # the outputter comes with the package too: --out=kvm prints a table (or says there is nothing)
+    assert "loader_output" in dirs, dirs
+    code, text, err = call.run("kvm.pool_list", out="kvm")
+    assert code == 0, err
+    assert text.startswith("local:\n") and ("    POOL  " in text or "no storage pools" in text), text
     # nothing was synced: the functions come from the installed package
     assert not list((tmp_path / "cache").rglob("kvm.py"))
 
@@ -50,6 +55,7 @@ def test_repository_as_file_root_with_sync_all(tmp_path, conn):
     code, synced, err = call.run("saltutil.sync_all")
     assert code == 0, err
     assert "modules.kvm" in synced["modules"] and "states.kvm" in synced["states"]
+    assert "output.kvm" in synced["output"], synced
     code, functions, err = call.run("sys.list_functions", "kvm")
     assert EXPECTED <= set(functions), err
     try:
@@ -58,6 +64,11 @@ def test_repository_as_file_root_with_sync_all(tmp_path, conn):
         results = state_results(data)
         assert results[f"kvm-pool-{pool}"]["result"] is True
         assert conn.storagePoolLookupByName(pool).isActive()
+        # the synced outputter: the pool as a table row
+        code, text, err = call.run("kvm.pool_list", out="kvm")
+        assert code == 0, err
+        line = next(ln for ln in text.splitlines() if ln.split()[:1] == [pool])
+        assert line.split()[1:4] == ["dir", "running", "no"] and line.rstrip().endswith(target), text
     finally:
         sandbox.sweep(only_mine=True)
 

@@ -99,12 +99,15 @@ def repo_file_root(dest):
     repo = pathlib.Path(__file__).resolve().parents[2]
     dest = pathlib.Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
+    # the loader directories always (one not committed yet is still served), plus
+    # whatever git tracks
+    entries = {"kvm", "_modules", "_states", "_grains", "_runners", "_output", "pillar.example"}
     try:
         tracked = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True, check=True).stdout.split()
-        entries = sorted({path.split("/", 1)[0] for path in tracked})
+        entries |= {path.split("/", 1)[0] for path in tracked}
     except (OSError, subprocess.CalledProcessError):
-        entries = ["kvm", "_modules", "_states", "_grains", "_runners", "pillar.example"]
-    for entry in entries:
+        pass
+    for entry in sorted(entries):
         if entry.startswith(".") or not (repo / entry).exists():
             continue
         link = dest / entry

@@ -1,0 +1,250 @@
+"""The ``kvm`` outputter's text (salt_kvm.output): each function's data by its shape."""
+
+import json
+import re
+
+import pytest
+
+from salt_kvm import output
+
+GIB = 1024**3
+
+BRIDGES = [
+    {"name": "br1", "id": "8000.0a0000000001", "stp": True, "ports": [], "addresses": []},
+    {
+        "name": "br0",
+        "id": "8000.0a0000000000",
+        "stp": False,
+        "ports": ["eno1", {"name": "vnet3", "vm": "web01"}, {"name": "vnet4", "vm": None}],
+        "addresses": ["192.0.2.10/24", "2001:db8::10/64"],
+    },
+]
+
+POOLS = {
+    "default": {
+        "type": "dir",
+        "state": "running",
+        "active": True,
+        "autostart": True,
+        "capacity": 100 * GIB,
+        "allocation": 25 * GIB,
+        "available": 75 * GIB,
+        "target": "/var/lib/libvirt/images",
+    },
+    "backup": {
+        "type": "logical",
+        "state": "inactive",
+        "active": False,
+        "autostart": False,
+        "capacity": 0,
+        "allocation": 0,
+        "available": 0,
+        "target": "/dev/vg_backup",
+    },
+}
+
+VOLUMES = {
+    "base.qcow2": {
+        "name": "base.qcow2",
+        "path": "/var/lib/libvirt/images/base.qcow2",
+        "format": "qcow2",
+        "capacity": 20 * GIB,
+        "allocation": int(1.5 * GIB),
+        "backing": None,
+    },
+    "web01.qcow2": {
+        "name": "web01.qcow2",
+        "path": "/var/lib/libvirt/images/web01.qcow2",
+        "format": "qcow2",
+        "capacity": 20 * GIB,
+        "allocation": 196 * 1024,
+        "backing": "/var/lib/libvirt/images/base.qcow2",
+    },
+    "seed.iso": {
+        "name": "seed.iso",
+        "path": "/var/lib/libvirt/images/seed.iso",
+        "format": "raw",
+        "capacity": 512,
+        "allocation": 512,
+        "backing": "/srv/images/other.img",
+    },
+}
+
+
+def _snap(name, current=False, children=(), state="running", memory=True, kind="internal", created="2026-01-31T10:00:00Z"):
+    return {"name": name, "kind": kind, "state": state, "memory": memory, "created": created, "current": current, "children": list(children)}
+
+
+TREE = [
+    _snap(
+        "base",
+        state="shutoff",
+        memory=False,
+        created="2026-01-30T09:00:00Z",
+        children=[
+            _snap("before-upgrade", children=[_snap("after-upgrade", current=True, kind="external", memory=False, state="disk-snapshot")]),
+            _snap("experiment"),
+        ],
+    ),
+    _snap("orphan", created=None),
+]
+
+
+def _columns(line):
+    return re.split(r"\s{2,}", line.strip())
+
+
+@pytest.mark.parametrize(
+    "data,kind",
+    [(BRIDGES, "bridge_list"), (POOLS, "pool_list"), (VOLUMES, "volume_list"), (TREE, "snapshot_tree"), ({"local": POOLS}, None), ("text", None), ([1, 2], None), ({"a": 1}, None)],
+)
+def test_shape_recognises_each_function(data, kind):
+    assert output.shape(data) == kind
+
+
+def test_bridge_list_reads_like_brctl_show():
+    lines = output.render(BRIDGES).splitlines()
+    assert _columns(lines[0]) == ["BRIDGE", "ID", "STP", "PORTS", "ADDRESSES"]
+    # sorted by name; one line per port and address, the bridge named once
+    assert _columns(lines[1]) == ["br0", "8000.0a0000000000", "no", "eno1", "192.0.2.10/24"]
+    assert _columns(lines[2]) == ["vnet3 (web01)", "2001:db8::10/64"]
+    assert _columns(lines[3]) == ["vnet4"]
+    assert _columns(lines[4]) == ["br1", "8000.0a0000000001", "yes", "-", "-"]
+    assert len(lines) == 5
+    # the ports column lines up
+    col = lines[0].index("PORTS")
+    assert [ln[col:].split()[0] for ln in lines[1:4]] == ["eno1", "vnet3", "vnet4"]
+
+
+def test_pool_list_table_with_binary_sizes_and_use():
+    lines = output.render(POOLS).splitlines()
+    assert _columns(lines[0]) == ["POOL", "TYPE", "STATE", "AUTOSTART", "CAPACITY", "ALLOCATION", "AVAILABLE", "USED", "TARGET"]
+    assert _columns(lines[1]) == ["backup", "logical", "inactive", "no", "-", "-", "-", "-", "/dev/vg_backup"]
+    assert _columns(lines[2]) == ["default", "dir", "running", "yes", "100G", "25G", "75G", "25%", "/var/lib/libvirt/images"]
+    # sizes are right-aligned under their header
+    end = lines[0].index("CAPACITY") + len("CAPACITY")
+    assert lines[2][:end].endswith("100G")
+
+
+def test_volume_list_table():
+    lines = output.render(VOLUMES).splitlines()
+    assert _columns(lines[0]) == ["VOLUME", "FORMAT", "CAPACITY", "ALLOCATION", "BACKING", "PATH"]
+    rows = {_columns(ln)[0]: _columns(ln) for ln in lines[1:]}
+    assert rows["base.qcow2"] == ["base.qcow2", "qcow2", "20G", "1.5G", "-", "/var/lib/libvirt/images/base.qcow2"]
+    # a backing file beside the volume by its name, elsewhere by its path
+    assert rows["web01.qcow2"][2:5] == ["20G", "196K", "base.qcow2"]
+    assert rows["seed.iso"][2:5] == ["512", "512", "/srv/images/other.img"]
+    assert [ln.split()[0] for ln in lines[1:]] == ["base.qcow2", "seed.iso", "web01.qcow2"]
+
+
+def test_snapshot_tree_is_drawn_and_marks_the_current():
+    lines = output.render(TREE).splitlines()
+    assert _columns(lines[0]) == ["SNAPSHOT", "KIND", "STATE", "MEMORY", "CREATED (UTC)"]
+    col = lines[0].index("KIND")
+    names = [ln[:col].rstrip() for ln in lines[1:]]
+    assert names == ["base", "├── before-upgrade", "│   └── after-upgrade", "└── experiment", "orphan"]
+    assert _columns(lines[1]) == ["base", "internal", "shutoff", "no", "2026-01-30 09:00:00"]
+    assert _columns(lines[3][col:]) == ["external", "disk-snapshot", "no", "2026-01-31 10:00:00", "<- current"]
+    assert sum("<- current" in ln for ln in lines) == 1
+    assert _columns(lines[5])[-1] == "-"  # no creation time known
+    # the columns beside the tree line up
+    assert {ln[col:].split()[0] for ln in lines[1:]} == {"internal", "external"}
+
+
+@pytest.mark.parametrize(
+    "fun,empty,text",
+    [
+        ("kvm.bridge_list", [], "no bridges"),
+        ("kvm.snapshot_tree", [], "no snapshots"),
+        ("kvm.pool_list", {}, "no storage pools"),
+        ("kvm.volume_list", {}, "no volumes"),
+    ],
+)
+def test_empty_returns_say_so(fun, empty, text):
+    assert output.render({"local": empty}, fun=fun) == f"local:\n    {text}"
+
+
+def test_empty_without_knowing_the_function_falls_back():
+    seen = []
+    assert output.render({"local": []}, fallback=lambda d: seen.append(d) or "nested") == "nested"
+    assert seen == [{"local": []}]
+    # a function not ours does not decide either
+    assert output.render({"local": {}}, fun="test.ping", fallback=lambda d: "fb") == "fb"
+
+
+def test_minions_each_get_their_block_and_errors_fall_back():
+    data = {"hv1": POOLS, "hv2": "ERROR: libvirt is down", "local": TREE}
+    text = output.render(data, fallback=lambda d: f"<fallback {json.dumps(d)}>")
+    blocks = text.splitlines()
+    assert blocks[0] == "hv1:"
+    assert blocks[1].startswith("    POOL ")
+    assert '<fallback {"hv2": "ERROR: libvirt is down"}>' in blocks
+    start = blocks.index("local:")
+    assert blocks[start + 2].startswith("    base ")
+    assert all(line.startswith("    ") for line in blocks[1:4])
+
+
+def test_anything_else_goes_to_the_fallback():
+    seen = []
+    data = {"local": {"kvm": {"hypervisor": "kvm"}}}
+    assert output.render(data, fallback=lambda d: seen.append(d) or "nested text") == "nested text"
+    assert seen == [data]
+    # default fallback without Salt: JSON
+    assert json.loads(output.render({"local": True})) == {"local": True}
+
+
+def test_state_returns_are_recognised_for_highstate():
+    states = {"local": {"kvm_|-kvm-pool-x_|-x_|-pool_present": {"result": True, "comment": "", "changes": {}}}}
+    assert output.is_state_return(states)
+    assert not output.is_state_return({"local": POOLS})
+    assert not output.is_state_return({"local": "text"})
+    assert not output.is_state_return({})
+
+
+def test_no_colour_unless_asked():
+    for data in (BRIDGES, POOLS, VOLUMES, TREE):
+        assert "\033[" not in output.render({"local": data})
+        coloured = output.render({"local": data}, color=True)
+        assert "\033[" in coloured
+        # colour changes nothing but the escapes: the columns still line up
+        assert re.sub(r"\033\[[0-9;]*m", "", coloured) == output.render({"local": data})
+
+
+def test_data_is_not_changed():
+    import copy  # pylint: disable=import-outside-toplevel
+
+    data = {"local": copy.deepcopy(TREE), "hv": copy.deepcopy(POOLS)}
+    before = copy.deepcopy(data)
+    output.render(data, color=True)
+    assert data == before
+
+
+def test_odd_values_do_not_break_the_table():
+    pools = {"p": dict(POOLS["default"], capacity=None, allocation=None, available=None, target=None)}
+    assert _columns(output.render(pools).splitlines()[1]) == ["p", "dir", "running", "yes", "-", "-", "-", "-", "-"]
+    vols = {"v": {"path": None, "format": None, "capacity": 0, "allocation": 0, "backing": None}}
+    assert _columns(output.render(vols).splitlines()[1]) == ["v", "-", "0", "0", "-", "-"]
+
+
+def _doc_blocks():
+    """``{command: output}`` of the console blocks in docs/output.rst."""
+    import pathlib  # pylint: disable=import-outside-toplevel
+    import textwrap  # pylint: disable=import-outside-toplevel
+
+    text = (pathlib.Path(__file__).resolve().parents[2] / "docs" / "output.rst").read_text()
+    blocks = {}
+    for block in text.split(".. code-block:: console\n")[1:]:
+        body = []
+        for line in block.splitlines()[1:]:
+            if line and not line.startswith("    "):
+                break
+            body.append(line)
+        lines = textwrap.dedent("\n".join(body)).strip("\n").splitlines()
+        blocks[lines[0]] = "\n".join(lines[1:])
+    return blocks
+
+
+def test_the_documented_output_is_what_the_documented_data_renders_to():
+    blocks = _doc_blocks()
+    data = json.loads(blocks["$ salt-call --out=json kvm.volume_list kvt-images-0d8c93"])
+    assert output.render(data, fun="kvm.volume_list") == blocks["$ salt-call --out=kvm kvm.volume_list kvt-images-0d8c93"]
