@@ -510,12 +510,13 @@ def _volumes():
     return storage_volumes
 
 
-def _import_progress(data):
-    """Progress of a long import as a Salt event (``salt/kvm/volume/import``)."""
-    try:
-        __salt__["event.fire"](data, "salt/kvm/volume/import")
-    except Exception:  # pylint: disable=broad-except
-        log.debug("could not fire the import progress event", exc_info=True)
+def _progress():
+    """Where long work (import, clone, wipe, snapshot merge) reports progress: the
+    minion log and the events ``salt/kvm/progress/<operation>`` (to the master when
+    there is one); every ``kvm:progress:interval`` seconds (minion config, default 5)."""
+    from salt_kvm import progress  # pylint: disable=import-outside-toplevel
+
+    return progress.salt_channel(__opts__, __salt__, __salt__["config.get"])
 
 
 def volume_list(pool):
@@ -566,8 +567,8 @@ def volume_create(pool, name, size=None, format=None, backing=None, preallocatio
 def volume_import(pool, name, source, sha256=None, format=None):  # pylint: disable=redefined-builtin
     """
     Stream a local file or an http(s) URL into a new volume, checking its
-    sha256 (a mismatch removes the volume). Progress goes to the minion log
-    and, for long transfers, to the event ``salt/kvm/volume/import``.
+    sha256 (a mismatch removes the volume). Progress (percent, rate) goes to
+    the minion log and to the events ``salt/kvm/progress/import``.
 
     CLI Example:
 
@@ -575,13 +576,14 @@ def volume_import(pool, name, source, sha256=None, format=None):  # pylint: disa
 
         salt '*' kvm.volume_import default base.qcow2 https://example.org/base.qcow2 sha256=0123...
     """
-    return _call(_volumes().volume_import, _session(), pool, name, source, sha256=sha256, format=format, progress=_import_progress)
+    return _call(_volumes().volume_import, _session(), pool, name, source, sha256=sha256, format=format, progress=_progress())
 
 
 def volume_clone(pool, source, name, format=None):  # pylint: disable=redefined-builtin
     """
     Copy volume ``source`` to a new volume ``name`` in the same pool,
-    optionally converting it (``format=raw``/``qcow2``/``vmdk``).
+    optionally converting it (``format=raw``/``qcow2``/``vmdk``). Progress
+    goes to the minion log and to the events ``salt/kvm/progress/clone``.
 
     CLI Example:
 
@@ -589,7 +591,7 @@ def volume_clone(pool, source, name, format=None):  # pylint: disable=redefined-
 
         salt '*' kvm.volume_clone default base.qcow2 base.raw format=raw
     """
-    return _call(_volumes().volume_clone, _session(), pool, source, name, format=format)
+    return _call(_volumes().volume_clone, _session(), pool, source, name, format=format, progress=_progress())
 
 
 def volume_resize(pool, name, size, force=False):
@@ -609,7 +611,8 @@ def volume_resize(pool, name, size, force=False):
 def volume_wipe(pool, name, force=False):
     """
     Overwrite a volume with zeros. Refused while a VM uses it or it backs
-    another volume, unless ``force=True``.
+    another volume, unless ``force=True``. Progress goes to the minion log and
+    to the events ``salt/kvm/progress/wipe``.
 
     CLI Example:
 
@@ -617,7 +620,7 @@ def volume_wipe(pool, name, force=False):
 
         salt '*' kvm.volume_wipe default scratch.img
     """
-    return _call(_volumes().volume_wipe, _session(), pool, name, force=force)
+    return _call(_volumes().volume_wipe, _session(), pool, name, force=force, progress=_progress())
 
 
 def volume_delete(pool, name, force=False):
@@ -730,7 +733,8 @@ def snapshot_delete(vm, name, children=False):
     Delete a snapshot (with ``children=True`` also every snapshot below it).
     External snapshots libvirt cannot delete itself are merged: the overlay is
     committed into the image below it (live for a running VM), the VM points
-    at the merged image and no overlay is left behind.
+    at the merged image and no overlay is left behind. A merge's progress goes
+    to the minion log and to the events ``salt/kvm/progress/merge``.
 
     CLI Example:
 
@@ -738,7 +742,7 @@ def snapshot_delete(vm, name, children=False):
 
         salt '*' kvm.snapshot_delete web01 before-upgrade
     """
-    return _call(_snapshot().delete, _session(), vm, name, children)
+    return _call(_snapshot().delete, _session(), vm, name, children, progress=_progress())
 
 
 def snapshot_prune(vm, keep, older_than=None, prefix="auto-"):
@@ -754,7 +758,7 @@ def snapshot_prune(vm, keep, older_than=None, prefix="auto-"):
         salt '*' kvm.snapshot_prune web01 keep=3
         salt '*' kvm.snapshot_prune web01 keep=0 older_than=30d prefix=nightly-
     """
-    return _call(_snapshot().prune, _session(), vm, keep, older_than, prefix)
+    return _call(_snapshot().prune, _session(), vm, keep, older_than, prefix, progress=_progress())
 
 
 # --- end snapshots ------------------------------------------------------------
@@ -820,3 +824,44 @@ def revert_vms(vms, name):
     return _call(fleet.revert_vms, _session(), vms, name, __salt__["kvm.snapshot_revert"])
 
 # --- end fleet ------------------------------------------------------------------
+
+# --- topology (salt_kvm.topology) ---------------------------------------------
+
+
+def topology(format="dot", path=None, netns=None, parts=None, names=None):  # pylint: disable=redefined-builtin
+    """
+    The host as a graph: NICs -> bridges -> taps -> VMs, libvirt networks and
+    their bridges, pools -> volumes (and their backing files) -> VMs, and each
+    VM's snapshot tree (the current snapshot marked).
+
+    format
+        ``dot`` (default: the Graphviz DOT text), ``json`` (``{title, clusters,
+        nodes, edges}``), ``svg`` or ``png`` (drawn with Graphviz's ``dot``
+        from the package ``graphviz``; needs ``path``).
+    path
+        The absolute path of the file to write; then the function returns
+        ``{path, format, nodes, edges}``.
+    netns
+        Read the kernel bridges of this network namespace (like
+        ``kvm.bridge_list``); libvirt's bridges and taps are still shown.
+    parts
+        Only these areas (a list or comma-separated): ``bridges``,
+        ``networks``, ``storage``, ``vms``, ``snapshots``.
+    names
+        Only the bridges, networks, pools and VMs whose names match these
+        glob patterns (a list or comma-separated).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.topology
+        salt '*' kvm.topology format=svg path=/tmp/host.svg
+        salt '*' kvm.topology format=png path=/tmp/storage.png parts=storage,vms names='web*,default'
+    """
+    from salt_kvm import topology as topo  # pylint: disable=import-outside-toplevel
+
+    return _call(topo.topology, _session(), format=format, path=path, netns=netns, parts=parts, names=names)
+
+
+# --- end topology -------------------------------------------------------------

@@ -34,6 +34,13 @@ def _test():
     return bool(__opts__.get("test"))
 
 
+def _progress():
+    """Where long work reports progress: the minion log and ``salt/kvm/progress/<operation>`` events."""
+    from salt_kvm import progress  # pylint: disable=import-outside-toplevel
+
+    return progress.salt_channel(__opts__, __salt__, __salt__["config.get"])
+
+
 def pillar_invalid(name, message):
     """
     Fail with ``message``: what the ``kvm`` formula renders instead of any
@@ -230,7 +237,7 @@ def volume_present(name, pool, size=None, format=None, backing=None, source=None
             - size: 20G
             - backing: base.qcow2
     """
-    return _volumes().volume_present(_session(), name, pool=pool, test=_test(), size=size, format=format, backing=backing, source=source, sha256=sha256, preallocation=preallocation, force=force)
+    return _volumes().volume_present(_session(), name, pool=pool, test=_test(), progress=_progress(), size=size, format=format, backing=backing, source=source, sha256=sha256, preallocation=preallocation, force=force)
 
 
 def volume_absent(name, pool, force=False):
@@ -287,7 +294,7 @@ def snapshot_absent(name, snapshot, children=False):
             - name: web01
             - snapshot: before-upgrade
     """
-    return _snapshot().absent(_session(), name, snapshot, children=children, test=_test())
+    return _snapshot().absent(_session(), name, snapshot, children=children, test=_test(), progress=_progress())
 
 
 def snapshots_retained(name, **kwargs):
@@ -307,7 +314,7 @@ def snapshots_retained(name, **kwargs):
             - every: 1d
             - keep: 7
     """
-    return _snapshot().retained(_session(), name, test=_test(), **kwargs)
+    return _snapshot().retained(_session(), name, test=_test(), progress=_progress(), **kwargs)
 
 
 # --- end snapshots ------------------------------------------------------------

@@ -5,7 +5,8 @@ with 192.0.2.10/24 and a default route to a gateway in a "LAN" namespace), a
 directory pool under /var/tmp/kvt-files, a tiny VM for snapshots; every name
 starts with ``kvt-``. The demo runs the real ``salt-call --local state.apply kvm``
 inside that namespace, prints Salt's output, applies again to show that nothing
-changes, then removes everything. Parts whose states do not exist yet are
+changes, draws the sandbox with ``kvm.topology`` into ``demo/topology.svg``,
+then removes everything. Parts whose states do not exist yet are
 left out of the pillar (the demo grows as capabilities land).
 """
 
@@ -17,6 +18,8 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+#: the picture of the sandbox that the demo draws with kvm.topology (docs/_static/topology-demo.svg is one)
+TOPOLOGY_SVG = os.path.join(ROOT, "demo", "topology.svg")
 
 from tests.support import sandbox  # noqa: E402
 from tests.support.saltcall import SaltCall, changed, repo_file_root, state_results  # noqa: E402
@@ -93,6 +96,37 @@ def adhoc(call, lan, states, vm_name):
     print(f"(exit code {code})")
 
 
+def picture(call, conn, lan, states, vm_name, pool_dir):
+    """Plug the VM into the NAT network and give it the pool's web01.qcow2 (what an
+    operator does next; the tiny VM has no hot-plug, so it restarts), take a named
+    snapshot, then draw the sandbox with kvm.topology."""
+    import libvirt  # pylint: disable=import-outside-toplevel
+
+    dom = conn.lookupByName(vm_name)
+    dom.destroy()
+    if "kvm.network_present" in states:
+        nic = "<interface type='network'><source network='kvt-demo-nat'/><model type='virtio'/></interface>"
+        dom.attachDeviceFlags(nic, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    if "kvm.volume_present" in states:
+        disk = os.path.join(pool_dir, "web01.qcow2")
+        disk = f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{disk}'/><target dev='vdb' bus='virtio'/></disk>"
+        dom.attachDeviceFlags(disk, libvirt.VIR_DOMAIN_AFFECT_CONFIG)
+    dom.create()
+    banner(f"salt-call --local kvm.snapshot_create {vm_name} before-upgrade")
+    _, snap, _ = call.run("kvm.snapshot_create", vm_name, "before-upgrade")
+    if isinstance(snap, dict):
+        print("".join(f"  {key}: {snap.get(key)}\n" for key in ("name", "kind", "memory", "parent", "current")), end="")
+    else:
+        print(snap)
+    args = ("kvm.topology", "format=svg", f"path={TOPOLOGY_SVG}", f"netns={lan.host}", "names=kvt-demo*,kvt-br0")
+    banner("salt-call --local " + " ".join(args))
+    code, out, _ = call.run(*args, out="yaml")
+    print(out, end="")
+    if code == 0:
+        print(f"the picture of the sandbox: {TOPOLOGY_SVG}")
+    return code
+
+
 def main():
     import yaml  # pylint: disable=import-outside-toplevel
 
@@ -136,7 +170,7 @@ def main():
         if code != 0 or again:
             return 1
         adhoc(call, lan, states, vm_name)
-        return 0
+        return picture(call, conn, lan, states, vm_name, pool_dir)
     finally:
         banner("clean-up")
         sandbox.remove_vm(conn, vm_name)

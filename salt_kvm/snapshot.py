@@ -39,10 +39,14 @@ import datetime
 import json
 import logging
 import os
+import re
+import selectors
 import subprocess
+import tempfile
 import time
 
 from salt_kvm import conn as _conn
+from salt_kvm import progress as _progress
 from salt_kvm import schema, units
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
 from salt_kvm.plan import Resource, absent as _plan_absent, ensure, state_return
@@ -249,13 +253,64 @@ def _run(*cmd):
     return proc.stdout
 
 
+#: what ``qemu-img ... -p`` prints as it goes: ``    (42.50/100%)\r``
+_QEMU_PROGRESS = re.compile(rb"\((\d+(?:\.\d+)?)/100%\)")
+
+
+def _run_progress(on_percent, *cmd):
+    """Run ``cmd`` (argv with ``-p``, never a shell) and call ``on_percent(float)``
+    for each progress figure it prints; errors as :func:`_run` raises them."""
+    deadline = time.monotonic() + QEMU_IMG_TIMEOUT
+    with tempfile.TemporaryFile() as err_file:
+        try:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, stdin=subprocess.DEVNULL)  # nosec B603  # argv list
+        except OSError as exc:
+            raise KvmError(f"{cmd[0]} failed: {exc}") from None
+        pending = b""
+        with proc, selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while True:
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise KvmError(f"{' '.join(cmd[:2])} did not finish within {QEMU_IMG_TIMEOUT}s")
+                if not sel.select(timeout=1.0):
+                    continue
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                pending += chunk
+                *figures, pending = re.split(rb"[\r\n]", pending)
+                for figure in figures:
+                    match = _QEMU_PROGRESS.search(figure)
+                    if match:
+                        on_percent(float(match.group(1)))
+            code = proc.wait()
+        if code != 0:
+            err_file.seek(0)
+            lines = err_file.read().decode(errors="replace").strip().splitlines()
+            raise KvmError(f"{' '.join(cmd[:2])} failed: {lines[-1] if lines else f'exit code {code}'}")
+
+
+def _percent_to(reporter):
+    """``on_percent`` for :func:`_run_progress`: a percent of the reporter's total, as bytes."""
+
+    def on_percent(pct):
+        total = reporter.total
+        reporter.update(int(total * pct / 100) if total else None)
+
+    return on_percent
+
+
 def image_chain(path):
-    """``[{"file", "format"}, ...]`` of an image and its backing files, top first (``qemu-img info``)."""
+    """``[{"file", "format", "backing", "virtual_size"}, ...]`` of an image and its backing files, top first (``qemu-img info``)."""
     out = _run("qemu-img", "info", "-U", "--backing-chain", "--output=json", path)
     data = json.loads(out)
     if isinstance(data, dict):
         data = [data]
-    return [{"file": item.get("filename"), "format": item.get("format"), "backing": item.get("full-backing-filename") or item.get("backing-filename")} for item in data]
+    return [
+        {"file": item.get("filename"), "format": item.get("format"), "backing": item.get("full-backing-filename") or item.get("backing-filename"), "virtual_size": item.get("virtual-size")}
+        for item in data
+    ]
 
 
 def _is_active(dom):
@@ -552,10 +607,11 @@ def _descendants(entries, name):
     return out
 
 
-def delete(session, vm, name, children=False):
+def delete(session, vm, name, children=False, progress=None):
     """Delete snapshot ``name`` (and its descendants with ``children``); return ``{"deleted": [...], "merged": [...]}``.
 
-    External snapshots libvirt cannot delete are merged by salt-kvm (see the module doc).
+    External snapshots libvirt cannot delete are merged by salt-kvm (see the module doc),
+    reporting the merge's progress to ``progress`` (see :func:`merge_external`).
     """
     args = schema.validate_args(schema.SNAPSHOT, vm, {"snapshot": name, "children": children}, name_field=schema.OBJNAME)
     dom = _domain(session, vm)
@@ -576,7 +632,7 @@ def delete(session, vm, name, children=False):
             current = _load(session, dom)
             if item not in current:
                 continue
-            merged = _delete_one(session, dom, vm, current[item], current)
+            merged = _delete_one(session, dom, vm, current[item], current, progress)
             result["deleted"].append(item)
             if merged:
                 result["merged"].append(merged)
@@ -585,7 +641,7 @@ def delete(session, vm, name, children=False):
     return result
 
 
-def _delete_one(session, dom, vm, entry, entries):
+def _delete_one(session, dom, vm, entry, entries, progress=None):
     lv = _lv()
     if entry.model.kind != EXTERNAL:
         try:
@@ -609,7 +665,7 @@ def _delete_one(session, dom, vm, entry, entries):
                 f"external snapshot '{entry.name}'; delete them first (or use children=True)"
             )
     try:
-        entry.obj.delete(0)
+        _libvirt_delete_external(dom, vm, entry, progress)
         _cleanup_files(entry)
         return None
     except lv.libvirtError as exc:
@@ -617,8 +673,33 @@ def _delete_one(session, dom, vm, entry, entries):
         if code not in (lv.VIR_ERR_OPERATION_UNSUPPORTED, lv.VIR_ERR_CONFIG_UNSUPPORTED, lv.VIR_ERR_INVALID_ARG, lv.VIR_ERR_NO_SUPPORT):
             raise KvmError(f"cannot delete snapshot '{entry.name}' of VM '{vm}': {_err(exc)}") from None
         log.info("libvirt refused to delete %s (%s); merging it", entry.name, _err(exc))
-    merge_external(dom, vm, entry, entries)
+    merge_external(dom, vm, entry, entries, progress)
     return entry.name
+
+
+def _libvirt_delete_external(dom, vm, entry, progress=None):
+    """libvirt deletes an external snapshot itself where it can (merging the overlays
+    with block jobs of its own): watch those jobs for the progress of a running VM
+    (a stopped VM's merge inside libvirt shows none: only the elapsed time is reported).
+    Nothing is reported when libvirt refuses at once (salt-kvm then merges itself)."""
+    targets = sorted(entry.overlays())
+    active = _is_active(dom)
+    reporter = _progress.Reporter(
+        "merge", f"deleting external snapshot '{entry.name}' of VM '{vm}' (libvirt merges {', '.join(targets)})", None, progress,
+        fields={"vm": vm, "snapshot": entry.name, "disk": ",".join(targets)}, logger=log,
+    )
+
+    def probe():
+        if not active:
+            return None
+        cur = end = 0
+        for target in targets:
+            info = dom.blockJobInfo(target, 0)
+            if info and info.get("end", 0) > 0:
+                cur, end = cur + info.get("cur", 0), end + info["end"]
+        return (cur, end) if end else None
+
+    _progress.watch(lambda: entry.obj.delete(0), probe, reporter, lazy=True)
 
 
 def _cleanup_files(entry):
@@ -627,7 +708,7 @@ def _cleanup_files(entry):
         os.unlink(memory)
 
 
-def _wait_job(dom, target, until_ready, timeout=BLOCK_JOB_TIMEOUT):
+def _wait_job(dom, target, until_ready, timeout=BLOCK_JOB_TIMEOUT, reporter=None):
     lv = _lv()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -637,6 +718,8 @@ def _wait_job(dom, target, until_ready, timeout=BLOCK_JOB_TIMEOUT):
             raise KvmError(f"block job on {target}: {_err(exc)}") from None
         if not info:
             return "gone"
+        if reporter is not None and info.get("end", 0) > 0:
+            reporter.update(info.get("cur", 0), info["end"])  # bytes of the disk the job went through
         if until_ready and info.get("end", 0) > 0 and info.get("cur") == info.get("end"):
             return "ready"
         time.sleep(0.05)
@@ -659,19 +742,25 @@ def _pivot(dom, target):
     _wait_job(dom, target, until_ready=False, timeout=60)
 
 
-def merge_external(dom, vm, entry, entries):
+def merge_external(dom, vm, entry, entries, progress=None):
     """Delete external snapshot ``entry`` by merging each overlay into the image below it.
 
     Running VM: block commit (active commit + pivot when the overlay is the top
     image). Stopped VM: ``qemu-img commit`` (and ``rebase`` of the image above).
     Then the VM definition and later snapshots' metadata point at the merged
     image, overlay and memory files are removed, and the metadata is dropped.
+
+    Each overlay's merge reports its progress (``progress``: see
+    :mod:`salt_kvm.progress`, operation ``merge``): from the block job's
+    ``cur``/``end`` for a running VM, from ``qemu-img commit -p`` for a stopped
+    one; ``bytes`` and ``total`` count the virtual disk the merge went through.
     """
     lv = _lv()
     active = _is_active(dom)
     current = _xml(dom, inactive=not active)
     bases = entry.base_images()
     steps = []
+    sizes = {}  # overlay -> virtual size (the merge's total)
     for target, overlay in entry.overlays().items():
         if target not in bases:
             raise KvmError(f"snapshot '{entry.name}' of VM '{vm}' records no image below overlay {overlay}")
@@ -698,25 +787,36 @@ def merge_external(dom, vm, entry, entries):
             raise Refused(f"image {base} also backs snapshot(s) {', '.join(repr(n) for n in others)} outside the VM's current chain; merging {overlay} into it would corrupt them")
         above = files[index - 1] if index > 0 else None
         steps.append(("top" if index == 0 else "middle", target, overlay, base, base_fmt, above))
+        sizes[overlay] = chain[index].get("virtual_size")
 
     for kind, target, overlay, base, base_fmt, above in steps:
         if kind == "dangling":
             continue
+        reporter = _progress.Reporter(
+            "merge", f"merging {overlay} into {base} (snapshot '{entry.name}' of VM '{vm}', disk {target})", sizes.get(overlay), progress,
+            fields={"vm": vm, "snapshot": entry.name, "disk": target, "overlay": overlay, "base": base}, logger=log,
+        )
+        reporter.start()
         try:
             if active:
                 if kind == "top":
                     dom.blockCommit(target, base, None, 0, lv.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
-                    _wait_job(dom, target, until_ready=True)
+                    _wait_job(dom, target, until_ready=True, reporter=reporter)
                     _pivot(dom, target)
                 else:
                     dom.blockCommit(target, base, overlay, 0, 0)
-                    _wait_job(dom, target, until_ready=False)
+                    _wait_job(dom, target, until_ready=False, reporter=reporter)
             else:
-                _run("qemu-img", "commit", "-q", "-f", "qcow2", overlay)
+                _run_progress(_percent_to(reporter), "qemu-img", "commit", "-p", "-f", "qcow2", overlay)
                 if kind == "middle":
                     _run("qemu-img", "rebase", "-q", "-u", "-f", "qcow2", "-b", base, "-F", base_fmt or "raw", above)
         except lv.libvirtError as exc:
+            reporter.finish(error=_err(exc))
             raise KvmError(f"merging overlay {overlay} of snapshot '{entry.name}' into {base} failed: {_err(exc)}") from None
+        except KvmError as exc:
+            reporter.finish(error=str(exc))
+            raise
+        reporter.finish()
 
     # the VM definition: point the disk at the merged image (a running VM's was updated by the pivot)
     inactive = _xml(dom, inactive=True)
@@ -769,7 +869,7 @@ def _prune_candidates(entries, keep, older_than=None, prefix=DEFAULT_PREFIX, now
     return [e.name for e in sorted(beyond, key=lambda e: (e.created, e.name))]
 
 
-def prune(session, vm, keep, older_than=None, prefix=DEFAULT_PREFIX):
+def prune(session, vm, keep, older_than=None, prefix=DEFAULT_PREFIX, progress=None):
     """Delete the snapshots of ``vm`` named ``prefix*`` beyond the newest ``keep`` (only those older than ``older_than``).
 
     Snapshots without the prefix are never touched. Returns ``{"deleted": [...], "kept": [...]}``.
@@ -781,7 +881,7 @@ def prune(session, vm, keep, older_than=None, prefix=DEFAULT_PREFIX):
     doomed = _prune_candidates(entries, args["keep"], args.get("older_than"), prefix)
     deleted = []
     for name in doomed:
-        delete(session, vm, name)
+        delete(session, vm, name, progress=progress)
         deleted.append(name)
     _invalidate(session)
     left = _load(session, dom)
@@ -849,7 +949,7 @@ class _Present(Resource):
         return f"{self.what} {'would be' if test else 'was'} taken ({kind})"
 
 
-def absent(session, vm, snapshot, children=False, test=False):
+def absent(session, vm, snapshot, children=False, test=False, progress=None):
     """State ``snapshot_absent``: snapshot ``snapshot`` of ``vm`` does not exist (external ones are merged)."""
     what = f"snapshot '{snapshot}' of VM '{vm}'"
     try:
@@ -869,20 +969,20 @@ def absent(session, vm, snapshot, children=False, test=False):
         return {"name": snapshot, "kind": info["kind"], "memory": info["memory"], "created": info["created"]}
 
     def remove(_current):
-        delete(session, vm, snapshot, children=args.get("children", False))
+        delete(session, vm, snapshot, children=args.get("children", False), progress=progress)
         _invalidate(session)
 
     return _plan_absent(vm, what, exists, remove, test)
 
 
-def retained(session, vm, test=False, **kwargs):
+def retained(session, vm, test=False, progress=None, **kwargs):
     """State ``snapshots_retained``: rolling snapshots named ``prefix*`` (see :class:`_Retained`)."""
     what = f"snapshots of VM '{vm}'"
     try:
         args = schema.validate_args(schema.RETENTION, vm, kwargs, name_field=schema.OBJNAME)
     except InvalidInput as exc:
         return state_return(vm, False, comment=f"{what}: {exc}")
-    return ensure(vm, _Retained(session, vm, args), test)
+    return ensure(vm, _Retained(session, vm, args, progress), test)
 
 
 class _Retained(Resource):
@@ -892,8 +992,9 @@ class _Retained(Resource):
     snapshots at least that old are pruned.
     """
 
-    def __init__(self, session, vm, args):
+    def __init__(self, session, vm, args, progress=None):
         self.session, self.vm, self.args = session, vm, args
+        self.progress = progress
         self.prefix = args.get("prefix", DEFAULT_PREFIX)
         self.what = f"snapshots '{self.prefix}*' of VM '{vm}'"
         self.taken = None
@@ -937,7 +1038,7 @@ class _Retained(Resource):
             changes["taken"]["new"] = self.taken
         self._changes_deleted = list((changes.get("deleted") or {}).get("old") or [])
         for name in self._changes_deleted:
-            delete(self.session, self.vm, name)
+            delete(self.session, self.vm, name, progress=self.progress)
         _invalidate(self.session)
 
     def verify(self, after):

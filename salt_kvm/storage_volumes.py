@@ -36,11 +36,11 @@ import re
 import shutil
 import subprocess  # nosec B404  # fixed argument lists, never a shell
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 
 from salt_kvm import plan, schema, units
+from salt_kvm import progress as progress_mod
 from salt_kvm import storage as pools_mod
 from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
@@ -58,8 +58,15 @@ ROUNDING = {"logical": 4 * 1024**2, "disk": 2 * 1024**2, "rbd": 4 * 1024**2}
 PREALLOC_METADATA = 1  # VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA
 BLOCK_RESIZE_BYTES = 1  # VIR_DOMAIN_BLOCK_RESIZE_BYTES
 RESIZE_SHRINK = 4  # VIR_STORAGE_VOL_RESIZE_SHRINK
-#: seconds between progress reports of a long transfer
-PROGRESS_EVERY = 5.0
+#: seconds between progress reports of a long import, clone or wipe (unless
+#: ``kvm:progress:interval`` says otherwise); see :mod:`salt_kvm.progress`
+PROGRESS_EVERY = progress_mod.INTERVAL
+
+
+def _interval(progress):
+    """Seconds between two progress reports: the channel's (config), else :data:`PROGRESS_EVERY`."""
+    interval = progress_mod.channel(progress).interval
+    return PROGRESS_EVERY if interval is None else interval
 
 
 def _fail(what, exc):
@@ -422,7 +429,10 @@ def _stream_upload(session, vol, src, length, label, progress=None, source=None)
     shown = redact(source) if source else label
     sha = hashlib.sha256()
     stream = session.conn.newStream(0)
-    sent, started, last = 0, time.monotonic(), time.monotonic()
+    sent = 0
+    # the events name the volume, never the source (a URL may hold a password)
+    reporter = progress_mod.Reporter("import", f"importing {label}", length, progress, fields={"volume": label}, interval=_interval(progress), logger=log)
+    reporter.start()
     try:
         vol.upload(stream, 0, length, 0)
         while sent < length:
@@ -440,24 +450,19 @@ def _stream_upload(session, vol, src, length, label, progress=None, source=None)
                     raise KvmError(f"importing {label}: the libvirt stream refused data")
                 view = view[done:]
             sent += len(chunk)
-            now = time.monotonic()
-            if now - last >= PROGRESS_EVERY:
-                last = now
-                pct = int(sent * 100 / length) if length else 100
-                log.info("importing %s: %d%% (%s of %s)", label, pct, units.format_size(sent), units.format_size(length))
-                if progress:
-                    progress({"volume": label, "percent": pct, "bytes": sent, "total": length, "elapsed": round(now - started, 1)})
+            reporter.update(sent)
         stream.finish()
     except libvirt.libvirtError as exc:
         with contextlib.suppress(libvirt.libvirtError):
             stream.abort()
+        reporter.finish(sent, error=libvirt_message(exc))
         raise _fail(f"importing {label}", exc) from None
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(libvirt.libvirtError):
             stream.abort()
+        reporter.finish(sent, error=str(exc) or type(exc).__name__)
         raise
-    if progress and time.monotonic() - started >= PROGRESS_EVERY:
-        progress({"volume": label, "percent": 100, "bytes": sent, "total": length, "elapsed": round(time.monotonic() - started, 1)})
+    reporter.finish(sent)
     return sha.hexdigest()
 
 
@@ -518,8 +523,23 @@ def _import(session, pool, name, spec, progress=None):
 # --- clone, resize, wipe, delete ---------------------------------------------------------
 
 
-def volume_clone(session, pool, source, name, format=None):  # pylint: disable=redefined-builtin
-    """Copy volume ``source`` to a new volume ``name`` in the same pool, optionally converting its format."""
+def _copied(pool_xml, name):
+    """A probe of a clone's progress: bytes allocated to the new volume's file so far
+    (None for volumes that are not files: LVs, partitions, RBD images)."""
+    directory = sxml.Pool(pool_xml).target
+    if not directory or sxml.Pool(pool_xml).type not in FILE_POOLS:
+        return lambda: None
+    path = os.path.join(directory, name)
+    return lambda: progress_mod.allocated(path)
+
+
+def volume_clone(session, pool, source, name, format=None, progress=None):  # pylint: disable=redefined-builtin
+    """Copy volume ``source`` to a new volume ``name`` in the same pool, optionally converting its format.
+
+    Progress (``progress``: see :mod:`salt_kvm.progress`) is estimated from the
+    space the new file takes against the source's allocation; libvirt's copy
+    itself reports none.
+    """
     _names(pool, name)
     schema.validate(schema.VOLNAME, source, "source")
     if format is not None:
@@ -530,8 +550,13 @@ def volume_clone(session, pool, source, name, format=None):  # pylint: disable=r
     model = sxml.Volume(src["xml"])
     fmt = format or model.format if _pool_type(session, pool) in FILE_POOLS else None
     xml = sxml.Volume.build(name, model.capacity, fmt=fmt, allocation=0)
+    entry = _pool_entry(session, pool)
+    reporter = progress_mod.Reporter(
+        "clone", f"cloning {pool}/{source} to {name}", model.allocation or model.capacity, progress,
+        fields={"volume": f"{pool}/{name}", "source": f"{pool}/{source}"}, interval=_interval(progress), logger=log, cap=99,
+    )
     try:
-        vol = _pool_entry(session, pool)["obj"].createXMLFrom(xml.to_xml(), src["obj"], 0)
+        vol = progress_mod.watch(lambda: entry["obj"].createXMLFrom(xml.to_xml(), src["obj"], 0), _copied(entry["xml"], name), reporter)
     except libvirt.libvirtError as exc:
         _invalidate(session, pool)
         raise _fail(f"cloning volume '{source}' to '{name}'", exc) from None
@@ -607,13 +632,34 @@ def _guard_in_use(session, pool, name, force, doing):
         raise Refused(f"volume '{name}' is the backing file of {', '.join(backs)}; {doing} it would break them (force=True to do it anyway)")
 
 
-def volume_wipe(session, pool, name, force=False):
-    """Overwrite a volume's data with zeros; refused while it is in use or backs another volume."""
+def _wiped(path):
+    """A probe of a wipe's progress: libvirt zeroes a file from its start, so the offset of
+    the storage daemon's open file is how far it got (read from ``/proc``; None when the
+    daemon is not local or not visible, then only the elapsed time is reported)."""
+    pids = progress_mod.daemon_pids() if path else []
+    return lambda: progress_mod.file_position(pids, path) if pids else None
+
+
+def volume_wipe(session, pool, name, force=False, progress=None):
+    """Overwrite a volume's data with zeros; refused while it is in use or backs another volume.
+
+    Progress (``progress``: see :mod:`salt_kvm.progress`): libvirt reports none;
+    the percent is read from how far libvirt's writing got (its file offset in
+    ``/proc``), against the allocation it wipes; where that cannot be seen
+    (a remote libvirtd), only the elapsed time is reported.
+    """
     _names(pool, name)
     _guard_in_use(session, pool, name, force, "wiping")
-    vol = _lookup(session, pool, name)["obj"]
+    found = _lookup(session, pool, name)
+    vol = found["obj"]
+    model = sxml.Volume(found["xml"])
     try:
-        vol.wipe(0)
+        total = vol.info()[2]  # what libvirt zeroes: the allocation (a sparse file is only truncated)
+    except libvirt.libvirtError:
+        total = model.allocation
+    reporter = progress_mod.Reporter("wipe", f"wiping {pool}/{name}", total, progress, fields={"volume": f"{pool}/{name}"}, interval=_interval(progress), logger=log, cap=99)
+    try:
+        progress_mod.watch(lambda: vol.wipe(0), _wiped(model.path), reporter)
     except libvirt.libvirtError as exc:
         _invalidate(session, pool)
         raise _fail(f"wiping volume '{name}'", exc) from None
