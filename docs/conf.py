@@ -6,6 +6,7 @@ import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "docs", "_ext"))
 
 
 def _load(alias, relpath):
@@ -28,7 +29,7 @@ project = "salt-kvm"
 author = "salt-kvm developers"
 copyright = "2026, salt-kvm developers"  # pylint: disable=redefined-builtin
 release = "0.1.0"
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.viewcode"]
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.viewcode", "kvm_pillar_reference"]
 autodoc_default_options = {"members": True, "undoc-members": False}
 autodoc_member_order = "bysource"
 exclude_patterns = ["_build"]

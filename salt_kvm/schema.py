@@ -315,6 +315,9 @@ class Record(Field):
         self.check_all = check_all
         #: when the value is a scalar, it is taken as ``{shorthand: value}``
         self.shorthand = shorthand
+        #: per key: its description and its default as shown in the pillar reference
+        #: (set with :func:`describe`; documentation only, never read by validation)
+        self.docs, self.defaults = {}, {}
 
     def check(self, value, path, errors):
         if self.shorthand and isinstance(value, str):
@@ -353,6 +356,24 @@ def _suggest(word, choices):
         return ""
     close = difflib.get_close_matches(word, [str(c) for c in choices], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe(record, docs):
+    """Attach the pillar reference's text to the keys of ``record`` and return it.
+
+    ``docs`` maps every key to its description, or to ``(description, default)``
+    where ``default`` is what applies when the key is not given. Documentation
+    only: validation never reads it. docs/pillar.rst is generated from it, and
+    tests/unit/test_docs_reference.py fails when a key has no description.
+    """
+    for key, text in docs.items():
+        if key not in record.fields:
+            raise KeyError(f"describe: {key!r} is not a key of this record")
+        text, default = text if isinstance(text, tuple) else (text, None)
+        record.docs[key] = text
+        if default is not None:
+            record.defaults[key] = default
+    return record
 
 
 # --- names -----------------------------------------------------------------
@@ -409,6 +430,11 @@ PORT_VLANS = Record(
     },
     check_all=_check_port_vlans,
 )
+describe(PORT_VLANS, {
+    "pvid": "The port VLAN id: untagged frames arriving on the port join this VLAN. It is egress-untagged unless it is also listed under ``tagged``.",
+    "untagged": "VLANs sent out of the port untagged: ids or ranges (``[300, 400-410]``).",
+    "tagged": "VLANs carried tagged on the port (a trunk): ids or ranges (``[100-110, 200]``).",
+})
 
 PORT = Record(
     {
@@ -421,6 +447,13 @@ PORT = Record(
     required=("name",),
     shorthand="name",
 )
+describe(PORT, {
+    "name": "The port: an existing link (``eno1``) or a VLAN sub-interface ``PARENT.VID`` (``eno1.300``), created when missing.",
+    "cost": "STP path cost of the port.",
+    "priority": "STP priority of the port.",
+    "hairpin": "Hairpin mode: frames may leave through the port they came in on (reflective relay).",
+    "vlans": "The port's VLANs ``{pvid, untagged, tagged}``; needs ``vlan_filtering: true``. The declared set is exact.",
+})
 
 
 class Ports(Field):
@@ -461,6 +494,11 @@ ROUTE = Record(
     required=("to",),
     check_all=_check_route,
 )
+describe(ROUTE, {
+    "to": "The destination network (``203.0.113.0/24``), or ``default`` (IPv4's 0.0.0.0/0; write ``::/0`` for an IPv6 default route).",
+    "via": "The gateway, of the same IP version as ``to``.",
+    "metric": ("The route's metric.", "the kernel's: none for IPv4, 1024 for IPv6"),
+})
 
 PROBE = Record(
     {
@@ -469,6 +507,11 @@ PROBE = Record(
         "timeout": Duration(),
     }
 )
+describe(PROBE, {
+    "ping": "An address that must answer an ICMP echo (the gateway, say).",
+    "tcp": "``host:port`` that must accept a TCP connection (the Salt master's ``salt.example.net:4506``, say).",
+    "timeout": ("The total time the probe may take before the change is rolled back.", "10s"),
+})
 
 
 def _check_bridge(rec, path, errors):
@@ -510,12 +553,44 @@ BRIDGE = Record(
     },
     check_all=_check_bridge,
 )
+describe(BRIDGE, {
+    "ports": "The bridge's ports: a list of names or of mappings ``{name, cost, priority, hairpin, vlans}``, or a mapping of names to those settings. A port holding the host's addresses hands them (with its routes and MAC) to the bridge, then the probe runs. Only declared ports are managed: the taps of VMs are never removed.",
+    "stp": "Spanning Tree Protocol on the bridge.",
+    "forward_delay": "STP forward delay in seconds: 2-30 while ``stp`` is on; ``0`` forwards at once without STP.",
+    "hello_time": "STP hello time in seconds (1-10).",
+    "max_age": "STP max age in seconds (6-40).",
+    "ageing_time": "Seconds a learned MAC address stays in the bridge's forwarding database.",
+    "priority": "Bridge priority for the STP root election (lower wins).",
+    "vlan_filtering": "Make the bridge VLAN-aware (needed for the ports' ``vlans``).",
+    "default_pvid": "The PVID a new port of a VLAN-aware bridge gets (0: none).",
+    "mcast_snooping": "IGMP/MLD snooping.",
+    "mtu": "The bridge's MTU; ports with a smaller MTU are raised to it.",
+    "mac": ("The bridge's MAC address.", "the uplink's MAC when addresses move to the bridge, else the kernel's choice"),
+    "addresses": ("The bridge's IPv4 and IPv6 addresses with prefix (``192.0.2.10/24``); when given, the list is exact.", "what the bridge has plus what moved from an uplink"),
+    "gateway": ("The IPv4 default gateway through the bridge.", "the one moved from an uplink, if any"),
+    "gateway6": ("The IPv6 default gateway through the bridge.", "the one moved from an uplink, if any"),
+    "routes": "Extra routes ``{to, via, metric}``; when given, the list is exact.",
+    "persist": ("Write the host's own network configuration so the bridge survives a reboot; ``auto`` picks the network manager in use.", "none"),
+    "probe": ("What must still answer after a risky change (moving an uplink, changing a gateway); if it does not, everything is put back as it was.", "ping the gateway, and connect to the Salt master when it is reached through the moving uplink"),
+    "absent": ("Remove the bridge (``kvm.bridge_absent``).", "false"),
+    "force": ("With ``absent``: remove the bridge even with VM taps attached or the host's addresses on it.", "false"),
+})
 
 
 # --- libvirt networks ------------------------------------------------------
 
 DHCP_HOST = Record({"mac": Mac(), "ip": Address(), "name": Str(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", max_len=63, what="a host name")}, required=("ip",))
 DHCP = Record({"start": Address(), "end": Address(), "hosts": List(DHCP_HOST)})
+describe(DHCP_HOST, {
+    "mac": "The MAC of the VM's NIC (IPv4 only; an IPv4 host needs ``mac`` or ``name``).",
+    "ip": "The address the host gets, inside the network.",
+    "name": "The host's name (an IPv6 host is identified by its name).",
+})
+describe(DHCP, {
+    "start": "The first address of the DHCP range (inside the network; give ``end`` too).",
+    "end": "The last address of the DHCP range.",
+    "hosts": ("Static hosts ``{mac, ip, name}``, changed live; when given, the list is exact.", "the static hosts are left as they are"),
+})
 
 
 def _check_dhcp(rec, addr_key, dhcp_key, path, errors):
@@ -629,6 +704,21 @@ NETWORK = Record(
     },
     check_all=_check_network,
 )
+describe(NETWORK, {
+    "mode": ("``nat``, ``route``, ``isolated`` (no forwarding), ``open`` (forwarding without libvirt's firewall rules) or ``bridge`` (VMs straight onto a host bridge).", "nat"),
+    "bridge": "In mode ``bridge``, the host bridge to use (required). In the other modes, the name of the bridge libvirt creates (left out: libvirt picks ``virbrN``).",
+    "dev": "Modes ``nat`` and ``route`` only: forward through this host interface only.",
+    "address": "The network's own IPv4 address with prefix (``198.51.100.1/24``): a host address of its subnet, which must not overlap another network.",
+    "address6": "The network's own IPv6 address with prefix (``2001:db8:1::1/64``).",
+    "dhcp": "The IPv4 DHCP range and static hosts (needs ``address``).",
+    "dhcp6": "The IPv6 DHCP range and static hosts (needs ``address6``).",
+    "domain": "The DNS domain dnsmasq serves for the network.",
+    "mtu": "The MTU of the network's bridge (not in mode ``bridge``: set the host bridge's ``mtu``).",
+    "autostart": "Start the network when libvirtd starts.",
+    "restart": ("Allow the state to restart the network, when a change needs it, while running VMs are attached.", "false"),
+    "force": ("With ``absent``: remove the network even with running VMs attached.", "false"),
+    "absent": ("Stop and undefine the network (``kvm.network_absent``).", "false"),
+})
 
 
 # --- storage ---------------------------------------------------------------
@@ -657,6 +747,22 @@ SOURCE = Record(
         "auth": AUTH,
     }
 )
+describe(AUTH, {
+    "type": "``chap`` (iSCSI) or ``ceph`` (rbd).",
+    "username": "The user name.",
+    "secret": "The secret itself, kept in a libvirt secret that salt-kvm manages; never shown in output or errors.",
+    "secret_uuid": "Instead of ``secret``: a libvirt secret you manage, by UUID.",
+    "secret_usage": "Instead of ``secret``: a libvirt secret you manage, by usage name.",
+})
+describe(SOURCE, {
+    "devices": "Block devices (``fs``, ``disk``, ``logical``); the target IQN for ``iscsi`` and ``iscsi-direct``.",
+    "dir": "The NFS export or Gluster directory (absolute), or a CIFS share name.",
+    "name": "The volume group (``logical``), Ceph pool (``rbd``) or Gluster volume (``gluster``).",
+    "hosts": "The servers: ``host`` or ``host:port`` (``[2001:db8::1]:3260`` for IPv6).",
+    "format": "The source's format: ``ext4``, ``xfs`` ... (``fs``), ``nfs``, ``glusterfs``, ``cifs`` (``netfs``), ``lvm2`` (``logical``), ``dos``, ``gpt`` (``disk``).",
+    "initiator": "The initiator IQN of an ``iscsi-direct`` pool.",
+    "auth": "Credentials: CHAP for iSCSI, cephx for rbd.",
+})
 
 VOLUME = Record(
     {
@@ -670,6 +776,16 @@ VOLUME = Record(
         "absent": Bool(),
     }
 )
+describe(VOLUME, {
+    "size": ("The capacity: ``512M``, ``20G``, ``1.5T`` or bytes (binary units). The volume grows to it; a smaller size fails unless ``force``. Required unless ``source`` or ``backing`` is given.", "the size of the source or backing image"),
+    "format": ("``raw``, ``qcow2`` or ``vmdk``; never changed in place (clone the volume instead).", "qcow2 in file pools (dir, fs, netfs, gluster), raw in the others"),
+    "backing": "A volume of the same pool (created first) or an absolute path: the new qcow2 volume is an overlay on it.",
+    "source": "Import a local file or an http(s) URL into the volume (a password in the URL is never shown).",
+    "sha256": "The sha256 the imported ``source`` must have; a mismatch removes the volume again.",
+    "preallocation": ("``off`` (sparse), ``metadata`` (qcow2), ``falloc`` / ``full`` / ``true`` (every byte allocated now).", "off"),
+    "force": ("Allow a shrink, a re-import of a changed image, deleting a volume in use or backing another.", "false"),
+    "absent": ("Delete the volume (refused while a VM uses it or it backs another volume, unless ``force``).", "false"),
+})
 
 _POOL_NEEDS = {
     "dir": ("target",),
@@ -739,6 +855,17 @@ POOL = Record(
     },
     check_all=_check_pool,
 )
+describe(POOL, {
+    "type": "The libvirt pool type (required unless ``absent``); what each type needs is listed below.",
+    "target": "The directory (``dir``; the mount point of ``fs`` and ``netfs``) or the device directory (``/dev`` for ``disk``, ``/dev/disk/by-path`` for ``iscsi``).",
+    "source": "Where the data lives; which keys each type needs is listed below.",
+    "autostart": "Start the pool when libvirtd starts.",
+    "build": ("``true`` builds what is missing (a directory, a filesystem, a disk label, a volume group) and never overwrites existing storage; ``false`` never builds; ``force`` also overwrites storage of another kind.", "true"),
+    "force": ("Allow a change of ``type`` or ``source`` (the pool is redefined).", "false"),
+    "purge": ("With ``absent``: also delete the volumes and the storage.", "false"),
+    "absent": ("Stop and undefine the pool; its storage stays unless ``purge``.", "false"),
+    "volumes": "The pool's volumes by name (a file name in the pool, never a path); backing volumes are created first.",
+})
 
 
 # --- snapshots -------------------------------------------------------------
@@ -755,6 +882,15 @@ RETENTION = Record(
     },
     required=("every", "keep"),
 )
+describe(RETENTION, {
+    "every": "Take a snapshot when the newest one named with ``prefix`` is older than this.",
+    "keep": "How many snapshots named with ``prefix`` to keep, counting the one just taken.",
+    "prefix": ("The managed snapshots' names start with it (then the UTC time); other snapshots are never touched.", "auto-"),
+    "memory": ("Include the RAM of a running VM.", "true"),
+    "external": ("External snapshots (qcow2 overlays) instead of internal ones.", "false"),
+    "quiesce": ("Freeze the guest's filesystems first (needs the QEMU guest agent).", "false"),
+    "older_than": "Delete snapshots beyond ``keep`` only when they are at least this old.",
+})
 
 #: the arguments of kvm.snapshot_create / snapshot_revert / snapshot_delete and
 #: the snapshot_present / snapshot_absent states (``name`` is the VM)
@@ -778,6 +914,9 @@ SNAPSHOT_PRUNE = Record(
 )
 
 CONNECTION = Record({"uri": Str(r"[a-z0-9+]+://[^\s]*", what="a libvirt URI (like qemu:///system)")})
+describe(CONNECTION, {
+    "uri": ("The libvirt URI the ``kvm`` modules connect to; also settable in the minion config (read with ``config.get``).", "qemu:///system"),
+})
 
 
 def _check_pillar(rec, path, errors):
@@ -830,6 +969,13 @@ PILLAR = Record(
     },
     check_all=_check_pillar,
 )
+describe(PILLAR, {
+    "connection": "How the minion reaches libvirt.",
+    "bridges": "Kernel bridges by name (a Linux link name, at most 15 characters); applied first.",
+    "networks": "libvirt networks by name; applied after the bridges.",
+    "pools": "libvirt storage pools by name, with their volumes; applied after the networks.",
+    "snapshots": "Snapshot retention by VM name; applied last.",
+})
 
 
 def validate(schema, value, path):
