@@ -230,17 +230,22 @@ def _where(netns):
 
 
 def list_bridges(session, netns=None):
-    """What ``brctl show`` shows (bridge, id, STP, ports) plus addresses."""
+    """What ``brctl show`` shows (bridge, id, STP, ports) plus addresses, and
+    ``vms``: the VM behind each tap port (``{tap: vm}``)."""
     host = nl.load(netns)
+    taps = not netns and any(link["kind"] == "tun" and link["master"] for link in host["links"].values())
+    owners = vm_taps(session) if taps else {}  # libvirt's taps live in its own (the root) namespace
     out = []
-    for name in sorted(n for n, l in host["links"].items() if l["kind"] == "bridge"):
+    for name in sorted(n for n, link in host["links"].items() if link["kind"] == "bridge"):
         view = nl.bridge_view(host, name)
+        ports = [p["name"] for p in view["ports"]]
         out.append(
             {
                 "name": name,
                 "id": view["id"],
                 "stp": view["stp"],
-                "ports": [p["name"] for p in view["ports"]],
+                "ports": ports,
+                "vms": {port: owners[port]["vm"] for port in ports if port in owners},
                 "addresses": view["addresses"],
             }
         )

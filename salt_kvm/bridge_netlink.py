@@ -624,11 +624,13 @@ class Reader:
                     raise
         return []  # pragma: no cover
 
-    def _request(self, msg_type, body, parse):
+    def _send(self, msg_type, flags, body):
         self.seq += 1
-        seq = self.seq
-        self.sock.sendto(_NLMSG.pack(_NLMSG.size + len(body), msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body, (0, 0))
-        interrupted = False
+        self.sock.sendto(_NLMSG.pack(_NLMSG.size + len(body), msg_type, NLM_F_REQUEST | flags, self.seq, 0) + body, (0, 0))
+        return self.seq
+
+    def _replies(self, seq):
+        """``(kind, flags, payload)`` of the kernel's answers to request ``seq``, as they arrive."""
         while True:
             data = memoryview(self.sock.recv(_RECV_SIZE))
             offset = 0
@@ -638,21 +640,25 @@ class Reader:
                     raise OSError("malformed netlink message")
                 payload = data[offset + _NLMSG.size:offset + length]
                 offset += (length + 3) & ~3
-                if mseq != seq:
-                    continue
-                interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
-                if kind == NLMSG_DONE:
-                    if interrupted:
-                        raise DumpInterrupted("netlink dump interrupted by a concurrent change")
-                    return
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload)[0]
-                    if code:
-                        raise OSError(code, os.strerror(code))
-                    continue
-                msg = parse(payload)
-                if msg is not None:
-                    yield msg
+                if mseq == seq:
+                    yield kind, flags, payload
+
+    def _request(self, msg_type, body, parse):
+        interrupted = False
+        for kind, flags, payload in self._replies(self._send(msg_type, NLM_F_DUMP, body)):
+            interrupted = interrupted or bool(flags & NLM_F_DUMP_INTR)
+            if kind == NLMSG_DONE:
+                if interrupted:
+                    raise DumpInterrupted("netlink dump interrupted by a concurrent change")
+                return
+            if kind == NLMSG_ERROR:
+                code = -struct.unpack_from("=i", payload)[0]
+                if code:
+                    raise OSError(code, os.strerror(code))
+                continue
+            msg = parse(payload)
+            if msg is not None:
+                yield msg
 
     def get_links(self, family=socket.AF_UNSPEC, ext_mask=0):
         body = _IFINFO.pack(family, 0, 0, 0, 0)
@@ -665,26 +671,14 @@ class Reader:
         name = ifname.encode() + b"\0"
         body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _NLA.pack(4 + len(name), IFLA_IFNAME) + name
         body += b"\0" * (-len(body) % 4)
-        self.seq += 1
-        seq = self.seq
-        self.sock.sendto(_NLMSG.pack(_NLMSG.size + len(body), RTM_GETLINK, NLM_F_REQUEST, seq, 0) + body, (0, 0))
-        while True:
-            data = memoryview(self.sock.recv(_RECV_SIZE))
-            offset = 0
-            while offset + _NLMSG.size <= len(data):
-                length, kind, _flags, mseq, _pid = _NLMSG.unpack_from(data, offset)
-                if length < _NLMSG.size:
-                    raise OSError("malformed netlink message")
-                payload = data[offset + _NLMSG.size:offset + length]
-                offset += (length + 3) & ~3
-                if mseq != seq:
-                    continue
-                if kind == NLMSG_ERROR:
-                    code = -struct.unpack_from("=i", payload)[0]
-                    if code == ENODEV:
-                        return None
-                    raise OSError(code, os.strerror(code))
-                return _parse_link(payload)
+        for kind, _flags, payload in self._replies(self._send(RTM_GETLINK, 0, body)):
+            if kind == NLMSG_ERROR:
+                code = -struct.unpack_from("=i", payload)[0]
+                if code == ENODEV:
+                    return None
+                raise OSError(code, os.strerror(code))
+            return _parse_link(payload)
+        return None  # pragma: no cover
 
     def get_addr(self):
         def parse(payload):

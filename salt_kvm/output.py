@@ -3,7 +3,7 @@
 Salt hands an outputter the return data only, so each function's data is
 recognised by its shape:
 
-- ``kvm.bridge_list``: a list of ``{name, id, stp, ports, addresses}`` -> a
+- ``kvm.bridge_list``: a list of ``{name, id, stp, ports, vms, addresses}`` -> a
   table like ``brctl show``, one line per port and address (a port given as
   ``{name, vm}`` shows the VM behind the tap);
 - ``kvm.pool_list``: ``{pool: {type, state, autostart, capacity, allocation,
@@ -184,7 +184,8 @@ def bridge_lines(bridges, color=False):
         return [_NOTHING[BRIDGES]]
     rows = []
     for bridge in sorted(bridges, key=lambda b: str(b.get("name"))):
-        ports = [_port(p) for p in bridge.get("ports") or []]
+        vms = bridge.get("vms") or {}
+        ports = [_port({"name": p, "vm": vms.get(p)} if isinstance(p, str) else p) for p in bridge.get("ports") or []]
         addresses = [str(a) for a in bridge.get("addresses") or []]
         for i in range(max(1, len(ports), len(addresses))):
             first = i == 0

@@ -321,26 +321,6 @@ class _Filter:
         return self.patterns is None or any(fnmatch.fnmatchcase(name or "", p) for p in self.patterns)
 
 
-def _interfaces(root):
-    """A domain's interfaces: ``[{type, network, bridge, dev, tap, mac}]``."""
-    out = []
-    for iface in root.findall("devices/interface"):
-        source = iface.find("source")
-        target = iface.find("target")
-        mac = iface.find("mac")
-        out.append(
-            {
-                "type": iface.get("type"),
-                "network": source.get("network") if source is not None else None,
-                "bridge": source.get("bridge") if source is not None else None,
-                "dev": source.get("dev") if source is not None else None,
-                "tap": target.get("dev") if target is not None else None,
-                "mac": nl.mac(mac.get("address")) if mac is not None else None,
-            }
-        )
-    return out
-
-
 def _read_vms(session):
     """``{name: {state, running, memory, vcpus, disks, interfaces}}`` of every VM."""
     lv = _conn.libvirt
@@ -360,7 +340,7 @@ def _read_vms(session):
             "memory": max_kib * 1024 if max_kib else None,
             "vcpus": vcpus,
             "disks": [d.as_dict() for d in dxml.Domain(xml).disks if d.source],
-            "interfaces": _interfaces(parse(xml)),
+            "interfaces": netxml.interfaces_of(parse(xml)),
         }
     return out
 

@@ -313,8 +313,12 @@ class Network(XmlModel):
 
 
 def domain_interfaces(xml):
-    """The network interfaces of a domain XML: ``[{type, network, bridge, tap, mac}]``."""
-    root = parse(xml)
+    """The network interfaces of a domain XML: ``[{type, network, bridge, dev, tap, mac}]``."""
+    return interfaces_of(parse(xml))
+
+
+def interfaces_of(root):
+    """:func:`domain_interfaces` of an already parsed domain XML."""
     out = []
     for iface in root.findall("devices/interface"):
         source = iface.find("source")
@@ -325,6 +329,7 @@ def domain_interfaces(xml):
                 "type": iface.get("type"),
                 "network": source.get("network") if source is not None else None,
                 "bridge": source.get("bridge") if source is not None else None,
+                "dev": source.get("dev") if source is not None else None,
                 "tap": target.get("dev") if target is not None else None,
                 "mac": _norm_mac(mac.get("address")) if mac is not None else None,
             }

@@ -358,6 +358,11 @@ def test_vm_tap_is_shown_kept_and_guarded(kvm_state, kvm, tiny_vm, root_bridge):
     show = kvm.bridge_show(root_bridge)
     taps = [p for p in show["ports"] if p["kind"] == "tun"]
     assert len(taps) == 1 and taps[0]["vm"] == dom.name() and taps[0]["vm_mac"] == mac
+    listed = {b["name"]: b for b in kvm.bridge_list()}[root_bridge]
+    assert listed["ports"] == [taps[0]["name"]] and listed["vms"] == {taps[0]["name"]: dom.name()}
+    from salt_kvm import output  # pylint: disable=import-outside-toplevel
+
+    assert f"{taps[0]['name']} ({dom.name()})" in "\n".join(output.bridge_lines([listed]))
     again = kvm_state.bridge_present(name=root_bridge, stp=False, forward_delay=0)
     assert again.result is True and again.changes == {}
     assert [p["name"] for p in kvm.bridge_show(root_bridge)["ports"]] == [taps[0]["name"]], "the tap was removed"

@@ -127,7 +127,7 @@ def test_bridge_list_prints_like_brctl_show(call, lan):
     assert cols[0] == "kvt-br0" and re.match(r"^[0-9a-f]{4}\.[0-9a-f]{12}$", cols[1])
     assert cols[2:] == ["no", "kvt-nic1", "198.51.100.1/24"]
     data = json_data(call, "kvm.bridge_list", f"netns={lan.host}")
-    assert data == [{"name": "kvt-br0", "id": cols[1], "stp": False, "ports": ["kvt-nic1"], "addresses": ["198.51.100.1/24"]}]
+    assert data == [{"name": "kvt-br0", "id": cols[1], "stp": False, "ports": ["kvt-nic1"], "vms": {}, "addresses": ["198.51.100.1/24"]}]
 
     empty = sandbox.uid("o-")
     try:

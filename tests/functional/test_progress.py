@@ -3,18 +3,15 @@ throttled import, a clone, a wipe, and the merge of an external snapshot of a
 running and of a stopped tiny VM each write INFO lines with percent and rate to
 the real minion log (the ``log_file`` of the salt-call config)."""
 
-import http.server
 import os
 import re
-import shutil
 import subprocess
-import threading
 import time
 
 import pytest
 
 from tests.conftest import REPO
-from tests.support import sandbox
+from tests.support import sandbox, slow_http
 from tests.support.saltcall import SaltCall, state_results
 
 M = 1024**2
@@ -79,39 +76,10 @@ def full_raw(conn, pname, path, name, size=SIZE):
 # --- import from a throttled HTTP server -------------------------------------------------
 
 
-class _Slow(http.server.BaseHTTPRequestHandler):
-    """Serves ``self.server.image`` with its Content-Length, 1 MiB every 30 ms (about 2 s for 64 MiB)."""
-
-    def do_GET(self):
-        size = os.path.getsize(self.server.image)
-        self.send_response(200)
-        self.send_header("Content-Length", str(size))
-        self.end_headers()
-        with open(self.server.image, "rb") as fh:
-            for chunk in iter(lambda: fh.read(M), b""):
-                self.wfile.write(chunk)
-                time.sleep(0.03)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def slow_url():
-    directory = sandbox.files_dir(sandbox.uid("pimg-"))
-    image = os.path.join(directory, "image.raw")
-    with open(image, "wb") as fh:
-        fh.writelines(os.urandom(M) for _ in range(SIZE // M))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
-    server.image = image
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/image.raw"
-    finally:
-        server.shutdown()
-        server.server_close()
-        shutil.rmtree(directory, ignore_errors=True)
+    with slow_http.slow_image_url(SIZE) as url:
+        yield url
 
 
 def test_import_through_the_state_reports_percent_and_rate(salt_call, pool, slow_url):

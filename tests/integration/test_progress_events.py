@@ -2,18 +2,16 @@
 the minion reaches the master's event bus, where ``salt-run state.event`` shows it."""
 
 import contextlib
-import http.server
 import json
 import os
 import re
-import shutil
 import threading
 import time
 
 import pytest
 from saltfactories.utils import random_string
 
-from tests.support import sandbox
+from tests.support import sandbox, slow_http
 
 pytestmark = pytest.mark.slow
 
@@ -42,37 +40,10 @@ def salt_cli(salt_master):
     return salt_master.salt_cli(timeout=300)
 
 
-class _Slow(http.server.BaseHTTPRequestHandler):
-    """Serves ``self.server.image`` with its Content-Length, 1 MiB every 30 ms."""
-
-    def do_GET(self):
-        self.send_response(200)
-        self.send_header("Content-Length", str(os.path.getsize(self.server.image)))
-        self.end_headers()
-        with open(self.server.image, "rb") as fh:
-            for chunk in iter(lambda: fh.read(M), b""):
-                self.wfile.write(chunk)
-                time.sleep(0.03)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def slow_url():
-    directory = sandbox.files_dir(sandbox.uid("pimg-"))
-    image = os.path.join(directory, "image.raw")
-    with open(image, "wb") as fh:
-        fh.writelines(os.urandom(M) for _ in range(SIZE // M))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
-    server.image = image
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/image.raw"
-    finally:
-        server.shutdown()
-        server.server_close()
-        shutil.rmtree(directory, ignore_errors=True)
+    with slow_http.slow_image_url(SIZE) as url:
+        yield url
 
 
 class Listener:

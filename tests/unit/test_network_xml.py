@@ -127,6 +127,6 @@ def test_ip_index_and_hosts():
 def test_domain_interfaces():
     got = netxml.domain_interfaces((GOLDEN / "domain.xml").read_text())
     assert got == [
-        {"type": "network", "network": "kvt-lab", "bridge": "virbr7", "tap": "vnet4", "mac": "52:54:00:ab:cd:ef"},
-        {"type": "bridge", "network": None, "bridge": "kvt-br0", "tap": "vnet5", "mac": "52:54:00:00:00:02"},
+        {"type": "network", "network": "kvt-lab", "bridge": "virbr7", "dev": None, "tap": "vnet4", "mac": "52:54:00:ab:cd:ef"},
+        {"type": "bridge", "network": None, "bridge": "kvt-br0", "dev": None, "tap": "vnet5", "mac": "52:54:00:00:00:02"},
     ]

@@ -248,3 +248,8 @@ def test_the_documented_output_is_what_the_documented_data_renders_to():
     blocks = _doc_blocks()
     data = json.loads(blocks["$ salt-call --out=json kvm.volume_list kvt-images-0d8c93"])
     assert output.render(data, fun="kvm.volume_list") == blocks["$ salt-call --out=kvm kvm.volume_list kvt-images-0d8c93"]
+
+
+def test_bridge_list_names_the_vm_behind_each_tap_from_vms():
+    text = "\n".join(output.bridge_lines([{"name": "br0", "id": "8000.1", "stp": False, "ports": ["eno1", "vnet0"], "vms": {"vnet0": "web01"}, "addresses": []}]))
+    assert "vnet0 (web01)" in text and "eno1 (" not in text
