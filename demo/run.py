@@ -73,21 +73,22 @@ def demo_pillar(states, lan, pool_dir, vm_name):
 
 def adhoc(call, lan, states, vm_name):
     """A few ad hoc calls on the converged sandbox, as an operator would make them."""
-    calls = [("kvm.host_info",)]
+    calls = [("yaml", "kvm.host_info")]
     if "kvm.bridge_present" in states:
-        calls.append(("kvm.bridge_list",))
+        calls.append(("kvm", "kvm.bridge_list"))
     if "kvm.network_present" in states:
-        calls.append(("kvm.network_list",))
+        calls.append(("yaml", "kvm.network_list"))
     if "kvm.pool_present" in states:
-        calls.append(("kvm.pool_list",))
+        calls.append(("kvm", "kvm.pool_list"))
     if "kvm.volume_present" in states:
-        calls.append(("kvm.volume_list", "kvt-demo"))
+        calls.append(("kvm", "kvm.volume_list", "kvt-demo"))
     if "kvm.snapshots_retained" in states:
-        calls.append(("kvm.snapshot_list", vm_name))
-    for args in calls:
-        banner("salt-call --local " + " ".join(args))
-        _, out, _ = call.run(*args, netns=lan.host, out="yaml")
-        print(out, end="")
+        calls.append(("kvm", "kvm.snapshot_tree", vm_name))
+    for out_format, *args in calls:
+        shown = f" --out={out_format}" if out_format == "kvm" else ""
+        banner("salt-call --local " + " ".join(args) + shown)
+        _, out, _ = call.run(*args, netns=lan.host, out=out_format)
+        print(out, end="" if out.endswith("\n") else "\n")
     banner("salt-call --local kvm.validate_pillar (a typo and a bad size)")
     bad = {"pools": {"kvt-demo": {"type": "dir", "target": "/var/tmp/kvt-files/kvt-demo-pool", "volumes": {"ubuntu.qcow2": {"size": "20X"}}}}, "bridges": {"kvt-br0": {"stpp": True}}}
     code, out, err = call.run("kvm.validate_pillar", f"pillar={json.dumps(bad)}", out="yaml")
