@@ -513,7 +513,7 @@ def _volumes():
 def _progress():
     """Where long work (import, clone, wipe, snapshot merge) reports progress: the
     minion log and the events ``salt/kvm/progress/<operation>`` (to the master when
-    there is one); every ``kvm:progress:interval`` seconds (minion config, default 5)."""
+    there is one); every ``kvm:progress:interval`` seconds (pillar or minion config, default 5)."""
     from salt_kvm import progress  # pylint: disable=import-outside-toplevel
 
     return progress.salt_channel(__opts__, __salt__, __salt__["config.get"])

@@ -918,6 +918,11 @@ describe(CONNECTION, {
     "uri": ("The libvirt URI the ``kvm`` modules connect to; also settable in the minion config (read with ``config.get``).", "qemu:///system"),
 })
 
+PROGRESS = Record({"interval": Duration()})
+describe(PROGRESS, {
+    "interval": ("Seconds (or a duration like ``10s``) between two progress reports of a long import, clone, wipe or snapshot merge; also settable in the minion config (read with ``config.get``).", "5s"),
+})
+
 
 def _check_pillar(rec, path, errors):
     bridges = rec.get("bridges", {})
@@ -962,6 +967,7 @@ def _check_pillar(rec, path, errors):
 PILLAR = Record(
     {
         "connection": CONNECTION,
+        "progress": PROGRESS,
         "bridges": Map(IFNAME, BRIDGE),
         "networks": Map(OBJNAME, NETWORK),
         "pools": Map(OBJNAME, POOL),
@@ -971,6 +977,7 @@ PILLAR = Record(
 )
 describe(PILLAR, {
     "connection": "How the minion reaches libvirt.",
+    "progress": "How often long work reports its progress (minion log and ``salt/kvm/progress/*`` events).",
     "bridges": "Kernel bridges by name (a Linux link name, at most 15 characters); applied first.",
     "networks": "libvirt networks by name; applied after the bridges.",
     "pools": "libvirt storage pools by name, with their volumes; applied after the networks.",

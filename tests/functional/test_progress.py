@@ -23,12 +23,15 @@ DONE = re.compile(r": done, 100% \(([\d.]+[KMGT]?) of ([\d.]+[KMGT]?), ([\d.]+[K
 
 @pytest.fixture
 def salt_call(tmp_path):
-    """``salt_call(interval)``: a masterless salt-call whose progress interval is ``interval`` s."""
+    """``salt_call(interval)``: a masterless salt-call whose progress interval is
+    ``interval`` s, set in the minion config, or in the ``kvm`` pillar with ``pillar=True``."""
 
-    def make(interval):
+    def make(interval, pillar=False):
+        setting = {"progress": {"interval": interval}}
         return SaltCall(
-            tmp_path / f"salt-{interval}",
-            extra_config={"kvm": {"progress": {"interval": interval}}},
+            tmp_path / f"salt-{interval}-{'pillar' if pillar else 'config'}",
+            extra_config=None if pillar else {"kvm": setting},
+            pillar=setting if pillar else None,
             env={"PYTHONPATH": str(REPO)},  # this checkout, not an installed copy
         )
 
@@ -84,7 +87,7 @@ def slow_url():
 
 def test_import_through_the_state_reports_percent_and_rate(salt_call, pool, slow_url):
     pname, path = pool
-    call = salt_call(0.2)
+    call = salt_call("0.2s", pillar=True)  # the interval from the kvm pillar (kvm:progress:interval)
     name = sandbox.uid("pi-") + ".raw"
     started = time.monotonic()
     rc, data, err = call.run("state.single", "kvm.volume_present", name, f"pool={pname}", f"source={slow_url}", "format=raw")

@@ -407,7 +407,7 @@ def test_valid_pillars_validate_and_render(pillar, fuzz_tally):
 # --- arbitrary data: no crash, errors under kvm ---------------------------------------------
 
 KEYS = sorted(
-    {"connection", "bridges", "networks", "pools", "snapshots", "uri", "volumes", "source", "auth", "dhcp", "hosts", "ports", "vlans", "probe", "routes"}
+    {"connection", "progress", "interval", "bridges", "networks", "pools", "snapshots", "uri", "volumes", "source", "auth", "dhcp", "hosts", "ports", "vlans", "probe", "routes"}
     | set(schema.BRIDGE.fields)
     | set(schema.NETWORK.fields)
     | set(schema.POOL.fields)
