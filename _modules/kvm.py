@@ -516,7 +516,7 @@ def _progress():
     there is one); every ``kvm:progress:interval`` seconds (pillar or minion config, default 5)."""
     from salt_kvm import progress  # pylint: disable=import-outside-toplevel
 
-    return progress.salt_channel(__opts__, __salt__, __salt__["config.get"])
+    return progress.salt_channel(__opts__, __salt__)
 
 
 def volume_list(pool):

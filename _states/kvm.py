@@ -38,7 +38,7 @@ def _progress():
     """Where long work reports progress: the minion log and ``salt/kvm/progress/<operation>`` events."""
     from salt_kvm import progress  # pylint: disable=import-outside-toplevel
 
-    return progress.salt_channel(__opts__, __salt__, __salt__["config.get"])
+    return progress.salt_channel(__opts__, __salt__)
 
 
 def pillar_invalid(name, message):

@@ -49,10 +49,6 @@ from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
 
 log = logging.getLogger(__name__)
 
-#: what a new bridge has, and what a kernel without the feature (no
-#: CONFIG_BRIDGE_VLAN_FILTERING) means by not reporting the attribute at all
-ABSENT_DEFAULTS = {"vlan_filtering": False, "default_pvid": 1}
-
 ATTRS = ("stp", "forward_delay", "hello_time", "max_age", "ageing_time", "priority", "vlan_filtering", "default_pvid", "mcast_snooping")
 PORT_KEYS = ("cost", "priority", "hairpin", "vlans")
 _VLAN_PORT = re.compile(r"^(?P<parent>.+)\.(?P<vid>\d{1,4})$")
@@ -206,11 +202,16 @@ def vm_taps(session):
         return {}
 
 
+def _tap_owners(session, host, netns, bridge=None):
+    """:func:`vm_taps` when a tap is a port of ``bridge`` (any bridge: None) and the
+    bridges are libvirt's own (its taps live in its, the root, namespace); else ``{}``."""
+    if netns or not any(link["kind"] == "tun" and link["master"] and bridge in (None, link["master"]) for link in host["links"].values()):
+        return {}
+    return vm_taps(session)
+
+
 def _view(session, host, name, netns):
-    link = host["links"].get(name)
-    has_taps = link is not None and any(l["master"] == name and l["kind"] == "tun" for l in host["links"].values())
-    vms = vm_taps(session) if has_taps and not netns else {}
-    return nl.bridge_view(host, name, vms)
+    return nl.bridge_view(host, name, _tap_owners(session, host, netns, name))
 
 
 def _bridge_or_fail(host, name, netns):
@@ -233,8 +234,7 @@ def list_bridges(session, netns=None):
     """What ``brctl show`` shows (bridge, id, STP, ports) plus addresses, and
     ``vms``: the VM behind each tap port (``{tap: vm}``)."""
     host = nl.load(netns)
-    taps = not netns and any(link["kind"] == "tun" and link["master"] for link in host["links"].values())
-    owners = vm_taps(session) if taps else {}  # libvirt's taps live in its own (the root) namespace
+    owners = _tap_owners(session, host, netns)
     out = []
     for name in sorted(n for n, link in host["links"].items() if link["kind"] == "bridge"):
         view = nl.bridge_view(host, name)
@@ -266,7 +266,7 @@ def fdb(session, name, netns=None):
     host = nl.load(netns)
     link = _bridge_or_fail(host, name, netns)
     byindex = {l["index"]: l for l in host["links"].values()}
-    vms = vm_taps(session) if not netns and any(l["kind"] == "tun" and l["master"] == name for l in host["links"].values()) else {}
+    vms = _tap_owners(session, host, netns, name)
     bymac = {v["mac"]: {"vm": v["vm"], "tap": tap} for tap, v in vms.items() if v.get("mac")}
     out = []
     for mac, ifindex, vlan, kind in nl.fdb(netns, link["index"]):
@@ -486,8 +486,6 @@ class Bridge(plan.Resource):
             want = spec[key]
             if key == "ageing_time" and have is None and current.get("topology_change"):
                 continue  # hidden by the kernel during an STP topology change (see bridge_netlink)
-            if have is None and exists and ABSENT_DEFAULTS.get(key, object()) == want:
-                continue  # a kernel without the feature reports nothing: it is at its default
             equal = nl.same_timer(have, want) if key in nl.TIMERS else have == want
             if not equal:
                 changes[key] = {"old": have, "new": want}
@@ -723,14 +721,17 @@ class Bridge(plan.Resource):
             except Exception as exc:  # pylint: disable=broad-except
                 raise KvmError(f"{what}: {nl.netlink_message(exc)}") from None
 
+        def link(ifname):
+            found = reader.get_link(ifname)
+            if found is None:
+                raise KvmError(f"{ifname} disappeared")
+            return found
+
         known = {}
 
         def index(ifname):  # looked up once per apply (nothing here deletes or renames a link)
             if ifname not in known:
-                link = reader.get_link(ifname)
-                if link is None:
-                    raise KvmError(f"{ifname} disappeared")
-                known[ifname] = link["index"]
+                known[ifname] = link(ifname)["index"]
             return known[ifname]
 
         # VLAN sub-interfaces for ports like eno1.100
@@ -741,7 +742,7 @@ class Bridge(plan.Resource):
 
         br_kw = {}
         for key in ATTRS:
-            if not p["exists"] and spec.get(key) == ABSENT_DEFAULTS.get(key, object()):
+            if not p["exists"] and spec.get(key) == nl.ABSENT_DEFAULTS.get(key, object()):
                 continue  # a new bridge has it already (and a kernel without the feature refuses it)
             if key in changes or (not p["exists"] and key in spec):
                 _nla, kw, kind = nl.BRIDGE_NLA[key]
@@ -805,10 +806,7 @@ class Bridge(plan.Resource):
 
         if "mtu" in changes:
             for port in spec.get("ports", []):
-                plink = reader.get_link(port["name"])
-                if plink is None:
-                    raise KvmError(f"{port['name']} disappeared")
-                if plink.get_attr("IFLA_MTU") < spec["mtu"]:
+                if link(port["name"]).get_attr("IFLA_MTU") < spec["mtu"]:
                     run(f"cannot raise the MTU of {port['name']}", ipr.link, "set", index=index(port["name"]), mtu=spec["mtu"])
             run(f"cannot set the MTU of {name}", ipr.link, "set", index=br, mtu=spec["mtu"])
 

@@ -123,12 +123,18 @@ def _info(link):
     )
 
 
+#: what a bridge has when the kernel does not report the attribute: a new
+#: bridge's value, and what a kernel built without the feature (no
+#: CONFIG_BRIDGE_VLAN_FILTERING) means by leaving it out
+ABSENT_DEFAULTS = {"vlan_filtering": False, "default_pvid": 1}
+
+
 def _bridge_attrs(data):
     out = {}
     for key, (nla, _kw, kind) in BRIDGE_NLA.items():
         value = data.get_attr(nla) if data is not None else None
         if value is None:
-            out[key] = None
+            out[key] = ABSENT_DEFAULTS.get(key) if data is not None else None
         elif kind == "bool":
             out[key] = bool(value)
         elif kind == "timer":
@@ -297,12 +303,11 @@ def dump(ipr):
     return {"links": links, "addresses": _addresses(ipr, byindex), "routes": _routes(ipr, byindex)}
 
 
-def refresh(ipr, host, names, addresses=False):
+def refresh(reader, host, names, addresses=False):
     """``host`` (a dump) with the links ``names`` read again; a new dump, ``host`` is not changed.
 
-    ``ipr`` is a :class:`Reader` or a pyroute2 ``IPRoute``. Only what one
-    change of a bridge can touch is read: its own link and its
-    ports' (one RTM_GETLINK each), bridge VLANs when a bridge filters VLANs,
+    ``reader`` is a :class:`Reader`. Only what one change of a bridge can
+    touch is read: its own link and its ports' (one RTM_GETLINK each), bridge VLANs when a bridge filters VLANs,
     and, with ``addresses``, the addresses and routes of the namespace.
     Names that no longer exist are dropped. Much cheaper than :func:`dump`
     for a namespace with many links, which is what a run of many bridge
@@ -311,7 +316,7 @@ def refresh(ipr, host, names, addresses=False):
     links = dict(host["links"])
     fresh = []
     for name in sorted(set(names)):
-        link = _read_link(ipr, name)
+        link = reader.get_link(name)
         if link is None:
             links.pop(name, None)
             continue
@@ -326,25 +331,14 @@ def refresh(ipr, host, names, addresses=False):
         links[entry["name"]] = entry
     if any(l["bridge"] and l["bridge"].get("vlan_filtering") for l in links.values()):
         links = {n: dict(l, vlans=None) for n, l in links.items()}
-        _set_vlans(ipr, links)
+        _set_vlans(reader, links)
     elif any(l["vlans"] is not None for l in links.values()):
         links = {n: dict(l, vlans=None) for n, l in links.items()}
     out = {"links": links, "addresses": host["addresses"], "routes": host["routes"]}
     if addresses:
-        out["addresses"] = _addresses(ipr, byindex)
-        out["routes"] = _routes(ipr, byindex)
+        out["addresses"] = _addresses(reader, byindex)
+        out["routes"] = _routes(reader, byindex)
     return out
-
-
-def _read_link(ipr, name):
-    """The link message of ``name``, ``None`` when it does not exist.
-
-    One request with a :class:`Reader`; a lookup and a get with pyroute2.
-    """
-    if isinstance(ipr, Reader):
-        return ipr.get_link(name)
-    found = ipr.link_lookup(ifname=name)
-    return ipr.get_links(found[0])[0] if found else None
 
 
 @contextlib.contextmanager

@@ -48,8 +48,8 @@ def __getattr__(name):
 
 
 def _lv():
-    module = globals().get("libvirt")
-    return module if module is not None else _import_libvirt()
+    """libvirt-python, or ``None`` when it is not installed (imported, or tried, once)."""
+    return globals()["libvirt"] if "libvirt" in globals() else _import_libvirt()
 
 
 def libvirt_message(exc):

@@ -34,9 +34,8 @@ def library_version():
     """
     for directory in _library_dirs():
         match = _LIBRARY.match(os.path.basename(os.path.realpath(os.path.join(directory, "libvirt.so.0"))))
-        if match:
-            number, micro = int(match.group(1)), int(match.group(2))
-            return f"{number // 1000}.{number % 1000}.{micro}"
+        if match:  # libvirt's own number is major * 1,000,000 + minor * 1,000 + micro
+            return _version(int(match.group(1)) * 1000 + int(match.group(2)))
     return None
 
 

@@ -403,14 +403,14 @@ class _SaltChannel(Channel):
     """A :class:`Channel` that looks at Salt (event bus, config) only when work
     first reports: a state run of hundreds of converged volumes never pays for it."""
 
-    def __init__(self, opts, salt, config_get):  # pylint: disable=super-init-not-called
-        self._args = (opts, salt, config_get)
+    def __init__(self, opts, salt):  # pylint: disable=super-init-not-called
+        self._args = (opts, salt)
         self._resolved = None
 
     def _resolve(self):
         if self._resolved is None:
-            opts, salt, config_get = self._args
-            self._resolved = (SaltEvents(opts, salt), interval_from(config_get))
+            opts, salt = self._args
+            self._resolved = (SaltEvents(opts, salt), interval_from(salt["config.get"]))
         return self._resolved
 
     @property
@@ -422,7 +422,7 @@ class _SaltChannel(Channel):
         return self._resolve()[1]
 
 
-def salt_channel(opts, salt, config_get):
-    """The :class:`Channel` of a loader module: Salt events, interval from config
-    (both looked up on the first report)."""
-    return _SaltChannel(opts, salt, config_get)
+def salt_channel(opts, salt):
+    """The :class:`Channel` of a loader module: Salt events, interval from
+    ``config.get`` (pillar or minion config); both looked up on the first report."""
+    return _SaltChannel(opts, salt)

@@ -242,14 +242,19 @@ def tree(session, vm):
 # --- helpers ---------------------------------------------------------------
 
 
+def _failed(cmd, output, code):
+    """The error of ``cmd`` exiting with ``code``: the last line it printed, else the code."""
+    lines = (output or "").strip().splitlines()
+    return KvmError(f"{' '.join(cmd[:2])} failed: {lines[-1] if lines else f'exit code {code}'}")
+
+
 def _run(*cmd):
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=QEMU_IMG_TIMEOUT, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise KvmError(f"{cmd[0]} failed: {exc}") from None
     if proc.returncode != 0:
-        lines = (proc.stderr or proc.stdout or "").strip().splitlines()
-        raise KvmError(f"{' '.join(cmd[:2])} failed: {lines[-1] if lines else 'exit code %d' % proc.returncode}")
+        raise _failed(cmd, proc.stderr or proc.stdout, proc.returncode)
     return proc.stdout
 
 
@@ -287,8 +292,7 @@ def _run_progress(on_percent, *cmd):
             code = proc.wait()
         if code != 0:
             err_file.seek(0)
-            lines = err_file.read().decode(errors="replace").strip().splitlines()
-            raise KvmError(f"{' '.join(cmd[:2])} failed: {lines[-1] if lines else f'exit code {code}'}")
+            raise _failed(cmd, err_file.read().decode(errors="replace"), code)
 
 
 def _percent_to(reporter):

@@ -58,15 +58,6 @@ ROUNDING = {"logical": 4 * 1024**2, "disk": 2 * 1024**2, "rbd": 4 * 1024**2}
 PREALLOC_METADATA = 1  # VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA
 BLOCK_RESIZE_BYTES = 1  # VIR_DOMAIN_BLOCK_RESIZE_BYTES
 RESIZE_SHRINK = 4  # VIR_STORAGE_VOL_RESIZE_SHRINK
-#: seconds between progress reports of a long import, clone or wipe (unless
-#: ``kvm:progress:interval`` says otherwise); see :mod:`salt_kvm.progress`
-PROGRESS_EVERY = progress_mod.INTERVAL
-
-
-def _interval(progress):
-    """Seconds between two progress reports: the channel's (config), else :data:`PROGRESS_EVERY`."""
-    interval = progress_mod.channel(progress).interval
-    return PROGRESS_EVERY if interval is None else interval
 
 
 def _fail(what, exc):
@@ -431,7 +422,7 @@ def _stream_upload(session, vol, src, length, label, progress=None, source=None)
     stream = session.conn.newStream(0)
     sent = 0
     # the events name the volume, never the source (a URL may hold a password)
-    reporter = progress_mod.Reporter("import", f"importing {label}", length, progress, fields={"volume": label}, interval=_interval(progress), logger=log)
+    reporter = progress_mod.Reporter("import", f"importing {label}", length, progress, fields={"volume": label}, logger=log)
     reporter.start()
     try:
         vol.upload(stream, 0, length, 0)
@@ -553,7 +544,7 @@ def volume_clone(session, pool, source, name, format=None, progress=None):  # py
     entry = _pool_entry(session, pool)
     reporter = progress_mod.Reporter(
         "clone", f"cloning {pool}/{source} to {name}", model.allocation or model.capacity, progress,
-        fields={"volume": f"{pool}/{name}", "source": f"{pool}/{source}"}, interval=_interval(progress), logger=log, cap=99,
+        fields={"volume": f"{pool}/{name}", "source": f"{pool}/{source}"}, logger=log, cap=99,
     )
     try:
         vol = progress_mod.watch(lambda: entry["obj"].createXMLFrom(xml.to_xml(), src["obj"], 0), _copied(entry["xml"], name), reporter)
@@ -657,7 +648,7 @@ def volume_wipe(session, pool, name, force=False, progress=None):
         total = vol.info()[2]  # what libvirt zeroes: the allocation (a sparse file is only truncated)
     except libvirt.libvirtError:
         total = model.allocation
-    reporter = progress_mod.Reporter("wipe", f"wiping {pool}/{name}", total, progress, fields={"volume": f"{pool}/{name}"}, interval=_interval(progress), logger=log, cap=99)
+    reporter = progress_mod.Reporter("wipe", f"wiping {pool}/{name}", total, progress, fields={"volume": f"{pool}/{name}"}, logger=log, cap=99)
     try:
         progress_mod.watch(lambda: vol.wipe(0), _wiped(model.path), reporter)
     except libvirt.libvirtError as exc:

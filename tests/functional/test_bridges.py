@@ -17,7 +17,7 @@ import uuid
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.support import sandbox
+from tests.support import kernel, sandbox
 
 UPLINK = {"ports": ["eno1"], "stp": False, "forward_delay": 0}
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -47,38 +47,6 @@ def _ns_do(ns_name, func):
 
     with NetNS(ns_name, flags=0) as ns:
         return func(ns)
-
-
-def _kernel_supports(**bridge_kwargs):
-    """Whether this kernel accepts a bridge setting (VLAN filtering needs CONFIG_BRIDGE_VLAN_FILTERING)."""
-    from pyroute2 import NetNS, netns  # pylint: disable=import-outside-toplevel
-
-    name = sandbox.uid("p-")
-    try:
-        with NetNS(name, flags=os.O_CREAT) as ns:
-            ns.link("add", ifname="kvt-probe", kind="bridge", **bridge_kwargs)
-        return True
-    except Exception:  # pylint: disable=broad-except
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            netns.remove(name)
-
-
-def _kernel_has_8021q():
-    from pyroute2 import NetNS, netns  # pylint: disable=import-outside-toplevel
-
-    name = sandbox.uid("p-")
-    try:
-        with NetNS(name, flags=os.O_CREAT) as ns:
-            ns.link("add", ifname="kvt-v", kind="veth", peer="kvt-vp")
-            ns.link("add", ifname="kvt-v.5", kind="vlan", link=ns.link_lookup(ifname="kvt-v")[0], vlan_id=5)
-        return True
-    except Exception:  # pylint: disable=broad-except
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            netns.remove(name)
 
 
 # --- uplink migration, probe, rollback -----------------------------------------
@@ -190,7 +158,7 @@ def test_ipv6_addresses_and_gateway(kvm_state, kvm, lan):
 
 
 def test_vlan_filtering_trunk_and_access_ports(kvm_state, kvm, lan):
-    if not _kernel_supports(br_vlan_filtering=1):
+    if not kernel.has_bridge_vlan_filtering():
         pytest.skip("this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING is off)")
     lan.add_nic("eno2")
     lan.add_nic("eno3")
@@ -208,7 +176,7 @@ def test_vlan_filtering_trunk_and_access_ports(kvm_state, kvm, lan):
 
 
 def test_vlan_subinterface_port_is_created(kvm_state, lan):
-    if not _kernel_has_8021q():
+    if not kernel.has_8021q():
         pytest.skip("this kernel has no 802.1Q VLAN interfaces (CONFIG_VLAN_8021Q is off)")
     lan.add_nic("eno2")
     ret = kvm_state.bridge_present(name="kvt-b100", netns=lan.host, ports=["eno2.100"], stp=False)

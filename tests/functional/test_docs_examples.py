@@ -46,7 +46,7 @@ import pytest
 import yaml
 
 from salt_kvm import formula, schema, units
-from tests.support import sandbox
+from tests.support import kernel, sandbox
 from tests.support.saltcall import SaltCall, changed, repo_file_root, state_results
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -391,55 +391,11 @@ def test_the_command_parser():
 # --- the sandbox: a pillar example applied for real ------------------------------------------
 
 
-def _has_device_mapper():
-    try:
-        with open("/proc/misc", encoding="utf-8") as fh:
-            return any(line.split()[-1] == "device-mapper" for line in fh if line.strip())
-    except OSError:
-        return False
-
-
-def _kernel_has_fs(name):
-    with open("/proc/filesystems", encoding="utf-8") as fh:
-        return any(line.split()[-1] == name for line in fh if line.strip())
-
-
-@functools.cache
-def _kernel_can(what):
-    """Whether this kernel makes a VLAN sub-interface (``8021q``) or a VLAN-filtering bridge."""
-    from pyroute2 import NetNS, netns  # pylint: disable=import-outside-toplevel
-
-    name = sandbox.uid("p-")
-    try:
-        with NetNS(name, flags=os.O_CREAT) as ns:
-            if what == "8021q":
-                ns.link("add", ifname="kvt-v", kind="veth", peer="kvt-vp")
-                ns.link("add", ifname="kvt-v.5", kind="vlan", link=ns.link_lookup(ifname="kvt-v")[0], vlan_id=5)
-            else:
-                ns.link("add", ifname="kvt-probe", kind="bridge", br_vlan_filtering=1)
-        return True
-    except Exception:  # noqa: BLE001  # pylint: disable=broad-except
-        return False
-    finally:
-        with contextlib.suppress(Exception):
-            netns.remove(name)
-
-
-def _netlink_iscsi():
-    import socket  # pylint: disable=import-outside-toplevel
-
-    try:
-        socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 8).close()
-    except OSError as exc:
-        return str(exc)
-    return None
-
-
 def _limit(part, spec, env):
     """Why ``part`` of a pillar cannot be applied on this host (None: it can)."""
     kind = part.split(":")[0]
     if kind == "pools" and part.endswith(":volumes"):
-        if spec.get("type") == "logical" and not _has_device_mapper():
+        if spec.get("type") == "logical" and not kernel.has_device_mapper():
             return "logical volumes need device-mapper, which this kernel lacks (no device-mapper in /proc/misc); the pool itself is applied"
         return None
     if kind == "pools":
@@ -448,7 +404,7 @@ def _limit(part, spec, env):
             fmt = (spec.get("source") or {}).get("format", "nfs")
             if fmt in ("nfs", "auto", "cifs"):
                 fs = "cifs" if fmt == "cifs" else "nfs"
-                if not _kernel_has_fs(fs):
+                if not kernel.has_filesystem(fs):
                     return f"a netfs {fmt} pool cannot be started here: the kernel has no {fs} filesystem (not in /proc/filesystems)"
                 return f"no {fs} server is started by this test"
             return f"a netfs {fmt} pool needs its server (tested for real in test_pools_real_backends.py)"
@@ -457,7 +413,7 @@ def _limit(part, spec, env):
         if ptype == "rbd":
             return env.ceph_missing
         if ptype == "iscsi":
-            err = _netlink_iscsi()
+            err = kernel.netlink_iscsi_error()
             return f"an iscsi pool cannot log in here: socket(AF_NETLINK, NETLINK_ISCSI) fails ({err})" if err else "no iSCSI target is started by this test"
         if ptype in ("iscsi-direct", "gluster"):
             return f"a {ptype} pool needs its server (tested for real in test_pools_real_backends.py)"
@@ -466,9 +422,9 @@ def _limit(part, spec, env):
         return None
     if kind == "bridges":
         ports = [p if isinstance(p, str) else p.get("name") for p in _ports(spec)]
-        if spec.get("vlan_filtering") and not _kernel_can("vlan_filtering"):
+        if spec.get("vlan_filtering") and not kernel.has_bridge_vlan_filtering():
             return "bridge VLAN filtering needs CONFIG_BRIDGE_VLAN_FILTERING, which this kernel lacks"
-        if any("." in p for p in ports) and not _kernel_can("8021q"):
+        if any("." in p for p in ports) and not kernel.has_8021q():
             return "VLAN sub-interfaces need the kernel's 8021q support, which this kernel lacks"
         return None
     if kind == "snapshots" and spec.get("quiesce"):

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 from lxml import etree
 
-from tests.support import sandbox
+from tests.support import kernel, sandbox
 from tests.support.storage_servers import backend_missing as _backend_missing
 
 M = 1024**2
@@ -155,15 +155,6 @@ def test_disk_pool_partition_table_and_partitions(kvm_state, kvm, conn, loop, po
 # --- logical --------------------------------------------------------------------------
 
 
-def _has_device_mapper():
-    """The kernel's device-mapper (a /dev/mapper/control node alone is not enough)."""
-    try:
-        with open("/proc/misc", encoding="utf-8") as fh:
-            return any(line.split()[-1] == "device-mapper" for line in fh if line.strip())
-    except OSError:
-        return False
-
-
 def _vg_exists(name):
     out = subprocess.run(["vgs", "--noheadings", "-o", "vg_name"], capture_output=True, text=True, check=False)
     return name in out.stdout.split()
@@ -187,7 +178,7 @@ def test_logical_pool_builds_a_volume_group(kvm_state, kvm, conn, loop, pool_nam
         assert kvm_state.pool_absent(pool_name)["result"] is True and _vg_exists(vg)
         ret = kvm_state.pool_present(pool_name, **spec)
         assert ret["result"] is True and "build" not in ret["changes"], ret["comment"]
-        if not _has_device_mapper():
+        if not kernel.has_device_mapper():
             print("logical volumes: skipped, the kernel has no device-mapper")
         else:  # pragma: no cover - machines with device-mapper
             assert kvm_state.volume_present("lv1", pool=pool_name, size="8M")["result"] is True
@@ -201,7 +192,7 @@ def test_logical_pool_builds_a_volume_group(kvm_state, kvm, conn, loop, pool_nam
 
 
 def test_logical_volume_create_needs_device_mapper():
-    if not _has_device_mapper():
+    if not kernel.has_device_mapper():
         pytest.skip("creating a logical volume needs device-mapper, which this kernel lacks (no device-mapper in /proc/misc); pool build/start/stop/delete are tested")
     pytest.skip("device-mapper is present: logical volumes are created in test_logical_pool_builds_a_volume_group")  # pragma: no cover
 
@@ -251,32 +242,16 @@ def test_network_pool_xml_is_accepted_by_libvirt(kvm, conn, pool_name, ptype):
     assert pool_name not in kvm.pool_list()
 
 
-def _kernel_has_fs(name):
-    with open("/proc/filesystems", encoding="utf-8") as fh:
-        return any(line.split()[-1] == name for line in fh if line.strip())
-
-
-def _netlink_iscsi():
-    """``None`` if the kernel's iSCSI initiator answers (NETLINK_ISCSI), else the error."""
-    import socket  # pylint: disable=import-outside-toplevel
-
-    try:
-        socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 8).close()  # NETLINK_ISCSI
-    except OSError as exc:
-        return str(exc)
-    return None
-
-
 def test_netfs_nfs_pool_for_real():
     """netfs of format glusterfs runs for real in test_pools_real_backends.py; nfs and cifs need the kernel's."""
-    if not _kernel_has_fs("nfs"):
+    if not kernel.has_filesystem("nfs"):
         pytest.skip("netfs nfs pool not started for real: the kernel has no nfs filesystem (not in /proc/filesystems)")
     pytest.skip("the kernel has nfs, but this suite starts no NFS server (netfs glusterfs is tested for real)")  # pragma: no cover
 
 
 def test_iscsi_pool_for_real():
     """iscsi-direct (libiscsi, no kernel support needed) runs for real in test_pools_real_backends.py."""
-    err = _netlink_iscsi()
+    err = kernel.netlink_iscsi_error()
     if err:
         pytest.skip(f"iscsi pool not started for real: socket(AF_NETLINK, SOCK_RAW, NETLINK_ISCSI) fails here ({err}), so iscsid cannot log in")
     pytest.skip("the kernel has iSCSI, but this suite starts no iscsid (iscsi-direct against tgtd is tested for real)")  # pragma: no cover

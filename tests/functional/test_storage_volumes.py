@@ -279,12 +279,12 @@ def test_volume_state_argument_errors(kvm_state, pool, vname):
 
 
 def test_import_reports_progress(pool, image, monkeypatch, caplog):
-    from salt_kvm import storage_volumes  # pylint: disable=import-outside-toplevel
+    from salt_kvm import progress, storage_volumes  # pylint: disable=import-outside-toplevel
     from salt_kvm.conn import Session  # pylint: disable=import-outside-toplevel
 
     pname, _ = pool
     src, digest = image
-    monkeypatch.setattr(storage_volumes, "PROGRESS_EVERY", 0.0)
+    monkeypatch.setattr(progress, "INTERVAL", 0.0)  # every chunk is reported
     monkeypatch.setattr(storage_volumes, "CHUNK", 64 * 1024)
     seen = []
     session = Session(sandbox.URI)

@@ -299,7 +299,9 @@ def test_a_failed_send_stops_sending_and_never_raises(salt):
 
 def test_salt_channel_reads_the_interval():
     config = {"kvm:progress:interval": "2s"}
-    chan = progress.salt_channel({"master": "m"}, FakeSalt(), lambda key, default=None: config.get(key, default))
+    salt = FakeSalt()
+    salt["config.get"] = lambda key, default=None: config.get(key, default)
+    chan = progress.salt_channel({"master": "m"}, salt)
     assert chan.interval == 2.0 and isinstance(chan.sink, progress.SaltEvents)
     assert progress.interval_from(lambda key, default=None: 0.5) == 0.5
     assert progress.interval_from(lambda key, default=None: None) is None
