@@ -541,10 +541,12 @@ def measure_startup(rec, work, reps):
     return {"error": proc.stderr.strip()[-300:]}
 
 
-def profile_apply(sc, ns, work, top=25):
-    """One no-op ``salt-call state.apply kvm`` under cProfile: the functions with the most cumulative time."""
-    prof = work / "noop.prof"
-    cmd = netns_wrap([PY, "-m", "cProfile", "-o", str(prof), *sc.command("state.apply", "kvm")], ns)
+def profile_apply(sc, ns, work, top=25, test=False):
+    """One no-op (or ``test=True``) ``salt-call state.apply kvm`` on the converged
+    host under cProfile: the functions with the most cumulative time, and the
+    total of Python function calls (a count of work without timing noise)."""
+    prof = work / ("test.prof" if test else "noop.prof")
+    cmd = netns_wrap([PY, "-m", "cProfile", "-o", str(prof), *sc.command("state.apply", "kvm", *(["test=True"] if test else []))], ns)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=our_env(), cwd=str(sc.root), check=False)
     wall = time.perf_counter() - start
@@ -559,7 +561,8 @@ def profile_apply(sc, ns, work, top=25):
     ours_rows = [r for r in rows if "salt_kvm" in r["where"] or "/_states/" in r["where"] or "/_modules/" in r["where"]]
     by_cum = sorted(rows, key=lambda r: -r["cumtime"])[:top]
     by_tot = sorted(rows, key=lambda r: -r["tottime"])[:top]
-    return {"wall_profiled": round(wall, 3), "total_tt": round(stats.total_tt, 3),  # pylint: disable=no-member
+    locks = sum(r["calls"] for r in rows if "fcntl.flock" in r["where"])
+    return {"wall_profiled": round(wall, 3), "total_tt": round(stats.total_tt, 3), "total_calls": stats.total_calls, "locks": locks,  # pylint: disable=no-member
             "top_cumulative": by_cum, "top_self": by_tot, "salt_kvm_cumulative": sorted(ours_rows, key=lambda r: -r["cumtime"])[:top]}
 
 
@@ -639,7 +642,8 @@ def run_main(args):
                     salt_floor_storage if "salt" in only and host.pools and n_storage != n_states else None,
                     lv_read if floors and (host.pools or host.vms) else None,
                     pr_read if floors and host.bridges else None,
-                ]
+                ],
+                reps=args.rounds,
             )
 
             if "counters" in only:
@@ -656,6 +660,7 @@ def run_main(args):
                     log(f"  counters ({mode}): {out['counters'][mode].get('libvirt_calls_total', out['counters'][mode].get('error'))} libvirt calls")
             if "profile" in only:
                 out["profile"] = profile_apply(ours, ns, work)
+                out["profile_test"] = profile_apply(ours, ns, work, test=True)
         else:
             # without our applies the converged host is the one the create floors made
             rec.rounds(
@@ -708,6 +713,25 @@ def _ratio(label, value, limit, higher_is_better=False, basis="", valid=True):
     return {"target": label, "value": round(value, 3), "limit": limit, "pass": bool(ok) if valid else None, "basis": basis if valid else f"{basis} (INVALID: a measured run failed)"}
 
 
+def paired(ms, a, b, resamples=2000):
+    """``a / b`` per interleaved round: median, 95% bootstrap CI (fixed seed), n.
+
+    Both ran in the same round, next to each other, so the slow drift of a
+    shared machine's load cancels in each ratio; the median of the ratios is
+    the estimate, the bootstrap interval says how far this run can tell it.
+    """
+    runs_a = [r["wall"] for r in ms.get(a, {}).get("runs", [])]
+    runs_b = [r["wall"] for r in ms.get(b, {}).get("runs", [])]
+    ratios_ = [x / y for x, y in zip(runs_a, runs_b) if x and y]
+    if len(ratios_) < 3:
+        return None
+    import random  # pylint: disable=import-outside-toplevel
+
+    rnd = random.Random(8)
+    meds = sorted(statistics.median(rnd.choices(ratios_, k=len(ratios_))) for _ in range(resamples))
+    return {"median": statistics.median(ratios_), "ci": (meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]), "n": len(ratios_)}
+
+
 def ratios(out):
     ms = out.get("measurements", {})
     n = out["reference"].get("states")
@@ -733,9 +757,20 @@ def ratios(out):
                basis=f"{noop} s / {round(noop_floor, 3)} s" if noop and noop_floor else "", valid=valid("ours: no-op re-apply")),
         _ratio("first apply / (Salt floor + the floors' first apply)", first / first_floor if first and first_floor else None, TARGETS["first_vs_floors"],
                basis=f"{first} s / {round(first_floor, 3)} s" if first and first_floor else "", valid=valid("ours: first apply")),
-        _ratio("test=True on the converged host / no-op re-apply", testm / noop if testm and noop else None, TARGETS["test_vs_noop"],
-               basis=f"{testm} s / {noop} s" if testm and noop else "", valid=valid("ours: test=True, converged", "ours: no-op re-apply")),
     ]
+    pair = paired(ms, "ours: test=True, converged", "ours: no-op re-apply")
+    res.append(_ratio("test=True on the converged host / no-op re-apply (median of the rounds' paired ratios)", pair["median"] if pair else None, TARGETS["test_vs_noop"],
+                      basis=(f"{pair['n']} rounds, 95% CI {pair['ci'][0]:.3f} - {pair['ci'][1]:.3f}, ratio of the medians {testm} s / {noop} s = {testm / noop:.3f}" if pair else ""),
+                      valid=valid("ours: test=True, converged", "ours: no-op re-apply")))
+    salt_pair = paired(ms, f"salt floor: state.apply {n} x test.nop, test=True", f"salt floor: state.apply {n} x test.nop")
+    if salt_pair:
+        res.append({"target": "Salt's own floor: test=True / no-op, same statistic (informational: the noise of this comparison)", "value": round(salt_pair["median"], 3), "limit": None, "pass": None,
+                    "basis": f"{salt_pair['n']} rounds, 95% CI {salt_pair['ci'][0]:.3f} - {salt_pair['ci'][1]:.3f}"})
+    prof, prof_test = out.get("profile") or {}, out.get("profile_test") or {}
+    if prof.get("total_calls") and prof_test.get("total_calls"):
+        res.append({"target": "test=True / no-op in Python function calls (cProfile of the whole salt-call; informational, no timing noise)",
+                    "value": round(prof_test["total_calls"] / prof["total_calls"], 5), "limit": TARGETS["test_vs_noop"], "pass": None,
+                    "basis": f"{prof_test['total_calls']} / {prof['total_calls']} calls; bridge change locks taken: {prof_test.get('locks', 0)} / {prof.get('locks', 0)}"})
     salt_floor_test = _m(out, f"salt floor: state.apply {n} x test.nop, test=True")
     if testm and noop and salt_floor and salt_floor_test:
         ours_test, ours_noop = testm - salt_floor_test, noop - salt_floor
@@ -1026,6 +1061,9 @@ def main(argv=None):
     parser.add_argument("--only", help=f"comma-separated subset of: {','.join(ALL_PARTS)} (default: all)")
     parser.add_argument("--host", help=f"comma-separated host parts to build: {','.join(HOST_PARTS)} (default: all whose states exist)")
     parser.add_argument("--reps", type=int, default=5, help="repetitions of each measurement (median reported; default 5)")
+    parser.add_argument("--rounds", type=int, default=15,
+                        help="interleaved rounds on the converged host (no-op, test=True, Salt's floors, read floors; default 15: "
+                             "test=True against the no-op is a comparison of two near-equal costs and needs them)")
     parser.add_argument("--peer-reps", type=int, default=None, help="repetitions for saltext-virt (default: --reps)")
     parser.add_argument("--pools", type=int, default=10)
     parser.add_argument("--vols", type=int, default=20, help="volumes per pool")
