@@ -569,7 +569,7 @@ def profile_apply(sc, ns, work, top=25, test=False):
 
 
 def _short(filename):
-    for marker in ("site-packages/", "/work/main/", "python3.11/"):
+    for marker in ("site-packages/", f"{REPO}/", "python3.11/"):
         if marker in filename:
             return filename.split(marker, 1)[1]
     return filename
