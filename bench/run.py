@@ -33,6 +33,7 @@ import json
 import os
 import pathlib
 import platform
+import random
 import re
 import shutil
 import signal
@@ -735,8 +736,6 @@ def paired(ms, a, b, resamples=2000):
     ratios_ = [x / y for x, y in zip(runs_a, runs_b) if x and y]
     if len(ratios_) < 3:
         return None
-    import random  # pylint: disable=import-outside-toplevel
-
     rnd = random.Random(8)
     meds = sorted(statistics.median(rnd.choices(ratios_, k=len(ratios_))) for _ in range(resamples))
     return {"median": statistics.median(ratios_), "ci": (meds[int(0.025 * resamples)], meds[int(0.975 * resamples) - 1]), "n": len(ratios_)}
