@@ -517,10 +517,10 @@ def _import(session, pool, name, spec, progress=None):
 def _copied(pool_xml, name):
     """A probe of a clone's progress: bytes allocated to the new volume's file so far
     (None for volumes that are not files: LVs, partitions, RBD images)."""
-    directory = sxml.Pool(pool_xml).target
-    if not directory or sxml.Pool(pool_xml).type not in FILE_POOLS:
+    model = sxml.Pool(pool_xml)
+    if not model.target or model.type not in FILE_POOLS:
         return lambda: None
-    path = os.path.join(directory, name)
+    path = os.path.join(model.target, name)
     return lambda: progress_mod.allocated(path)
 
 
