@@ -47,7 +47,7 @@ import time
 
 from salt_kvm import conn as _conn
 from salt_kvm import progress as _progress
-from salt_kvm import schema, units
+from salt_kvm import depends, schema, units
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
 from salt_kvm.plan import Resource, absent as _plan_absent, ensure, state_return
 from salt_kvm.xml import snapshot as xsnap
@@ -668,6 +668,7 @@ def _delete_one(session, dom, vm, entry, entries, progress=None):
                 f"internal snapshot(s) {', '.join(repr(n) for n in sorted(inside))} are stored in the overlay {overlay} of "
                 f"external snapshot '{entry.name}'; delete them first (or use children=True)"
             )
+    _guard_shared_bases(session, dom, vm, entry)
     try:
         _libvirt_delete_external(dom, vm, entry, progress)
         _cleanup_files(entry)
@@ -679,6 +680,42 @@ def _delete_one(session, dom, vm, entry, entries, progress=None):
         log.info("libvirt refused to delete %s (%s); merging it", entry.name, _err(exc))
     merge_external(dom, vm, entry, entries, progress)
     return entry.name
+
+
+def _owned_by(label, vm):
+    """A :mod:`salt_kvm.depends` label of VM ``vm`` itself (its disk or one of its snapshots)."""
+    return label == vm or label.startswith(f"{vm} (")
+
+
+def _guard_shared_bases(session, dom, vm, entry):
+    """Refuse to merge an overlay of ``entry`` into an image anything but this VM builds on.
+
+    A merge writes the overlay's data into the image below it: a volume made
+    with that image as its backing file, another VM's disk on it, or another
+    VM's snapshot would see its content change. This VM's own snapshots are
+    checked by :func:`merge_external` (they are re-pointed or refused there).
+    """
+    bases = entry.base_images()
+    current = _xml(dom, inactive=not _is_active(dom))
+    index = None
+    for target, overlay in entry.overlays().items():
+        disk = current.disk(target)
+        if target not in bases or disk is None or not disk.source or not os.path.exists(disk.source):
+            continue
+        files = [c["file"] for c in image_chain(disk.source)]
+        if overlay not in files:
+            continue  # a dangling overlay: nothing is merged into the base
+        index = index or depends.scan(session)
+        base = bases[target][0]
+        ident = depends.identity(base)
+        others = [u for u in index.used_by(ident) if not _owned_by(u, vm)]
+        others += [b for b in index.backing_of(ident, exclude=files[: files.index(overlay) + 1]) if not _owned_by(b, vm)]
+        if others:
+            raise Refused(
+                f"merging snapshot '{entry.name}' of VM '{vm}' would write its overlay {overlay} into {base}, which "
+                f"{', '.join(sorted(set(others)))} also build(s) on; their content would change (delete or flatten them first, "
+                f"e.g. kvm.volume_clone to a standalone copy)"
+            )
 
 
 def _libvirt_delete_external(dom, vm, entry, progress=None):

@@ -26,7 +26,7 @@ import shutil
 import subprocess  # nosec B404  # fixed argument lists, never a shell
 import tempfile
 
-from salt_kvm import plan, schema
+from salt_kvm import depends, plan, schema
 from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
 from salt_kvm.xml import storage as sxml
@@ -35,7 +35,6 @@ from salt_kvm.xml.base import xml_diff
 log = logging.getLogger(__name__)
 
 POOLS_KEY = "storage:pools"
-DOMAINS_KEY = "storage:domains"
 
 _STATES = {0: "inactive", 1: "building", 2: "running", 3: "degraded", 4: "inaccessible"}
 
@@ -46,6 +45,8 @@ DATA_SOURCE_KEYS = ("devices", "dir", "name", "hosts", "format")
 BUILD_FLAGS = {"none": 0, "no_overwrite": 4, "overwrite": 8}  # VIR_STORAGE_POOL_BUILD_*
 
 HIDDEN = "(hidden)"
+
+INACTIVE_XML = 1  # VIR_STORAGE_XML_INACTIVE: the persistent definition
 
 
 def _fail(what, exc):
@@ -374,11 +375,12 @@ def _xml_source(pool_name, source):
     return source
 
 
-def _define(session, name, spec, uuid=None):
+def _define(session, name, spec, uuid=None, xml=None):
+    """Define pool ``name`` from ``spec`` (or, to change it in place, from ``xml``)."""
     source = spec.get("source")
     if source and source.get("auth", {}).get("secret"):
         _store_secret(session, name, source["auth"])
-    xml = sxml.Pool.build(name, spec["type"], spec.get("target"), _xml_source(name, source), uuid=uuid).to_xml()
+    xml = xml or sxml.Pool.build(name, spec["type"], spec.get("target"), _xml_source(name, source), uuid=uuid).to_xml()
     try:
         return session.conn.storagePoolDefineXML(xml, 0)
     except libvirt.libvirtError as exc:
@@ -520,13 +522,25 @@ class PoolResource(plan.Resource):
             "xml": entry["xml"],
         }
 
-    def declared_xml(self, uuid=None):
+    def _definition(self):
+        """The pool's persistent definition as libvirt keeps it (all of it, also what salt-kvm does not model)."""
+        with libvirt_errors(f"pool '{self.name}'"):
+            return lookup_pool(self.session, self.name)["obj"].XMLDesc(INACTIVE_XML)
+
+    def declared_xml(self, current=None):
+        """The declared definition: the current one edited in place (its ``<permissions>``,
+        a source's ``<protocol>`` or mount options are kept), or a new one for a new pool
+        or a (forced) change of type."""
         spec = self.spec
-        return sxml.Pool.build(self.name, spec["type"], spec.get("target"), _xml_source(self.name, spec.get("source")), uuid=uuid).to_xml()
+        source = _xml_source(self.name, spec.get("source"))
+        if current is None or current["type"] != spec["type"]:
+            uuid = current["uuid"] if current else None
+            return sxml.Pool.build(self.name, spec["type"], spec.get("target"), source, uuid=uuid).to_xml()
+        return sxml.Pool(self._definition()).edit(target=spec.get("target"), source=source).to_xml()
 
     def current_xml(self, current):
-        """The current definition, normalised the way the declared one is built (for the diff)."""
-        return sxml.Pool.build(self.name, current["type"], current["target"], current["source"], uuid=current["uuid"]).to_xml()
+        """The current definition as libvirt keeps it (for the diff)."""
+        return sxml.Pool(self._definition()).edit().to_xml()
 
     def _summary(self):
         out = {"type": self.spec["type"]}
@@ -579,7 +593,7 @@ class PoolResource(plan.Resource):
                 changes["secret"] = {"old": None if state == "create" else HIDDEN, "new": HIDDEN}
         redefine = any(k in changes for k in ("type", "target", "source"))
         if redefine:
-            changes["definition"] = {"old": self.current_xml(current), "new": self.declared_xml(uuid=current["uuid"])}
+            changes["definition"] = {"old": self.current_xml(current), "new": self.declared_xml(current)}
         if redefine or not current["running"]:
             build = build_plan(spec)
             if build:
@@ -616,7 +630,7 @@ class PoolResource(plan.Resource):
                     invalidate(self.session)
                 pool = _define(self.session, self.name, spec, uuid=current["uuid"] if current else None)
             elif "target" in changes or "source" in changes or "secret" in changes:
-                pool = _define(self.session, self.name, spec, uuid=current["uuid"])
+                pool = _define(self.session, self.name, spec, uuid=current["uuid"], xml=self.declared_xml(current))
             else:
                 pool = conn.storagePoolLookupByName(self.name)
             invalidate(self.session)
@@ -687,55 +701,49 @@ def pool_present(session, name, test=False, **kwargs):
     return plan.ensure(name, resource, test)
 
 
-def _domain_disks(session):
-    """``{path: [VM names]}`` of every disk of every VM (one listing per run)."""
+def _pool_images(session, name, entry):
+    """``{volume name: identity}`` of the pool's volumes: listed by libvirt when it
+    runs, read from its target directory when a stopped file-backed pool has one
+    (other stopped pools are started before a purge and checked then)."""
+    from salt_kvm import storage_volumes  # pylint: disable=import-outside-toplevel  # it imports this module
 
-    def load():
-        from salt_kvm.xml.base import parse  # pylint: disable=import-outside-toplevel
-
-        out = {}
-        for dom in session.conn.listAllDomains(0):
-            try:
-                root = parse(dom.XMLDesc(0))
-            except libvirt.libvirtError:
-                continue
-            for src in root.findall("devices/disk/source"):
-                key = src.get("file") or src.get("dev") or src.get("name")
-                if src.get("pool") and src.get("volume"):
-                    key = f"{src.get('pool')}/{src.get('volume')}"
-                if key:
-                    out.setdefault(key, []).append(dom.name())
-            for backing in root.iter("backingStore"):
-                src = backing.find("source")
-                if src is not None and (src.get("file") or src.get("dev")):
-                    out.setdefault(src.get("file") or src.get("dev"), []).append(dom.name())
-        return out
-
-    return session.memo(DOMAINS_KEY, load)
+    model = sxml.Pool(entry["xml"])
+    if entry["active"]:
+        return {v: storage_volumes.identity_of(session, name, v) for v in storage_volumes.volumes(session, name)}
+    if model.type in depends.FILE_POOLS and model.target and os.path.isdir(model.target):
+        return {f: depends.identity(os.path.join(model.target, f)) for f in os.listdir(model.target) if os.path.isfile(os.path.join(model.target, f))}
+    return None
 
 
-def volume_users(session, pool_name, vol_name, path):
-    """Names of the VMs whose disks use the volume (by path or by pool/volume)."""
-    disks = _domain_disks(session)
-    users = set(disks.get(path, [])) | set(disks.get(f"{pool_name}/{vol_name}", []))
-    return sorted(users)
+def _guard_purge(session, name, entry, flag):
+    """Refuse to purge a pool while a VM uses one of its volumes or an image outside it builds on one."""
+    images = _pool_images(session, name, entry)
+    if not images:
+        return
+    index = depends.scan(session)
+    mine = list(images.values())
+    busy = []
+    for vname, ident in sorted(images.items()):
+        users = index.used_by(ident)
+        if users:
+            busy.append(f"{vname} (used by {', '.join(users)})")
+        backs = index.backing_of(ident, exclude=mine)
+        if backs:
+            busy.append(f"{vname} (the backing file of {', '.join(backs)})")
+    if busy:
+        raise Refused(f"purging would delete volumes in use: {'; '.join(busy)}; {flag} to delete them anyway")
 
 
-def _purge(session, name, entry, force):
+def _purge(session, name, entry, force, flag="force=True"):
     pool = entry["obj"]
     with libvirt_errors(f"pool '{name}'"):
         if not pool.isActive():
             pool.create(0)
         pool.refresh(0)
         vols = pool.listAllVolumes(0)
-    busy = {}
-    for vol in vols:
-        users = volume_users(session, name, vol.name(), vol.path())
-        if users:
-            busy[vol.name()] = users
-    if busy and not force:
-        detail = ", ".join(f"{v} (used by {', '.join(u)})" for v, u in sorted(busy.items()))
-        raise Refused(f"purging would delete volumes in use: {detail}; set force: True to delete them anyway")
+    if not force:
+        invalidate(session)
+        _guard_purge(session, name, pools(session)[name], flag)
     ptype = sxml.Pool(entry["xml"]).type
     with libvirt_errors(f"purging pool '{name}'"):
         if ptype not in ("disk", "iscsi", "iscsi-direct"):
@@ -775,21 +783,13 @@ def pool_absent(session, name, purge=False, force=False, test=False):
         return _describe(entry)
 
     def guard(current):
-        if not purge or force:
-            return
-        entry = pools(session)[name]
-        if not entry["active"]:
-            return  # checked again when purging (the pool must run to list volumes)
-        with libvirt_errors(f"pool '{name}'"):
-            vols = entry["obj"].listAllVolumes(0)
-        busy = [f"{v.name()} (used by {', '.join(u)})" for v in vols for u in [volume_users(session, name, v.name(), v.path())] if u]
-        if busy:
-            raise Refused(f"purging would delete volumes in use: {', '.join(busy)}; set force: True to delete them anyway")
+        if purge and not force:
+            _guard_purge(session, name, pools(session)[name], "set force: True")
 
     def remove(current):
         entry = pools(session)[name]
         if purge:
-            _purge(session, name, entry, force)
+            _purge(session, name, entry, force, flag="set force: True")
         else:
             pool = entry["obj"]
             with libvirt_errors(f"pool '{name}'"):

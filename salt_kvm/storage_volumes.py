@@ -39,7 +39,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 
-from salt_kvm import plan, schema, units
+from salt_kvm import depends, journal, plan, schema, units
 from salt_kvm import progress as progress_mod
 from salt_kvm import storage as pools_mod
 from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message
@@ -120,6 +120,26 @@ def _pool_type(session, pool):
     return sxml.Pool(pools_mod.lookup_pool(session, pool)["xml"]).type
 
 
+def _mark(session, pool, name):
+    """The :mod:`salt_kvm.journal` key of volume ``name`` of ``pool``."""
+    return journal.volume_key(sxml.Pool(pools_mod.lookup_pool(session, pool)["xml"]).uuid, name)
+
+
+#: image formats whose virtual size is a whole number of 512-byte sectors (qemu rounds up)
+SECTOR_FORMATS = ("qcow2", "vmdk", "qed", "vdi", "vpc", "vhdx")
+
+
+def stored_size(ptype, fmt, size):
+    """``size`` as the pool will store it: file images in a sector format are rounded
+    up to 512 bytes (qemu-img's rule: ``size: 1.1G`` of a qcow2 is 1181116416 bytes);
+    LVs, partitions and RBD images round up further, which :data:`ROUNDING` tolerates."""
+    if size is None:
+        return None
+    if ptype in FILE_POOLS and (fmt or "qcow2") in SECTOR_FORMATS:
+        return -(-int(size) // 512) * 512
+    return int(size)
+
+
 def _info(model):
     return {
         "name": model.name,
@@ -138,17 +158,10 @@ def _lookup(session, pool, name):
     return vols[name]
 
 
-def backing_users(session, path):
-    """Volumes (``pool/name``) of any running pool whose backing file is ``path``."""
-    users = []
-    for pname, entry in pools_mod.pools(session).items():
-        if not entry["active"]:
-            continue
-        with contextlib.suppress(KvmError):
-            for vname, vol in volumes(session, pname).items():
-                if sxml.Volume(vol["xml"]).backing_path == path:
-                    users.append(f"{pname}/{vname}")
-    return sorted(users)
+def identity_of(session, pool, name):
+    """The identity (see :mod:`salt_kvm.depends`) of volume ``name`` of ``pool``."""
+    # pylint: disable-next=protected-access
+    return depends._volume_identity(_pool_type(session, pool), sxml.Volume(_lookup(session, pool, name)["xml"]).path)
 
 
 def backing_chain(path):
@@ -181,8 +194,13 @@ def volume_show(session, pool, name):
     info = _info(sxml.Volume(vol["xml"]))
     info["pool"] = pool
     info["backing_chain"] = backing_chain(info["path"]) if _pool_type(session, pool) in FILE_POOLS else []
-    info["used_by"] = pools_mod.volume_users(session, pool, name, info["path"])
-    info["backing_of"] = backing_users(session, info["path"])
+    index = depends.scan(session)
+    ident = identity_of(session, pool, name)
+    info["used_by"] = index.used_by(ident)
+    info["backing_of"] = index.backing_of(ident, exclude=[ident])
+    record = interrupted(session, pool, name)
+    if record:
+        info["incomplete"] = f"its {record['op']} was interrupted at {record['at']}"
     return info
 
 
@@ -218,12 +236,34 @@ def _prealloc(fmt, preallocation, capacity):
     return capacity, (PREALLOC_METADATA if fmt == "qcow2" else 0)
 
 
+def interrupted(session, pool, name):
+    """The journal record of an interrupted import, clone or wipe of the volume, or None."""
+    vol = volumes(session, pool).get(name)
+    if vol is None:
+        return None
+    return journal.incomplete(_mark(session, pool, name), sxml.Volume(vol["xml"]).path)
+
+
+def _must_be_new(session, pool, name, redo=None):
+    """Refuse to make volume ``name`` over an existing one, but for one that an interrupted
+    ``redo`` (import, clone) left behind: that one is deleted (if nothing uses it) and made again."""
+    if name not in volumes(session, pool):
+        return
+    record = interrupted(session, pool, name)
+    if record and record["op"] == redo:
+        _guard_in_use(session, pool, name, False, f"redoing the interrupted {redo} of")
+        log.warning("volume %s/%s: its %s was interrupted at %s; doing it again", pool, name, redo, record["at"])
+        _delete(session, pool, name)
+        return
+    hint = f" (its {record['op']} was interrupted at {record['at']}: run it again or delete the volume)" if record else ""
+    raise KvmError(f"volume '{name}' already exists in pool '{pool}'{hint}")
+
+
 def volume_create(session, pool, name, size=None, format=None, backing=None, preallocation=None):  # pylint: disable=redefined-builtin
     """Create a volume (``raw``/``qcow2``/``vmdk``) of ``size``; ``backing`` is a volume of the pool or a path."""
     _names(pool, name)
     spec = schema.validate(schema.VOLUME, {k: v for k, v in {"size": size, "format": format, "backing": backing, "preallocation": preallocation}.items() if v is not None}, name)
-    if name in volumes(session, pool):
-        raise KvmError(f"volume '{name}' already exists in pool '{pool}'")
+    _must_be_new(session, pool, name)
     _create(session, pool, name, spec)
     return volume_show(session, pool, name)
 
@@ -245,6 +285,7 @@ def _create(session, pool, name, spec):
             capacity = backing_size
     if capacity is None:
         raise InvalidInput(f"{name}:size", "is required (or give backing)")
+    capacity = stored_size(ptype, fmt, capacity)
     allocation, flags = _prealloc(fmt, spec.get("preallocation"), capacity)
     if ptype not in FILE_POOLS:
         allocation, flags = capacity, 0  # an LV or partition is allocated whole (no sparse snapshot LVs)
@@ -465,8 +506,7 @@ def volume_import(session, pool, name, source, sha256=None, format=None, progres
     """
     _names(pool, name)
     spec = schema.validate(schema.VOLUME, {k: v for k, v in {"source": source, "sha256": sha256, "format": format}.items() if v is not None}, name)
-    if name in volumes(session, pool):
-        raise KvmError(f"volume '{name}' already exists in pool '{pool}'")
+    _must_be_new(session, pool, name, redo="import")
     _import(session, pool, name, spec, progress)
     return volume_show(session, pool, name)
 
@@ -476,15 +516,20 @@ def _import(session, pool, name, spec, progress=None):
     label = f"{pool}/{name}"
     entry = _pool_entry(session, pool)
     src, length, shown = _open_source(source)
+    mark = _mark(session, pool, name)
     vol = None
     try:
         with src:
             xml = sxml.Volume.build(name, length, fmt="raw" if _pool_type(session, pool) in FILE_POOLS else None)
+            # marked before libvirt makes the volume: a kill at any point from here leaves it incomplete
+            journal.begin(mark, None, "import", source=shown)
             try:
                 vol = entry["obj"].createXML(xml.to_xml(), 0)
             except libvirt.libvirtError as exc:
                 _invalidate(session, pool)
+                journal.drop(mark)
                 raise _fail(f"creating volume '{name}' in pool '{pool}'", exc) from None
+            journal.begin(mark, vol.path(), "import", source=shown)
             log.info("importing %s from %s (%s)", label, shown, units.format_size(length))
             try:
                 digest = _stream_upload(session, vol, src, length, label, progress, source)
@@ -499,6 +544,8 @@ def _import(session, pool, name, spec, progress=None):
         if spec.get("format") and model.format and model.format != spec["format"]:
             raise KvmError(f"importing {label}: {shown} is a {model.format} image, declared {spec['format']}; the volume was removed")
         _remember_digest(model.path, digest)
+        # what was imported, for a later sha256 check after a declared grow
+        journal.write(mark, model.path, state="complete", op="import", sha256=digest, length=length, source=shown)
         _patch(session, pool, name, vol)
         vol = None  # keep it
         return digest
@@ -508,6 +555,7 @@ def _import(session, pool, name, spec, progress=None):
         if vol is not None:
             with contextlib.suppress(libvirt.libvirtError):
                 vol.delete(0)
+                journal.drop(mark)
             _invalidate(session, pool)
 
 
@@ -536,8 +584,7 @@ def volume_clone(session, pool, source, name, format=None, progress=None):  # py
     if format is not None:
         schema.validate(schema.VOLUME.fields["format"], format, "format")
     src = _lookup(session, pool, source)
-    if name in volumes(session, pool):
-        raise KvmError(f"volume '{name}' already exists in pool '{pool}'")
+    _must_be_new(session, pool, name, redo="clone")
     model = sxml.Volume(src["xml"])
     fmt = format or model.format if _pool_type(session, pool) in FILE_POOLS else None
     xml = sxml.Volume.build(name, model.capacity, fmt=fmt, allocation=0)
@@ -546,17 +593,23 @@ def volume_clone(session, pool, source, name, format=None, progress=None):  # py
         "clone", f"cloning {pool}/{source} to {name}", model.allocation or model.capacity, progress,
         fields={"volume": f"{pool}/{name}", "source": f"{pool}/{source}"}, logger=log, cap=99,
     )
+    mark = _mark(session, pool, name)
+    journal.begin(mark, None, "clone", source=f"{pool}/{source}")
     try:
         vol = progress_mod.watch(lambda: entry["obj"].createXMLFrom(xml.to_xml(), src["obj"], 0), _copied(entry["xml"], name), reporter)
     except libvirt.libvirtError as exc:
         _invalidate(session, pool)
+        journal.drop(mark)  # libvirt removes a volume whose copy failed
         raise _fail(f"cloning volume '{source}' to '{name}'", exc) from None
+    journal.drop(mark)
     _patch(session, pool, name, vol)
     return volume_show(session, pool, name)
 
 
 def _running_disk_targets(session, path):
-    """``[(domain, target dev)]`` of running VMs that have ``path`` as a disk."""
+    """``[(domain, target dev)]`` of running VMs that have the file or device at ``path`` as a disk
+    (by identity: a VM reaching it through a symlink or another spelling counts)."""
+    want = depends.identity(path)
     out = []
     for dom in session.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
         try:
@@ -565,7 +618,7 @@ def _running_disk_targets(session, path):
             continue
         for disk in root.findall("devices/disk"):
             src, tgt = disk.find("source"), disk.find("target")
-            if src is not None and tgt is not None and path in (src.get("file"), src.get("dev")):
+            if src is not None and tgt is not None and want == depends.identity(src.get("file") or src.get("dev")):
                 out.append((dom, tgt.get("dev")))
     return out
 
@@ -603,7 +656,9 @@ def volume_resize(session, pool, name, size, force=False):
     """
     _names(pool, name)
     capacity = schema.validate(schema.Size(), size, "size")
-    current = sxml.Volume(_lookup(session, pool, name)["xml"]).capacity
+    model = sxml.Volume(_lookup(session, pool, name)["xml"])
+    current = model.capacity
+    capacity = stored_size(_pool_type(session, pool), model.format, capacity)
     if capacity < current - _tolerance(session, pool):
         if not force:
             raise Refused(f"volume '{name}' is {units.format_size(current)}; shrinking it to {units.format_size(capacity)} loses data (force=True to shrink)")
@@ -613,14 +668,10 @@ def volume_resize(session, pool, name, size, force=False):
     return volume_show(session, pool, name)
 
 
-def _guard_in_use(session, pool, name, force, doing):
-    path = sxml.Volume(_lookup(session, pool, name)["xml"]).path
-    users = pools_mod.volume_users(session, pool, name, path)
-    if users and not force:
-        raise Refused(f"volume '{name}' is used by VM {', '.join(users)}; {doing} it would lose its data (force=True to do it anyway)")
-    backs = backing_users(session, path)
-    if backs and not force:
-        raise Refused(f"volume '{name}' is the backing file of {', '.join(backs)}; {doing} it would break them (force=True to do it anyway)")
+def _guard_in_use(session, pool, name, force, doing, flag="force=True"):
+    """Refuse ``doing`` to a volume a VM (or a VM's snapshot) uses or another image builds on."""
+    ident = identity_of(session, pool, name)
+    depends.guard(depends.scan(session), ident, f"volume '{name}'", doing, force, flag=flag, exclude_images=[ident])
 
 
 def _wiped(path):
@@ -649,25 +700,35 @@ def volume_wipe(session, pool, name, force=False, progress=None):
     except libvirt.libvirtError:
         total = model.allocation
     reporter = progress_mod.Reporter("wipe", f"wiping {pool}/{name}", total, progress, fields={"volume": f"{pool}/{name}"}, logger=log, cap=99)
+    mark = _mark(session, pool, name)
+    journal.begin(mark, model.path, "wipe")
     try:
         progress_mod.watch(lambda: vol.wipe(0), _wiped(model.path), reporter)
     except libvirt.libvirtError as exc:
         _invalidate(session, pool)
-        raise _fail(f"wiping volume '{name}'", exc) from None
+        raise _fail(f"wiping volume '{name}' (it is partly wiped: wipe it again or delete it)", exc) from None
+    journal.drop(mark)
     _patch(session, pool, name, vol)
     return True
+
+
+def _delete(session, pool, name, what=None):
+    """Delete volume ``name`` of ``pool`` (guards are the caller's), with its journal mark."""
+    mark = _mark(session, pool, name)
+    try:
+        _lookup(session, pool, name)["obj"].delete(0)
+    except libvirt.libvirtError as exc:
+        _invalidate(session, pool)
+        raise _fail(f"deleting {what or f'volume {name!r}'}", exc) from None
+    journal.drop(mark)
+    _patch(session, pool, name)
 
 
 def volume_delete(session, pool, name, force=False):
     """Delete a volume; refused while a VM uses it or it backs another volume, unless ``force``."""
     _names(pool, name)
     _guard_in_use(session, pool, name, force, "deleting")
-    try:
-        _lookup(session, pool, name)["obj"].delete(0)
-    except libvirt.libvirtError as exc:
-        _invalidate(session, pool)
-        raise _fail(f"deleting volume '{name}'", exc) from None
-    _patch(session, pool, name)
+    _delete(session, pool, name)
     return True
 
 
@@ -684,13 +745,29 @@ class VolumeResource(plan.Resource):
         vols = volumes(self.session, self.pool)
         if self.name not in vols:
             return None
-        return _info(sxml.Volume(vols[self.name]["xml"]))
+        info = _info(sxml.Volume(vols[self.name]["xml"]))
+        record = journal.read(_mark(self.session, self.pool, self.name), info["path"])
+        if record and record.get("state") == "incomplete":
+            info["incomplete"] = f"its {record['op']} was interrupted at {record['at']}"
+        elif record and record.get("op") == "import":
+            info["imported_sha256"] = record.get("sha256")
+        return info
+
+    def _size(self, fmt=None):
+        """The declared size as the pool will store it in format ``fmt`` (see :func:`stored_size`)."""
+        try:
+            ptype = _pool_type(self.session, self.pool)
+        except NotFound:  # test=True before the pool's own state made it
+            return self.spec.get("size")
+        return stored_size(ptype, fmt or self.spec.get("format") or ("raw" if self.spec.get("source") else "qcow2"), self.spec.get("size"))
 
     def _new(self):
         keys = ("source", "sha256", "size", "format", "backing", "preallocation")
         new = {k: self.spec[k] for k in keys if k in self.spec}
         if "source" in new:
             new["source"] = redact(new["source"])  # never a password of the URL
+        if "size" in new and "source" not in new:
+            new["size"] = self._size()  # as it will be stored (a qcow2's 1.1G is 1181116416 bytes)
         return new
 
     def changes(self, current):
@@ -699,6 +776,10 @@ class VolumeResource(plan.Resource):
             return {"volume": {"old": None, "new": self._new()}}
         changes = {}
         force = spec.get("force")
+        if current.get("incomplete"):
+            if not spec.get("source"):
+                raise KvmError(f"{current['incomplete']}; its content is not complete (run the operation again, or delete the volume)")
+            return {"volume": {"old": f"incomplete ({current['incomplete']})", "new": self._new()}}
         if spec.get("format") and current["format"] and spec["format"] != current["format"] and _pool_type(self.session, self.pool) in FILE_POOLS:
             raise Refused(f"it is a {current['format']} volume, declared {spec['format']}; formats are never changed in place (clone it with kvm.volume_clone format={spec['format']})")
         if spec.get("backing"):
@@ -708,12 +789,13 @@ class VolumeResource(plan.Resource):
             if current["backing"] != want:
                 raise Refused(f"its backing file is {current['backing']}, declared {spec['backing']}; the backing file of an existing volume is never changed")
         if spec.get("sha256"):
-            have = volume_digest(current["path"])
+            # what was imported (recorded then), so a declared grow since is no mismatch
+            have = current.get("imported_sha256") or volume_digest(current["path"])
             if have != spec["sha256"].lower():
                 if not force:
                     raise Refused(f"its content has sha256 {have}, declared {spec['sha256'].lower()}; re-importing would overwrite it (force: True to do it)")
                 changes["sha256"] = {"old": have, "new": spec["sha256"].lower()}
-        size = spec.get("size")
+        size = self._size(current["format"])
         if size is not None and "sha256" not in changes:
             cap = current["capacity"]
             if size > cap:
@@ -727,17 +809,14 @@ class VolumeResource(plan.Resource):
     def apply(self, current, changes):
         spec = self.spec
         if "volume" in changes or "sha256" in changes:
-            if "sha256" in changes:
-                try:
-                    _lookup(self.session, self.pool, self.name)["obj"].delete(0)
-                except libvirt.libvirtError as exc:
-                    _invalidate(self.session, self.pool)
-                    raise _fail(f"deleting {self.what} to import it again", exc) from None
-                _patch(self.session, self.pool, self.name)
+            if current is not None:  # an interrupted import, or a forced re-import
+                if current.get("incomplete"):
+                    _guard_in_use(self.session, self.pool, self.name, spec.get("force"), "redoing the interrupted import of", flag="force: True")
+                _delete(self.session, self.pool, self.name, f"{self.what} to import it again")
             if spec.get("source"):
                 _import(self.session, self.pool, self.name, spec, self.progress)
-                size = spec.get("size")
                 now = _info(sxml.Volume(_lookup(self.session, self.pool, self.name)["xml"]))
+                size = self._size(now["format"])
                 if size and size > now["capacity"]:
                     _resize(self.session, self.pool, self.name, size)
                 elif size and size < now["capacity"] - _tolerance(self.session, self.pool):
@@ -828,14 +907,9 @@ def volume_absent(session, name, pool=None, force=False, test=False):
         return _info(sxml.Volume(vols[name]["xml"])) if name in vols else None
 
     def guard(current):
-        _guard_in_use(session, pool, name, force, "deleting")
+        _guard_in_use(session, pool, name, force, "deleting", flag="force: True")
 
     def remove(current):
-        try:
-            _lookup(session, pool, name)["obj"].delete(0)
-        except libvirt.libvirtError as exc:
-            _invalidate(session, pool)
-            raise _fail(f"deleting {what}", exc) from None
-        _patch(session, pool, name)
+        _delete(session, pool, name, what)
 
     return plan.absent(name, what, exists, remove, test=test, guard=guard)

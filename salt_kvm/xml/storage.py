@@ -37,6 +37,45 @@ def _split_host(text):
     return text, None
 
 
+#: the pillar's source keys, in libvirt's own element order, and their elements
+SOURCE_KEYS = ("hosts", "devices", "dir", "auth", "name", "format", "initiator")
+SOURCE_TAGS = {"hosts": "host", "devices": "device", "dir": "dir", "auth": "auth", "name": "name", "format": "format", "initiator": "initiator"}
+
+
+def _source_elements(key, value):
+    """The ``<source>`` children that hold pillar source key ``key``."""
+    if key == "hosts":
+        out = []
+        for host in value:
+            name, port = _split_host(host)
+            el = etree.Element("host", name=name)
+            if port:
+                el.set("port", str(port))
+            out.append(el)
+        return out
+    if key == "devices":
+        return [etree.Element("device", path=dev) for dev in value]
+    if key == "dir":
+        return [etree.Element("dir", path=value)]
+    if key == "auth":
+        el = etree.Element("auth", type=value["type"], username=value["username"])
+        secret = etree.SubElement(el, "secret")
+        if value.get("secret_uuid"):
+            secret.set("uuid", value["secret_uuid"])
+        else:
+            secret.set("usage", value["secret_usage"])
+        return [el]
+    if key == "name":
+        el = etree.Element("name")
+        el.text = value
+        return [el]
+    if key == "format":
+        return [etree.Element("format", type=value)]
+    init = etree.Element("initiator")
+    etree.SubElement(init, "iqn", name=value)
+    return [init]
+
+
 class Pool(XmlModel):
     """``<pool>``: name, type, target path, source, sizes."""
 
@@ -98,31 +137,10 @@ class Pool(XmlModel):
         """
         old = self.root.find("source")
         src = etree.Element("source")
-        spec = spec or {}
-        for host in spec.get("hosts", []):
-            name, port = _split_host(host)
-            el = etree.SubElement(src, "host", name=name)
-            if port:
-                el.set("port", str(port))
-        for dev in spec.get("devices", []):
-            etree.SubElement(src, "device", path=dev)
-        if spec.get("dir"):
-            etree.SubElement(src, "dir", path=spec["dir"])
-        auth = spec.get("auth")
-        if auth:
-            el = etree.SubElement(src, "auth", type=auth["type"], username=auth["username"])
-            secret = etree.SubElement(el, "secret")
-            if auth.get("secret_uuid"):
-                secret.set("uuid", auth["secret_uuid"])
-            else:
-                secret.set("usage", auth["secret_usage"])
-        if spec.get("name"):
-            etree.SubElement(src, "name").text = spec["name"]
-        if spec.get("format"):
-            etree.SubElement(src, "format", type=spec["format"])
-        if spec.get("initiator"):
-            init = etree.SubElement(src, "initiator")
-            etree.SubElement(init, "iqn", name=spec["initiator"])
+        for key in SOURCE_KEYS:
+            if (spec or {}).get(key):
+                for element in _source_elements(key, spec[key]):
+                    src.append(element)
         if old is not None:
             old.addprevious(src)
             old.getparent().remove(old)
@@ -132,6 +150,41 @@ class Pool(XmlModel):
                 target.addprevious(src)
             else:
                 self.root.append(src)
+
+    def edit_source(self, spec):
+        """Change only the declared keys of ``<source>`` in place: what salt-kvm does not
+        model (``<protocol ver>``, ``<adapter>``, ``<config>``, vendor and product, mount
+        options) stays as it is."""
+        src = self.root.find("source")
+        if src is None:
+            self.source = spec
+            return
+        for key, value in (spec or {}).items():
+            if key not in SOURCE_KEYS:
+                continue
+            old = src.findall(SOURCE_TAGS[key])
+            anchor = old[0] if old else None
+            for element in _source_elements(key, value) if value else []:
+                if anchor is not None:
+                    anchor.addprevious(element)
+                else:
+                    src.append(element)
+            for element in old:
+                src.remove(element)
+
+    def edit(self, target=None, source=None):
+        """The definition with the declared target path and source keys changed in
+        place; everything else (``<permissions>``, a source's ``<protocol>``...) kept.
+        The sizes libvirt reports are dropped (they are not part of a definition)."""
+        for tag in ("capacity", "allocation", "available"):
+            node = self.root.find(tag)
+            if node is not None:
+                self.root.remove(node)
+        if target:
+            self.target = target
+        if source:
+            self.edit_source(source)
+        return self
 
     @classmethod
     def build(cls, name, ptype, target=None, source=None, uuid=None):
