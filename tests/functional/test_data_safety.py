@@ -7,7 +7,6 @@ running pools and live VM definitions only, and a merge checked nothing).
 The stateful search for further variants is in ``test_data_safety_search.py``.
 """
 
-import hashlib
 import os
 import subprocess
 
@@ -15,57 +14,7 @@ import pytest
 from salt.exceptions import CommandExecutionError
 
 from tests.support import sandbox
-
-
-def sha(path):
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
-
-
-def qemu_img(*args):
-    subprocess.run(["qemu-img", *args], check=True, capture_output=True)
-
-
-def qemu_io(path, *commands, fmt="qcow2"):
-    """Run ``qemu-io`` commands on ``path`` (read-only, sharing it with a running QEMU); the output."""
-    args = ["qemu-io", "-r", "-U", "-f", fmt]
-    for command in commands:
-        args += ["-c", command]
-    out = subprocess.run([*args, path], check=True, capture_output=True, text=True)
-    return out.stdout + out.stderr
-
-
-def write_pattern(path, pattern, offset, fmt="qcow2"):
-    subprocess.run(["qemu-io", "-f", fmt, "-c", f"write -P {pattern} {offset} 64k", path], check=True, capture_output=True)
-
-
-def reads(path, expected, fmt="qcow2"):
-    """``path`` reads ``{offset: pattern}`` (0 for zeros)."""
-    out = qemu_io(path, *(f"read -P {p} {o} 64k" for o, p in expected.items()), fmt=fmt)
-    return "fail" not in out.lower(), out
-
-
-def spell(path, how, workdir):
-    """Another way to write ``path``: through a symlinked directory, ``//``, ``/./``, a bind mount."""
-    directory, base = os.path.split(path)
-    if how == "plain":
-        return path
-    if how == "slashes":
-        return directory + "//" + base
-    if how == "dot":
-        return directory + "/./" + base
-    if how == "symlink":
-        link = os.path.join(workdir, "link")
-        if not os.path.islink(link):
-            os.symlink(directory, link)
-        return os.path.join(link, base)
-    if how == "bind":
-        mnt = os.path.join(workdir, "bind")
-        os.makedirs(mnt, exist_ok=True)
-        if subprocess.run(["mount", "--bind", directory, mnt], capture_output=True, check=False).returncode != 0:
-            pytest.skip("bind mounts are not allowed here")
-        return os.path.join(mnt, base)
-    raise ValueError(how)
+from tests.support.images import qemu_img, reads, sha, spell, write_pattern
 
 
 @pytest.fixture
