@@ -840,12 +840,18 @@ def merge_external(dom, vm, entry, entries, progress=None):
         reporter.start()
         try:
             if active:
+                # a commit that an earlier, interrupted run started is still QEMU's job: resume it
+                running_job = (dom.blockJobInfo(target, 0) or {}).get("type")
                 if kind == "top":
-                    dom.blockCommit(target, base, None, 0, lv.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
+                    if running_job != lv.VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT:
+                        dom.blockCommit(target, base, None, 0, lv.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
+                    else:
+                        log.info("resuming the interrupted merge of %s into %s (VM %s, disk %s)", overlay, base, vm, target)
                     _wait_job(dom, target, until_ready=True, reporter=reporter)
                     _pivot(dom, target)
                 else:
-                    dom.blockCommit(target, base, overlay, 0, 0)
+                    if running_job != lv.VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT:
+                        dom.blockCommit(target, base, overlay, 0, 0)
                     _wait_job(dom, target, until_ready=False, reporter=reporter)
             else:
                 _run_progress(_percent_to(reporter), "qemu-img", "commit", "-p", "-f", "qcow2", overlay)

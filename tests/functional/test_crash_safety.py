@@ -188,3 +188,41 @@ def test_an_imported_image_grown_to_its_declared_size_keeps_its_sha256(kvm_state
     # the declared sha256 is still checked: another one is refused, not silently accepted
     other = kvm_state.volume_present("base.raw", **dict(args, sha256="0" * 64))
     assert other["result"] is False and "sha256" in other["comment"], other
+
+
+@pytest.mark.parametrize("merger", ["salt-kvm", "libvirt"])
+def test_a_live_merge_killed_midway_is_resumed_by_the_next_delete(call, tiny_vm, kvm, merger):
+    """SIGKILL while a running VM's overlay is committed: the snapshot stays (it is the
+    mark) until the merge is whole, and the next delete resumes it and pivots; the VM's
+    disk holds every byte written to the overlay. libvirt 9 merges an external snapshot
+    itself (in the daemon, which finishes the job after its caller died); salt-kvm merges
+    one whose parent is internal (libvirt refuses those), and resumes QEMU's commit job."""
+    from tests.support.images import reads, write_pattern  # pylint: disable=import-outside-toplevel
+
+    dom, disk = tiny_vm(size="512M")
+    write_pattern(disk, 5, 0)
+    if merger == "salt-kvm":
+        kvm.snapshot_create(dom.name(), "int")  # shut off: internal, disk only
+    snap = kvm.snapshot_create(dom.name(), "ext", memory=False, disk_only=True, external=True)
+    overlay = snap["disks"][0]["file"]
+    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 6 1M 384M", overlay], check=True, capture_output=True)
+    dom.create()
+
+    def committing():
+        info = dom.blockJobInfo("vda", 0)
+        return bool(info) and 0 < info.get("cur", 0) < info.get("end", 1)
+
+    killed = kill_when(call.command("kvm.snapshot_delete", dom.name(), "ext"), call.env, str(call.root), committing)
+    if not killed:
+        pytest.skip("the merge finished before it could be killed")
+    deadline = time.monotonic() + 120
+    while "ext" in [s.getName() for s in dom.listAllSnapshots(0)]:
+        code, out, err = call.run("kvm.snapshot_delete", dom.name(), "ext")
+        assert code == 0 or "not found" in f"{out}{err}" or time.monotonic() < deadline, (out, err)
+        if code != 0:
+            time.sleep(1)
+    assert not os.path.exists(overlay)
+    assert dom.XMLDesc(0).count("<source file=") == 1 and disk in dom.XMLDesc(0)
+    dom.destroy()
+    ok, text = reads(disk, {0: 5, M: 6, 200 * M: 6, 384 * M: 6})
+    assert ok, text
