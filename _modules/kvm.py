@@ -639,6 +639,158 @@ def volume_delete(pool, name, force=False):
 
 # --- end pools and volumes ----------------------------------------------------
 
+# --- VMs (salt_kvm.vm) ----------------------------------------------------------
+
+
+def _vm():
+    from salt_kvm import vm  # pylint: disable=import-outside-toplevel
+
+    return vm
+
+
+def vm_list():
+    """
+    Every VM: state, autostart, vCPUs, memory, disks (with their pool and
+    volume), NICs (bridge or network, MAC, model, and the IP addresses where
+    libvirt knows them), the serial console file.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.vm_list
+    """
+    return _call(_vm().vm_list, _session())
+
+
+def vm_show(name):
+    """
+    One VM, as ``kvm.vm_list`` shows it.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.vm_show web01
+    """
+    return _call(_vm().vm_show, _session(), name)
+
+
+def vm_define(name, **spec):
+    """
+    Define a VM from the keys of a ``kvm:vms`` pillar entry (``memory``,
+    ``vcpus``, ``disks``, ``nics``, ``boot``, ``console``, ...), or change an
+    existing definition in place (what the keys do not model is kept). A
+    running VM keeps running; the change takes effect at its next start.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.vm_define web01 memory=1G vcpus=2 disks='[{pool: default, volume: web01.qcow2}]' nics='[{bridge: br0}]'
+    """
+    spec = {k: v for k, v in spec.items() if not k.startswith("__")}
+    return _call(_vm().vm_define, _session(), name, **spec)
+
+
+def vm_start(name):
+    """
+    Start a VM (or resume a paused one).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.vm_start web01
+    """
+    return _call(_vm().vm_start, _session(), name)
+
+
+def vm_shutdown(name, timeout=120, force=False):
+    """
+    Shut a VM down through ACPI and wait up to ``timeout`` seconds; a guest
+    that does not stop in time is an error unless ``force=True`` (then it is
+    powered off).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.vm_shutdown web01 timeout=60
+    """
+    return _call(_vm().vm_shutdown, _session(), name, timeout=timeout, force=force)
+
+
+def vm_stop(name):
+    """
+    Power a VM off at once (its guest gets no chance to shut down).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.vm_stop web01
+    """
+    return _call(_vm().vm_stop, _session(), name)
+
+
+def vm_reboot(name):
+    """
+    Ask a running VM to reboot (ACPI).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.vm_reboot web01
+    """
+    return _call(_vm().vm_reboot, _session(), name)
+
+
+def vm_autostart(name, enabled=True):
+    """
+    Start the VM when the host boots (``enabled=False``: don't).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.vm_autostart web01 enabled=False
+    """
+    return _call(_vm().vm_autostart, _session(), name, enabled=enabled)
+
+
+def vm_console(name, lines=50):
+    """
+    The last ``lines`` lines of a VM's serial console, for a VM declared with
+    ``console: {log: true}``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.vm_console web01 lines=20
+    """
+    return _call(_vm().vm_console, _session(), name, lines=lines)
+
+
+def vm_undefine(name, purge=False):
+    """
+    Power a VM off and remove its definition (and its snapshots' metadata).
+    Its volumes are kept unless ``purge=True``, and even then a volume that
+    another VM uses, or that another image is built on, is kept.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.vm_undefine old01 purge=True
+    """
+    return _call(_vm().vm_undefine, _session(), name, purge=purge)
+
+
+# --- end VMs --------------------------------------------------------------------
+
 # --- snapshots (salt_kvm.snapshot) --------------------------------------------
 
 

@@ -256,6 +256,55 @@ def volume_absent(name, pool, force=False):
 
 # --- end pools and volumes ----------------------------------------------------
 
+# --- VMs (salt_kvm.vm) ----------------------------------------------------------
+
+
+def _vm():
+    from salt_kvm import vm  # pylint: disable=import-outside-toplevel
+
+    return vm
+
+
+def vm_present(name, **kwargs):
+    """
+    A VM as declared: the keys of a ``kvm:vms`` pillar entry (type, memory,
+    vcpus, cpu, machine, disks, nics, boot, console, autostart, restart,
+    shutdown_timeout), with the pillar's ``state`` given as ``run_state``
+    (``running``, ``stopped``, ``paused``: Salt reserves the argument name
+    ``state``). The definition is edited in place; a change
+    a running VM can only take at a restart is written to its definition and
+    reported as pending, unless ``restart: true``.
+
+    .. code-block:: yaml
+
+        web01:
+          kvm.vm_present:
+            - memory: 1G
+            - vcpus: 2
+            - disks: [{pool: default, volume: web01.qcow2}]
+            - nics: [{bridge: br0}]
+    """
+    kwargs = {k: v for k, v in kwargs.items() if not k.startswith("__")}
+    return _vm().vm_present(_session(), name, test=_test(), **kwargs)
+
+
+def vm_absent(name, purge=False):
+    """
+    The VM is not defined (powered off first). Its volumes are kept unless
+    ``purge: true``, which deletes those no other VM uses and no other image
+    is built on.
+
+    .. code-block:: yaml
+
+        old01:
+          kvm.vm_absent:
+            - purge: true
+    """
+    return _vm().vm_absent(_session(), name, purge=purge, test=_test())
+
+
+# --- end VMs --------------------------------------------------------------------
+
 # --- snapshots (salt_kvm.snapshot) --------------------------------------------
 
 

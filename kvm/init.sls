@@ -1,7 +1,8 @@
 # salt '*' state.apply kvm: bridges, then libvirt networks, then storage pools
-# and volumes, then snapshot retention, all from the kvm pillar (pillar.example).
+# and volumes, then VMs, then snapshot retention, all from the kvm pillar (pillar.example).
 include:
   - kvm.bridges
   - kvm.networks
   - kvm.storage
+  - kvm.vms
   - kvm.snapshots

@@ -8,7 +8,7 @@ when one part is applied alone) and renders states in dependency order.
 
 from salt_kvm import schema
 
-PARTS = ("bridges", "networks", "storage", "snapshots")
+PARTS = ("bridges", "networks", "storage", "vms", "snapshots")
 
 
 def state_id(kind, *names):
@@ -90,10 +90,40 @@ def render_storage(tree):
     return out
 
 
+def render_vms(tree):
+    """One ``vm_present`` / ``vm_absent`` per VM; each requires the volumes, pools,
+    bridges and networks of this pillar that it names (so ``kvm.vms`` applied alone
+    works on what the host already has)."""
+    out = {}
+    for name, spec in tree.get("vms", {}).items():
+        if spec.get("absent"):
+            out[state_id("vm", name)] = _state("vm_absent", name, {"purge": spec.get("purge", False)})
+            continue
+        reqs = []
+        for disk in spec.get("disks", []):
+            pool = tree.get("pools", {}).get(disk["pool"])
+            if pool is not None and disk["volume"] in pool.get("volumes", {}):
+                reqs.append(("kvm", state_id("volume", disk["pool"], disk["volume"])))
+            elif pool is not None:
+                reqs.append(("kvm", state_id("pool", disk["pool"])))
+        for nic in spec.get("nics", []):
+            if nic.get("bridge") in tree.get("bridges", {}):
+                reqs.append(("kvm", state_id("bridge", nic["bridge"])))
+            if nic.get("network") in tree.get("networks", {}):
+                reqs.append(("kvm", state_id("network", nic["network"])))
+        args = {k: v for k, v in spec.items() if k not in ("absent", "purge", "state")}
+        if "state" in spec:
+            args["run_state"] = spec["state"]  # Salt reserves ``state`` in a state's arguments
+        out[state_id("vm", name)] = _state("vm_present", name, args, list(dict.fromkeys(reqs)))
+    return out
+
+
 def render_snapshots(tree):
     out = {}
     for vm, spec in tree.get("snapshots", {}).items():
-        out[state_id("snapshots", vm)] = _state("snapshots_retained", vm, dict(spec))
+        declared_vm = tree.get("vms", {}).get(vm)
+        reqs = [("kvm", state_id("vm", vm))] if declared_vm and not declared_vm.get("absent") else []
+        out[state_id("snapshots", vm)] = _state("snapshots_retained", vm, dict(spec), reqs)
     return out
 
 
@@ -101,6 +131,7 @@ _RENDER = {
     "bridges": render_bridges,
     "networks": render_networks,
     "storage": render_storage,
+    "vms": render_vms,
     "snapshots": render_snapshots,
 }
 

@@ -913,6 +913,118 @@ SNAPSHOT_PRUNE = Record(
     required=("keep",),
 )
 
+# --- VMs ---------------------------------------------------------------------
+
+VM_DISK = Record(
+    {"pool": OBJNAME, "volume": VOLNAME, "device": Enum("disk", "cdrom")},
+    required=("pool", "volume"),
+)
+describe(VM_DISK, {
+    "pool": "The pool holding the volume (declared under ``kvm:pools`` or existing on the host).",
+    "volume": "The volume's name in that pool.",
+    "device": ("``disk`` (virtio) or ``cdrom`` (SATA, read-only).", "disk"),
+})
+
+
+def _check_nic(rec, path, errors):
+    if bool(rec.get("bridge")) == bool(rec.get("network")):
+        errors.add(path, "give exactly one of bridge and network")
+
+
+VM_NIC = Record(
+    {"bridge": IFNAME, "network": OBJNAME, "mac": Mac(), "model": Enum("virtio", "e1000", "e1000e", "rtl8139")},
+    check_all=_check_nic,
+)
+describe(VM_NIC, {
+    "bridge": "A host bridge (declared under ``kvm:bridges`` or existing on the host).",
+    "network": "A libvirt network.",
+    "mac": ("The NIC's MAC address; libvirt picks one (and keeps it) when not given.", "chosen by libvirt"),
+    "model": ("The NIC model the guest sees.", "virtio"),
+})
+
+VM_BOOT = Record({"kernel": ABSPATH, "initrd": ABSPATH, "cmdline": Str(r"[^\0\n]*", max_len=4096, what="a kernel command line")}, required=("kernel",))
+describe(VM_BOOT, {
+    "kernel": "The kernel image to boot (a file on the host).",
+    "initrd": "The initramfs to boot with it.",
+    "cmdline": "The kernel command line (``console=ttyS0`` sends its console to the serial port).",
+})
+VM_CONSOLE = Record({"log": Bool()})
+describe(VM_CONSOLE, {"log": ("Write the serial console to ``/var/log/libvirt/qemu/<name>.console.log`` (read it with ``kvm.vm_console``).", "false")})
+
+
+def _check_vm(rec, path, errors):
+    seen = {}
+    for i, disk in enumerate(rec.get("disks", [])):
+        key = (disk["pool"], disk["volume"])
+        if key in seen:
+            errors.add(_join(_join(_join(path, "disks"), i), "volume"), f"volume {disk['pool']}/{disk['volume']} is already disk {seen[key]} of this VM")
+        seen.setdefault(key, i)
+
+
+VM = Record(
+    {
+        "type": Enum("kvm", "qemu"),
+        "memory": Size(),
+        "vcpus": Int(1, 512),
+        "cpu": Str(r"[A-Za-z0-9_.-]+", max_len=64, what="host-model, host-passthrough or a CPU model name"),
+        "machine": Str(r"[A-Za-z0-9_.-]+", max_len=64, what="a machine type (like pc or q35)"),
+        "disks": List(VM_DISK),
+        "nics": List(VM_NIC),
+        "boot": VM_BOOT,
+        "console": VM_CONSOLE,
+        "autostart": Bool(),
+        "state": Enum("running", "stopped", "paused"),
+        "restart": Bool(),
+        "shutdown_timeout": Duration(),
+        "absent": Bool(),
+        "purge": Bool(),
+    },
+    required=("memory", "vcpus"),
+    check_all=_check_vm,
+)
+describe(VM, {
+    "type": ("``kvm`` (hardware virtualisation) or ``qemu`` (software emulation, where KVM is missing).", "kvm where /dev/kvm exists, else qemu"),
+    "memory": "The VM's RAM: ``512M``, ``2G`` (binary units).",
+    "vcpus": "The number of virtual CPUs.",
+    "cpu": ("``host-model``, ``host-passthrough`` or a named CPU model.", "libvirt's default"),
+    "machine": ("The machine type (``pc``, ``q35``).", "libvirt's default"),
+    "disks": "Volumes of pools as disks (``vda``, ``vdb``... in order) or CD-ROMs; a disk removed from the list is detached, its volume kept.",
+    "nics": "NICs on host bridges or libvirt networks, in order.",
+    "boot": "Direct kernel boot: ``kernel``, ``initrd``, ``cmdline``.",
+    "console": "``log: true`` writes the serial console to a file (read it with ``kvm.vm_console``).",
+    "autostart": "Start the VM when the host boots.",
+    "state": ("``running``, ``stopped`` or ``paused``.", "running"),
+    "restart": ("Restart the VM (ACPI shutdown, then start) for a change that needs it; otherwise the change waits in the definition and is reported as pending.", "false"),
+    "shutdown_timeout": ("How long a restart waits for the guest to shut down.", "120s"),
+    "absent": ("Power off and undefine the VM; its volumes are kept unless ``purge``.", "false"),
+    "purge": ("With ``absent``: also delete its volumes that no other VM uses and no other image is built on.", "false"),
+})
+
+
+def _check_vms(vms, path, errors):
+    macs = {}
+    for vname, vm in vms.items():
+        if vm.get("absent"):
+            continue
+        for i, nic in enumerate(vm.get("nics", [])):
+            mac = nic.get("mac")
+            if mac and mac in macs:
+                errors.add(_join(_join(_join(_join(path, "vms"), vname), "nics"), i), f"MAC {mac} is already used by VM {macs[mac]!r}")
+            elif mac:
+                macs[mac] = vname
+    users = {}
+    for vname, vm in vms.items():
+        if vm.get("absent"):
+            continue
+        for i, disk in enumerate(vm.get("disks", [])):
+            if disk.get("device") == "cdrom":
+                continue
+            key = (disk["pool"], disk["volume"])
+            if key in users and users[key] != vname:
+                errors.add(_join(_join(_join(_join(path, "vms"), vname), "disks"), i), f"volume {key[0]}/{key[1]} is already a disk of VM {users[key]!r}")
+            users.setdefault(key, vname)
+
+
 CONNECTION = Record({"uri": Str(r"[a-z0-9+]+://[^\s]*", what="a libvirt URI (like qemu:///system)")})
 describe(CONNECTION, {
     "uri": ("The libvirt URI the ``kvm`` modules connect to; also settable in the minion config (read with ``config.get``).", "qemu:///system"),
@@ -925,6 +1037,7 @@ describe(PROGRESS, {
 
 
 def _check_pillar(rec, path, errors):
+    _check_vms(rec.get("vms", {}), path, errors)
     bridges = rec.get("bridges", {})
     owner = {}
     for bname, bridge in bridges.items():
@@ -971,6 +1084,7 @@ PILLAR = Record(
         "bridges": Map(IFNAME, BRIDGE),
         "networks": Map(OBJNAME, NETWORK),
         "pools": Map(OBJNAME, POOL),
+        "vms": Map(OBJNAME, VM),
         "snapshots": Map(OBJNAME, RETENTION),
     },
     check_all=_check_pillar,
@@ -981,6 +1095,7 @@ describe(PILLAR, {
     "bridges": "Kernel bridges by name (a Linux link name, at most 15 characters); applied first.",
     "networks": "libvirt networks by name; applied after the bridges.",
     "pools": "libvirt storage pools by name, with their volumes; applied after the networks.",
+    "vms": "VMs by name, with their disks (volumes of pools) and NICs; applied after the volumes, before snapshots.",
     "snapshots": "Snapshot retention by VM name; applied last.",
 })
 

@@ -116,13 +116,18 @@ def volumes(session, pool):
     return session.memo(f"storage:vols:{pool}", load)
 
 
+def _pool_model(session, pool):
+    """The parsed definition of ``pool`` (once per run: forgotten with the pool listing)."""
+    return session.memo(f"storage:model:{pool}", lambda: sxml.Pool(pools_mod.lookup_pool(session, pool)["xml"]))
+
+
 def _pool_type(session, pool):
-    return sxml.Pool(pools_mod.lookup_pool(session, pool)["xml"]).type
+    return _pool_model(session, pool).type
 
 
 def _mark(session, pool, name):
     """The :mod:`salt_kvm.journal` key of volume ``name`` of ``pool``."""
-    return journal.volume_key(sxml.Pool(pools_mod.lookup_pool(session, pool)["xml"]).uuid, name)
+    return journal.volume_key(_pool_model(session, pool).uuid, name)
 
 
 #: image formats whose virtual size is a whole number of 512-byte sectors (qemu rounds up)

@@ -194,3 +194,26 @@ def test_changing_a_pool_keeps_the_xml_salt_kvm_does_not_model(conn, kvm_state, 
     assert "<mode>0750</mode>" in xml and f"<path>{new}</path>" in xml, xml
     assert oct(os.stat(new).st_mode & 0o777) == oct(0o750)
     assert kvm_state.pool_present(name, type="dir", target=new)["changes"] == {}
+
+
+def test_a_disk_named_by_pool_and_volume_is_in_use(conn, kvm, two_pools, names):
+    """``<disk type='volume'><source pool= volume=>``: no path at all in the VM's XML."""
+    (pname, _path), _ = two_pools
+    kvm.volume_create(pname, "byname.qcow2", "8M")
+    from lxml import etree  # pylint: disable=import-outside-toplevel
+
+    name = names("vm-")
+    root = etree.fromstring(sandbox.tiny_vm_xml(name, "/nonexistent"))
+    disk = root.find("devices/disk")
+    disk.set("type", "volume")
+    source = disk.find("source")
+    del source.attrib["file"]
+    source.set("pool", pname)
+    source.set("volume", "byname.qcow2")
+    conn.defineXML(etree.tostring(root, encoding="unicode"))
+    try:
+        assert kvm.volume_show(pname, "byname.qcow2")["used_by"] == [name]
+        with pytest.raises(CommandExecutionError, match=f"used by VM {name}"):
+            kvm.volume_delete(pname, "byname.qcow2")
+    finally:
+        sandbox.remove_vm(conn, name)

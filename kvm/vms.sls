@@ -1,0 +1,7 @@
+#!py
+# kvm.vms: rendered from the kvm pillar by salt_kvm.formula (the whole pillar is
+# validated first; a bad value fails the run before anything changes).
+
+
+def run():
+    return __salt__["kvm.render_formula"]("vms", __pillar__.get("kvm", {}), fail_state=True)

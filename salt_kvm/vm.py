@@ -1,0 +1,721 @@
+"""VMs: the ``kvm.vm_*`` functions and the ``vm_present`` / ``vm_absent`` states.
+
+A VM is declared with the keys of a ``kvm:vms`` pillar entry: ``type``,
+``memory``, ``vcpus``, ``cpu``, ``machine``, ``disks`` (volumes of pools),
+``nics`` (on host bridges or libvirt networks), ``boot`` (direct kernel boot),
+``console`` (the serial console written to a file), ``autostart``, ``state``
+and ``restart``.
+
+The definition is **edited in place**: only what the pillar models changes
+(memory, vCPUs, CPU mode, machine, the kernel boot, the disks and NICs, the
+serial console); every other element (a hand-added controller, channel or
+watchdog, ``<metadata>``, libvirt's own defaults) is kept. Disks and NICs are
+the pillar's: a disk removed from the pillar is detached, its volume kept.
+
+A change that needs a restart (memory, vCPUs, CPU, machine, boot, disks or
+NICs of a running VM) is written to the persistent definition and reported as
+**pending restart** (result True) unless ``restart: true``, which shuts the
+VM down gracefully (ACPI, with a timeout) and starts it again.
+
+Volumes are never deleted by implication: ``vm_absent`` / ``kvm.vm_undefine``
+keep them unless ``purge``, and even then a volume another VM uses, or that
+another image is built on, stays (:mod:`salt_kvm.depends`).
+"""
+
+import contextlib
+import logging
+import os
+import time
+
+from lxml import etree
+
+from salt_kvm import depends, plan, schema
+from salt_kvm import storage as pools_mod
+from salt_kvm import storage_volumes as vols_mod
+from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message
+from salt_kvm.errors import InvalidInput, KvmError, NotFound
+from salt_kvm.xml.base import parse
+
+log = logging.getLogger(__name__)
+
+STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff", 6: "crashed", 7: "pmsuspended"}
+#: where a VM's serial console is written (``console: {log: true}``)
+CONSOLE_DIR = "/var/log/libvirt/qemu"
+SHUTDOWN_TIMEOUT = 120
+XML_INACTIVE = 2  # VIR_DOMAIN_XML_INACTIVE
+UNDEFINE_FLAGS = 1 | 2 | 4  # MANAGED_SAVE | SNAPSHOTS_METADATA | NVRAM
+
+
+def console_path(name):
+    return os.path.join(CONSOLE_DIR, f"{name}.console.log")
+
+
+def default_type():
+    """``kvm`` where /dev/kvm exists, else ``qemu`` (software emulation)."""
+    return "kvm" if os.path.exists("/dev/kvm") else "qemu"
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+def _domain(session, name):
+    schema.validate(schema.OBJNAME, name, "name")
+    try:
+        return session.conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            raise NotFound(f"VM '{name}' does not exist on {session.uri}") from None
+        raise KvmError(f"VM '{name}': {libvirt_message(exc)}") from None
+
+
+def _state(dom):
+    return STATES.get(dom.info()[0], "unknown")
+
+
+def _volume_of(session, path):
+    """``(pool, volume)`` holding the file or device at ``path`` (by identity), or ``(None, None)``."""
+    want = depends.identity(path)
+    for pname, entry in pools_mod.pools(session).items():
+        if not entry["active"]:
+            continue
+        with contextlib.suppress(KvmError):
+            for vname in vols_mod.volumes(session, pname):
+                if vols_mod.identity_of(session, pname, vname) == want:
+                    return pname, vname
+    return None, None
+
+
+def _addresses(dom):
+    """``{mac: [ip, ...]}`` where libvirt knows them (DHCP leases of its networks, or the agent)."""
+    out = {}
+    for source in (libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT):
+        with contextlib.suppress(libvirt.libvirtError):
+            for iface in (dom.interfaceAddresses(source, 0) or {}).values():
+                mac = (iface.get("hwaddr") or "").lower()
+                for addr in iface.get("addrs") or []:
+                    out.setdefault(mac, []).append(addr["addr"])
+            if out:
+                break
+    return out
+
+
+def _describe(session, dom, root):
+    state = _state(dom)
+    disks = []
+    for disk in root.findall("devices/disk"):
+        source = disk.find("source")
+        path = None if source is None else (source.get("file") or source.get("dev"))
+        pool, volume = (source.get("pool"), source.get("volume")) if source is not None and source.get("volume") else _volume_of(session, path) if path else (None, None)
+        target = disk.find("target")
+        disks.append({"target": target.get("dev") if target is not None else None, "device": disk.get("device", "disk"), "path": path, "pool": pool, "volume": volume})
+    addresses = _addresses(dom) if state == "running" else {}
+    nics = []
+    for iface in root.findall("devices/interface"):
+        source, mac, model = iface.find("source"), iface.find("mac"), iface.find("model")
+        mac = mac.get("address").lower() if mac is not None else None
+        nics.append({
+            "type": iface.get("type"),
+            "bridge": source.get("bridge") if source is not None and iface.get("type") == "bridge" else None,
+            "network": source.get("network") if source is not None and iface.get("type") == "network" else None,
+            "mac": mac,
+            "model": model.get("type") if model is not None else None,
+            "ip": addresses.get(mac, []),
+        })
+    memory = root.find("memory")
+    return {
+        "name": dom.name(),
+        "uuid": dom.UUIDString(),
+        "state": state,
+        "autostart": bool(dom.autostart()),
+        "persistent": bool(dom.isPersistent()),
+        "type": root.get("type"),
+        "vcpus": int(root.findtext("vcpu") or 0),
+        "memory": _bytes(memory),
+        "disks": disks,
+        "nics": nics,
+        "console": _console_file(root),
+    }
+
+
+def _bytes(node):
+    """A libvirt memory element in bytes (libvirt writes KiB unless a unit says otherwise)."""
+    if node is None or not (node.text or "").strip():
+        return None
+    factor = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
+    return int(node.text) * factor.get(node.get("unit", "KiB").lower(), 1024)
+
+
+def _console_file(root):
+    for serial in root.findall("devices/serial"):
+        source = serial.find("source")
+        if serial.get("type") == "file" and source is not None:
+            return source.get("path")
+    return None
+
+
+def vm_list(session):
+    """``{name: {state, autostart, vcpus, memory, disks, nics, ...}}`` of every VM."""
+    out = {}
+    with libvirt_errors("listing VMs"):
+        doms = session.conn.listAllDomains(0)
+    for dom in doms:
+        with contextlib.suppress(libvirt.libvirtError):
+            out[dom.name()] = _describe(session, dom, parse(dom.XMLDesc(0)))
+    return dict(sorted(out.items()))
+
+
+def vm_show(session, name):
+    """One VM: as :func:`vm_list` shows it, with its persistent definition's differences pending."""
+    dom = _domain(session, name)
+    with libvirt_errors(f"VM '{name}'"):
+        return _describe(session, dom, parse(dom.XMLDesc(0)))
+
+
+# --- the declared definition -----------------------------------------------------------
+
+
+def _resolve_disk(session, vm, index, disk, create=False):
+    """``(type, path, format)`` of a declared disk's volume."""
+    pool, volume = disk["pool"], disk["volume"]
+    where = f"{vm}:disks:{index}"
+    try:
+        entry = pools_mod.lookup_pool(session, pool)
+    except NotFound:
+        raise InvalidInput(f"{where}:pool", f"pool '{pool}' does not exist") from None
+    if not entry["active"]:
+        raise KvmError(f"{where}: pool '{pool}' is not running")
+    vols = vols_mod.volumes(session, pool)
+    if volume not in vols:
+        raise InvalidInput(f"{where}:volume", f"volume '{volume}' does not exist in pool '{pool}' (declare it under kvm:pools, or create it)")
+    from salt_kvm.xml import storage as sxml  # pylint: disable=import-outside-toplevel
+
+    model = sxml.Volume(vols[volume]["xml"])
+    path = model.path
+    kind = "block" if path and path.startswith("/dev/") else "file"
+    return kind, path, model.format or "raw"
+
+
+def _targets(disks):
+    """Target device names: virtio disks vda, vdb...; CD-ROMs sda, sdb... on SATA."""
+    counters, out = {"vd": 0, "sd": 0}, []
+    for disk in disks:
+        prefix = "sd" if disk.get("device") == "cdrom" else "vd"
+        out.append(prefix + chr(ord("a") + counters[prefix]))
+        counters[prefix] += 1
+    return out
+
+
+def _disk_element(kind, path, fmt, target, device="disk"):
+    disk = etree.Element("disk", type=kind, device=device)
+    etree.SubElement(disk, "driver", name="qemu", type=fmt)
+    etree.SubElement(disk, "source", **({"file": path} if kind == "file" else {"dev": path}))
+    etree.SubElement(disk, "target", dev=target, bus="sata" if device == "cdrom" else "virtio")
+    if device == "cdrom":
+        etree.SubElement(disk, "readonly")
+    return disk
+
+
+def _nic_element(nic):
+    kind = "bridge" if nic.get("bridge") else "network"
+    iface = etree.Element("interface", type=kind)
+    if nic.get("mac"):
+        etree.SubElement(iface, "mac", address=nic["mac"].lower())
+    etree.SubElement(iface, "source", **{kind: nic.get("bridge") or nic.get("network")})
+    etree.SubElement(iface, "model", type=nic.get("model") or "virtio")
+    return iface
+
+
+def _new_domain(name, spec):
+    root = etree.Element("domain", type=spec.get("type") or default_type())
+    etree.SubElement(root, "name").text = name
+    etree.SubElement(root, "memory", unit="KiB")
+    etree.SubElement(root, "vcpu")
+    os_el = etree.SubElement(root, "os")
+    etree.SubElement(os_el, "type", arch="x86_64").text = "hvm"
+    etree.SubElement(root, "features").append(etree.Element("acpi"))
+    for event, action in (("on_poweroff", "destroy"), ("on_reboot", "restart"), ("on_crash", "destroy")):
+        etree.SubElement(root, event).text = action
+    devices = etree.SubElement(root, "devices")
+    etree.SubElement(devices, "memballoon", model="virtio")
+    return root
+
+
+def _set_child_text(parent, tag, text, before=None, **attrs):
+    node = parent.find(tag)
+    if text is None:
+        if node is not None:
+            parent.remove(node)
+        return
+    if node is None:
+        node = etree.Element(tag)
+        anchor = parent.find(before) if before else None
+        if anchor is not None:
+            anchor.addprevious(node)
+        else:
+            parent.append(node)
+    node.text = str(text)
+    for key, value in attrs.items():
+        node.set(key, value)
+
+
+def declared(session, name, spec, current_xml=None):
+    """The declared definition: ``current_xml`` (the persistent one) edited in place,
+    or a new one. Returns the lxml root."""
+    root = parse(current_xml) if current_xml else _new_domain(name, spec)
+    kib = str(-(-int(spec["memory"]) // 1024))
+    _set_child_text(root, "memory", kib, unit="KiB")
+    _set_child_text(root, "currentMemory", kib, before="vcpu", unit="KiB")
+    _set_child_text(root, "vcpu", spec["vcpus"])
+    if spec.get("type"):
+        root.set("type", spec["type"])
+    os_el = root.find("os")
+    if spec.get("machine") and not _same_machine(os_el.find("type").get("machine"), spec["machine"]):
+        os_el.find("type").set("machine", spec["machine"])
+    boot = spec.get("boot") or {}
+    for key in ("kernel", "initrd", "cmdline"):
+        _set_child_text(os_el, key, boot.get(key))
+    if boot:
+        for node in os_el.findall("boot"):
+            os_el.remove(node)
+    elif os_el.find("boot") is None and os_el.find("kernel") is None:
+        etree.SubElement(os_el, "boot", dev="hd")
+    cpu = root.find("cpu")
+    if spec.get("cpu"):
+        if cpu is not None:
+            root.remove(cpu)
+        cpu = etree.Element("cpu")
+        if spec["cpu"] in ("host-model", "host-passthrough"):
+            cpu.set("mode", spec["cpu"])
+        else:
+            cpu.set("mode", "custom")
+            etree.SubElement(cpu, "model", fallback="allow").text = spec["cpu"]
+        root.find("os").addnext(cpu)
+    devices = root.find("devices")
+    # disks and NICs are the pillar's; the rest of <devices> is kept
+    for node in devices.findall("disk") + devices.findall("interface"):
+        devices.remove(node)
+    anchor = devices[0] if len(devices) else None
+    disks = spec.get("disks") or []
+    for index, (disk, target) in enumerate(zip(disks, _targets(disks))):
+        kind, path, fmt = _resolve_disk(session, name, index, disk)
+        element = _disk_element(kind, path, fmt, target, disk.get("device", "disk"))
+        if anchor is not None:
+            anchor.addprevious(element)
+        else:
+            devices.append(element)
+    for nic in spec.get("nics") or []:
+        element = _nic_element(nic)
+        if anchor is not None:
+            anchor.addprevious(element)
+        else:
+            devices.append(element)
+    _set_console(devices, name, (spec.get("console") or {}).get("log"))
+    return root
+
+
+def _set_console(devices, name, log_to_file):
+    for serial in devices.findall("serial"):
+        source = serial.find("source")
+        if serial.get("type") == "file" and source is not None and source.get("path") == console_path(name):
+            devices.remove(serial)
+    if log_to_file:
+        serial = etree.SubElement(devices, "serial", type="file")
+        etree.SubElement(serial, "source", path=console_path(name), append="on")
+        etree.SubElement(serial, "target", port="0")
+
+
+# --- comparing what the pillar models -----------------------------------------------------
+
+
+def _modelled(root):
+    """The parts of a definition the pillar models, as comparable values."""
+    os_el = root.find("os")
+    cpu = root.find("cpu")
+    memory = root.find("memory")
+    disks = []
+    for disk in root.findall("devices/disk"):
+        source, target = disk.find("source"), disk.find("target")
+        path = None if source is None else (source.get("file") or source.get("dev"))
+        disks.append({"path": path, "device": disk.get("device", "disk"), "target": target.get("dev") if target is not None else None})
+    nics = []
+    for iface in root.findall("devices/interface"):
+        source, mac, model = iface.find("source"), iface.find("mac"), iface.find("model")
+        nics.append({
+            "source": None if source is None else (source.get("bridge") or source.get("network")),
+            "mac": mac.get("address").lower() if mac is not None else None,
+            "model": model.get("type") if model is not None else None,
+        })
+    return {
+        "type": root.get("type"),
+        "memory": _bytes(memory),
+        "vcpus": int(root.findtext("vcpu") or 0),
+        "cpu": None if cpu is None else (cpu.get("mode") if cpu.get("mode") != "custom" else cpu.findtext("model")),
+        "machine": os_el.find("type").get("machine"),
+        "boot": {k: os_el.findtext(k) for k in ("kernel", "initrd", "cmdline") if os_el.findtext(k)},
+        "disks": disks,
+        "nics": nics,
+        "console": _console_file(root),
+    }
+
+
+#: what the pillar models; a running VM is compared on LIVE_KEYS (libvirt expands the CPU of a
+#: running VM, so a CPU change shows in the definition only)
+KEYS = ("type", "memory", "vcpus", "cpu", "machine", "boot", "disks", "nics", "console")
+LIVE_KEYS = ("memory", "vcpus", "boot", "disks", "nics", "console")
+
+
+def _same_machine(have, want):
+    """libvirt stores ``pc`` as ``pc-i440fx-7.2`` and ``q35`` as ``pc-q35-7.2``."""
+    if not want or have == want:
+        return True
+    alias = {"pc": "pc-i440fx-", "q35": "pc-q35-"}.get(want, want + "-")
+    return bool(have) and have.startswith(alias)
+
+
+def _compare(have, want, spec, keys=KEYS):
+    """``{key: {old, new}}`` of the modelled parts that differ (undeclared keys and MACs ignored)."""
+    changes = {}
+    for key in keys:
+        if key in ("type", "cpu", "machine") and not spec.get(key):
+            continue
+        if key == "machine" and _same_machine(have[key], spec["machine"]):
+            continue
+        if key == "nics":
+            declared_macs = [bool(n.get("mac")) for n in spec.get("nics") or []]
+            strip = lambda nics: [dict(n, mac=n["mac"] if i < len(declared_macs) and declared_macs[i] else None) for i, n in enumerate(nics)]  # noqa: E731
+            if strip(have["nics"]) != strip(want["nics"]):
+                changes["nics"] = {"old": have["nics"], "new": want["nics"]}
+            continue
+        if have[key] != want[key]:
+            changes[key] = {"old": have[key], "new": want[key]}
+    return changes
+
+
+def _keep_macs(root, current_root, spec):
+    """NICs declared without a MAC keep the MAC libvirt gave them (by position)."""
+    old = current_root.findall("devices/interface")
+    for index, (iface, nic) in enumerate(zip(root.findall("devices/interface"), spec.get("nics") or [])):
+        if not nic.get("mac") and index < len(old) and old[index].find("mac") is not None:
+            iface.insert(0, etree.Element("mac", address=old[index].find("mac").get("address")))
+
+
+# --- execution functions -------------------------------------------------------------------
+
+
+def vm_define(session, name, **spec):
+    """Define (or redefine in place) a VM from a pillar-style spec; its description."""
+    spec = schema.validate_args(schema.VM, name, spec, name_field=schema.OBJNAME)
+    current = None
+    with contextlib.suppress(NotFound):
+        current = _domain(session, name).XMLDesc(XML_INACTIVE)
+    root = declared(session, name, spec, current)
+    if current:
+        _keep_macs(root, parse(current), spec)
+    with libvirt_errors(f"defining VM '{name}'"):
+        dom = session.conn.defineXML(etree.tostring(root, encoding="unicode"))
+    if spec.get("autostart") is not None:
+        with libvirt_errors(f"VM '{name}'"):
+            dom.setAutostart(1 if spec["autostart"] else 0)
+    return vm_show(session, name)
+
+
+def vm_start(session, name):
+    """Start a VM (resume a paused one); True."""
+    dom = _domain(session, name)
+    with libvirt_errors(f"starting VM '{name}'"):
+        state = _state(dom)
+        if state == "paused":
+            dom.resume()
+        elif state not in ("running", "blocked"):
+            dom.create()
+    return True
+
+
+def _wait_off(dom, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if not dom.isActive():
+            return True
+        time.sleep(0.25)
+    return not dom.isActive()
+
+
+def vm_shutdown(session, name, timeout=SHUTDOWN_TIMEOUT, force=False):
+    """Shut a VM down by ACPI and wait ``timeout`` seconds; then power it off only with ``force``."""
+    timeout = schema.validate(schema.Duration(), timeout, "timeout") if isinstance(timeout, str) else timeout
+    dom = _domain(session, name)
+    with libvirt_errors(f"shutting down VM '{name}'"):
+        if not dom.isActive():
+            return True
+        dom.shutdown()
+        if _wait_off(dom, float(timeout)):
+            return True
+        if not force:
+            raise KvmError(f"VM '{name}' did not shut down within {timeout}s (its guest ignored ACPI); force=True powers it off")
+        dom.destroy()
+    return True
+
+
+def vm_stop(session, name):
+    """Power a VM off at once (like pulling the plug); True."""
+    dom = _domain(session, name)
+    with libvirt_errors(f"stopping VM '{name}'"):
+        if dom.isActive():
+            dom.destroy()
+    return True
+
+
+def vm_reboot(session, name):
+    """Ask a running VM to reboot (ACPI); True."""
+    dom = _domain(session, name)
+    with libvirt_errors(f"rebooting VM '{name}'"):
+        if not dom.isActive():
+            raise KvmError(f"VM '{name}' is not running")
+        dom.reboot(0)
+    return True
+
+
+def vm_autostart(session, name, enabled=True):
+    """Start the VM when the host boots (or not); True."""
+    schema.validate(schema.Bool(), enabled, "enabled")
+    dom = _domain(session, name)
+    with libvirt_errors(f"VM '{name}'"):
+        dom.setAutostart(1 if enabled else 0)
+    return True
+
+
+def vm_console(session, name, lines=50):
+    """The last ``lines`` lines of the VM's serial console (``console: {log: true}``)."""
+    schema.validate(schema.Int(1, 100000), lines, "lines")
+    dom = _domain(session, name)
+    path = _console_file(parse(dom.XMLDesc(0)))
+    if not path:
+        raise KvmError(f"VM '{name}' has no serial console written to a file (declare console: {{log: true}})")
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 256 * 1024))
+            text = fh.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+    except OSError as exc:
+        raise KvmError(f"cannot read {path}: {exc.strerror}") from None
+    return "\n".join(text.replace("\r", "").splitlines()[-int(lines):])
+
+
+def _purge_plan(session, name, root):
+    """``([(pool, volume)], [kept: reason])``: the VM's volumes that purging deletes, and why others stay."""
+    index = depends.scan(session)
+    delete, kept = [], []
+    for disk in root.findall("devices/disk"):
+        source = disk.find("source")
+        path = None if source is None else (source.get("file") or source.get("dev"))
+        if not path or disk.get("device") == "cdrom":
+            continue
+        pool, volume = _volume_of(session, path)
+        if pool is None:
+            kept.append(f"{path} (in no pool)")
+            continue
+        ident = depends.identity(path)
+        others = [u for u in index.used_by(ident) if u != name and not u.startswith(f"{name} (")]
+        others += [b for b in index.backing_of(ident, exclude=[path]) if b != name and not b.startswith(f"{name} (")]
+        if others:
+            kept.append(f"{pool}/{volume} (also used by {', '.join(sorted(set(others)))})")
+        else:
+            delete.append((pool, volume))
+    return delete, kept
+
+
+def vm_undefine(session, name, purge=False):
+    """Power off and undefine a VM (with its snapshot metadata); ``purge`` also deletes its
+    volumes, but never one another VM uses or another image is built on. ``{removed, deleted, kept}``."""
+    schema.validate(schema.Bool(), purge, "purge")
+    dom = _domain(session, name)
+    root = parse(dom.XMLDesc(XML_INACTIVE))
+    delete, kept = _purge_plan(session, name, root) if purge else ([], [])
+    with libvirt_errors(f"removing VM '{name}'"):
+        if dom.isActive():
+            dom.destroy()
+        dom.undefineFlags(UNDEFINE_FLAGS)
+    for pool, volume in delete:
+        vols_mod.volume_delete(session, pool, volume)
+    return {"removed": name, "deleted": [f"{p}/{v}" for p, v in delete], "kept": kept}
+
+
+# --- the states -------------------------------------------------------------------------------
+
+
+class VmResource(plan.Resource):
+    def __init__(self, session, name, spec, test=False):
+        self.session, self.name, self.spec, self.test = session, name, spec, test
+        self.what = f"VM '{name}'"
+        self.note = ""
+
+    def _check_disks(self):
+        """Every declared disk's volume exists; under ``test=True`` a missing one is only
+        noted (the pool and volume states ordered before this one may make it)."""
+        for index, disk in enumerate(self.spec.get("disks") or []):
+            try:
+                _resolve_disk(self.session, self.name, index, disk)
+            except KvmError as exc:
+                if not self.test:
+                    raise
+                self.note = f" ({exc})"
+
+    def read(self):
+        try:
+            dom = _domain(self.session, self.name)
+        except NotFound:
+            return None
+        with libvirt_errors(self.what):
+            xml = dom.XMLDesc(XML_INACTIVE)
+            return {"xml": xml, "state": _state(dom), "autostart": bool(dom.autostart()), "live": dom.XMLDesc(0) if dom.isActive() else None}
+
+    def _want_state(self):
+        return self.spec.get("state", "running")
+
+    def changes(self, current):
+        spec = self.spec
+        if current is None:
+            self._check_disks()
+            new = {k: spec[k] for k in ("type", "memory", "vcpus", "cpu", "machine", "disks", "nics", "boot", "console") if spec.get(k) is not None}
+            changes = {"vm": {"old": None, "new": new}}
+            if spec.get("autostart"):
+                changes["autostart"] = {"old": False, "new": True}
+            if self._want_state() != "stopped":
+                changes["state"] = {"old": None, "new": self._want_state()}
+            return changes
+        want = _modelled(declared(self.session, self.name, spec, current["xml"]))
+        changes = _compare(_modelled(parse(current["xml"])), want, spec)
+        running = _normal_state(current["state"]) in ("running", "paused")
+        if running and current["live"] and _compare(_modelled(parse(current["live"])), want, spec, LIVE_KEYS):
+            # the running VM differs from the declaration: only a restart applies it
+            if spec.get("restart"):
+                changes["restart"] = {"old": "running an older definition", "new": "restarted"}
+            elif changes and self._want_state() != "stopped":
+                changes["restart"] = {"old": None, "new": "pending (restart: true restarts it now)"}
+        if spec.get("autostart") is not None and current["autostart"] != spec["autostart"]:
+            changes["autostart"] = {"old": current["autostart"], "new": spec["autostart"]}
+        state = _normal_state(current["state"])
+        if state != self._want_state() and changes.get("restart", {}).get("new") != "restarted":
+            changes["state"] = {"old": state, "new": self._want_state()}
+        return changes
+
+    def apply(self, current, changes):
+        spec = self.spec
+        definition = {k for k in changes if k not in ("state", "autostart", "restart")}
+        if definition:
+            root = declared(self.session, self.name, spec, current["xml"] if current else None)
+            if current:
+                _keep_macs(root, parse(current["xml"]), spec)
+            with libvirt_errors(f"defining {self.what}"):
+                self.session.conn.defineXML(etree.tostring(root, encoding="unicode"))
+        dom = _domain(self.session, self.name)
+        with libvirt_errors(self.what):
+            if "autostart" in changes:
+                dom.setAutostart(1 if spec["autostart"] else 0)
+            if changes.get("restart", {}).get("new") == "restarted":
+                vm_shutdown(self.session, self.name, timeout=spec.get("shutdown_timeout", SHUTDOWN_TIMEOUT))
+            _to_state(dom, self._want_state())
+
+    def verify(self, after):
+        remaining = self.changes(after)
+        if remaining.get("restart", {}).get("new", "").startswith("pending"):
+            remaining = {}  # written to the definition; the restart is the operator's call
+        return remaining
+
+    def restore(self, before):
+        if before is None:
+            with contextlib.suppress(KvmError, libvirt.libvirtError):
+                dom = _domain(self.session, self.name)
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefineFlags(UNDEFINE_FLAGS)
+                return f"removed the new {self.what}"
+            return None
+        with contextlib.suppress(libvirt.libvirtError):
+            self.session.conn.defineXML(before["xml"])
+            return "the previous definition"
+        return None
+
+    def summary(self, changes, test):
+        verb = "would be" if test else "was"
+        if "vm" in changes:
+            started = " and started" if changes.get("state", {}).get("new") == "running" else ""
+            return f"{self.what} {verb} defined{started}{self.note}"
+        base = super().summary(changes, test)
+        if changes.get("restart", {}).get("new", "").startswith("pending"):
+            base += "; the change is written to its definition and takes effect when it restarts (restart: true restarts it now)"
+        return base
+
+
+def _normal_state(state):
+    return {"blocked": "running", "shutdown": "stopped", "shutoff": "stopped", "crashed": "stopped", "nostate": "stopped"}.get(state, state)
+
+
+def _to_state(dom, want):
+    state = _normal_state(STATES.get(dom.info()[0], "unknown"))
+    if want == "running":
+        if state == "paused":
+            dom.resume()
+        elif state != "running":
+            dom.create()
+    elif want == "paused":
+        if state == "stopped":
+            dom.create()
+        if _normal_state(STATES.get(dom.info()[0])) == "running":
+            dom.suspend()
+    elif want == "stopped" and state in ("running", "paused"):
+        dom.destroy()
+
+
+def vm_present(session, name, test=False, run_state=None, **kwargs):
+    """State: the VM is defined as declared, in its declared run state and autostart.
+
+    The pillar's ``state`` arrives as ``run_state``: Salt reserves the argument
+    name ``state`` (the state module of a low chunk).
+    """
+    try:
+        if run_state is not None:
+            kwargs["state"] = run_state
+        spec = schema.validate_args(schema.VM, name, kwargs, name_field=schema.OBJNAME)
+        spec.pop("absent", None)
+        spec.pop("purge", None)
+    except InvalidInput as exc:
+        return plan.state_return(name, False, comment=f"VM '{name}': {exc}")
+    return plan.ensure(name, VmResource(session, name, spec, test), test)
+
+
+def vm_absent(session, name, purge=False, test=False):
+    """State: the VM is not defined; ``purge`` also deletes its volumes that nothing else uses."""
+    try:
+        schema.validate(schema.OBJNAME, name, name)
+        schema.validate(schema.Bool(), bool(purge), f"{name}:purge")
+    except InvalidInput as exc:
+        return plan.state_return(name, False, comment=f"VM '{name}': {exc}")
+    what = f"VM '{name}'"
+    volumes = {"delete": [], "kept": []}
+
+    def exists():
+        try:
+            shown = vm_show(session, name)
+        except NotFound:
+            return None
+        if purge:
+            delete, kept = _purge_plan(session, name, parse(_domain(session, name).XMLDesc(XML_INACTIVE)))
+            volumes.update(delete=[f"{p}/{v}" for p, v in delete], kept=kept)
+        return shown
+
+    def remove(_current):
+        vm_undefine(session, name, purge=purge)
+
+    ret = plan.absent(name, what, exists, remove, test=test)
+    if ret["changes"] and ret["result"] is not False:
+        if volumes["delete"]:
+            ret["changes"]["volumes"] = {"old": volumes["delete"], "new": None}
+        if not purge:
+            ret["comment"] += "; its volumes are kept (purge: true deletes those nothing else uses)"
+        elif volumes["kept"]:
+            ret["comment"] += f"; volumes kept: {', '.join(volumes['kept'])}"
+    return ret
