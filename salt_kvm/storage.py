@@ -772,7 +772,10 @@ def pool_absent(session, name, purge=False, force=False, test=False):
         entry = pools(session).get(name)
         if entry is None:
             return None
-        return _describe(entry)
+        shown = _describe(entry)
+        if not purge:  # the storage stays: its sizes are not among what goes
+            shown = {k: v for k, v in shown.items() if k not in ("capacity", "allocation", "available")}
+        return shown
 
     def guard(current):
         if not purge or force:
@@ -803,4 +806,10 @@ def pool_absent(session, name, purge=False, force=False, test=False):
     ret = plan.absent(name, what, exists, remove, test=test, guard=guard)
     if purge and ret["changes"]:
         ret["changes"]["purged"] = {"old": None, "new": "volumes and storage deleted"}
+    if ret["changes"] and ret["result"] is not False:
+        verb = "would be" if test else "was"
+        if purge:
+            ret["comment"] = f"{what} {verb} removed with its volumes and storage"
+        else:
+            ret["comment"] = f"{what} {verb} stopped and undefined; its volumes and storage are kept (purge: True deletes them)"
     return ret

@@ -606,7 +606,7 @@ def volume_resize(session, pool, name, size, force=False):
     current = sxml.Volume(_lookup(session, pool, name)["xml"]).capacity
     if capacity < current - _tolerance(session, pool):
         if not force:
-            raise Refused(f"volume '{name}' is {units.format_size(current)}; shrinking it to {units.format_size(capacity)} loses data (force=True to shrink)")
+            raise Refused(f"volume '{name}' is {units.format_size(current)}; shrinking it to {units.format_size(capacity)} loses data (force: True to shrink)")
         _resize(session, pool, name, capacity, shrink=True)
     elif capacity > current:
         _resize(session, pool, name, capacity)
@@ -617,10 +617,10 @@ def _guard_in_use(session, pool, name, force, doing):
     path = sxml.Volume(_lookup(session, pool, name)["xml"]).path
     users = pools_mod.volume_users(session, pool, name, path)
     if users and not force:
-        raise Refused(f"volume '{name}' is used by VM {', '.join(users)}; {doing} it would lose its data (force=True to do it anyway)")
+        raise Refused(f"volume '{name}' is used by VM {', '.join(users)}; {doing} it would lose its data (force: True to do it anyway)")
     backs = backing_users(session, path)
     if backs and not force:
-        raise Refused(f"volume '{name}' is the backing file of {', '.join(backs)}; {doing} it would break them (force=True to do it anyway)")
+        raise Refused(f"volume '{name}' is the backing file of {', '.join(backs)}; {doing} it would break them (force: True to do it anyway)")
 
 
 def _wiped(path):
