@@ -420,7 +420,7 @@ def test_first_apply_of_many_volumes_loads_the_listing_once(conn):
             assert ret["result"] is True and ret["changes"], ret
         assert Counting.loads == 1
         grow = storage_volumes.volume_present(session, vols[0], pool=pname, size="2M")
-        assert grow["result"] is True and grow["changes"] == {"size": {"old": "1 MiB", "new": "2 MiB"}}, grow
+        assert grow["result"] is True and grow["changes"] == {"size": {"old": M, "new": 2 * M}}, grow
         gone = storage_volumes.volume_absent(session, vols[1], pool=pname)
         assert gone["result"] is True and gone["changes"], gone
         assert Counting.loads == 1  # (a delete looks at every pool's volumes once: one of them may back another)
