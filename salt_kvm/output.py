@@ -446,12 +446,16 @@ def _value(key, value):
     if _scalars(value):
         return ", ".join(str(v) for v in value) if value else "-"
     if isinstance(value, dict) and all(not isinstance(v, (dict, list)) for v in value.values()):
+        if key in _SIZE_PARENTS:
+            value = {k: _size(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in value.items()}
         return ", ".join(f"{k}={_text(v)}" for k, v in value.items()) if value else "-"
     return _text(value)
 
 
 #: keys shown as sizes
 units_keys = frozenset(("capacity", "allocation", "available", "size", "memory_bytes"))
+#: mappings whose whole numbers are all sizes (``kvm.host_info``'s memory)
+_SIZE_PARENTS = frozenset(("memory",))
 
 
 def detail_lines(data, color=False):
@@ -469,6 +473,10 @@ def detail_lines(data, color=False):
                 extra.append((key, _generic_table(records, color, first="name")))
             else:
                 extra.append((key, detail_lines(value, color)))
+        elif isinstance(value, dict) and len(value) > 3:
+            # a longer flat mapping (a host's cpu, memory, paths): its own block
+            sizes = key in _SIZE_PARENTS
+            extra.append((key, detail_lines({k: (_size(v) if sizes and isinstance(v, int) else v) for k, v in value.items()}, color)))
         else:
             rows.append([(str(key), "cyan"), _value(key, value)])
     lines = table(["FIELD", "VALUE"], rows, color)

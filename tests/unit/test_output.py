@@ -332,3 +332,24 @@ def test_network_list_snapshot_list_leases_and_fdb_are_tables():
 def test_a_list_function_known_by_name_keeps_the_minion_header():
     text = output.render({"hv1": POOLS}, fun="kvm.pool_list")
     assert text.splitlines()[0] == "hv1:" and _columns(text.splitlines()[1])[0] == "POOL"
+
+
+def test_a_show_with_nested_records_gets_blocks_and_the_xml_last():
+    bridge = {
+        "name": "br0",
+        "stp": False,
+        "addresses": ["192.0.2.10/24"],
+        "ports": [{"name": "eno1", "state": "forwarding", "vlans": [1, 100]}, {"name": "vnet0", "state": "forwarding", "vm": "web01", "vlans": []}],
+        "memory": {"total": 4 * GIB, "free": GIB},
+        "paths": {"a": "/a", "b": "/b", "c": "/c", "d": "/d"},
+        "xml": "<bridge/>\n",
+    }
+    lines = output.render({"hv1": bridge}, fun="kvm.bridge_show").splitlines()
+    assert _field(lines, "stp") == ["no"] and _field(lines, "addresses") == ["192.0.2.10/24"]
+    assert _field(lines, "memory") == ["total=4G, free=1G"]
+    ports = lines.index("    ports:")
+    assert _columns(lines[ports + 1]) == ["NAME", "STATE", "VLANS", "VM"]
+    assert _columns(lines[ports + 2]) == ["eno1", "forwarding", "1, 100", "-"] and _columns(lines[ports + 3]) == ["vnet0", "forwarding", "-", "web01"]
+    paths = lines.index("    paths:")
+    assert _columns(lines[paths + 2]) == ["a", "/a"]
+    assert lines[-2:] == ["    xml:", "        <bridge/>"]
