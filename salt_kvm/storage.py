@@ -811,5 +811,5 @@ def pool_absent(session, name, purge=False, force=False, test=False):
         if purge:
             ret["comment"] = f"{what} {verb} removed with its volumes and storage"
         else:
-            ret["comment"] = f"{what} {verb} stopped and undefined; its volumes and storage are kept (purge: True deletes them)"
+            ret["comment"] = f"{what} {verb} undefined; its volumes and storage are kept (purge: True deletes them)"
     return ret

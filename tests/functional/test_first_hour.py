@@ -136,7 +136,7 @@ def test_changes_show_sizes_for_people_and_json_keeps_bytes(tmp_path, made):
     code, data, err = call.run("state.apply", "kvm", "test=True")
     ret = state_results(data)[f"kvm-pool-{pool}"]
     assert ret["result"] is None, ret
-    assert ret["comment"] == f"pool '{pool}' would be stopped and undefined; its volumes and storage are kept (purge: True deletes them)"
+    assert ret["comment"] == f"pool '{pool}' would be undefined; its volumes and storage are kept (purge: True deletes them)"
     assert not {"capacity", "allocation", "available"} & set(ret["changes"]["removed"]["old"]), ret["changes"]
 
 
