@@ -7,10 +7,18 @@ This module is thin: each function validates nothing itself and calls the
 minion config or pillar through ``config.get``: ``kvm:connection:uri``
 (default ``qemu:///system``).
 
+Every function that talks to libvirt also takes ``connection``: a libvirt URI
+for this one call, instead of ``kvm:connection:uri`` (like ``virsh -c``)::
+
+    salt-call kvm.pool_list connection=qemu+ssh://root@hv2/system
+    salt-call kvm.network_dumpxml default connection=test:///default
+
 Errors are raised as ``CommandExecutionError`` with a one-line cause, or
 ``SaltInvocationError`` naming the bad argument.
 """
 
+import contextvars
+import inspect
 import logging
 
 try:
@@ -31,9 +39,13 @@ def __virtual__():
     return _glue.virtual(__virtualname__)
 
 
+#: the ``connection=`` of the call running now (None: ``kvm:connection:uri``)
+_CONNECTION = contextvars.ContextVar("salt_kvm_connection", default=None)
+
+
 def _session():
     """The connection for an ad hoc call: shared within the run, fresh listings."""
-    return _glue.session(__context__, __salt__["config.get"]).fresh()
+    return _glue.session(__context__, __salt__["config.get"], _CONNECTION.get()).fresh()
 
 
 def _call(func, *args, **kwargs):
@@ -60,47 +72,70 @@ def host_info():
     return _call(host.info, _session())
 
 
+def _kvm_pillar(pillar):
+    """``pillar`` as given, else this minion's ``kvm`` pillar (None when it has none).
+
+    Read from ``__pillar__``, not ``pillar.get``: since Salt 3008 ``pillar.get``
+    returns masked values (``'**********'``) outside a renderer. The values are
+    copied into plain dicts and lists so no error message shows a mask.
+    """
+    if pillar is None:
+        pillar = __pillar__.get("kvm")  # noqa: F821 - Salt injects __pillar__
+    return _glue.plain(pillar)
+
+
 def validate_pillar(pillar=None):
     """
     Validate the ``kvm`` pillar (this minion's, or the one given) and return it
     normalised (sizes in bytes, durations in seconds). Every error is reported
-    with its path, e.g. ``kvm:pools:default:volumes:ubuntu.qcow2:size: '20X' is not a size``.
+    with its path, one per line, e.g.
+    ``kvm:pools:default:volumes:ubuntu.qcow2:size: '20X' is not a size (...)``;
+    a bad pillar makes the call fail (exit code 1 from ``salt-call``). A minion
+    without a ``kvm`` pillar validates as empty (``{}``).
 
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' kvm.validate_pillar
+        salt-call kvm.validate_pillar pillar='{pools: {images: {type: dir, target: /srv/images}}}'
     """
     from salt_kvm import schema  # pylint: disable=import-outside-toplevel
 
-    if pillar is None:
-        pillar = __salt__["pillar.get"]("kvm", {})
-    return _call(schema.validate_pillar, pillar)
+    pillar = _kvm_pillar(pillar)
+    return _glue.check_pillar(schema.validate_pillar, {} if pillar is None else pillar)
 
 
-def render_formula(part, pillar=None, fail_state=False):
+def render_formula(part="all", pillar=None, fail_state=False):
     """
-    Render one part of the ``kvm`` formula (``bridges``, ``networks``,
-    ``storage`` or ``snapshots``) from the pillar, after validating all of it.
-    Used by ``kvm/*.sls``; handy to see what ``state.apply kvm`` would run.
+    Render the states of the ``kvm`` formula from the pillar (this minion's, or
+    the one given), after validating all of it: ``part`` is ``all`` (default:
+    every state ``state.apply kvm`` runs, in order), ``bridges``, ``networks``,
+    ``storage`` or ``snapshots``. Used by ``kvm/*.sls`` (``kvm/init.sls`` asks
+    for ``init``: the parts to include, or the one state below).
 
     fail_state
         On a bad pillar, return one failing ``kvm.pillar_invalid`` state with
-        the message instead of raising (what the SLS files use, so the run
-        shows the path of the bad value, not a traceback).
+        every error on its own line instead of raising (what the SLS files
+        use, so the run shows the paths of the bad values, not a traceback);
+        without a ``kvm`` pillar, one succeeding ``kvm.pillar_missing`` state
+        that says so.
 
     CLI Example:
 
     .. code-block:: bash
 
+        salt '*' kvm.render_formula
         salt '*' kvm.render_formula storage
     """
     from salt_kvm import formula  # pylint: disable=import-outside-toplevel
 
-    if pillar is None:
-        pillar = __salt__["pillar.get"]("kvm", {})
-    return _call(formula.render_or_fail if fail_state else formula.render, part, pillar)
+    pillar = _kvm_pillar(pillar)
+    if part == "init":
+        return _call(formula.render_init, pillar)
+    if fail_state:
+        return _call(formula.render_or_fail, part, pillar)
+    return _glue.check_pillar(formula.render, part, {} if pillar is None else pillar)
 
 
 # --- bridges (salt_kvm.bridge) ------------------------------------------------
@@ -354,6 +389,23 @@ def network_leases(name):
     """
     return _call(_network().leases, _session(), name)
 
+def network_dumpxml(name, inactive=False):
+    """
+    The raw libvirt XML of network ``name``, as ``virsh net-dumpxml`` prints it
+    (``inactive=True``: its persistent definition, not the live one). The
+    escape hatch for what ``kvm.network_show`` does not show.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.network_dumpxml default
+        salt '*' kvm.network_dumpxml lab inactive=True
+    """
+    from salt_kvm import rawxml  # pylint: disable=import-outside-toplevel
+
+    return _call(rawxml.network_dumpxml, _session(), name, inactive=inactive)
+
 # --- end libvirt networks -----------------------------------------------------
 
 # --- pools and volumes (salt_kvm.storage) -------------------------------------
@@ -504,6 +556,24 @@ def pool_delete(name, force=False):
     return _call(_storage().pool_delete, _session(), name, force=force)
 
 
+def pool_dumpxml(name, inactive=False):
+    """
+    The raw libvirt XML of pool ``name``, as ``virsh pool-dumpxml`` prints it
+    (``inactive=True``: its persistent definition). Secrets appear only as
+    their libvirt reference. The escape hatch for what ``kvm.pool_show`` does
+    not show.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.pool_dumpxml default
+    """
+    from salt_kvm import rawxml  # pylint: disable=import-outside-toplevel
+
+    return _call(rawxml.pool_dumpxml, _session(), name, inactive=inactive)
+
+
 def _volumes():
     from salt_kvm import storage_volumes  # pylint: disable=import-outside-toplevel
 
@@ -635,6 +705,22 @@ def volume_delete(pool, name, force=False):
         salt '*' kvm.volume_delete default old.qcow2
     """
     return _call(_volumes().volume_delete, _session(), pool, name, force=force)
+
+def volume_dumpxml(pool, name):
+    """
+    The raw libvirt XML of volume ``name`` of the running pool ``pool``, as
+    ``virsh vol-dumpxml`` prints it. The escape hatch for what
+    ``kvm.volume_show`` does not show.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.volume_dumpxml default web01.qcow2
+    """
+    from salt_kvm import rawxml  # pylint: disable=import-outside-toplevel
+
+    return _call(rawxml.volume_dumpxml, _session(), pool, name)
 
 
 # --- end pools and volumes ----------------------------------------------------
@@ -1017,3 +1103,52 @@ def topology(format="dot", path=None, netns=None, parts=None, names=None):  # py
 
 
 # --- end topology -------------------------------------------------------------
+
+
+# --- connection= on every function that talks to libvirt ----------------------
+
+#: functions that never open libvirt (they read the pillar only)
+_NO_CONNECTION = frozenset(("validate_pillar", "render_formula"))
+
+
+def _with_connection(func):
+    """``func`` with a keyword ``connection`` (a libvirt URI for this call only).
+
+    Salt reads a function's signature to decide which keyword arguments it
+    takes; the wrapper shows ``func``'s own plus ``connection`` (and has no
+    ``__wrapped__``, which Salt would follow back to the signature without it).
+    """
+
+    def wrapper(*args, connection=None, **kwargs):
+        if connection is None:
+            return func(*args, **kwargs)
+        from salt_kvm import conn  # pylint: disable=import-outside-toplevel
+
+        _call(conn.check_uri, connection)
+        token = _CONNECTION.set(str(connection))
+        try:
+            return func(*args, **kwargs)
+        finally:
+            _CONNECTION.reset(token)
+
+    sig = inspect.signature(func)
+    params = list(sig.parameters.values())
+    extra = inspect.Parameter("connection", inspect.Parameter.KEYWORD_ONLY, default=None)
+    at = len(params) - 1 if params and params[-1].kind == inspect.Parameter.VAR_KEYWORD else len(params)
+    params.insert(at, extra)
+    wrapper.__signature__ = sig.replace(parameters=params)
+    for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+        setattr(wrapper, attr, getattr(func, attr))
+    return wrapper
+
+
+for _name, _func in list(globals().items()):
+    if (
+        not _name.startswith("_")
+        and inspect.isfunction(_func)
+        and _func.__module__ == __name__
+        and _name not in _NO_CONNECTION
+        and "connection" not in inspect.signature(_func).parameters
+    ):
+        globals()[_name] = _with_connection(_func)
+del _name, _func

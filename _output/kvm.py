@@ -1,15 +1,20 @@
 """
 Outputter ``kvm``: tables and trees for people.
 
-``kvm.bridge_list`` prints like ``brctl show``, ``kvm.pool_list`` and
-``kvm.volume_list`` as aligned tables with binary sizes, ``kvm.snapshot_tree``
-as a tree with the current snapshot marked. Anything else goes to Salt's
-``nested`` outputter (state runs to ``highstate``). ``--out=json`` still
-gives the plain data. The work is in ``salt_kvm.output``.
+``kvm.bridge_list`` prints like ``brctl show``; ``kvm.pool_list``,
+``kvm.volume_list``, ``kvm.network_list``, ``kvm.snapshot_list``,
+``kvm.network_leases`` and ``kvm.bridge_fdb`` as aligned tables with binary
+sizes; ``kvm.snapshot_tree`` as a tree with the current snapshot marked; the
+``*_show`` functions and ``kvm.host_info`` as ``FIELD VALUE`` lines (with a
+table for each list of records); the ``*_dumpxml`` functions as the XML
+itself. Each minion's text sits under its ``minion:`` line. Anything else
+goes to Salt's ``nested`` outputter (state runs to ``highstate``).
+``--out=json`` still gives the plain data. The work is in ``salt_kvm.output``.
 
 .. code-block:: bash
 
     salt '*' kvm.pool_list --out=kvm
+    salt '*' kvm.volume_show default web01.qcow2 --out=kvm
     salt-call kvm.snapshot_tree web01 --out=kvm
 """
 

@@ -7,7 +7,14 @@ predicts them exactly under ``test=True`` (result None, nothing changed), reads
 back and verifies after applying, and never destroys data by implication
 (``force: True`` / ``purge: True`` where a change would). The work is done by
 the ``salt_kvm`` library through one state engine (``salt_kvm.plan``).
+
+Sizes in ``changes`` are written for people (``size: {old: 512 MiB, new:
+2 GiB}``); the same values in bytes are in the return's ``bytes`` key, in the
+same shape (``bytes: {size: {old: 536870912, new: 2147483648}}``), which
+``--out=json`` shows and the highstate output does not.
 """
+
+import inspect
 
 try:
     from salt_kvm import glue as _glue
@@ -48,6 +55,16 @@ def pillar_invalid(name, message):
     value's path). Fails in test mode too; changes nothing.
     """
     return {"name": name, "result": False, "changes": {}, "comment": message}
+
+
+def pillar_missing(name, message):
+    """
+    Succeed, changing nothing, with ``message``: what the ``kvm`` formula
+    renders (one state, ``kvm-pillar``) when the minion has no ``kvm`` pillar,
+    so ``state.apply kvm`` says why nothing was done (exit code 0: nothing is
+    declared, and nothing on the host is wrong).
+    """
+    return {"name": name, "result": True, "changes": {}, "comment": message}
 
 
 # --- bridges (salt_kvm.bridge) ------------------------------------------------
@@ -367,3 +384,31 @@ def snapshots_retained(name, **kwargs):
 
 
 # --- end snapshots ------------------------------------------------------------
+
+
+# --- every state's return: sizes for people, bytes kept -------------------------
+
+
+def _for_people(func):
+    """``func`` returning :func:`salt_kvm.plan.for_people` of its return.
+
+    The wrapper shows ``func``'s signature (Salt passes a state the arguments
+    its signature names) and has no ``__wrapped__`` (Salt would follow it).
+    """
+
+    def wrapper(*args, **kwargs):
+        from salt_kvm import plan  # pylint: disable=import-outside-toplevel
+
+        return plan.for_people(func(*args, **kwargs))
+
+    wrapper.__signature__ = inspect.signature(func)
+    for attr in ("__name__", "__qualname__", "__doc__", "__module__"):
+        setattr(wrapper, attr, getattr(func, attr))
+    return wrapper
+
+
+if not _IMPORT_ERROR:
+    for _name, _func in list(globals().items()):
+        if not _name.startswith("_") and inspect.isfunction(_func) and _func.__module__ == __name__:
+            globals()[_name] = _for_people(_func)
+    del _name, _func

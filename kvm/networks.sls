@@ -4,4 +4,4 @@
 
 
 def run():
-    return __salt__["kvm.render_formula"]("networks", __pillar__.get("kvm", {}), fail_state=True)
+    return __salt__["kvm.render_formula"]("networks", __pillar__.get("kvm"), fail_state=True)

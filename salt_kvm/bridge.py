@@ -408,6 +408,8 @@ def _default_routes(host, name, gateways):
 class Bridge(plan.Resource):
     """A kernel bridge as declared (the pillar keys of :data:`salt_kvm.schema.BRIDGE`)."""
 
+    presence_key = "bridge"
+
     def __init__(self, session, name, kwargs, netns=None, root=None, path=None, master=None):
         self.session = session
         #: ``(host, port)`` of the Salt master: probed when its path moves with an uplink

@@ -167,14 +167,25 @@ class Session:
             self.cache.clear()
 
 
-def session_from_context(context, uri=DEFAULT_URI):
-    """The session kept in a Salt ``__context__`` (created on first use)."""
-    session = context.get(CONTEXT_KEY)
+def session_from_context(context, uri=DEFAULT_URI, key=CONTEXT_KEY):
+    """The session kept in a Salt ``__context__`` under ``key`` (created on first use)."""
+    session = context.get(key)
     if session is None or session.uri != (uri or DEFAULT_URI):
         if session is not None:
             session.close()
-        session = context[CONTEXT_KEY] = Session(uri)
+        session = context[key] = Session(uri)
     return session
+
+
+def check_uri(uri):
+    """``uri`` if it looks like a libvirt URI (``qemu:///system``,
+    ``qemu+ssh://root@hv2/system``, ``test:///default``); else
+    :class:`~salt_kvm.errors.InvalidInput` naming ``connection``."""
+    from salt_kvm.errors import InvalidInput  # pylint: disable=import-outside-toplevel
+
+    if not isinstance(uri, str) or "://" not in uri or uri.startswith("://") or any(c.isspace() for c in uri):
+        raise InvalidInput("connection", f"{uri!r} is not a libvirt URI (like qemu:///system or qemu+ssh://root@hv2/system)")
+    return uri
 
 
 def lookup_domain(session, name):

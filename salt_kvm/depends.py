@@ -274,7 +274,7 @@ def scan(session, pools=None):
     return index
 
 
-def guard(index, ident, what, doing, force, flag="force=True", exclude_users=(), exclude_images=()):
+def guard(index, ident, what, doing, force, flag="force: True", exclude_users=(), exclude_images=()):
     """Refuse ``doing`` to ``what`` (identity ``ident``) while a VM uses it or an image builds on it."""
     if force:
         return

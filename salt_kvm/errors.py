@@ -24,7 +24,8 @@ class InvalidInput(KvmError):
         lines = [f"{p}: {m}" if p else m for p, m in self.errors]
         if len(lines) == 1:
             return lines[0]
-        return f"{len(lines)} errors: " + "; ".join(lines)
+        # one error per line: what a person scans, and what Salt's outputters indent
+        return f"{len(lines)} errors:\n" + "\n".join(lines)
 
 
 class Refused(KvmError):

@@ -136,20 +136,62 @@ _RENDER = {
 }
 
 
+ALL = "all"
+
+#: the comment of the one state ``state.apply kvm`` runs on a minion without a ``kvm`` pillar
+NO_PILLAR = (
+    "this minion has no kvm pillar, so the kvm formula has nothing to manage. "
+    "Give it one in the pillar top file (see pillar.example); "
+    "'salt-call pillar.item kvm' shows what it gets, 'salt-call kvm.validate_pillar' checks it"
+)
+
+
 def render(part, pillar):
-    """Validate the whole ``kvm`` pillar, then return the states of ``part``."""
-    if part not in _RENDER:
-        raise schema.InvalidInput("part", f"{part!r} is not one of {', '.join(PARTS)}")
+    """Validate the whole ``kvm`` pillar, then return the states of ``part``
+    (``all``: every part's states, in the order ``state.apply kvm`` runs them)."""
+    if part != ALL and part not in _RENDER:
+        raise schema.InvalidInput("part", f"{part!r} is not one of {', '.join(PARTS)}, {ALL}")
     tree = schema.validate_pillar(pillar)
+    if part == ALL:
+        out = {}
+        for name in PARTS:
+            out.update(_RENDER[name](tree))
+        return out
     return _RENDER[part](tree)
+
+
+def _invalid(sid, exc):
+    return {sid: {"kvm.pillar_invalid": [{"name": "kvm"}, {"message": str(exc)}]}}
+
+
+def _missing(sid):
+    return {sid: {"kvm.pillar_missing": [{"name": "kvm"}, {"message": NO_PILLAR}]}}
 
 
 def render_or_fail(part, pillar):
     """Like :func:`render`, but a bad pillar becomes one failed state (``kvm.pillar_invalid``)
-    whose comment is the one-line message with its path: Salt's ``#!py`` renderer
-    would otherwise show a Python traceback around it. Nothing else is rendered,
-    so nothing changes."""
+    whose comment is the message with its path (every error on its own line): Salt's
+    ``#!py`` renderer would otherwise show a Python traceback around it. Nothing
+    else is rendered, so nothing changes. No ``kvm`` pillar at all (``None`` or
+    empty) renders one succeeding ``kvm.pillar_missing`` state that says so."""
+    if pillar is None or pillar == {}:
+        return _missing(state_id("pillar", part))
     try:
         return render(part, pillar)
     except schema.InvalidInput as exc:
-        return {state_id("pillar", part): {"kvm.pillar_invalid": [{"name": "kvm"}, {"message": str(exc)}]}}
+        return _invalid(state_id("pillar", part), exc)
+
+
+def render_init(pillar):
+    """What ``kvm/init.sls`` renders: the four parts (``include``) for a valid
+    pillar; for a bad one a single failed ``kvm.pillar_invalid`` state (so one
+    typo is one failure, not one per part); for none a single succeeding
+    ``kvm.pillar_missing`` state with a hint (the run exits 0: nothing is
+    declared, nothing is wrong on the host)."""
+    if pillar is None or pillar == {}:
+        return _missing("kvm-pillar")
+    try:
+        schema.validate_pillar(pillar)
+    except schema.InvalidInput as exc:
+        return _invalid("kvm-pillar", exc)
+    return {"include": [f"kvm.{part}" for part in PARTS]}

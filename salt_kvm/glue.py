@@ -6,6 +6,7 @@ their ``config.get`` in.
 """
 
 import importlib.util
+import re
 
 from salt_kvm import conn
 from salt_kvm.errors import InvalidInput, KvmError
@@ -41,20 +42,65 @@ def virtual(virtualname):
     return virtualname
 
 
-def session(context, config_get):
-    """The run's :class:`~salt_kvm.conn.Session` (uri from ``kvm:connection:uri``)."""
+def session(context, config_get, connection=None):
+    """The run's :class:`~salt_kvm.conn.Session` (uri from ``kvm:connection:uri``).
+
+    ``connection`` (a libvirt URI, an execution function's per-call override)
+    gets a session of its own, kept beside the run's so the two do not close
+    each other's connection.
+    """
+    if connection is not None:
+        uri = conn.check_uri(connection)
+        return conn.session_from_context(context, uri, key=f"{conn.CONTEXT_KEY}@{uri}")
     uri = config_get("kvm:connection:uri", conn.DEFAULT_URI) or conn.DEFAULT_URI
     return conn.session_from_context(context, uri)
 
 
+def plain(value):
+    """``value`` with every dict and list copied into a plain ``dict``/``list``.
+
+    Salt 3008 hands pillar data over as ``MaskedDict``/``MaskedList``, whose
+    text form is ``'**********'`` outside a renderer; error messages and
+    returns must show the operator's own values.
+    """
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+def check_pillar(func, *args, **kwargs):
+    """Like :func:`call` for a function that checks the pillar: a bad pillar is
+    ``CommandExecutionError`` (every error on its own line), not
+    ``SaltInvocationError``, which would make ``salt-call`` print the
+    function's usage as if its arguments were wrong."""
+    try:
+        return call(func, *args, **kwargs)
+    except SaltInvocationError as exc:
+        raise CommandExecutionError(str(exc)) from None
+
+
+#: the library's messages name options as a state or the pillar writes them
+#: (``force: True``); an execution function takes keyword arguments (``force=True``)
+_OPTION = re.compile(r"\b(force|purge|restart|children|external|overwrite): (True|False)\b")
+
+
+def cli_message(text):
+    """A library message as an execution function's caller should read it:
+    ``set force: True`` -> ``set force=True``."""
+    return _OPTION.sub(r"\1=\2", text)
+
+
 def call(func, *args, **kwargs):
-    """Run a library function for an execution module; map errors to Salt's."""
+    """Run a library function for an execution module; map errors to Salt's
+    (messages say ``force=True``, the CLI's syntax, see :func:`cli_message`)."""
     try:
         return func(*args, **kwargs)
     except InvalidInput as exc:
-        raise SaltInvocationError(str(exc)) from None
+        raise SaltInvocationError(cli_message(str(exc))) from None
     except KvmError as exc:
-        raise CommandExecutionError(str(exc)) from None
+        raise CommandExecutionError(cli_message(str(exc))) from None
     except Exception as exc:  # pylint: disable=broad-except
         if conn.HAS_LIBVIRT and isinstance(exc, conn.libvirt.libvirtError):
             raise CommandExecutionError(conn.libvirt_message(exc)) from None

@@ -246,7 +246,7 @@ def start(session, name):
 def _guard_vms(session, name, force, action):
     vms = attached_vms(session, name)
     if vms and not force:
-        raise Refused(f"network '{name}' has running VMs attached ({', '.join(vms)}); {action} would cut their link (force=True to do it anyway)")
+        raise Refused(f"network '{name}' has running VMs attached ({', '.join(vms)}); {action} would cut their link (force: True to do it anyway)")
 
 
 def stop(session, name, force=False):

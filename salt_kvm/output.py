@@ -14,12 +14,27 @@ recognised by its shape:
   current, children}`` -> a tree drawn with ``├──`` and ``└──``, the current
   snapshot marked.
 
+When the function that ran is known (``fun``, which Salt passes on), it
+decides, and more functions get text of their own:
+
+- ``kvm.network_list``, ``kvm.snapshot_list``, ``kvm.network_leases``,
+  ``kvm.bridge_fdb``: tables, one row per network, snapshot, lease, MAC;
+- ``kvm.pool_show``, ``kvm.volume_show``, ``kvm.network_show``,
+  ``kvm.bridge_show``, ``kvm.snapshot_show``, ``kvm.host_info``: one
+  ``FIELD VALUE`` line per key (sizes in binary units, lists such as a
+  volume's ``used_by`` and ``backing_of`` joined with commas), then a table
+  for each key that holds a list of records (a bridge's ports, a network's
+  DHCP hosts) and the XML, if any, as it is;
+- ``kvm.pool_dumpxml``, ``kvm.volume_dumpxml``, ``kvm.network_dumpxml``:
+  the XML as it is.
+
 The data arrives wrapped as Salt prints it: ``{"local": data}`` from
 ``salt-call``, ``{minion_id: data}`` from the master; each minion gets a
-``minion:`` line and its text indented under it. Anything else (errors,
-state returns, other functions) goes to ``fallback``: Salt's ``nested`` or
-``highstate`` outputter in the loader module. An empty list or dict has no
-shape; the function's name (``fun``), when known, says which "nothing" it is.
+``minion:`` line and its text indented under it (never a minion id in a
+table). Anything else (errors, state returns, other functions) goes to
+``fallback``: Salt's ``nested`` or ``highstate`` outputter in the loader
+module. An empty list or dict has no shape; the function's name says which
+"nothing" it is.
 
 Pure functions: no Salt dunders, no colour unless ``color=True``.
 """
@@ -33,6 +48,17 @@ BRIDGES = "bridge_list"
 POOLS = "pool_list"
 VOLUMES = "volume_list"
 SNAPSHOTS = "snapshot_tree"
+NETWORKS = "network_list"
+SNAPSHOT_LIST = "snapshot_list"
+LEASES = "network_leases"
+FDB = "bridge_fdb"
+DETAIL = "show"
+XML = "dumpxml"
+
+#: functions shown as ``FIELD VALUE`` lines
+SHOW_FUNCTIONS = frozenset(("pool_show", "volume_show", "network_show", "bridge_show", "snapshot_show", "host_info"))
+#: functions whose return is raw XML text
+XML_FUNCTIONS = frozenset(("pool_dumpxml", "volume_dumpxml", "network_dumpxml"))
 
 _BRIDGE_KEYS = frozenset(("name", "id", "stp", "ports"))
 _POOL_KEYS = frozenset(("type", "state", "capacity", "allocation", "available", "target"))
@@ -44,6 +70,10 @@ _NOTHING = {
     POOLS: "no storage pools",
     VOLUMES: "no volumes",
     SNAPSHOTS: "no snapshots",
+    NETWORKS: "no libvirt networks",
+    SNAPSHOT_LIST: "no snapshots",
+    LEASES: "no leases",
+    FDB: "no MAC addresses",
 }
 
 #: the indent Salt's nested outputter puts under a minion's name
@@ -63,11 +93,37 @@ _RESET = "\033[0m"
 
 
 def _fun_kind(fun):
-    """``kvm.pool_list`` -> ``pool_list`` (one of ours), else None."""
+    """``kvm.pool_list`` -> ``pool_list``, ``kvm.pool_show`` -> ``show``,
+    ``kvm.pool_dumpxml`` -> ``dumpxml`` (one of ours), else None."""
     if not isinstance(fun, str) or not fun.startswith("kvm."):
         return None
     name = fun[len("kvm."):]
+    if name in SHOW_FUNCTIONS:
+        return DETAIL
+    if name in XML_FUNCTIONS:
+        return XML
     return name if name in _NOTHING else None
+
+
+def _records(data):
+    return isinstance(data, list) and all(isinstance(item, dict) for item in data)
+
+
+def fits(kind, data):
+    """Whether ``data`` is what function ``kind`` returns (an error string is not)."""
+    if kind in (BRIDGES, SNAPSHOTS):
+        return shape(data) == kind or data == []
+    if kind in (POOLS, VOLUMES):
+        return shape(data) == kind or data == {}
+    if kind == NETWORKS:
+        return isinstance(data, dict) and all(isinstance(v, dict) for v in data.values())
+    if kind in (SNAPSHOT_LIST, LEASES, FDB):
+        return _records(data)
+    if kind == DETAIL:
+        return isinstance(data, dict) and bool(data)
+    if kind == XML:
+        return isinstance(data, str) and data.lstrip().startswith("<")
+    return False
 
 
 def _is_bridge(item):
@@ -303,11 +359,154 @@ def snapshot_lines(roots, color=False):
     return table(["SNAPSHOT", "KIND", "STATE", "MEMORY", "CREATED (UTC)", ""], rows, color)
 
 
+def _text(value):
+    if value is None or value == "" or value == [] or value == {}:
+        return "-"
+    if isinstance(value, bool):
+        return _yes_no(value)
+    return str(value)
+
+
+def network_lines(networks, color=False):
+    """``kvm.network_list`` as a table: mode, bridge, active, autostart, persistent."""
+    if not networks:
+        return [_NOTHING[NETWORKS]]
+    rows = []
+    for name in sorted(networks, key=str):
+        net = networks[name]
+        active = net.get("active")
+        rows.append(
+            [
+                (name, "cyan"),
+                _text(net.get("mode")),
+                _text(net.get("bridge")),
+                (_yes_no(active), "green" if active else "red"),
+                _yes_no(net.get("autostart")),
+                _yes_no(net.get("persistent")),
+            ]
+        )
+    return table(["NETWORK", "MODE", "BRIDGE", "ACTIVE", "AUTOSTART", "PERSISTENT"], rows, color)
+
+
+def snapshot_list_lines(snapshots, color=False):
+    """``kvm.snapshot_list`` as a table, oldest first: kind, state, memory, created, parent."""
+    if not snapshots:
+        return [_NOTHING[SNAPSHOT_LIST]]
+    rows = []
+    for snap in snapshots:
+        current = bool(snap.get("current"))
+        rows.append(
+            [
+                (_text(snap.get("name")), "green" if current else "cyan"),
+                _text(snap.get("kind")),
+                _text(snap.get("state")),
+                _yes_no(snap.get("memory")),
+                _created(snap.get("created")),
+                _text(snap.get("parent")),
+                ("<- current", "green") if current else "",
+            ]
+        )
+    return table(["SNAPSHOT", "KIND", "STATE", "MEMORY", "CREATED (UTC)", "PARENT", ""], rows, color)
+
+
+def _generic_table(records, color=False, first=None):
+    """Records (dicts) as a table; columns in the order they first appear."""
+    columns = []
+    for rec in records:
+        columns.extend(key for key in rec if key not in columns)
+    if first in columns:
+        columns.remove(first)
+        columns.insert(0, first)
+    rows = [[_value(key, rec.get(key)) for key in columns] for rec in records]
+    return table([str(c).upper() for c in columns], rows, color)
+
+
+def leases_lines(leases, color=False):
+    """``kvm.network_leases`` as a table, one row per lease."""
+    if not leases:
+        return [_NOTHING[LEASES]]
+    return _generic_table(leases, color, first="mac")
+
+
+def fdb_lines(entries, color=False):
+    """``kvm.bridge_fdb`` as a table, one row per MAC."""
+    if not entries:
+        return [_NOTHING[FDB]]
+    return _generic_table(entries, color, first="mac")
+
+
+def _scalars(value):
+    return isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value)
+
+
+def _value(key, value):
+    """One cell: sizes in binary units, lists of scalars joined, a flat dict as ``k=v``."""
+    if key in units_keys and isinstance(value, int) and not isinstance(value, bool):
+        return _size(value)
+    if _scalars(value):
+        return ", ".join(str(v) for v in value) if value else "-"
+    if isinstance(value, dict) and all(not isinstance(v, (dict, list)) for v in value.values()):
+        if key in _SIZE_PARENTS:
+            value = {k: _size(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in value.items()}
+        return ", ".join(f"{k}={_text(v)}" for k, v in value.items()) if value else "-"
+    return _text(value)
+
+
+#: keys shown as sizes
+units_keys = frozenset(("capacity", "allocation", "available", "size", "memory_bytes"))
+#: mappings whose whole numbers are all sizes (``kvm.host_info``'s memory)
+_SIZE_PARENTS = frozenset(("memory",))
+
+
+def detail_lines(data, color=False):
+    """A ``*_show`` return: ``FIELD VALUE`` lines, then a table per list of
+    records, a ``key:`` block per nested mapping, the XML last, as it is."""
+    rows, extra, xml = [], [], None
+    for key, value in data.items():
+        if key == "xml" and isinstance(value, str):
+            xml = value
+        elif isinstance(value, list) and value and _records(value):
+            extra.append((key, _generic_table(value, color)))
+        elif isinstance(value, dict) and value and any(isinstance(v, (dict, list)) and v for v in value.values()):
+            if all(isinstance(v, dict) for v in value.values()):
+                records = [dict({"name": k}, **v) for k, v in value.items()]
+                extra.append((key, _generic_table(records, color, first="name")))
+            else:
+                extra.append((key, detail_lines(value, color)))
+        elif isinstance(value, dict) and len(value) > 3:
+            # a longer flat mapping (a host's cpu, memory, paths): its own block
+            sizes = key in _SIZE_PARENTS
+            extra.append((key, detail_lines({k: (_size(v) if sizes and isinstance(v, int) else v) for k, v in value.items()}, color)))
+        else:
+            rows.append([(str(key), "cyan"), _value(key, value)])
+    lines = table(["FIELD", "VALUE"], rows, color)
+    for key, block in extra:
+        lines.append("")
+        lines.append(_paint(f"{key}:", "bold", color))
+        lines.extend(INDENT + line if line else line for line in block)
+    if xml:
+        lines.append("")
+        lines.append(_paint("xml:", "bold", color))
+        lines.extend(INDENT + line if line else line for line in xml.rstrip("\n").splitlines())
+    return lines
+
+
+def xml_lines(text, color=False):  # pylint: disable=unused-argument
+    """A ``*_dumpxml`` return: the XML as libvirt wrote it."""
+    return text.rstrip("\n").splitlines()
+
+
 _RENDER = {
     BRIDGES: bridge_lines,
     POOLS: pool_lines,
     VOLUMES: volume_lines,
     SNAPSHOTS: snapshot_lines,
+    NETWORKS: network_lines,
+    SNAPSHOT_LIST: snapshot_list_lines,
+    LEASES: leases_lines,
+    FDB: fdb_lines,
+    DETAIL: detail_lines,
+    XML: xml_lines,
 }
 
 
@@ -316,26 +515,37 @@ def plain(data):
     return json.dumps(data, indent=2, sort_keys=True, default=str)
 
 
+def _block(minion, kind, ret, color):
+    body = [INDENT + line if line else line for line in _RENDER[kind](ret, color)]
+    return "\n".join([_paint(f"{minion}:", "cyan", color)] + body)
+
+
 def render(data, color=False, fun=None, fallback=None):
     """The text ``--out=kvm`` prints for ``data``.
 
-    ``data`` is a function's return, or Salt's ``{minion_id: return}``
-    (``{"local": return}`` from ``salt-call``). ``fun`` is the function that
-    ran, when known (``kvm.pool_list``). ``fallback(data)`` renders what is
-    not recognised (default: :func:`plain`).
+    ``data`` is Salt's ``{minion_id: return}`` (``{"local": return}`` from
+    ``salt-call``) or, when ``fun`` is not known, possibly a bare return.
+    ``fun`` is the function that ran, when known (``kvm.pool_list``): then
+    ``data`` is always read as ``{minion_id: return}``, and the function
+    decides the text. ``fallback(data)`` renders what is not recognised
+    (default: :func:`plain`).
     """
     fallback = fallback or plain
-    kind = shape(data, fun)
-    if kind:
-        return "\n".join(_RENDER[kind](data, color))
+    kind = _fun_kind(fun)
+    wrapped = fun is not None and isinstance(data, dict) and bool(data)
+    if wrapped and kind is not None and any(fits(kind, ret) for ret in data.values()):
+        blocks = []
+        for minion, ret in data.items():
+            blocks.append(_block(minion, kind, ret, color) if fits(kind, ret) else fallback({minion: ret}))
+        return "\n".join(blocks)
+    if not wrapped:
+        bare = shape(data, fun)
+        if bare and not (isinstance(data, dict) and any(shape(ret, fun) for ret in data.values())):
+            return "\n".join(_RENDER[bare](data, color))
     if isinstance(data, dict) and data and any(shape(ret, fun) for ret in data.values()):
         blocks = []
         for minion, ret in data.items():
-            kind = shape(ret, fun)
-            if kind is None:
-                blocks.append(fallback({minion: ret}))
-                continue
-            body = [INDENT + line if line else line for line in _RENDER[kind](ret, color)]
-            blocks.append("\n".join([_paint(f"{minion}:", "cyan", color)] + body))
+            found = shape(ret, fun)
+            blocks.append(_block(minion, found, ret, color) if found else fallback({minion: ret}))
         return "\n".join(blocks)
     return fallback(data)

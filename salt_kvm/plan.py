@@ -9,6 +9,7 @@ and returns Salt's state return dict (``name``, ``result``, ``changes``,
 
 import logging
 
+from salt_kvm import units
 from salt_kvm.errors import InvalidInput, KvmError, Refused
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,41 @@ def state_return(name, result=True, changes=None, comment=""):
     return {"name": name, "result": result, "changes": changes or {}, "comment": comment}
 
 
+#: keys whose whole numbers are sizes in bytes, wherever they sit in ``changes``
+SIZE_KEYS = frozenset(("size", "capacity", "allocation", "available", "memory"))
+
+
+def _human(value, in_size):
+    """``(value for people, the bytes it replaced or None)``."""
+    if isinstance(value, dict):
+        shown, raw = {}, {}
+        for key, item in value.items():
+            shown[key], sub = _human(item, in_size or key in SIZE_KEYS)
+            if sub is not None:
+                raw[key] = sub
+        return shown, (raw or None)
+    if in_size and isinstance(value, int) and not isinstance(value, bool):
+        return units.human_size(value), value
+    return value, None
+
+
+def for_people(ret):
+    """A state return as Salt prints it: sizes in ``changes`` written for people.
+
+    ``changes: {size: {old: 536870912, new: 2147483648}}`` becomes
+    ``changes: {size: {old: '512 MiB', new: '2 GiB'}}`` (what the highstate
+    outputter shows), and the bytes are kept, in the same shape, under the
+    return's ``bytes`` key (``--out=json`` shows both; the highstate output
+    only the readable one). A return without sizes is returned unchanged.
+    """
+    if not isinstance(ret, dict) or not isinstance(ret.get("changes"), dict):
+        return ret
+    shown, raw = _human(ret["changes"], False)
+    if raw is None:
+        return ret
+    return dict(ret, changes=shown, bytes=raw)
+
+
 class Resource:
     """What a state manages. Subclasses implement the four steps.
 
@@ -51,6 +87,13 @@ class Resource:
     """
 
     what = "object"
+    #: ``what`` names several objects (``snapshots 'auto-*' of VM 'web01'``): "are", "were"
+    plural = False
+    #: the change key that only says "it is new" (``bridge``: ``{old: None, new: name}``);
+    #: left out of the keys a creation lists
+    presence_key = None
+    #: set by :func:`ensure`: whether the object existed before this run
+    existed = True
 
     def read(self):
         """Current state as a dict of the declared keys, or ``None`` when absent."""
@@ -80,9 +123,14 @@ class Resource:
         return None
 
     def summary(self, changes, test):
-        """Comment for a run that changes something."""
+        """Comment for a run that changes something: created (with the keys
+        set), else changed (the keys changed)."""
+        verb = ("would be" if test else ("were" if self.plural else "was"))
+        if not self.existed:
+            keys = ", ".join(sorted(k for k in changes if k != self.presence_key))
+            return f"{self.what} {verb} created" + (f" ({keys})" if keys else "")
         keys = ", ".join(sorted(changes))
-        return f"{self.what} {'would be' if test else 'was'} changed ({keys})"
+        return f"{self.what} {verb} changed ({keys})"
 
 
 def ensure(name, resource, test=False):
@@ -90,6 +138,7 @@ def ensure(name, resource, test=False):
     what = resource.what
     try:
         current = resource.read()
+        resource.existed = current is not None
         changes = resource.changes(current)
     except InvalidInput as exc:
         return state_return(name, False, comment=f"{what}: {exc}")
@@ -99,7 +148,7 @@ def ensure(name, resource, test=False):
         return state_return(name, False, comment=f"{what}: {exc}")
 
     if not changes:
-        return state_return(name, True, comment=f"{what} is already as declared")
+        return state_return(name, True, comment=f"{what} {'are' if resource.plural else 'is'} already as declared")
     if test:
         return state_return(name, None, changes, resource.summary(changes, True))
 

@@ -777,7 +777,7 @@ VOLUME = Record(
     }
 )
 describe(VOLUME, {
-    "size": ("The capacity: ``512M``, ``20G``, ``1.5T`` or bytes (binary units). The volume grows to it; a smaller size fails unless ``force``. Required unless ``source`` or ``backing`` is given.", "the size of the source or backing image"),
+    "size": ("The capacity: ``512M``, ``20G``, ``1.5T`` or bytes: ``K``/``M``/``G``/``T`` and ``KiB``/``MiB``/``GiB``/``TiB`` are powers of 1024, ``KB``/``MB``/``GB``/``TB`` powers of 1000 (as in virsh). The volume grows to it; a smaller size fails unless ``force``. Required unless ``source`` or ``backing`` is given.", "the size of the source or backing image"),
     "format": ("``raw``, ``qcow2`` or ``vmdk``; never changed in place (clone the volume instead).", "qcow2 in file pools (dir, fs, netfs, gluster), raw in the others"),
     "backing": "A volume of the same pool (created first) or an absolute path: the new qcow2 volume is an overlay on it.",
     "source": "Import a local file or an http(s) URL into the volume (a password in the URL is never shown).",

@@ -411,7 +411,7 @@ def plan_create(vm, running, domain, entries, memory=True, disk_only=False, exte
             if disk.format != "qcow2":
                 raise KvmError(
                     f"internal snapshots need qcow2 disks: disk {disk.target} of VM '{vm}' is {disk.format or 'of unknown format'} "
-                    f"({disk.source}); take an external snapshot (external=True) instead; nothing was changed"
+                    f"({disk.source}); take an external snapshot (external: True) instead; nothing was changed"
                 )
             owner = _external_overlay_owner(entries, disk.source)
             if owner is not None:
@@ -666,7 +666,7 @@ def _delete_one(session, dom, vm, entry, entries, progress=None):
         if inside:
             raise Refused(
                 f"internal snapshot(s) {', '.join(repr(n) for n in sorted(inside))} are stored in the overlay {overlay} of "
-                f"external snapshot '{entry.name}'; delete them first (or use children=True)"
+                f"external snapshot '{entry.name}'; delete them first (or use children: True)"
             )
     _guard_shared_bases(session, dom, vm, entry)
     try:
@@ -1038,6 +1038,8 @@ class _Retained(Resource):
     Snapshots without the prefix are never touched; with ``older_than`` only
     snapshots at least that old are pruned.
     """
+
+    plural = True
 
     def __init__(self, session, vm, args, progress=None):
         self.session, self.vm, self.args = session, vm, args

@@ -715,7 +715,7 @@ def _pool_images(session, name, entry):
     return None
 
 
-def _guard_purge(session, name, entry, flag):
+def _guard_purge(session, name, entry):
     """Refuse to purge a pool while a VM uses one of its volumes or an image outside it builds on one."""
     images = _pool_images(session, name, entry)
     if not images:
@@ -731,10 +731,10 @@ def _guard_purge(session, name, entry, flag):
         if backs:
             busy.append(f"{vname} (the backing file of {', '.join(backs)})")
     if busy:
-        raise Refused(f"purging would delete volumes in use: {'; '.join(busy)}; {flag} to delete them anyway")
+        raise Refused(f"purging would delete volumes in use: {'; '.join(busy)}; set force: True to delete them anyway")
 
 
-def _purge(session, name, entry, force, flag="force=True"):
+def _purge(session, name, entry, force):
     pool = entry["obj"]
     with libvirt_errors(f"pool '{name}'"):
         if not pool.isActive():
@@ -743,7 +743,7 @@ def _purge(session, name, entry, force, flag="force=True"):
         vols = pool.listAllVolumes(0)
     if not force:
         invalidate(session)
-        _guard_purge(session, name, pools(session)[name], flag)
+        _guard_purge(session, name, pools(session)[name])
     ptype = sxml.Pool(entry["xml"]).type
     with libvirt_errors(f"purging pool '{name}'"):
         if ptype not in ("disk", "iscsi", "iscsi-direct"):
@@ -780,16 +780,19 @@ def pool_absent(session, name, purge=False, force=False, test=False):
         entry = pools(session).get(name)
         if entry is None:
             return None
-        return _describe(entry)
+        shown = _describe(entry)
+        if not purge:  # the storage stays: its sizes are not among what goes
+            shown = {k: v for k, v in shown.items() if k not in ("capacity", "allocation", "available")}
+        return shown
 
     def guard(current):
         if purge and not force:
-            _guard_purge(session, name, pools(session)[name], "set force: True")
+            _guard_purge(session, name, pools(session)[name])
 
     def remove(current):
         entry = pools(session)[name]
         if purge:
-            _purge(session, name, entry, force, flag="set force: True")
+            _purge(session, name, entry, force)
         else:
             pool = entry["obj"]
             with libvirt_errors(f"pool '{name}'"):
@@ -803,4 +806,10 @@ def pool_absent(session, name, purge=False, force=False, test=False):
     ret = plan.absent(name, what, exists, remove, test=test, guard=guard)
     if purge and ret["changes"]:
         ret["changes"]["purged"] = {"old": None, "new": "volumes and storage deleted"}
+    if ret["changes"] and ret["result"] is not False:
+        verb = "would be" if test else "was"
+        if purge:
+            ret["comment"] = f"{what} {verb} removed with its volumes and storage"
+        else:
+            ret["comment"] = f"{what} {verb} undefined; its volumes and storage are kept (purge: True deletes them)"
     return ret

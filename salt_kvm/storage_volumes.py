@@ -666,17 +666,17 @@ def volume_resize(session, pool, name, size, force=False):
     capacity = stored_size(_pool_type(session, pool), model.format, capacity)
     if capacity < current - _tolerance(session, pool):
         if not force:
-            raise Refused(f"volume '{name}' is {units.format_size(current)}; shrinking it to {units.format_size(capacity)} loses data (force=True to shrink)")
+            raise Refused(f"volume '{name}' is {units.format_size(current)}; shrinking it to {units.format_size(capacity)} loses data (force: True to shrink)")
         _resize(session, pool, name, capacity, shrink=True)
     elif capacity > current:
         _resize(session, pool, name, capacity)
     return volume_show(session, pool, name)
 
 
-def _guard_in_use(session, pool, name, force, doing, flag="force=True"):
+def _guard_in_use(session, pool, name, force, doing):
     """Refuse ``doing`` to a volume a VM (or a VM's snapshot) uses or another image builds on."""
     ident = identity_of(session, pool, name)
-    depends.guard(depends.scan(session), ident, f"volume '{name}'", doing, force, flag=flag, exclude_images=[ident])
+    depends.guard(depends.scan(session), ident, f"volume '{name}'", doing, force, exclude_images=[ident])
 
 
 def _wiped(path):
@@ -816,7 +816,7 @@ class VolumeResource(plan.Resource):
         if "volume" in changes or "sha256" in changes:
             if current is not None:  # an interrupted import, or a forced re-import
                 if current.get("incomplete"):
-                    _guard_in_use(self.session, self.pool, self.name, spec.get("force"), "redoing the interrupted import of", flag="force: True")
+                    _guard_in_use(self.session, self.pool, self.name, spec.get("force"), "redoing the interrupted import of")
                 _delete(self.session, self.pool, self.name, f"{self.what} to import it again")
             if spec.get("source"):
                 _import(self.session, self.pool, self.name, spec, self.progress)
@@ -912,7 +912,7 @@ def volume_absent(session, name, pool=None, force=False, test=False):
         return _info(sxml.Volume(vols[name]["xml"])) if name in vols else None
 
     def guard(current):
-        _guard_in_use(session, pool, name, force, "deleting", flag="force: True")
+        _guard_in_use(session, pool, name, force, "deleting")
 
     def remove(current):
         _delete(session, pool, name, what)

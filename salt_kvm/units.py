@@ -1,31 +1,24 @@
 """Sizes and durations, parsed in one place.
 
-Sizes use binary units as libvirt and qemu-img do (``1G`` = 1024**3 bytes);
-durations accept ``90s``, ``30m``, ``12h``, ``7d``, ``2w``.
+Sizes read units as ``virsh`` does: ``K``, ``M``, ``G``, ``T``, ``P`` and
+``KiB``, ``MiB``, ``GiB``, ``TiB``, ``PiB`` are powers of 1024 (``1G`` =
+``1GiB`` = 1024**3 bytes, what qemu-img means too); ``KB``, ``MB``, ``GB``,
+``TB``, ``PB`` are powers of 1000 (``1GB`` = 10**9 bytes); ``B`` or no unit is
+bytes. Case does not matter. Durations accept ``90s``, ``30m``, ``12h``,
+``7d``, ``2w``.
 """
 
 import math
 import re
 
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1024,
-    "kb": 1024,
-    "kib": 1024,
-    "m": 1024**2,
-    "mb": 1024**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gb": 1024**3,
-    "gib": 1024**3,
-    "t": 1024**4,
-    "tb": 1024**4,
-    "tib": 1024**4,
-    "p": 1024**5,
-    "pb": 1024**5,
-    "pib": 1024**5,
-}
+_SIZE_UNITS = {"": 1, "b": 1}
+for _power, _letter in enumerate("kmgtp", start=1):
+    _SIZE_UNITS[_letter] = _SIZE_UNITS[_letter + "ib"] = 1024**_power  # binary, as virsh
+    _SIZE_UNITS[_letter + "b"] = 1000**_power  # decimal, as virsh
+del _power, _letter
+
+#: what a size may look like, for error messages
+SIZE_HINT = "a number of bytes, or with a unit: K, M, G, T (or KiB, MiB, GiB, TiB) are powers of 1024, KB, MB, GB, TB powers of 1000, as in virsh"
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -45,8 +38,9 @@ def _shown(value):
 
 
 def parse_size(value):
-    """Return ``value`` (``512M``, ``20G``, ``1.5T``, ``10737418240``) in bytes.
+    """Return ``value`` (``512M``, ``20G``, ``1.5T``, ``10GB``, ``10737418240``) in bytes.
 
+    ``G``/``GiB`` is 1024**3, ``GB`` 1000**3 (virsh's rule; see the module).
     Raises ``ValueError`` with a message naming the value when it is not a size.
     """
     if isinstance(value, bool):
@@ -63,7 +57,7 @@ def parse_size(value):
         raise ValueError(f"{_shown(value)} is not a size")
     match = _SIZE_RE.match(value)
     if not match or match.group(2).lower() not in _SIZE_UNITS:
-        raise ValueError(f"{_shown(value)} is not a size")
+        raise ValueError(f"{_shown(value)} is not a size ({SIZE_HINT})")
     number, unit = match.groups()
     scaled = float(number) * _SIZE_UNITS[unit.lower()]
     if not math.isfinite(scaled) or scaled > MAX_SIZE:
@@ -83,6 +77,21 @@ def format_size(num_bytes):
                 return f"{num_bytes // factor}{unit}"
             return f"{num_bytes / factor:.1f}{unit}"
     return str(num_bytes)
+
+
+def human_size(num_bytes):
+    """``536870912`` -> ``'512 MiB'``, ``1610612736`` -> ``'1.5 GiB'``, ``1000`` -> ``'1000 bytes'``.
+
+    What a person reads in a state's ``changes``: binary units spelled out
+    (``MiB``, never the ambiguous ``MB``), one decimal when not exact.
+    """
+    num_bytes = int(num_bytes)
+    for unit, factor in (("PiB", 1024**5), ("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if abs(num_bytes) >= factor:
+            if num_bytes % factor == 0:
+                return f"{num_bytes // factor} {unit}"
+            return f"{num_bytes / factor:.1f} {unit}"
+    return f"{num_bytes} bytes" if num_bytes != 1 else "1 byte"
 
 
 def parse_duration(value):

@@ -7,10 +7,12 @@ of the session whatever this run made and left is swept.
 """
 
 import contextlib
+import hashlib
 import logging
 import os
 import pathlib
 import shutil
+import tempfile
 
 import pytest
 
@@ -30,7 +32,14 @@ def pytest_sessionfinish(session, exitstatus):  # pylint: disable=unused-argumen
 
 @pytest.fixture(scope="session")
 def salt_factories_config():
+    # root_dir of this checkout's own: salt-factories writes the daemons' launcher
+    # scripts (with code_dir on their sys.path) into ROOT_DIR/scripts only when
+    # they are missing, so a root shared by two checkouts (the default, the temp
+    # directory) runs the other checkout's code in every master and minion
+    root = pathlib.Path(tempfile.gettempdir()) / f"salt-factories-{REPO.name}-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
+    root.mkdir(exist_ok=True)
     return {
+        "root_dir": root,
         "code_dir": str(REPO),
         "inject_sitecustomize": False,
         "start_timeout": 120 if os.environ.get("CI") else 60,

@@ -144,3 +144,60 @@ def test_other_returns_fall_back_to_salts_outputters(call):
     assert kvm_text(call, "grains.item", "os") == call.run("grains.item", "os", out="nested")[1]
     text = kvm_text(call, "state.single", "test.nop", "name=kvt-nop")
     assert "Succeeded: 1" in text and "Failed:    0" in text
+
+
+# --- the *_show and *_dumpxml functions, and the minion header -----------------
+
+
+def field(text, name):
+    """The VALUE of ``FIELD VALUE`` line ``name``."""
+    cols = row(text, name)
+    return cols[1] if len(cols) > 1 else ""
+
+
+def test_pool_show_and_volume_show_print_fields_under_the_minion(call, conn, tiny_vm, dir_pool):
+    name, path = dir_pool
+    base = os.path.join(path, "base.qcow2")
+    sandbox.qemu_img("create", "-q", "-f", "qcow2", base, "1G")
+    sandbox.qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", os.path.join(path, "web01.qcow2"), "2G")
+    conn.storagePoolLookupByName(name).refresh(0)
+    dom, _disk = tiny_vm(disk=base)
+
+    text = kvm_text(call, "kvm.pool_show", name)
+    lines = text.splitlines()
+    assert lines[0] == "local:", "the minion header is kept"
+    assert re.split(r"\s{2,}", lines[1].strip()) == ["FIELD", "VALUE"]
+    assert not any(line.strip().startswith("local ") for line in lines[1:]), "no minion id in a table"
+    assert field(text, "name") == name and field(text, "type") == "dir" and field(text, "target") == path
+    assert SIZE.match(field(text, "capacity")) and field(text, "volumes") == "2"
+
+    text = kvm_text(call, "kvm.volume_show", name, "base.qcow2")
+    assert text.splitlines()[0] == "local:"
+    assert field(text, "capacity") == "1G" and field(text, "format") == "qcow2"
+    assert field(text, "used_by") == dom.name(), text
+    assert field(text, "backing_of") == f"{name}/web01.qcow2", text
+    data = json_data(call, "kvm.volume_show", name, "base.qcow2")
+    assert data["used_by"] == [dom.name()] and data["backing_of"] == [f"{name}/web01.qcow2"] and data["capacity"] == 1024**3
+
+    text = kvm_text(call, "kvm.volume_show", name, "web01.qcow2")
+    assert field(text, "backing") == base and field(text, "capacity") == "2G"
+
+
+def test_dumpxml_prints_libvirts_xml(call, dir_pool):
+    name, path = dir_pool
+    text = kvm_text(call, "kvm.pool_dumpxml", name)
+    lines = text.splitlines()
+    assert lines[0] == "local:" and lines[1] == "    <pool type='dir'>" and lines[-1] == "    </pool>"
+    assert f"      <name>{name}</name>" in lines and f"<path>{path}</path>" in text
+
+
+def test_network_list_prints_a_table(call, conn):
+    net = sandbox.uid("o-")
+    conn.networkDefineXML(f"<network><name>{net}</name><bridge name='{net}'/></network>")
+    try:
+        text = kvm_text(call, "kvm.network_list")
+        lines = text.splitlines()
+        assert lines[0] == "local:" and re.split(r"\s{2,}", lines[1].strip()) == ["NETWORK", "MODE", "BRIDGE", "ACTIVE", "AUTOSTART", "PERSISTENT"]
+        assert row(text, net) == [net, "isolated", net, "no", "no", "yes"]
+    finally:
+        sandbox.remove_named([net])

@@ -74,7 +74,8 @@ def test_storage_formula_applies_in_order_and_is_idempotent(kvm, kvm_state, pill
     ]
     # the pool does not exist yet: test mode predicts it and every volume, and makes nothing
     assert all(result is None for _, result, _, _ in predicted), predicted
-    assert predicted[2][2] == {"volume": {"old": None, "new": {"size": 32 * 1024**2, "format": "qcow2", "backing": "base.qcow2"}}}
+    # sizes in changes are for people (the bytes are in the return's "bytes")
+    assert predicted[2][2] == {"volume": {"old": None, "new": {"size": "32 MiB", "format": "qcow2", "backing": "base.qcow2"}}}
     assert "does not exist" in predicted[2][3] and not os.path.exists(target)
 
     applied = _run(kvm, kvm_state, tree, test=False)
@@ -93,4 +94,4 @@ def test_storage_formula_applies_in_order_and_is_idempotent(kvm, kvm_state, pill
     predicted = _run(kvm, kvm_state, tree, test=True)
     applied = _run(kvm, kvm_state, tree, test=False)
     assert [c for _, _, c, _ in predicted] == [c for _, _, c, _ in applied]
-    assert applied[2][2] == {"size": {"old": 32 * 1024**2, "new": 48 * 1024**2}}
+    assert applied[2][2] == {"size": {"old": "32 MiB", "new": "48 MiB"}}

@@ -87,7 +87,8 @@ def http_root(image):
 def test_volume_present_create_grow_and_refusals(kvm_state, kvm, pool, vname, testmode):
     pname, path = pool
     ret = kvm_state.volume_present(vname, pool=pname, size="16M", format="qcow2", test=testmode)
-    assert ret["changes"] == {"volume": {"old": None, "new": {"size": 16 * M, "format": "qcow2"}}}
+    assert ret["changes"] == {"volume": {"old": None, "new": {"size": "16 MiB", "format": "qcow2"}}}
+    assert ret["bytes"] == {"volume": {"new": {"size": 16 * M}}}, "sizes for people in changes, bytes kept"
     if testmode:
         assert ret["result"] is None and vname not in kvm.volume_list(pname)
         kvm.volume_create(pname, vname, "16M")
@@ -100,7 +101,7 @@ def test_volume_present_create_grow_and_refusals(kvm_state, kvm, pool, vname, te
     assert shown["path"] == os.path.join(path, vname) and shown["used_by"] == [] and shown["backing_chain"][0]["format"] == "qcow2"
 
     ret = kvm_state.volume_present(vname, pool=pname, size="32M", test=testmode)
-    assert ret["changes"] == {"size": {"old": 16 * M, "new": 32 * M}}
+    assert ret["changes"] == {"size": {"old": "16 MiB", "new": "32 MiB"}}
     assert _info(shown["path"])[0]["virtual-size"] == (16 if testmode else 32) * M
 
     before = _sha(shown["path"])
@@ -222,7 +223,7 @@ def test_online_grow_of_a_running_vm_disk(kvm, kvm_state, pool, vm_on, vname):
     assert kvm.volume_show(pname, vname)["used_by"] == [dom.name()]
     ret = kvm_state.volume_present(vname, pool=pname, size="48M")
     assert ret["result"] is True, ret["comment"]
-    assert ret["changes"] == {"size": {"old": 32 * M, "new": 48 * M}}
+    assert ret["changes"] == {"size": {"old": "32 MiB", "new": "48 MiB"}} and ret["bytes"] == {"size": {"old": 32 * M, "new": 48 * M}}
     assert dom.blockInfo("vda")[0] == 48 * M  # the running guest sees it
     kvm.volume_resize(pname, vname, "64M")
     assert dom.blockInfo("vda")[0] == 64 * M

@@ -82,7 +82,8 @@ def test_a_change_a_running_vm_cannot_take_is_pending_and_the_rest_is_kept(kvm_s
     ret = kvm_state.vm_present(vm_name, **spec)
     assert ret["result"] is True, ret["comment"]
     assert ret["changes"] == predicted["changes"]
-    assert ret["changes"]["memory"] == {"old": 64 * M, "new": 96 * M} and "pending" in ret["changes"]["restart"]["new"]
+    assert ret["changes"]["memory"] == {"old": "64 MiB", "new": "96 MiB"} and ret["bytes"]["memory"] == {"old": 64 * M, "new": 96 * M}
+    assert "pending" in ret["changes"]["restart"]["new"]
     assert "takes effect when it restarts" in ret["comment"]
     inactive = dom.XMLDesc(2)
     assert "hand-made" in inactive and "i6300esb" in inactive and "b.qcow2" in inactive

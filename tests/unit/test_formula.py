@@ -57,3 +57,33 @@ def test_a_bad_pillar_renders_one_failing_state_per_part_with_the_path():
         message = [item["message"] for item in body if "message" in item][0]
         assert message.startswith("kvm:snapshots:web01:keep: 'seven' is not a whole number")
     assert formula.render_or_fail("storage", PILLAR) == formula.render("storage", PILLAR)
+
+
+def test_init_renders_the_parts_or_one_state_for_a_bad_or_missing_pillar():
+    assert formula.render_init(PILLAR) == {"include": ["kvm.bridges", "kvm.networks", "kvm.storage", "kvm.snapshots"]}
+    bad = dict(PILLAR, snapshots={"web01": {"every": "1d", "keep": "seven"}}, bridges={"br0": {"stp": "maybe"}})
+    states = formula.render_init(bad)
+    assert list(states) == ["kvm-pillar"]
+    message = [item["message"] for item in states["kvm-pillar"]["kvm.pillar_invalid"] if "message" in item][0]
+    # every error on its own line, after a count
+    assert message.splitlines() == [
+        "2 errors:",
+        "kvm:bridges:br0:stp: 'maybe' is not true or false",
+        "kvm:snapshots:web01:keep: 'seven' is not a whole number",
+    ]
+    for missing in (None, {}):
+        states = formula.render_init(missing)
+        assert list(states) == ["kvm-pillar"] and "kvm.pillar_missing" in states["kvm-pillar"]
+        message = [item["message"] for item in states["kvm-pillar"]["kvm.pillar_missing"] if "message" in item][0]
+        assert message.startswith("this minion has no kvm pillar") and "pillar.example" in message
+
+
+def test_all_renders_every_part_in_order():
+    states = formula.render("all", PILLAR)
+    expected = {}
+    for part in formula.PARTS:
+        expected.update(formula.render(part, PILLAR))
+    assert list(states) == list(expected) and states == expected
+    with pytest.raises(InvalidInput) as err:
+        formula.render("everything", PILLAR)
+    assert "'everything' is not one of bridges, networks, storage, snapshots, all" in str(err.value)

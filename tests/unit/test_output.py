@@ -253,3 +253,103 @@ def test_the_documented_output_is_what_the_documented_data_renders_to():
 def test_bridge_list_names_the_vm_behind_each_tap_from_vms():
     text = "\n".join(output.bridge_lines([{"name": "br0", "id": "8000.1", "stp": False, "ports": ["eno1", "vnet0"], "vms": {"vnet0": "web01"}, "addresses": []}]))
     assert "vnet0 (web01)" in text and "eno1 (" not in text
+
+
+# --- the function decides: *_show, *_dumpxml, more lists ------------------------
+
+VOLUME_SHOW = {
+    "name": "web01.qcow2",
+    "path": "/var/lib/libvirt/images/web01.qcow2",
+    "format": "qcow2",
+    "capacity": 20 * GIB,
+    "allocation": 196 * 1024,
+    "backing": "/var/lib/libvirt/images/base.qcow2",
+    "pool": "default",
+    "backing_chain": [{"path": "/var/lib/libvirt/images/base.qcow2", "format": "qcow2"}],
+    "used_by": ["web01"],
+    "backing_of": ["default/web02.qcow2", "default/web03.qcow2"],
+}
+
+
+def _field(lines, name):
+    for line in lines:
+        cols = _columns(line)
+        if cols[0] == name:
+            return cols[1:]
+    raise AssertionError(f"no field {name} in {lines}")
+
+
+def test_a_show_is_field_value_lines_under_the_minion_never_a_table_of_minions():
+    pool = dict(POOLS["default"], name="default", volumes=3, source={})
+    text = output.render({"hv1": pool}, fun="kvm.pool_show")
+    lines = text.splitlines()
+    assert lines[0] == "hv1:" and _columns(lines[1]) == ["FIELD", "VALUE"]
+    assert all(not line.strip().startswith("hv1 ") for line in lines[1:]), "the minion id is the header, not a row"
+    assert _field(lines, "capacity") == ["100G"] and _field(lines, "available") == ["75G"] and _field(lines, "autostart") == ["yes"]
+    assert _field(lines, "source") == ["-"]
+    text = output.render({"local": VOLUME_SHOW}, fun="kvm.volume_show")
+    lines = text.splitlines()
+    assert _field(lines, "used_by") == ["web01"]
+    assert _field(lines, "backing_of") == ["default/web02.qcow2, default/web03.qcow2"]
+    assert _field(lines, "capacity") == ["20G"]
+    start = lines.index("    backing_chain:")
+    assert _columns(lines[start + 1]) == ["PATH", "FORMAT"] and _columns(lines[start + 2]) == ["/var/lib/libvirt/images/base.qcow2", "qcow2"]
+
+
+def test_a_show_with_an_error_from_one_minion_falls_back_for_that_minion():
+    text = output.render({"hv1": VOLUME_SHOW, "hv2": "ERROR: volume 'x' does not exist"}, fun="kvm.volume_show", fallback=lambda d: f"<fb {json.dumps(d)}>")
+    assert text.splitlines()[0] == "hv1:" and '<fb {"hv2": "ERROR: volume \'x\' does not exist"}>' in text
+
+
+def test_dumpxml_prints_the_xml_as_it_is():
+    xml = "<pool type='dir'>\n  <name>default</name>\n</pool>\n"
+    assert output.render({"local": xml}, fun="kvm.pool_dumpxml") == "local:\n    <pool type='dir'>\n      <name>default</name>\n    </pool>"
+
+
+def test_network_list_snapshot_list_leases_and_fdb_are_tables():
+    nets = {"default": {"mode": "nat", "bridge": "virbr0", "active": True, "autostart": True, "persistent": True}, "lab": {"mode": "isolated", "bridge": None, "active": False, "autostart": False, "persistent": True}}
+    lines = output.render({"local": nets}, fun="kvm.network_list").splitlines()
+    assert _columns(lines[1]) == ["NETWORK", "MODE", "BRIDGE", "ACTIVE", "AUTOSTART", "PERSISTENT"]
+    assert _columns(lines[2]) == ["default", "nat", "virbr0", "yes", "yes", "yes"] and _columns(lines[3]) == ["lab", "isolated", "-", "no", "no", "yes"]
+    snaps = [
+        {"name": "base", "kind": "internal", "state": "shutoff", "memory": False, "created": "2026-01-30T09:00:00Z", "parent": None, "current": False, "children": ["next"]},
+        {"name": "next", "kind": "external", "state": "running", "memory": True, "created": "2026-01-31T09:00:00Z", "parent": "base", "current": True, "children": []},
+    ]
+    lines = output.render({"local": snaps}, fun="kvm.snapshot_list").splitlines()
+    assert _columns(lines[1])[:6] == ["SNAPSHOT", "KIND", "STATE", "MEMORY", "CREATED (UTC)", "PARENT"]
+    assert _columns(lines[3]) == ["next", "external", "running", "yes", "2026-01-31 09:00:00", "base", "<- current"]
+    leases = [{"mac": "52:54:00:00:00:01", "ip": "198.51.100.10", "prefix": 24, "hostname": "web01", "expiry": 1767225600}]
+    lines = output.render({"local": leases}, fun="kvm.network_leases").splitlines()
+    assert _columns(lines[1]) == ["MAC", "IP", "PREFIX", "HOSTNAME", "EXPIRY"] and _columns(lines[2])[0] == "52:54:00:00:00:01"
+    fdb = [{"mac": "52:54:00:00:00:01", "port": "vnet0", "vlan": None, "kind": "learned", "vm": "web01"}]
+    lines = output.render({"local": fdb}, fun="kvm.bridge_fdb").splitlines()
+    assert _columns(lines[1]) == ["MAC", "PORT", "VLAN", "KIND", "VM"] and _columns(lines[2]) == ["52:54:00:00:00:01", "vnet0", "-", "learned", "web01"]
+    for fun, text in (("kvm.network_list", "no libvirt networks"), ("kvm.snapshot_list", "no snapshots"), ("kvm.network_leases", "no leases"), ("kvm.bridge_fdb", "no MAC addresses")):
+        empty = {} if fun == "kvm.network_list" else []
+        assert output.render({"local": empty}, fun=fun) == f"local:\n    {text}"
+
+
+def test_a_list_function_known_by_name_keeps_the_minion_header():
+    text = output.render({"hv1": POOLS}, fun="kvm.pool_list")
+    assert text.splitlines()[0] == "hv1:" and _columns(text.splitlines()[1])[0] == "POOL"
+
+
+def test_a_show_with_nested_records_gets_blocks_and_the_xml_last():
+    bridge = {
+        "name": "br0",
+        "stp": False,
+        "addresses": ["192.0.2.10/24"],
+        "ports": [{"name": "eno1", "state": "forwarding", "vlans": [1, 100]}, {"name": "vnet0", "state": "forwarding", "vm": "web01", "vlans": []}],
+        "memory": {"total": 4 * GIB, "free": GIB},
+        "paths": {"a": "/a", "b": "/b", "c": "/c", "d": "/d"},
+        "xml": "<bridge/>\n",
+    }
+    lines = output.render({"hv1": bridge}, fun="kvm.bridge_show").splitlines()
+    assert _field(lines, "stp") == ["no"] and _field(lines, "addresses") == ["192.0.2.10/24"]
+    assert _field(lines, "memory") == ["total=4G, free=1G"]
+    ports = lines.index("    ports:")
+    assert _columns(lines[ports + 1]) == ["NAME", "STATE", "VLANS", "VM"]
+    assert _columns(lines[ports + 2]) == ["eno1", "forwarding", "1, 100", "-"] and _columns(lines[ports + 3]) == ["vnet0", "forwarding", "-", "web01"]
+    paths = lines.index("    paths:")
+    assert _columns(lines[paths + 2]) == ["a", "/a"]
+    assert lines[-2:] == ["    xml:", "        <bridge/>"]

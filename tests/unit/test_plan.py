@@ -96,3 +96,60 @@ def test_absent_guard():
 
     ret = plan.absent("x", "thing 'x'", lambda: 1, lambda cur: None, guard=guard)
     assert ret["result"] is False and "refused: 2 VMs use it" in ret["comment"]
+
+
+# --- comments that say what happened; sizes for people ----------------------
+
+
+class Created(Box):
+    """A box that does not exist yet: ``read`` gives None until applied."""
+
+    presence_key = "box"
+
+    def __init__(self, desired):
+        super().__init__(None, desired)
+        self.made = None
+
+    def read(self):
+        return dict(self.made) if self.made is not None else None
+
+    def changes(self, current):
+        if current is None:
+            return dict({"box": {"old": None, "new": "b"}}, **plan.diff({}, self.desired))
+        return plan.diff(current, self.desired)
+
+    def apply(self, current, changes):
+        self.made = dict(self.desired)
+
+
+def test_a_new_object_was_created_not_changed():
+    assert plan.ensure("b", Created({"size": 2, "colour": "red"}), test=True)["comment"] == "box 'b' would be created (colour, size)"
+    assert plan.ensure("b", Created({"size": 2, "colour": "red"}))["comment"] == "box 'b' was created (colour, size)"
+    assert plan.ensure("b", Box({"size": 1}, {"size": 2}))["comment"] == "box 'b' was changed (size)"
+
+
+class Boxes(Box):
+    what = "boxes 'b*'"
+    plural = True
+
+
+def test_plural_objects_are_and_were():
+    assert plan.ensure("b", Boxes({"size": 1}, {"size": 1}))["comment"] == "boxes 'b*' are already as declared"
+    assert plan.ensure("b", Boxes({"size": 1}, {"size": 2}))["comment"] == "boxes 'b*' were changed (size)"
+
+
+def test_sizes_in_changes_are_for_people_and_the_bytes_are_kept():
+    ret = plan.state_return("v", True, {"size": {"old": 536870912, "new": 2147483648}, "format": {"old": "raw", "new": "qcow2"}}, "ok")
+    shown = plan.for_people(ret)
+    assert shown["changes"] == {"size": {"old": "512 MiB", "new": "2 GiB"}, "format": {"old": "raw", "new": "qcow2"}}
+    assert shown["bytes"] == {"size": {"old": 536870912, "new": 2147483648}}
+    assert ret["changes"]["size"]["new"] == 2147483648, "the input is not changed"
+    # nested descriptions (a created volume, a removed pool); booleans and other numbers stay
+    ret = plan.state_return("p", None, {"removed": {"old": {"capacity": 1024**3, "allocation": 0, "volumes": 3, "active": True}, "new": None}})
+    shown = plan.for_people(ret)
+    assert shown["changes"]["removed"]["old"] == {"capacity": "1 GiB", "allocation": "0 bytes", "volumes": 3, "active": True}
+    assert shown["bytes"] == {"removed": {"old": {"capacity": 1024**3, "allocation": 0}}}
+    # nothing to translate: the very same return, no bytes key
+    plain = plan.state_return("b", True, {"stp": {"old": False, "new": True}})
+    assert plan.for_people(plain) is plain and "bytes" not in plain
+    assert plan.for_people("not a return") == "not a return"
