@@ -60,7 +60,7 @@ def test_a_bad_pillar_renders_one_failing_state_per_part_with_the_path():
 
 
 def test_init_renders_the_parts_or_one_state_for_a_bad_or_missing_pillar():
-    assert formula.render_init(PILLAR) == {"include": ["kvm.bridges", "kvm.networks", "kvm.storage", "kvm.snapshots"]}
+    assert formula.render_init(PILLAR) == {"include": ["kvm.bridges", "kvm.networks", "kvm.storage", "kvm.vms", "kvm.snapshots"]}
     bad = dict(PILLAR, snapshots={"web01": {"every": "1d", "keep": "seven"}}, bridges={"br0": {"stp": "maybe"}})
     states = formula.render_init(bad)
     assert list(states) == ["kvm-pillar"]
@@ -86,4 +86,33 @@ def test_all_renders_every_part_in_order():
     assert list(states) == list(expected) and states == expected
     with pytest.raises(InvalidInput) as err:
         formula.render("everything", PILLAR)
-    assert "'everything' is not one of bridges, networks, storage, snapshots, all" in str(err.value)
+    assert "'everything' is not one of bridges, networks, storage, vms, snapshots, all" in str(err.value)
+
+
+def test_vms_render_after_what_they_use_and_before_their_snapshots():
+    pillar = {
+        "bridges": {"br0": {"stp": False}},
+        "pools": {"default": {"type": "dir", "target": "/srv/images", "volumes": {"web01.qcow2": {"size": "1G"}}}},
+        "vms": {
+            "web01": {"memory": "1G", "vcpus": 1, "disks": [{"pool": "default", "volume": "web01.qcow2"}], "nics": [{"bridge": "br0"}], "state": "stopped"},
+            "old01": {"memory": "1G", "vcpus": 1, "absent": True, "purge": True},
+        },
+        "snapshots": {"web01": {"every": "1d", "keep": 7}},
+    }
+    vms = formula.render("vms", pillar)
+    body = vms["kvm-vm-web01"]["kvm.vm_present"]
+    assert {"run_state": "stopped"} in body and not any("state" in item for item in body)
+    requires = [item["require"] for item in body if "require" in item][0]
+    assert {"kvm": "kvm-volume-default-web01.qcow2"} in requires and {"kvm": "kvm-bridge-br0"} in requires
+    assert vms["kvm-vm-old01"] == {"kvm.vm_absent": [{"name": "old01"}, {"purge": True}]}
+    snaps = formula.render("snapshots", pillar)["kvm-snapshots-web01"]["kvm.snapshots_retained"]
+    assert {"require": [{"kvm": "kvm-vm-web01"}]} in snaps
+
+
+def test_two_vms_cannot_share_a_mac_or_a_disk():
+    vm = {"memory": "1G", "vcpus": 1, "disks": [{"pool": "p", "volume": "v"}], "nics": [{"bridge": "br0", "mac": "52:54:00:00:00:01"}]}
+    with pytest.raises(InvalidInput) as err:
+        formula.render("vms", {"vms": {"a": vm, "b": vm}})
+    text = str(err.value)
+    assert "kvm:vms:b:nics:0: MAC 52:54:00:00:00:01 is already used by VM 'a'" in text
+    assert "kvm:vms:b:disks:0: volume p/v is already a disk of VM 'a'" in text
