@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYTEST := $(PY) -m pytest
 
-.PHONY: all host venv install test test-robust test-unit test-functional test-integration demo docs bench sweep clean
+.PHONY: all host venv install dist test test-robust test-unit test-functional test-integration demo docs docs-shots bench sweep clean
 
 all: test
 
@@ -23,6 +23,13 @@ venv: $(VENV)/.stamp
 # the installed copy is what salt-call finds through the salt.loader entry point
 install: host venv
 	@$(PIP) install -q --disable-pip-version-check --no-deps --force-reinstall . 2>&1 | grep -v -i warning || true
+
+# dist/salt_kvm-<version>.tar.gz and dist/salt_kvm-<version>-py3-none-any.whl (the wheel is
+# built from the sdist, so both carry the formula); install them on minions as README.md shows
+dist: venv
+	rm -rf dist build *.egg-info && mkdir dist
+	@$(PY) -m build --no-isolation --outdir dist . >dist/build.log 2>&1 || { cat dist/build.log; exit 1; }
+	@ls -1 dist/*.whl dist/*.tar.gz
 
 sweep: venv
 	@$(PY) -m tests.support.sandbox
