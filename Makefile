@@ -26,7 +26,10 @@ install: host venv
 
 # dist/salt_kvm-<version>.tar.gz and dist/salt_kvm-<version>-py3-none-any.whl (the wheel is
 # built from the sdist, so both carry the formula); install them on minions as README.md shows
-dist: venv
+# (no `venv` prerequisite when .venv exists: `host` would run scripts/setup-host.sh,
+# which removes every kvt- namespace and link on the machine)
+dist:
+	@test -x $(PY) || $(MAKE) venv
 	rm -rf dist build *.egg-info && mkdir dist
 	@$(PY) -m build --no-isolation --outdir dist . >dist/build.log 2>&1 || { cat dist/build.log; exit 1; }
 	@ls -1 dist/*.whl dist/*.tar.gz
@@ -53,7 +56,8 @@ test-integration: install sweep
 demo: install sweep
 	$(PY) demo/run.py
 
-docs: venv
+docs:
+	@test -x $(VENV)/bin/sphinx-build || $(MAKE) venv
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 	@echo "docs built in docs/_build/html"
 
