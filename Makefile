@@ -61,6 +61,12 @@ docs:
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 	@echo "docs built in docs/_build/html"
 
+# screenshots of the key pages in headless Chromium (Debian's chromium, installed here if missing)
+# into docs/_build/shots, failing on a page that did not render or a code block that is clipped
+docs-shots: docs
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	$(PY) scripts/docs_shots.py
+
 bench: install
 	$(PY) bench/run.py
 
