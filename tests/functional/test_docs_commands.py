@@ -19,7 +19,8 @@ The docs source says what a block needs, in comments a reader never sees
     the last YAML block above that holds a ``kvm`` key, as the page tells the
     reader to write it;
 ``docs-setup: COMMAND``
-    run before the next block (what the page assumes exists, e.g. a VM);
+    run before the next block (what the page assumes exists); ``vm NAME``
+    is a tiny running VM called NAME (64 MiB, no OS), anything else a shell command;
 ``docs-exit: N``
     the commands of the next block exit with N (a documented failure).
 
@@ -266,6 +267,9 @@ def test_the_commands_of_a_page_run_as_written(page, host):
             marked.append(f"{page}:{block.line}: {block.not_run}")
             continue
         for command in block.setup:
+            if command.startswith("vm "):
+                host.make_vm(command.split()[1])
+                continue
             proc = host.sh(command)
             if proc.returncode != 0:
                 problems.append(f"{page}:{block.line}: set-up `{command}` -> {proc.returncode}\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")

@@ -48,7 +48,13 @@ BINDS = {
     "cache-salt": "/var/cache/salt",
     "log-salt": "/var/log/salt",
     "run-salt": "/run/salt",
+    # where bridge persistence (persist: auto) writes: private copies, never the machine's own
+    "etc-network": "/etc/network",
+    "etc-systemd-network": "/etc/systemd/network",
+    "etc-networkmanager": "/etc/NetworkManager",
 }
+#: private directories that start as copies of the machine's
+COPIED = {"etc-network": "/etc/network", "etc-systemd-network": "/etc/systemd/network", "etc-networkmanager": "/etc/NetworkManager"}
 #: private files: name resolution answers at once (no DNS server is reachable from the namespace,
 #: and Salt's grains look the host name up, 10 s per lookup that times out)
 FILE_BINDS = {"hosts": "/etc/hosts", "resolv.conf": "/etc/resolv.conf"}
@@ -74,6 +80,8 @@ class DocsHost:
         self.lan.add_nic("eno2")
         self.lan.add_nic("eno3")
         for name in BINDS:
+            if name in COPIED and os.path.isdir(COPIED[name]):
+                shutil.copytree(COPIED[name], self.root / name, symlinks=True, dirs_exist_ok=True)
             (self.root / name).mkdir(parents=True, exist_ok=True)
         self._libvirt_config()
         (self.root / "lib-libvirt" / "images").mkdir(exist_ok=True)
@@ -168,6 +176,13 @@ class DocsHost:
         self.write(f"/srv/pillar/{name}.sls", sls_text)
         self.write("/srv/pillar/top.sls", yaml.safe_dump({"base": {MINION_ID: [name]}}))
         self.must(f"{VENV_BIN}/salt-call saltutil.refresh_pillar")
+
+    def make_vm(self, name):
+        """A tiny running VM ``name`` (64 MiB, no OS) with its disk in /var/lib/libvirt/images."""
+        disk = f"/var/lib/libvirt/images/{name}.qcow2"
+        self.write(f"/srv/{name}.xml", sandbox.tiny_vm_xml(name, disk))
+        self.must(f"qemu-img create -q -f qcow2 {disk} 64M && virsh -q -c qemu:///system define /srv/{name}.xml >/dev/null "
+                  f"&& virsh -q -c qemu:///system start {name} >/dev/null && rm /srv/{name}.xml")
 
     def reset(self):
         """Back to a fresh host before a page: no VMs, pools, volumes, networks (but
