@@ -197,7 +197,7 @@ class DocsHost:
             f"{virsh} pool-undefine $p >/dev/null; done; "
             "for b in $(ip -o link show type bridge | awk -F': ' '{print $2}'); do ip link del $b; done; "
             "ip addr flush dev eno1 && ip addr add 192.0.2.10/24 dev eno1 && ip route replace default via 192.0.2.1; "
-            "rm -rf /srv/kvm /var/lib/libvirt/images/*; true"
+            "rm -rf /srv/kvm /var/lib/libvirt/images/*; mkdir -p /var/lib/libvirt/images; true"
         )
         self.write("/srv/pillar/top.sls", "base: {}\n")
 
