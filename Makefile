@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYTEST := $(PY) -m pytest
 
-.PHONY: all host venv install test test-robust test-unit test-functional test-integration demo docs bench sweep clean
+.PHONY: all host venv install dist test test-robust test-unit test-functional test-integration demo docs docs-shots bench sweep clean
 
 all: test
 
@@ -23,6 +23,16 @@ venv: $(VENV)/.stamp
 # the installed copy is what salt-call finds through the salt.loader entry point
 install: host venv
 	@$(PIP) install -q --disable-pip-version-check --no-deps --force-reinstall . 2>&1 | grep -v -i warning || true
+
+# dist/salt_kvm-<version>.tar.gz and dist/salt_kvm-<version>-py3-none-any.whl (the wheel is
+# built from the sdist, so both carry the formula); install them on minions as README.md shows
+# (no `venv` prerequisite when .venv exists: `host` would run scripts/setup-host.sh,
+# which removes every kvt- namespace and link on the machine)
+dist:
+	@test -x $(PY) || $(MAKE) venv
+	rm -rf dist build *.egg-info && mkdir dist
+	@$(PY) -m build --no-isolation --outdir dist . >dist/build.log 2>&1 || { cat dist/build.log; exit 1; }
+	@ls -1 dist/*.whl dist/*.tar.gz
 
 sweep: venv
 	@$(PY) -m tests.support.sandbox
@@ -46,9 +56,16 @@ test-integration: install sweep
 demo: install sweep
 	$(PY) demo/run.py
 
-docs: venv
+docs:
+	@test -x $(VENV)/bin/sphinx-build || $(MAKE) venv
 	$(VENV)/bin/sphinx-build -W --keep-going -q -b html docs docs/_build/html
 	@echo "docs built in docs/_build/html"
+
+# screenshots of the key pages in headless Chromium (Debian's chromium, installed here if missing)
+# into docs/_build/shots, failing on a page that did not render or a code block that is clipped
+docs-shots: docs
+	@command -v chromium >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	$(PY) scripts/docs_shots.py
 
 bench: install
 	$(PY) bench/run.py

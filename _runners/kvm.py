@@ -13,12 +13,14 @@ in ``salt_kvm.fleet``.
     salt-run kvm.report 'G@kvm:hypervisor:kvm' tgt_type=compound --out=json
     salt-run kvm.snapshot tgt='*' vms='web-*' name=pre-upgrade
     salt-run kvm.revert tgt='*' vms='web-*' name=pre-upgrade batch=25%
+    salt-run kvm.formula_root                 # the file_roots entry for the kvm formula
 """
 
 import logging
 
 try:
     from salt_kvm import fleet as _fleet
+    from salt_kvm import loader as _loader
 
     _IMPORT_ERROR = None
 except ImportError as _exc:  # pragma: no cover - shown by __virtual__
@@ -33,6 +35,28 @@ def __virtual__():
     if _IMPORT_ERROR:
         return False, f"kvm runner: the salt_kvm library is missing ({_IMPORT_ERROR}); install salt-kvm with pip"
     return __virtualname__
+
+
+def formula_root():
+    """
+    The directory to add to the master's ``file_roots`` so that
+    ``state.apply kvm`` finds the ``kvm`` formula that comes with the installed
+    package (``<site-packages>/salt_kvm/file_root``, holding ``kvm/*.sls``).
+    Install the package on the master for it (``salt-pip install --no-deps``
+    of the wheel is enough: the runner needs no libvirt).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run kvm.formula_root
+    """
+    path = _loader.formula_root()
+    if path is None:
+        from salt.exceptions import CommandExecutionError  # pylint: disable=import-outside-toplevel
+
+        raise CommandExecutionError("the kvm formula is not in this salt-kvm installation (no kvm/init.sls beside salt_kvm)")
+    return path
 
 
 def _client():

@@ -29,9 +29,14 @@ project = "salt-kvm"
 author = "salt-kvm developers"
 copyright = "2026, salt-kvm developers"  # pylint: disable=redefined-builtin
 release = "0.1.0"
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.viewcode", "kvm_pillar_reference"]
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.viewcode", "kvm_pillar_reference", "kvm_reference_names"]
 autodoc_default_options = {"members": True, "undoc-members": False}
 autodoc_member_order = "bysource"
 exclude_patterns = ["_build"]
-html_theme = "alabaster"
-suppress_warnings = ["autodoc.import_object"]
+# furo: a wide content column, so salt command lines and state output fit
+html_theme = "furo"
+html_title = "salt-kvm"
+html_static_path = ["_static"]
+html_css_files = ["kvm.css"]
+# the table of contents shows functions as "kvm.host_info", as the entries do
+toc_object_entries_show_parents = "hide"

@@ -36,3 +36,18 @@ def get_loader_dirs():
                 dirs[kind] = [path]
                 break
     return dirs
+
+
+def formula_root():
+    """The Salt file root that holds the ``kvm`` formula (``kvm/init.sls``).
+
+    In an installed wheel or sdist that is ``<site-packages>/salt_kvm/file_root``
+    (the formula ships as package data); imported from a checkout it is the
+    checkout itself, which is a file root as it stands. ``None`` if neither
+    holds the formula.
+    """
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in (os.path.join(here, "file_root"), os.path.dirname(here)):
+        if os.path.isfile(os.path.join(path, "kvm", "init.sls")):
+            return path
+    return None
