@@ -130,18 +130,19 @@ def _mark(session, pool, name):
     return journal.volume_key(_pool_model(session, pool).uuid, name)
 
 
-#: image formats whose virtual size is a whole number of 512-byte sectors (qemu rounds up)
+#: image formats libvirt creates with qemu-img (sizes in whole KiB)
 SECTOR_FORMATS = ("qcow2", "vmdk", "qed", "vdi", "vpc", "vhdx")
 
 
 def stored_size(ptype, fmt, size):
-    """``size`` as the pool will store it: file images in a sector format are rounded
-    up to 512 bytes (qemu-img's rule: ``size: 1.1G`` of a qcow2 is 1181116416 bytes);
-    LVs, partitions and RBD images round up further, which :data:`ROUNDING` tolerates."""
+    """``size`` as the pool will store it: file images in an image format are rounded
+    up to a whole KiB (libvirt hands qemu-img the size in KiB: ``size: 1.1G`` of a qcow2
+    is 1181116416 bytes, ``3.3M`` is 3461120); LVs, partitions and RBD images round up
+    further, which :data:`ROUNDING` tolerates. Raw files keep the exact size."""
     if size is None:
         return None
     if ptype in FILE_POOLS and (fmt or "qcow2") in SECTOR_FORMATS:
-        return -(-int(size) // 512) * 512
+        return -(-int(size) // 1024) * 1024
     return int(size)
 
 

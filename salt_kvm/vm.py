@@ -32,7 +32,7 @@ from lxml import etree
 from salt_kvm import depends, plan, schema
 from salt_kvm import storage as pools_mod
 from salt_kvm import storage_volumes as vols_mod
-from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message
+from salt_kvm.conn import libvirt, libvirt_errors, lookup_domain
 from salt_kvm.errors import InvalidInput, KvmError, NotFound
 from salt_kvm.xml.base import parse
 
@@ -60,12 +60,7 @@ def default_type():
 
 def _domain(session, name):
     schema.validate(schema.OBJNAME, name, "name")
-    try:
-        return session.conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            raise NotFound(f"VM '{name}' does not exist on {session.uri}") from None
-        raise KvmError(f"VM '{name}': {libvirt_message(exc)}") from None
+    return lookup_domain(session, name)
 
 
 def _state(dom):

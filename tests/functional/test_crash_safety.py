@@ -163,7 +163,7 @@ def test_a_wipe_killed_midway_is_reported_until_it_is_done(call, dir_pool, kvm):
         assert all(not any(chunk) for chunk in iter(lambda: fh.read(M), b""))
 
 
-@pytest.mark.parametrize("size", ["1.1G", "1000", "1M", "3.3M"])
+@pytest.mark.parametrize("size", ["1.1G", "1000", "1M", "3.3M", "1.0001G", "513"])
 def test_every_valid_qcow2_size_converges_in_one_run(kvm_state, dir_pool, size):
     pname, _ = dir_pool
     predicted = kvm_state.volume_present("v.qcow2", pool=pname, size=size, format="qcow2", test=True)
@@ -226,3 +226,14 @@ def test_a_live_merge_killed_midway_is_resumed_by_the_next_delete(call, tiny_vm,
     dom.destroy()
     ok, text = reads(disk, {0: 5, M: 6, 200 * M: 6, 384 * M: 6})
     assert ok, text
+
+
+def test_a_grow_to_an_odd_size_converges_in_one_run(kvm_state, dir_pool):
+    pname, _ = dir_pool
+    assert kvm_state.volume_present("g.qcow2", pool=pname, size="1M")["result"] is True
+    for size in ("3.3M", "5.0001M"):
+        predicted = kvm_state.volume_present("g.qcow2", pool=pname, size=size, test=True)
+        ret = kvm_state.volume_present("g.qcow2", pool=pname, size=size)
+        assert ret["result"] is True and ret["changes"] == predicted["changes"] and "size" in ret["changes"], ret
+        again = kvm_state.volume_present("g.qcow2", pool=pname, size=size)
+        assert again["result"] is True and again["changes"] == {}, again
