@@ -569,14 +569,35 @@ def disk(directory, name="disk.qcow2", size="64M", fmt="qcow2"):
     return path
 
 
-def read_sector(path, sector, fmt="qcow2"):
-    """The text in one sector of an image as the counter wrote it (``qemu-io -r -U``)."""
+def read_sectors(path, first=0, count=1, fmt="qcow2"):
+    """The text in ``count`` sectors of an image from ``first`` on, as the counter wrote them (``qemu-io -r -U``)."""
     out = subprocess.run(
-        ["qemu-io", "-r", "-U", "-f", fmt, "-c", f"read -v {sector * 512} 512", path], capture_output=True, text=True, check=True, timeout=60
+        ["qemu-io", "-r", "-U", "-f", fmt, "-c", f"read -v {first * 512} {count * 512}", path],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
     ).stdout
     data = bytearray()
     for line in out.splitlines():
         m = re.match(r"^[0-9a-f]{8}:\s+((?:[0-9a-f]{2}\s){1,16})", line)
         if m:
             data += bytes.fromhex(m.group(1).replace(" ", ""))
-    return data.replace(b"\0", b"").decode(errors="replace").strip()
+    assert len(data) == count * 512, out[-500:]
+    return [bytes(data[i : i + 512]).replace(b"\0", b"").decode(errors="replace").strip() for i in range(0, len(data), 512)]
+
+
+def read_sector(path, sector, fmt="qcow2"):
+    """The text in one sector of an image."""
+    return read_sectors(path, sector, 1, fmt)[0]
+
+
+def check_counter_image(path, acknowledged, fmt="qcow2"):
+    """Which of the ``acknowledged`` counter values the image (of a stopped guest) lost: a value
+    N lives in sector 0 (the newest) and in slot ``1 + N % 256`` until N + 256 overwrites it."""
+    sectors = read_sectors(path, 0, 257, fmt)
+    newest = int(sectors[0] or 0)
+    lost = [n for n in acknowledged[-256:] if not (sectors[1 + n % 256].isdigit() and int(sectors[1 + n % 256]) >= n and int(sectors[1 + n % 256]) % 256 == n % 256)]
+    if acknowledged and newest < acknowledged[-1]:
+        lost.append(f"sector 0 holds {newest}, the last acknowledged write was {acknowledged[-1]}")
+    return lost
