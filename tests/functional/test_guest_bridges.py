@@ -7,8 +7,6 @@ the gateway five times a second and prints each reply (``seq=N``) on its
 console, so a lost tap or a cut shows as missing sequence numbers.
 """
 
-import contextlib
-import ipaddress
 import signal
 import subprocess
 import time
@@ -21,70 +19,12 @@ from tests.support import sandbox
 SPEC = {"stp": False, "forward_delay": 0}
 
 
-def _used_subnets(conn):
-    from salt_kvm.network import _host_routes  # pylint: disable=import-outside-toplevel
-    from salt_kvm.xml.network import Network  # pylint: disable=import-outside-toplevel
-
-    used = [net for _iface, net in _host_routes()]
-    for net in conn.listAllNetworks(0):
-        with contextlib.suppress(Exception):
-            for item in Network(net.XMLDesc(0)).ips():
-                if item.interface:
-                    used.append(ipaddress.ip_interface(item.interface).network)
-    return used
-
-
-def free_subnet(conn, prefixlen=28):
-    """A subnet of the root namespace's documentation range that no route or libvirt network uses."""
-    used = _used_subnets(conn)
-    for cand in reversed(list(ipaddress.ip_network(sandbox.ROOT_NS_RANGE).subnets(new_prefix=prefixlen))):
-        if not any(cand.overlaps(u) for u in used):
-            return cand
-    pytest.skip("no documentation subnet is free in the root namespace")
-    return None
-
-
-class RootLan:
-    """A ``kvt-`` uplink veth in the root namespace whose peer ``lan0`` sits in a LAN namespace
-    holding ``gateway``; the guest's bridge is in the root namespace (where libvirtd puts taps)."""
-
-    def __init__(self, net):
-        self.net = net
-        self.uplink = sandbox.uid("up-")
-        self.ns = sandbox.uid("lan-")
-        self.bridge = sandbox.uid("gb-")
-        self.gateway = str(net[1])
-        self.host = f"{net[2]}/{net.prefixlen}"
-        self.guest = f"{net[3]}/{net.prefixlen}"
-
-    def create(self):
-        from pyroute2 import IPRoute, NetNS, netns  # pylint: disable=import-outside-toplevel
-
-        netns.create(self.ns)
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=self.uplink, kind="veth", peer={"ifname": "lan0", "net_ns_fd": self.ns})
-            ipr.link("set", index=ipr.link_lookup(ifname=self.uplink)[0], state="up")
-        with NetNS(self.ns) as lan:
-            lan.link("set", index=lan.link_lookup(ifname="lo")[0], state="up")
-            idx = lan.link_lookup(ifname="lan0")[0]
-            lan.addr("add", index=idx, address=self.gateway, prefixlen=self.net.prefixlen)
-            lan.link("set", index=idx, state="up")
-        return self
-
-    def remove(self):
-        from pyroute2 import IPRoute, netns  # pylint: disable=import-outside-toplevel
-
-        with IPRoute() as ipr:
-            for name in (self.bridge, self.uplink):
-                with contextlib.suppress(Exception):
-                    ipr.link("del", index=ipr.link_lookup(ifname=name)[0])
-        with contextlib.suppress(Exception):
-            netns.remove(self.ns)
-
-
 @pytest.fixture
 def root_lan(conn):
-    lan = RootLan(free_subnet(conn)).create()
+    net = guestlib.free_subnet(conn)
+    if net is None:
+        pytest.skip("no documentation subnet is free in the root namespace")
+    lan = guestlib.RootLan(net).create()
     try:
         yield lan
     finally:

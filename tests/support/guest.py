@@ -34,6 +34,7 @@ see :func:`domain_type`, which probes once and caches the answer.
 import contextlib
 import gzip
 import hashlib
+import ipaddress
 import io
 import json
 import lzma
@@ -58,7 +59,7 @@ WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net")
 MEMORY_MIB = 192
 #: a line on the console that this module's init writes
 LINE = re.compile(r"^KVT (.*)$")
-PING_REPLY = re.compile(r"bytes from [0-9.]+: seq=(\d+)")
+PING_REPLY = re.compile(r"bytes from ([0-9.]+): seq=(\d+)")
 INTERVAL = 0.2  # seconds between pings and counter ticks
 
 INIT = r"""#!/bin/sh
@@ -115,7 +116,7 @@ w_scan() {
 w_stamp() { wait_disk && wsec 0 "$1" && sync && say stamped "$1"; }
 w_dhcp() {
     ip link set eth0 up
-    if udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 30 -T 1 >/dev/null 2>&1; then
+    if udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 30 -T 1 >/dev/ttyS0 2>&1; then
         router=$(cat /tmp/router)
         say lease $(cat /tmp/lease) router $router
         w_ping $router
@@ -477,14 +478,14 @@ class Guest:
         """The last counter value once ``n`` ticks were seen after ``since``."""
         return self.wait(lambda lines: [int(l.split()[1]) for l in lines if l.startswith("counter ")][n - 1 :] and self.counters(since)[-1], timeout=timeout, since=since, what=f"{n} counter ticks")
 
-    def ping_seqs(self, since=0):
-        """Sequence numbers of the ping replies the guest got after byte ``since``."""
-        return [int(m.group(1)) for m in PING_REPLY.finditer(self.text(since))]
+    def ping_seqs(self, since=0, source=None):
+        """Sequence numbers of the ping replies (from ``source``, or any) the guest got after byte ``since``."""
+        return [int(m.group(2)) for m in PING_REPLY.finditer(self.text(since)) if source in (None, m.group(1))]
 
-    def wait_replies(self, n=3, since=0, timeout=60):
+    def wait_replies(self, n=3, since=0, timeout=60, source=None):
         end = time.monotonic() + timeout
         while time.monotonic() < end:
-            seqs = self.ping_seqs(since)
+            seqs = self.ping_seqs(since, source)
             if len(seqs) >= n:
                 return seqs
             time.sleep(0.1)
@@ -497,6 +498,69 @@ def longest_gap(seqs, interval=INTERVAL):
     seqs = sorted(set(seqs))
     lost = max((b - a - 1 for a, b in zip(seqs, seqs[1:])), default=0)
     return lost * interval
+
+
+# --- networks in the root namespace (where libvirtd puts VM taps) ----------
+
+
+def _used_subnets(conn):
+    from salt_kvm.network import _host_routes  # pylint: disable=import-outside-toplevel
+    from salt_kvm.xml.network import Network  # pylint: disable=import-outside-toplevel
+
+    used = [net for _iface, net in _host_routes()]
+    for net in conn.listAllNetworks(0):
+        with contextlib.suppress(Exception):
+            for item in Network(net.XMLDesc(0)).ips():
+                if item.interface:
+                    used.append(ipaddress.ip_interface(item.interface).network)
+    return used
+
+
+def free_subnet(conn, prefixlen=28, taken=()):
+    """A subnet of the root namespace's documentation range that no route or libvirt network uses (or None)."""
+    used = _used_subnets(conn) + list(taken)
+    for cand in reversed(list(ipaddress.ip_network(sandbox.ROOT_NS_RANGE).subnets(new_prefix=prefixlen))):
+        if not any(cand.overlaps(u) for u in used):
+            return cand
+    return None
+
+
+class RootLan:
+    """A ``kvt-`` uplink veth in the root namespace whose peer ``lan0`` sits in a LAN namespace
+    holding ``gateway``; the guest's bridge is in the root namespace (where libvirtd puts taps)."""
+
+    def __init__(self, net):
+        self.net = net
+        self.uplink = sandbox.uid("up-")
+        self.ns = sandbox.uid("lan-")
+        self.bridge = sandbox.uid("gb-")
+        self.gateway = str(net[1])
+        self.host = f"{net[2]}/{net.prefixlen}"
+        self.guest = f"{net[3]}/{net.prefixlen}"
+
+    def create(self):
+        from pyroute2 import IPRoute, NetNS, netns  # pylint: disable=import-outside-toplevel
+
+        netns.create(self.ns)
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=self.uplink, kind="veth", peer={"ifname": "lan0", "net_ns_fd": self.ns})
+            ipr.link("set", index=ipr.link_lookup(ifname=self.uplink)[0], state="up")
+        with NetNS(self.ns) as lan:
+            lan.link("set", index=lan.link_lookup(ifname="lo")[0], state="up")
+            idx = lan.link_lookup(ifname="lan0")[0]
+            lan.addr("add", index=idx, address=self.gateway, prefixlen=self.net.prefixlen)
+            lan.link("set", index=idx, state="up")
+        return self
+
+    def remove(self):
+        from pyroute2 import IPRoute, netns  # pylint: disable=import-outside-toplevel
+
+        with IPRoute() as ipr:
+            for name in (self.bridge, self.uplink):
+                with contextlib.suppress(Exception):
+                    ipr.link("del", index=ipr.link_lookup(ifname=name)[0])
+        with contextlib.suppress(Exception):
+            netns.remove(self.ns)
 
 
 # --- KVM or TCG ------------------------------------------------------------
