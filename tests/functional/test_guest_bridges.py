@@ -14,7 +14,6 @@ import time
 import pytest
 
 from tests.support import guest as guestlib
-from tests.support import sandbox
 
 SPEC = {"stp": False, "forward_delay": 0}
 

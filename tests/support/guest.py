@@ -363,6 +363,9 @@ def image():
         tmp.rename(target)
     except OSError:  # another session built it meanwhile
         shutil.rmtree(tmp, ignore_errors=True)
+    for old in CACHE.glob("guest-*"):  # images of older kernels or init scripts, unused for a week
+        if old != target and time.time() - old.stat().st_mtime > 7 * 86400:
+            shutil.rmtree(old, ignore_errors=True)
     return Image(target, version, time.monotonic() - start, True)
 
 
