@@ -61,6 +61,8 @@ MEMORY_MIB = 192
 LINE = re.compile(r"^KVT (.*)$")
 PING_REPLY = re.compile(r"bytes from ([0-9.]+): seq=(\d+)")
 INTERVAL = 0.2  # seconds between pings and counter ticks
+#: bump when the way the image is built changes (the cache key also covers the init script)
+BUILD = 1
 
 INIT = r"""#!/bin/sh
 # kvt guest init: the workloads named by kvt.work= on the kernel command line
@@ -307,7 +309,7 @@ def unpacked_kernel(bzimage):
 
 def _key(version):
     digest = hashlib.sha256()
-    digest.update(pathlib.Path(__file__).read_bytes())
+    digest.update(json.dumps([BUILD, INIT, UDHCPC_SCRIPT, WANTED_MODULES]).encode())
     digest.update(pathlib.Path(BUSYBOX).read_bytes())
     return f"guest-{version}-{digest.hexdigest()[:12]}"
 
