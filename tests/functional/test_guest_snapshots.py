@@ -14,6 +14,7 @@ import json
 import subprocess
 
 import pytest
+from salt.exceptions import CommandExecutionError
 
 from tests.support import guest as guestlib
 from tests.support import sandbox
@@ -115,3 +116,19 @@ def test_live_merge_of_a_chain_of_three_loses_no_write(kvm, counter_guest):
     acknowledged = _merged_and_stopped(g, disk)
     assert len(acknowledged) > 20
     assert guestlib.check_counter_image(disk, acknowledged) == []
+
+
+@pytest.mark.parametrize("channel", [False, True], ids=["no-channel", "agent-not-running"])
+def test_quiesce_without_a_guest_agent_fails_clearly_and_changes_nothing(kvm, guests, channel):
+    """A guest with no agent channel, and one whose channel has no agent behind it: ``quiesce``
+    fails naming the cause, takes no snapshot, and the guest keeps counting undisturbed."""
+    name = sandbox.uid("g-")
+    disk = guestlib.disk(sandbox.files_dir(name))
+    g = guests(name=name, work=["counter"], disks=[(disk, "qcow2")], define=True, agent_channel=channel)
+    g.wait_counter(2)
+    why = "does not answer" if channel else "has no guest agent channel"
+    with pytest.raises(CommandExecutionError, match=f"quiesce needs the QEMU guest agent.*{why}"):
+        kvm.snapshot_create(g.name, "q1", quiesce=True)
+    assert kvm.snapshot_list(g.name) == []
+    g.wait_counter(3, since=g.offset())
+    assert not g.mismatches()

@@ -374,11 +374,14 @@ def image():
 # --- domains ---------------------------------------------------------------
 
 
-def domain_xml(name, img, console, work=(), dtype="qemu", disks=(), nics=(), ip=None, gw=None, memory_mib=MEMORY_MIB, extra_cmdline=""):
+def domain_xml(
+    name, img, console, work=(), dtype="qemu", disks=(), nics=(), ip=None, gw=None, memory_mib=MEMORY_MIB, extra_cmdline="", agent_channel=False
+):
     """A guest's libvirt XML.
 
     ``disks``: ``(path, format)`` pairs (vda, vdb, ...); ``nics``: dicts with ``bridge`` or
-    ``network`` and optionally ``mac``.
+    ``network`` and optionally ``mac``; ``agent_channel``: the QEMU guest agent's virtio-serial
+    channel (this guest runs no agent on it).
     """
     # no_timer_check: under TCG on a busy host the kernel's IO-APIC timer check can fail and panic
     cmdline = ["console=ttyS0", "quiet", "panic=-1", "no_timer_check"]
@@ -413,6 +416,9 @@ def domain_xml(name, img, console, work=(), dtype="qemu", disks=(), nics=(), ip=
         if nic.get("mac"):
             etree.SubElement(iface, "mac", address=nic["mac"])
         etree.SubElement(iface, "model", type="virtio")
+    if agent_channel:
+        channel = etree.SubElement(devices, "channel", type="unix")
+        etree.SubElement(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
     serial = etree.SubElement(devices, "serial", type="file")
     etree.SubElement(serial, "source", path=console, append="on")
     etree.SubElement(serial, "target", port="0")
