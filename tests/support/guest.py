@@ -21,6 +21,9 @@ with ``append='on'``), one line each starting with ``KVT``:
 ``scan``         ``KVT nonzero N`` (bytes of /dev/vda that are not zero) and ``KVT head TEXT``
 ``stamp:TEXT``   write TEXT to sector 0 of /dev/vda, ``KVT stamped TEXT``
 ``dhcp``         ``udhcpc`` on eth0, ``KVT lease IP router R``, then ping the router
+``agent``        mount the Debian root filesystem on /dev/vda (:func:`rootfs`), run its
+                 ``qemu-ga`` on the agent's virtio port (its log on the console) and
+                 write a counter file on it (``KVT fs N``)
 ``poweroff``     end the guest (``reboot -f``: its domain has ``on_reboot`` destroy)
 
 Workloads that loop run in the background, the others in order. The image is
@@ -55,7 +58,7 @@ from tests.support import sandbox
 CACHE = pathlib.Path(os.environ.get("KVT_CACHE", "/var/tmp/kvt-cache"))
 BUSYBOX = "/bin/busybox"
 #: what the guest needs; their dependencies come from modules.dep
-WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net")
+WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "crc32c_generic", "ext4")
 MEMORY_MIB = 192
 #: a line on the console that this module's init writes
 LINE = re.compile(r"^KVT (.*)$")
@@ -116,6 +119,21 @@ w_scan() {
     say head $(rsec 0)
 }
 w_stamp() { wait_disk && wsec 0 "$1" && sync && say stamped "$1"; }
+w_agent() {  # the Debian root filesystem on /dev/vda: its qemu-guest-agent on the agent's port
+    wait_disk || return
+    mkdir -p /mnt
+    mount -t ext4 /dev/vda /mnt || { say error cannot mount /dev/vda; return; }
+    mount -t proc proc /mnt/proc; mount -t sysfs sysfs /mnt/sys; mount -t devtmpfs devtmpfs /mnt/dev
+    port=
+    for p in /sys/class/virtio-ports/*; do [ "$(cat $p/name 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}; done
+    [ -n "$port" ] || { say error no agent port; return; }
+    chroot /mnt /usr/sbin/qemu-ga -m virtio-serial -p "$port" -v -l /dev/ttyS0 &
+    say agent $port
+    n=0
+    while :; do  # a writer on the filesystem: it blocks while the agent holds it frozen
+        n=$((n+1)); echo $n > /mnt/kvt-counter; sync; say fs $n; sleep 0.2
+    done
+}
 w_dhcp() {
     ip link set eth0 up
     if udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 30 -T 1 >/dev/ttyS0 2>&1; then
@@ -138,6 +156,7 @@ for w in $(params kvt.work); do
         counter) w_counter & ;;
         size) w_size & ;;
         dhcp) w_dhcp & ;;
+        agent) w_agent & ;;
         scan) w_scan ;;
         stamp) w_stamp "$arg" ;;
         poweroff) say poweroff; sync; reboot -f ;;  # on_reboot is destroy; PVH boot has no ACPI
@@ -369,6 +388,47 @@ def image():
         if old != target and time.time() - old.stat().st_mtime > 7 * 86400:
             shutil.rmtree(old, ignore_errors=True)
     return Image(target, version, time.monotonic() - start, True)
+
+
+def rootfs():
+    """A cached qcow2 image of a small Debian root filesystem with ``qemu-guest-agent`` (ext4, no
+    partition table), built once with ``debootstrap`` from the machine's configured mirror."""
+    mirror = _mirror()
+    key = hashlib.sha256(json.dumps([BUILD, mirror, "bookworm", "minbase", "qemu-guest-agent"]).encode()).hexdigest()[:12]
+    target = CACHE / f"rootfs-{key}.qcow2"
+    if target.exists():
+        return str(target)
+    if not shutil.which("debootstrap"):
+        raise GuestError("no debootstrap (package debootstrap; scripts/host-packages.txt)")
+    CACHE.mkdir(mode=0o755, parents=True, exist_ok=True)
+    tmp = CACHE / f".rootfs-{key}.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", "--include=qemu-guest-agent", "bookworm", str(tmp), mirror],
+            check=True, capture_output=True, timeout=1800,
+        )
+        raw = f"{tmp}.raw"
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "kvt-root", "-d", str(tmp), raw, "512M"], check=True, capture_output=True, timeout=600)
+        sandbox.qemu_img("convert", "-O", "qcow2", raw, f"{tmp}.qcow2")
+        os.chmod(f"{tmp}.qcow2", 0o644)
+        os.rename(f"{tmp}.qcow2", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            os.remove(f"{tmp}.raw")
+    return str(target)
+
+
+def _mirror():
+    """The Debian mirror apt uses on this machine."""
+    for path in ["/etc/apt/sources.list", *sorted(str(p) for p in pathlib.Path("/etc/apt/sources.list.d").glob("*"))]:
+        with contextlib.suppress(OSError):
+            for line in pathlib.Path(path).read_text().splitlines():
+                m = re.match(r"^\s*(?:deb\s+(?:\[[^]]*\]\s+)?|URIs:\s*)(\S+/debian)/?(\s|$)", line)
+                if m:
+                    return m.group(1)
+    return "http://deb.debian.org/debian"
 
 
 # --- domains ---------------------------------------------------------------
