@@ -104,3 +104,38 @@ def test_isolated_guest_reaches_the_host_not_the_lan(kvm_state, guests, net_fact
     )
     g.wait_replies(10, source=host, timeout=60)
     assert g.ping_seqs(source=routed_lan.gateway) == [], "the isolated guest reached the LAN"
+
+
+def test_routed_guest_is_reached_from_the_lan_by_its_own_address(kvm_state, guests, net_factory, routed_lan):
+    """On a routed network the guest reaches the LAN and the LAN reaches the guest by the guest's
+    own address (no NAT on the way). Catches: a routed network that does not forward, or one that
+    masquerades (the LAN would not reach the guest's address)."""
+    name, bridge, subnet = net_factory()
+    host, addr = str(subnet[1]), str(subnet[5])
+    ret = kvm_state.network_present(name=name, mode="route", bridge=bridge, address=f"{host}/{subnet.prefixlen}")
+    assert ret.result is True, ret.comment
+    g = guests(nics=[{"network": name}], ip=f"{addr}/{subnet.prefixlen}", gw=host, work=[f"ping:{routed_lan.gateway}"])
+    g.wait_replies(5, source=routed_lan.gateway, timeout=60)
+    back = subprocess.run(["ip", "netns", "exec", routed_lan.ns, "ping", "-c", "3", "-W", "2", addr], capture_output=True, text=True, check=False)
+    assert back.returncode == 0, back.stdout + back.stderr
+
+
+def test_bridge_forward_network_puts_the_guest_on_the_host_bridge(kvm_state, kvm, guests, net_factory, conn):
+    """A ``mode: bridge`` network onto a bridge salt-kvm declared (uplink a veth to the LAN): the
+    guest's tap lands on that bridge and the guest pings the LAN through it."""
+    net = guestlib.free_subnet(conn, 28)
+    if net is None:
+        pytest.skip("no documentation subnet is free in the root namespace")
+    lan = guestlib.RootLan(net).create()
+    try:
+        assert kvm_state.bridge_present(name=lan.bridge, ports=[lan.uplink], stp=False, forward_delay=0).result is True
+        name, _bridge, _subnet = net_factory()
+        ret = kvm_state.network_present(name=name, mode="bridge", bridge=lan.bridge)
+        assert ret.result is True, ret.comment
+        g = guests(nics=[{"network": name}], ip=lan.guest, work=[f"ping:{lan.gateway}"])
+        g.wait_replies(5, source=lan.gateway, timeout=60)
+        taps = [p for p in kvm.bridge_show(lan.bridge)["ports"] if p["kind"] == "tun"]
+        assert [t["vm"] for t in taps] == [g.name], taps
+        g.dom.destroy()
+    finally:
+        lan.remove()
