@@ -54,3 +54,49 @@ def kvm_state(loaders):
 def testmode(request):
     """Run a state test in both modes (test=False and test=True)."""
     return request.param
+
+
+# --- real guests (tests/support/guest.py) --------------------------------------
+
+
+@pytest.fixture(scope="session")
+def guest_image():
+    """The kernel + initramfs every guest boots (built once, cached under /var/tmp/kvt-cache)."""
+    from tests.support import guest  # pylint: disable=import-outside-toplevel
+
+    why = guest.missing()
+    if why:
+        pytest.skip(f"no real guest: {why} (make install installs it)")
+    return guest.image()
+
+
+@pytest.fixture(scope="session")
+def guest_type(conn, guest_image):
+    """``kvm`` where a KVM guest boots Linux on this host, else ``qemu`` (TCG); probed once and cached."""
+    from tests.support import guest  # pylint: disable=import-outside-toplevel
+
+    return guest.domain_type(conn, guest_image)
+
+
+@pytest.fixture
+def guests(conn, guest_image, guest_type):
+    """Factory: ``guests(work=[...], disks=[...], nics=[...], ip=..., define=False)`` -> a running
+    :class:`tests.support.guest.Guest` (waited for until its init is ready); removed afterwards,
+    with its files directory (where ``guests.dir(guest)`` keeps its console and disks)."""
+    import shutil  # pylint: disable=import-outside-toplevel
+
+    from tests.support import guest, sandbox  # pylint: disable=import-outside-toplevel
+
+    made = []
+
+    def start(name=None, **kwargs):
+        name = name or sandbox.uid("g-")
+        made.append(name)
+        return guest.start(conn, guest_image, guest_type, name=name, **kwargs)
+
+    try:
+        yield start
+    finally:
+        for name in made:
+            sandbox.remove_vm(conn, name)
+            shutil.rmtree(f"{sandbox.FILES_ROOT}/{name}", ignore_errors=True)
