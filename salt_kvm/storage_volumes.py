@@ -713,9 +713,31 @@ def volume_wipe(session, pool, name, force=False, progress=None):
     except libvirt.libvirtError as exc:
         _invalidate(session, pool)
         raise _fail(f"wiping volume '{name}' (it is partly wiped: wipe it again or delete it)", exc) from None
+    _empty_image(session, pool, name, model)
     journal.drop(mark)
     _patch(session, pool, name, vol)
     return True
+
+
+def _empty_image(session, pool, name, model):
+    """After libvirt zeroed every byte of an image file (its header too), make it an
+    empty image of the same format and virtual size again (on its backing file, if
+    it had one), so the VM using it still starts and reads zeros; raw files need nothing."""
+    if _pool_type(session, pool) not in FILE_POOLS or (model.format or "raw") not in SECTOR_FORMATS:
+        return
+    cmd = ["qemu-img", "create", "-q", "-f", model.format]
+    if model.backing_path:
+        cmd += ["-b", model.backing_path, "-F", model.backing_format or "raw"]
+    cmd += [model.path, str(model.capacity)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise KvmError(f"wiping volume '{name}': cannot make it an empty {model.format} image again: {exc}") from None
+    if proc.returncode != 0:
+        raise KvmError(f"wiping volume '{name}': cannot make it an empty {model.format} image again: {proc.stderr.strip()}")
+    with contextlib.suppress(libvirt.libvirtError):
+        pools_mod.lookup_pool(session, pool)["obj"].refresh(0)
+    _invalidate(session, pool)
 
 
 def _delete(session, pool, name, what=None):

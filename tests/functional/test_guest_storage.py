@@ -29,14 +29,7 @@ def test_online_grow_is_seen_by_the_guest(kvm, guests, dir_pool):
     assert kvm.volume_show(pool, "grow.qcow2")["capacity"] == 96 * MIB
 
 
-QCOW2_WIPE_BUG = (
-    "kvm.volume_wipe of a qcow2 volume zeroes the whole file, its qcow2 header too (libvirt's "
-    "virStorageVolWipe writes zeros over the file): QEMU then refuses the disk ('Image is not in "
-    "qcow2 format'). Reported from issue 17; remove this mark when wipe re-creates the empty image."
-)
-
-
-@pytest.mark.parametrize("fmt", ["raw", pytest.param("qcow2", marks=pytest.mark.xfail(reason=QCOW2_WIPE_BUG, strict=True))])
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
 def test_wiped_volume_reads_zeros_in_a_guest(kvm, guests, dir_pool, fmt):
     """Catches: a wipe that leaves data behind, or (qcow2) one that wipes the image's own
     metadata so the guest's disk is no longer the volume it was."""
