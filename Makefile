@@ -40,9 +40,10 @@ sweep: venv
 test: install sweep
 	$(PYTEST) tests/unit tests/functional tests/integration
 
-# the slow property-based runs (tens of thousands of pillars); CI runs them too
-test-robust: venv
-	HYPOTHESIS_PROFILE=robust $(PYTEST) tests/unit/test_fuzz_pillar.py -q
+# the slow property-based runs (tens of thousands of pillars, and the long search for
+# ways to lose data against the real libvirtd); CI runs them too
+test-robust: install
+	HYPOTHESIS_PROFILE=robust $(PYTEST) tests/unit/test_fuzz_pillar.py tests/functional/test_data_safety_search.py -q
 
 test-unit: venv
 	$(PYTEST) tests/unit
