@@ -12,13 +12,13 @@
 # directory (.test-kernel/: pytest.log, junit.xml, guest.log, console.log),
 # not the console. A failure inside fails this script and prints the guest's log.
 #
-# Environment: KVT_KERNEL_KVM=0|1 skips the KVM probe; KVT_KERNEL_MEMORY (3G),
+# Environment: KVT_KERNEL_KVM=0|1 skips the KVM probe; KVT_KERNEL_OUT (the results dir); KVT_KERNEL_MEMORY (3G),
 # KVT_KERNEL_CPUS (2), KVT_KERNEL_TIMEOUT (seconds for the guest run, 2400).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 PY=$REPO/.venv/bin/python
-OUT=$REPO/.test-kernel
+OUT=${KVT_KERNEL_OUT:-$REPO/.test-kernel}
 MEMORY=${KVT_KERNEL_MEMORY:-3G}
 CPUS=${KVT_KERNEL_CPUS:-2}
 TIMEOUT=${KVT_KERNEL_TIMEOUT:-2400}
@@ -26,7 +26,7 @@ t0=$(date +%s)
 say() { echo "test-kernel: $*"; }
 
 # --- what the guest needs, installed on the host (the guest runs the host's files) ---
-PACKAGES=(linux-image-amd64 lvm2 thin-provisioning-tools nfs-kernel-server open-iscsi tgt network-manager ifupdown dbus kmod)
+PACKAGES=(linux-image-amd64 lvm2 thin-provisioning-tools nfs-kernel-server open-iscsi tgt network-manager ifupdown bridge-utils dbus kmod)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

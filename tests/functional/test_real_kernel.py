@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pathlib
 import random
 import shutil
 import subprocess
@@ -164,7 +165,7 @@ def test_vlan_subinterface_port_carries_tagged_traffic(kvm_state, kvm, lan):
     assert _pings(lan.host, "203.0.113.1"), "no traffic over the VLAN sub-interface port"
     assert _pings(lan.host, lan.gateway), "the untagged uplink stopped working"
     assert kvm_state.bridge_present(name="kvt-b300", netns=lan.host, **spec).changes == {}
-    assert kvm_state.bridge_absent(name="kvt-b300", netns=lan.host).result is True
+    assert kvm.bridge_delete("kvt-b300", netns=lan.host, force=True) == {"deleted": "kvt-b300"}
 
 
 # --- LVM -----------------------------------------------------------------------------------------
@@ -260,7 +261,12 @@ class Nfs:
         os.makedirs("/run/rpcbind", exist_ok=True)
         if _sh("pgrep", "-x", "rpcbind", check=False).returncode != 0:
             _sh("rpcbind")
-        _sh("rpc.nfsd", "4")
+        if _sh("pgrep", "-x", "nfsd", check=False).returncode != 0:
+            # no client-tracking daemon here: keep the NFSv4 grace period (opens wait in it) short
+            for knob in ("nfsv4gracetime", "nfsv4leasetime"):
+                with contextlib.suppress(OSError), open(f"/proc/fs/nfsd/{knob}", "w", encoding="utf-8") as fh:
+                    fh.write("10\n")
+            _sh("rpc.nfsd", "4")
         if _sh("pgrep", "-x", "rpc.mountd", check=False).returncode != 0:
             _sh("rpc.mountd")
         self.share()
@@ -344,7 +350,7 @@ def test_iscsi_pool_with_chap_for_real(kvm_state, kvm, conn, caplog):
     spec = {
         "type": "iscsi",
         "target": "/dev",  # no udev in the guest: no /dev/disk/by-path
-        "source": {"hosts": [tgt.host], "devices": [tgt.iqn], "auth": {"type": "chap", "username": CHAP_USER, "secret": CHAP_SECRET}},
+        "source": {"hosts": [f"127.0.0.1:{tgt.port}"], "devices": [tgt.iqn], "auth": {"type": "chap", "username": CHAP_USER, "secret": CHAP_SECRET}},
     }
     try:
         tgt.adm("--mode", "account", "--op", "new", "--user", CHAP_USER, "--password", CHAP_SECRET)
@@ -379,3 +385,76 @@ def test_iscsi_pool_with_chap_for_real(kvm_state, kvm, conn, caplog):
         with contextlib.suppress(Exception):
             _sh("iscsiadm", "-m", "node", "-T", tgt.iqn, "-u", check=False)
         tgt.stop()
+
+
+# --- persistence for real ------------------------------------------------------------------------
+
+UPLINK = {"ports": ["eno1"], "stp": False, "forward_delay": 0}
+
+
+def _bridge_state(lan, name):
+    """``(ports, IPv4 addresses)`` of a bridge in the host netns, or None."""
+    out = _ns(lan.host, "ip", "-j", "addr", "show", "dev", name, check=False)
+    if out.returncode != 0:
+        return None
+    addrs = sorted(f"{a['local']}/{a['prefixlen']}" for a in json.loads(out.stdout)[0].get("addr_info", []) if a["family"] == "inet")
+    ports = sorted(link["ifname"] for link in json.loads(_ns(lan.host, "ip", "-j", "link", "show", "master", name).stdout))
+    return ports, addrs
+
+
+def test_networkmanager_loads_the_keyfiles_and_brings_the_bridge_back(kvm_state, kvm, lan, tmp_path):
+    if not IN_GUEST or not shutil.which("NetworkManager"):
+        pytest.skip(f"starts NetworkManager: {TIER}")
+    # salt-kvm writes into the guest's own /etc (an overlay that goes with the guest)
+    ret = kvm_state.bridge_present(name="kvt-brn", netns=lan.host, persist="networkmanager", **UPLINK)
+    assert ret.result is True, ret.comment
+    written = sorted(p.name for p in pathlib.Path("/etc/NetworkManager/system-connections").glob("salt-kvm-kvt-brn*"))
+    assert written == ["salt-kvm-kvt-brn-port-eno1.nmconnection", "salt-kvm-kvt-brn.nmconnection"], written
+    want = _bridge_state(lan, "kvt-brn")
+    assert want == (["eno1"], ["192.0.2.10/24"]), want
+    kvm.bridge_delete("kvt-brn", netns=lan.host, force=True)
+    assert _bridge_state(lan, "kvt-brn") is None
+    _ns(lan.host, "ip", "addr", "flush", "dev", "eno1")  # as after a reboot: nothing configured
+
+    conf = tmp_path / "nm.conf"
+    conf.write_text(
+        "[main]\nplugins=keyfile\nno-auto-default=*\ndhcp=internal\n"
+        "[keyfile]\nunmanaged-devices=except:interface-name:eno1;except:interface-name:kvt-brn\n"
+        "[logging]\nlevel=INFO\n"
+    )
+    log = open(tmp_path / "nm.log", "w", encoding="utf-8")  # pylint: disable=consider-using-with
+    nm = subprocess.Popen(["ip", "netns", "exec", lan.host, "NetworkManager", "--debug", f"--config={conf}"], stdout=log, stderr=subprocess.STDOUT)  # pylint: disable=consider-using-with
+    try:
+        up = sandbox.wait_for(lambda: _bridge_state(lan, "kvt-brn") == want, timeout=90, interval=1)
+        if not up:  # autoconnect did not (yet): as an operator would
+            _ns(lan.host, "nmcli", "connection", "up", "kvt-brn", check=False)
+            up = sandbox.wait_for(lambda: _bridge_state(lan, "kvt-brn") == want, timeout=60, interval=1)
+        assert up, f"NetworkManager did not bring kvt-brn back: {_bridge_state(lan, 'kvt-brn')}\n{(tmp_path / 'nm.log').read_text()[-3000:]}"
+        assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), "the host does not reach its gateway through the bridge"
+    finally:
+        nm.terminate()
+        try:
+            nm.wait(20)
+        except subprocess.TimeoutExpired:
+            nm.kill()
+        log.close()
+
+
+def test_ifupdown_ifup_brings_the_bridge_back_from_the_written_file(kvm_state, kvm, lan):
+    if not IN_GUEST or not shutil.which("ifup") or not os.path.exists("/etc/network/if-pre-up.d/bridge"):
+        pytest.skip(f"runs ifup (ifupdown and bridge-utils) for the host's interfaces: {TIER}")
+    etc = "/etc/network"
+    os.makedirs(f"{etc}/interfaces.d", exist_ok=True)
+    with open(f"{etc}/interfaces", "w", encoding="utf-8") as fh:  # the guest's own /etc (an overlay)
+        fh.write("auto lo\niface lo inet loopback\n\nauto eno1\niface eno1 inet static\n    address 192.0.2.10/24\n    gateway 192.0.2.1\n\nsource /etc/network/interfaces.d/*\n")
+    ret = kvm_state.bridge_present(name="kvt-bri", netns=lan.host, persist="ifupdown", **UPLINK)
+    assert ret.result is True, ret.comment
+    assert os.path.isfile(f"{etc}/interfaces.d/salt-kvm-kvt-bri")
+    want = _bridge_state(lan, "kvt-bri")
+    kvm.bridge_delete("kvt-bri", netns=lan.host, force=True)
+    _ns(lan.host, "ip", "addr", "flush", "dev", "eno1")
+    out = _ns(lan.host, "ifup", "--force", "kvt-bri", check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert _bridge_state(lan, "kvt-bri") == want == (["eno1"], ["192.0.2.10/24"])
+    assert _pings(lan.host, lan.gateway)
+    _ns(lan.host, "ifdown", "--force", "kvt-bri", check=False)
