@@ -425,9 +425,13 @@ def test_networkmanager_loads_the_keyfiles_and_brings_the_bridge_back(kvm_state,
     log = open(tmp_path / "nm.log", "w", encoding="utf-8")  # pylint: disable=consider-using-with
     nm = subprocess.Popen(["ip", "netns", "exec", lan.host, "NetworkManager", "--debug", f"--config={conf}"], stdout=log, stderr=subprocess.STDOUT)  # pylint: disable=consider-using-with
     try:
+        # NetworkManager's udev rules leave veth devices unmanaged (a real NIC is managed): manage eno1
+        known = lambda: "eno1" in _sh("nmcli", "-t", "-f", "DEVICE", "device", check=False).stdout.split()  # noqa: E731
+        assert sandbox.wait_for(known, timeout=90, interval=1), f"NetworkManager did not start:\n{(tmp_path / 'nm.log').read_text()[-3000:]}"
+        _sh("nmcli", "device", "set", "eno1", "managed", "yes", check=False)
         up = sandbox.wait_for(lambda: _bridge_state(lan, "kvt-brn") == want, timeout=90, interval=1)
         if not up:  # autoconnect did not (yet): as an operator would
-            _ns(lan.host, "nmcli", "connection", "up", "kvt-brn", check=False)
+            _sh("nmcli", "connection", "up", "kvt-brn-port-eno1", check=False)
             up = sandbox.wait_for(lambda: _bridge_state(lan, "kvt-brn") == want, timeout=60, interval=1)
         assert up, f"NetworkManager did not bring kvt-brn back: {_bridge_state(lan, 'kvt-brn')}\n{(tmp_path / 'nm.log').read_text()[-3000:]}"
         assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), "the host does not reach its gateway through the bridge"
