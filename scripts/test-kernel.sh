@@ -13,7 +13,7 @@
 # not the console. A failure inside fails this script and prints the guest's log.
 #
 # Environment: KVT_KERNEL_KVM=0|1 skips the KVM probe; KVT_KERNEL_OUT (the results dir); KVT_KERNEL_MEMORY (3G),
-# KVT_KERNEL_CPUS (2), KVT_KERNEL_TIMEOUT (seconds for the guest run, 2400).
+# KVT_KERNEL_CPUS (2), KVT_KERNEL_TIMEOUT (seconds for the guest run, 3600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
@@ -21,7 +21,7 @@ PY=$REPO/.venv/bin/python
 OUT=${KVT_KERNEL_OUT:-$REPO/.test-kernel}
 MEMORY=${KVT_KERNEL_MEMORY:-3G}
 CPUS=${KVT_KERNEL_CPUS:-2}
-TIMEOUT=${KVT_KERNEL_TIMEOUT:-2400}
+TIMEOUT=${KVT_KERNEL_TIMEOUT:-3600}
 t0=$(date +%s)
 say() { echo "test-kernel: $*"; }
 
