@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYTEST := $(PY) -m pytest
 
-.PHONY: all host venv install dist test test-robust test-unit test-functional test-integration demo docs docs-shots bench sweep clean
+.PHONY: all host venv install dist test test-kernel test-robust test-unit test-functional test-integration demo docs docs-shots bench sweep clean
 
 all: test
 
@@ -39,6 +39,11 @@ sweep: venv
 
 test: install sweep
 	$(PYTEST) tests/unit tests/functional tests/integration
+
+# the tests marked `kernel` inside Debian's own kernel (virtme-ng; one boot):
+# bridge VLANs, 802.1Q, LVM, NFS, iSCSI. `make test-kernel ARGS=tests/functional/test_real_kernel.py::test_x`
+test-kernel: install
+	bash scripts/test-kernel.sh $(ARGS)
 
 # the slow property-based runs (tens of thousands of pillars, and the long search for
 # ways to lose data against the real libvirtd); CI runs them too

@@ -428,6 +428,7 @@ class Bridge(plan.Resource):
         self._plan = None
         self._persist_backup = None
         self._created_vlans = []
+        self._vlans_before = {}  # {port: {vid: flags}} as they were before apply changed them
 
     # -- read / compare ----------------------------------------------------
 
@@ -799,6 +800,7 @@ class Bridge(plan.Resource):
                 if vlan_entries is None:
                     vlan_entries = nl._vlan_entries(ipr)  # pylint: disable=protected-access
                 have = dict(vlan_entries.get(pidx, []))
+                self._vlans_before.setdefault(port["name"], dict(have))
                 want = nl.vlans_desired(port["vlans"])[1]
                 for vid in sorted(set(have) - set(want)):
                     run(f"cannot remove VLAN {vid} from {port['name']}", ipr.vlan_filter, "del", index=pidx, vlan_info={"vid": vid})
@@ -918,6 +920,23 @@ class Bridge(plan.Resource):
                     ipr.link("set", index=bidx, kind="bridge", **kw)
                 ipr.link("set", index=bidx, mtu=then["mtu"], address=then["mac"], state="up" if then["up"] else "down")
                 done.append(f"bridge {self.name} attributes")
+                # the VLAN table of the ports that were already its ports
+                entries = nl._vlan_entries(ipr)  # pylint: disable=protected-access
+                vlans_restored = False
+                for pname, then_vlans in sorted(self._vlans_before.items()):
+                    pidx = idx(pname)
+                    if pidx is None or (links_then.get(pname) or {}).get("master") != self.name:
+                        continue
+                    cur = dict(entries.get(pidx, []))
+                    for vid in sorted(set(cur) - set(then_vlans)):
+                        ipr.vlan_filter("del", index=pidx, vlan_info={"vid": vid})
+                        vlans_restored = True
+                    for vid, flags in sorted(then_vlans.items()):
+                        if cur.get(vid) != flags:
+                            ipr.vlan_filter("add", index=pidx, vlan_info={"vid": vid, "flags": flags})
+                            vlans_restored = True
+                if vlans_restored:
+                    done.append("port VLANs")
             # addresses of the touched links
             now = nl.dump(ipr)
             addr_key = lambda a: (a["ifname"], a["cidr"])  # noqa: E731

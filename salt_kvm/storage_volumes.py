@@ -641,6 +641,9 @@ def _resize(session, pool, name, capacity, shrink=False):
             # the storage driver did not make this change (the VM's qemu did): let it read the volume again
             with contextlib.suppress(libvirt.libvirtError):
                 pools_mod.lookup_pool(session, pool)["obj"].refresh(0)
+        elif _pool_type(session, pool) == "logical" and not shrink:
+            _lvextend(path, capacity)  # libvirt's logical backend cannot change a volume's capacity
+            pools_mod.lookup_pool(session, pool)["obj"].refresh(0)
         else:
             vol["obj"].resize(capacity, RESIZE_SHRINK if shrink else 0)
     except libvirt.libvirtError as exc:
@@ -649,6 +652,14 @@ def _resize(session, pool, name, capacity, shrink=False):
         _invalidate(session, pool)
         raise _fail(f"resizing volume '{name}' in pool '{pool}'", exc) from None
     _patch(session, pool, name, vol["obj"])
+
+
+def _lvextend(path, capacity):
+    """Grow a logical volume with LVM's own ``lvextend`` (rounded up to whole extents)."""
+    lvextend = shutil.which("lvextend") or "/sbin/lvextend"
+    proc = subprocess.run([lvextend, "-L", f"{int(capacity)}b", path], capture_output=True, text=True, check=False)  # nosec B603
+    if proc.returncode != 0:
+        raise KvmError(f"growing logical volume {path}: {(proc.stderr or proc.stdout).strip()}")
 
 
 def _tolerance(session, pool):

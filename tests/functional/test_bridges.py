@@ -157,9 +157,10 @@ def test_ipv6_addresses_and_gateway(kvm_state, kvm, lan):
     assert kvm_state.bridge_present(name="kvt-br6", netns=lan.host, **spec).changes == {}
 
 
+@pytest.mark.kernel
 def test_vlan_filtering_trunk_and_access_ports(kvm_state, kvm, lan):
     if not kernel.has_bridge_vlan_filtering():
-        pytest.skip("this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING is off)")
+        pytest.skip("this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING is off); make test-kernel runs this test")
     lan.add_nic("eno2")
     lan.add_nic("eno3")
     spec = {
@@ -175,9 +176,10 @@ def test_vlan_filtering_trunk_and_access_ports(kvm_state, kvm, lan):
     assert kvm_state.bridge_present(name="kvt-brv", netns=lan.host, **spec).changes == {}
 
 
+@pytest.mark.kernel
 def test_vlan_subinterface_port_is_created(kvm_state, lan):
     if not kernel.has_8021q():
-        pytest.skip("this kernel has no 802.1Q VLAN interfaces (CONFIG_VLAN_8021Q is off)")
+        pytest.skip("this kernel has no 802.1Q VLAN interfaces (CONFIG_VLAN_8021Q is off); make test-kernel runs this test")
     lan.add_nic("eno2")
     ret = kvm_state.bridge_present(name="kvt-b100", netns=lan.host, ports=["eno2.100"], stp=False)
     assert ret.result is True, ret.comment

@@ -392,12 +392,16 @@ def test_the_command_parser():
 # --- the sandbox: a pillar example applied for real ------------------------------------------
 
 
+#: where a part this kernel cannot run is run for real
+KERNEL_TIER = "make test-kernel runs it in Debian's kernel (tests/functional/test_real_kernel.py::{})"
+
+
 def _limit(part, spec, env):
     """Why ``part`` of a pillar cannot be applied on this host (None: it can)."""
     kind = part.split(":")[0]
     if kind == "pools" and part.endswith(":volumes"):
         if spec.get("type") == "logical" and not kernel.has_device_mapper():
-            return "logical volumes need device-mapper, which this kernel lacks (no device-mapper in /proc/misc); the pool itself is applied"
+            return "logical volumes need device-mapper, which this kernel lacks (no device-mapper in /proc/misc); the pool itself is applied; " + KERNEL_TIER.format("test_lvm_logical_volumes_for_real")
         return None
     if kind == "pools":
         ptype = spec.get("type")
@@ -406,7 +410,7 @@ def _limit(part, spec, env):
             if fmt in ("nfs", "auto", "cifs"):
                 fs = "cifs" if fmt == "cifs" else "nfs"
                 if not kernel.has_filesystem(fs):
-                    return f"a netfs {fmt} pool cannot be started here: the kernel has no {fs} filesystem (not in /proc/filesystems)"
+                    return f"a netfs {fmt} pool cannot be started here: the kernel has no {fs} filesystem (not in /proc/filesystems); " + KERNEL_TIER.format("test_nfs_netfs_pool_for_real")
                 return f"no {fs} server is started by this test"
             return f"a netfs {fmt} pool needs its server (tested for real in test_pools_real_backends.py)"
         if ptype == "logical":
@@ -415,7 +419,7 @@ def _limit(part, spec, env):
             return env.ceph_missing
         if ptype == "iscsi":
             err = kernel.netlink_iscsi_error()
-            return f"an iscsi pool cannot log in here: socket(AF_NETLINK, NETLINK_ISCSI) fails ({err})" if err else "no iSCSI target is started by this test"
+            return f"an iscsi pool cannot log in here: socket(AF_NETLINK, NETLINK_ISCSI) fails ({err}); " + KERNEL_TIER.format("test_iscsi_pool_with_chap_for_real") if err else "no iSCSI target is started by this test"
         if ptype in ("iscsi-direct", "gluster"):
             return f"a {ptype} pool needs its server (tested for real in test_pools_real_backends.py)"
         if ptype in ("fs", "disk"):
@@ -424,9 +428,9 @@ def _limit(part, spec, env):
     if kind == "bridges":
         ports = [p if isinstance(p, str) else p.get("name") for p in _ports(spec)]
         if spec.get("vlan_filtering") and not kernel.has_bridge_vlan_filtering():
-            return "bridge VLAN filtering needs CONFIG_BRIDGE_VLAN_FILTERING, which this kernel lacks"
+            return "bridge VLAN filtering needs CONFIG_BRIDGE_VLAN_FILTERING, which this kernel lacks; " + KERNEL_TIER.format("test_vlan_trunk_and_access_ports_carry_tagged_traffic")
         if any("." in p for p in ports) and not kernel.has_8021q():
-            return "VLAN sub-interfaces need the kernel's 8021q support, which this kernel lacks"
+            return "VLAN sub-interfaces need the kernel's 8021q support, which this kernel lacks; " + KERNEL_TIER.format("test_vlan_subinterface_port_carries_tagged_traffic")
         return None
     if kind == "snapshots" and spec.get("quiesce"):
         return "quiesce needs the QEMU guest agent inside the VM; the test's tiny VMs run no OS"

@@ -2,8 +2,9 @@
 
 fs (ext4 on a loop device), disk (a partition table on a loop device) and
 logical (a volume group on a loop device; pool level) run for real. netfs (nfs)
-and iscsi: libvirt accepts the XML (define/undefine); starting them needs what
-the kernel here lacks, and the skip says so. iscsi-direct, rbd, gluster and
+and iscsi: libvirt accepts the XML (define/undefine); starting them, and
+logical volumes, need what this machine's kernel lacks: test_real_kernel.py
+runs them in Debian's kernel (make test-kernel). iscsi-direct, rbd, gluster and
 netfs (glusterfs) run for real against servers on 127.0.0.1 in
 test_pools_real_backends.py; here libvirt must accept their XML, which needs
 the libvirtd storage backend (the skip names the missing package).
@@ -160,6 +161,7 @@ def _vg_exists(name):
     return name in out.stdout.split()
 
 
+@pytest.mark.kernel
 def test_logical_pool_builds_a_volume_group(kvm_state, kvm, conn, loop, pool_name):
     if not shutil.which("vgcreate"):
         pytest.skip("lvm2 is not installed (apt-get install lvm2)")
@@ -179,7 +181,7 @@ def test_logical_pool_builds_a_volume_group(kvm_state, kvm, conn, loop, pool_nam
         ret = kvm_state.pool_present(pool_name, **spec)
         assert ret["result"] is True and "build" not in ret["changes"], ret["comment"]
         if not kernel.has_device_mapper():
-            print("logical volumes: skipped, the kernel has no device-mapper")
+            print("logical volumes: skipped, the kernel has no device-mapper (test_real_kernel.py::test_lvm_logical_volumes_for_real in make test-kernel)")
         else:  # pragma: no cover - machines with device-mapper
             assert kvm_state.volume_present("lv1", pool=pool_name, size="8M")["result"] is True
         ret = kvm_state.pool_absent(pool_name, purge=True)
@@ -189,12 +191,6 @@ def test_logical_pool_builds_a_volume_group(kvm_state, kvm, conn, loop, pool_nam
         sandbox.drop_pool(conn, pool_name)
         if _vg_exists(vg):
             subprocess.run(["vgremove", "-f", vg], check=False, capture_output=True)
-
-
-def test_logical_volume_create_needs_device_mapper():
-    if not kernel.has_device_mapper():
-        pytest.skip("creating a logical volume needs device-mapper, which this kernel lacks (no device-mapper in /proc/misc); pool build/start/stop/delete are tested")
-    pytest.skip("device-mapper is present: logical volumes are created in test_logical_pool_builds_a_volume_group")  # pragma: no cover
 
 
 def test_logical_build_refuses_a_device_holding_data(kvm_state, conn, loop, pool_name):
@@ -240,21 +236,6 @@ def test_network_pool_xml_is_accepted_by_libvirt(kvm, conn, pool_name, ptype):
     finally:
         kvm.pool_undefine(pool_name)
     assert pool_name not in kvm.pool_list()
-
-
-def test_netfs_nfs_pool_for_real():
-    """netfs of format glusterfs runs for real in test_pools_real_backends.py; nfs and cifs need the kernel's."""
-    if not kernel.has_filesystem("nfs"):
-        pytest.skip("netfs nfs pool not started for real: the kernel has no nfs filesystem (not in /proc/filesystems)")
-    pytest.skip("the kernel has nfs, but this suite starts no NFS server (netfs glusterfs is tested for real)")  # pragma: no cover
-
-
-def test_iscsi_pool_for_real():
-    """iscsi-direct (libiscsi, no kernel support needed) runs for real in test_pools_real_backends.py."""
-    err = kernel.netlink_iscsi_error()
-    if err:
-        pytest.skip(f"iscsi pool not started for real: socket(AF_NETLINK, SOCK_RAW, NETLINK_ISCSI) fails here ({err}), so iscsid cannot log in")
-    pytest.skip("the kernel has iSCSI, but this suite starts no iscsid (iscsi-direct against tgtd is tested for real)")  # pragma: no cover
 
 
 # --- secrets ----------------------------------------------------------------------------------

@@ -164,7 +164,8 @@ def test_ifupdown_output_parses_with_ifquery(case, tmp_path):
         assert "address: 192.0.2.10" in out.stdout and "gateway: 192.0.2.1" in out.stdout
 
 
-@pytest.mark.skipif(not shutil.which("nmcli"), reason="nmcli (Debian package network-manager) is not installed")
+@pytest.mark.kernel
+@pytest.mark.skipif(not shutil.which("nmcli"), reason="nmcli (Debian package network-manager) is not installed; make test-kernel installs it and runs this test")
 @pytest.mark.parametrize("case", sorted(SPECS))
 def test_networkmanager_keyfiles_parse_with_nmcli_offline(case, tmp_path):
     for path, content in _render("networkmanager", SPECS[case], tmp_path).items():
