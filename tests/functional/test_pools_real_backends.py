@@ -309,7 +309,8 @@ def test_rbd_pool_with_a_ceph_key_from_pillar(kvm_state, kvm, conn, ceph, pool_n
             "secret": {"old": None, "new": "(hidden)"},
             "running": {"old": False, "new": True},
         }
-        assert predicted[vol_sid]["result"] is None and predicted[vol_sid]["changes"] == {"volume": {"old": None, "new": {"size": 16 * M}}}
+        assert predicted[vol_sid]["result"] is None and predicted[vol_sid]["changes"] == {"volume": {"old": None, "new": {"size": "16 MiB"}}}
+        assert predicted[vol_sid]["bytes"] == {"volume": {"new": {"size": 16 * M}}}
         assert pool_name not in _pools(conn) and _secret(conn, pool_name) is None and image not in ceph.images()
         if testmode:
             assert not [r for r in caplog.records if not r.name.startswith("saltfactories") and ceph.key in r.getMessage()]

@@ -95,7 +95,7 @@ def formula_root(minion_venv, tmp_path_factory):
     out = _run(minion_venv / "bin" / "salt-run", "-c", conf, "--out=json", "-l", "quiet", "kvm.formula_root")
     path = json.loads(out)
     assert path.startswith(str(minion_venv)) and path.endswith("salt_kvm/file_root"), path
-    assert sorted(os.listdir(os.path.join(path, "kvm"))) == ["bridges.sls", "init.sls", "networks.sls", "snapshots.sls", "storage.sls"]
+    assert sorted(os.listdir(os.path.join(path, "kvm"))) == ["bridges.sls", "init.sls", "networks.sls", "snapshots.sls", "storage.sls", "vms.sls"]
     return path
 
 
