@@ -340,7 +340,8 @@ def test_rbd_pool_with_a_ceph_key_from_pillar(kvm_state, kvm, conn, ceph, pool_n
         tree["pools"][pool_name]["volumes"][image]["size"] = "32M"
         predicted = run(test=True)
         applied = run(test=False)
-        assert predicted[vol_sid]["changes"] == applied[vol_sid]["changes"] == {"size": {"old": 16 * M, "new": 32 * M}}
+        assert predicted[vol_sid]["changes"] == applied[vol_sid]["changes"] == {"size": {"old": "16 MiB", "new": "32 MiB"}}
+        assert applied[vol_sid]["bytes"] == {"size": {"old": 16 * M, "new": 32 * M}}
         assert ceph.rbd("info", "--format", "json", f"{ceph.pool}/{image}").stdout.count(str(32 * M)) == 1
         with pytest.raises(CommandExecutionError, match="shrinking"):
             kvm.volume_resize(pool_name, image, "16M")
