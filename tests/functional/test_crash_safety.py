@@ -106,7 +106,7 @@ def test_an_import_killed_at_any_point_converges_on_the_next_apply(call, dir_poo
     assert "incomplete" not in str(kvm.volume_show(pname, "img.raw"))
 
 
-def again(run, timeout=120):
+def again(run, timeout=600):
     """``run()`` until it succeeds: libvirtd finishes a copy or a wipe whose caller was
     killed (it owns the job), and refuses the volume meanwhile ("still in use")."""
     deadline = time.monotonic() + timeout
@@ -127,7 +127,7 @@ def _fill(path, size):
 def test_a_clone_killed_midway_is_done_again_by_the_next_clone(call, dir_pool, kvm):
     pname, path = dir_pool
     src = os.path.join(path, "src.raw")
-    _fill(src, 512 * M)
+    _fill(src, 256 * M)
     kvm.pool_refresh(pname)
     dst = os.path.join(path, "dst.raw")
     killed = kill_when(call.command("kvm.volume_clone", pname, "src.raw", "dst.raw"), call.env, str(call.root), lambda: allocated(dst) > 16 * M)
