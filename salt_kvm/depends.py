@@ -173,6 +173,12 @@ class Index:
         excluded = {identity(e) for e in exclude}
         return sorted(label for label, top in self.built_on.get(ident, {}).items() if identity(top) not in excluded)
 
+    def others_than(self, ident, vm, exclude=()):
+        """Who uses or builds on ``ident`` besides VM ``vm`` itself (its disks and snapshots,
+        labelled ``vm`` and ``vm (...)``) and the images in ``exclude``."""
+        labels = self.used_by(ident) + self.backing_of(ident, exclude=exclude)
+        return sorted({label for label in labels if label != vm and not label.startswith(f"{vm} (")})
+
 
 def _disk_identity(session, source, disk_type, pools_by_name):
     """The identity of a domain ``<disk>``'s ``<source>`` element."""

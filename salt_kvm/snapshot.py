@@ -682,11 +682,6 @@ def _delete_one(session, dom, vm, entry, entries, progress=None):
     return entry.name
 
 
-def _owned_by(label, vm):
-    """A :mod:`salt_kvm.depends` label of VM ``vm`` itself (its disk or one of its snapshots)."""
-    return label == vm or label.startswith(f"{vm} (")
-
-
 def _guard_shared_bases(session, dom, vm, entry):
     """Refuse to merge an overlay of ``entry`` into an image anything but this VM builds on.
 
@@ -708,12 +703,11 @@ def _guard_shared_bases(session, dom, vm, entry):
         index = index or depends.scan(session)
         base = bases[target][0]
         ident = depends.identity(base)
-        others = [u for u in index.used_by(ident) if not _owned_by(u, vm)]
-        others += [b for b in index.backing_of(ident, exclude=files[: files.index(overlay) + 1]) if not _owned_by(b, vm)]
+        others = index.others_than(ident, vm, exclude=files[: files.index(overlay) + 1])
         if others:
             raise Refused(
                 f"merging snapshot '{entry.name}' of VM '{vm}' would write its overlay {overlay} into {base}, which "
-                f"{', '.join(sorted(set(others)))} also build(s) on; their content would change (delete or flatten them first, "
+                f"{', '.join(others)} also build(s) on; their content would change (delete or flatten them first, "
                 f"e.g. kvm.volume_clone to a standalone copy)"
             )
 

@@ -512,11 +512,9 @@ def _purge_plan(session, name, root):
         if pool is None:
             kept.append(f"{path} (in no pool)")
             continue
-        ident = depends.identity(path)
-        others = [u for u in index.used_by(ident) if u != name and not u.startswith(f"{name} (")]
-        others += [b for b in index.backing_of(ident, exclude=[path]) if b != name and not b.startswith(f"{name} (")]
+        others = index.others_than(depends.identity(path), name, exclude=[path])
         if others:
-            kept.append(f"{pool}/{volume} (also used by {', '.join(sorted(set(others)))})")
+            kept.append(f"{pool}/{volume} (also used by {', '.join(others)})")
         else:
             delete.append((pool, volume))
     return delete, kept
