@@ -24,6 +24,12 @@ with ``append='on'``), one line each starting with ``KVT``:
 ``agent``        mount the Debian root filesystem on /dev/vda (:func:`rootfs`), run its
                  ``qemu-ga`` on the agent's virtio port (its log on the console) and
                  write a counter file on it (``KVT fs N``)
+``cloudinit``    mount the Debian root filesystem on /dev/vda (:func:`rootfs` variant
+                 ``cloud-init``) and run its ``cloud-init`` stages in order, as their systemd
+                 units would (``init --local``, ``init``, ``modules --mode=config``,
+                 ``modules --mode=final``; their output on the console), then
+                 ``KVT cloud-init done``; the NoCloud seed is the ``cidata`` CD-ROM (``ahci``,
+                 ``sr_mod`` and ``isofs`` are in the initramfs)
 ``poweroff``     end the guest (``reboot -f``: its domain has ``on_reboot`` destroy)
 
 Workloads that loop run in the background, the others in order. The image is
@@ -58,7 +64,7 @@ from tests.support import sandbox
 CACHE = pathlib.Path(os.environ.get("KVT_CACHE", "/var/tmp/kvt-cache"))
 BUSYBOX = "/bin/busybox"
 #: what the guest needs; their dependencies come from modules.dep
-WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "crc32c_generic", "ext4")
+WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "crc32c_generic", "ext4", "ahci", "sr_mod", "isofs")
 MEMORY_MIB = 192
 #: a line on the console that this module's init writes
 LINE = re.compile(r"^KVT (.*)$")
@@ -134,6 +140,21 @@ w_agent() {  # the Debian root filesystem on /dev/vda: its qemu-guest-agent on t
         n=$((n+1)); echo $n > /mnt/kvt-counter; sync; say fs $n; sleep 0.2
     done
 }
+w_cloudinit() {  # the Debian root filesystem on /dev/vda: its real cloud-init, the four stages its units run
+    wait_disk || return
+    mkdir -p /mnt
+    mount -t ext4 /dev/vda /mnt || { say error cannot mount /dev/vda; return; }
+    mount -t proc proc /mnt/proc; mount -t sysfs sysfs /mnt/sys; mount -t devtmpfs devtmpfs /mnt/dev
+    mount -t tmpfs tmpfs /mnt/run; mount -t tmpfs tmpfs /mnt/tmp
+    i=0
+    while [ ! -b /dev/sr0 ]; do i=$((i+1)); [ $i -gt 100 ] && break; sleep 0.1; done
+    say cdrom $(ls /dev/sr* 2>/dev/null)
+    for stage in "init --local" "init" "modules --mode=config" "modules --mode=final"; do
+        chroot /mnt /usr/bin/cloud-init $stage > /dev/ttyS0 2>&1
+        say cloud-init $stage: $?
+    done
+    say cloud-init done
+}
 w_dhcp() {
     ip link set eth0 up
     if udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 30 -T 1 >/dev/ttyS0 2>&1; then
@@ -157,6 +178,7 @@ for w in $(params kvt.work); do
         size) w_size & ;;
         dhcp) w_dhcp & ;;
         agent) w_agent & ;;
+        cloudinit) w_cloudinit ;;
         scan) w_scan ;;
         stamp) w_stamp "$arg" ;;
         poweroff) say poweroff; sync; reboot -f ;;  # on_reboot is destroy; PVH boot has no ACPI
