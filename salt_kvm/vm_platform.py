@@ -36,9 +36,9 @@ HIDDEN = "<hidden>"
 # --- firmware ----------------------------------------------------------------------------
 
 
-def uefi_available(dirs=FIRMWARE_DIRS):
+def uefi_available(dirs=None):
     """Whether a QEMU firmware descriptor offers UEFI for x86_64 (Debian: package ``ovmf``)."""
-    for directory in dirs:
+    for directory in FIRMWARE_DIRS if dirs is None else dirs:
         for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
             try:
                 with open(path, encoding="utf-8") as fh:

@@ -4,11 +4,12 @@ The guest is the one of tests/support/guest.py booted by the VM's own declaratio
 (direct kernel boot: Debian's kernel and the busybox initramfs, ``kvt.work=cloudinit``):
 its root filesystem is a copy-on-write child of the cached Debian image with
 ``cloud-init`` (:func:`tests.support.guest.rootfs`, variant ``cloud-init``; built once
-with debootstrap, about 4 minutes and 230 MiB), and the initramfs runs that
+with debootstrap: 3 min 39 s and a 352 MiB qcow2 here), and the initramfs runs that
 filesystem's cloud-init stages in order, as systemd's units would. cloud-init's NoCloud
 datasource finds the ``cidata`` CD-ROM on its own, sets the hostname from the
 seed's ``local-hostname`` and runs the ``runcmd`` lines: both show on the serial
-console that ``kvm.vm_console`` reads. One boot; under TCG it takes a few minutes.
+console that ``kvm.vm_console`` reads. One boot; under TCG on a 2-core host the four
+stages took 2 to 5 minutes of guest uptime (the whole test 4.5 to 6 minutes).
 """
 
 import os

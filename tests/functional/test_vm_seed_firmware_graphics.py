@@ -181,6 +181,16 @@ def test_firmware_bad_value_names_the_field(kvm_state, kvm, pool, vm_name):
     assert ret["result"] is False and f"{vm_name}:firmware: 'efi' is not one of bios, uefi" in ret["comment"], ret
 
 
+def test_uefi_without_ovmf_is_a_clear_error_and_changes_nothing(kvm_state, kvm, pool, vm_name, tmp_path, monkeypatch):
+    pname, _ = pool
+    monkeypatch.setattr(vm_platform, "FIRMWARE_DIRS", (str(tmp_path),))  # a host without ovmf
+    for test in (True, False):
+        ret = kvm_state.vm_present(vm_name, test=test, **_spec(pname, firmware="uefi"))
+        assert ret["result"] is False, ret
+        assert f"{vm_name}:firmware: no UEFI firmware for x86_64 on this host (install Debian's ovmf package)" in ret["comment"]
+        assert vm_name not in kvm.vm_list()
+
+
 def test_uefi_detection_reads_the_firmware_descriptors(tmp_path):
     assert vm_platform.uefi_available([str(tmp_path)]) is False
     (tmp_path / "50-bios.json").write_text('{"interface-types": ["bios"], "targets": [{"architecture": "x86_64"}]}')
