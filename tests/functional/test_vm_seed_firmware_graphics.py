@@ -305,3 +305,13 @@ def test_cdrom_volume_is_attached_read_only_and_purge_keeps_it(kvm_state, kvm, c
     vols = kvm.volume_list(pname)
     assert "tools.iso" in vols and "a.qcow2" not in vols
     assert not os.path.exists(cloudinit.seed_path(vm_name))
+
+
+def test_vm_define_and_vm_undefine_handle_the_seed(kvm, pool, vm_name):
+    pname, _ = pool
+    shown = kvm.vm_define(vm_name, memory="64M", vcpus=1, disks=[{"pool": pname, "volume": "a.qcow2"}],
+                          cloud_init={"user_data": {"runcmd": ["true"]}}, graphics={"type": "vnc", "password": PASSWORD})
+    assert shown["cloud_init"] == cloudinit.seed_path(vm_name) and os.path.exists(shown["cloud_init"])
+    assert shown["graphics"][0]["password"] == "<hidden>" and PASSWORD not in repr(shown)
+    assert kvm.vm_undefine(vm_name)["removed"] == vm_name
+    assert not os.path.exists(cloudinit.seed_path(vm_name))
