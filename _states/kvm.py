@@ -285,8 +285,8 @@ def _vm():
 def vm_present(name, **kwargs):
     """
     A VM as declared: the keys of a ``kvm:vms`` pillar entry (type, memory,
-    vcpus, cpu, machine, disks, nics, boot, console, autostart, restart,
-    shutdown_timeout), with the pillar's ``state`` given as ``run_state``
+    vcpus, cpu, machine, firmware, disks, nics, boot, console, graphics,
+    cloud_init, autostart, restart, shutdown_timeout), with the pillar's ``state`` given as ``run_state``
     (``running``, ``stopped``, ``paused``: Salt reserves the argument name
     ``state``). The definition is edited in place; a change
     a running VM can only take at a restart is written to its definition and
