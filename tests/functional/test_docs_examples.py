@@ -598,8 +598,9 @@ class Sandbox:
         self._bridges(kvm)
         self._networks(kvm)
         self._pools(kvm)
+        self._vms(kvm)
         self._snapshots(kvm)
-        for key in [k for k in ("bridges", "networks", "pools", "snapshots") if k in kvm and not kvm[k]]:
+        for key in [k for k in ("bridges", "networks", "pools", "vms", "snapshots") if k in kvm and not kvm[k]]:
             del kvm[key]
         schema.validate_pillar(kvm)  # the rewritten pillar is still valid
         return self
@@ -760,7 +761,7 @@ class Sandbox:
                 cap = 1024 * M if sparse and not prealloc else 16 * M
                 vol["size"] = min(size, cap)
             if vol.get("source"):
-                vol["source"], vol["sha256"] = self._source(vname, vol["source"])
+                vol["source"], vol["sha256"] = self._source(vname, vol["source"], vol.get("format"))
             backing = vol.get("backing")
             if backing and backing.startswith("/"):
                 path = os.path.join(self._files(), os.path.basename(backing))
@@ -773,12 +774,16 @@ class Sandbox:
             self.made.append(os.path.basename(self._files_dir))
         return self._files_dir
 
-    def _source(self, vname, source):
-        """A small local image standing for ``source``: its path (or URL) and sha256."""
+    def _source(self, vname, source, fmt=None):
+        """A small local image standing for ``source``: its path (or URL) and sha256
+        (a real qcow2 image where the volume says qcow2: volumes may be built on it)."""
         path = os.path.join(self._files(), os.path.basename(source.rstrip("/")) or vname)
-        with open(path, "wb") as fh:
-            fh.write(os.urandom(64 * 1024))
-            fh.truncate(M)
+        if fmt == "qcow2":
+            sandbox.qemu_img("create", "-q", "-f", "qcow2", path, "16M")
+        else:
+            with open(path, "wb") as fh:
+                fh.write(os.urandom(64 * 1024))
+                fh.truncate(M)
         with open(path, "rb") as fh:
             digest = hashlib.sha256(fh.read()).hexdigest()
         if source.startswith(("http://", "https://")):
@@ -787,15 +792,50 @@ class Sandbox:
             return f"{self.server.url}/{os.path.basename(path)}", digest
         return path, digest
 
+    def _vms(self, kvm):
+        """Declared VMs on the sandbox's pools and networks, small (no OS boots from the
+        stand-in images). A NIC on a host bridge is left out: libvirtd makes the VM's tap in
+        the root namespace, while the sandbox's bridges live in a netns (VMs on declared
+        bridges are tested in test_guest_vms.py)."""
+        vms = kvm.get("vms") or {}
+        new = {}
+        for name, spec in vms.items():
+            spec = copy.deepcopy(spec or {})
+            new_name = self.name("vm", name, "vm")
+            self.vms.append(new_name)
+            new[new_name] = spec
+            if spec.get("absent"):
+                continue
+            for key in ("memory", "max_memory"):
+                if key in spec:
+                    spec[key] = min(units.parse_size(spec[key]), 128 * M)
+            for disk in spec.get("disks") or []:
+                disk["pool"] = self.names.get(("pool", disk["pool"]), disk["pool"])
+                if "size" in disk:
+                    disk["size"] = min(units.parse_size(disk["size"]), 16 * M)
+            nics = []
+            for nic in spec.get("nics") or []:
+                if nic.get("bridge"):
+                    self.limits[f"vms:{name}:nics:{nic['bridge']}"] = "a VM's tap is made in the root namespace; the sandbox's bridges are in a netns (tested in test_guest_vms.py)"
+                    continue
+                nic["network"] = self.names.get(("network", nic["network"]), nic["network"])
+                nics.append(nic)
+            if "nics" in spec:
+                spec["nics"] = nics
+        if new:
+            kvm["vms"] = new
+
     def _snapshots(self, kvm):
         snaps = kvm.get("snapshots") or {}
+        declared = self.original["kvm"].get("vms") or {}
         new = {}
         for vm, spec in snaps.items():
             if f"snapshots:{vm}" in self.limits:
                 continue
             name = self.name("vm", vm, "vm")
-            sandbox.make_vm(self.conn, name=name, start=True)
-            self.vms.append(name)
+            if vm not in declared:  # a VM the pillar does not declare: a tiny one stands for it
+                sandbox.make_vm(self.conn, name=name, start=True)
+                self.vms.append(name)
             new[name] = spec
         if new:
             kvm["snapshots"] = new
@@ -858,7 +898,7 @@ def test_pillar_example_applies_for_real(path, env):
     try:
         box.build()
         kvm = box.pillar["kvm"]
-        applied = [k for k in ("bridges", "networks", "pools", "snapshots") if kvm.get(k)]
+        applied = [k for k in ("bridges", "networks", "pools", "vms", "snapshots") if kvm.get(k)]
         if not applied:
             pytest.skip(f"nothing of {_rel(path)} can be applied here: " + "; ".join(f"{p}: {r}" for p, r in box.limits.items()))
         call = SaltCall(workdir / "salt", file_roots=[repo_file_root(workdir / "file-root")])
@@ -907,6 +947,16 @@ def _check_host(box, kvm, before):
     nets = {n.name(): n for n in conn.listAllNetworks(0)}
     for name, spec in (kvm.get("networks") or {}).items():
         assert (name in nets) != bool(spec.get("absent"))
+    import libvirt  # pylint: disable=import-outside-toplevel
+
+    for vm, spec in (kvm.get("vms") or {}).items():
+        want = "absent" if spec.get("absent") else spec.get("state", "running")
+        try:
+            dom = conn.lookupByName(vm)
+        except libvirt.libvirtError:
+            dom = None
+        have = "absent" if dom is None else {1: "running", 3: "paused"}.get(dom.info()[0], "stopped")
+        assert have == want, f"VM {vm} is {have}, not {want}"
     for vm, spec in (kvm.get("snapshots") or {}).items():
         names = conn.lookupByName(vm).snapshotListNames(0)
         assert [n for n in names if n.startswith(spec.get("prefix", "auto-"))], f"{vm}: no snapshot taken ({names})"
@@ -926,9 +976,9 @@ def _check_host(box, kvm, before):
 
 
 def _undo(box, call, kvm):
-    """The how-tos' ad hoc undo: networks stopped and undefined, bridges deleted
-    (``force=True``: they carry the host's address), pools undefined."""
-    steps = []
+    """The how-tos' ad hoc undo: VMs removed (their volumes kept), networks stopped and
+    undefined, bridges deleted (``force=True``: they carry the host's address), pools undefined."""
+    steps = [("kvm.vm_undefine", name) for name, spec in (kvm.get("vms") or {}).items() if not spec.get("absent")]
     for name, spec in (kvm.get("networks") or {}).items():
         if not spec.get("absent"):
             steps += [("kvm.network_stop", name), ("kvm.network_undefine", name)]
