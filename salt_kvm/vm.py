@@ -29,7 +29,7 @@ import time
 
 from lxml import etree
 
-from salt_kvm import depends, plan, schema
+from salt_kvm import depends, plan, schema, units, vm_live
 from salt_kvm import storage as pools_mod
 from salt_kvm import storage_volumes as vols_mod
 from salt_kvm.conn import libvirt, libvirt_errors, lookup_domain
@@ -117,6 +117,7 @@ def _describe(session, dom, root):
             "ip": addresses.get(mac, []),
         })
     memory = root.find("memory")
+    vcpu = root.find("vcpu")
     return {
         "name": dom.name(),
         "uuid": dom.UUIDString(),
@@ -124,8 +125,10 @@ def _describe(session, dom, root):
         "autostart": bool(dom.autostart()),
         "persistent": bool(dom.isPersistent()),
         "type": root.get("type"),
-        "vcpus": int(root.findtext("vcpu") or 0),
-        "memory": _bytes(memory),
+        "vcpus": _vcpus(vcpu),
+        "max_vcpus": int(root.findtext("vcpu") or 0),
+        "memory": _bytes(root.find("currentMemory")) or _bytes(memory),
+        "max_memory": _bytes(memory),
         "disks": disks,
         "nics": nics,
         "console": _console_file(root),
@@ -138,6 +141,13 @@ def _bytes(node):
         return None
     factor = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
     return int(node.text) * factor.get(node.get("unit", "KiB").lower(), 1024)
+
+
+def _vcpus(node):
+    """The vCPUs a ``<vcpu current=N>MAX</vcpu>`` element gives the VM now."""
+    if node is None:
+        return 0
+    return int(node.get("current") or node.text or 0)
 
 
 def _console_file(root):
@@ -180,14 +190,35 @@ def _resolve_disk(session, vm, index, disk, create=False):
     if not entry["active"]:
         raise KvmError(f"{where}: pool '{pool}' is not running")
     vols = vols_mod.volumes(session, pool)
-    if volume not in vols:
-        raise InvalidInput(f"{where}:volume", f"volume '{volume}' does not exist in pool '{pool}' (declare it under kvm:pools, or create it)")
     from salt_kvm.xml import storage as sxml  # pylint: disable=import-outside-toplevel
 
+    if volume not in vols:
+        if create and (disk.get("size") or disk.get("backing")):
+            return _predicted_volume(session, where, disk)
+        raise InvalidInput(f"{where}:volume", f"volume '{volume}' does not exist in pool '{pool}' (declare it under kvm:pools, give size or backing, or create it)")
     model = sxml.Volume(vols[volume]["xml"])
+    if disk.get("size") and (model.capacity or 0) < disk["size"]:
+        raise InvalidInput(
+            f"{where}:size",
+            f"volume {pool}/{volume} has {units.human_size(model.capacity or 0)}, less than the declared {units.human_size(disk['size'])}: "
+            f"a VM never resizes a volume (grow it with kvm.volume_resize, or declare it under kvm:pools:{pool}:volumes)",
+        )
     path = model.path
     kind = "block" if path and path.startswith("/dev/") else "file"
     return kind, path, model.format or "raw"
+
+
+def _predicted_volume(session, where, disk):
+    """``(type, path, format)`` the volume a disk entry makes will have (it does not exist yet)."""
+    pool, volume = disk["pool"], disk["volume"]
+    model = vols_mod._pool_model(session, pool)  # pylint: disable=protected-access
+    if disk.get("backing") and disk["backing"] not in vols_mod.volumes(session, pool):
+        raise InvalidInput(f"{where}:backing", f"volume '{disk['backing']}' does not exist in pool '{pool}'")
+    fmt = disk.get("format") or ("qcow2" if model.type in vols_mod.FILE_POOLS else "raw")
+    path = os.path.join(model.target or "", volume) if model.type in vols_mod.FILE_POOLS else None
+    if path is None:
+        raise InvalidInput(f"{where}:pool", f"a VM disk makes volumes in file pools only, not in a {model.type} pool (declare the volume under kvm:pools)")
+    return ("block" if path.startswith("/dev/") else "file"), path, fmt
 
 
 def _targets(disks):
@@ -217,6 +248,8 @@ def _nic_element(nic):
         etree.SubElement(iface, "mac", address=nic["mac"].lower())
     etree.SubElement(iface, "source", **{kind: nic.get("bridge") or nic.get("network")})
     etree.SubElement(iface, "model", type=nic.get("model") or "virtio")
+    if nic.get("link") == "down":
+        etree.SubElement(iface, "link", state="down")
     return iface
 
 
@@ -258,9 +291,9 @@ def declared(session, name, spec, current_xml=None):
     or a new one. Returns the lxml root."""
     root = parse(current_xml) if current_xml else _new_domain(name, spec)
     kib = str(-(-int(spec["memory"]) // 1024))
-    _set_child_text(root, "memory", kib, unit="KiB")
+    _set_child_text(root, "memory", -(-int(spec.get("max_memory") or spec["memory"]) // 1024), unit="KiB")
     _set_child_text(root, "currentMemory", kib, before="vcpu", unit="KiB")
-    _set_child_text(root, "vcpu", spec["vcpus"])
+    _set_vcpus(root, spec["vcpus"], spec.get("max_vcpus") or spec["vcpus"])
     if spec.get("type"):
         root.set("type", spec["type"])
     os_el = root.find("os")
@@ -292,7 +325,7 @@ def declared(session, name, spec, current_xml=None):
     anchor = devices[0] if len(devices) else None
     disks = spec.get("disks") or []
     for index, (disk, target) in enumerate(zip(disks, _targets(disks))):
-        kind, path, fmt = _resolve_disk(session, name, index, disk)
+        kind, path, fmt = _resolve_disk(session, name, index, disk, create=True)
         element = _disk_element(kind, path, fmt, target, disk.get("device", "disk"))
         if anchor is not None:
             anchor.addprevious(element)
@@ -306,6 +339,21 @@ def declared(session, name, spec, current_xml=None):
             devices.append(element)
     _set_console(devices, name, (spec.get("console") or {}).get("log"))
     return root
+
+
+def _set_vcpus(root, current, maximum):
+    """``<vcpu current=N>MAX</vcpu>``; a per-vCPU ``<vcpus>`` list that no longer fits is dropped."""
+    node = root.find("vcpu")
+    old = (_vcpus(node), int(node.text or 0)) if node is not None else None
+    _set_child_text(root, "vcpu", maximum)
+    node = root.find("vcpu")
+    if int(current) < int(maximum):
+        node.set("current", str(current))
+    elif "current" in node.attrib:
+        del node.attrib["current"]
+    listing = root.find("vcpus")
+    if listing is not None and old != (int(current), int(maximum)):
+        root.remove(listing)
 
 
 def _set_console(devices, name, log_to_file):
@@ -335,15 +383,19 @@ def _modelled(root):
     nics = []
     for iface in root.findall("devices/interface"):
         source, mac, model = iface.find("source"), iface.find("mac"), iface.find("model")
+        link = iface.find("link")
         nics.append({
             "source": None if source is None else (source.get("bridge") or source.get("network")),
             "mac": mac.get("address").lower() if mac is not None else None,
             "model": model.get("type") if model is not None else None,
+            "link": link.get("state", "up") if link is not None else "up",
         })
     return {
         "type": root.get("type"),
-        "memory": _bytes(memory),
-        "vcpus": int(root.findtext("vcpu") or 0),
+        "memory": _bytes(root.find("currentMemory")) or _bytes(memory),
+        "max_memory": _bytes(memory),
+        "vcpus": _vcpus(root.find("vcpu")),
+        "max_vcpus": int(root.findtext("vcpu") or 0),
         "cpu": None if cpu is None else (cpu.get("mode") if cpu.get("mode") != "custom" else cpu.findtext("model")),
         "machine": os_el.find("type").get("machine"),
         "boot": {k: os_el.findtext(k) for k in ("kernel", "initrd", "cmdline") if os_el.findtext(k)},
@@ -353,10 +405,8 @@ def _modelled(root):
     }
 
 
-#: what the pillar models; a running VM is compared on LIVE_KEYS (libvirt expands the CPU of a
-#: running VM, so a CPU change shows in the definition only)
-KEYS = ("type", "memory", "vcpus", "cpu", "machine", "boot", "disks", "nics", "console")
-LIVE_KEYS = ("memory", "vcpus", "boot", "disks", "nics", "console")
+#: what the pillar models (a running VM: :func:`salt_kvm.vm_live.plan` says what changes live)
+KEYS = ("type", "memory", "max_memory", "vcpus", "max_vcpus", "cpu", "machine", "boot", "disks", "nics", "console")
 
 
 def _same_machine(have, want):
@@ -544,13 +594,15 @@ class VmResource(plan.Resource):
         self.session, self.name, self.spec, self.test = session, name, spec, test
         self.what = f"VM '{name}'"
         self.note = ""
+        #: the live half of a change to a running VM (:func:`salt_kvm.vm_live.plan`)
+        self.ops, self.pending = [], []
 
     def _check_disks(self):
         """Every declared disk's volume exists; under ``test=True`` a missing one is only
         noted (the pool and volume states ordered before this one may make it)."""
         for index, disk in enumerate(self.spec.get("disks") or []):
             try:
-                _resolve_disk(self.session, self.name, index, disk)
+                _resolve_disk(self.session, self.name, index, disk, create=True)
             except KvmError as exc:
                 if not self.test:
                     raise
@@ -570,24 +622,37 @@ class VmResource(plan.Resource):
 
     def changes(self, current):
         spec = self.spec
+        self.ops, self.pending = [], []
+        new_volumes = vm_live.new_volumes(self.session, self.name, spec, self.test)
         if current is None:
             self._check_disks()
-            new = {k: spec[k] for k in ("type", "memory", "vcpus", "cpu", "machine", "disks", "nics", "boot", "console") if spec.get(k) is not None}
+            new = {k: spec[k] for k in ("type", "memory", "max_memory", "vcpus", "max_vcpus", "cpu", "machine", "disks", "nics", "boot", "console") if spec.get(k) is not None}
             changes = {"vm": {"old": None, "new": new}}
+            if new_volumes:
+                changes["volumes"] = {"old": None, "new": [v["label"] for v in new_volumes]}
             if spec.get("autostart"):
                 changes["autostart"] = {"old": False, "new": True}
             if self._want_state() != "stopped":
                 changes["state"] = {"old": None, "new": self._want_state()}
             return changes
-        want = _modelled(declared(self.session, self.name, spec, current["xml"]))
-        changes = _compare(_modelled(parse(current["xml"])), want, spec)
+        want_root = declared(self.session, self.name, spec, current["xml"])
+        _keep_macs(want_root, parse(current["xml"]), spec)
+        changes = _compare(_modelled(parse(current["xml"])), _modelled(want_root), spec)
+        if new_volumes:
+            changes["volumes"] = {"old": None, "new": [v["label"] for v in new_volumes]}
         running = _normal_state(current["state"]) in ("running", "paused")
-        if running and current["live"] and _compare(_modelled(parse(current["live"])), want, spec, LIVE_KEYS):
-            # the running VM differs from the declaration: only a restart applies it
-            if spec.get("restart"):
+        if running and current["live"] and self._want_state() != "stopped":
+            # what the running VM can take is applied live; the rest waits for a restart
+            keys = set(KEYS) if spec.get("restart") else set(changes)
+            self.ops, self.pending = vm_live.plan(parse(current["live"]), want_root, spec, keys, memory_changed="memory" in changes)
+            if spec.get("restart") and self.pending:
+                self.ops = []
                 changes["restart"] = {"old": "running an older definition", "new": "restarted"}
-            elif changes and self._want_state() != "stopped":
-                changes["restart"] = {"old": None, "new": "pending (restart: true restarts it now)"}
+            else:
+                if self.ops:
+                    changes["live"] = {"old": None, "new": [op.text for op in self.ops]}
+                if self.pending:
+                    changes["restart"] = {"old": None, "new": vm_live.pending_text(self.pending)}
         if spec.get("autostart") is not None and current["autostart"] != spec["autostart"]:
             changes["autostart"] = {"old": current["autostart"], "new": spec["autostart"]}
         state = _normal_state(current["state"])
@@ -597,7 +662,9 @@ class VmResource(plan.Resource):
 
     def apply(self, current, changes):
         spec = self.spec
-        definition = {k for k in changes if k not in ("state", "autostart", "restart")}
+        if "volumes" in changes:
+            vm_live.make_volumes(self.session, self.name, spec)
+        definition = {k for k in changes if k not in ("state", "autostart", "restart", "live", "volumes")}
         if definition:
             root = declared(self.session, self.name, spec, current["xml"] if current else None)
             if current:
@@ -608,9 +675,28 @@ class VmResource(plan.Resource):
         with libvirt_errors(self.what):
             if "autostart" in changes:
                 dom.setAutostart(1 if spec["autostart"] else 0)
+            if self.ops:
+                self._apply_live(dom, changes)
             if changes.get("restart", {}).get("new") == "restarted":
                 vm_shutdown(self.session, self.name, timeout=spec.get("shutdown_timeout", SHUTDOWN_TIMEOUT))
             _to_state(dom, self._want_state())
+
+    def _apply_live(self, dom, changes):
+        """The live half of the change; what the guest did not let go of becomes pending (or,
+        with ``restart: true``, is applied by a restart)."""
+        unfinished = vm_live.apply_ops(dom, self.ops, parse(dom.XMLDesc(XML_INACTIVE)))
+        if not unfinished:
+            return
+        done = [op.text for op in self.ops if op not in [u for u, _ in unfinished]]
+        if done:
+            changes["live"]["new"] = done
+        else:
+            changes.pop("live")
+        if self.spec.get("restart"):
+            changes["restart"] = {"old": "running an older definition", "new": "restarted"}
+        else:
+            self.pending += [why for _, why in unfinished]
+            changes["restart"] = {"old": None, "new": vm_live.pending_text(self.pending)}
 
     def verify(self, after):
         remaining = self.changes(after)
@@ -636,10 +722,15 @@ class VmResource(plan.Resource):
         verb = "would be" if test else "was"
         if "vm" in changes:
             started = " and started" if changes.get("state", {}).get("new") == "running" else ""
-            return f"{self.what} {verb} defined{started}{self.note}"
+            made = f"; {'would create' if test else 'created'} volume {', '.join(changes['volumes']['new'])}" if "volumes" in changes else ""
+            return f"{self.what} {verb} defined{started}{made}{self.note}"
         base = super().summary(changes, test)
+        if "volumes" in changes:
+            base += f"; {'would create' if test else 'created'} volume {', '.join(changes['volumes']['new'])}"
+        if "live" in changes:
+            base += f"; {'would be ' if test else ''}applied live: {', '.join(changes['live']['new'])}"
         if changes.get("restart", {}).get("new", "").startswith("pending"):
-            base += "; the change is written to its definition and takes effect when it restarts (restart: true restarts it now)"
+            base += f"; {', '.join(self.pending)}: written to its definition, takes effect when it restarts (restart: true restarts it now)"
         return base
 
 
