@@ -24,6 +24,8 @@ with ``append='on'``), one line each starting with ``KVT``:
 ``agent``        mount the Debian root filesystem on /dev/vda (:func:`rootfs`), run its
                  ``qemu-ga`` on the agent's virtio port (its log on the console) and
                  write a counter file on it (``KVT fs N``)
+``ifaces``       ``KVT ifaces NAME ...`` (the names in /sys/class/net) whenever the list changes:
+                 a NIC plugged in or taken away live shows here
 ``poweroff``     end the guest (``reboot -f``: its domain has ``on_reboot`` destroy)
 
 Workloads that loop run in the background, the others in order. The image is
@@ -65,7 +67,7 @@ LINE = re.compile(r"^KVT (.*)$")
 PING_REPLY = re.compile(r"bytes from ([0-9.]+): seq=(\d+)")
 INTERVAL = 0.2  # seconds between pings and counter ticks
 #: bump when the way the image is built changes (the cache key also covers the init script)
-BUILD = 1
+BUILD = 2
 
 INIT = r"""#!/bin/sh
 # kvt guest init: the workloads named by kvt.work= on the kernel command line
@@ -134,6 +136,15 @@ w_agent() {  # the Debian root filesystem on /dev/vda: its qemu-guest-agent on t
         n=$((n+1)); echo $n > /mnt/kvt-counter; sync; say fs $n; sleep 0.2
     done
 }
+w_ifaces() {
+    last=
+    while :; do
+        l=$(ls /sys/class/net | tr '\n' ' ')
+        [ "$l" = "$last" ] || say ifaces $l
+        last=$l
+        sleep 0.2
+    done
+}
 w_dhcp() {
     ip link set eth0 up
     if udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 30 -T 1 >/dev/ttyS0 2>&1; then
@@ -157,6 +168,7 @@ for w in $(params kvt.work); do
         size) w_size & ;;
         dhcp) w_dhcp & ;;
         agent) w_agent & ;;
+        ifaces) w_ifaces & ;;
         scan) w_scan ;;
         stamp) w_stamp "$arg" ;;
         poweroff) say poweroff; sync; reboot -f ;;  # on_reboot is destroy; PVH boot has no ACPI
