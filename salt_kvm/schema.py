@@ -1072,8 +1072,33 @@ describe(PROGRESS, {
 })
 
 
+def _check_vm_volumes(rec, path, errors):
+    """A volume a VM disk entry makes (``size``/``backing``): declared in one place only, in a
+    pool this pillar does not remove, on a base it does not remove."""
+    pools = rec.get("pools", {})
+    for vname, vm in rec.get("vms", {}).items():
+        if vm.get("absent"):
+            continue
+        for i, disk in enumerate(vm.get("disks", [])):
+            if not (disk.get("size") or disk.get("backing")):
+                continue
+            dpath = _join(_join(_join(_join(path, "vms"), vname), "disks"), i)
+            pool = pools.get(disk["pool"])
+            if pool is None:
+                continue
+            if pool.get("absent"):
+                errors.add(_join(dpath, "pool"), f"pool {disk['pool']!r} is declared absent")
+                continue
+            vols = pool.get("volumes", {})
+            if disk["volume"] in vols:
+                errors.add(_join(dpath, "volume"), f"{disk['pool']}/{disk['volume']} is also declared under kvm:pools:{disk['pool']}:volumes; declare how to make it in one place")
+            if disk.get("backing") in vols and vols[disk["backing"]].get("absent"):
+                errors.add(_join(dpath, "backing"), f"{disk['pool']}/{disk['backing']} is declared absent")
+
+
 def _check_pillar(rec, path, errors):
     _check_vms(rec.get("vms", {}), path, errors)
+    _check_vm_volumes(rec, path, errors)
     bridges = rec.get("bridges", {})
     owner = {}
     for bname, bridge in bridges.items():
