@@ -1,7 +1,7 @@
 """VMs: the ``kvm.vm_*`` functions and the ``vm_present`` / ``vm_absent`` states.
 
 A VM is declared with the keys of a ``kvm:vms`` pillar entry: ``type``,
-``memory``, ``vcpus``, ``cpu``, ``machine``, ``disks`` (volumes of pools),
+``memory``, ``max_memory``, ``vcpus``, ``max_vcpus``, ``cpu``, ``machine``, ``disks`` (volumes of pools),
 ``nics`` (on host bridges or libvirt networks), ``boot`` (direct kernel boot),
 ``console`` (the serial console written to a file), ``autostart``, ``state``
 and ``restart``.
@@ -12,10 +12,18 @@ serial console); every other element (a hand-added controller, channel or
 watchdog, ``<metadata>``, libvirt's own defaults) is kept. Disks and NICs are
 the pillar's: a disk removed from the pillar is detached, its volume kept.
 
-A change that needs a restart (memory, vCPUs, CPU, machine, boot, disks or
-NICs of a running VM) is written to the persistent definition and reported as
-**pending restart** (result True) unless ``restart: true``, which shuts the
-VM down gracefully (ACPI, with a timeout) and starts it again.
+What a running VM can take live (a disk or NIC attached or detached, a NIC's
+bridge or network and link state, memory up to ``max_memory``, vCPUs up to
+``max_vcpus``) is applied live and written to the definition
+(:mod:`salt_kvm.vm_live`). A change that needs a restart (machine, CPU, type,
+boot, a NIC's model, a disk's target, memory or vCPUs above the maximum) is
+written to the persistent definition and reported as **pending restart**
+(result True) unless ``restart: true``, which shuts the VM down gracefully
+(ACPI, with a timeout) and starts it again.
+
+A disk entry with ``size`` or ``backing`` makes its volume when it is missing
+(:func:`salt_kvm.storage_volumes.volume_create`); an existing volume is never
+re-created or resized.
 
 Volumes are never deleted by implication: ``vm_absent`` / ``kvm.vm_undefine``
 keep them unless ``purge``, and even then a volume another VM uses, or that
