@@ -651,7 +651,9 @@ class VmResource(plan.Resource):
         running = _normal_state(current["state"]) in ("running", "paused")
         if running and current["live"] and self._want_state() != "stopped":
             # what the running VM can take is applied live; the rest waits for a restart
-            keys = set(KEYS) if spec.get("restart") else set(changes)
+            # with restart: true, also what an earlier run left pending (not the CPU: libvirt
+            # expands a running VM's CPU, so only a changed definition says it changed)
+            keys = (set(KEYS) - {"cpu"}) | set(changes) if spec.get("restart") else set(changes)
             self.ops, self.pending = vm_live.plan(parse(current["live"]), want_root, spec, keys, memory_changed="memory" in changes)
             if spec.get("restart") and self.pending:
                 self.ops = []

@@ -65,7 +65,8 @@ def _nic_view(el):
     source, model, link = el.find("source"), el.find("model"), el.find("link")
     return {
         "type": el.get("type"),
-        "source": None if source is None else (source.get("bridge") or source.get("network")),
+        # a running VM's network NIC names its network's bridge too: compare what its type names
+        "source": None if source is None else source.get(el.get("type")),
         "model": model.get("type") if model is not None else None,
         "link": link.get("state", "up") if link is not None else "up",
     }
