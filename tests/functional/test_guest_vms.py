@@ -52,13 +52,15 @@ def test_declared_guest_boots_reaches_the_lan_and_takes_a_nic_live(kvm_state, kv
     """Catches: a declared VM that does not boot its kernel or is not on its declared bridge
     (no replies), a NIC added to the pillar that waits for a restart or never reaches the guest
     (no eth1), a NIC removed from the pillar that the guest keeps (eth1 stays) or that is
-    reported as removed while still attached, a re-apply that is not a no-op."""
+    reported as removed while still attached, a vCPU within max_vcpus that waits for a restart,
+    one above it applied anyway, a re-apply that is not a no-op."""
     assert kvm_state.bridge_present(name=root_lan.bridge, ports=[root_lan.uplink], **BRIDGE)["result"] is True
-    cmdline = f"console=ttyS0 quiet panic=-1 no_timer_check kvt.ip={root_lan.guest} kvt.work=ping:{root_lan.gateway} kvt.work=ifaces"
+    cmdline = f"console=ttyS0 quiet panic=-1 no_timer_check kvt.ip={root_lan.guest} kvt.work=ping:{root_lan.gateway} kvt.work=ifaces kvt.work=cpus"
     spec = {
         "type": guest_type,
         "memory": f"{guestlib.MEMORY_MIB}M",
         "vcpus": 1,
+        "max_vcpus": 2,
         "boot": {"kernel": guest_image.kernel, "initrd": guest_image.initrd, "cmdline": cmdline},
         "nics": [{"bridge": root_lan.bridge, "mac": "52:54:00:4c:00:01"}],
         "console": {"log": True},
@@ -70,25 +72,36 @@ def test_declared_guest_boots_reaches_the_lan_and_takes_a_nic_live(kvm_state, kv
     g.wait_line("ready", timeout=120 if guest_type == "qemu" else 30)
     g.wait_replies(3, timeout=60, source=root_lan.gateway)
     assert _ifaces(g.lines())[-1] == ["eth0", "lo"], g.lines()
+    assert [l for l in g.lines() if l.startswith("cpus")][-1] == "cpus 0", g.lines()
     assert kvm_state.vm_present(vm_name, **spec)["changes"] == {}
 
-    # the pillar gains a NIC: plugged into the running guest, no restart
+    # the pillar gains a NIC and a vCPU (within max_vcpus): plugged into the running guest, no restart
     mark = g.offset()
-    more = dict(spec, nics=spec["nics"] + [{"bridge": root_lan.bridge, "mac": "52:54:00:4c:00:02"}])
+    more = dict(spec, vcpus=2, nics=spec["nics"] + [{"bridge": root_lan.bridge, "mac": "52:54:00:4c:00:02"}])
     predicted = kvm_state.vm_present(vm_name, test=True, **more)
     ret = kvm_state.vm_present(vm_name, **more)
     assert ret["result"] is True and ret["changes"] == predicted["changes"], ret
-    assert ret["changes"]["live"]["new"] == [f"attach NIC 52:54:00:4c:00:02 on bridge {root_lan.bridge}"] and "restart" not in ret["changes"], ret
+    assert ret["changes"]["live"]["new"] == [f"attach NIC 52:54:00:4c:00:02 on bridge {root_lan.bridge}", "vcpus 1 -> 2"] and "restart" not in ret["changes"], ret
     g.wait(lambda lines: ["eth0", "eth1", "lo"] in _ifaces(lines), timeout=60, since=mark, what="eth1 in the guest")
+    g.wait_line("cpus 0-1", timeout=60, since=mark)
     assert kvm_state.vm_present(vm_name, **more)["changes"] == {}
     assert len(kvm.vm_show(vm_name)["nics"]) == 2
 
     # and loses it again: the guest answers the hot-unplug request, the NIC is gone for real
     mark = g.offset()
-    ret = kvm_state.vm_present(vm_name, **spec)
+    fewer = dict(more, nics=spec["nics"])
+    ret = kvm_state.vm_present(vm_name, **fewer)
     assert ret["result"] is True, ret
     assert ret["changes"]["live"]["new"] == [f"detach NIC 52:54:00:4c:00:02 on bridge {root_lan.bridge}"] and "restart" not in ret["changes"], ret
     g.wait(lambda lines: ["eth0", "lo"] in _ifaces(lines), timeout=60, since=mark, what="eth1 gone from the guest")
     assert "52:54:00:4c:00:02" not in conn.lookupByName(vm_name).XMLDesc(0)
     g.wait_replies(3, since=mark, timeout=30, source=root_lan.gateway)
-    assert kvm_state.vm_present(vm_name, **spec)["changes"] == {}
+    assert kvm_state.vm_present(vm_name, **fewer)["changes"] == {}
+
+    # over the maximum: pending, the running guest keeps what it has
+    over = dict(fewer, vcpus=3, max_vcpus=3)
+    ret = kvm_state.vm_present(vm_name, **over)
+    assert ret["result"] is True and "live" not in ret["changes"], ret
+    assert ret["changes"]["restart"]["new"] == "pending: max_vcpus 2 -> 3, vcpus 3 (above the running maximum 2) (restart: true restarts it now)", ret
+    assert "takes effect when it restarts" in ret["comment"] and conn.lookupByName(vm_name).vcpusFlags(1) == 2
+    assert kvm_state.vm_present(vm_name, **over)["changes"] == {}

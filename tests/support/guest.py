@@ -26,6 +26,8 @@ with ``append='on'``), one line each starting with ``KVT``:
                  write a counter file on it (``KVT fs N``)
 ``ifaces``       ``KVT ifaces NAME ...`` (the names in /sys/class/net) whenever the list changes:
                  a NIC plugged in or taken away live shows here
+``cpus``         ``KVT cpus LIST`` (/sys/devices/system/cpu/present, like ``0-1``) whenever it
+                 changes: a vCPU plugged in live shows here
 ``poweroff``     end the guest (``reboot -f``: its domain has ``on_reboot`` destroy)
 
 Workloads that loop run in the background, the others in order. The image is
@@ -145,6 +147,15 @@ w_ifaces() {
         sleep 0.2
     done
 }
+w_cpus() {
+    last=
+    while :; do
+        l=$(cat /sys/devices/system/cpu/present)
+        [ "$l" = "$last" ] || say cpus $l
+        last=$l
+        sleep 0.2
+    done
+}
 w_dhcp() {
     ip link set eth0 up
     if udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 30 -T 1 >/dev/ttyS0 2>&1; then
@@ -169,6 +180,7 @@ for w in $(params kvt.work); do
         dhcp) w_dhcp & ;;
         agent) w_agent & ;;
         ifaces) w_ifaces & ;;
+        cpus) w_cpus & ;;
         scan) w_scan ;;
         stamp) w_stamp "$arg" ;;
         poweroff) say poweroff; sync; reboot -f ;;  # on_reboot is destroy; PVH boot has no ACPI
