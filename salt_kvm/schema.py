@@ -987,6 +987,9 @@ def _check_vm(rec, path, errors):
         if key in seen:
             errors.add(_join(_join(_join(path, "disks"), i), "volume"), f"volume {disk['pool']}/{disk['volume']} is already disk {seen[key]} of this VM")
         seen.setdefault(key, i)
+    for i, disk in enumerate(rec.get("disks", [])):
+        if disk.get("backing") and (disk["pool"], disk["backing"]) in seen:
+            errors.add(_join(_join(_join(path, "disks"), i), "backing"), f"{disk['pool']}/{disk['backing']} is also disk {seen[(disk['pool'], disk['backing'])]} of this VM (a base is read-only under its children)")
     if "max_memory" in rec and "memory" in rec and rec["memory"] > rec["max_memory"]:
         errors.add(_join(path, "memory"), f"is more than max_memory ({units.human_size(rec['max_memory'])})")
     if "max_vcpus" in rec and "vcpus" in rec and rec["vcpus"] > rec["max_vcpus"]:

@@ -456,8 +456,10 @@ def _keep_macs(root, current_root, spec):
 
 
 def vm_define(session, name, **spec):
-    """Define (or redefine in place) a VM from a pillar-style spec; its description."""
+    """Define (or redefine in place) a VM from a pillar-style spec (making the volumes its disk
+    entries give ``size`` or ``backing`` for); its description."""
     spec = schema.validate_args(schema.VM, name, spec, name_field=schema.OBJNAME)
+    vm_live.make_volumes(session, name, spec)
     current = None
     with contextlib.suppress(NotFound):
         current = _domain(session, name).XMLDesc(XML_INACTIVE)
@@ -604,6 +606,8 @@ class VmResource(plan.Resource):
         self.note = ""
         #: the live half of a change to a running VM (:func:`salt_kvm.vm_live.plan`)
         self.ops, self.pending = [], []
+        #: ``(pool, volume)`` this run made for a disk entry (a failed run deletes them again: still empty)
+        self.made = []
 
     def _check_disks(self):
         """Every declared disk's volume exists; under ``test=True`` a missing one is only
@@ -673,7 +677,7 @@ class VmResource(plan.Resource):
     def apply(self, current, changes):
         spec = self.spec
         if "volumes" in changes:
-            vm_live.make_volumes(self.session, self.name, spec)
+            vm_live.make_volumes(self.session, self.name, spec, self.made)
         definition = {k for k in changes if k not in ("state", "autostart", "restart", "live", "volumes")}
         if definition:
             root = declared(self.session, self.name, spec, current["xml"] if current else None)
@@ -715,6 +719,17 @@ class VmResource(plan.Resource):
         return remaining
 
     def restore(self, before):
+        restored = self._restore_definition(before)
+        dropped = []
+        for pool, volume in reversed(self.made):
+            with contextlib.suppress(KvmError, libvirt.libvirtError):
+                vols_mod.volume_delete(self.session, pool, volume)
+                dropped.append(f"{pool}/{volume}")
+        if restored and dropped:
+            return f"{restored} (and deleted the new volume {', '.join(dropped)})"
+        return restored
+
+    def _restore_definition(self, before):
         if before is None:
             with contextlib.suppress(KvmError, libvirt.libvirtError):
                 dom = _domain(self.session, self.name)

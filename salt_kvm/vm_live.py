@@ -280,13 +280,16 @@ def new_volumes(session, vm, spec, test=False):
     return out
 
 
-def make_volumes(session, vm, spec):
-    """Make the missing volumes of :func:`new_volumes` with :func:`salt_kvm.storage_volumes.volume_create`."""
+def make_volumes(session, vm, spec, made=None):
+    """Make the missing volumes of :func:`new_volumes` with :func:`salt_kvm.storage_volumes.volume_create`;
+    each one made is appended to ``made`` as ``(pool, volume)``."""
+    made = [] if made is None else made
     for item in new_volumes(session, vm, spec):
         disk, where = item["disk"], f"{vm}:disks:{item['index']}"
         fmt = disk.get("format") or ("qcow2" if disk.get("backing") else None)
         try:
             vols_mod.volume_create(session, disk["pool"], disk["volume"], size=disk.get("size"), format=fmt, backing=disk.get("backing"))
+            made.append((disk["pool"], disk["volume"]))
         except InvalidInput as exc:
             field = exc.path.rsplit(":", 1)[-1] if exc.path else "volume"
             raise InvalidInput(f"{where}:{field}", exc.message) from None

@@ -330,6 +330,23 @@ def test_disk_entries_make_missing_volumes_and_never_resize(kvm_state, kvm, pool
     assert kvm.volume_list(pname)["new.raw"]["capacity"] == 16 * M and len(kvm.vm_show(vm_name)["disks"]) == 4
 
 
+
+def test_a_failed_new_vm_takes_its_new_volumes_with_it(kvm_state, kvm, pool, vm_name, names):
+    """The VM cannot start (its bridge does not exist): the new VM is removed, and so are the
+    volumes this run made for it (still empty); the existing ones stay."""
+    pname, _ = pool
+    spec = _spec(pname, disks=[{"pool": pname, "volume": "a.qcow2"}, {"pool": pname, "volume": "fresh.qcow2", "size": "8M"}], nics=[{"bridge": names("nb-")}])
+    ret = kvm_state.vm_present(vm_name, **spec)
+    assert ret["result"] is False and f"restored removed the new VM '{vm_name}' (and deleted the new volume {pname}/fresh.qcow2)" in ret["comment"], ret
+    vols = kvm.volume_list(pname)
+    assert "fresh.qcow2" not in vols and "a.qcow2" in vols
+    with pytest.raises(CommandExecutionError, match="does not exist"):
+        kvm.vm_show(vm_name)
+    # kvm.vm_define takes the same disk entries
+    shown = kvm.vm_define(vm_name, memory="64M", vcpus=1, disks=[{"pool": pname, "volume": "byhand.qcow2", "size": "8M"}])
+    assert shown["disks"][0]["volume"] == "byhand.qcow2" and kvm.volume_list(pname)["byhand.qcow2"]["capacity"] == 8 * M
+
+
 def test_live_bad_input_names_the_field(kvm_state, kvm, pool, vm_name):
     pname, _ = pool
     for extra, message in [
@@ -340,6 +357,7 @@ def test_live_bad_input_names_the_field(kvm_state, kvm, pool, vm_name):
         ({"disks": [{"pool": pname, "volume": "x.iso", "size": "1M", "device": "cdrom"}]}, f"{vm_name}:disks:0:size: cannot make a CD-ROM"),
         ({"disks": [{"pool": pname, "volume": "x.qcow2", "backing": "zz.qcow2"}]}, f"{vm_name}:disks:0:backing: volume 'zz.qcow2' does not exist in pool '{pname}'"),
         ({"nics": [{"bridge": "br0", "link": "sideways"}]}, f"{vm_name}:nics:0:link"),
+        ({"disks": [{"pool": pname, "volume": "a.qcow2"}, {"pool": pname, "volume": "x.qcow2", "backing": "a.qcow2"}]}, f"{vm_name}:disks:1:backing: {pname}/a.qcow2 is also disk 0 of this VM"),
     ]:
         ret = kvm_state.vm_present(vm_name, **_spec(pname, **extra))
         assert ret["result"] is False and message in ret["comment"], (extra, ret["comment"])
