@@ -713,7 +713,9 @@ class VmResource(plan.Resource):
             changes["restart"] = {"old": None, "new": vm_live.pending_text(self.pending)}
 
     def verify(self, after):
+        planned = self.ops, self.pending  # what this run did and left pending: the summary says it
         remaining = self.changes(after)
+        self.ops, self.pending = planned
         if remaining.get("restart", {}).get("new", "").startswith("pending"):
             remaining = {}  # written to the definition; the restart is the operator's call
         return remaining

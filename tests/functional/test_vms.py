@@ -257,7 +257,7 @@ def test_what_a_running_vm_can_take_is_applied_live_and_persisted(kvm_state, kvm
     assert ret["result"] is True and ret["changes"] == predicted["changes"], ret
     pending = ret["changes"]["restart"]["new"]
     assert pending.startswith("pending: ") and "max_memory 128 MiB -> 256 MiB" in pending and "vcpus 4 (above the running maximum 2)" in pending, pending
-    assert "live" not in ret["changes"] and "takes effect when it restarts" in ret["comment"]
+    assert "live" not in ret["changes"] and "max_vcpus 2 -> 4, vcpus 4 (above the running maximum 2): written to its definition, takes effect when it restarts" in ret["comment"], ret
     assert dom.info()[1] == 128 * 1024 and dom.vcpusFlags(1) == 2
     assert kvm_state.vm_present(vm_name, **over)["changes"] == {}
     kvm.vm_stop(vm_name)
@@ -282,6 +282,7 @@ def test_a_detach_the_guest_does_not_answer_is_reported_pending(kvm_state, kvm, 
     assert ret["result"] is True, ret["comment"]
     pending = ret["changes"]["restart"]["new"]
     assert "live" not in ret["changes"] and "did not release it within 6s" in pending and "52:54:00:4b:00:11" in pending, ret
+    assert "did not release it within 6s" in ret["comment"] and "takes effect when it restarts" in ret["comment"], ret
     dom = conn.lookupByName(vm_name)
     inactive = dom.XMLDesc(2)
     assert "52:54:00:4b:00:11" not in inactive and "b.qcow2" not in inactive
