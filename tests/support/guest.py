@@ -28,6 +28,7 @@ with ``append='on'``), one line each starting with ``KVT``:
                  a NIC plugged in or taken away live shows here
 ``cpus``         ``KVT cpus LIST`` (/sys/devices/system/cpu/present, like ``0-1``) whenever it
                  changes: a vCPU plugged in live shows here
+``mem``          ``KVT mem KB`` (MemTotal) whenever it changes: the balloon (virtio_balloon) moved
 ``poweroff``     end the guest (``reboot -f``: its domain has ``on_reboot`` destroy)
 
 Workloads that loop run in the background, the others in order. The image is
@@ -62,7 +63,7 @@ from tests.support import sandbox
 CACHE = pathlib.Path(os.environ.get("KVT_CACHE", "/var/tmp/kvt-cache"))
 BUSYBOX = "/bin/busybox"
 #: what the guest needs; their dependencies come from modules.dep
-WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "crc32c_generic", "ext4")
+WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio_balloon", "crc32c_generic", "ext4")
 MEMORY_MIB = 192
 #: a line on the console that this module's init writes
 LINE = re.compile(r"^KVT (.*)$")
@@ -156,6 +157,15 @@ w_cpus() {
         sleep 0.2
     done
 }
+w_mem() {
+    last=
+    while :; do
+        l=$(awk '/^MemTotal/ {print $2}' /proc/meminfo)
+        [ "$l" = "$last" ] || say mem $l
+        last=$l
+        sleep 0.2
+    done
+}
 w_dhcp() {
     ip link set eth0 up
     if udhcpc -i eth0 -s /etc/udhcpc.script -q -n -t 30 -T 1 >/dev/ttyS0 2>&1; then
@@ -181,6 +191,7 @@ for w in $(params kvt.work); do
         agent) w_agent & ;;
         ifaces) w_ifaces & ;;
         cpus) w_cpus & ;;
+        mem) w_mem & ;;
         scan) w_scan ;;
         stamp) w_stamp "$arg" ;;
         poweroff) say poweroff; sync; reboot -f ;;  # on_reboot is destroy; PVH boot has no ACPI
