@@ -221,7 +221,7 @@ def test_what_a_running_vm_can_take_is_applied_live_and_persisted(kvm_state, kvm
     spec = _spec(
         pname, memory="96M", max_memory="128M", vcpus=2, max_vcpus=2,
         disks=[{"pool": pname, "volume": "a.qcow2"}, {"pool": pname, "volume": "b.qcow2"}],
-        nics=[{"bridge": br2, "mac": "52:54:00:4b:00:01", "link": "down"}, {"bridge": br1, "mac": "52:54:00:4b:00:02"}],
+        nics=[{"bridge": br2, "mac": "52:54:00:4b:00:01", "link": "down"}, {"bridge": br1, "mac": "52:54:00:4b:00:02"}, {"bridge": br1}],
     )
     predicted = kvm_state.vm_present(vm_name, test=True, **spec)
     assert predicted["result"] is None and "restart" not in predicted["changes"], predicted
@@ -233,19 +233,24 @@ def test_what_a_running_vm_can_take_is_applied_live_and_persisted(kvm_state, kvm
         f"NIC 52:54:00:4b:00:01 {br1} -> {br2}, link down",
         f"attach disk {pname}/b.qcow2 as vdb",
         f"attach NIC 52:54:00:4b:00:02 on bridge {br1}",
+        f"attach NIC (new) on bridge {br1}",
         "memory 96 MiB",
         "vcpus 1 -> 2",
     ], live
     assert "restart" not in ret["changes"] and "applied live" in ret["comment"]
     # live ...
-    assert _live_nics(dom) == {"52:54:00:4b:00:01": (br2, "down"), "52:54:00:4b:00:02": (br1, "up")}
+    nics = _live_nics(dom)
+    new_mac = (set(nics) - {"52:54:00:4b:00:01", "52:54:00:4b:00:02"}).pop()
+    assert nics == {"52:54:00:4b:00:01": (br2, "down"), "52:54:00:4b:00:02": (br1, "up"), new_mac: (br1, "up")}
+    # the NIC declared without a MAC has the same one live and in the definition
+    assert [i.find("mac").get("address") for i in etree.fromstring(dom.XMLDesc(2)).findall("devices/interface")][2] == new_mac
     assert [d.find("source").get("file") for d in _live(dom).findall("devices/disk")] == [os.path.join(path, v) for v in ("a.qcow2", "b.qcow2")]
     assert dom.vcpusFlags(1) == 2 and dom.info()[1] == 128 * 1024
     # ... and persisted
     shown = kvm.vm_show(vm_name)
     inactive = etree.fromstring(dom.XMLDesc(2))
     assert inactive.find("currentMemory").text == str(96 * 1024) and inactive.find("memory").text == str(128 * 1024)
-    assert inactive.find("vcpu").text == "2" and len(inactive.findall("devices/interface")) == 2 and len(inactive.findall("devices/disk")) == 2
+    assert inactive.find("vcpu").text == "2" and len(inactive.findall("devices/interface")) == 3 and len(inactive.findall("devices/disk")) == 2
     assert shown["memory"] == 96 * M or shown["memory"] == 128 * M  # what the guest has: a guest without an OS never inflates the balloon
     again = kvm_state.vm_present(vm_name, **spec)
     assert again["result"] is True and again["changes"] == {}, again
