@@ -768,12 +768,15 @@ def vm_define(name, **spec):
     ``vcpus``, ``disks``, ``nics``, ``boot``, ``console``, ...), or change an
     existing definition in place (what the keys do not model is kept). A
     running VM keeps running; the change takes effect at its next start.
+    ``cloud_init`` writes the VM's NoCloud seed ISO (only when its content
+    changes), ``firmware`` and ``graphics`` work as in the pillar.
 
     CLI Example:
 
     .. code-block:: bash
 
         salt '*' kvm.vm_define web01 memory=1G vcpus=2 disks='[{pool: default, volume: web01.qcow2}]' nics='[{bridge: br0}]'
+        salt '*' kvm.vm_define web02 memory=1G vcpus=1 firmware=uefi graphics='{type: vnc, password: s3cret}' cloud_init='{user_data: {runcmd: [echo hi]}}'
     """
     spec = {k: v for k, v in spec.items() if not k.startswith("__")}
     return _call(_vm().vm_define, _session(), name, **spec)

@@ -285,16 +285,16 @@ def _vm():
 def vm_present(name, **kwargs):
     """
     A VM as declared: the keys of a ``kvm:vms`` pillar entry (type, memory,
-    max_memory, vcpus, max_vcpus, cpu, machine, disks, nics, boot, console,
-    autostart, restart, shutdown_timeout), with the pillar's ``state`` given
-    as ``run_state`` (``running``, ``stopped``, ``paused``: Salt reserves the
-    argument name ``state``). The definition is edited in place. What a
-    running VM can take live (disks and NICs attached or detached, a NIC's
-    bridge, network or link, memory and vCPUs within their maximum) is
-    applied live and persisted (``changes`` key ``live``); a change it can
-    only take at a restart is written to its definition and reported as
-    pending (``restart``), unless ``restart: true``. A disk entry with
-    ``size`` or ``backing`` makes its volume when it is missing.
+    max_memory, vcpus, max_vcpus, cpu, machine, firmware, disks, nics, boot,
+    console, graphics, cloud_init, autostart, restart, shutdown_timeout), with
+    the pillar's ``state`` given as ``run_state`` (``running``, ``stopped``,
+    ``paused``: Salt reserves the argument name ``state``). The definition is
+    edited in place. What a running VM can take live (disks and NICs attached
+    or detached, a NIC's bridge, network or link, memory and vCPUs within
+    their maximum) is applied live and persisted (``changes`` key ``live``); a
+    change it can only take at a restart is written to its definition and
+    reported as pending (``restart``), unless ``restart: true``. A disk entry
+    with ``size`` or ``backing`` makes its volume when it is missing.
 
     .. code-block:: yaml
 

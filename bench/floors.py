@@ -3,14 +3,16 @@
 Run by ``bench/run.py`` under ``/usr/bin/time`` so their cost is measured the
 same way as ``salt-call``'s (whole process: interpreter start, imports, work)::
 
-    floors.py libvirt-read SPEC      list pools and volumes (and the VMs' snapshots), parse XML, compare
-    floors.py libvirt-create SPEC    define/build/start the pools, create the volumes (and one snapshot per VM)
+    floors.py libvirt-read SPEC      list pools and volumes (and the VMs' snapshots, and the declared VMs'
+                                     definitions, live and persistent), parse XML, compare
+    floors.py libvirt-create SPEC    define/build/start the pools, create the volumes (and one snapshot per VM;
+                                     define and start the declared VMs)
     floors.py pyroute2-read SPEC     one netlink dump of the links, compare bridges and their ports
     floors.py pyroute2-create SPEC   create the bridges, enslave the ports, set them up
 
 SPEC is the JSON file ``run.py`` writes: ``{"pools": [{"name", "target",
 "volumes": [name, ...], "size": bytes}], "bridges": [{"name", "ports": [...]}],
-"vms": [name, ...]}``. The pyroute2 modes run inside the bench's netns
+"vms": [name, ...], "decl_vms": [{"name", "path"}, ...], "vm_type"}``. The pyroute2 modes run inside the bench's netns
 (``ip netns exec``). Each prints one JSON line: objects seen, differences found.
 """
 
@@ -55,8 +57,32 @@ def libvirt_read(spec):
                 objects += 1
             if not snaps:
                 diffs += 1
+    declared = {vm["name"]: vm for vm in spec.get("decl_vms", [])}
+    if declared:
+        for dom in conn.listAllDomains(0):
+            want = declared.get(dom.name())
+            if want is None:
+                continue
+            objects += 1
+            root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+            live = etree.fromstring(dom.XMLDesc(0)) if dom.isActive() else None
+            disks = [d.get("file") for d in root.iterfind("devices/disk/source")]
+            if root.findtext("vcpu") != "1" or int(root.findtext("memory")) != 65536 or disks != [want["path"]] or live is None or live.findtext("vcpu") != "1":
+                diffs += 1
     conn.close()
     return {"objects": objects, "diffs": diffs}
+
+
+def _domain_xml(vm, dtype):
+    """What vm_present defines for a declared VM (64 MiB, one vCPU, its volume as vda)."""
+    return (
+        f"<domain type='{dtype}'><name>{vm['name']}</name><memory unit='KiB'>65536</memory>"
+        "<currentMemory unit='KiB'>65536</currentMemory><vcpu>1</vcpu>"
+        "<os><type arch='x86_64'>hvm</type><boot dev='hd'/></os><features><acpi/></features>"
+        "<on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>"
+        f"<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{vm['path']}'/>"
+        "<target dev='vda' bus='virtio'/></disk><memballoon model='virtio'/></devices></domain>"
+    )
 
 
 def libvirt_create(spec):
@@ -85,6 +111,9 @@ def libvirt_create(spec):
     for name in spec.get("vms", []):
         dom = conn.lookupByName(name)
         dom.snapshotCreateXML("<domainsnapshot><name>floor-0</name></domainsnapshot>", 0)
+        objects += 1
+    for vm in spec.get("decl_vms", []):
+        conn.defineXML(_domain_xml(vm, spec.get("vm_type", "kvm"))).create()
         objects += 1
     conn.close()
     return {"objects": objects, "diffs": 0}

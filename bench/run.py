@@ -11,7 +11,9 @@ Run from the repository root, as root (``make bench`` runs ``bench/run.py``)::
 The reference host is built in ``kvt-`` names: 10 dir pools x 20 qcow2
 volumes under ``/var/tmp/kvt-files``, 50 bridges x 2 veth ports inside a
 network namespace ``kvt-bench-*`` (the far ends of the veths sit in a second
-namespace), and 5 tiny (shut off) VMs with ``snapshots_retained``. Every
+namespace), 5 tiny (shut off) VMs with ``snapshots_retained``, and 20
+declared VMs (``kvm:vms``: 64 MiB, one vCPU, a volume of the first pool as
+their disk, running; no OS, so they sit in the firmware). Every
 ``kvt-`` object the run made is removed at the end, also when it fails
 (``sandbox.sweep(only_mine=True)``: other people's ``kvt-`` objects are left
 alone).
@@ -61,12 +63,13 @@ MAIN_PID = os.getpid()
 
 VOL_SIZE = 16 * 1024 * 1024  # 16 MiB qcow2 volumes (metadata only on disk)
 ALL_PARTS = ("startup", "salt", "floors", "ours", "counters", "profile", "peers")
-HOST_PARTS = ("storage", "bridges", "snapshots")
+HOST_PARTS = ("storage", "bridges", "snapshots", "vms")
 #: state functions each host part needs (checked in _states/kvm.py before use)
 NEEDS = {
     "storage": ("pool_present", "volume_present"),
     "bridges": ("bridge_present",),
     "snapshots": ("snapshots_retained",),
+    "vms": ("vm_present",),
 }
 
 #: the issue's targets
@@ -239,7 +242,7 @@ def _judge(runs, kind, expect):
 class Host:
     """The reference host: pools and volumes, bridges and ports in a netns, VMs."""
 
-    def __init__(self, parts, pools=10, vols=20, bridges=50, ports=2, vms=5):
+    def __init__(self, parts, pools=10, vols=20, bridges=50, ports=2, vms=5, decl_vms=20):
         self.parts = parts
         self.pools = []
         if "storage" in parts:
@@ -256,6 +259,13 @@ class Host:
                 self.bridges.append({"name": f"kvt-br{i:03d}", "ports": [f"kvt-p{i:03d}{chr(97 + k)}" for k in range(ports)]})
         self.vm_count = vms if "snapshots" in parts else 0
         self.vms = []
+        #: VMs declared under kvm:vms, each on a volume of the first pool (so the part needs storage)
+        self.decl_vms = []
+        if "vms" in parts and self.pools:
+            pool = self.pools[0]
+            for i in range(min(decl_vms, len(pool["volumes"]))):
+                volume = pool["volumes"][i]
+                self.decl_vms.append({"name": sandbox.uid("dvm-"), "pool": pool["name"], "volume": volume, "path": os.path.join(pool["target"], volume)})
         self._conn = None
 
     @property
@@ -265,7 +275,7 @@ class Host:
         return self._conn
 
     def spec(self):
-        return {"pools": self.pools, "bridges": self.bridges, "vms": self.vms}
+        return {"pools": self.pools, "bridges": self.bridges, "vms": self.vms, "decl_vms": self.decl_vms, "vm_type": _vm_type()}
 
     def pillar(self):
         pillar = {}
@@ -281,12 +291,17 @@ class Host:
             }
         if self.bridges:
             pillar["bridges"] = {b["name"]: {"ports": b["ports"], "stp": False, "forward_delay": 0, "persist": "none"} for b in self.bridges}
+        if self.decl_vms:
+            pillar["vms"] = {
+                vm["name"]: {"type": _vm_type(), "memory": "64M", "vcpus": 1, "disks": [{"pool": vm["pool"], "volume": vm["volume"]}], "state": "running"}
+                for vm in self.decl_vms
+            }
         if self.vms:
             pillar["snapshots"] = {vm: {"every": "1d", "keep": 2, "prefix": "auto-", "memory": False} for vm in self.vms}
         return pillar
 
     def states(self):
-        return len(self.pools) + sum(len(p["volumes"]) for p in self.pools) + len(self.bridges) + len(self.vms)
+        return len(self.pools) + sum(len(p["volumes"]) for p in self.pools) + len(self.bridges) + len(self.vms) + len(self.decl_vms)
 
     def build(self):
         """What the states expect to find (NICs, VMs); pools and bridges are made by the applies."""
@@ -309,9 +324,14 @@ class Host:
             self.vms.append(dom.name())
 
     # -- teardown between first-apply repetitions (untimed)
+    def clear_vms(self):
+        for vm in self.decl_vms:
+            sandbox.remove_vm(self.conn, vm["name"])
+
     def clear_storage(self):
         import libvirt  # pylint: disable=import-outside-toplevel
 
+        self.clear_vms()  # their disks are the pools' volumes
         names = {p["name"] for p in self.pools}
         for pool in self.conn.listAllStoragePools(0):
             if pool.name() not in names:
@@ -359,6 +379,12 @@ class Host:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
+
+
+def _vm_type():
+    """The declared VMs' domain type: KVM where /dev/kvm exists (they boot no OS, so
+    nested KVM runs them), else TCG."""
+    return "kvm" if os.path.exists("/dev/kvm") else "qemu"
 
 
 # --- commands ---------------------------------------------------------------------
@@ -591,13 +617,13 @@ def run_main(args):
         "command": " ".join(["bench/run.py", *sys.argv[1:]]),
         "started": datetime.datetime.utcnow().strftime("%Y-%m-%dT%H:%M:%SZ"),
         "host": host_facts(),
-        "reference": {"pools": args.pools, "volumes_per_pool": args.vols, "bridges": args.bridges, "ports_per_bridge": args.ports, "vms": args.vms, "parts": host_parts},
+        "reference": {"pools": args.pools, "volumes_per_pool": args.vols, "bridges": args.bridges, "ports_per_bridge": args.ports, "vms": args.vms, "declared_vms": args.decl_vms if "vms" in host_parts else 0, "parts": host_parts},
         "selected": sorted(only),
         "skipped": skipped,
         "targets": TARGETS,
     }
     work = pathlib.Path(tempfile.mkdtemp(prefix="kvt-bench-"))
-    host = Host(host_parts, args.pools, args.vols, args.bridges, args.ports, args.vms)
+    host = Host(host_parts, args.pools, args.vols, args.bridges, args.ports, args.vms, args.decl_vms)
     try:
         log(f"building the reference host: {host_parts} (skipped: {skipped or 'nothing'})")
         host.build()
@@ -623,7 +649,7 @@ def run_main(args):
 
         if "floors" in only:
             if host.pools or host.vms:
-                log("libvirt floor (create): define/build/start pools, create volumes, one snapshot per VM")
+                log("libvirt floor (create): define/build/start pools, create volumes, one snapshot per VM, define and start the declared VMs")
                 rec.measure("libvirt floor: create", [PY, str(BENCH / "floors.py"), "libvirt-create", str(spec_file)], before=host.clear, kind="json")
             if host.bridges:
                 log("pyroute2 floor (create): bridges and ports in the netns")
@@ -753,7 +779,7 @@ def ratios(out):
     lv_read, lv_create = _m(out, "libvirt floor: read"), _m(out, "libvirt floor: create")
     pr_read, pr_create = _m(out, "pyroute2 floor: read"), _m(out, "pyroute2 floor: create")
     has_bridges = "bridges" in out["reference"]["parts"]
-    has_lv = any(p in out["reference"]["parts"] for p in ("storage", "snapshots"))
+    has_lv = any(p in out["reference"]["parts"] for p in ("storage", "snapshots", "vms"))
 
     def total(*vals, need):
         vals = [v for v, needed in zip(vals, need) if needed]
@@ -1084,7 +1110,8 @@ def main(argv=None):
     parser.add_argument("--vols", type=int, default=20, help="volumes per pool")
     parser.add_argument("--bridges", type=int, default=50)
     parser.add_argument("--ports", type=int, default=2, help="veth ports per bridge")
-    parser.add_argument("--vms", type=int, default=5)
+    parser.add_argument("--vms", type=int, default=5, help="tiny shut-off VMs with snapshot retention")
+    parser.add_argument("--decl-vms", type=int, default=20, help="VMs declared under kvm:vms (running, on volumes of the first pool)")
     parser.add_argument("--scale", action="store_true", help="the scaling curve instead (storage only; writes results/scale.*)")
     parser.add_argument("--scale-sizes", default="200,500,1000,2000", help="total volumes per point of --scale")
     parser.add_argument("--skip", default="", help="with --scale: 'counters' to skip the in-process counters")

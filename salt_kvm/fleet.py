@@ -135,9 +135,13 @@ def _vms(conn, now):
     for dom in conn.listAllDomains(0):
         try:
             times = _snapshot_times(dom)
+            info = dom.info()  # state, max memory KiB, memory KiB, vCPUs, CPU time
             entry = {
                 "name": dom.name(),
-                "state": _DOMAIN_STATES.get(dom.state()[0], "unknown"),
+                "state": _DOMAIN_STATES.get(info[0], "unknown"),
+                "autostart": bool(dom.autostart()),
+                "vcpus": info[3],
+                "memory": info[1] * 1024,
                 "snapshots": len(times),
                 "oldest_snapshot": times[0][1] if times else None,
                 "oldest_snapshot_age": max(0, int(now - times[0][0])) if times else None,
@@ -406,8 +410,12 @@ def format_report(data):
                 lines.append("  pools: none")
             if rep.get("vms"):
                 lines += _table(
-                    ["vm", "state", "snapshots", "oldest", "age"],
-                    [[v["name"], v["state"], v["snapshots"], v["oldest_snapshot"] or "-", _age(v["oldest_snapshot_age"])] for v in rep["vms"]],
+                    ["vm", "state", "autostart", "vcpus", "memory", "snapshots", "oldest", "age"],
+                    [
+                        [v["name"], v["state"], "yes" if v.get("autostart") else "no", v.get("vcpus", "-"), _size(v.get("memory")),
+                         v["snapshots"], v["oldest_snapshot"] or "-", _age(v["oldest_snapshot_age"])]
+                        for v in rep["vms"]
+                    ],
                 )
             else:
                 lines.append("  vms: none")

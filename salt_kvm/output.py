@@ -19,8 +19,10 @@ decides, and more functions get text of their own:
 
 - ``kvm.network_list``, ``kvm.snapshot_list``, ``kvm.network_leases``,
   ``kvm.bridge_fdb``: tables, one row per network, snapshot, lease, MAC;
+- ``kvm.vm_list``: a table like ``virsh list --all`` with the VM's disks
+  (target, pool/volume) and NICs (bridge or network, MAC, IP), one line each;
 - ``kvm.pool_show``, ``kvm.volume_show``, ``kvm.network_show``,
-  ``kvm.bridge_show``, ``kvm.snapshot_show``, ``kvm.host_info``: one
+  ``kvm.bridge_show``, ``kvm.snapshot_show``, ``kvm.vm_show``, ``kvm.host_info``: one
   ``FIELD VALUE`` line per key (sizes in binary units, lists such as a
   volume's ``used_by`` and ``backing_of`` joined with commas), then a table
   for each key that holds a list of records (a bridge's ports, a network's
@@ -52,11 +54,12 @@ NETWORKS = "network_list"
 SNAPSHOT_LIST = "snapshot_list"
 LEASES = "network_leases"
 FDB = "bridge_fdb"
+VMS = "vm_list"
 DETAIL = "show"
 XML = "dumpxml"
 
 #: functions shown as ``FIELD VALUE`` lines
-SHOW_FUNCTIONS = frozenset(("pool_show", "volume_show", "network_show", "bridge_show", "snapshot_show", "host_info"))
+SHOW_FUNCTIONS = frozenset(("pool_show", "volume_show", "network_show", "bridge_show", "snapshot_show", "vm_show", "host_info"))
 #: functions whose return is raw XML text
 XML_FUNCTIONS = frozenset(("pool_dumpxml", "volume_dumpxml", "network_dumpxml"))
 
@@ -74,6 +77,7 @@ _NOTHING = {
     SNAPSHOT_LIST: "no snapshots",
     LEASES: "no leases",
     FDB: "no MAC addresses",
+    VMS: "no VMs",
 }
 
 #: the indent Salt's nested outputter puts under a minion's name
@@ -115,7 +119,7 @@ def fits(kind, data):
         return shape(data) == kind or data == []
     if kind in (POOLS, VOLUMES):
         return shape(data) == kind or data == {}
-    if kind == NETWORKS:
+    if kind in (NETWORKS, VMS):
         return isinstance(data, dict) and all(isinstance(v, dict) for v in data.values())
     if kind in (SNAPSHOT_LIST, LEASES, FDB):
         return _records(data)
@@ -388,6 +392,44 @@ def network_lines(networks, color=False):
     return table(["NETWORK", "MODE", "BRIDGE", "ACTIVE", "AUTOSTART", "PERSISTENT"], rows, color)
 
 
+def _vm_disk(disk):
+    where = f"{disk['pool']}/{disk['volume']}" if disk.get("pool") else (disk.get("path") or "-")
+    kind = " (cdrom)" if disk.get("device") == "cdrom" else ""
+    return f"{disk.get('target') or '?'} {where}{kind}"
+
+
+def _vm_nic(nic):
+    parts = [nic.get("bridge") or nic.get("network") or nic.get("type") or "?", nic.get("mac") or ""]
+    parts.extend(nic.get("ip") or [])
+    return " ".join(p for p in parts if p)
+
+
+def vm_lines(vms, color=False):
+    """``kvm.vm_list`` like ``virsh list --all``, with each VM's disks and NICs."""
+    if not vms:
+        return [_NOTHING[VMS]]
+    rows = []
+    for name in sorted(vms, key=str):
+        vm = vms[name]
+        state = vm.get("state")
+        disks = [_vm_disk(d) for d in vm.get("disks") or []]
+        nics = [_vm_nic(n) for n in vm.get("nics") or []]
+        for i in range(max(1, len(disks), len(nics))):
+            first = i == 0
+            rows.append(
+                [
+                    (name, "cyan") if first else "",
+                    (_text(state), "green" if state == "running" else "yellow") if first else "",
+                    _yes_no(vm.get("autostart")) if first else "",
+                    _text(vm.get("vcpus")) if first else "",
+                    _size(vm.get("memory")) if first else "",
+                    disks[i] if i < len(disks) else ("-" if first else ""),
+                    nics[i] if i < len(nics) else ("-" if first else ""),
+                ]
+            )
+    return table(["VM", "STATE", "AUTOSTART", "VCPUS", "MEMORY", "DISKS", "NICS"], rows, color, right=(3, 4))
+
+
 def snapshot_list_lines(snapshots, color=False):
     """``kvm.snapshot_list`` as a table, oldest first: kind, state, memory, created, parent."""
     if not snapshots:
@@ -505,6 +547,7 @@ _RENDER = {
     SNAPSHOT_LIST: snapshot_list_lines,
     LEASES: leases_lines,
     FDB: fdb_lines,
+    VMS: vm_lines,
     DETAIL: detail_lines,
     XML: xml_lines,
 }

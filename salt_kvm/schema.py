@@ -980,6 +980,67 @@ VM_CONSOLE = Record({"log": Bool()})
 describe(VM_CONSOLE, {"log": ("Write the serial console to ``/var/log/libvirt/qemu/<name>.console.log`` (read it with ``kvm.vm_console``).", "false")})
 
 
+class MappingOrText(Field):
+    """A mapping (written as YAML) or a string used as it is: cloud-init's files."""
+
+    def __init__(self, max_len=1024 * 1024, text=True, **kw):
+        super().__init__(**kw)
+        self.max_len, self.text = max_len, text
+
+    def check(self, value, path, errors):
+        if isinstance(value, dict):
+            bad = [k for k in value if not isinstance(k, str)]
+            if bad:
+                errors.add(path, f"key {_show(bad[0])} is not a string")
+                return _INVALID
+            return value
+        if self.text and isinstance(value, str):
+            if len(value.encode()) > self.max_len:
+                errors.add(path, f"is longer than {self.max_len} bytes")
+                return _INVALID
+            return value
+        errors.add(path, f"{_show(type(value).__name__)} is not a mapping{' or a string' if self.text else ''}")
+        return _INVALID
+
+
+VM_CLOUD_INIT = Record({"user_data": MappingOrText(), "meta_data": MappingOrText(text=False), "network_config": MappingOrText()})
+describe(VM_CLOUD_INIT, {
+    "user_data": ("cloud-init's user data: a mapping (written as ``#cloud-config`` YAML) or a string used as it is (a script, a MIME multipart).", "an empty ``#cloud-config``"),
+    "meta_data": ("Merged over the defaults ``instance-id: <vm>-<hash of user-data and network-config>`` and ``local-hostname: <vm>``.", "instance-id and local-hostname"),
+    "network_config": ("cloud-init network config (version 1 or 2) as a mapping, or a string used as it is.", "none (cloud-init's DHCP on the first NIC)"),
+})
+
+
+class PortOrAuto(Int):
+    """A TCP port, or ``auto``."""
+
+    def check(self, value, path, errors):
+        return value if value == "auto" else super().check(value, path, errors)
+
+
+def _check_graphics(rec, path, errors):
+    if rec["type"] == "none":
+        for key in ("password", "listen", "port"):
+            if key in rec:
+                errors.add(_join(path, key), "is not used with type none")
+    elif rec["type"] == "vnc" and len(rec.get("password", "")) > 8:
+        errors.add(_join(path, "password"), "VNC uses only the first 8 characters of a password: give at most 8")
+
+
+VM_GRAPHICS = Record(
+    {"type": Enum("none", "vnc", "spice"), "password": Secret(max_len=64), "listen": Address(), "port": PortOrAuto(5900, 65535)},
+    required=("type",),
+    shorthand="type",
+    check_all=_check_graphics,
+)
+describe(VM_GRAPHICS, {
+    "type": "``vnc``, ``spice`` or ``none`` (no graphics device); ``graphics: none`` and ``graphics: vnc`` are short for ``{type: ...}``.",
+    "password": ("The console's password (VNC: at most 8 characters); never shown in state output, ``vm_show`` or logs.", "no password"),
+    "listen": ("The address the console listens on.", "127.0.0.1"),
+    "port": ("The TCP port, or ``auto`` (the first free one from 5900).", "auto"),
+})
+
+
 def _check_vm(rec, path, errors):
     seen = {}
     for i, disk in enumerate(rec.get("disks", [])):
@@ -1009,6 +1070,9 @@ VM = Record(
         "nics": List(VM_NIC),
         "boot": VM_BOOT,
         "console": VM_CONSOLE,
+        "firmware": Enum("bios", "uefi"),
+        "graphics": VM_GRAPHICS,
+        "cloud_init": VM_CLOUD_INIT,
         "autostart": Bool(),
         "state": Enum("running", "stopped", "paused"),
         "restart": Bool(),
@@ -1031,6 +1095,9 @@ describe(VM, {
     "nics": "NICs on host bridges or libvirt networks, in order.",
     "boot": "Direct kernel boot: ``kernel``, ``initrd``, ``cmdline``.",
     "console": "``log: true`` writes the serial console to a file (read it with ``kvm.vm_console``).",
+    "firmware": ("``bios`` or ``uefi`` (OVMF, Debian's ``ovmf`` package, chosen by libvirt, Secure Boot off, NVRAM per VM); a change waits for a restart.", "left as it is (bios for a new VM)"),
+    "graphics": ("``none`` or ``{type: vnc|spice, password, listen, port}``; a change waits for a restart.", "left as it is (none for a new VM)"),
+    "cloud_init": ("A NoCloud seed ISO (``/var/lib/libvirt/salt-kvm/cloud-init/<vm>.iso``) from ``user_data``, ``meta_data``, ``network_config``, attached as a read-only CD-ROM; rewritten only when its content changes, which waits for a restart.", "no seed"),
     "autostart": "Start the VM when the host boots.",
     "state": ("``running``, ``stopped`` or ``paused``.", "running"),
     "restart": ("Restart the VM (ACPI shutdown, then start) for a change that needs it; otherwise the change waits in the definition and is reported as pending.", "false"),

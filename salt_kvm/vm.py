@@ -37,7 +37,8 @@ import time
 
 from lxml import etree
 
-from salt_kvm import depends, plan, schema, units, vm_live
+from salt_kvm import cloudinit, depends, plan, schema, units, vm_live
+from salt_kvm import vm_platform as platform
 from salt_kvm import storage as pools_mod
 from salt_kvm import storage_volumes as vols_mod
 from salt_kvm.conn import libvirt, libvirt_errors, lookup_domain
@@ -51,6 +52,7 @@ STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 
 CONSOLE_DIR = "/var/log/libvirt/qemu"
 SHUTDOWN_TIMEOUT = 120
 XML_INACTIVE = 2  # VIR_DOMAIN_XML_INACTIVE
+XML_SECURE = 1  # VIR_DOMAIN_XML_SECURE: with the graphics passwords (compared, never shown)
 UNDEFINE_FLAGS = 1 | 2 | 4  # MANAGED_SAVE | SNAPSHOTS_METADATA | NVRAM
 
 
@@ -140,7 +142,19 @@ def _describe(session, dom, root):
         "disks": disks,
         "nics": nics,
         "console": _console_file(root),
+        "firmware": platform.firmware_of(root),
+        "graphics": platform.shown(platform.graphics_of(root)),
+        "cloud_init": _seed_of(root),
     }
+
+
+def _seed_of(root):
+    """The path of the VM's cloud-init seed CD-ROM, or None."""
+    for disk in root.findall("devices/disk"):
+        source = disk.find("source")
+        if source is not None and cloudinit.is_seed(source.get("file")):
+            return source.get("file")
+    return None
 
 
 def _bytes(node):
@@ -173,7 +187,7 @@ def vm_list(session):
         doms = session.conn.listAllDomains(0)
     for dom in doms:
         with contextlib.suppress(libvirt.libvirtError):
-            out[dom.name()] = _describe(session, dom, parse(dom.XMLDesc(0)))
+            out[dom.name()] = _describe(session, dom, parse(dom.XMLDesc(XML_SECURE)))
     return dict(sorted(out.items()))
 
 
@@ -181,7 +195,7 @@ def vm_show(session, name):
     """One VM: as :func:`vm_list` shows it, with its persistent definition's differences pending."""
     dom = _domain(session, name)
     with libvirt_errors(f"VM '{name}'"):
-        return _describe(session, dom, parse(dom.XMLDesc(0)))
+        return _describe(session, dom, parse(dom.XMLDesc(XML_SECURE)))
 
 
 # --- the declared definition -----------------------------------------------------------
@@ -213,7 +227,8 @@ def _resolve_disk(session, vm, index, disk, create=False):
         )
     path = model.path
     kind = "block" if path and path.startswith("/dev/") else "file"
-    return kind, path, model.format or "raw"
+    fmt = model.format or "raw"
+    return kind, path, "raw" if fmt == "iso" else fmt  # libvirt calls an ISO image's format iso; QEMU reads it raw
 
 
 def _predicted_volume(session, where, disk):
@@ -339,6 +354,14 @@ def declared(session, name, spec, current_xml=None):
             anchor.addprevious(element)
         else:
             devices.append(element)
+    if spec.get("cloud_init"):
+        # the seed: a read-only SATA CD-ROM after the pillar's own CD-ROMs
+        target = _targets(disks + [{"device": "cdrom"}])[-1]
+        element = _disk_element("file", cloudinit.seed_path(name), "raw", target, "cdrom")
+        if anchor is not None:
+            anchor.addprevious(element)
+        else:
+            devices.append(element)
     for nic in spec.get("nics") or []:
         element = _nic_element(nic)
         if anchor is not None:
@@ -346,6 +369,8 @@ def declared(session, name, spec, current_xml=None):
         else:
             devices.append(element)
     _set_console(devices, name, (spec.get("console") or {}).get("log"))
+    platform.set_firmware(root, name, spec.get("firmware"))
+    platform.set_graphics(root, spec.get("graphics"))
     return root
 
 
@@ -387,6 +412,8 @@ def _modelled(root):
     for disk in root.findall("devices/disk"):
         source, target = disk.find("source"), disk.find("target")
         path = None if source is None else (source.get("file") or source.get("dev"))
+        if cloudinit.is_seed(path):
+            continue  # modelled as cloud_init
         disks.append({"path": path, "device": disk.get("device", "disk"), "target": target.get("dev") if target is not None else None})
     nics = []
     for iface in root.findall("devices/interface"):
@@ -410,11 +437,14 @@ def _modelled(root):
         "disks": disks,
         "nics": nics,
         "console": _console_file(root),
+        "firmware": platform.firmware_of(root),
+        "graphics": platform.graphics_of(root),
+        "cloud_init": _seed_of(root),
     }
 
 
 #: what the pillar models (a running VM: :func:`salt_kvm.vm_live.plan` says what changes live)
-KEYS = ("type", "memory", "max_memory", "vcpus", "max_vcpus", "cpu", "machine", "boot", "disks", "nics", "console")
+KEYS = ("type", "memory", "max_memory", "vcpus", "max_vcpus", "cpu", "machine", "boot", "disks", "nics", "console", "firmware", "graphics", "cloud_init")
 
 
 def _same_machine(have, want):
@@ -429,7 +459,7 @@ def _compare(have, want, spec, keys=KEYS):
     """``{key: {old, new}}`` of the modelled parts that differ (undeclared keys and MACs ignored)."""
     changes = {}
     for key in keys:
-        if key in ("type", "cpu", "machine") and not spec.get(key):
+        if key in ("type", "cpu", "machine", "firmware", "graphics") and not spec.get(key):
             continue
         if key == "machine" and _same_machine(have[key], spec["machine"]):
             continue
@@ -462,10 +492,12 @@ def vm_define(session, name, **spec):
     vm_live.make_volumes(session, name, spec)
     current = None
     with contextlib.suppress(NotFound):
-        current = _domain(session, name).XMLDesc(XML_INACTIVE)
+        current = _domain(session, name).XMLDesc(XML_INACTIVE | XML_SECURE)
     root = declared(session, name, spec, current)
     if current:
         _keep_macs(root, parse(current), spec)
+    if spec.get("cloud_init"):
+        cloudinit.ensure(name, spec["cloud_init"])
     with libvirt_errors(f"defining VM '{name}'"):
         dom = session.conn.defineXML(etree.tostring(root, encoding="unicode"))
     if spec.get("autostart") is not None:
@@ -591,6 +623,7 @@ def vm_undefine(session, name, purge=False):
         if dom.isActive():
             dom.destroy()
         dom.undefineFlags(UNDEFINE_FLAGS)
+    cloudinit.remove(name)  # the seed is salt-kvm's own file, not the VM's data
     for pool, volume in delete:
         vols_mod.volume_delete(session, pool, volume)
     return {"removed": name, "deleted": [f"{p}/{v}" for p, v in delete], "kept": kept}
@@ -626,8 +659,9 @@ class VmResource(plan.Resource):
         except NotFound:
             return None
         with libvirt_errors(self.what):
-            xml = dom.XMLDesc(XML_INACTIVE)
-            return {"xml": xml, "state": _state(dom), "autostart": bool(dom.autostart()), "live": dom.XMLDesc(0) if dom.isActive() else None}
+            xml = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
+            live = dom.XMLDesc(XML_SECURE) if dom.isActive() else None
+            return {"xml": xml, "state": _state(dom), "autostart": bool(dom.autostart()), "live": live}
 
     def _want_state(self):
         return self.spec.get("state", "running")
@@ -638,7 +672,12 @@ class VmResource(plan.Resource):
         new_volumes = vm_live.new_volumes(self.session, self.name, spec, self.test)
         if current is None:
             self._check_disks()
-            new = {k: spec[k] for k in ("type", "memory", "max_memory", "vcpus", "max_vcpus", "cpu", "machine", "disks", "nics", "boot", "console") if spec.get(k) is not None}
+            new = {k: spec[k] for k in ("type", "memory", "max_memory", "vcpus", "max_vcpus", "cpu", "machine", "firmware", "disks", "nics", "boot", "console") if spec.get(k) is not None}
+            if spec.get("graphics"):
+                new["graphics"] = platform.shown_spec(spec["graphics"])
+            platform.check_firmware(self.name, spec.get("firmware"))
+            if spec.get("cloud_init"):
+                new["cloud_init"] = cloudinit.summary(cloudinit.render(self.name, spec["cloud_init"]))
             changes = {"vm": {"old": None, "new": new}}
             if new_volumes:
                 changes["volumes"] = {"old": None, "new": [v["label"] for v in new_volumes]}
@@ -649,7 +688,11 @@ class VmResource(plan.Resource):
             return changes
         want_root = declared(self.session, self.name, spec, current["xml"])
         _keep_macs(want_root, parse(current["xml"]), spec)
-        changes = _compare(_modelled(parse(current["xml"])), _modelled(want_root), spec)
+        have = _modelled(parse(current["xml"]))
+        changes = _compare(have, _modelled(want_root), spec)
+        seed_changed = self._seed_changes(have, changes)
+        if "graphics" in changes:
+            changes["graphics"] = platform.shown_change(changes["graphics"]["old"], changes["graphics"]["new"])
         if new_volumes:
             changes["volumes"] = {"old": None, "new": [v["label"] for v in new_volumes]}
         running = _normal_state(current["state"]) in ("running", "paused")
@@ -659,6 +702,8 @@ class VmResource(plan.Resource):
             # expands a running VM's CPU, so only a changed definition says it changed)
             keys = (set(KEYS) - {"cpu"}) | set(changes) if spec.get("restart") else set(changes)
             self.ops, self.pending = vm_live.plan(parse(current["live"]), want_root, spec, keys, memory_changed="memory" in changes)
+            if seed_changed and "cloud_init" not in self.pending:
+                self.pending.append("cloud_init")  # the guest reads its seed at boot
             if spec.get("restart") and self.pending:
                 self.ops = []
                 changes["restart"] = {"old": "running an older definition", "new": "restarted"}
@@ -674,10 +719,26 @@ class VmResource(plan.Resource):
             changes["state"] = {"old": state, "new": self._want_state()}
         return changes
 
+    def _seed_changes(self, have, changes):
+        """Put the seed's change (content or attachment) into ``changes`` as summaries; whether
+        its content changes (what a running guest only reads at its next boot)."""
+        declared_seed = self.spec.get("cloud_init")
+        if not declared_seed and not have["cloud_init"]:
+            changes.pop("cloud_init", None)
+            return False
+        old = cloudinit.read(cloudinit.seed_path(self.name))
+        new = cloudinit.render(self.name, declared_seed) if declared_seed else None
+        if old != new or "cloud_init" in changes:
+            changes["cloud_init"] = {"old": cloudinit.summary(old if have["cloud_init"] or declared_seed else None), "new": cloudinit.summary(new)}
+        return bool(declared_seed) and old != new
+
     def apply(self, current, changes):
         spec = self.spec
         if "volumes" in changes:
             vm_live.make_volumes(self.session, self.name, spec, self.made)
+        self._old_seed = cloudinit.read(cloudinit.seed_path(self.name))
+        if spec.get("cloud_init"):
+            cloudinit.ensure(self.name, spec["cloud_init"])
         definition = {k for k in changes if k not in ("state", "autostart", "restart", "live", "volumes")}
         if definition:
             root = declared(self.session, self.name, spec, current["xml"] if current else None)
@@ -694,6 +755,8 @@ class VmResource(plan.Resource):
             if changes.get("restart", {}).get("new") == "restarted":
                 vm_shutdown(self.session, self.name, timeout=spec.get("shutdown_timeout", SHUTDOWN_TIMEOUT))
             _to_state(dom, self._want_state())
+        if not spec.get("cloud_init") and "cloud_init" in changes:
+            cloudinit.remove(self.name)  # detached; a running guest keeps the file it has open
 
     def _apply_live(self, dom, changes):
         """The live half of the change; what the guest did not let go of becomes pending (or,
@@ -720,7 +783,16 @@ class VmResource(plan.Resource):
             remaining = {}  # written to the definition; the restart is the operator's call
         return remaining
 
+    def _restore_seed(self):
+        old = getattr(self, "_old_seed", None)
+        with contextlib.suppress(KvmError):
+            if old is None:
+                cloudinit.remove(self.name)
+            elif cloudinit.read(cloudinit.seed_path(self.name)) != old:
+                cloudinit.write(cloudinit.seed_path(self.name), old)
+
     def restore(self, before):
+        self._restore_seed()
         restored = self._restore_definition(before)
         dropped = []
         for pool, volume in reversed(self.made):
@@ -807,12 +879,15 @@ def vm_absent(session, name, purge=False, test=False):
         return plan.state_return(name, False, comment=f"VM '{name}': {exc}")
     what = f"VM '{name}'"
     volumes = {"delete": [], "kept": []}
+    seed, seed_found = cloudinit.seed_path(name), []
 
     def exists():
         try:
             shown = vm_show(session, name)
         except NotFound:
             return None
+        if not seed_found:
+            seed_found.append(os.path.exists(seed))
         if purge:
             delete, kept = _purge_plan(session, name, parse(_domain(session, name).XMLDesc(XML_INACTIVE)))
             volumes.update(delete=[f"{p}/{v}" for p, v in delete], kept=kept)
@@ -825,6 +900,8 @@ def vm_absent(session, name, purge=False, test=False):
     if ret["changes"] and ret["result"] is not False:
         if volumes["delete"]:
             ret["changes"]["volumes"] = {"old": volumes["delete"], "new": None}
+        if seed_found and seed_found[0]:
+            ret["changes"]["cloud_init"] = {"old": seed, "new": None}
         if not purge:
             ret["comment"] += "; its volumes are kept (purge: true deletes those nothing else uses)"
         elif volumes["kept"]:

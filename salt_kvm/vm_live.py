@@ -4,9 +4,10 @@ and the volumes a ``vm_present`` disk entry makes.
 Live (applied to the running VM and kept in its definition): attaching a disk or NIC,
 detaching one (its volume kept), a NIC's bridge or network and its link state, the
 memory balloon up to ``max_memory``, vCPUs up to ``max_vcpus``. Everything else a
-pillar change touches on a running VM (machine, CPU, type, boot, console, a NIC's
-model or kind, a disk's target, memory or vCPUs above the running maximum) waits for
-a restart: written to the definition, reported as pending.
+pillar change touches on a running VM (machine, CPU, type, boot, console, firmware,
+graphics, the cloud-init seed, a NIC's model or kind, a disk's target, a CD-ROM, memory
+or vCPUs above the running maximum) waits for a restart: written to the definition,
+reported as pending.
 
 Taking a device away needs the guest: it must answer the hot-unplug request (ACPI). A
 guest without an OS never does; a detach is waited for :data:`DETACH_TIMEOUT` seconds
@@ -157,8 +158,8 @@ def plan(live, want, spec, keys, memory_changed=False):
         pending.append(f"machine {have['machine']} -> {spec['machine']}")
     if "cpu" in keys and spec.get("cpu"):
         pending.append(f"cpu {spec['cpu']}")  # libvirt expands a running VM's CPU: only a restart tells
-    for key in ("boot", "console"):
-        if key in keys and have[key] != new[key]:
+    for key in ("boot", "console", "firmware", "graphics", "cloud_init"):
+        if key in keys and have.get(key) != new.get(key):
             pending.append(key)
     if ("max_memory" in keys or memory_changed) and have["max_memory"] != new["max_memory"]:
         pending.append(f"max_memory {units.human_size(have['max_memory'])} -> {units.human_size(new['max_memory'])}")

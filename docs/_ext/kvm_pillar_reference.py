@@ -84,6 +84,12 @@ def describe_type(field):
     """``(type, allowed values)`` of a schema field, as text for the reference."""
     if isinstance(field, schema.Bool):
         return "boolean", "``true`` or ``false``"
+    if isinstance(field, schema.PortOrAuto):
+        return "port", f"``auto`` or {_range(field)}"
+    if isinstance(field, schema.MappingOrText):
+        if field.text:
+            return "mapping or string", f"a mapping (written as YAML) or a string used as it is, at most {field.max_len // 1024 // 1024} MiB"
+        return "mapping", "a mapping (written as YAML)"
     if isinstance(field, schema.Number):
         return "number", _range(field)
     if isinstance(field, schema.Int):

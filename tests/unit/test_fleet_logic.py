@@ -15,7 +15,7 @@ HOST = {
         {"name": "old", "type": "dir", "active": False, "capacity": None, "allocation": None,
          "available": None, "used_pct": None, "volumes": None},
     ],
-    "vms": [{"name": "web01", "state": "running", "snapshots": 2, "oldest_snapshot": "auto-1", "oldest_snapshot_age": 3 * 86400}],
+    "vms": [{"name": "web01", "state": "running", "autostart": True, "vcpus": 2, "memory": 2 * 2**30, "snapshots": 2, "oldest_snapshot": "auto-1", "oldest_snapshot_age": 3 * 86400}],
 }
 
 APPLY_OK = {"kvm_|-kvm-pool-vms_|-vms_|-pool_present": {"result": True, "changes": {}, "comment": "ok"}}
@@ -91,7 +91,7 @@ def test_format_report_tables_and_summary():
     assert "hv1\n  bridge  state  ports\n  br0     up     eno1,vnet0\n" in text
     assert "  vms   dir   yes     100.0G    25.0G  25.0%  3" in text
     assert "  old   dir   no      -         -      -      -" in text
-    assert "  web01  running  2          auto-1  3d" in text
+    assert "  web01  running  yes        2      2.0G    2          auto-1  3d" in text
     assert "drift: none (in line with its pillar)" in text
     assert "drift: 1 state(s) would change\n    kvm-volume-vms-a.qcow2: volume" in text
     assert "error: no return" in text and "drift: ERROR 1\n    kvm:x: bad" in text

@@ -353,3 +353,20 @@ def test_a_show_with_nested_records_gets_blocks_and_the_xml_last():
     paths = lines.index("    paths:")
     assert _columns(lines[paths + 2]) == ["a", "/a"]
     assert lines[-2:] == ["    xml:", "        <bridge/>"]
+
+
+def test_vm_list_is_a_table_with_a_line_per_disk_and_nic():
+    vms = {
+        "web01": {
+            "state": "running", "autostart": True, "vcpus": 2, "memory": 2 * GIB,
+            "disks": [{"target": "vda", "device": "disk", "pool": "default", "volume": "web01.qcow2", "path": "/x"}, {"target": "sda", "device": "cdrom", "pool": None, "volume": None, "path": "/iso/seed.iso"}],
+            "nics": [{"type": "bridge", "bridge": "br0", "network": None, "mac": "52:54:00:00:00:01", "ip": ["192.0.2.20"]}],
+        },
+        "old": {"state": "shutoff", "autostart": False, "vcpus": 1, "memory": 512 * 1024**2, "disks": [], "nics": []},
+    }
+    lines = output.render({"local": vms}, fun="kvm.vm_list").splitlines()
+    assert _columns(lines[1]) == ["VM", "STATE", "AUTOSTART", "VCPUS", "MEMORY", "DISKS", "NICS"]
+    assert _columns(lines[2]) == ["old", "shutoff", "no", "1", "512M", "-", "-"]
+    assert _columns(lines[3]) == ["web01", "running", "yes", "2", "2G", "vda default/web01.qcow2", "br0 52:54:00:00:00:01 192.0.2.20"]
+    assert _columns(lines[4]) == ["sda /iso/seed.iso (cdrom)"]
+    assert output.render({"local": {}}, fun="kvm.vm_list") == "local:\n    no VMs"
