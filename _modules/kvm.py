@@ -878,6 +878,53 @@ def vm_undefine(name, purge=False):
     return _call(_vm().vm_undefine, _session(), name, purge=purge)
 
 
+def _vm_live():
+    from salt_kvm import vm_live  # pylint: disable=import-outside-toplevel
+
+    return vm_live
+
+
+def vm_attach(name, device=None, pool=None, volume=None, bridge=None, network=None, mac=None, model=None, link=None):
+    """
+    Attach a disk or a NIC to a VM: to the running VM (hotplug: the guest
+    needs no help) and to its definition, or to the definition only when it is
+    shut off. ``device=disk`` takes ``pool`` and ``volume`` (the next free
+    ``vdX``); ``device=nic`` takes ``bridge`` or ``network``, and optionally
+    ``mac`` (else a new one), ``model`` (virtio) and ``link`` (up or down).
+    A VM declared in the pillar goes back to the pillar's disks and NICs at
+    the next ``state.apply``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.vm_attach web01 device=disk pool=default volume=data.qcow2
+        salt '*' kvm.vm_attach web01 device=nic bridge=br0 mac=52:54:00:00:00:02
+    """
+    return _call(_vm_live().vm_attach, _session(), name, device=device, pool=pool, volume=volume, bridge=bridge, network=network, mac=mac, model=model, link=link)
+
+
+def vm_detach(name, device=None, target=None, pool=None, volume=None, mac=None, timeout=None):
+    """
+    Detach a disk (by ``target``, like ``vdb``, or by ``pool`` and ``volume``;
+    the volume is kept) or a NIC (by ``mac``) from a VM: from the running VM
+    and from its definition. Taking a device away needs the guest's answer to
+    the hot-unplug request: the call waits ``timeout`` seconds (10) and fails
+    clearly when the guest keeps it (it is then gone from the definition and
+    leaves at the next restart). A VM declared in the pillar goes back to the
+    pillar's disks and NICs at the next ``state.apply``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' kvm.vm_detach web01 device=disk target=vdb
+        salt '*' kvm.vm_detach web01 device=disk pool=default volume=data.qcow2
+        salt '*' kvm.vm_detach web01 device=nic mac=52:54:00:00:00:02
+    """
+    return _call(_vm_live().vm_detach, _session(), name, device=device, target=target, pool=pool, volume=volume, mac=mac, timeout=timeout)
+
+
 # --- end VMs --------------------------------------------------------------------
 
 # --- snapshots (salt_kvm.snapshot) --------------------------------------------

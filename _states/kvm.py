@@ -285,12 +285,16 @@ def _vm():
 def vm_present(name, **kwargs):
     """
     A VM as declared: the keys of a ``kvm:vms`` pillar entry (type, memory,
-    vcpus, cpu, machine, firmware, disks, nics, boot, console, graphics,
-    cloud_init, autostart, restart, shutdown_timeout), with the pillar's ``state`` given as ``run_state``
-    (``running``, ``stopped``, ``paused``: Salt reserves the argument name
-    ``state``). The definition is edited in place; a change
-    a running VM can only take at a restart is written to its definition and
-    reported as pending, unless ``restart: true``.
+    max_memory, vcpus, max_vcpus, cpu, machine, firmware, disks, nics, boot,
+    console, graphics, cloud_init, autostart, restart, shutdown_timeout), with
+    the pillar's ``state`` given as ``run_state`` (``running``, ``stopped``,
+    ``paused``: Salt reserves the argument name ``state``). The definition is
+    edited in place. What a running VM can take live (disks and NICs attached
+    or detached, a NIC's bridge, network or link, memory and vCPUs within
+    their maximum) is applied live and persisted (``changes`` key ``live``); a
+    change it can only take at a restart is written to its definition and
+    reported as pending (``restart``), unless ``restart: true``. A disk entry
+    with ``size`` or ``backing`` makes its volume when it is missing.
 
     .. code-block:: yaml
 
@@ -298,7 +302,7 @@ def vm_present(name, **kwargs):
           kvm.vm_present:
             - memory: 1G
             - vcpus: 2
-            - disks: [{pool: default, volume: web01.qcow2}]
+            - disks: [{pool: default, volume: web01.qcow2, backing: debian12.qcow2}]
             - nics: [{bridge: br0}]
     """
     kwargs = {k: v for k, v in kwargs.items() if not k.startswith("__")}

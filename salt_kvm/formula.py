@@ -106,6 +106,8 @@ def render_vms(tree):
                 reqs.append(("kvm", state_id("volume", disk["pool"], disk["volume"])))
             elif pool is not None:
                 reqs.append(("kvm", state_id("pool", disk["pool"])))
+            if pool is not None and disk.get("backing") in pool.get("volumes", {}):
+                reqs.append(("kvm", state_id("volume", disk["pool"], disk["backing"])))
         for nic in spec.get("nics", []):
             if nic.get("bridge") in tree.get("bridges", {}):
                 reqs.append(("kvm", state_id("bridge", nic["bridge"])))

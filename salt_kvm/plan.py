@@ -46,7 +46,7 @@ def state_return(name, result=True, changes=None, comment=""):
 
 
 #: keys whose whole numbers are sizes in bytes, wherever they sit in ``changes``
-SIZE_KEYS = frozenset(("size", "capacity", "allocation", "available", "memory"))
+SIZE_KEYS = frozenset(("size", "capacity", "allocation", "available", "memory", "max_memory"))
 
 
 def _human(value, in_size):

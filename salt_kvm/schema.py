@@ -915,14 +915,41 @@ SNAPSHOT_PRUNE = Record(
 
 # --- VMs ---------------------------------------------------------------------
 
+def _check_vm_disk(rec, path, errors):
+    if rec.get("device") == "cdrom":
+        for key in ("size", "backing", "format"):
+            if key in rec:
+                errors.add(_join(path, key), "cannot make a CD-ROM (a CD-ROM is an existing volume)")
+        return
+    if "format" in rec and "size" not in rec and "backing" not in rec:
+        errors.add(_join(path, "format"), "needs size or backing (it is the format of a new volume)")
+    backing = rec.get("backing")
+    if backing is not None:
+        if rec.get("format", "qcow2") != "qcow2":
+            errors.add(_join(path, "format"), "must be qcow2 with backing (a copy-on-write child is qcow2)")
+        if backing == rec.get("volume"):
+            errors.add(_join(path, "backing"), "cannot be the volume itself")
+
+
 VM_DISK = Record(
-    {"pool": OBJNAME, "volume": VOLNAME, "device": Enum("disk", "cdrom")},
+    {
+        "pool": OBJNAME,
+        "volume": VOLNAME,
+        "device": Enum("disk", "cdrom"),
+        "size": Size(),
+        "format": Enum("raw", "qcow2", "vmdk"),
+        "backing": VOLNAME,
+    },
     required=("pool", "volume"),
+    check_all=_check_vm_disk,
 )
 describe(VM_DISK, {
     "pool": "The pool holding the volume (declared under ``kvm:pools`` or existing on the host).",
     "volume": "The volume's name in that pool.",
     "device": ("``disk`` (virtio) or ``cdrom`` (SATA, read-only).", "disk"),
+    "size": ("Make the volume with this capacity when it does not exist (``20G``). An existing volume is never re-created or resized by the VM: one smaller than ``size`` fails the state (grow it with ``kvm.volume_resize`` or declare it under ``kvm:pools``).", "the volume must exist"),
+    "format": ("The format of a volume made from ``size``: ``raw``, ``qcow2`` or ``vmdk``.", "qcow2 in file pools, raw in the others"),
+    "backing": "Make the volume, when it does not exist, as a qcow2 copy-on-write child of this volume of the same pool (its size is the base's unless ``size`` says more).",
 })
 
 
@@ -932,7 +959,7 @@ def _check_nic(rec, path, errors):
 
 
 VM_NIC = Record(
-    {"bridge": IFNAME, "network": OBJNAME, "mac": Mac(), "model": Enum("virtio", "e1000", "e1000e", "rtl8139")},
+    {"bridge": IFNAME, "network": OBJNAME, "mac": Mac(), "model": Enum("virtio", "e1000", "e1000e", "rtl8139"), "link": Enum("up", "down")},
     check_all=_check_nic,
 )
 describe(VM_NIC, {
@@ -940,6 +967,7 @@ describe(VM_NIC, {
     "network": "A libvirt network.",
     "mac": ("The NIC's MAC address; libvirt picks one (and keeps it) when not given.", "chosen by libvirt"),
     "model": ("The NIC model the guest sees.", "virtio"),
+    "link": ("The NIC's link state as the guest sees it (``down``: the cable pulled); changed live.", "up"),
 })
 
 VM_BOOT = Record({"kernel": ABSPATH, "initrd": ABSPATH, "cmdline": Str(r"[^\0\n]*", max_len=4096, what="a kernel command line")}, required=("kernel",))
@@ -1020,13 +1048,22 @@ def _check_vm(rec, path, errors):
         if key in seen:
             errors.add(_join(_join(_join(path, "disks"), i), "volume"), f"volume {disk['pool']}/{disk['volume']} is already disk {seen[key]} of this VM")
         seen.setdefault(key, i)
+    for i, disk in enumerate(rec.get("disks", [])):
+        if disk.get("backing") and (disk["pool"], disk["backing"]) in seen:
+            errors.add(_join(_join(_join(path, "disks"), i), "backing"), f"{disk['pool']}/{disk['backing']} is also disk {seen[(disk['pool'], disk['backing'])]} of this VM (a base is read-only under its children)")
+    if "max_memory" in rec and "memory" in rec and rec["memory"] > rec["max_memory"]:
+        errors.add(_join(path, "memory"), f"is more than max_memory ({units.human_size(rec['max_memory'])})")
+    if "max_vcpus" in rec and "vcpus" in rec and rec["vcpus"] > rec["max_vcpus"]:
+        errors.add(_join(path, "vcpus"), f"is more than max_vcpus ({rec['max_vcpus']})")
 
 
 VM = Record(
     {
         "type": Enum("kvm", "qemu"),
         "memory": Size(),
+        "max_memory": Size(),
         "vcpus": Int(1, 512),
+        "max_vcpus": Int(1, 512),
         "cpu": Str(r"[A-Za-z0-9_.-]+", max_len=64, what="host-model, host-passthrough or a CPU model name"),
         "machine": Str(r"[A-Za-z0-9_.-]+", max_len=64, what="a machine type (like pc or q35)"),
         "disks": List(VM_DISK),
@@ -1048,8 +1085,10 @@ VM = Record(
 )
 describe(VM, {
     "type": ("``kvm`` (hardware virtualisation) or ``qemu`` (software emulation, where KVM is missing).", "kvm where /dev/kvm exists, else qemu"),
-    "memory": "The VM's RAM: ``512M``, ``2G`` (binary units).",
-    "vcpus": "The number of virtual CPUs.",
+    "memory": "The VM's RAM: ``512M``, ``2G`` (binary units). Up to ``max_memory`` it changes live (the balloon); above it at a restart.",
+    "max_memory": ("The most RAM the VM can be given without a restart (libvirt's ``<memory>``; ``memory`` is its ``<currentMemory>``).", "memory"),
+    "vcpus": "The number of virtual CPUs. Up to ``max_vcpus`` more are plugged in live; fewer are unplugged live when the guest lets them go.",
+    "max_vcpus": ("The most vCPUs the VM can have without a restart.", "vcpus"),
     "cpu": ("``host-model``, ``host-passthrough`` or a named CPU model.", "libvirt's default"),
     "machine": ("The machine type (``pc``, ``q35``).", "libvirt's default"),
     "disks": "Volumes of pools as disks (``vda``, ``vdb``... in order) or CD-ROMs; a disk removed from the list is detached, its volume kept.",
@@ -1103,8 +1142,33 @@ describe(PROGRESS, {
 })
 
 
+def _check_vm_volumes(rec, path, errors):
+    """A volume a VM disk entry makes (``size``/``backing``): declared in one place only, in a
+    pool this pillar does not remove, on a base it does not remove."""
+    pools = rec.get("pools", {})
+    for vname, vm in rec.get("vms", {}).items():
+        if vm.get("absent"):
+            continue
+        for i, disk in enumerate(vm.get("disks", [])):
+            if not (disk.get("size") or disk.get("backing")):
+                continue
+            dpath = _join(_join(_join(_join(path, "vms"), vname), "disks"), i)
+            pool = pools.get(disk["pool"])
+            if pool is None:
+                continue
+            if pool.get("absent"):
+                errors.add(_join(dpath, "pool"), f"pool {disk['pool']!r} is declared absent")
+                continue
+            vols = pool.get("volumes", {})
+            if disk["volume"] in vols:
+                errors.add(_join(dpath, "volume"), f"{disk['pool']}/{disk['volume']} is also declared under kvm:pools:{disk['pool']}:volumes; declare how to make it in one place")
+            if disk.get("backing") in vols and vols[disk["backing"]].get("absent"):
+                errors.add(_join(dpath, "backing"), f"{disk['pool']}/{disk['backing']} is declared absent")
+
+
 def _check_pillar(rec, path, errors):
     _check_vms(rec.get("vms", {}), path, errors)
+    _check_vm_volumes(rec, path, errors)
     bridges = rec.get("bridges", {})
     owner = {}
     for bname, bridge in bridges.items():

@@ -1,7 +1,7 @@
 """VMs: the ``kvm.vm_*`` functions and the ``vm_present`` / ``vm_absent`` states.
 
 A VM is declared with the keys of a ``kvm:vms`` pillar entry: ``type``,
-``memory``, ``vcpus``, ``cpu``, ``machine``, ``disks`` (volumes of pools),
+``memory``, ``max_memory``, ``vcpus``, ``max_vcpus``, ``cpu``, ``machine``, ``disks`` (volumes of pools),
 ``nics`` (on host bridges or libvirt networks), ``boot`` (direct kernel boot),
 ``console`` (the serial console written to a file), ``autostart``, ``state``
 and ``restart``.
@@ -12,10 +12,18 @@ serial console); every other element (a hand-added controller, channel or
 watchdog, ``<metadata>``, libvirt's own defaults) is kept. Disks and NICs are
 the pillar's: a disk removed from the pillar is detached, its volume kept.
 
-A change that needs a restart (memory, vCPUs, CPU, machine, boot, disks or
-NICs of a running VM) is written to the persistent definition and reported as
-**pending restart** (result True) unless ``restart: true``, which shuts the
-VM down gracefully (ACPI, with a timeout) and starts it again.
+What a running VM can take live (a disk or NIC attached or detached, a NIC's
+bridge or network and link state, memory up to ``max_memory``, vCPUs up to
+``max_vcpus``) is applied live and written to the definition
+(:mod:`salt_kvm.vm_live`). A change that needs a restart (machine, CPU, type,
+boot, a NIC's model, a disk's target, memory or vCPUs above the maximum) is
+written to the persistent definition and reported as **pending restart**
+(result True) unless ``restart: true``, which shuts the VM down gracefully
+(ACPI, with a timeout) and starts it again.
+
+A disk entry with ``size`` or ``backing`` makes its volume when it is missing
+(:func:`salt_kvm.storage_volumes.volume_create`); an existing volume is never
+re-created or resized.
 
 Volumes are never deleted by implication: ``vm_absent`` / ``kvm.vm_undefine``
 keep them unless ``purge``, and even then a volume another VM uses, or that
@@ -29,7 +37,7 @@ import time
 
 from lxml import etree
 
-from salt_kvm import cloudinit, depends, plan, schema
+from salt_kvm import cloudinit, depends, plan, schema, units, vm_live
 from salt_kvm import vm_platform as platform
 from salt_kvm import storage as pools_mod
 from salt_kvm import storage_volumes as vols_mod
@@ -119,6 +127,7 @@ def _describe(session, dom, root):
             "ip": addresses.get(mac, []),
         })
     memory = root.find("memory")
+    vcpu = root.find("vcpu")
     return {
         "name": dom.name(),
         "uuid": dom.UUIDString(),
@@ -126,8 +135,10 @@ def _describe(session, dom, root):
         "autostart": bool(dom.autostart()),
         "persistent": bool(dom.isPersistent()),
         "type": root.get("type"),
-        "vcpus": int(root.findtext("vcpu") or 0),
-        "memory": _bytes(memory),
+        "vcpus": _vcpus(vcpu),
+        "max_vcpus": int(root.findtext("vcpu") or 0),
+        "memory": _bytes(root.find("currentMemory")) or _bytes(memory),
+        "max_memory": _bytes(memory),
         "disks": disks,
         "nics": nics,
         "console": _console_file(root),
@@ -152,6 +163,13 @@ def _bytes(node):
         return None
     factor = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
     return int(node.text) * factor.get(node.get("unit", "KiB").lower(), 1024)
+
+
+def _vcpus(node):
+    """The vCPUs a ``<vcpu current=N>MAX</vcpu>`` element gives the VM now."""
+    if node is None:
+        return 0
+    return int(node.get("current") or node.text or 0)
 
 
 def _console_file(root):
@@ -194,15 +212,36 @@ def _resolve_disk(session, vm, index, disk, create=False):
     if not entry["active"]:
         raise KvmError(f"{where}: pool '{pool}' is not running")
     vols = vols_mod.volumes(session, pool)
-    if volume not in vols:
-        raise InvalidInput(f"{where}:volume", f"volume '{volume}' does not exist in pool '{pool}' (declare it under kvm:pools, or create it)")
     from salt_kvm.xml import storage as sxml  # pylint: disable=import-outside-toplevel
 
+    if volume not in vols:
+        if create and (disk.get("size") or disk.get("backing")):
+            return _predicted_volume(session, where, disk)
+        raise InvalidInput(f"{where}:volume", f"volume '{volume}' does not exist in pool '{pool}' (declare it under kvm:pools, give size or backing, or create it)")
     model = sxml.Volume(vols[volume]["xml"])
+    if disk.get("size") and (model.capacity or 0) < disk["size"]:
+        raise InvalidInput(
+            f"{where}:size",
+            f"volume {pool}/{volume} has {units.human_size(model.capacity or 0)}, less than the declared {units.human_size(disk['size'])}: "
+            f"a VM never resizes a volume (grow it with kvm.volume_resize, or declare it under kvm:pools:{pool}:volumes)",
+        )
     path = model.path
     kind = "block" if path and path.startswith("/dev/") else "file"
     fmt = model.format or "raw"
     return kind, path, "raw" if fmt == "iso" else fmt  # libvirt calls an ISO image's format iso; QEMU reads it raw
+
+
+def _predicted_volume(session, where, disk):
+    """``(type, path, format)`` the volume a disk entry makes will have (it does not exist yet)."""
+    pool, volume = disk["pool"], disk["volume"]
+    model = vols_mod._pool_model(session, pool)  # pylint: disable=protected-access
+    if disk.get("backing") and disk["backing"] not in vols_mod.volumes(session, pool):
+        raise InvalidInput(f"{where}:backing", f"volume '{disk['backing']}' does not exist in pool '{pool}'")
+    fmt = disk.get("format") or ("qcow2" if model.type in vols_mod.FILE_POOLS else "raw")
+    path = os.path.join(model.target or "", volume) if model.type in vols_mod.FILE_POOLS else None
+    if path is None:
+        raise InvalidInput(f"{where}:pool", f"a VM disk makes volumes in file pools only, not in a {model.type} pool (declare the volume under kvm:pools)")
+    return ("block" if path.startswith("/dev/") else "file"), path, fmt
 
 
 def _targets(disks):
@@ -232,6 +271,8 @@ def _nic_element(nic):
         etree.SubElement(iface, "mac", address=nic["mac"].lower())
     etree.SubElement(iface, "source", **{kind: nic.get("bridge") or nic.get("network")})
     etree.SubElement(iface, "model", type=nic.get("model") or "virtio")
+    if nic.get("link") == "down":
+        etree.SubElement(iface, "link", state="down")
     return iface
 
 
@@ -273,9 +314,9 @@ def declared(session, name, spec, current_xml=None):
     or a new one. Returns the lxml root."""
     root = parse(current_xml) if current_xml else _new_domain(name, spec)
     kib = str(-(-int(spec["memory"]) // 1024))
-    _set_child_text(root, "memory", kib, unit="KiB")
+    _set_child_text(root, "memory", -(-int(spec.get("max_memory") or spec["memory"]) // 1024), unit="KiB")
     _set_child_text(root, "currentMemory", kib, before="vcpu", unit="KiB")
-    _set_child_text(root, "vcpu", spec["vcpus"])
+    _set_vcpus(root, spec["vcpus"], spec.get("max_vcpus") or spec["vcpus"])
     if spec.get("type"):
         root.set("type", spec["type"])
     os_el = root.find("os")
@@ -307,7 +348,7 @@ def declared(session, name, spec, current_xml=None):
     anchor = devices[0] if len(devices) else None
     disks = spec.get("disks") or []
     for index, (disk, target) in enumerate(zip(disks, _targets(disks))):
-        kind, path, fmt = _resolve_disk(session, name, index, disk)
+        kind, path, fmt = _resolve_disk(session, name, index, disk, create=True)
         element = _disk_element(kind, path, fmt, target, disk.get("device", "disk"))
         if anchor is not None:
             anchor.addprevious(element)
@@ -331,6 +372,21 @@ def declared(session, name, spec, current_xml=None):
     platform.set_firmware(root, name, spec.get("firmware"))
     platform.set_graphics(root, spec.get("graphics"))
     return root
+
+
+def _set_vcpus(root, current, maximum):
+    """``<vcpu current=N>MAX</vcpu>``; a per-vCPU ``<vcpus>`` list that no longer fits is dropped."""
+    node = root.find("vcpu")
+    old = (_vcpus(node), int(node.text or 0)) if node is not None else None
+    _set_child_text(root, "vcpu", maximum)
+    node = root.find("vcpu")
+    if int(current) < int(maximum):
+        node.set("current", str(current))
+    elif "current" in node.attrib:
+        del node.attrib["current"]
+    listing = root.find("vcpus")
+    if listing is not None and old != (int(current), int(maximum)):
+        root.remove(listing)
 
 
 def _set_console(devices, name, log_to_file):
@@ -362,15 +418,19 @@ def _modelled(root):
     nics = []
     for iface in root.findall("devices/interface"):
         source, mac, model = iface.find("source"), iface.find("mac"), iface.find("model")
+        link = iface.find("link")
         nics.append({
             "source": None if source is None else (source.get("bridge") or source.get("network")),
             "mac": mac.get("address").lower() if mac is not None else None,
             "model": model.get("type") if model is not None else None,
+            "link": link.get("state", "up") if link is not None else "up",
         })
     return {
         "type": root.get("type"),
-        "memory": _bytes(memory),
-        "vcpus": int(root.findtext("vcpu") or 0),
+        "memory": _bytes(root.find("currentMemory")) or _bytes(memory),
+        "max_memory": _bytes(memory),
+        "vcpus": _vcpus(root.find("vcpu")),
+        "max_vcpus": int(root.findtext("vcpu") or 0),
         "cpu": None if cpu is None else (cpu.get("mode") if cpu.get("mode") != "custom" else cpu.findtext("model")),
         "machine": os_el.find("type").get("machine"),
         "boot": {k: os_el.findtext(k) for k in ("kernel", "initrd", "cmdline") if os_el.findtext(k)},
@@ -383,10 +443,8 @@ def _modelled(root):
     }
 
 
-#: what the pillar models; a running VM is compared on LIVE_KEYS (libvirt expands the CPU of a
-#: running VM, so a CPU change shows in the definition only)
-KEYS = ("type", "memory", "vcpus", "cpu", "machine", "boot", "disks", "nics", "console", "firmware", "graphics", "cloud_init")
-LIVE_KEYS = ("memory", "vcpus", "boot", "disks", "nics", "console", "firmware", "graphics", "cloud_init")
+#: what the pillar models (a running VM: :func:`salt_kvm.vm_live.plan` says what changes live)
+KEYS = ("type", "memory", "max_memory", "vcpus", "max_vcpus", "cpu", "machine", "boot", "disks", "nics", "console", "firmware", "graphics", "cloud_init")
 
 
 def _same_machine(have, want):
@@ -428,8 +486,10 @@ def _keep_macs(root, current_root, spec):
 
 
 def vm_define(session, name, **spec):
-    """Define (or redefine in place) a VM from a pillar-style spec; its description."""
+    """Define (or redefine in place) a VM from a pillar-style spec (making the volumes its disk
+    entries give ``size`` or ``backing`` for); its description."""
     spec = schema.validate_args(schema.VM, name, spec, name_field=schema.OBJNAME)
+    vm_live.make_volumes(session, name, spec)
     current = None
     with contextlib.suppress(NotFound):
         current = _domain(session, name).XMLDesc(XML_INACTIVE | XML_SECURE)
@@ -577,13 +637,17 @@ class VmResource(plan.Resource):
         self.session, self.name, self.spec, self.test = session, name, spec, test
         self.what = f"VM '{name}'"
         self.note = ""
+        #: the live half of a change to a running VM (:func:`salt_kvm.vm_live.plan`)
+        self.ops, self.pending = [], []
+        #: ``(pool, volume)`` this run made for a disk entry (a failed run deletes them again: still empty)
+        self.made = []
 
     def _check_disks(self):
         """Every declared disk's volume exists; under ``test=True`` a missing one is only
         noted (the pool and volume states ordered before this one may make it)."""
         for index, disk in enumerate(self.spec.get("disks") or []):
             try:
-                _resolve_disk(self.session, self.name, index, disk)
+                _resolve_disk(self.session, self.name, index, disk, create=True)
             except KvmError as exc:
                 if not self.test:
                     raise
@@ -604,33 +668,50 @@ class VmResource(plan.Resource):
 
     def changes(self, current):
         spec = self.spec
+        self.ops, self.pending = [], []
+        new_volumes = vm_live.new_volumes(self.session, self.name, spec, self.test)
         if current is None:
             self._check_disks()
-            new = {k: spec[k] for k in ("type", "memory", "vcpus", "cpu", "machine", "firmware", "disks", "nics", "boot", "console") if spec.get(k) is not None}
+            new = {k: spec[k] for k in ("type", "memory", "max_memory", "vcpus", "max_vcpus", "cpu", "machine", "firmware", "disks", "nics", "boot", "console") if spec.get(k) is not None}
             if spec.get("graphics"):
                 new["graphics"] = platform.shown_spec(spec["graphics"])
             platform.check_firmware(self.name, spec.get("firmware"))
             if spec.get("cloud_init"):
                 new["cloud_init"] = cloudinit.summary(cloudinit.render(self.name, spec["cloud_init"]))
             changes = {"vm": {"old": None, "new": new}}
+            if new_volumes:
+                changes["volumes"] = {"old": None, "new": [v["label"] for v in new_volumes]}
             if spec.get("autostart"):
                 changes["autostart"] = {"old": False, "new": True}
             if self._want_state() != "stopped":
                 changes["state"] = {"old": None, "new": self._want_state()}
             return changes
-        want = _modelled(declared(self.session, self.name, spec, current["xml"]))
+        want_root = declared(self.session, self.name, spec, current["xml"])
+        _keep_macs(want_root, parse(current["xml"]), spec)
         have = _modelled(parse(current["xml"]))
-        changes = _compare(have, want, spec)
+        changes = _compare(have, _modelled(want_root), spec)
         seed_changed = self._seed_changes(have, changes)
         if "graphics" in changes:
             changes["graphics"] = platform.shown_change(changes["graphics"]["old"], changes["graphics"]["new"])
+        if new_volumes:
+            changes["volumes"] = {"old": None, "new": [v["label"] for v in new_volumes]}
         running = _normal_state(current["state"]) in ("running", "paused")
-        if running and current["live"] and (seed_changed or _compare(_modelled(parse(current["live"])), want, spec, LIVE_KEYS)):
-            # the running VM differs from the declaration: only a restart applies it
-            if spec.get("restart"):
+        if running and current["live"] and self._want_state() != "stopped":
+            # what the running VM can take is applied live; the rest waits for a restart
+            # with restart: true, also what an earlier run left pending (not the CPU: libvirt
+            # expands a running VM's CPU, so only a changed definition says it changed)
+            keys = (set(KEYS) - {"cpu"}) | set(changes) if spec.get("restart") else set(changes)
+            self.ops, self.pending = vm_live.plan(parse(current["live"]), want_root, spec, keys, memory_changed="memory" in changes)
+            if seed_changed and "cloud_init" not in self.pending:
+                self.pending.append("cloud_init")  # the guest reads its seed at boot
+            if spec.get("restart") and self.pending:
+                self.ops = []
                 changes["restart"] = {"old": "running an older definition", "new": "restarted"}
-            elif changes and self._want_state() != "stopped":
-                changes["restart"] = {"old": None, "new": "pending (restart: true restarts it now)"}
+            else:
+                if self.ops:
+                    changes["live"] = {"old": None, "new": [op.text for op in self.ops]}
+                if self.pending:
+                    changes["restart"] = {"old": None, "new": vm_live.pending_text(self.pending)}
         if spec.get("autostart") is not None and current["autostart"] != spec["autostart"]:
             changes["autostart"] = {"old": current["autostart"], "new": spec["autostart"]}
         state = _normal_state(current["state"])
@@ -653,10 +734,12 @@ class VmResource(plan.Resource):
 
     def apply(self, current, changes):
         spec = self.spec
+        if "volumes" in changes:
+            vm_live.make_volumes(self.session, self.name, spec, self.made)
         self._old_seed = cloudinit.read(cloudinit.seed_path(self.name))
         if spec.get("cloud_init"):
             cloudinit.ensure(self.name, spec["cloud_init"])
-        definition = {k for k in changes if k not in ("state", "autostart", "restart")}
+        definition = {k for k in changes if k not in ("state", "autostart", "restart", "live", "volumes")}
         if definition:
             root = declared(self.session, self.name, spec, current["xml"] if current else None)
             if current:
@@ -667,14 +750,35 @@ class VmResource(plan.Resource):
         with libvirt_errors(self.what):
             if "autostart" in changes:
                 dom.setAutostart(1 if spec["autostart"] else 0)
+            if self.ops:
+                self._apply_live(dom, changes)
             if changes.get("restart", {}).get("new") == "restarted":
                 vm_shutdown(self.session, self.name, timeout=spec.get("shutdown_timeout", SHUTDOWN_TIMEOUT))
             _to_state(dom, self._want_state())
         if not spec.get("cloud_init") and "cloud_init" in changes:
             cloudinit.remove(self.name)  # detached; a running guest keeps the file it has open
 
+    def _apply_live(self, dom, changes):
+        """The live half of the change; what the guest did not let go of becomes pending (or,
+        with ``restart: true``, is applied by a restart)."""
+        unfinished = vm_live.apply_ops(dom, self.ops, parse(dom.XMLDesc(XML_INACTIVE)))
+        if not unfinished:
+            return
+        done = [op.text for op in self.ops if op not in [u for u, _ in unfinished]]
+        if done:
+            changes["live"]["new"] = done
+        else:
+            changes.pop("live")
+        if self.spec.get("restart"):
+            changes["restart"] = {"old": "running an older definition", "new": "restarted"}
+        else:
+            self.pending += [why for _, why in unfinished]
+            changes["restart"] = {"old": None, "new": vm_live.pending_text(self.pending)}
+
     def verify(self, after):
+        planned = self.ops, self.pending  # what this run did and left pending: the summary says it
         remaining = self.changes(after)
+        self.ops, self.pending = planned
         if remaining.get("restart", {}).get("new", "").startswith("pending"):
             remaining = {}  # written to the definition; the restart is the operator's call
         return remaining
@@ -689,6 +793,17 @@ class VmResource(plan.Resource):
 
     def restore(self, before):
         self._restore_seed()
+        restored = self._restore_definition(before)
+        dropped = []
+        for pool, volume in reversed(self.made):
+            with contextlib.suppress(KvmError, libvirt.libvirtError):
+                vols_mod.volume_delete(self.session, pool, volume)
+                dropped.append(f"{pool}/{volume}")
+        if restored and dropped:
+            return f"{restored} (and deleted the new volume {', '.join(dropped)})"
+        return restored
+
+    def _restore_definition(self, before):
         if before is None:
             with contextlib.suppress(KvmError, libvirt.libvirtError):
                 dom = _domain(self.session, self.name)
@@ -706,10 +821,15 @@ class VmResource(plan.Resource):
         verb = "would be" if test else "was"
         if "vm" in changes:
             started = " and started" if changes.get("state", {}).get("new") == "running" else ""
-            return f"{self.what} {verb} defined{started}{self.note}"
+            made = f"; {'would create' if test else 'created'} volume {', '.join(changes['volumes']['new'])}" if "volumes" in changes else ""
+            return f"{self.what} {verb} defined{started}{made}{self.note}"
         base = super().summary(changes, test)
+        if "volumes" in changes:
+            base += f"; {'would create' if test else 'created'} volume {', '.join(changes['volumes']['new'])}"
+        if "live" in changes:
+            base += f"; {'would be ' if test else ''}applied live: {', '.join(changes['live']['new'])}"
         if changes.get("restart", {}).get("new", "").startswith("pending"):
-            base += "; the change is written to its definition and takes effect when it restarts (restart: true restarts it now)"
+            base += f"; {', '.join(self.pending)}: written to its definition, takes effect when it restarts (restart: true restarts it now)"
         return base
 
 

@@ -171,3 +171,242 @@ def test_a_vm_disk_declared_here_is_guarded_like_any_other(kvm_state, kvm, pool,
     assert kvm_state.vm_present(vm_name, **_spec(pname, state="stopped"))["result"] is True
     with pytest.raises(CommandExecutionError, match=f"used by VM {vm_name}"):
         kvm.volume_delete(pname, "a.qcow2")
+
+
+# --- live changes, kvm.vm_attach / kvm.vm_detach, volumes made by a disk entry -------------
+
+
+@pytest.fixture
+def bridges():
+    """Factory: a fresh ``kvt-`` kernel bridge in the root namespace (where VM taps go); removed afterwards."""
+    from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
+
+    made = []
+
+    def make():
+        name = sandbox.uid("vb-")
+        with IPRoute() as ipr:
+            ipr.link("add", ifname=name, kind="bridge")
+            ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        made.append(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        with IPRoute() as ipr:
+            for name in made:
+                for idx in ipr.link_lookup(ifname=name):
+                    ipr.link("del", index=idx)
+
+
+def _live(dom):
+    return etree.fromstring(dom.XMLDesc(0))
+
+
+def _live_nics(dom):
+    return {i.find("mac").get("address"): (i.find("source").get("bridge"), i.find("link").get("state") if i.find("link") is not None else "up") for i in _live(dom).findall("devices/interface")}
+
+
+def test_what_a_running_vm_can_take_is_applied_live_and_persisted(kvm_state, kvm, conn, pool, vm_name, bridges):
+    """Disk and NIC hotplug, a NIC moved to another bridge and its link pulled, the balloon
+    and vCPUs within their maximum: live and in the definition, predicted by test=True,
+    and a second apply changes nothing. Over the maximum: pending restart."""
+    pname, path = pool
+    br1, br2 = bridges(), bridges()
+    spec = _spec(pname, max_memory="128M", max_vcpus=2, nics=[{"bridge": br1, "mac": "52:54:00:4b:00:01"}])
+    assert kvm_state.vm_present(vm_name, **spec)["result"] is True
+    dom = conn.lookupByName(vm_name)
+    assert dom.info()[1] == 128 * 1024 and dom.vcpusFlags(1) == 1
+    spec = _spec(
+        pname, memory="96M", max_memory="128M", vcpus=2, max_vcpus=2,
+        disks=[{"pool": pname, "volume": "a.qcow2"}, {"pool": pname, "volume": "b.qcow2"}],
+        nics=[{"bridge": br2, "mac": "52:54:00:4b:00:01", "link": "down"}, {"bridge": br1, "mac": "52:54:00:4b:00:02"}, {"bridge": br1}],
+    )
+    predicted = kvm_state.vm_present(vm_name, test=True, **spec)
+    assert predicted["result"] is None and "restart" not in predicted["changes"], predicted
+    ret = kvm_state.vm_present(vm_name, **spec)
+    assert ret["result"] is True, ret["comment"]
+    assert ret["changes"] == predicted["changes"]
+    live = ret["changes"]["live"]["new"]
+    assert live == [
+        f"NIC 52:54:00:4b:00:01 {br1} -> {br2}, link down",
+        f"attach disk {pname}/b.qcow2 as vdb",
+        f"attach NIC 52:54:00:4b:00:02 on bridge {br1}",
+        f"attach NIC (new) on bridge {br1}",
+        "memory 96 MiB",
+        "vcpus 1 -> 2",
+    ], live
+    assert "restart" not in ret["changes"] and "applied live" in ret["comment"]
+    # live ...
+    nics = _live_nics(dom)
+    new_mac = (set(nics) - {"52:54:00:4b:00:01", "52:54:00:4b:00:02"}).pop()
+    assert nics == {"52:54:00:4b:00:01": (br2, "down"), "52:54:00:4b:00:02": (br1, "up"), new_mac: (br1, "up")}
+    # the NIC declared without a MAC has the same one live and in the definition
+    assert [i.find("mac").get("address") for i in etree.fromstring(dom.XMLDesc(2)).findall("devices/interface")][2] == new_mac
+    assert [d.find("source").get("file") for d in _live(dom).findall("devices/disk")] == [os.path.join(path, v) for v in ("a.qcow2", "b.qcow2")]
+    assert dom.vcpusFlags(1) == 2 and dom.info()[1] == 128 * 1024
+    # ... and persisted
+    shown = kvm.vm_show(vm_name)
+    inactive = etree.fromstring(dom.XMLDesc(2))
+    assert inactive.find("currentMemory").text == str(96 * 1024) and inactive.find("memory").text == str(128 * 1024)
+    assert inactive.find("vcpu").text == "2" and len(inactive.findall("devices/interface")) == 3 and len(inactive.findall("devices/disk")) == 2
+    assert shown["memory"] == 96 * M or shown["memory"] == 128 * M  # what the guest has: a guest without an OS never inflates the balloon
+    again = kvm_state.vm_present(vm_name, **spec)
+    assert again["result"] is True and again["changes"] == {}, again
+
+    # over the maximum: written to the definition, pending until a restart
+    over = dict(spec, memory="256M", max_memory="256M", vcpus=4, max_vcpus=4)
+    predicted = kvm_state.vm_present(vm_name, test=True, **over)
+    ret = kvm_state.vm_present(vm_name, **over)
+    assert ret["result"] is True and ret["changes"] == predicted["changes"], ret
+    pending = ret["changes"]["restart"]["new"]
+    assert pending.startswith("pending: ") and "max_memory 128 MiB -> 256 MiB" in pending and "vcpus 4 (above the running maximum 2)" in pending, pending
+    assert "live" not in ret["changes"] and "max_vcpus 2 -> 4, vcpus 4 (above the running maximum 2): written to its definition, takes effect when it restarts" in ret["comment"], ret
+    assert dom.info()[1] == 128 * 1024 and dom.vcpusFlags(1) == 2
+    assert kvm_state.vm_present(vm_name, **over)["changes"] == {}
+    kvm.vm_stop(vm_name)
+    kvm.vm_start(vm_name)
+    assert dom.info()[1] == 256 * 1024 and dom.vcpusFlags(1) == 4
+
+
+def test_a_detach_the_guest_does_not_answer_is_reported_pending(kvm_state, kvm, conn, pool, vm_name, bridges, monkeypatch):
+    """A guest without an OS never answers a hot-unplug request: the state waits a bounded time,
+    the device leaves the definition, and the run says it is still attached until a restart."""
+    from salt_kvm import vm_live  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(vm_live, "DETACH_TIMEOUT", 6.0)
+    pname, _ = pool
+    br = bridges()
+    two = _spec(pname, disks=[{"pool": pname, "volume": "a.qcow2"}, {"pool": pname, "volume": "b.qcow2"}], nics=[{"bridge": br, "mac": "52:54:00:4b:00:11"}])
+    assert kvm_state.vm_present(vm_name, **two)["result"] is True
+    one = _spec(pname)
+    predicted = kvm_state.vm_present(vm_name, test=True, **one)
+    assert predicted["changes"]["live"]["new"] == [f"detach NIC 52:54:00:4b:00:11 on bridge {br}", f"detach disk vdb ({_path(pool, 'b.qcow2')})"], predicted
+    ret = kvm_state.vm_present(vm_name, **one)
+    assert ret["result"] is True, ret["comment"]
+    pending = ret["changes"]["restart"]["new"]
+    assert "live" not in ret["changes"] and "did not release it within 6s" in pending and "52:54:00:4b:00:11" in pending, ret
+    assert "did not release it within 6s" in ret["comment"] and "takes effect when it restarts" in ret["comment"], ret
+    dom = conn.lookupByName(vm_name)
+    inactive = dom.XMLDesc(2)
+    assert "52:54:00:4b:00:11" not in inactive and "b.qcow2" not in inactive
+    assert "b.qcow2" in kvm.volume_list(pname)
+    assert kvm_state.vm_present(vm_name, **one)["changes"] == {}
+    # restart: true finishes what the guest would not
+    ret = kvm_state.vm_present(vm_name, **dict(one, disks=[{"pool": pname, "volume": "a.qcow2"}], restart=True, shutdown_timeout="1s"))
+    assert ret["result"] is False and "did not shut down within 1" in ret["comment"], ret  # no OS: no ACPI shutdown either
+    kvm.vm_stop(vm_name)
+    kvm.vm_start(vm_name)
+    assert "52:54:00:4b:00:11" not in dom.XMLDesc(0)
+
+
+def _path(pool, volume):
+    return os.path.join(pool[1], volume)
+
+
+def test_disk_entries_make_missing_volumes_and_never_resize(kvm_state, kvm, pool, vm_name):
+    pname, _ = pool
+    disks = [{"pool": pname, "volume": "a.qcow2"}, {"pool": pname, "volume": "new.raw", "size": "16M", "format": "raw"}, {"pool": pname, "volume": "child.qcow2", "backing": "b.qcow2"}]
+    spec = _spec(pname, disks=disks)
+    predicted = kvm_state.vm_present(vm_name, test=True, **spec)
+    assert predicted["result"] is None and predicted["changes"]["volumes"]["new"] == [f"{pname}/new.raw (16 MiB raw)", f"{pname}/child.qcow2 (qcow2 on b.qcow2)"], predicted
+    assert "would create volume" in predicted["comment"]
+    assert "new.raw" not in kvm.volume_list(pname)
+    ret = kvm_state.vm_present(vm_name, **spec)
+    assert ret["result"] is True and ret["changes"] == predicted["changes"], ret
+    vols = kvm.volume_list(pname)
+    assert vols["new.raw"]["capacity"] == 16 * M and vols["new.raw"]["format"] == "raw", vols["new.raw"]
+    child = kvm.volume_show(pname, "child.qcow2")
+    assert child["format"] == "qcow2" and child["backing"].endswith("b.qcow2") and child["capacity"] == 32 * M, child
+    assert [d["volume"] for d in kvm.vm_show(vm_name)["disks"]] == ["a.qcow2", "new.raw", "child.qcow2"]
+    assert kvm_state.vm_present(vm_name, **spec)["changes"] == {}
+    # a running VM: the new volume is made and hotplugged
+    spec2 = _spec(pname, disks=disks + [{"pool": pname, "volume": "more.qcow2", "size": "8M"}])
+    predicted = kvm_state.vm_present(vm_name, test=True, **spec2)
+    ret = kvm_state.vm_present(vm_name, **spec2)
+    assert ret["result"] is True and ret["changes"] == predicted["changes"], ret
+    assert ret["changes"]["live"]["new"] == [f"attach disk {pname}/more.qcow2 as vdd"] and "restart" not in ret["changes"]
+    assert kvm_state.vm_present(vm_name, **spec2)["changes"] == {}
+    # a declared size larger than the existing volume: an error at its path, nothing changes
+    bigger = _spec(pname, disks=[dict(d) for d in disks])
+    bigger["disks"][1]["size"] = "64M"
+    ret = kvm_state.vm_present(vm_name, **bigger)
+    assert ret["result"] is False and f"{vm_name}:disks:1:size: volume {pname}/new.raw has 16 MiB, less than the declared 64 MiB" in ret["comment"], ret
+    assert kvm.volume_list(pname)["new.raw"]["capacity"] == 16 * M and len(kvm.vm_show(vm_name)["disks"]) == 4
+
+
+
+def test_a_failed_new_vm_takes_its_new_volumes_with_it(kvm_state, kvm, pool, vm_name, names):
+    """The VM cannot start (its bridge does not exist): the new VM is removed, and so are the
+    volumes this run made for it (still empty); the existing ones stay."""
+    pname, _ = pool
+    spec = _spec(pname, disks=[{"pool": pname, "volume": "a.qcow2"}, {"pool": pname, "volume": "fresh.qcow2", "size": "8M"}], nics=[{"bridge": names("nb-")}])
+    ret = kvm_state.vm_present(vm_name, **spec)
+    assert ret["result"] is False and f"restored removed the new VM '{vm_name}' (and deleted the new volume {pname}/fresh.qcow2)" in ret["comment"], ret
+    vols = kvm.volume_list(pname)
+    assert "fresh.qcow2" not in vols and "a.qcow2" in vols
+    with pytest.raises(CommandExecutionError, match="does not exist"):
+        kvm.vm_show(vm_name)
+    # kvm.vm_define takes the same disk entries
+    shown = kvm.vm_define(vm_name, memory="64M", vcpus=1, disks=[{"pool": pname, "volume": "byhand.qcow2", "size": "8M"}])
+    assert shown["disks"][0]["volume"] == "byhand.qcow2" and kvm.volume_list(pname)["byhand.qcow2"]["capacity"] == 8 * M
+
+
+def test_live_bad_input_names_the_field(kvm_state, kvm, pool, vm_name):
+    pname, _ = pool
+    for extra, message in [
+        ({"memory": "256M", "max_memory": "128M"}, f"{vm_name}:memory: is more than max_memory (128 MiB)"),
+        ({"vcpus": 3, "max_vcpus": 2}, f"{vm_name}:vcpus: is more than max_vcpus (2)"),
+        ({"disks": [{"pool": pname, "volume": "x.qcow2", "backing": "a.qcow2", "format": "raw"}]}, f"{vm_name}:disks:0:format: must be qcow2 with backing"),
+        ({"disks": [{"pool": pname, "volume": "x.qcow2", "format": "raw"}]}, f"{vm_name}:disks:0:format: needs size or backing"),
+        ({"disks": [{"pool": pname, "volume": "x.iso", "size": "1M", "device": "cdrom"}]}, f"{vm_name}:disks:0:size: cannot make a CD-ROM"),
+        ({"disks": [{"pool": pname, "volume": "x.qcow2", "backing": "zz.qcow2"}]}, f"{vm_name}:disks:0:backing: volume 'zz.qcow2' does not exist in pool '{pname}'"),
+        ({"nics": [{"bridge": "br0", "link": "sideways"}]}, f"{vm_name}:nics:0:link"),
+        ({"disks": [{"pool": pname, "volume": "a.qcow2"}, {"pool": pname, "volume": "x.qcow2", "backing": "a.qcow2"}]}, f"{vm_name}:disks:1:backing: {pname}/a.qcow2 is also disk 0 of this VM"),
+    ]:
+        ret = kvm_state.vm_present(vm_name, **_spec(pname, **extra))
+        assert ret["result"] is False and message in ret["comment"], (extra, ret["comment"])
+        with pytest.raises(CommandExecutionError, match="does not exist"):
+            kvm.vm_show(vm_name)
+    assert "x.qcow2" not in kvm.volume_list(pname)
+
+
+def test_vm_attach_and_detach(kvm_state, kvm, conn, pool, vm_name, bridges):
+    pname, path = pool
+    br = bridges()
+    assert kvm_state.vm_present(vm_name, **_spec(pname))["result"] is True
+    dom = conn.lookupByName(vm_name)
+    got = kvm.vm_attach(vm_name, device="disk", pool=pname, volume="b.qcow2")
+    assert got == {"device": "disk", "target": "vdb", "pool": pname, "volume": "b.qcow2", "path": os.path.join(path, "b.qcow2"), "live": True, "persistent": True}
+    assert "b.qcow2" in dom.XMLDesc(0) and "b.qcow2" in dom.XMLDesc(2)
+    nic = kvm.vm_attach(vm_name, device="nic", bridge=br)
+    mac = nic["mac"]
+    assert nic["bridge"] == br and mac.startswith("52:54:00:") and mac in dom.XMLDesc(0) and mac in dom.XMLDesc(2)
+    for kwargs, exc, message in [
+        ({"device": "cdrom"}, SaltInvocationError, "device: 'cdrom' is not one of"),
+        ({"device": "disk", "volume": "b.qcow2"}, SaltInvocationError, "disk:pool: is required"),
+        ({"device": "disk", "pool": pname, "volume": "b.qcow2"}, SaltInvocationError, f"volume: {pname}/b.qcow2 is already disk vdb"),
+        ({"device": "disk", "pool": pname, "volume": "zz.qcow2"}, SaltInvocationError, "volume: volume 'zz.qcow2' does not exist"),
+        ({"device": "disk", "pool": pname, "volume": "b.qcow2", "bridge": br}, SaltInvocationError, "bridge: does not apply to device=disk"),
+        ({"device": "nic", "bridge": br, "mac": mac}, SaltInvocationError, f"mac: VM '{vm_name}' already has a NIC with MAC {mac}"),
+        ({"device": "nic", "bridge": br, "network": "default"}, SaltInvocationError, "exactly one of bridge and network"),
+    ]:
+        with pytest.raises(exc, match=message):
+            kvm.vm_attach(vm_name, **kwargs)
+    with pytest.raises(SaltInvocationError, match="mac: is required with device=nic"):
+        kvm.vm_detach(vm_name, device="nic")
+    with pytest.raises(SaltInvocationError, match=f"mac: VM '{vm_name}' has no NIC 52:54:00:ff:ff:ff"):
+        kvm.vm_detach(vm_name, device="nic", mac="52:54:00:ff:ff:ff")
+    with pytest.raises(SaltInvocationError, match="target: give the disk's target"):
+        kvm.vm_detach(vm_name, device="disk")
+    # a guest without an OS keeps the NIC: a clear error, the definition no longer has it
+    with pytest.raises(CommandExecutionError, match=f"NIC {mac} is still attached: the guest did not release it within 1s.*leaves at the next restart"):
+        kvm.vm_detach(vm_name, device="nic", mac=mac, timeout=1)
+    assert mac not in dom.XMLDesc(2)
+    # shut off: only the definition, at once
+    kvm.vm_stop(vm_name)
+    assert kvm.vm_detach(vm_name, device="disk", pool=pname, volume="b.qcow2") == {"device": "disk", "live": False, "persistent": True, "target": "vdb"}
+    assert "b.qcow2" not in dom.XMLDesc(2) and "b.qcow2" in kvm.volume_list(pname)
+    assert kvm.vm_attach(vm_name, device="disk", pool=pname, volume="b.qcow2")["live"] is False
+    assert kvm.vm_detach(vm_name, device="disk", target="vdb")["persistent"] is True

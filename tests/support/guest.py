@@ -24,6 +24,11 @@ with ``append='on'``), one line each starting with ``KVT``:
 ``agent``        mount the Debian root filesystem on /dev/vda (:func:`rootfs`), run its
                  ``qemu-ga`` on the agent's virtio port (its log on the console) and
                  write a counter file on it (``KVT fs N``)
+``ifaces``       ``KVT ifaces NAME ...`` (the names in /sys/class/net) whenever the list changes:
+                 a NIC plugged in or taken away live shows here
+``cpus``         ``KVT cpus LIST`` (/sys/devices/system/cpu/present, like ``0-1``) whenever it
+                 changes: a vCPU plugged in live shows here
+``mem``          ``KVT mem KB`` (MemTotal) whenever it changes: the balloon (virtio_balloon) moved
 ``cloudinit``    mount the Debian root filesystem on /dev/vda (:func:`rootfs` variant
                  ``cloud-init``) and run its ``cloud-init`` stages in order, as their systemd
                  units would (``init --local``, ``init``, ``modules --mode=config``,
@@ -64,7 +69,7 @@ from tests.support import sandbox
 CACHE = pathlib.Path(os.environ.get("KVT_CACHE", "/var/tmp/kvt-cache"))
 BUSYBOX = "/bin/busybox"
 #: what the guest needs; their dependencies come from modules.dep
-WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "crc32c_generic", "ext4", "ahci", "sr_mod", "isofs")
+WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio_balloon", "crc32c_generic", "ext4", "ahci", "sr_mod", "isofs")
 MEMORY_MIB = 192
 #: a line on the console that this module's init writes
 LINE = re.compile(r"^KVT (.*)$")
@@ -140,6 +145,33 @@ w_agent() {  # the Debian root filesystem on /dev/vda: its qemu-guest-agent on t
         n=$((n+1)); echo $n > /mnt/kvt-counter; sync; say fs $n; sleep 0.2
     done
 }
+w_ifaces() {
+    last=
+    while :; do
+        l=$(ls /sys/class/net | tr '\n' ' ')
+        [ "$l" = "$last" ] || say ifaces $l
+        last=$l
+        sleep 0.2
+    done
+}
+w_cpus() {
+    last=
+    while :; do
+        l=$(cat /sys/devices/system/cpu/present)
+        [ "$l" = "$last" ] || say cpus $l
+        last=$l
+        sleep 0.2
+    done
+}
+w_mem() {
+    last=
+    while :; do
+        l=$(awk '/^MemTotal/ {print $2}' /proc/meminfo)
+        [ "$l" = "$last" ] || say mem $l
+        last=$l
+        sleep 0.2
+    done
+}
 w_cloudinit() {  # the Debian root filesystem on /dev/vda: its real cloud-init, the four stages its units run
     wait_disk || return
     mkdir -p /mnt
@@ -178,6 +210,9 @@ for w in $(params kvt.work); do
         size) w_size & ;;
         dhcp) w_dhcp & ;;
         agent) w_agent & ;;
+        ifaces) w_ifaces & ;;
+        cpus) w_cpus & ;;
+        mem) w_mem & ;;
         cloudinit) w_cloudinit ;;
         scan) w_scan ;;
         stamp) w_stamp "$arg" ;;

@@ -116,3 +116,34 @@ def test_two_vms_cannot_share_a_mac_or_a_disk():
     text = str(err.value)
     assert "kvm:vms:b:nics:0: MAC 52:54:00:00:00:01 is already used by VM 'a'" in text
     assert "kvm:vms:b:disks:0: volume p/v is already a disk of VM 'a'" in text
+
+
+def test_a_vm_disk_can_make_its_volume_on_a_base_declared_here():
+    pillar = {
+        "pools": {"default": {"type": "dir", "target": "/srv/images", "volumes": {"base.qcow2": {"size": "1G"}, "gone.qcow2": {"absent": True}}}},
+        "vms": {"web01": {"memory": "1G", "vcpus": 1, "max_memory": "2G", "max_vcpus": 4, "disks": [
+            {"pool": "default", "volume": "web01.qcow2", "backing": "base.qcow2"},
+            {"pool": "default", "volume": "data.raw", "size": "10G", "format": "raw"},
+        ], "nics": [{"network": "default", "link": "down"}]}},
+    }
+    tree = formula.render("vms", pillar)
+    body = tree["kvm-vm-web01"]["kvm.vm_present"]
+    requires = [item["require"] for item in body if "require" in item][0]
+    assert {"kvm": "kvm-volume-default-base.qcow2"} in requires and {"kvm": "kvm-pool-default"} in requires
+    assert {"disks": [{"pool": "default", "volume": "web01.qcow2", "backing": "base.qcow2"}, {"pool": "default", "volume": "data.raw", "size": 10 * 1024**3, "format": "raw"}]} in body
+    bad = {
+        "pools": pillar["pools"],
+        "vms": {"web01": {"memory": "1G", "vcpus": 1, "disks": [
+            {"pool": "default", "volume": "base.qcow2", "size": "1G"},
+            {"pool": "default", "volume": "x.qcow2", "backing": "gone.qcow2"},
+        ]}},
+    }
+    with pytest.raises(InvalidInput) as err:
+        formula.render("vms", bad)
+    text = str(err.value)
+    assert "kvm:vms:web01:disks:0:volume: default/base.qcow2 is also declared under kvm:pools:default:volumes" in text
+    assert "kvm:vms:web01:disks:1:backing: default/gone.qcow2 is declared absent" in text
+    with pytest.raises(InvalidInput, match="kvm:vms:web01:disks:0:format: must be qcow2 with backing"):
+        formula.render("vms", {"vms": {"web01": {"memory": "1G", "vcpus": 1, "disks": [{"pool": "default", "volume": "y.qcow2", "backing": "base.qcow2", "format": "raw"}]}}})
+    with pytest.raises(InvalidInput, match="kvm:vms:web01:memory: is more than max_memory"):
+        formula.render("vms", {"vms": {"web01": {"memory": "2G", "max_memory": "1G", "vcpus": 1}}})
