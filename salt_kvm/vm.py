@@ -31,6 +31,7 @@ another image is built on, stays (:mod:`salt_kvm.depends`).
 """
 
 import contextlib
+import copy
 import logging
 import os
 import time
@@ -342,6 +343,7 @@ def declared(session, name, spec, current_xml=None):
             etree.SubElement(cpu, "model", fallback="allow").text = spec["cpu"]
         root.find("os").addnext(cpu)
     devices = root.find("devices")
+    current_disks = {_disk_target(node): node for node in devices.findall("disk")}
     # disks and NICs are the pillar's; the rest of <devices> is kept
     for node in devices.findall("disk") + devices.findall("interface"):
         devices.remove(node)
@@ -349,7 +351,7 @@ def declared(session, name, spec, current_xml=None):
     disks = spec.get("disks") or []
     for index, (disk, target) in enumerate(zip(disks, _targets(disks))):
         kind, path, fmt = _resolve_disk(session, name, index, disk, create=True)
-        element = _disk_element(kind, path, fmt, target, disk.get("device", "disk"))
+        element = _on_top_of(current_disks.get(target), path) or _disk_element(kind, path, fmt, target, disk.get("device", "disk"))
         if anchor is not None:
             anchor.addprevious(element)
         else:
@@ -372,6 +374,28 @@ def declared(session, name, spec, current_xml=None):
     platform.set_firmware(root, name, spec.get("firmware"))
     platform.set_graphics(root, spec.get("graphics"))
     return root
+
+
+def _disk_target(disk):
+    target = disk.find("target")
+    return target.get("dev") if target is not None else None
+
+
+def _on_top_of(current, path):
+    """The VM's current disk element when it is the declared volume ``path`` built upon: an
+    external snapshot's overlay (``web01-vda.nightly.qcow2`` on ``web01.qcow2``) has the
+    declared volume in its backing chain. Writes since the snapshot live in the overlay,
+    so the disk stays as it is (going back to ``path`` would drop them); None otherwise."""
+    if current is None or current.get("device", "disk") != "disk":
+        return None
+    source = current.find("source")
+    have = None if source is None else (source.get("file") or source.get("dev"))
+    if not have or not path or have == path:
+        return None
+    want = depends.identity(path)
+    if depends.identity(have) == want or any(depends.identity(below) == want for below in depends.chain(have)):
+        return copy.deepcopy(current)
+    return None
 
 
 def _set_vcpus(root, current, maximum):

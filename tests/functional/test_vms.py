@@ -410,3 +410,32 @@ def test_vm_attach_and_detach(kvm_state, kvm, conn, pool, vm_name, bridges):
     assert "b.qcow2" not in dom.XMLDesc(2) and "b.qcow2" in kvm.volume_list(pname)
     assert kvm.vm_attach(vm_name, device="disk", pool=pname, volume="b.qcow2")["live"] is False
     assert kvm.vm_detach(vm_name, device="disk", target="vdb")["persistent"] is True
+
+
+@pytest.mark.parametrize("running", [True, False], ids=["running", "shut-off"])
+def test_a_disk_moved_onto_an_external_snapshot_overlay_stays_there(kvm_state, kvm, conn, pool, vm_name, running):
+    """An external snapshot puts an overlay on top of the declared volume; the writes since
+    the snapshot live in the overlay. A re-apply must not put the declared volume back
+    (that would boot the VM from the old image and drop every write since the snapshot),
+    and must not report drift either.
+
+    Catches: vm_present treating the overlay as a foreign disk (pending detach, then a
+    definition that points at the pre-snapshot image)."""
+    pname, path = pool
+    spec = _spec(pname, state="running" if running else "stopped")
+    assert kvm_state.vm_present(vm_name, **spec)["result"] is True
+    kvm.snapshot_create(vm_name, "ext", external=True, disk_only=True, memory=False)
+    dom = conn.lookupByName(vm_name)
+    overlay = etree.fromstring(dom.XMLDesc(2)).find("devices/disk/source").get("file")
+    assert overlay != os.path.join(path, "a.qcow2")
+    for test in (True, False):
+        again = kvm_state.vm_present(vm_name, test=test, **spec)
+        assert again["result"] is True and again["changes"] == {}, again
+    assert etree.fromstring(dom.XMLDesc(2)).find("devices/disk/source").get("file") == overlay
+    if running:
+        assert etree.fromstring(dom.XMLDesc(0)).find("devices/disk/source").get("file") == overlay
+    # a real change still applies (to the definition; pending while it runs), and the overlay stays the disk
+    more = kvm_state.vm_present(vm_name, **dict(spec, memory="96M"))
+    assert more["result"] is True and more["changes"], more
+    assert ("when it restarts" in more["comment"]) is running, more["comment"]
+    assert etree.fromstring(dom.XMLDesc(2)).find("devices/disk/source").get("file") == overlay
