@@ -439,3 +439,23 @@ def test_a_disk_moved_onto_an_external_snapshot_overlay_stays_there(kvm_state, k
     assert more["result"] is True and more["changes"], more
     assert ("when it restarts" in more["comment"]) is running, more["comment"]
     assert etree.fromstring(dom.XMLDesc(2)).find("devices/disk/source").get("file") == overlay
+
+
+@pytest.mark.parametrize("cpu", ["host-model", "host-passthrough", "qemu64"])
+def test_cpu_mode_is_defined_and_converges(kvm_state, conn, pool, vm_name, cpu):
+    """``cpu``: the mode (or a named model) in the definition, idempotent, a change written
+    to the definition. Shut off: nested KVM on the CI machines refuses host-model's MSRs
+    at start ("failed to set MSR 0x10a"), which is the host's limit, not the definition's."""
+    pname, _path = pool
+    spec = _spec(pname, cpu=cpu, state="stopped")
+    ret = kvm_state.vm_present(vm_name, **spec)
+    assert ret["result"] is True, ret["comment"]
+    node = etree.fromstring(conn.lookupByName(vm_name).XMLDesc(2)).find("cpu")
+    if cpu.startswith("host-"):
+        assert node.get("mode") == cpu
+    else:
+        assert node.get("mode") == "custom" and node.findtext("model") == cpu
+    assert kvm_state.vm_present(vm_name, **spec)["changes"] == {}
+    other = "qemu64" if cpu != "qemu64" else "host-model"
+    changed = kvm_state.vm_present(vm_name, **dict(spec, cpu=other))
+    assert changed["result"] is True and set(changed["changes"]) == {"cpu"}, changed
