@@ -100,3 +100,41 @@ def guests(conn, guest_image, guest_type):
         for name in made:
             sandbox.remove_vm(conn, name)
             shutil.rmtree(f"{sandbox.FILES_ROOT}/{name}", ignore_errors=True)
+
+
+@pytest.fixture
+def vm_name(conn, names):
+    """A fresh ``kvt-vm-`` name for a VM the test declares; afterwards the VM, its console
+    log and its cloud-init seed are removed."""
+    import contextlib  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+
+    from salt_kvm import cloudinit  # pylint: disable=import-outside-toplevel
+    from salt_kvm import vm as vm_mod  # pylint: disable=import-outside-toplevel
+    from tests.support import sandbox  # pylint: disable=import-outside-toplevel
+
+    name = names("vm-")
+    try:
+        yield name
+    finally:
+        sandbox.remove_vm(conn, name)
+        for path in (vm_mod.console_path(name), cloudinit.seed_path(name)):
+            with contextlib.suppress(OSError):
+                os.remove(path)
+
+
+@pytest.fixture
+def root_lan(conn):
+    """A LAN namespace with its gateway, reached from the root namespace through a ``kvt-``
+    uplink veth (:class:`tests.support.guest.RootLan`): where a guest's bridge must live,
+    since libvirtd puts VM taps in the root namespace."""
+    from tests.support import guest  # pylint: disable=import-outside-toplevel
+
+    net = guest.free_subnet(conn)
+    if net is None:
+        pytest.skip("no documentation subnet is free in the root namespace")
+    lan = guest.RootLan(net).create()
+    try:
+        yield lan
+    finally:
+        lan.remove()

@@ -11,23 +11,9 @@ import signal
 import subprocess
 import time
 
-import pytest
-
 from tests.support import guest as guestlib
 
 SPEC = {"stp": False, "forward_delay": 0}
-
-
-@pytest.fixture
-def root_lan(conn):
-    net = guestlib.free_subnet(conn)
-    if net is None:
-        pytest.skip("no documentation subnet is free in the root namespace")
-    lan = guestlib.RootLan(net).create()
-    try:
-        yield lan
-    finally:
-        lan.remove()
 
 
 def _taps(kvm, bridge):

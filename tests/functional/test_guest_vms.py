@@ -9,40 +9,13 @@ state plugs in or takes away live shows on its serial console (``console: {log:
 true}``). One guest boot for the whole story: under TCG a boot takes seconds.
 """
 
-import contextlib
-import os
 import time
-
-import pytest
 
 from salt_kvm import vm as vm_mod
 from tests.support import guest as guestlib
 from tests.support import sandbox
 
 BRIDGE = {"stp": False, "forward_delay": 0}
-
-
-@pytest.fixture
-def root_lan(conn):
-    net = guestlib.free_subnet(conn)
-    if net is None:
-        pytest.skip("no documentation subnet is free in the root namespace")
-    lan = guestlib.RootLan(net).create()
-    try:
-        yield lan
-    finally:
-        lan.remove()
-
-
-@pytest.fixture
-def vm_name(conn, names):
-    name = names("gv-")
-    try:
-        yield name
-    finally:
-        sandbox.remove_vm(conn, name)
-        with contextlib.suppress(OSError):
-            os.remove(vm_mod.console_path(name))
 
 
 def _mem(lines):

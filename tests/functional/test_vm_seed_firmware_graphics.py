@@ -6,7 +6,6 @@ matter here. That a real cloud-init reads the seed is tests/functional/test_gues
 """
 
 import io
-import logging
 import os
 
 import pycdlib
@@ -33,17 +32,6 @@ def pool(conn, names):
     iso.close()
     conn.storagePoolLookupByName(name).refresh(0)
     return name, path
-
-
-@pytest.fixture
-def vm_name(conn, names):
-    name = names("vm-")
-    try:
-        yield name
-    finally:
-        sandbox.remove_vm(conn, name)
-        if os.path.exists(cloudinit.seed_path(name)):
-            os.remove(cloudinit.seed_path(name))
 
 
 def _spec(pool, **extra):

@@ -28,15 +28,6 @@ def pool(conn, names):
     return name, path
 
 
-@pytest.fixture
-def vm_name(conn, names):
-    name = names("vm-")
-    try:
-        yield name
-    finally:
-        sandbox.remove_vm(conn, name)
-
-
 def _spec(pool, **extra):
     """State arguments (the pillar's ``state`` is ``run_state``: Salt reserves ``state``)."""
     spec = {"memory": "64M", "vcpus": 1, "disks": [{"pool": pool, "volume": "a.qcow2"}], "console": {"log": True}}
@@ -334,7 +325,6 @@ def test_disk_entries_make_missing_volumes_and_never_resize(kvm_state, kvm, pool
     ret = kvm_state.vm_present(vm_name, **bigger)
     assert ret["result"] is False and f"{vm_name}:disks:1:size: volume {pname}/new.raw has 16 MiB, less than the declared 64 MiB" in ret["comment"], ret
     assert kvm.volume_list(pname)["new.raw"]["capacity"] == 16 * M and len(kvm.vm_show(vm_name)["disks"]) == 4
-
 
 
 def test_a_failed_new_vm_takes_its_new_volumes_with_it(kvm_state, kvm, pool, vm_name, names):

@@ -114,16 +114,16 @@ w_counter() {
         sleep 0.2
     done
 }
-w_size() {
-    wait_disk || return
-    last=
+watch() {  # watch LABEL COMMAND...: print "KVT LABEL value" whenever the command's output changes
+    label=$1; shift; last=
     while :; do
-        s=$(cat /sys/block/vda/size)
-        [ "$s" = "$last" ] || say size $s
-        last=$s
+        v=$("$@")
+        [ "$v" = "$last" ] || say $label $v
+        last=$v
         sleep 0.2
     done
 }
+w_size() { wait_disk && watch size cat /sys/block/vda/size; }
 w_scan() {
     wait_disk || return
     say nonzero $(tr -d '\000' < /dev/vda | wc -c)
@@ -145,33 +145,9 @@ w_agent() {  # the Debian root filesystem on /dev/vda: its qemu-guest-agent on t
         n=$((n+1)); echo $n > /mnt/kvt-counter; sync; say fs $n; sleep 0.2
     done
 }
-w_ifaces() {
-    last=
-    while :; do
-        l=$(ls /sys/class/net | tr '\n' ' ')
-        [ "$l" = "$last" ] || say ifaces $l
-        last=$l
-        sleep 0.2
-    done
-}
-w_cpus() {
-    last=
-    while :; do
-        l=$(cat /sys/devices/system/cpu/present)
-        [ "$l" = "$last" ] || say cpus $l
-        last=$l
-        sleep 0.2
-    done
-}
-w_mem() {
-    last=
-    while :; do
-        l=$(awk '/^MemTotal/ {print $2}' /proc/meminfo)
-        [ "$l" = "$last" ] || say mem $l
-        last=$l
-        sleep 0.2
-    done
-}
+w_ifaces() { watch ifaces ls /sys/class/net; }
+w_cpus() { watch cpus cat /sys/devices/system/cpu/present; }
+w_mem() { watch mem awk '/^MemTotal/ {print $2}' /proc/meminfo; }
 w_cloudinit() {  # the Debian root filesystem on /dev/vda: its real cloud-init, the four stages its units run
     wait_disk || return
     mkdir -p /mnt
