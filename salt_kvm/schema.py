@@ -939,6 +939,7 @@ VM_DISK = Record(
         "size": Size(),
         "format": Enum("raw", "qcow2", "vmdk"),
         "backing": VOLNAME,
+        "shareable": Bool(),
     },
     required=("pool", "volume"),
     check_all=_check_vm_disk,
@@ -950,6 +951,7 @@ describe(VM_DISK, {
     "size": ("Make the volume with this capacity when it does not exist (``20G``). An existing volume is never re-created or resized by the VM: one smaller than ``size`` fails the state (grow it with ``kvm.volume_resize`` or declare it under ``kvm:pools``).", "the volume must exist"),
     "format": ("The format of a volume made from ``size``: ``raw``, ``qcow2`` or ``vmdk``.", "qcow2 in file pools, raw in the others"),
     "backing": "Make the volume, when it does not exist, as a qcow2 copy-on-write child of this volume of the same pool (its size is the base's unless ``size`` says more).",
+    "shareable": ("A disk meant to be written by several VMs at once (a cluster filesystem's disk; raw volumes). Without it, a volume another VM has as a disk is refused.", "false"),
 })
 
 
@@ -1126,9 +1128,9 @@ def _check_vms(vms, path, errors):
             if disk.get("device") == "cdrom":
                 continue
             key = (disk["pool"], disk["volume"])
-            if key in users and users[key] != vname:
-                errors.add(_join(_join(_join(_join(path, "vms"), vname), "disks"), i), f"volume {key[0]}/{key[1]} is already a disk of VM {users[key]!r}")
-            users.setdefault(key, vname)
+            if key in users and users[key][0] != vname and not (disk.get("shareable") and users[key][1]):
+                errors.add(_join(_join(_join(_join(path, "vms"), vname), "disks"), i), f"volume {key[0]}/{key[1]} is already a disk of VM {users[key][0]!r} (shareable: true on both for a disk meant to be shared)")
+            users.setdefault(key, (vname, bool(disk.get("shareable"))))
 
 
 CONNECTION = Record({"uri": Str(r"[a-z0-9+]+://[^\s]*", what="a libvirt URI (like qemu:///system)")})

@@ -232,6 +232,51 @@ def _resolve_disk(session, vm, index, disk, create=False):
     return kind, path, "raw" if fmt == "iso" else fmt  # libvirt calls an ISO image's format iso; QEMU reads it raw
 
 
+def _own_disks(xmls):
+    """``{target: [path of the disk there, and its backing chain]}`` of the VM's definitions
+    (inactive, live)."""
+    out = {}
+    for xml in xmls:
+        if not xml:
+            continue
+        for disk in parse(xml).findall("devices/disk"):
+            source = disk.find("source")
+            path = None if source is None else (source.get("file") or source.get("dev"))
+            if path:
+                out.setdefault(_disk_target(disk), []).extend([path] + (depends.chain(path) if path.startswith("/") else []))
+    return out
+
+
+def guard_new_disks(session, name, spec, current_xmls=(), targets=None):
+    """Refuse a writable disk the VM does not have yet when another VM uses its volume (two
+    writers corrupt it; ``shareable: true`` declares a disk meant for that, raw only) or
+    when another image is built on it (a write to a base image corrupts every child). The
+    VM's own disk on top of the volume at the same target (an external snapshot's overlay)
+    is no other image."""
+    own = _own_disks(current_xmls)
+    tops = {depends.identity(paths[0]) for paths in own.values()}
+    disks = spec.get("disks") or []
+    index = None
+    for i, (disk, target) in enumerate(zip(disks, targets or _targets(disks))):
+        if disk.get("device") == "cdrom":
+            continue  # read-only
+        try:
+            _kind, path, _fmt = _resolve_disk(session, name, i, disk)
+        except KvmError:
+            continue  # a volume still to be made is nobody else's
+        ident = depends.identity(path)
+        if ident in tops:
+            continue  # already one of its disks
+        index = index or depends.scan(session)
+        where = f"{name}:disks:{i}:volume"
+        users = [u for u in index.used_by(ident) if u != name and not u.startswith(f"{name} (")]
+        if users and not disk.get("shareable"):
+            raise InvalidInput(where, f"volume {disk['pool']}/{disk['volume']} is a disk of VM {', '.join(users)}: a second VM writing to it would corrupt it (shareable: true for a disk meant to be shared)")
+        children = index.backing_of(ident, exclude=own.get(target, []))
+        if children:
+            raise InvalidInput(where, f"volume {disk['pool']}/{disk['volume']} is the backing file of {', '.join(children)}: a VM writing to it would corrupt them (give the VM a copy-on-write child: backing: {disk['volume']})")
+
+
 def _predicted_volume(session, where, disk):
     """``(type, path, format)`` the volume a disk entry makes will have (it does not exist yet)."""
     pool, volume = disk["pool"], disk["volume"]
@@ -255,13 +300,15 @@ def _targets(disks):
     return out
 
 
-def _disk_element(kind, path, fmt, target, device="disk"):
+def _disk_element(kind, path, fmt, target, device="disk", shareable=False):
     disk = etree.Element("disk", type=kind, device=device)
     etree.SubElement(disk, "driver", name="qemu", type=fmt)
     etree.SubElement(disk, "source", **({"file": path} if kind == "file" else {"dev": path}))
     etree.SubElement(disk, "target", dev=target, bus="sata" if device == "cdrom" else "virtio")
     if device == "cdrom":
         etree.SubElement(disk, "readonly")
+    elif shareable:
+        etree.SubElement(disk, "shareable")
     return disk
 
 
@@ -351,7 +398,7 @@ def declared(session, name, spec, current_xml=None):
     disks = spec.get("disks") or []
     for index, (disk, target) in enumerate(zip(disks, _targets(disks))):
         kind, path, fmt = _resolve_disk(session, name, index, disk, create=True)
-        element = _on_top_of(current_disks.get(target), path) or _disk_element(kind, path, fmt, target, disk.get("device", "disk"))
+        element = _on_top_of(current_disks.get(target), path) or _disk_element(kind, path, fmt, target, disk.get("device", "disk"), disk.get("shareable"))
         if anchor is not None:
             anchor.addprevious(element)
         else:
@@ -438,7 +485,10 @@ def _modelled(root):
         path = None if source is None else (source.get("file") or source.get("dev"))
         if cloudinit.is_seed(path):
             continue  # modelled as cloud_init
-        disks.append({"path": path, "device": disk.get("device", "disk"), "target": target.get("dev") if target is not None else None})
+        entry = {"path": path, "device": disk.get("device", "disk"), "target": target.get("dev") if target is not None else None}
+        if disk.find("shareable") is not None:
+            entry["shareable"] = True
+        disks.append(entry)
     nics = []
     for iface in root.findall("devices/interface"):
         source, mac, model = iface.find("source"), iface.find("mac"), iface.find("model")
@@ -513,10 +563,13 @@ def vm_define(session, name, **spec):
     """Define (or redefine in place) a VM from a pillar-style spec (making the volumes its disk
     entries give ``size`` or ``backing`` for); its description."""
     spec = schema.validate_args(schema.VM, name, spec, name_field=schema.OBJNAME)
-    vm_live.make_volumes(session, name, spec)
-    current = None
+    current = live = None
     with contextlib.suppress(NotFound):
-        current = _domain(session, name).XMLDesc(XML_INACTIVE | XML_SECURE)
+        dom = _domain(session, name)
+        current = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
+        live = dom.XMLDesc(0) if dom.isActive() else None
+    guard_new_disks(session, name, spec, (current, live))
+    vm_live.make_volumes(session, name, spec)
     root = declared(session, name, spec, current)
     if current:
         _keep_macs(root, parse(current), spec)
@@ -693,6 +746,7 @@ class VmResource(plan.Resource):
     def changes(self, current):
         spec = self.spec
         self.ops, self.pending = [], []
+        guard_new_disks(self.session, self.name, spec, (current["xml"], current["live"]) if current else ())
         new_volumes = vm_live.new_volumes(self.session, self.name, spec, self.test)
         if current is None:
             self._check_disks()

@@ -354,7 +354,11 @@ def vm_attach(session, name, device=None, pool=None, volume=None, bridge=None, n
                 if view["path"] == path:
                     raise InvalidInput("volume", f"{pool}/{volume} is already disk {view['target']} of VM '{name}'")
         target = next(f"vd{chr(c)}" for c in range(ord("a"), ord("z") + 1) if f"vd{chr(c)}" not in used)
-        element = vm_mod._disk_element(kind, path, fmt, target)  # pylint: disable=protected-access
+        try:
+            vm_mod.guard_new_disks(session, name, {"disks": [disk]}, [etree.tostring(root, encoding="unicode") for root in roots], targets=[target])
+        except InvalidInput as exc:
+            raise InvalidInput("volume", exc.message) from None
+        element = vm_mod._disk_element(kind, path, fmt, target, shareable=disk.get("shareable"))  # pylint: disable=protected-access
         out = {"device": "disk", "target": target, "pool": pool, "volume": volume, "path": path}
     else:
         _only(device, given, _NIC_ARGS)

@@ -112,10 +112,10 @@ def test_vm_absent_keeps_volumes_and_purge_keeps_what_others_need(kvm_state, kvm
     assert kvm_state.vm_absent(vm_name)["comment"].endswith("is already absent")
     # without purge every volume stays
     other = names("vm-")
-    assert kvm_state.vm_present(other, **_spec(pname, state="stopped"))["result"] is True
+    assert kvm_state.vm_present(other, **_spec(pname, state="stopped", disks=[{"pool": pname, "volume": "child.qcow2"}]))["result"] is True
     ret = kvm_state.vm_absent(other)
     assert ret["result"] is True and "volumes are kept" in ret["comment"]
-    assert "a.qcow2" in kvm.volume_list(pname)
+    assert "child.qcow2" in kvm.volume_list(pname)
 
 
 def test_run_state_and_execution_functions(kvm_state, kvm, pool, vm_name):
@@ -449,3 +449,46 @@ def test_cpu_mode_is_defined_and_converges(kvm_state, conn, pool, vm_name, cpu):
     other = "qemu64" if cpu != "qemu64" else "host-model"
     changed = kvm_state.vm_present(vm_name, **dict(spec, cpu=other))
     assert changed["result"] is True and set(changed["changes"]) == {"cpu"}, changed
+
+
+def test_a_second_writer_on_a_volume_is_refused(kvm_state, kvm, conn, pool, vm_name, names, testmode):
+    """A VM may not take as a writable disk a volume another VM has as a disk, nor a volume
+    other images are built on: two writers, or a write under a child, corrupt it. Refused at
+    the disk's path, in test mode too, with nothing defined; ``shareable: true`` (both sides)
+    declares a disk meant to be shared; a read-only CD-ROM is no writer.
+
+    Catches: vm_present / vm_define / vm_attach writing into another VM's disk (a VM made by
+    hand, not in the pillar, so kvm.validate_pillar cannot see it) or into a base image."""
+    pname, path = pool
+    other = names("vm-")
+    try:
+        sandbox.make_vm(conn, name=other, disk=os.path.join(path, "b.qcow2"))
+        conn.storagePoolLookupByName(pname).refresh(0)
+        kvm.volume_create(pname, "child.qcow2", size="32M", format="qcow2", backing="a.qcow2")
+        for volume, why in (("b.qcow2", f"is a disk of VM {other}"), ("a.qcow2", "is the backing file of")):
+            ret = kvm_state.vm_present(vm_name, test=testmode, **_spec(pname, disks=[{"pool": pname, "volume": volume}]))
+            assert ret["result"] is False and f"{vm_name}:disks:0:volume" in ret["comment"] and why in ret["comment"], ret
+            with pytest.raises(CommandExecutionError, match="does not exist"):
+                kvm.vm_show(vm_name)
+            with pytest.raises(SaltInvocationError, match=why):
+                kvm.vm_define(vm_name, memory="64M", vcpus=1, disks=[{"pool": pname, "volume": volume}])
+        if testmode:
+            return
+        # a VM of its own may take the child; attaching the base or the other VM's disk is refused
+        assert kvm_state.vm_present(vm_name, **_spec(pname, disks=[{"pool": pname, "volume": "child.qcow2"}], state="stopped"))["result"] is True
+        for volume in ("a.qcow2", "b.qcow2"):
+            with pytest.raises(SaltInvocationError, match="volume: .*(backing file|is a disk of VM)"):
+                kvm.vm_attach(vm_name, device="disk", pool=pname, volume=volume)
+        # a raw volume both declare shareable
+        sandbox.qemu_img("create", "-q", "-f", "raw", os.path.join(path, "shared.raw"), "16M")
+        conn.storagePoolLookupByName(pname).refresh(0)
+        shared = {"pool": pname, "volume": "shared.raw", "shareable": True}
+        conn.lookupByName(other).attachDeviceFlags(
+            f"<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{os.path.join(path, 'shared.raw')}'/>"
+            "<target dev='vdb' bus='virtio'/><shareable/></disk>", 2)
+        ret = kvm_state.vm_present(vm_name, **_spec(pname, disks=[{"pool": pname, "volume": "child.qcow2"}, shared], state="stopped"))
+        assert ret["result"] is True, ret["comment"]
+        assert etree.fromstring(conn.lookupByName(vm_name).XMLDesc(2)).find("devices/disk[2]/shareable") is not None
+        assert kvm_state.vm_present(vm_name, **_spec(pname, disks=[{"pool": pname, "volume": "child.qcow2"}, shared], state="stopped"))["changes"] == {}
+    finally:
+        sandbox.remove_vm(conn, other)
