@@ -7,14 +7,18 @@ lacks a feature these tests skip, naming it and this tier.
 * bridge VLANs: a VLAN-filtering bridge with a trunk port and access ports,
   tagged traffic between namespaces, per-VLAN changes, ``bridge vlan show``,
   the rollback of a failed probe; a VLAN sub-interface port made on demand;
-* LVM: a ``logical`` pool on a loop device with real device-mapper volumes;
+* LVM: a ``logical`` pool on a loop device with real device-mapper volumes
+  (create, grow, clone, wipe, delete);
 * NFS: a ``netfs`` pool against the kernel's NFS server on 127.0.0.1;
 * iSCSI: an ``iscsi`` pool (open-iscsi's initiator) logging in to tgtd on
-  127.0.0.1 with CHAP from pillar.
+  127.0.0.1 with CHAP from pillar;
+* persistence: NetworkManager, ifupdown and systemd-networkd, each run in the
+  guest on the files salt-kvm wrote, bring a deleted bridge back with its port
+  and address.
 
-The NFS and iSCSI tests start kernel-wide services (nfsd, iSCSI sessions) and
-so run only inside the tier's guest (``KVT_KERNEL_GUEST=1``), never on a
-developer's host.
+The NFS, iSCSI and persistence tests start kernel-wide services (nfsd, iSCSI
+sessions, network daemons) and so run only inside the tier's guest
+(``KVT_KERNEL_GUEST=1``), never on a developer's host.
 """
 
 import contextlib
