@@ -578,6 +578,16 @@ def _copied(pool_xml, name):
     return lambda: progress_mod.allocated(path)
 
 
+def _clone_allocation(ptype, capacity):
+    """The allocation a clone is created with: a file is copied sparse (0); an LV or a
+    partition is allocated whole, as :func:`volume_create` makes them. Below its capacity,
+    libvirt's logical backend makes a *sparse snapshot LV* (``lvcreate --type snapshot
+    --virtualsize``) with one extent of copy-on-write space: the copy overflows it (libvirt
+    then fails with "cannot sync data to file '/dev/VG/LV': Input/output error") and libvirt
+    cannot wipe such a volume."""
+    return 0 if ptype in FILE_POOLS else capacity
+
+
 def volume_clone(session, pool, source, name, format=None, progress=None):  # pylint: disable=redefined-builtin
     """Copy volume ``source`` to a new volume ``name`` in the same pool, optionally converting its format.
 
@@ -592,8 +602,9 @@ def volume_clone(session, pool, source, name, format=None, progress=None):  # py
     src = _lookup(session, pool, source)
     _must_be_new(session, pool, name, redo="clone")
     model = sxml.Volume(src["xml"])
-    fmt = format or model.format if _pool_type(session, pool) in FILE_POOLS else None
-    xml = sxml.Volume.build(name, model.capacity, fmt=fmt, allocation=0)
+    ptype = _pool_type(session, pool)
+    fmt = format or model.format if ptype in FILE_POOLS else None
+    xml = sxml.Volume.build(name, model.capacity, fmt=fmt, allocation=_clone_allocation(ptype, model.capacity))
     entry = _pool_entry(session, pool)
     reporter = progress_mod.Reporter(
         "clone", f"cloning {pool}/{source} to {name}", model.allocation or model.capacity, progress,

@@ -253,6 +253,14 @@ def test_preallocation_mapping():
     assert prealloc("raw", "off", 10) == (0, 0)
 
 
+
+def test_a_clone_is_sparse_only_in_file_pools():
+    # an LV cloned with an allocation below its capacity would be a sparse snapshot LV with one
+    # extent of copy-on-write space (the copy overflowed it with EIO in make test-kernel)
+    clone_allocation = storage_volumes._clone_allocation  # pylint: disable=protected-access
+    assert [clone_allocation(t, 10) for t in ("dir", "fs", "netfs")] == [0, 0, 0]
+    assert [clone_allocation(t, 10) for t in ("logical", "disk", "rbd")] == [10, 10, 10]
+
 def test_digest_is_remembered(tmp_path):
     path = tmp_path / "img"
     path.write_bytes(b"abc")
