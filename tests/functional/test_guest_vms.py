@@ -95,3 +95,41 @@ def test_declared_guest_boots_reaches_the_lan_and_takes_a_nic_live(kvm_state, kv
     assert ret["changes"]["restart"]["new"] == "pending: max_vcpus 2 -> 3, vcpus 3 (above the running maximum 2) (restart: true restarts it now)", ret
     assert "takes effect when it restarts" in ret["comment"] and conn.lookupByName(vm_name).vcpusFlags(1) == 2
     assert kvm_state.vm_present(vm_name, **over)["changes"] == {}
+
+
+def test_restart_true_shuts_the_guest_down_gracefully_and_applies_what_was_pending(kvm_state, conn, guest_image, guest_type, vm_name):
+    """A change above the running maximum waits for a restart; ``restart: true`` asks the guest
+    to shut down (ACPI: the guest's acpid powers it off, saying so), starts it again, and the
+    guest boots with the new vCPUs and memory. The guest boots the compressed kernel (not PVH),
+    which has ACPI.
+
+    Catches: restart: true that powers the guest off without asking it (no "acpi poweroff"
+    on its console), that does not start it again, or that starts it on the old definition
+    (one CPU, the old MemTotal); a restart reported while the change is still pending."""
+    cmdline = "console=ttyS0 quiet panic=-1 no_timer_check kvt.work=acpi kvt.work=cpus kvt.work=mem"
+    spec = {
+        "type": guest_type,
+        "memory": f"{guestlib.MEMORY_MIB}M",
+        "vcpus": 1,
+        "boot": {"kernel": guest_image.bzimage, "initrd": guest_image.initrd, "cmdline": cmdline},
+        "console": {"log": True},
+    }
+    assert kvm_state.vm_present(vm_name, **spec)["result"] is True
+    g = guestlib.Guest(conn.lookupByName(vm_name), vm_mod.console_path(vm_name))
+    g.wait_line("acpid", timeout=180 if guest_type == "qemu" else 60)
+    g.wait_line("cpus 0", timeout=30)
+    before = g.wait(_mem, timeout=30, what="MemTotal")
+
+    bigger = dict(spec, vcpus=2, memory=f"{guestlib.MEMORY_MIB + 64}M")
+    ret = kvm_state.vm_present(vm_name, **bigger)
+    assert ret["result"] is True and "pending" in ret["changes"]["restart"]["new"], ret
+    mark = g.offset()
+    predicted = kvm_state.vm_present(vm_name, test=True, **dict(bigger, restart=True))
+    assert predicted["result"] is None and predicted["changes"]["restart"]["new"] == "restarted", predicted
+    ret = kvm_state.vm_present(vm_name, **dict(bigger, restart=True, shutdown_timeout="120s"))
+    assert ret["result"] is True and ret["changes"]["restart"] == {"old": "running an older definition", "new": "restarted"}, ret
+    g.wait_line("acpi poweroff", timeout=30, since=mark)
+    g.wait_line("cpus 0-1", timeout=180 if guest_type == "qemu" else 60, since=mark)
+    after = g.wait(lambda lines: _mem(lines) if _mem(lines) and _mem(lines) > before + 32 * 1024 else None, timeout=60, since=mark, what="the bigger MemTotal")
+    print(f"\nrestart: MemTotal {before} kB -> {after} kB, cpus 0 -> 0-1")
+    assert kvm_state.vm_present(vm_name, **dict(bigger, restart=True))["changes"] == {}

@@ -69,7 +69,7 @@ from tests.support import sandbox
 CACHE = pathlib.Path(os.environ.get("KVT_CACHE", "/var/tmp/kvt-cache"))
 BUSYBOX = "/bin/busybox"
 #: what the guest needs; their dependencies come from modules.dep
-WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio_balloon", "crc32c_generic", "ext4", "ahci", "sr_mod", "isofs")
+WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio_balloon", "crc32c_generic", "ext4", "ahci", "sr_mod", "isofs", "button", "evdev")
 MEMORY_MIB = 192
 #: a line on the console that this module's init writes
 LINE = re.compile(r"^KVT (.*)$")
@@ -85,7 +85,7 @@ INIT = r"""#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-for m in $(cat /etc/kvt-modules); do insmod /lib/modules/$m.ko; done
+for m in $(cat /etc/kvt-modules); do insmod /lib/modules/$m.ko 2>/dev/null; done  # (button: no ACPI under PVH)
 say() { echo "KVT $*" > /dev/ttyS0; }
 params() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}";; esac; done; }
 say boot $(uname -r) $(cut -d' ' -f1 /proc/uptime)
@@ -124,6 +124,19 @@ watch() {  # watch LABEL COMMAND...: print "KVT LABEL value" whenever the comman
     done
 }
 w_size() { wait_disk && watch size cat /sys/block/vda/size; }
+w_acpi() {  # the ACPI power button powers the guest off (a graceful shutdown); needs the non-PVH kernel
+    mkdir -p /etc/acpi/PWRF
+    printf '#!/bin/sh\necho "KVT acpi poweroff" > /dev/ttyS0\nsync\npoweroff -f\n' > /etc/acpi/PWRF/00000080
+    chmod +x /etc/acpi/PWRF/00000080
+    i=0  # acpid opens the event devices there are when it starts: wait for the power button's
+    while :; do
+        ev=$(awk '/Power Button/ {f=1} f && /Handlers/ {for (i = 1; i <= NF; i++) if ($i ~ /^event/) print $i; exit}' /proc/bus/input/devices)
+        [ -n "$ev" ] && [ -e /dev/input/$ev ] && break
+        i=$((i+1)); [ $i -gt 100 ] && { say error no power button; return; }; sleep 0.1
+    done
+    acpid -d -c /etc/acpi > /dev/ttyS0 2>&1 &  # in the foreground (as a daemon it logs to a /var/log there is not)
+    say acpid $ev
+}
 w_scan() {
     wait_disk || return
     say nonzero $(tr -d '\000' < /dev/vda | wc -c)
@@ -189,6 +202,7 @@ for w in $(params kvt.work); do
         ifaces) w_ifaces & ;;
         cpus) w_cpus & ;;
         mem) w_mem & ;;
+        acpi) w_acpi ;;
         cloudinit) w_cloudinit ;;
         scan) w_scan ;;
         stamp) w_stamp "$arg" ;;
@@ -373,6 +387,8 @@ class Image:
         self.dir = pathlib.Path(directory)
         self.version = version
         self.kernel = str(self.dir / "vmlinuz")
+        #: the compressed kernel, booted without PVH: slower under TCG, but with ACPI (a power button)
+        self.bzimage = str(self.dir / "bzImage")
         self.initrd = str(self.dir / "initrd.img")
         self.seconds = seconds
         self.built = built
@@ -406,6 +422,7 @@ def image():
     # Under TCG, unpacking the compressed kernel takes ~10 s of every boot: where the kernel
     # allows it, the guest boots the unpacked ELF kernel through its PVH entry instead.
     vmlinux = unpacked_kernel(f"/boot/vmlinuz-{version}")
+    shutil.copyfile(f"/boot/vmlinuz-{version}", tmp / "bzImage")
     if vmlinux is not None:
         (tmp / "vmlinuz").write_bytes(vmlinux)
     else:
