@@ -102,7 +102,7 @@ def _state_calls(rendered):
     return out
 
 
-def run(config_dir, pillar, test=False, parts=("bridges", "networks", "storage", "snapshots")):
+def run(config_dir, pillar, test=False, parts=("bridges", "networks", "storage", "vms", "snapshots")):
     import salt.config
     import salt.loader
 
@@ -169,7 +169,7 @@ def main(argv):
     test = "--test" in argv
     with open(pillar_file, encoding="utf-8") as fh:
         pillar = json.load(fh)
-    keys = {"bridges": "bridges", "networks": "networks", "storage": "pools", "snapshots": "snapshots"}
+    keys = {"bridges": "bridges", "networks": "networks", "storage": "pools", "vms": "vms", "snapshots": "snapshots"}
     parts = [part for part, key in keys.items() if key in pillar]
     print(json.dumps(run(config_dir, pillar, test=test, parts=parts)))
 
