@@ -126,7 +126,9 @@ def write(path, files):
         for fname, data in files.items():
             iso.add_fp(io.BytesIO(data), len(data), FILES[fname], rr_name=fname, joliet_path=f"/{fname}")
         iso.write(tmp)
-        os.chmod(tmp, 0o644)  # QEMU (user libvirt-qemu) reads it
+        # user data holds passwords and keys: root only; libvirt hands the file to QEMU when
+        # the VM starts (dynamic_ownership, on by default, chowns it to libvirt-qemu)
+        os.chmod(tmp, 0o600)
         os.rename(tmp, path)
     except OSError as exc:
         raise KvmError(f"cannot write the cloud-init seed {path}: {exc.strerror}") from None
