@@ -39,7 +39,7 @@ sweep: venv
 
 # everything but the real-guest tier (make test-guest), which CI runs next
 test: install sweep
-	$(PYTEST) tests/unit tests/functional tests/integration --ignore-glob='*/test_guest_*.py'
+	$(PYTEST) tests/unit tests/functional tests/integration --ignore-glob='*/test_guest_*.py' --durations=20
 
 # real Linux guests (Debian's kernel + a busybox initramfs, or a small debootstrap
 # Debian; TCG where nested KVM does not boot Linux): what a running VM sees

@@ -329,13 +329,17 @@ class DataSafety(RuleBasedStateMachine):
             return
         merged = overlay.alive and not os.path.exists(overlay.path)
         assert not (merged and others), f"merged snapshot {snap} of {name} into image {base.index}, which {others} build(s) on"
-        # merged: the base now holds the overlay's data, and what was built on the overlay is built on the base
+        # merged: the base now holds the overlay's data, and the VM's own images that were built on
+        # the overlay (its disk, its later snapshots' overlays) are rebased onto the base by the
+        # merge. Anything else built on the overlay keeps naming it: a known image makes the merge
+        # refused (above); an unknown one (outside every pool, unreferenced) is past the boundary.
+        own = {id(i) for i in self.chain(vm["top"])} | {id(o) for o, _b in vm["snapshots"].values()}
         del vm["snapshots"][snap]
         if merged:
             base.offsets.update(overlay.offsets)
             overlay.alive = False
             for image in self.images:
-                if image.backing is overlay:
+                if image.backing is overlay and id(image) in own:
                     image.backing = base
             for other in self.vms.values():
                 if other["top"] is overlay:
