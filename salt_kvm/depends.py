@@ -177,7 +177,13 @@ class Index:
         """Who uses or builds on ``ident`` besides VM ``vm`` itself (its disks and snapshots,
         labelled ``vm`` and ``vm (...)``) and the images in ``exclude``."""
         labels = self.used_by(ident) + self.backing_of(ident, exclude=exclude)
-        return sorted({label for label in labels if label != vm and not label.startswith(f"{vm} (")})
+        return sorted({label for label in labels if not owned_by(label, vm)})
+
+
+def owned_by(label, vm):
+    """Whether an :class:`Index` label is VM ``vm`` itself: its disks (``vm``, ``vm (disk vda)``)
+    or its snapshots (``vm (snapshot s1)``)."""
+    return label == vm or label.startswith(f"{vm} (")
 
 
 def _disk_identity(session, source, disk_type, pools_by_name):
@@ -195,10 +201,11 @@ def _disk_identity(session, source, disk_type, pools_by_name):
         return identity(os.path.join(target, source.get("volume"))) if target else ("path", f"{source.get('pool')}/{source.get('volume')}")
     if disk_type == "network" or source.get("protocol"):
         return network_identity(source.get("protocol"), source.get("name"))
-    return identity(source.get("file") or source.get("dev"))
+    return identity(source_path(source))
 
 
-def _source_path(source):
+def source_path(source):
+    """The file or device a domain ``<disk>``'s ``<source>`` element names (None: neither)."""
     return None if source is None else (source.get("file") or source.get("dev"))
 
 
@@ -222,9 +229,9 @@ def _add_domain_disks(session, index, root, label, pools_by_name):
         if ident is None:
             continue
         index.add_user(ident, label)
-        path = _source_path(source)
+        path = source_path(source)
         # what libvirt recorded below it, and what the image itself says
-        recorded = [_source_path(b.find("source")) for b in disk.iter("backingStore") if b.find("source") is not None]
+        recorded = [source_path(b.find("source")) for b in disk.iter("backingStore") if b.find("source") is not None]
         below = chain(path) if path and path.startswith("/") else []
         index.add_image(path or str(ident), f"{label} (disk {_target(disk)})", ident=ident, chain_of=[p for p in below + recorded if p])
 
@@ -274,7 +281,7 @@ def scan(session, pools=None):
                     for domain in root.findall("domain"):
                         _add_domain_disks(session, index, domain, label, pools)
                     for disk in root.findall("disks/disk"):
-                        path = _source_path(disk.find("source"))
+                        path = source_path(disk.find("source"))
                         if path and disk.get("snapshot") == "external":
                             index.add_image(path, f"{label} overlay {path}")
     return index

@@ -238,6 +238,17 @@ def _port(port):
     return str(port)
 
 
+def _stacked(head, *lists):
+    """The rows of one record whose last columns are lists: the ``head`` cells and each list's
+    first item on the first row ("-" for an empty list), one more item per row after."""
+    rows = []
+    for i in range(max(1, *(len(items) for items in lists))):
+        first = i == 0
+        cells = list(head) if first else [""] * len(head)
+        rows.append(cells + [items[i] if i < len(items) else ("-" if first else "") for items in lists])
+    return rows
+
+
 def bridge_lines(bridges, color=False):
     """``kvm.bridge_list`` like ``brctl show``: bridge, id, STP, ports, addresses."""
     if not bridges:
@@ -247,17 +258,7 @@ def bridge_lines(bridges, color=False):
         vms = bridge.get("vms") or {}
         ports = [_port({"name": p, "vm": vms.get(p)} if isinstance(p, str) else p) for p in bridge.get("ports") or []]
         addresses = [str(a) for a in bridge.get("addresses") or []]
-        for i in range(max(1, len(ports), len(addresses))):
-            first = i == 0
-            rows.append(
-                [
-                    (bridge["name"], "cyan") if first else "",
-                    (bridge.get("id") or "-") if first else "",
-                    _yes_no(bridge.get("stp")) if first else "",
-                    ports[i] if i < len(ports) else ("-" if first else ""),
-                    addresses[i] if i < len(addresses) else ("-" if first else ""),
-                ]
-            )
+        rows += _stacked([(bridge["name"], "cyan"), bridge.get("id") or "-", _yes_no(bridge.get("stp"))], ports, addresses)
     return table(["BRIDGE", "ID", "STP", "PORTS", "ADDRESSES"], rows, color)
 
 
@@ -414,19 +415,8 @@ def vm_lines(vms, color=False):
         state = vm.get("state")
         disks = [_vm_disk(d) for d in vm.get("disks") or []]
         nics = [_vm_nic(n) for n in vm.get("nics") or []]
-        for i in range(max(1, len(disks), len(nics))):
-            first = i == 0
-            rows.append(
-                [
-                    (name, "cyan") if first else "",
-                    (_text(state), "green" if state == "running" else "yellow") if first else "",
-                    _yes_no(vm.get("autostart")) if first else "",
-                    _text(vm.get("vcpus")) if first else "",
-                    _size(vm.get("memory")) if first else "",
-                    disks[i] if i < len(disks) else ("-" if first else ""),
-                    nics[i] if i < len(nics) else ("-" if first else ""),
-                ]
-            )
+        head = [(name, "cyan"), (_text(state), "green" if state == "running" else "yellow"), _yes_no(vm.get("autostart")), _text(vm.get("vcpus")), _size(vm.get("memory"))]
+        rows += _stacked(head, disks, nics)
     return table(["VM", "STATE", "AUTOSTART", "VCPUS", "MEMORY", "DISKS", "NICS"], rows, color, right=(3, 4))
 
 

@@ -110,7 +110,7 @@ def _describe(session, dom, root):
     disks = []
     for disk in root.findall("devices/disk"):
         source = disk.find("source")
-        path = None if source is None else (source.get("file") or source.get("dev"))
+        path = depends.source_path(source)
         pool, volume = (source.get("pool"), source.get("volume")) if source is not None and source.get("volume") else _volume_of(session, path) if path else (None, None)
         target = disk.find("target")
         disks.append({"target": target.get("dev") if target is not None else None, "device": disk.get("device", "disk"), "path": path, "pool": pool, "volume": volume})
@@ -241,7 +241,7 @@ def _own_disks(xmls):
             continue
         for disk in parse(xml).findall("devices/disk"):
             source = disk.find("source")
-            path = None if source is None else (source.get("file") or source.get("dev"))
+            path = depends.source_path(source)
             if path:
                 out.setdefault(_disk_target(disk), []).extend([path] + (depends.chain(path) if path.startswith("/") else []))
     return out
@@ -269,7 +269,7 @@ def guard_new_disks(session, name, spec, current_xmls=(), targets=None):
             continue  # already one of its disks
         index = index or depends.scan(session)
         where = f"{name}:disks:{i}:volume"
-        users = [u for u in index.used_by(ident) if u != name and not u.startswith(f"{name} (")]
+        users = [u for u in index.used_by(ident) if not depends.owned_by(u, name)]
         if users and not disk.get("shareable"):
             raise InvalidInput(where, f"volume {disk['pool']}/{disk['volume']} is a disk of VM {', '.join(users)}: a second VM writing to it would corrupt it (shareable: true for a disk meant to be shared)")
         children = index.backing_of(ident, exclude=own.get(target, []))
@@ -436,7 +436,7 @@ def _on_top_of(current, path):
     if current is None or current.get("device", "disk") != "disk":
         return None
     source = current.find("source")
-    have = None if source is None else (source.get("file") or source.get("dev"))
+    have = depends.source_path(source)
     if not have or not path or have == path:
         return None
     want = depends.identity(path)
@@ -482,7 +482,7 @@ def _modelled(root):
     disks = []
     for disk in root.findall("devices/disk"):
         source, target = disk.find("source"), disk.find("target")
-        path = None if source is None else (source.get("file") or source.get("dev"))
+        path = depends.source_path(source)
         if cloudinit.is_seed(path):
             continue  # modelled as cloud_init
         entry = {"path": path, "device": disk.get("device", "disk"), "target": target.get("dev") if target is not None else None}
@@ -674,7 +674,7 @@ def _purge_plan(session, name, root):
     delete, kept = [], []
     for disk in root.findall("devices/disk"):
         source = disk.find("source")
-        path = None if source is None else (source.get("file") or source.get("dev"))
+        path = depends.source_path(source)
         if not path or disk.get("device") == "cdrom":
             continue
         pool, volume = _volume_of(session, path)

@@ -22,7 +22,7 @@ import time
 
 from lxml import etree
 
-from salt_kvm import schema, units
+from salt_kvm import depends, schema, units
 from salt_kvm import storage as pools_mod
 from salt_kvm import storage_volumes as vols_mod
 from salt_kvm import vm as vm_mod
@@ -81,7 +81,7 @@ def _mac(el):
 def _disk_view(el):
     source, target = el.find("source"), el.find("target")
     return {
-        "path": None if source is None else (source.get("file") or source.get("dev")),
+        "path": depends.source_path(source),
         "target": target.get("dev") if target is not None else None,
         "device": el.get("device", "disk"),
         "bus": target.get("bus") if target is not None else None,
