@@ -35,7 +35,10 @@ __virtualname__ = "kvm"
 
 def __virtual__():
     if _IMPORT_ERROR:
-        return False, f"kvm: the salt_kvm library is missing ({_IMPORT_ERROR}); install salt-kvm with pip / salt-pip"
+        return (
+            False,
+            f"kvm: the salt_kvm library is missing ({_IMPORT_ERROR}); install salt-kvm with pip / salt-pip",
+        )
     return _glue.virtual(__virtualname__)
 
 
@@ -263,6 +266,7 @@ def bridge_port_remove(bridge, port, netns=None):
     """
     return _call(_bridge().port_remove, _session(), bridge, port, netns=netns)
 
+
 # --- end bridges --------------------------------------------------------------
 
 # --- libvirt networks (salt_kvm.network) --------------------------------------
@@ -389,6 +393,7 @@ def network_leases(name):
     """
     return _call(_network().leases, _session(), name)
 
+
 def network_dumpxml(name, inactive=False):
     """
     The raw libvirt XML of network ``name``, as ``virsh net-dumpxml`` prints it
@@ -405,6 +410,7 @@ def network_dumpxml(name, inactive=False):
     from salt_kvm import rawxml  # pylint: disable=import-outside-toplevel
 
     return _call(rawxml.network_dumpxml, _session(), name, inactive=inactive)
+
 
 # --- end libvirt networks -----------------------------------------------------
 
@@ -460,7 +466,15 @@ def pool_define(name, type, target=None, source=None, autostart=None):  # pylint
         salt '*' kvm.pool_define images type=dir target=/srv/images
         salt '*' kvm.pool_define vms type=logical source='{name: vg_vms, devices: [/dev/sdb]}'
     """
-    return _call(_storage().pool_define, _session(), name, type=type, target=target, source=source, autostart=autostart)
+    return _call(
+        _storage().pool_define,
+        _session(),
+        name,
+        type=type,
+        target=target,
+        source=source,
+        autostart=autostart,
+    )
 
 
 def pool_build(name, overwrite=False):
@@ -631,7 +645,16 @@ def volume_create(pool, name, size=None, format=None, backing=None, preallocatio
         salt '*' kvm.volume_create default web01.qcow2 20G
         salt '*' kvm.volume_create default web02.qcow2 backing=base.qcow2
     """
-    return _call(_volumes().volume_create, _session(), pool, name, size=size, format=format, backing=backing, preallocation=preallocation)
+    return _call(
+        _volumes().volume_create,
+        _session(),
+        pool,
+        name,
+        size=size,
+        format=format,
+        backing=backing,
+        preallocation=preallocation,
+    )
 
 
 def volume_import(pool, name, source, sha256=None, format=None):  # pylint: disable=redefined-builtin
@@ -646,7 +669,16 @@ def volume_import(pool, name, source, sha256=None, format=None):  # pylint: disa
 
         salt '*' kvm.volume_import default base.qcow2 https://example.org/base.qcow2 sha256=0123...
     """
-    return _call(_volumes().volume_import, _session(), pool, name, source, sha256=sha256, format=format, progress=_progress())
+    return _call(
+        _volumes().volume_import,
+        _session(),
+        pool,
+        name,
+        source,
+        sha256=sha256,
+        format=format,
+        progress=_progress(),
+    )
 
 
 def volume_clone(pool, source, name, format=None):  # pylint: disable=redefined-builtin
@@ -661,7 +693,9 @@ def volume_clone(pool, source, name, format=None):  # pylint: disable=redefined-
 
         salt '*' kvm.volume_clone default base.qcow2 base.raw format=raw
     """
-    return _call(_volumes().volume_clone, _session(), pool, source, name, format=format, progress=_progress())
+    return _call(
+        _volumes().volume_clone, _session(), pool, source, name, format=format, progress=_progress()
+    )
 
 
 def volume_resize(pool, name, size, force=False):
@@ -705,6 +739,7 @@ def volume_delete(pool, name, force=False):
         salt '*' kvm.volume_delete default old.qcow2
     """
     return _call(_volumes().volume_delete, _session(), pool, name, force=force)
+
 
 def volume_dumpxml(pool, name):
     """
@@ -884,7 +919,17 @@ def _vm_live():
     return vm_live
 
 
-def vm_attach(name, device=None, pool=None, volume=None, bridge=None, network=None, mac=None, model=None, link=None):
+def vm_attach(
+    name,
+    device=None,
+    pool=None,
+    volume=None,
+    bridge=None,
+    network=None,
+    mac=None,
+    model=None,
+    link=None,
+):
     """
     Attach a disk or a NIC to a VM: to the running VM (hotplug: the guest
     needs no help) and to its definition, or to the definition only when it is
@@ -901,7 +946,19 @@ def vm_attach(name, device=None, pool=None, volume=None, bridge=None, network=No
         salt '*' kvm.vm_attach web01 device=disk pool=default volume=data.qcow2
         salt '*' kvm.vm_attach web01 device=nic bridge=br0 mac=52:54:00:00:00:02
     """
-    return _call(_vm_live().vm_attach, _session(), name, device=device, pool=pool, volume=volume, bridge=bridge, network=network, mac=mac, model=model, link=link)
+    return _call(
+        _vm_live().vm_attach,
+        _session(),
+        name,
+        device=device,
+        pool=pool,
+        volume=volume,
+        bridge=bridge,
+        network=network,
+        mac=mac,
+        model=model,
+        link=link,
+    )
 
 
 def vm_detach(name, device=None, target=None, pool=None, volume=None, mac=None, timeout=None):
@@ -922,7 +979,17 @@ def vm_detach(name, device=None, target=None, pool=None, volume=None, mac=None, 
         salt '*' kvm.vm_detach web01 device=disk pool=default volume=data.qcow2
         salt '*' kvm.vm_detach web01 device=nic mac=52:54:00:00:00:02
     """
-    return _call(_vm_live().vm_detach, _session(), name, device=device, target=target, pool=pool, volume=volume, mac=mac, timeout=timeout)
+    return _call(
+        _vm_live().vm_detach,
+        _session(),
+        name,
+        device=device,
+        target=target,
+        pool=pool,
+        volume=volume,
+        mac=mac,
+        timeout=timeout,
+    )
 
 
 # --- end VMs --------------------------------------------------------------------
@@ -978,7 +1045,9 @@ def snapshot_show(vm, name):
     return _call(_snapshot().show, _session(), vm, name)
 
 
-def snapshot_create(vm, name=None, memory=True, disk_only=False, external=False, quiesce=False, description=None):
+def snapshot_create(
+    vm, name=None, memory=True, disk_only=False, external=False, quiesce=False, description=None
+):
     """
     Take a snapshot of a VM. A running VM gets an internal snapshot with its
     RAM by default; ``memory=False`` or ``disk_only=True`` make an external
@@ -997,7 +1066,9 @@ def snapshot_create(vm, name=None, memory=True, disk_only=False, external=False,
         salt '*' kvm.snapshot_create web01 before-upgrade description='before the 24.04 upgrade'
         salt '*' kvm.snapshot_create web01 external=True memory=False
     """
-    return _call(_snapshot().create, _session(), vm, name, memory, disk_only, external, quiesce, description)
+    return _call(
+        _snapshot().create, _session(), vm, name, memory, disk_only, external, quiesce, description
+    )
 
 
 def snapshot_revert(vm, name, running=None):
@@ -1091,7 +1162,9 @@ def snapshot_vms(vms, name=None, **kwargs):
     from salt_kvm import fleet  # pylint: disable=import-outside-toplevel
 
     kwargs = {k: v for k, v in kwargs.items() if not k.startswith("__")}
-    return _call(fleet.snapshot_vms, _session(), vms, name, __salt__["kvm.snapshot_create"], **kwargs)
+    return _call(
+        fleet.snapshot_vms, _session(), vms, name, __salt__["kvm.snapshot_create"], **kwargs
+    )
 
 
 def revert_vms(vms, name):
@@ -1110,6 +1183,7 @@ def revert_vms(vms, name):
     from salt_kvm import fleet  # pylint: disable=import-outside-toplevel
 
     return _call(fleet.revert_vms, _session(), vms, name, __salt__["kvm.snapshot_revert"])
+
 
 # --- end fleet ------------------------------------------------------------------
 
@@ -1149,7 +1223,9 @@ def topology(format="dot", path=None, netns=None, parts=None, names=None):  # py
     """
     from salt_kvm import topology as topo  # pylint: disable=import-outside-toplevel
 
-    return _call(topo.topology, _session(), format=format, path=path, netns=netns, parts=parts, names=names)
+    return _call(
+        topo.topology, _session(), format=format, path=path, netns=netns, parts=parts, names=names
+    )
 
 
 # --- end topology -------------------------------------------------------------
@@ -1184,7 +1260,11 @@ def _with_connection(func):
     sig = inspect.signature(func)
     params = list(sig.parameters.values())
     extra = inspect.Parameter("connection", inspect.Parameter.KEYWORD_ONLY, default=None)
-    at = len(params) - 1 if params and params[-1].kind == inspect.Parameter.VAR_KEYWORD else len(params)
+    at = (
+        len(params) - 1
+        if params and params[-1].kind == inspect.Parameter.VAR_KEYWORD
+        else len(params)
+    )
     params.insert(at, extra)
     wrapper.__signature__ = sig.replace(parameters=params)
     for attr in ("__name__", "__qualname__", "__doc__", "__module__"):

@@ -30,7 +30,10 @@ __virtualname__ = "kvm"
 
 def __virtual__():
     if _IMPORT_ERROR:
-        return False, f"kvm outputter: the salt_kvm library is missing ({_IMPORT_ERROR}); install salt-kvm with pip"
+        return (
+            False,
+            f"kvm outputter: the salt_kvm library is missing ({_IMPORT_ERROR}); install salt-kvm with pip",
+        )
     return __virtualname__
 
 
@@ -42,4 +45,6 @@ def output(data, **kwargs):
         return __salt__[name](rest, **kwargs)  # noqa: F821 - Salt injects __salt__ (the outputters)
 
     opts = __opts__  # noqa: F821 - Salt injects __opts__
-    return _output.render(data, color=bool(opts.get("color")), fun=opts.get("fun"), fallback=fallback)
+    return _output.render(
+        data, color=bool(opts.get("color")), fun=opts.get("fun"), fallback=fallback
+    )

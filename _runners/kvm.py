@@ -33,7 +33,10 @@ __virtualname__ = "kvm"
 
 def __virtual__():
     if _IMPORT_ERROR:
-        return False, f"kvm runner: the salt_kvm library is missing ({_IMPORT_ERROR}); install salt-kvm with pip"
+        return (
+            False,
+            f"kvm runner: the salt_kvm library is missing ({_IMPORT_ERROR}); install salt-kvm with pip",
+        )
     return __virtualname__
 
 
@@ -55,7 +58,9 @@ def formula_root():
     if path is None:
         from salt.exceptions import CommandExecutionError  # pylint: disable=import-outside-toplevel
 
-        raise CommandExecutionError("the kvm formula is not in this salt-kvm installation (no kvm/init.sls beside salt_kvm)")
+        raise CommandExecutionError(
+            "the kvm formula is not in this salt-kvm installation (no kvm/init.sls beside salt_kvm)"
+        )
     return path
 
 
@@ -70,7 +75,9 @@ def _expected(tgt, tgt_type):
     import salt.utils.minions  # pylint: disable=import-outside-toplevel
 
     try:
-        return salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type).get("minions", [])
+        return (
+            salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type).get("minions", [])
+        )
     except Exception:  # pylint: disable=broad-except
         log.debug("cannot resolve target %r (%s)", tgt, tgt_type, exc_info=True)
         return None
@@ -119,7 +126,9 @@ def report(tgt="*", tgt_type="glob", drift=True, table=None, timeout=120):
     return data
 
 
-def snapshot(tgt="*", vms=None, name=None, tgt_type="glob", batch="10%", snapshot=None, timeout=300, **kwargs):  # pylint: disable=redefined-outer-name
+def snapshot(
+    tgt="*", vms=None, name=None, tgt_type="glob", batch="10%", snapshot=None, timeout=300, **kwargs
+):  # pylint: disable=redefined-outer-name
     """
     Snapshot the VMs matching ``vms`` (names or glob patterns, a list or
     comma-separated) on every targeted host, ``batch`` hosts at a time (Salt's
@@ -166,7 +175,16 @@ def _vm_action(tgt, vms, fun, args, kwargs, tgt_type, batch, timeout, name):
         if not name:
             raise _fleet.InvalidInput("name", "is required: the snapshot to revert to")
         ret = _fleet.vm_action(
-            _client(), tgt, vms, fun, args, kwargs, tgt_type=tgt_type, batch=batch, timeout=timeout, expected=_expected(tgt, tgt_type)
+            _client(),
+            tgt,
+            vms,
+            fun,
+            args,
+            kwargs,
+            tgt_type=tgt_type,
+            batch=batch,
+            timeout=timeout,
+            expected=_expected(tgt, tgt_type),
         )
     except _fleet.KvmError as exc:
         _fail(False)

@@ -28,7 +28,10 @@ __virtualname__ = "kvm"
 
 def __virtual__():
     if _IMPORT_ERROR:
-        return False, f"kvm: the salt_kvm library is missing ({_IMPORT_ERROR}); install salt-kvm with pip / salt-pip"
+        return (
+            False,
+            f"kvm: the salt_kvm library is missing ({_IMPORT_ERROR}); install salt-kvm with pip / salt-pip",
+        )
     return _glue.virtual(__virtualname__)
 
 
@@ -91,7 +94,9 @@ def bridge_present(name, netns=None, root=None, **kwargs):
     """
     from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
 
-    return bridge.present(_session(), name, test=_test(), netns=netns, root=root, master=_bridge_master(), **kwargs)
+    return bridge.present(
+        _session(), name, test=_test(), netns=netns, root=root, master=_bridge_master(), **kwargs
+    )
 
 
 def _bridge_master():
@@ -118,7 +123,10 @@ def bridge_absent(name, force=False, netns=None, persist=None, root=None):
     """
     from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
 
-    return bridge.absent(_session(), name, force=force, test=_test(), netns=netns, persist=persist, root=root)
+    return bridge.absent(
+        _session(), name, force=force, test=_test(), netns=netns, persist=persist, root=root
+    )
+
 
 # --- end bridges --------------------------------------------------------------
 
@@ -167,8 +175,21 @@ def network_present(
     from salt_kvm import network  # pylint: disable=import-outside-toplevel
 
     return network.present(
-        _session(), name, test=_test(), mode=mode, bridge=bridge, dev=dev, address=address, address6=address6,
-        dhcp=dhcp, dhcp6=dhcp6, domain=domain, mtu=mtu, autostart=autostart, restart=restart, force=force,
+        _session(),
+        name,
+        test=_test(),
+        mode=mode,
+        bridge=bridge,
+        dev=dev,
+        address=address,
+        address6=address6,
+        dhcp=dhcp,
+        dhcp6=dhcp6,
+        domain=domain,
+        mtu=mtu,
+        autostart=autostart,
+        restart=restart,
+        force=force,
     )
 
 
@@ -186,6 +207,7 @@ def network_absent(name, force=False):
 
     return network.absent(_session(), name, force=force, test=_test())
 
+
 # --- end libvirt networks -----------------------------------------------------
 
 # --- pools and volumes (salt_kvm.storage) -------------------------------------
@@ -197,7 +219,9 @@ def _storage():
     return storage
 
 
-def pool_present(name, type=None, target=None, source=None, autostart=None, build=None, force=None, purge=None):  # pylint: disable=redefined-builtin,unused-argument
+def pool_present(
+    name, type=None, target=None, source=None, autostart=None, build=None, force=None, purge=None
+):  # pylint: disable=redefined-builtin,unused-argument
     """
     The storage pool ``name`` is defined as declared, built when needed (an
     existing directory, filesystem, partition table or volume group is used,
@@ -214,7 +238,17 @@ def pool_present(name, type=None, target=None, source=None, autostart=None, buil
             - target: /srv/images
             - autostart: true
     """
-    return _storage().pool_present(_session(), name, test=_test(), type=type, target=target, source=source, autostart=autostart, build=build, force=force)
+    return _storage().pool_present(
+        _session(),
+        name,
+        test=_test(),
+        type=type,
+        target=target,
+        source=source,
+        autostart=autostart,
+        build=build,
+        force=force,
+    )
 
 
 def pool_absent(name, purge=False, force=False):
@@ -238,7 +272,17 @@ def _volumes():
     return storage_volumes
 
 
-def volume_present(name, pool, size=None, format=None, backing=None, source=None, sha256=None, preallocation=None, force=None):  # pylint: disable=redefined-builtin
+def volume_present(
+    name,
+    pool,
+    size=None,
+    format=None,
+    backing=None,
+    source=None,
+    sha256=None,
+    preallocation=None,
+    force=None,
+):  # pylint: disable=redefined-builtin
     """
     The volume ``name`` exists in ``pool``: created (``size``, ``format``,
     ``backing``, ``preallocation``) or imported from ``source`` (a path or an
@@ -254,7 +298,20 @@ def volume_present(name, pool, size=None, format=None, backing=None, source=None
             - size: 20G
             - backing: base.qcow2
     """
-    return _volumes().volume_present(_session(), name, pool=pool, test=_test(), progress=_progress(), size=size, format=format, backing=backing, source=source, sha256=sha256, preallocation=preallocation, force=force)
+    return _volumes().volume_present(
+        _session(),
+        name,
+        pool=pool,
+        test=_test(),
+        progress=_progress(),
+        size=size,
+        format=format,
+        backing=backing,
+        source=source,
+        sha256=sha256,
+        preallocation=preallocation,
+        force=force,
+    )
 
 
 def volume_absent(name, pool, force=False):
@@ -364,7 +421,9 @@ def snapshot_absent(name, snapshot, children=False):
             - name: web01
             - snapshot: before-upgrade
     """
-    return _snapshot().absent(_session(), name, snapshot, children=children, test=_test(), progress=_progress())
+    return _snapshot().absent(
+        _session(), name, snapshot, children=children, test=_test(), progress=_progress()
+    )
 
 
 def snapshots_retained(name, **kwargs):

@@ -47,7 +47,9 @@ def build(host, far, count):
         for i in range(count):
             ports = [f"p{i}a", f"p{i}b"]
             for port in ports:
-                ns.link("add", ifname=port, kind="veth", peer={"ifname": f"x{port}", "net_ns_fd": far})
+                ns.link(
+                    "add", ifname=port, kind="veth", peer={"ifname": f"x{port}", "net_ns_fd": far}
+                )
             specs[f"br{i}"] = {"ports": ports, "stp": False, "forward_delay": 0}
     return specs
 
@@ -75,10 +77,15 @@ def floor_run(host, specs):
         info = link.get_attr("IFLA_LINKINFO")
         if info and info.get_attr("IFLA_INFO_KIND") == "bridge":
             data = info.get_attr("IFLA_INFO_DATA")
-            attrs[name] = (bool(data.get_attr("IFLA_BR_STP_STATE")), data.get_attr("IFLA_BR_FORWARD_DELAY"))
+            attrs[name] = (
+                bool(data.get_attr("IFLA_BR_STP_STATE")),
+                data.get_attr("IFLA_BR_FORWARD_DELAY"),
+            )
     diffs = 0
     for name, spec in specs.items():
-        if attrs.get(name) != (spec["stp"], spec["forward_delay"] * 100) or ports.get(name) != set(spec["ports"]):
+        if attrs.get(name) != (spec["stp"], spec["forward_delay"] * 100) or ports.get(name) != set(
+            spec["ports"]
+        ):
             diffs += 1
     assert diffs == 0
 
@@ -124,8 +131,12 @@ def main():
         ours = timed(lambda: salt_kvm_run(host, specs), args.reps)
         noop_loads = LOADS[0] / args.reps
         floor = timed(lambda: floor_run(host, specs), args.reps)
-        print(f"bridges: {args.bridges} x 2 ports, first apply {first * 1000:.1f} ms ({first_loads} namespace dumps)")
-        print(f"salt-kvm no-op apply: {ours * 1000:.1f} ms (median of {args.reps}; {noop_loads:g} namespace dumps per run)")
+        print(
+            f"bridges: {args.bridges} x 2 ports, first apply {first * 1000:.1f} ms ({first_loads} namespace dumps)"
+        )
+        print(
+            f"salt-kvm no-op apply: {ours * 1000:.1f} ms (median of {args.reps}; {noop_loads:g} namespace dumps per run)"
+        )
         print(f"pyroute2 floor (one dump + compare): {floor * 1000:.1f} ms (median of {args.reps})")
         print(f"ratio: {ours / floor:.1f}x")
     finally:

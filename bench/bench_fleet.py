@@ -116,12 +116,16 @@ def _pillar(prefix, round_tag, index, volumes):
     pool = f"{prefix}-{round_tag}p{index}"
     return {
         "kvm": {
-            "bridges": {f"kvt-b{round_tag}x{index}": {"stp": False, "forward_delay": 0, "persist": "none"}},
+            "bridges": {
+                f"kvt-b{round_tag}x{index}": {"stp": False, "forward_delay": 0, "persist": "none"}
+            },
             "pools": {
                 pool: {
                     "type": "dir",
                     "target": os.path.join(sandbox.FILES_ROOT, pool),
-                    "volumes": {f"v{j}.qcow2": {"size": "16M", "format": "qcow2"} for j in range(volumes)},
+                    "volumes": {
+                        f"v{j}.qcow2": {"size": "16M", "format": "qcow2"} for j in range(volumes)
+                    },
                 }
             },
         }
@@ -136,9 +140,22 @@ def _apply(cli, ids):
     if len(ids) == 1 and ids[0] not in data:  # salt-factories unwraps a single minion's return
         data = {ids[0]: data}
     ok = ret.returncode == 0 and set(data) == set(ids)
-    changed = sum(1 for m in data.values() if isinstance(m, dict) for r in m.values() if isinstance(r, dict) and r.get("changes"))
+    changed = sum(
+        1
+        for m in data.values()
+        if isinstance(m, dict)
+        for r in m.values()
+        if isinstance(r, dict) and r.get("changes")
+    )
     # time spent in the states themselves (Salt's per-state duration, ms), the slowest minion
-    state_s = max((sum(r.get("duration", 0) for r in m.values() if isinstance(r, dict)) / 1000 for m in data.values() if isinstance(m, dict)), default=0)
+    state_s = max(
+        (
+            sum(r.get("duration", 0) for r in m.values() if isinstance(r, dict)) / 1000
+            for m in data.values()
+            if isinstance(m, dict)
+        ),
+        default=0,
+    )
     return wall, ok, changed, ret, state_s
 
 
@@ -207,7 +224,11 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
                         factory_class=fleetlib.NetnsMinion,
                         netns=netns,
                         # 20 minions on 2 shared cores: give the master time to answer
-                        overrides=dict(net.minion_overrides(master), request_channel_timeout=120, request_channel_tries=5),
+                        overrides=dict(
+                            net.minion_overrides(master),
+                            request_channel_timeout=120,
+                            request_channel_tries=5,
+                        ),
                     )
                     factory.start()
                     minions.append(factory)
@@ -216,7 +237,9 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
                 for i, minion_id in enumerate(ids, start=1):
                     sls = f"bench_{i}"
                     top["base"][minion_id] = [sls]
-                    (pillar_tree / f"{sls}.sls").write_text(yaml.safe_dump(_pillar(net.prefix, f"r{round_no}", i, volumes)))
+                    (pillar_tree / f"{sls}.sls").write_text(
+                        yaml.safe_dump(_pillar(net.prefix, f"r{round_no}", i, volumes))
+                    )
                 (pillar_tree / "top.sls").write_text(yaml.safe_dump(top))
                 cli.run("-L", "saltutil.refresh_pillar", "wait=True", minion_tgt=",".join(ids))
                 load_before = os.getloadavg()[0]
@@ -251,7 +274,9 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
                         "load_after": round(os.getloadavg()[0], 2),
                     }
                 )
-                print(f"{size} minion(s): first {first:.2f}s, no-op {statistics.median(noops):.2f}s, pss {statistics.median(mib):.0f} MiB, minion process peak RSS {statistics.median(hwm):.0f} MiB")
+                print(
+                    f"{size} minion(s): first {first:.2f}s, no-op {statistics.median(noops):.2f}s, pss {statistics.median(mib):.0f} MiB, minion process peak RSS {statistics.median(hwm):.0f} MiB"
+                )
                 fleetlib.remove_objects(f"{net.prefix}-r{round_no}")  # this round's pools and files
             for factory in minions:
                 factory.terminate()
@@ -265,8 +290,12 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
         sandbox.sweep(only_mine=True)
         import shutil  # pylint: disable=import-outside-toplevel
 
-        for path in [pillar_tree, pathlib.Path(salt_factories.root_dir) / f"{net.prefix}-master"] + [
-            pathlib.Path(salt_factories.root_dir) / f"{net.prefix}-hv{i}" for i in range(1, len(minions) + 1)
+        for path in [
+            pillar_tree,
+            pathlib.Path(salt_factories.root_dir) / f"{net.prefix}-master",
+        ] + [
+            pathlib.Path(salt_factories.root_dir) / f"{net.prefix}-hv{i}"
+            for i in range(1, len(minions) + 1)
         ]:
             shutil.rmtree(path, ignore_errors=True)
     import platform  # pylint: disable=import-outside-toplevel
@@ -286,12 +315,38 @@ def main(argv=None):
     import argparse  # pylint: disable=import-outside-toplevel
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--sizes", default="1,5,20", help="fleet sizes, comma-separated (default 1,5,20)")
-    parser.add_argument("--reps", type=int, default=3, help="no-op applies per size (median reported)")
+    parser.add_argument(
+        "--sizes", default="1,5,20", help="fleet sizes, comma-separated (default 1,5,20)"
+    )
+    parser.add_argument(
+        "--reps", type=int, default=3, help="no-op applies per size (median reported)"
+    )
     parser.add_argument("--volumes", type=int, default=5, help="qcow2 volumes per minion")
     args = parser.parse_args(argv)
-    os.environ[OPTIONS_ENV] = json.dumps({"sizes": [int(s) for s in args.sizes.split(",")], "reps": args.reps, "volumes": args.volumes})
-    return pytest.main([__file__, "-q", "-s", "-p", "no:cacheprovider", "-p", "no:logging", "--tb=short", "--show-capture=no", "--rootdir", str(REPO / "bench"), "-o", "addopts="])
+    os.environ[OPTIONS_ENV] = json.dumps(
+        {
+            "sizes": [int(s) for s in args.sizes.split(",")],
+            "reps": args.reps,
+            "volumes": args.volumes,
+        }
+    )
+    return pytest.main(
+        [
+            __file__,
+            "-q",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:logging",
+            "--tb=short",
+            "--show-capture=no",
+            "--rootdir",
+            str(REPO / "bench"),
+            "-o",
+            "addopts=",
+        ]
+    )
 
 
 if __name__ == "__main__":

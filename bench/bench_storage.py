@@ -34,7 +34,13 @@ SIZE = 1024**2
 
 
 def _declared(pools, vols):
-    return {name: {"target": os.path.join(sandbox.FILES_ROOT, name), "volumes": [f"v{j:03d}.qcow2" for j in range(vols)]} for name in pools}
+    return {
+        name: {
+            "target": os.path.join(sandbox.FILES_ROOT, name),
+            "volumes": [f"v{j:03d}.qcow2" for j in range(vols)],
+        }
+        for name in pools
+    }
 
 
 def salt_kvm_noop(spec):
@@ -44,7 +50,9 @@ def salt_kvm_noop(spec):
         ret = storage.pool_present(session, name, type="dir", target=want["target"], autostart=True)
         changed += bool(ret["changes"]) or not ret["result"]
         for vname in want["volumes"]:
-            ret = storage_volumes.volume_present(session, vname, pool=name, size=SIZE, format="qcow2")
+            ret = storage_volumes.volume_present(
+                session, vname, pool=name, size=SIZE, format="qcow2"
+            )
             changed += bool(ret["changes"]) or not ret["result"]
     calls = dict(session.calls)
     session.close()
@@ -62,12 +70,20 @@ def floor(spec):
         if want is None:
             continue
         root = etree.fromstring(pool.XMLDesc(0))
-        if root.get("type") != "dir" or root.findtext("target/path") != want["target"] or not pool.isActive() or not pool.autostart():
+        if (
+            root.get("type") != "dir"
+            or root.findtext("target/path") != want["target"]
+            or not pool.isActive()
+            or not pool.autostart()
+        ):
             diffs += 1
         have = {}
         for vol in pool.listAllVolumes(0):
             vroot = etree.fromstring(vol.XMLDesc(0))
-            have[vroot.findtext("name")] = (int(vroot.findtext("capacity")), vroot.find("target/format").get("type"))
+            have[vroot.findtext("name")] = (
+                int(vroot.findtext("capacity")),
+                vroot.find("target/format").get("type"),
+            )
         diffs += sum(have.get(v) != (SIZE, "qcow2") for v in want["volumes"])
     conn.close()
     del libvirt
@@ -94,21 +110,29 @@ def main(argv=None):
     try:
         setup = Session()
         for name, want in spec.items():
-            assert storage.pool_present(setup, name, type="dir", target=want["target"], autostart=True)["result"]
+            assert storage.pool_present(
+                setup, name, type="dir", target=want["target"], autostart=True
+            )["result"]
             for vname in want["volumes"]:
-                ret = storage_volumes.volume_present(setup, vname, pool=name, size=SIZE, format="qcow2")
+                ret = storage_volumes.volume_present(
+                    setup, vname, pool=name, size=SIZE, format="qcow2"
+                )
                 assert ret["result"], ret["comment"]
         setup.close()
         ours, (changed, calls) = best(lambda: salt_kvm_noop(spec), args.reps)
         base, diffs = best(lambda: floor(spec), args.reps)
         assert changed == 0 and diffs == 0, (changed, diffs)
-        print(json.dumps({
-            "objects": args.pools * (args.vols + 1),
-            "salt_kvm_noop_s": round(ours, 4),
-            "floor_s": round(base, 4),
-            "ratio": round(ours / base, 2) if base else None,
-            "connection_calls": calls,
-        }))
+        print(
+            json.dumps(
+                {
+                    "objects": args.pools * (args.vols + 1),
+                    "salt_kvm_noop_s": round(ours, 4),
+                    "floor_s": round(base, 4),
+                    "ratio": round(ours / base, 2) if base else None,
+                    "connection_calls": calls,
+                }
+            )
+        )
     finally:
         conn = sandbox.connect()
         import libvirt  # pylint: disable=import-outside-toplevel

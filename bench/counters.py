@@ -23,7 +23,16 @@ try:
 
     _WRAP = tuple(
         getattr(libvirt, n)
-        for n in ("virStoragePool", "virStorageVol", "virDomain", "virDomainSnapshot", "virNetwork", "virSecret", "virInterface", "virNodeDevice")
+        for n in (
+            "virStoragePool",
+            "virStorageVol",
+            "virDomain",
+            "virDomainSnapshot",
+            "virNetwork",
+            "virSecret",
+            "virInterface",
+            "virNodeDevice",
+        )
         if hasattr(libvirt, n)
     )
 except ImportError:  # pragma: no cover
@@ -92,7 +101,7 @@ def _state_calls(rendered):
     """``[(state_id, "kvm.func", kwargs)]`` from formula output, in order."""
     out = []
     for sid, body in rendered.items():
-        (func, args), = body.items()
+        ((func, args),) = body.items()
         kwargs = {}
         for arg in args:
             for key, value in arg.items():
@@ -102,7 +111,9 @@ def _state_calls(rendered):
     return out
 
 
-def run(config_dir, pillar, test=False, parts=("bridges", "networks", "storage", "vms", "snapshots")):
+def run(
+    config_dir, pillar, test=False, parts=("bridges", "networks", "storage", "vms", "snapshots")
+):
     import salt.config
     import salt.loader
 
@@ -128,13 +139,28 @@ def run(config_dir, pillar, test=False, parts=("bridges", "networks", "storage",
         if event == "subprocess.Popen" and recording:
             import traceback  # pylint: disable=import-outside-toplevel
 
-            frames = [f for f in traceback.extract_stack()[:-1] if not f.filename.endswith(("subprocess.py", "counters.py"))]
-            where = " <- ".join(f"{f.filename.rsplit('site-packages/', 1)[-1].rsplit('/work/main/', 1)[-1]}:{f.lineno}" for f in frames[-4:][::-1])
-            spawned.append(" ".join(str(a) for a in (args[1] or [args[0]]))[:100] + f" (from {where})")
+            frames = [
+                f
+                for f in traceback.extract_stack()[:-1]
+                if not f.filename.endswith(("subprocess.py", "counters.py"))
+            ]
+            where = " <- ".join(
+                f"{f.filename.rsplit('site-packages/', 1)[-1].rsplit('/work/main/', 1)[-1]}:{f.lineno}"
+                for f in frames[-4:][::-1]
+            )
+            spawned.append(
+                " ".join(str(a) for a in (args[1] or [args[0]]))[:100] + f" (from {where})"
+            )
 
     recording = False
     sys.addaudithook(audit)
-    report = {"loader_s": round(load_s, 3), "parts": {}, "functions": {}, "results": collections.Counter(), "changed": 0}
+    report = {
+        "loader_s": round(load_s, 3),
+        "parts": {},
+        "functions": {},
+        "results": collections.Counter(),
+        "changed": 0,
+    }
     for part in parts:
         t = time.perf_counter()
         rendered = formula.render(part, pillar)
@@ -151,7 +177,11 @@ def run(config_dir, pillar, test=False, parts=("bridges", "networks", "storage",
             report["results"][str(ret.get("result"))] += 1
             report["changed"] += bool(ret.get("changes"))
         recording = False
-        report["parts"][part] = {"states": len(calls), "render_s": round(render_s, 4), "states_s": round(time.perf_counter() - t, 4)}
+        report["parts"][part] = {
+            "states": len(calls),
+            "render_s": round(render_s, 4),
+            "states_s": round(time.perf_counter() - t, 4),
+        }
     for fn in report["functions"].values():
         fn["s"] = round(fn["s"], 4)
         fn["ms_per_state"] = round(1000 * fn["s"] / fn["n"], 3) if fn["n"] else 0
@@ -169,7 +199,13 @@ def main(argv):
     test = "--test" in argv
     with open(pillar_file, encoding="utf-8") as fh:
         pillar = json.load(fh)
-    keys = {"bridges": "bridges", "networks": "networks", "storage": "pools", "vms": "vms", "snapshots": "snapshots"}
+    keys = {
+        "bridges": "bridges",
+        "networks": "networks",
+        "storage": "pools",
+        "vms": "vms",
+        "snapshots": "snapshots",
+    }
     parts = [part for part, key in keys.items() if key in pillar]
     print(json.dumps(run(config_dir, pillar, test=test, parts=parts)))
 

@@ -34,12 +34,20 @@ def libvirt_read(spec):
             continue
         root = etree.fromstring(pool.XMLDesc(0))
         objects += 1
-        if root.get("type") != "dir" or root.findtext("target/path") != want["target"] or not pool.isActive() or not pool.autostart():
+        if (
+            root.get("type") != "dir"
+            or root.findtext("target/path") != want["target"]
+            or not pool.isActive()
+            or not pool.autostart()
+        ):
             diffs += 1
         have = {}
         for vol in pool.listAllVolumes(0):
             vroot = etree.fromstring(vol.XMLDesc(0))
-            have[vroot.findtext("name")] = (int(vroot.findtext("capacity")), vroot.find("target/format").get("type"))
+            have[vroot.findtext("name")] = (
+                int(vroot.findtext("capacity")),
+                vroot.find("target/format").get("type"),
+            )
             objects += 1
         for vname in want["volumes"]:
             if have.get(vname) != (want["size"], "qcow2"):
@@ -67,7 +75,13 @@ def libvirt_read(spec):
             root = etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
             live = etree.fromstring(dom.XMLDesc(0)) if dom.isActive() else None
             disks = [d.get("file") for d in root.iterfind("devices/disk/source")]
-            if root.findtext("vcpu") != "1" or int(root.findtext("memory")) != 65536 or disks != [want["path"]] or live is None or live.findtext("vcpu") != "1":
+            if (
+                root.findtext("vcpu") != "1"
+                or int(root.findtext("memory")) != 65536
+                or disks != [want["path"]]
+                or live is None
+                or live.findtext("vcpu") != "1"
+            ):
                 diffs += 1
     conn.close()
     return {"objects": objects, "diffs": diffs}

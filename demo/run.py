@@ -94,7 +94,14 @@ def demo_vm(conn, lan):
         print(f"(no real guest in this demo: {why})")
         return None
     img = guestlib.image()
-    cmdline = ["console=ttyS0", "quiet", "panic=-1", "no_timer_check", f"kvt.ip={lan.guest}", f"kvt.work=ping:{lan.gateway}"]
+    cmdline = [
+        "console=ttyS0",
+        "quiet",
+        "panic=-1",
+        "no_timer_check",
+        f"kvt.ip={lan.guest}",
+        f"kvt.work=ping:{lan.gateway}",
+    ]
     return {
         "type": guestlib.domain_type(conn, img),
         "memory": f"{guestlib.MEMORY_MIB}M",
@@ -121,12 +128,23 @@ class DemoLan(guestlib.RootLan):
         super().create()
         addr, plen = self.host.split("/")
         with IPRoute() as ipr:
-            ipr.addr("add", index=ipr.link_lookup(ifname=self.uplink)[0], address=addr, prefixlen=int(plen))
+            ipr.addr(
+                "add",
+                index=ipr.link_lookup(ifname=self.uplink)[0],
+                address=addr,
+                prefixlen=int(plen),
+            )
         return self
 
     def addresses(self):
-        out = subprocess.run(["ip", "-br", "addr", "show"], capture_output=True, text=True, check=False).stdout
-        return "".join(line + "\n" for line in out.splitlines() if line.split("@")[0].split()[0] in (self.uplink, self.bridge))
+        out = subprocess.run(
+            ["ip", "-br", "addr", "show"], capture_output=True, text=True, check=False
+        ).stdout
+        return "".join(
+            line + "\n"
+            for line in out.splitlines()
+            if line.split("@")[0].split()[0] in (self.uplink, self.bridge)
+        )
 
 
 def console(call, vm_name, lan, timeout=180):
@@ -167,10 +185,26 @@ def adhoc(call, lan, states, vm_name):
         _, out, _ = call.run(*args, out=out_format)
         print(out, end="" if out.endswith("\n") else "\n")
     banner("salt-call --local kvm.validate_pillar (a typo and a bad size)")
-    bad = {"pools": {"kvt-demo": {"type": "dir", "target": "/var/tmp/kvt-files/kvt-demo-pool", "volumes": {"ubuntu.qcow2": {"size": "20X"}}}}, "bridges": {"kvt-br0": {"stpp": True}}}
+    bad = {
+        "pools": {
+            "kvt-demo": {
+                "type": "dir",
+                "target": "/var/tmp/kvt-files/kvt-demo-pool",
+                "volumes": {"ubuntu.qcow2": {"size": "20X"}},
+            }
+        },
+        "bridges": {"kvt-br0": {"stpp": True}},
+    }
     code, out, err = call.run("kvm.validate_pillar", f"pillar={json.dumps(bad)}", out="yaml")
     # salt-call prints the function's docstring after the error; show the error line
-    print("".join(line.strip() + "\n" for line in (out + err).splitlines() if line.startswith(("Error running", "kvm:"))), end="")
+    print(
+        "".join(
+            line.strip() + "\n"
+            for line in (out + err).splitlines()
+            if line.startswith(("Error running", "kvm:"))
+        ),
+        end="",
+    )
     print(f"(exit code {code})")
 
 
@@ -180,7 +214,13 @@ def picture(call, vm_name):
     banner(f"salt-call --local kvm.snapshot_create {vm_name} before-upgrade")
     _, snap, _ = call.run("kvm.snapshot_create", vm_name, "before-upgrade")
     if isinstance(snap, dict):
-        print("".join(f"  {key}: {snap.get(key)}\n" for key in ("name", "kind", "memory", "parent", "current")), end="")
+        print(
+            "".join(
+                f"  {key}: {snap.get(key)}\n"
+                for key in ("name", "kind", "memory", "parent", "current")
+            ),
+            end="",
+        )
     else:
         print(snap)
     args = ("kvm.topology", "format=svg", f"path={TOPOLOGY_SVG}", f"names=kvt-demo*,{BRIDGE}")
@@ -215,7 +255,9 @@ def main():
 
         banner("the demo pillar (kvm)")
         print(yaml.safe_dump({"kvm": pillar}, default_flow_style=False, sort_keys=False), end="")
-        banner(f"the host's NIC before (its far end is in the LAN namespace {lan.ns}, gateway {lan.gateway})")
+        banner(
+            f"the host's NIC before (its far end is in the LAN namespace {lan.ns}, gateway {lan.gateway})"
+        )
         print(lan.addresses(), end="")
 
         banner("salt-call --local state.apply kvm")
@@ -235,7 +277,9 @@ def main():
         results = state_results(data)
         again = changed(data)
         for sid, ret in results.items():
-            print(f"  {sid}: result={ret['result']} changes={len(ret['changes'])} -- {ret['comment']}")
+            print(
+                f"  {sid}: result={ret['result']} changes={len(ret['changes'])} -- {ret['comment']}"
+            )
         print(f"\n{len(results)} states, {len(again)} with changes on the second apply")
         if code != 0 or again:
             return 1

@@ -29,7 +29,12 @@ project = "salt-kvm"
 author = "salt-kvm developers"
 copyright = "2026, salt-kvm developers"  # pylint: disable=redefined-builtin
 release = "0.1.0"
-extensions = ["sphinx.ext.autodoc", "sphinx.ext.viewcode", "kvm_pillar_reference", "kvm_reference_names"]
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.viewcode",
+    "kvm_pillar_reference",
+    "kvm_reference_names",
+]
 autodoc_default_options = {"members": True, "undoc-members": False}
 autodoc_member_order = "bysource"
 exclude_patterns = ["_build"]

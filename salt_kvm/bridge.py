@@ -49,7 +49,17 @@ from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
 
 log = logging.getLogger(__name__)
 
-ATTRS = ("stp", "forward_delay", "hello_time", "max_age", "ageing_time", "priority", "vlan_filtering", "default_pvid", "mcast_snooping")
+ATTRS = (
+    "stp",
+    "forward_delay",
+    "hello_time",
+    "max_age",
+    "ageing_time",
+    "priority",
+    "vlan_filtering",
+    "default_pvid",
+    "mcast_snooping",
+)
 PORT_KEYS = ("cost", "priority", "hairpin", "vlans")
 _VLAN_PORT = re.compile(r"^(?P<parent>.+)\.(?P<vid>\d{1,4})$")
 #: keys the state takes besides the pillar record (not pillar keys)
@@ -186,13 +196,18 @@ def vm_taps(session):
             try:
                 root = base.parse(dom.XMLDesc(0))
             except Exception as exc:  # pylint: disable=broad-except
-                log.debug("cannot read the XML of a VM for its taps: %s", exc)  # gone meanwhile: no owner shown
+                log.debug(
+                    "cannot read the XML of a VM for its taps: %s", exc
+                )  # gone meanwhile: no owner shown
                 continue
             for iface in root.iterfind("devices/interface"):
                 target = iface.find("target")
                 mac_el = iface.find("mac")
                 if target is not None and target.get("dev"):
-                    out[target.get("dev")] = {"vm": dom.name(), "mac": nl.mac(mac_el.get("address")) if mac_el is not None else None}
+                    out[target.get("dev")] = {
+                        "vm": dom.name(),
+                        "mac": nl.mac(mac_el.get("address")) if mac_el is not None else None,
+                    }
         return out
 
     try:
@@ -205,7 +220,10 @@ def vm_taps(session):
 def _tap_owners(session, host, netns, bridge=None):
     """:func:`vm_taps` when a tap is a port of ``bridge`` (any bridge: None) and the
     bridges are libvirt's own (its taps live in its, the root, namespace); else ``{}``."""
-    if netns or not any(link["kind"] == "tun" and link["master"] and bridge in (None, link["master"]) for link in host["links"].values()):
+    if netns or not any(
+        link["kind"] == "tun" and link["master"] and bridge in (None, link["master"])
+        for link in host["links"].values()
+    ):
         return {}
     return vm_taps(session)
 
@@ -272,7 +290,9 @@ def fdb(session, name, netns=None):
     for mac, ifindex, vlan, kind in nl.fdb(netns, link["index"]):
         port = byindex.get(ifindex, {}).get("name")
         entry = {"mac": mac, "port": port, "vlan": vlan, "kind": kind}
-        owner = bymac.get(mac) or (vms.get(port) if kind == "local" and vms.get(port, {}).get("mac") == mac else None)
+        owner = bymac.get(mac) or (
+            vms.get(port) if kind == "local" and vms.get(port, {}).get("mac") == mac else None
+        )
         entry["vm"] = owner["vm"] if owner else None
         out.append(entry)
     return sorted(out, key=lambda e: (e["port"] or "", e["mac"] or "", e["vlan"] or 0))
@@ -281,7 +301,9 @@ def fdb(session, name, netns=None):
 def _imperative(session, name, kwargs, netns, root, must_exist=None):
     resource = Bridge(session, name, kwargs, netns=netns, root=root, path=name)
     with change_lock(session, netns):
-        resource.changes(resource.read())  # bad input raises InvalidInput here, before anything changes
+        resource.changes(
+            resource.read()
+        )  # bad input raises InvalidInput here, before anything changes
         if must_exist is not None:
             exists = name in host_state(session, netns)["links"]
             if must_exist and not exists:
@@ -328,7 +350,9 @@ def port_remove(session, bridge, port, netns=None):
                 try:
                     ipr.link("set", index=link["index"], master=0)
                 except Exception as exc:  # pylint: disable=broad-except
-                    raise KvmError(f"cannot remove {port} from {bridge}: {nl.netlink_message(exc)}") from None
+                    raise KvmError(
+                        f"cannot remove {port} from {bridge}: {nl.netlink_message(exc)}"
+                    ) from None
         finally:
             _invalidate(session, netns)
     return {"bridge": bridge, "removed": port}
@@ -365,8 +389,13 @@ def _guard_absent(session, host, name, force, netns):
         names = ", ".join(f"{p['name']} (VM {p['vm']})" if p.get("vm") else p["name"] for p in taps)
         raise Refused(f"VM taps are attached: {names}; stop the VMs or give force: True")
     if view["addresses"] or view["gateway"] or view["gateway6"]:
-        held = ", ".join(view["addresses"] + [f"default via {g}" for g in (view["gateway"], view["gateway6"]) if g])
-        raise Refused(f"it carries the host's addresses/routes ({held}); deleting it could cut the host off; give force: True")
+        held = ", ".join(
+            view["addresses"]
+            + [f"default via {g}" for g in (view["gateway"], view["gateway6"]) if g]
+        )
+        raise Refused(
+            f"it carries the host's addresses/routes ({held}); deleting it could cut the host off; give force: True"
+        )
 
 
 # --- the state -------------------------------------------------------------
@@ -420,7 +449,9 @@ class Bridge(plan.Resource):
         self.what = f"bridge {name!r}"
         path = path or str(name)
         self.path = path
-        self.spec = schema.validate_args(schema.BRIDGE, name, kwargs, name_field=schema.IFNAME, path=path)
+        self.spec = schema.validate_args(
+            schema.BRIDGE, name, kwargs, name_field=schema.IFNAME, path=path
+        )
         self.spec.pop("absent", None)
         self.spec.pop("force", None)
         self._first = None
@@ -444,7 +475,10 @@ class Bridge(plan.Resource):
         links = host["links"]
         link = links.get(self.name)
         if link is not None and link["kind"] != "bridge":
-            raise InvalidInput(self.path, f"{self.name!r} exists and is a {link['kind'] or 'network device'}, not a bridge")
+            raise InvalidInput(
+                self.path,
+                f"{self.name!r} exists and is a {link['kind'] or 'network device'}, not a bridge",
+            )
         vlans = {}
         for i, port in enumerate(self.spec.get("ports", [])):
             pname = port["name"]
@@ -463,7 +497,9 @@ class Bridge(plan.Resource):
             if plink["kind"] == "bridge":
                 raise InvalidInput(ppath, f"{pname!r} is a bridge; a bridge cannot be a port")
             if plink["master"] and plink["master"] != self.name:
-                raise InvalidInput(ppath, f"{pname!r} is already a port of bridge {plink['master']!r}")
+                raise InvalidInput(
+                    ppath, f"{pname!r} is already a port of bridge {plink['master']!r}"
+                )
             if port.get("vlans") and not self._vlan_filtering(link):
                 raise InvalidInput(f"{ppath}:vlans", "needs vlan_filtering: true on the bridge")
         return vlans
@@ -528,12 +564,20 @@ class Bridge(plan.Resource):
         moved_addrs = [a["cidr"] for u in uplinks.values() for a in u["addresses"]]
         moved_routes = [r for u in uplinks.values() for r in u["routes"]]
         have_addrs = current.get("addresses", [])
-        want_addrs = spec["addresses"] if "addresses" in spec else have_addrs + [a for a in moved_addrs if a not in have_addrs]
+        want_addrs = (
+            spec["addresses"]
+            if "addresses" in spec
+            else have_addrs + [a for a in moved_addrs if a not in have_addrs]
+        )
         if sorted(have_addrs) != sorted(want_addrs):
             changes["addresses"] = {"old": have_addrs, "new": want_addrs}
         want_gw = {}
         for key, family in (("gateway", socket.AF_INET), ("gateway6", socket.AF_INET6)):
-            moved = [r["via"] for r in moved_routes if r["dst"] == "default" and r["family"] == family and r["via"]]
+            moved = [
+                r["via"]
+                for r in moved_routes
+                if r["dst"] == "default" and r["family"] == family and r["via"]
+            ]
             want = spec.get(key) or (moved[0] if moved else current.get(key))
             want_gw[key] = want
             if want != current.get(key):
@@ -545,7 +589,9 @@ class Bridge(plan.Resource):
             have_routes = have_routes + _default_routes(host, self.name, want_gw)
         else:
             extra = [nl.route_view(r) for r in moved_routes if r["dst"] != "default"]
-            want_routes = sorted(have_routes + [r for r in extra if r not in have_routes], key=_route_key)
+            want_routes = sorted(
+                have_routes + [r for r in extra if r not in have_routes], key=_route_key
+            )
         if sorted(map(_route_key, have_routes)) != sorted(map(_route_key, want_routes)):
             changes["routes"] = {"old": have_routes, "new": want_routes}
 
@@ -560,8 +606,14 @@ class Bridge(plan.Resource):
             changes["mac"] = {"old": current.get("mac"), "new": nl.mac(want_mac)}
         if uplinks:
             changes["uplink"] = {
-                "old": {p: [a["cidr"] for a in u["addresses"]] + [_route_text(r) for r in u["routes"]] for p, u in uplinks.items()},
-                "new": {self.name: [a["cidr"] for u in uplinks.values() for a in u["addresses"]] + [_route_text(r) for r in moved_routes]},
+                "old": {
+                    p: [a["cidr"] for a in u["addresses"]] + [_route_text(r) for r in u["routes"]]
+                    for p, u in uplinks.items()
+                },
+                "new": {
+                    self.name: [a["cidr"] for u in uplinks.values() for a in u["addresses"]]
+                    + [_route_text(r) for r in moved_routes]
+                },
             }
 
         self._plan = {
@@ -609,7 +661,9 @@ class Bridge(plan.Resource):
                 "gateway": p["gateways"]["gateway"],
                 "gateway6": p["gateways"]["gateway6"],
                 "routes": p["routes"],
-                "mac": p["mac"] if (self.spec.get("mac") or p["mac"] in self._port_macs(self._host).values()) else None,
+                "mac": p["mac"]
+                if (self.spec.get("mac") or p["mac"] in self._port_macs(self._host).values())
+                else None,
                 "vlan_ports": {k: {"parent": v[0], "id": v[1]} for k, v in p["vlan_ports"].items()},
             }
         )
@@ -642,7 +696,9 @@ class Bridge(plan.Resource):
     # -- apply -------------------------------------------------------------
 
     def apply(self, current, changes):
-        probe_spec = self._probe(changes)  # before: it asks the kernel how the master is reached now
+        probe_spec = self._probe(
+            changes
+        )  # before: it asks the kernel how the master is reached now
         try:
             with nl.netlink(self.netns) as ipr, nl.reader(self.netns) as reader:
                 self._apply(ipr, reader, current or {}, changes)
@@ -671,11 +727,17 @@ class Bridge(plan.Resource):
         if self.session is None:
             return
         names = {self.name} | {port["name"] for port in self.spec.get("ports", [])}
-        addresses = bool({"addresses", "gateway", "gateway6", "routes", "uplink", "mtu"} & set(changes))
+        addresses = bool(
+            {"addresses", "gateway", "gateway6", "routes", "uplink", "mtu"} & set(changes)
+        )
         try:
             fresh = nl.refresh(reader, self._host, names, addresses=addresses)
         except Exception as exc:  # pylint: disable=broad-except
-            log.debug("cannot refresh the dump of %s, reading it again: %s", self.what, nl.netlink_message(exc))
+            log.debug(
+                "cannot refresh the dump of %s, reading it again: %s",
+                self.what,
+                nl.netlink_message(exc),
+            )
             _invalidate(self.session, self.netns)
             return
         self.session.cache[_memo_key(self.netns)] = fresh
@@ -707,7 +769,11 @@ class Bridge(plan.Resource):
         except Exception as exc:  # pylint: disable=broad-except
             log.debug("no route to the Salt master %s: %s", host, exc)
             return None
-        uplinks = {self._first["links"][p]["index"] for p in self._plan["uplinks"] if p in self._first["links"]}
+        uplinks = {
+            self._first["links"][p]["index"]
+            for p in self._plan["uplinks"]
+            if p in self._first["links"]
+        }
         if oif in uplinks:
             return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         return None
@@ -739,7 +805,15 @@ class Bridge(plan.Resource):
 
         # VLAN sub-interfaces for ports like eno1.100
         for vname, (parent, vid) in sorted(p["vlan_ports"].items()):
-            run(f"cannot create VLAN interface {vname} (is the 8021q module available?)", ipr.link, "add", ifname=vname, kind="vlan", link=index(parent), vlan_id=vid)
+            run(
+                f"cannot create VLAN interface {vname} (is the 8021q module available?)",
+                ipr.link,
+                "add",
+                ifname=vname,
+                kind="vlan",
+                link=index(parent),
+                vlan_id=vid,
+            )
             self._created_vlans.append(vname)
             run(f"cannot bring {vname} up", ipr.link, "set", index=index(vname), state="up")
 
@@ -752,16 +826,32 @@ class Bridge(plan.Resource):
                 value = spec[key]
                 br_kw[kw] = nl.centiseconds(value) if kind == "timer" else int(value)
         what = f"cannot create bridge {name}"
-        if br_kw.get(nl.BRIDGE_NLA["vlan_filtering"][1]) or nl.BRIDGE_NLA["default_pvid"][1] in br_kw:
+        if (
+            br_kw.get(nl.BRIDGE_NLA["vlan_filtering"][1])
+            or nl.BRIDGE_NLA["default_pvid"][1] in br_kw
+        ):
             what += " (vlan_filtering needs a kernel with CONFIG_BRIDGE_VLAN_FILTERING)"
         if not p["exists"]:
             extra = {"address": p["mac"]} if "mac" in changes else {}
             run(what, ipr.link, "add", ifname=name, kind="bridge", **br_kw, **extra)
         else:
             if br_kw:
-                run(f"cannot set attributes of {name}", ipr.link, "set", index=index(name), kind="bridge", **br_kw)
+                run(
+                    f"cannot set attributes of {name}",
+                    ipr.link,
+                    "set",
+                    index=index(name),
+                    kind="bridge",
+                    **br_kw,
+                )
             if "mac" in changes:
-                run(f"cannot set the MAC of {name}", ipr.link, "set", index=index(name), address=p["mac"])
+                run(
+                    f"cannot set the MAC of {name}",
+                    ipr.link,
+                    "set",
+                    index=index(name),
+                    address=p["mac"],
+                )
         br = index(name)
 
         # uplink migration: everything in one burst
@@ -769,21 +859,38 @@ class Bridge(plan.Resource):
         for pname, uplink in uplinks.items():
             pidx = index(pname)
             for addr in uplink["addresses"]:
-                run(f"cannot remove {addr['cidr']} from {pname}", ipr.addr, "del", index=pidx, address=addr["address"], prefixlen=addr["prefixlen"])
+                run(
+                    f"cannot remove {addr['cidr']} from {pname}",
+                    ipr.addr,
+                    "del",
+                    index=pidx,
+                    address=addr["address"],
+                    prefixlen=addr["prefixlen"],
+                )
         members = {port["name"] for port in current.get("ports", [])}
         for port in spec.get("ports", []):
             if port["name"] not in members:
-                run(f"cannot add {port['name']} to {name}", ipr.link, "set", index=index(port["name"]), master=br)
+                run(
+                    f"cannot add {port['name']} to {name}",
+                    ipr.link,
+                    "set",
+                    index=index(port["name"]),
+                    master=br,
+                )
         for pname, uplink in uplinks.items():
             for addr in uplink["addresses"]:
                 if "addresses" in spec and addr["cidr"] not in spec["addresses"]:
                     continue
-                self._add_addr(ipr, run, br, addr["cidr"], nodad=True, broadcast=addr.get("broadcast"))
+                self._add_addr(
+                    ipr, run, br, addr["cidr"], nodad=True, broadcast=addr.get("broadcast")
+                )
         if uplinks:
             run(f"cannot bring {name} up", ipr.link, "set", index=br, state="up")
             for pname, uplink in uplinks.items():
                 for route in uplink["routes"]:
-                    self._add_route(ipr, run, br, route["family"], route["dst"], route["via"], route["metric"])
+                    self._add_route(
+                        ipr, run, br, route["family"], route["dst"], route["via"], route["metric"]
+                    )
 
         # ports: up, attributes, VLANs
         vlan_entries = None
@@ -795,7 +902,13 @@ class Bridge(plan.Resource):
                 if key in port:
                     kw[nl.PORT_NLA[key][1]] = int(port[key])
             if kw:
-                run(f"cannot set port attributes of {port['name']}", ipr.brport, "set", index=pidx, **kw)
+                run(
+                    f"cannot set port attributes of {port['name']}",
+                    ipr.brport,
+                    "set",
+                    index=pidx,
+                    **kw,
+                )
             if "vlans" in port:
                 if vlan_entries is None:
                     vlan_entries = nl._vlan_entries(ipr)  # pylint: disable=protected-access
@@ -803,35 +916,80 @@ class Bridge(plan.Resource):
                 self._vlans_before.setdefault(port["name"], dict(have))
                 want = nl.vlans_desired(port["vlans"])[1]
                 for vid in sorted(set(have) - set(want)):
-                    run(f"cannot remove VLAN {vid} from {port['name']}", ipr.vlan_filter, "del", index=pidx, vlan_info={"vid": vid})
+                    run(
+                        f"cannot remove VLAN {vid} from {port['name']}",
+                        ipr.vlan_filter,
+                        "del",
+                        index=pidx,
+                        vlan_info={"vid": vid},
+                    )
                 for vid, flags in sorted(want.items()):
                     if have.get(vid) != flags:
-                        run(f"cannot add VLAN {vid} to {port['name']}", ipr.vlan_filter, "add", index=pidx, vlan_info={"vid": vid, "flags": flags})
+                        run(
+                            f"cannot add VLAN {vid} to {port['name']}",
+                            ipr.vlan_filter,
+                            "add",
+                            index=pidx,
+                            vlan_info={"vid": vid, "flags": flags},
+                        )
 
         if "mtu" in changes:
             for port in spec.get("ports", []):
                 if link(port["name"]).get_attr("IFLA_MTU") < spec["mtu"]:
-                    run(f"cannot raise the MTU of {port['name']}", ipr.link, "set", index=index(port["name"]), mtu=spec["mtu"])
+                    run(
+                        f"cannot raise the MTU of {port['name']}",
+                        ipr.link,
+                        "set",
+                        index=index(port["name"]),
+                        mtu=spec["mtu"],
+                    )
             run(f"cannot set the MTU of {name}", ipr.link, "set", index=br, mtu=spec["mtu"])
 
         # addresses, gateways, routes on the bridge
-        now = {a["cidr"] for a in nl.global_addresses(nl.refresh(reader, self._host, [name], addresses=True), name)} if "addresses" in changes else set()
+        now = (
+            {
+                a["cidr"]
+                for a in nl.global_addresses(
+                    nl.refresh(reader, self._host, [name], addresses=True), name
+                )
+            }
+            if "addresses" in changes
+            else set()
+        )
         if "addresses" in changes:
             for cidr in p["addresses"]:
                 if cidr not in now:
                     self._add_addr(ipr, run, br, cidr)
             for cidr in sorted(now - set(p["addresses"])):
                 iface = ipaddress.ip_interface(cidr)
-                run(f"cannot remove {cidr} from {name}", ipr.addr, "del", index=br, address=str(iface.ip), prefixlen=iface.network.prefixlen)
+                run(
+                    f"cannot remove {cidr} from {name}",
+                    ipr.addr,
+                    "del",
+                    index=br,
+                    address=str(iface.ip),
+                    prefixlen=iface.network.prefixlen,
+                )
         run(f"cannot bring {name} up", ipr.link, "set", index=br, state="up")
         for key, family in (("gateway", socket.AF_INET), ("gateway6", socket.AF_INET6)):
             if key in changes and p["gateways"][key]:
                 dst = "0.0.0.0/0" if family == socket.AF_INET else "::/0"
-                run(f"cannot set {key} {p['gateways'][key]}", ipr.route, "replace", family=family, dst=dst, gateway=p["gateways"][key], oif=br, table=nl.RT_TABLE_MAIN)
+                run(
+                    f"cannot set {key} {p['gateways'][key]}",
+                    ipr.route,
+                    "replace",
+                    family=family,
+                    dst=dst,
+                    gateway=p["gateways"][key],
+                    oif=br,
+                    table=nl.RT_TABLE_MAIN,
+                )
         if "routes" in changes:
             fresh = nl.refresh(reader, self._host, [name], addresses=True)
             have_routes = (nl.bridge_view(fresh, name) or {}).get("routes", [])
-            if "routes" in spec:  # declared routes are all the routes: extra default routes included
+            if (
+                "routes" in spec
+            ):  # declared routes are all the routes: extra default routes included
                 have_routes = have_routes + _default_routes(fresh, name, p["gateways"])
             have = {_route_key(r): r for r in have_routes}
             want = {_route_key(r): r for r in p["routes"]}
@@ -839,11 +997,21 @@ class Bridge(plan.Resource):
                 route = have[key]
                 family = nl.route_family(route["to"], route.get("via"))
                 with contextlib.suppress(Exception):
-                    ipr.route("del", family=family, dst=nl.route_prefix(route["to"], route.get("via")), gateway=route.get("via"), oif=br, priority=route.get("metric"), table=nl.RT_TABLE_MAIN)
+                    ipr.route(
+                        "del",
+                        family=family,
+                        dst=nl.route_prefix(route["to"], route.get("via")),
+                        gateway=route.get("via"),
+                        oif=br,
+                        priority=route.get("metric"),
+                        table=nl.RT_TABLE_MAIN,
+                    )
             for key in sorted(set(want) - set(have), key=str):
                 route = want[key]
                 family = nl.route_family(route["to"], route.get("via"))
-                self._add_route(ipr, run, br, family, route["to"], route.get("via"), route.get("metric"))
+                self._add_route(
+                    ipr, run, br, family, route["to"], route.get("via"), route.get("metric")
+                )
 
     @staticmethod
     def _add_addr(ipr, run, index, cidr, nodad=False, broadcast=None):
@@ -862,7 +1030,9 @@ class Bridge(plan.Resource):
     @staticmethod
     def _add_route(ipr, run, oif, family, dst, via, metric):
         kw = {"family": family, "oif": oif, "table": nl.RT_TABLE_MAIN}
-        kw["dst"] = ("0.0.0.0/0" if family == socket.AF_INET else "::/0") if dst == "default" else dst
+        kw["dst"] = (
+            ("0.0.0.0/0" if family == socket.AF_INET else "::/0") if dst == "default" else dst
+        )
         if via:
             kw["gateway"] = via
         if metric is not None:
@@ -873,7 +1043,9 @@ class Bridge(plan.Resource):
 
     def restore(self, before):
         """Put back links, addresses and routes exactly as in the first read."""
-        _invalidate(self.session, self.netns)  # first: even a restore that fails half-way leaves no stale dump
+        _invalidate(
+            self.session, self.netns
+        )  # first: even a restore that fails half-way leaves no stale dump
         first = self._first
         done = []
         with nl.netlink(self.netns) as ipr:
@@ -893,7 +1065,9 @@ class Bridge(plan.Resource):
                 if cur["master"] != then["master"]:
                     master = idx(then["master"]) if then["master"] else 0
                     ipr.link("set", index=cur["index"], master=master or 0)
-                    done.append(f"{pname} {'back in ' + then['master'] if then['master'] else 'out of ' + self.name}")
+                    done.append(
+                        f"{pname} {'back in ' + then['master'] if then['master'] else 'out of ' + self.name}"
+                    )
                 if cur["mtu"] != then["mtu"]:
                     ipr.link("set", index=cur["index"], mtu=then["mtu"])
                 if cur["up"] != then["up"]:
@@ -912,13 +1086,21 @@ class Bridge(plan.Resource):
                 kw = {}
                 for key in ATTRS:
                     value = then["bridge"].get(key)
-                    if value is not None and value != (links_now.get(self.name, {}).get("bridge") or {}).get(key):
+                    if value is not None and value != (
+                        links_now.get(self.name, {}).get("bridge") or {}
+                    ).get(key):
                         _nla, name, kind = nl.BRIDGE_NLA[key]
                         kw[name] = nl.centiseconds(value) if kind == "timer" else int(value)
                 bidx = idx(self.name)
                 if kw:
                     ipr.link("set", index=bidx, kind="bridge", **kw)
-                ipr.link("set", index=bidx, mtu=then["mtu"], address=then["mac"], state="up" if then["up"] else "down")
+                ipr.link(
+                    "set",
+                    index=bidx,
+                    mtu=then["mtu"],
+                    address=then["mac"],
+                    state="up" if then["up"] else "down",
+                )
                 done.append(f"bridge {self.name} attributes")
                 # the VLAN table of the ports that were already its ports
                 entries = nl._vlan_entries(ipr)  # pylint: disable=protected-access
@@ -933,28 +1115,47 @@ class Bridge(plan.Resource):
                         vlans_restored = True
                     for vid, flags in sorted(then_vlans.items()):
                         if cur.get(vid) != flags:
-                            ipr.vlan_filter("add", index=pidx, vlan_info={"vid": vid, "flags": flags})
+                            ipr.vlan_filter(
+                                "add", index=pidx, vlan_info={"vid": vid, "flags": flags}
+                            )
                             vlans_restored = True
                 if vlans_restored:
                     done.append("port VLANs")
             # addresses of the touched links
             now = nl.dump(ipr)
             addr_key = lambda a: (a["ifname"], a["cidr"])  # noqa: E731
-            then_addrs = {addr_key(a): a for a in first["addresses"] if a["ifname"] in touched and a["scope"] == 0}
-            now_addrs = {addr_key(a): a for a in now["addresses"] if a["ifname"] in touched and a["scope"] == 0}
+            then_addrs = {
+                addr_key(a): a
+                for a in first["addresses"]
+                if a["ifname"] in touched and a["scope"] == 0
+            }
+            now_addrs = {
+                addr_key(a): a
+                for a in now["addresses"]
+                if a["ifname"] in touched and a["scope"] == 0
+            }
             for key in sorted(set(now_addrs) - set(then_addrs)):
                 a = now_addrs[key]
                 with contextlib.suppress(Exception):
-                    ipr.addr("del", index=idx(a["ifname"]), address=a["address"], prefixlen=a["prefixlen"])
+                    ipr.addr(
+                        "del",
+                        index=idx(a["ifname"]),
+                        address=a["address"],
+                        prefixlen=a["prefixlen"],
+                    )
             for key in sorted(set(then_addrs) - set(now_addrs)):
                 a = then_addrs[key]
-                self._add_addr(ipr, None, idx(a["ifname"]), a["cidr"], nodad=True, broadcast=a.get("broadcast"))
+                self._add_addr(
+                    ipr, None, idx(a["ifname"]), a["cidr"], nodad=True, broadcast=a.get("broadcast")
+                )
             if then_addrs != now_addrs:
                 done.append("addresses")
             # routes of the main table (not those an address makes by itself)
             now = nl.dump(ipr)
             route_key = lambda r: (r["family"], r["dst"], r["via"], r["oif"], r["metric"])  # noqa: E731
-            static = lambda host: {route_key(r): r for r in host["routes"] if r["proto"] != nl.RTPROT_KERNEL}  # noqa: E731
+            static = lambda host: {
+                route_key(r): r for r in host["routes"] if r["proto"] != nl.RTPROT_KERNEL
+            }  # noqa: E731
             then_routes, now_routes = static(first), static(now)
             for key in set(now_routes) - set(then_routes):
                 r = now_routes[key]
@@ -969,7 +1170,13 @@ class Bridge(plan.Resource):
                     ipr.route("del", **kw)
             for key in set(then_routes) - set(now_routes):
                 r = then_routes[key]
-                kw = {"family": r["family"], "dst": _dst(r), "table": nl.RT_TABLE_MAIN, "proto": r["proto"], "scope": r["scope"]}
+                kw = {
+                    "family": r["family"],
+                    "dst": _dst(r),
+                    "table": nl.RT_TABLE_MAIN,
+                    "proto": r["proto"],
+                    "scope": r["scope"],
+                }
                 if r["via"]:
                     kw["gateway"] = r["via"]
                 if r["oif"]:
@@ -1015,7 +1222,9 @@ def present(session, name, test=False, netns=None, root=None, master=None, **kwa
         return plan.state_return(name, False, comment=f"bridge {name!r}: {exc}")
     if test:  # reads only: no lock
         return plan.ensure(name, resource, test=True)
-    return _locked(session, netns, name, resource.what, lambda: plan.ensure(name, resource, test=False))
+    return _locked(
+        session, netns, name, resource.what, lambda: plan.ensure(name, resource, test=False)
+    )
 
 
 def _locked(session, netns, name, what, run):
@@ -1058,8 +1267,16 @@ def absent(session, name, force=False, test=False, netns=None, persist=None, roo
         if persist and persist != "none":
             from salt_kvm import persist as persist_mod  # pylint: disable=import-outside-toplevel
 
-            persist_mod.remove(persist if persist != "auto" else persist_mod.detect(root or "/"), name, root or "/")
+            persist_mod.remove(
+                persist if persist != "auto" else persist_mod.detect(root or "/"), name, root or "/"
+            )
 
     if test:
         return plan.absent(name, what, exists, remove, test=True, guard=guard)
-    return _locked(session, netns, name, what, lambda: plan.absent(name, what, exists, remove, test=False, guard=guard))
+    return _locked(
+        session,
+        netns,
+        name,
+        what,
+        lambda: plan.absent(name, what, exists, remove, test=False, guard=guard),
+    )

@@ -141,7 +141,14 @@ def _bridge_attrs(data):
             out[key] = seconds(value)
         else:
             out[key] = int(value)
-    if data is not None and out.get("stp") and (data.get_attr("IFLA_BR_TOPOLOGY_CHANGE") or data.get_attr("IFLA_BR_TOPOLOGY_CHANGE_DETECTED")):
+    if (
+        data is not None
+        and out.get("stp")
+        and (
+            data.get_attr("IFLA_BR_TOPOLOGY_CHANGE")
+            or data.get_attr("IFLA_BR_TOPOLOGY_CHANGE_DETECTED")
+        )
+    ):
         # during an STP topology change the kernel ages entries out after
         # 2 * forward_delay and reports that instead of the configured value
         out["ageing_time"] = None
@@ -358,7 +365,9 @@ def load(netns=None):
         try:
             return dump(opened)
         except Exception as exc:  # pylint: disable=broad-except
-            raise KvmError(f"cannot read links of network namespace {netns or 'current'}: {netlink_message(exc)}") from None
+            raise KvmError(
+                f"cannot read links of network namespace {netns or 'current'}: {netlink_message(exc)}"
+            ) from None
 
 
 # --- a small rtnetlink reader (dumps only) -----------------------------------
@@ -435,7 +444,7 @@ def _attrs(data, table):
             break
         known = table.get(kind & 0x3FFF)  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
         if known is not None:
-            out[known[0]] = known[1](data[offset + 4:offset + length])
+            out[known[0]] = known[1](data[offset + 4 : offset + length])
         offset += (length + 3) & ~3
     return out
 
@@ -465,7 +474,15 @@ _SLAVE_DATA = {"bridge": _BRPORT_DATA}
 
 
 def _linkinfo(data):
-    raw = _attrs(data, {1: ("kind", _text), 2: ("data", bytes), 4: ("slave_kind", _text), 5: ("slave_data", bytes)})
+    raw = _attrs(
+        data,
+        {
+            1: ("kind", _text),
+            2: ("data", bytes),
+            4: ("slave_kind", _text),
+            5: ("slave_data", bytes),
+        },
+    )
     out = Attrs()
     if "kind" in raw:
         out["IFLA_INFO_KIND"] = raw["kind"]
@@ -474,7 +491,9 @@ def _linkinfo(data):
     if "slave_kind" in raw:
         out["IFLA_INFO_SLAVE_KIND"] = raw["slave_kind"]
         if "slave_data" in raw:
-            out["IFLA_INFO_SLAVE_DATA"] = _attrs(raw["slave_data"], _SLAVE_DATA.get(raw["slave_kind"], {}))
+            out["IFLA_INFO_SLAVE_DATA"] = _attrs(
+                raw["slave_data"], _SLAVE_DATA.get(raw["slave_kind"], {})
+            )
     return out
 
 
@@ -485,7 +504,9 @@ def _af_spec(data):
         length, kind = _NLA.unpack_from(data, offset)
         if length < 4 or offset + length > end:
             break
-        if kind & 0x3FFF == 2 and length >= 8:  # IFLA_BRIDGE_VLAN_INFO: struct bridge_vlan_info {u16 flags; u16 vid}
+        if (
+            kind & 0x3FFF == 2 and length >= 8
+        ):  # IFLA_BRIDGE_VLAN_INFO: struct bridge_vlan_info {u16 flags; u16 vid}
             flags, vid = struct.unpack_from("=HH", data, offset + 4)
             entries.append(("IFLA_BRIDGE_VLAN_INFO", {"flags": flags, "vid": vid}))
         offset += (length + 3) & ~3
@@ -511,7 +532,11 @@ def _ip(family):
 
 
 _ADDR = {
-    family: {1: ("IFA_ADDRESS", _ip(family)), 2: ("IFA_LOCAL", _ip(family)), 4: ("IFA_BROADCAST", _ip(family))}
+    family: {
+        1: ("IFA_ADDRESS", _ip(family)),
+        2: ("IFA_LOCAL", _ip(family)),
+        4: ("IFA_BROADCAST", _ip(family)),
+    }
     for family in (socket.AF_INET, socket.AF_INET6)
 }
 _ROUTE = {
@@ -580,7 +605,7 @@ def _socket():
 def _parse_link(payload):
     family, kind, index, flags, _change = _IFINFO.unpack_from(payload)
     fields = {"family": family, "ifi_type": kind, "index": index, "flags": flags}
-    return Message(fields, _attrs(payload[_IFINFO.size:], _LINK))
+    return Message(fields, _attrs(payload[_IFINFO.size :], _LINK))
 
 
 class DumpInterrupted(OSError):
@@ -620,7 +645,11 @@ class Reader:
 
     def _send(self, msg_type, flags, body):
         self.seq += 1
-        self.sock.sendto(_NLMSG.pack(_NLMSG.size + len(body), msg_type, NLM_F_REQUEST | flags, self.seq, 0) + body, (0, 0))
+        self.sock.sendto(
+            _NLMSG.pack(_NLMSG.size + len(body), msg_type, NLM_F_REQUEST | flags, self.seq, 0)
+            + body,
+            (0, 0),
+        )
         return self.seq
 
     def _replies(self, seq):
@@ -632,7 +661,7 @@ class Reader:
                 length, kind, flags, mseq, _pid = _NLMSG.unpack_from(data, offset)
                 if length < _NLMSG.size:
                     raise OSError("malformed netlink message")
-                payload = data[offset + _NLMSG.size:offset + length]
+                payload = data[offset + _NLMSG.size : offset + length]
                 offset += (length + 3) & ~3
                 if mseq == seq:
                     yield kind, flags, payload
@@ -663,7 +692,11 @@ class Reader:
     def get_link(self, ifname):
         """The link called ``ifname`` (one RTM_GETLINK, not a dump), ``None`` when there is none."""
         name = ifname.encode() + b"\0"
-        body = _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + _NLA.pack(4 + len(name), IFLA_IFNAME) + name
+        body = (
+            _IFINFO.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
+            + _NLA.pack(4 + len(name), IFLA_IFNAME)
+            + name
+        )
         body += b"\0" * (-len(body) % 4)
         for kind, _flags, payload in self._replies(self._send(RTM_GETLINK, 0, body)):
             if kind == NLMSG_ERROR:
@@ -680,22 +713,39 @@ class Reader:
             table = _ADDR.get(family)
             if table is None:
                 return None
-            fields = {"family": family, "prefixlen": prefixlen, "flags": flags, "scope": scope, "index": index}
-            return Message(fields, _attrs(payload[_IFADDR.size:], table))
+            fields = {
+                "family": family,
+                "prefixlen": prefixlen,
+                "flags": flags,
+                "scope": scope,
+                "index": index,
+            }
+            return Message(fields, _attrs(payload[_IFADDR.size :], table))
 
         return self._dump(RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0), parse)
 
     def get_routes(self, table=None):
         def parse(payload):
-            family, dst_len, src_len, tos, rtable, proto, scope, rtype, flags = _RTMSG.unpack_from(payload)
+            family, dst_len, src_len, tos, rtable, proto, scope, rtype, flags = _RTMSG.unpack_from(
+                payload
+            )
             known = _ROUTE.get(family)
             if known is None:
                 return None
-            attrs = _attrs(payload[_RTMSG.size:], known)
+            attrs = _attrs(payload[_RTMSG.size :], known)
             if table is not None and attrs.get("RTA_TABLE", rtable) != table:
                 return None
-            fields = {"family": family, "dst_len": dst_len, "src_len": src_len, "tos": tos, "table": rtable,
-                      "proto": proto, "scope": scope, "type": rtype, "flags": flags}
+            fields = {
+                "family": family,
+                "dst_len": dst_len,
+                "src_len": src_len,
+                "tos": tos,
+                "table": rtable,
+                "proto": proto,
+                "scope": scope,
+                "type": rtype,
+                "flags": flags,
+            }
             return Message(fields, attrs)
 
         out = []
@@ -707,12 +757,18 @@ class Reader:
 def global_addresses(host, ifname):
     """The addresses of ``ifname`` that carry traffic (not link-local), sorted v4 first."""
     found = [a for a in host["addresses"] if a["ifname"] == ifname and a["scope"] == 0]
-    return sorted(found, key=lambda a: (a["family"] != socket.AF_INET, ipaddress.ip_interface(a["cidr"])))
+    return sorted(
+        found, key=lambda a: (a["family"] != socket.AF_INET, ipaddress.ip_interface(a["cidr"]))
+    )
 
 
 def static_routes(host, ifname):
     """Main-table routes through ``ifname`` that an address does not create by itself."""
-    return [r for r in host["routes"] if r["oif"] == ifname and r["proto"] != RTPROT_KERNEL and not _is_kernel_like(r)]
+    return [
+        r
+        for r in host["routes"]
+        if r["oif"] == ifname and r["proto"] != RTPROT_KERNEL and not _is_kernel_like(r)
+    ]
 
 
 def _is_kernel_like(route):
@@ -756,7 +812,9 @@ def bridge_view(host, name, vms=None):
     view["mac"] = link["mac"]
     view["up"] = link["up"]
     ports = []
-    for port in sorted((l for l in host["links"].values() if l["master"] == name), key=lambda l: l["name"]):
+    for port in sorted(
+        (l for l in host["links"].values() if l["master"] == name), key=lambda l: l["name"]
+    ):
         entry = {"name": port["name"]}
         entry.update(port["port"] or {})
         entry["vlans"] = port["vlans"]
@@ -783,7 +841,9 @@ def bridge_view(host, name, vms=None):
         routes.append(route_view(route))
     view["gateway"] = gateway
     view["gateway6"] = gateway6
-    view["routes"] = sorted(routes, key=lambda r: (r["to"], r.get("via") or "", r.get("metric") or 0))
+    view["routes"] = sorted(
+        routes, key=lambda r: (r["to"], r.get("via") or "", r.get("metric") or 0)
+    )
     return view
 
 
@@ -804,5 +864,7 @@ def fdb(netns, bridge_index):
                 kind = "static"
             else:
                 kind = "learned"
-            out.append((mac(msg.get_attr("NDA_LLADDR")), msg["ifindex"], msg.get_attr("NDA_VLAN"), kind))
+            out.append(
+                (mac(msg.get_attr("NDA_LLADDR")), msg["ifindex"], msg.get_attr("NDA_VLAN"), kind)
+            )
     return out

@@ -50,7 +50,9 @@ def ping(address, timeout=DEFAULT_TIMEOUT, netns=None):
     try:
         sock = _socket(netns, family, socket.SOCK_RAW, proto)
     except Exception as exc:  # pylint: disable=broad-except
-        raise KvmError(f"cannot open an ICMP socket{' in ' + netns if netns else ''}: {exc}") from None
+        raise KvmError(
+            f"cannot open an ICMP socket{' in ' + netns if netns else ''}: {exc}"
+        ) from None
     ident = (os.getpid() ^ id(sock)) & 0xFFFF
     echo_request, echo_reply = (128, 129) if v6 else (8, 0)
     seq = 0
@@ -66,13 +68,17 @@ def ping(address, timeout=DEFAULT_TIMEOUT, netns=None):
                 payload = b"salt-kvm-probe"
                 header = struct.pack("!BBHHH", echo_request, 0, 0, ident, seq)
                 if not v6:  # the kernel computes the ICMPv6 checksum itself
-                    header = struct.pack("!BBHHH", echo_request, 0, _checksum(header + payload), ident, seq)
+                    header = struct.pack(
+                        "!BBHHH", echo_request, 0, _checksum(header + payload), ident, seq
+                    )
                 try:
                     sock.sendto(header + payload, (str(addr), 0))
                 except OSError:
                     pass  # no route yet (addresses just moved): retry until the deadline
                 next_send = now + _INTERVAL
-            ready, _, _ = select.select([sock], [], [], max(0.0, min(next_send, deadline) - time.monotonic()))
+            ready, _, _ = select.select(
+                [sock], [], [], max(0.0, min(next_send, deadline) - time.monotonic())
+            )
             if not ready:
                 continue
             try:
@@ -82,7 +88,7 @@ def ping(address, timeout=DEFAULT_TIMEOUT, netns=None):
             if ipaddress.ip_address(peer[0].split("%")[0]) != addr:
                 continue
             if not v6:
-                data = data[(data[0] & 0x0F) * 4:]
+                data = data[(data[0] & 0x0F) * 4 :]
             if len(data) >= 8:
                 rtype, _code, _sum, rid, _rseq = struct.unpack("!BBHHH", data[:8])
                 if rtype == echo_reply and rid == ident:
@@ -105,7 +111,9 @@ def tcp(target, timeout=DEFAULT_TIMEOUT, netns=None):
         try:
             sock = _socket(netns, family, socket.SOCK_STREAM, 0)
         except Exception as exc:  # pylint: disable=broad-except
-            raise KvmError(f"cannot open a TCP socket{' in ' + netns if netns else ''}: {exc}") from None
+            raise KvmError(
+                f"cannot open a TCP socket{' in ' + netns if netns else ''}: {exc}"
+            ) from None
         try:
             sock.settimeout(max(0.05, min(2.0, deadline - time.monotonic())))
             sock.connect(sockaddr)

@@ -124,7 +124,9 @@ def write(path, files):
     try:
         iso.new(interchange_level=3, joliet=3, rock_ridge="1.09", vol_ident=LABEL)
         for fname, data in files.items():
-            iso.add_fp(io.BytesIO(data), len(data), FILES[fname], rr_name=fname, joliet_path=f"/{fname}")
+            iso.add_fp(
+                io.BytesIO(data), len(data), FILES[fname], rr_name=fname, joliet_path=f"/{fname}"
+            )
         iso.write(tmp)
         # user data holds passwords and keys: root only; libvirt hands the file to QEMU when
         # the VM starts (dynamic_ownership, on by default, chowns it to libvirt-qemu)
@@ -155,7 +157,9 @@ def remove(name):
     except FileNotFoundError:
         return False
     except OSError as exc:
-        raise KvmError(f"cannot remove the cloud-init seed {seed_path(name)}: {exc.strerror}") from None
+        raise KvmError(
+            f"cannot remove the cloud-init seed {seed_path(name)}: {exc.strerror}"
+        ) from None
     return True
 
 

@@ -128,7 +128,9 @@ class Session:
         try:
             conn = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
-            raise KvmError(f"cannot connect to libvirt at {self.uri}: {libvirt_message(exc)}") from None
+            raise KvmError(
+                f"cannot connect to libvirt at {self.uri}: {libvirt_message(exc)}"
+            ) from None
         if conn is None:  # pragma: no cover - old bindings
             raise KvmError(f"cannot connect to libvirt at {self.uri}")
         if self.calls is not None:
@@ -183,8 +185,16 @@ def check_uri(uri):
     :class:`~salt_kvm.errors.InvalidInput` naming ``connection``."""
     from salt_kvm.errors import InvalidInput  # pylint: disable=import-outside-toplevel
 
-    if not isinstance(uri, str) or "://" not in uri or uri.startswith("://") or any(c.isspace() for c in uri):
-        raise InvalidInput("connection", f"{uri!r} is not a libvirt URI (like qemu:///system or qemu+ssh://root@hv2/system)")
+    if (
+        not isinstance(uri, str)
+        or "://" not in uri
+        or uri.startswith("://")
+        or any(c.isspace() for c in uri)
+    ):
+        raise InvalidInput(
+            "connection",
+            f"{uri!r} is not a libvirt URI (like qemu:///system or qemu+ssh://root@hv2/system)",
+        )
     return uri
 
 

@@ -82,7 +82,13 @@ def _qemu_img_backing(path):
     if not shutil.which("qemu-img"):
         return None
     try:
-        proc = subprocess.run(["qemu-img", "info", "-U", "--output=json", path], capture_output=True, text=True, timeout=60, check=False)
+        proc = subprocess.run(
+            ["qemu-img", "info", "-U", "--output=json", path],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if proc.returncode != 0:
@@ -118,7 +124,11 @@ def backing_file(path):
         return None
     if name.startswith("json:") or "://" in name or ":" in name.split("/", 1)[0]:
         return name  # a network backing (rbd:pool/img, gluster://...): kept as written
-    return name if name.startswith("/") else os.path.normpath(os.path.join(os.path.dirname(path), name))
+    return (
+        name
+        if name.startswith("/")
+        else os.path.normpath(os.path.join(os.path.dirname(path), name))
+    )
 
 
 def chain(path):
@@ -161,7 +171,11 @@ class Index:
         if ident is None:
             return
         self.names.setdefault(ident, label)
-        below = chain_of if chain_of is not None else (chain(path) if path and path.startswith("/") else [])
+        below = (
+            chain_of
+            if chain_of is not None
+            else (chain(path) if path and path.startswith("/") else [])
+        )
         for base in below:
             self.built_on.setdefault(identity(base), {}).setdefault(label, path)
 
@@ -171,7 +185,11 @@ class Index:
     def backing_of(self, ident, exclude=()):
         """Labels of images built on ``ident`` (but those whose identity is in ``exclude``)."""
         excluded = {identity(e) for e in exclude}
-        return sorted(label for label, top in self.built_on.get(ident, {}).items() if identity(top) not in excluded)
+        return sorted(
+            label
+            for label, top in self.built_on.get(ident, {}).items()
+            if identity(top) not in excluded
+        )
 
     def others_than(self, ident, vm, exclude=()):
         """Who uses or builds on ``ident`` besides VM ``vm`` itself (its disks and snapshots,
@@ -198,7 +216,11 @@ def _disk_identity(session, source, disk_type, pools_by_name):
             vol = entry["obj"].storageVolLookupByName(source.get("volume"))
             return _volume_identity(sxml.Pool(entry["xml"]).type, vol.path())
         target = sxml.Pool(entry["xml"]).target
-        return identity(os.path.join(target, source.get("volume"))) if target else ("path", f"{source.get('pool')}/{source.get('volume')}")
+        return (
+            identity(os.path.join(target, source.get("volume")))
+            if target
+            else ("path", f"{source.get('pool')}/{source.get('volume')}")
+        )
     if disk_type == "network" or source.get("protocol"):
         return network_identity(source.get("protocol"), source.get("name"))
     return identity(source_path(source))
@@ -231,9 +253,18 @@ def _add_domain_disks(session, index, root, label, pools_by_name):
         index.add_user(ident, label)
         path = source_path(source)
         # what libvirt recorded below it, and what the image itself says
-        recorded = [source_path(b.find("source")) for b in disk.iter("backingStore") if b.find("source") is not None]
+        recorded = [
+            source_path(b.find("source"))
+            for b in disk.iter("backingStore")
+            if b.find("source") is not None
+        ]
         below = chain(path) if path and path.startswith("/") else []
-        index.add_image(path or str(ident), f"{label} (disk {_target(disk)})", ident=ident, chain_of=[p for p in below + recorded if p])
+        index.add_image(
+            path or str(ident),
+            f"{label} (disk {_target(disk)})",
+            ident=ident,
+            chain_of=[p for p in below + recorded if p],
+        )
 
 
 def _target(disk):
@@ -245,21 +276,34 @@ def scan(session, pools=None):
     """The :class:`Index` of this host: every VM (active and inactive), every VM
     snapshot, every volume of every running pool, every image file of every
     stopped file-backed pool. ``pools`` is :func:`salt_kvm.storage.pools`'s listing."""
-    from salt_kvm import storage  # pylint: disable=import-outside-toplevel  # storage imports this module
-    from salt_kvm import storage_volumes  # pylint: disable=import-outside-toplevel
+    from salt_kvm import (
+        storage,  # pylint: disable=import-outside-toplevel  # storage imports this module
+        storage_volumes,  # pylint: disable=import-outside-toplevel
+    )
 
     index = Index()
     pools = storage.pools(session) if pools is None else pools
     for pname, entry in pools.items():
         model = sxml.Pool(entry["xml"])
         if entry["active"]:
-            with contextlib.suppress(Exception):  # a pool that fails to list hides no VM; its volumes are unknown
+            with contextlib.suppress(
+                Exception
+            ):  # a pool that fails to list hides no VM; its volumes are unknown
                 for vname, vol in storage_volumes.volumes(session, pname).items():
                     vmodel = sxml.Volume(vol["xml"])
                     ident = _volume_identity(model.type, vmodel.path)
                     recorded = [vmodel.backing_path] if vmodel.backing_path else []
-                    below = chain(vmodel.path) if model.type in storage_volumes.FILE_POOLS and vmodel.path else []
-                    index.add_image(vmodel.path, f"{pname}/{vname}", ident=ident, chain_of=below + [p for p in recorded if p not in below])
+                    below = (
+                        chain(vmodel.path)
+                        if model.type in storage_volumes.FILE_POOLS and vmodel.path
+                        else []
+                    )
+                    index.add_image(
+                        vmodel.path,
+                        f"{pname}/{vname}",
+                        ident=ident,
+                        chain_of=below + [p for p in recorded if p not in below],
+                    )
         elif model.type in FILE_POOLS and model.target and os.path.isdir(model.target):
             with contextlib.suppress(OSError):
                 for fname in sorted(os.listdir(model.target)):
@@ -287,13 +331,19 @@ def scan(session, pools=None):
     return index
 
 
-def guard(index, ident, what, doing, force, flag="force: True", exclude_users=(), exclude_images=()):
+def guard(
+    index, ident, what, doing, force, flag="force: True", exclude_users=(), exclude_images=()
+):
     """Refuse ``doing`` to ``what`` (identity ``ident``) while a VM uses it or an image builds on it."""
     if force:
         return
     users = [u for u in index.used_by(ident) if u not in exclude_users]
     if users:
-        raise Refused(f"{what} is used by VM {', '.join(users)}; {doing} it would lose its data ({flag} to do it anyway)")
+        raise Refused(
+            f"{what} is used by VM {', '.join(users)}; {doing} it would lose its data ({flag} to do it anyway)"
+        )
     backs = index.backing_of(ident, exclude=exclude_images)
     if backs:
-        raise Refused(f"{what} is the backing file of {', '.join(backs)}; {doing} it would break them ({flag} to do it anyway)")
+        raise Refused(
+            f"{what} is the backing file of {', '.join(backs)}; {doing} it would break them ({flag} to do it anyway)"
+        )

@@ -72,7 +72,14 @@ def _networks(conn):
                 bridge = net.bridgeName()
             except _conn.libvirt.libvirtError:
                 bridge = None
-            out.append({"name": net.name(), "active": bool(net.isActive()), "autostart": bool(net.autostart()), "bridge": bridge})
+            out.append(
+                {
+                    "name": net.name(),
+                    "active": bool(net.isActive()),
+                    "autostart": bool(net.autostart()),
+                    "bridge": bridge,
+                }
+            )
         except _conn.libvirt.libvirtError:
             continue  # removed while we looked
     return sorted(out, key=lambda n: n["name"])
@@ -169,10 +176,16 @@ def host_report(session, now=None):
 
 def _patterns(vms, path="vms"):
     if vms is None or vms == "":
-        raise InvalidInput(path, "is required: VM names or glob patterns (a list, or comma-separated)")
+        raise InvalidInput(
+            path, "is required: VM names or glob patterns (a list, or comma-separated)"
+        )
     if isinstance(vms, str):
         vms = [v.strip() for v in vms.split(",") if v.strip()]
-    if not isinstance(vms, (list, tuple)) or not vms or not all(isinstance(v, str) and v for v in vms):
+    if (
+        not isinstance(vms, (list, tuple))
+        or not vms
+        or not all(isinstance(v, str) and v for v in vms)
+    ):
         raise InvalidInput(path, f"{vms!r} is not a list of VM names or patterns")
     return list(vms)
 
@@ -204,7 +217,11 @@ def each_vm(session, vms, func, *args, skip=None, **kwargs):
             out[vm] = {"result": True, "changed": True, "return": func(vm, *args, **kwargs)}
         except Exception as exc:  # noqa: BLE001  pylint: disable=broad-except
             text = str(exc).strip()
-            out[vm] = {"result": False, "changed": False, "comment": text.splitlines()[0] if text else repr(exc)}
+            out[vm] = {
+                "result": False,
+                "changed": False,
+                "comment": text.splitlines()[0] if text else repr(exc),
+            }
     return {"result": all(v["result"] for v in out.values()), "vms": out}
 
 
@@ -303,7 +320,9 @@ def report(client, tgt="*", tgt_type="glob", drift=True, timeout=120):
         funs.append("state.apply")
         args.append([DRIFT_SLS, {"test": True, "__kwarg__": True}])
     hosts = {}
-    for item in client.cmd_iter(tgt, funs, args, tgt_type=tgt_type, timeout=timeout, expect_minions=True):
+    for item in client.cmd_iter(
+        tgt, funs, args, tgt_type=tgt_type, timeout=timeout, expect_minions=True
+    ):
         for minion, value in (item or {}).items():
             hosts[minion] = _entry(value, drift)
     hosts = dict(sorted(hosts.items()))
@@ -315,7 +334,18 @@ def default_snapshot_name(now=None):
     return time.strftime("fleet-%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
 
 
-def vm_action(client, tgt, vms, fun, args=(), kwargs=None, tgt_type="glob", batch="10%", timeout=300, expected=None):
+def vm_action(
+    client,
+    tgt,
+    vms,
+    fun,
+    args=(),
+    kwargs=None,
+    tgt_type="glob",
+    batch="10%",
+    timeout=300,
+    expected=None,
+):
     """Run ``fun VMS *args **kwargs`` (``kvm.snapshot_vms`` / ``kvm.revert_vms``)
     on the targeted hosts, ``batch`` at a time (Salt's batch mode).
 
@@ -329,19 +359,31 @@ def vm_action(client, tgt, vms, fun, args=(), kwargs=None, tgt_type="glob", batc
     if kwargs:
         arg.append(dict(kwargs, __kwarg__=True))
     per_vm, hosts = {}, {}
-    for ret in client.cmd_batch(tgt, fun, arg=arg, tgt_type=tgt_type, batch=str(batch), timeout=timeout):
+    for ret in client.cmd_batch(
+        tgt, fun, arg=arg, tgt_type=tgt_type, batch=str(batch), timeout=timeout
+    ):
         for minion, value in (ret or {}).items():
             if isinstance(value, dict) and isinstance(value.get("vms"), dict):
                 vms_ret = value["vms"]
-                hosts[minion] = {"result": all(v.get("result") is True for v in vms_ret.values()), "vms": len(vms_ret)}
+                hosts[minion] = {
+                    "result": all(v.get("result") is True for v in vms_ret.values()),
+                    "vms": len(vms_ret),
+                }
                 for vm, vret in vms_ret.items():
                     per_vm[f"{minion}/{vm}"] = vret
             elif value in ({}, None):
                 hosts[minion] = {"result": False, "comment": "no return (timed out)"}
             else:
-                hosts[minion] = {"result": False, "comment": str(value).strip().splitlines()[0] if str(value).strip() else repr(value)}
+                hosts[minion] = {
+                    "result": False,
+                    "comment": str(value).strip().splitlines()[0]
+                    if str(value).strip()
+                    else repr(value),
+                }
     for minion in expected or ():
-        hosts.setdefault(minion, {"result": False, "comment": "no return (minion down or timed out)"})
+        hosts.setdefault(
+            minion, {"result": False, "comment": "no return (minion down or timed out)"}
+        )
     hosts = dict(sorted(hosts.items()))
     result = bool(hosts) and all(h["result"] for h in hosts.values())
     return {"result": result, "vms": dict(sorted(per_vm.items())), "hosts": hosts}
@@ -371,7 +413,9 @@ def _age(seconds):
 
 def _table(headers, rows, indent="  "):
     rows = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    widths = [
+        max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
+    ]
     lines = [indent + "  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines += [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     return lines
@@ -387,13 +431,24 @@ def format_report(data):
         rep = entry.get("report") or {}
         if rep:
             if rep.get("bridges"):
-                lines += _table(["bridge", "state", "ports"], [[b["name"], b["state"], ",".join(b["ports"]) or "-"] for b in rep["bridges"]])
+                lines += _table(
+                    ["bridge", "state", "ports"],
+                    [[b["name"], b["state"], ",".join(b["ports"]) or "-"] for b in rep["bridges"]],
+                )
             else:
                 lines.append("  bridges: none")
             if rep.get("networks"):
                 lines += _table(
                     ["network", "active", "autostart", "bridge"],
-                    [[n["name"], "yes" if n["active"] else "no", "yes" if n["autostart"] else "no", n["bridge"] or "-"] for n in rep["networks"]],
+                    [
+                        [
+                            n["name"],
+                            "yes" if n["active"] else "no",
+                            "yes" if n["autostart"] else "no",
+                            n["bridge"] or "-",
+                        ]
+                        for n in rep["networks"]
+                    ],
                 )
             else:
                 lines.append("  networks: none")
@@ -401,8 +456,15 @@ def format_report(data):
                 lines += _table(
                     ["pool", "type", "active", "capacity", "used", "used%", "volumes"],
                     [
-                        [p["name"], p["type"], "yes" if p["active"] else "no", _size(p["capacity"]), _size(p["allocation"]),
-                         "-" if p["used_pct"] is None else f"{p['used_pct']}%", "-" if p["volumes"] is None else p["volumes"]]
+                        [
+                            p["name"],
+                            p["type"],
+                            "yes" if p["active"] else "no",
+                            _size(p["capacity"]),
+                            _size(p["allocation"]),
+                            "-" if p["used_pct"] is None else f"{p['used_pct']}%",
+                            "-" if p["volumes"] is None else p["volumes"],
+                        ]
                         for p in rep["pools"]
                     ],
                 )
@@ -412,8 +474,16 @@ def format_report(data):
                 lines += _table(
                     ["vm", "state", "autostart", "vcpus", "memory", "snapshots", "oldest", "age"],
                     [
-                        [v["name"], v["state"], "yes" if v.get("autostart") else "no", v.get("vcpus", "-"), _size(v.get("memory")),
-                         v["snapshots"], v["oldest_snapshot"] or "-", _age(v["oldest_snapshot_age"])]
+                        [
+                            v["name"],
+                            v["state"],
+                            "yes" if v.get("autostart") else "no",
+                            v.get("vcpus", "-"),
+                            _size(v.get("memory")),
+                            v["snapshots"],
+                            v["oldest_snapshot"] or "-",
+                            _age(v["oldest_snapshot_age"]),
+                        ]
                         for v in rep["vms"]
                     ],
                 )
@@ -427,7 +497,9 @@ def format_report(data):
             elif drift["pending"]:
                 lines.append(f"  drift: {len(drift['pending'])} state(s) would change")
                 for sid, changes in sorted(drift["pending"].items()):
-                    lines.append(f"    {sid}: {', '.join(sorted(changes)) if isinstance(changes, dict) else changes}")
+                    lines.append(
+                        f"    {sid}: {', '.join(sorted(changes)) if isinstance(changes, dict) else changes}"
+                    )
             else:
                 lines.append("  drift: none (in line with its pillar)")
         lines.append("")

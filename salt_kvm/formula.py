@@ -28,7 +28,9 @@ def render_bridges(tree):
     for name, spec in tree.get("bridges", {}).items():
         args = {k: v for k, v in spec.items() if k != "absent"}
         if spec.get("absent"):
-            out[state_id("bridge", name)] = _state("bridge_absent", name, {"force": spec.get("force", False)})
+            out[state_id("bridge", name)] = _state(
+                "bridge_absent", name, {"force": spec.get("force", False)}
+            )
         else:
             out[state_id("bridge", name)] = _state("bridge_present", name, args)
     return out
@@ -39,7 +41,9 @@ def render_networks(tree):
     for name, spec in tree.get("networks", {}).items():
         args = {k: v for k, v in spec.items() if k != "absent"}
         if spec.get("absent"):
-            out[state_id("network", name)] = _state("network_absent", name, {"force": spec.get("force", False)})
+            out[state_id("network", name)] = _state(
+                "network_absent", name, {"force": spec.get("force", False)}
+            )
         else:
             out[state_id("network", name)] = _state("network_present", name, args)
     return out
@@ -71,7 +75,9 @@ def render_storage(tree):
         args = {k: v for k, v in spec.items() if k not in ("volumes", "absent")}
         volumes = spec.get("volumes", {})
         if spec.get("absent"):
-            out[pid] = _state("pool_absent", pname, {k: spec[k] for k in ("purge", "force") if k in spec})
+            out[pid] = _state(
+                "pool_absent", pname, {k: spec[k] for k in ("purge", "force") if k in spec}
+            )
             continue
         out[pid] = _state("pool_present", pname, args)
         for vname in _volume_order(volumes):
@@ -82,7 +88,12 @@ def render_storage(tree):
             if backing in volumes:
                 reqs.append(("kvm", state_id("volume", pname, backing)))
             if vspec.get("absent"):
-                out[vid] = _state("volume_absent", vname, {"pool": pname, "force": vspec.get("force", False)}, reqs)
+                out[vid] = _state(
+                    "volume_absent",
+                    vname,
+                    {"pool": pname, "force": vspec.get("force", False)},
+                    reqs,
+                )
             else:
                 vargs = {"pool": pname}
                 vargs.update({k: v for k, v in vspec.items() if k != "absent"})
@@ -97,7 +108,9 @@ def render_vms(tree):
     out = {}
     for name, spec in tree.get("vms", {}).items():
         if spec.get("absent"):
-            out[state_id("vm", name)] = _state("vm_absent", name, {"purge": spec.get("purge", False)})
+            out[state_id("vm", name)] = _state(
+                "vm_absent", name, {"purge": spec.get("purge", False)}
+            )
             continue
         reqs = []
         for disk in spec.get("disks", []):
@@ -124,7 +137,9 @@ def render_snapshots(tree):
     out = {}
     for vm, spec in tree.get("snapshots", {}).items():
         declared_vm = tree.get("vms", {}).get(vm)
-        reqs = [("kvm", state_id("vm", vm))] if declared_vm and not declared_vm.get("absent") else []
+        reqs = (
+            [("kvm", state_id("vm", vm))] if declared_vm and not declared_vm.get("absent") else []
+        )
         out[state_id("snapshots", vm)] = _state("snapshots_retained", vm, dict(spec), reqs)
     return out
 

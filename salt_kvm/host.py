@@ -33,7 +33,9 @@ def library_version():
     grain). ``None`` when no ``libvirt.so.0`` is found in the usual places.
     """
     for directory in _library_dirs():
-        match = _LIBRARY.match(os.path.basename(os.path.realpath(os.path.join(directory, "libvirt.so.0"))))
+        match = _LIBRARY.match(
+            os.path.basename(os.path.realpath(os.path.join(directory, "libvirt.so.0")))
+        )
         if match:  # libvirt's own number is major * 1,000,000 + minor * 1,000 + micro
             return _version(int(match.group(1)) * 1000 + int(match.group(2)))
     return None
@@ -76,7 +78,9 @@ def paths(uri):
             "pool_definitions": os.path.join(config, "storage"),
             "network_definitions": os.path.join(config, "qemu", "networks"),
             "vm_definitions": os.path.join(config, "qemu"),
-            "snapshot_metadata": os.path.join(os.path.expanduser("~"), ".config", "libvirt", "qemu", "snapshot"),
+            "snapshot_metadata": os.path.join(
+                os.path.expanduser("~"), ".config", "libvirt", "qemu", "snapshot"
+            ),
         }
     return {
         "images": "/var/lib/libvirt/images",
@@ -143,13 +147,18 @@ def grains():
     if importlib.util.find_spec("libvirt") is None:
         return result
     version = library_version()
-    if version is None:  # not where the loader usually finds it: ask the bindings (loads the library)
+    if (
+        version is None
+    ):  # not where the loader usually finds it: ask the bindings (loads the library)
         import libvirt  # pylint: disable=import-outside-toplevel
 
         version = _version(libvirt.getVersion())
     result["libvirt_version"] = version
     arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(os.uname().machine, os.uname().machine)
-    qemu = any(os.path.exists(p) for p in (f"/usr/bin/qemu-system-{arch}", "/usr/bin/kvm", "/usr/libexec/qemu-kvm"))
+    qemu = any(
+        os.path.exists(p)
+        for p in (f"/usr/bin/qemu-system-{arch}", "/usr/bin/kvm", "/usr/libexec/qemu-kvm")
+    )
     if qemu:
         result["hypervisor"] = "kvm" if kvm_dev else "qemu"
     return result

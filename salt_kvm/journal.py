@@ -59,7 +59,13 @@ def read(key, path):
 def write(key, path, **fields):
     """Record ``fields`` for the volume (atomically: a crash leaves the old record or the new one)."""
     os.makedirs(ROOT, mode=0o700, exist_ok=True)
-    record = dict(fields, key=key, path=path, ident=_ident(path) if path else None, at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    record = dict(
+        fields,
+        key=key,
+        path=path,
+        ident=_ident(path) if path else None,
+        at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    )
     fd, tmp = tempfile.mkstemp(dir=ROOT, prefix=".tmp-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:

@@ -42,7 +42,19 @@ MEMO_DOMAINS = "network:domains"
 #: pillar keys of a network state that are not part of the network itself
 STATE_ONLY_KEYS = ("restart", "force", "absent")
 #: flattened keys whose change needs the network to restart to take effect
-RESTART_KEYS = ("mode", "bridge", "dev", "address", "address6", "dhcp:start", "dhcp:end", "dhcp6:start", "dhcp6:end", "domain", "mtu")
+RESTART_KEYS = (
+    "mode",
+    "bridge",
+    "dev",
+    "address",
+    "address6",
+    "dhcp:start",
+    "dhcp:end",
+    "dhcp6:start",
+    "dhcp6:end",
+    "domain",
+    "mtu",
+)
 #: flattened keys applied live with virNetworkUpdate: static hosts always, the range when
 #: the running network already has one (a first range needs a restart)
 LIVE_HOST_KEYS = {"dhcp:hosts": (4, "dhcp"), "dhcp6:hosts": (6, "dhcp6")}
@@ -77,7 +89,14 @@ def _load_networks(session):
             autostart = bool(net.autostart()) if persistent else False
         except lv.libvirtError:  # it went away while we listed (another run); skip it
             continue
-        out[name] = {"name": name, "active": active, "persistent": persistent, "autostart": autostart, "xml": live, "config": config}
+        out[name] = {
+            "name": name,
+            "active": active,
+            "persistent": persistent,
+            "autostart": autostart,
+            "xml": live,
+            "config": config,
+        }
     return out
 
 
@@ -93,7 +112,13 @@ def _load_domains(session):
         doms = session.conn.listAllDomains(0)
     for dom in doms:
         try:
-            out.append({"name": dom.name(), "active": bool(dom.isActive()), "interfaces": netxml.domain_interfaces(dom.XMLDesc(0))})
+            out.append(
+                {
+                    "name": dom.name(),
+                    "active": bool(dom.isActive()),
+                    "interfaces": netxml.domain_interfaces(dom.XMLDesc(0)),
+                }
+            )
         except lv.libvirtError:
             continue
     return out
@@ -152,9 +177,18 @@ def vm_interfaces(session, name, xml=None):
         for iface in dom["interfaces"]:
             on_it = iface["type"] == "network" and iface["network"] == name
             if not on_it and bridge:
-                on_it = (iface["type"] == "bridge" and iface["bridge"] == bridge) or (dom["active"] and iface["tap"] in ports)
+                on_it = (iface["type"] == "bridge" and iface["bridge"] == bridge) or (
+                    dom["active"] and iface["tap"] in ports
+                )
             if on_it:
-                out.append({"vm": dom["name"], "running": dom["active"], "mac": iface["mac"], "tap": iface["tap"] if dom["active"] else None})
+                out.append(
+                    {
+                        "vm": dom["name"],
+                        "running": dom["active"],
+                        "mac": iface["mac"],
+                        "tap": iface["tap"] if dom["active"] else None,
+                    }
+                )
     return sorted(out, key=lambda i: (i["vm"], i["mac"] or ""))
 
 
@@ -171,7 +205,13 @@ def list_networks(session):
     out = {}
     for name, rec in sorted(networks(session).items()):
         net = netxml.Network(rec["xml"])
-        out[name] = {"mode": net.mode, "bridge": net.bridge, "active": rec["active"], "autostart": rec["autostart"], "persistent": rec["persistent"]}
+        out[name] = {
+            "mode": net.mode,
+            "bridge": net.bridge,
+            "active": rec["active"],
+            "autostart": rec["autostart"],
+            "persistent": rec["persistent"],
+        }
     return out
 
 
@@ -181,7 +221,12 @@ def show(session, name):
     rec = _record(session, name)
     net = netxml.Network(rec["xml"])
     out = {"name": name, "uuid": net.uuid}
-    out.update({k: None for k in ("bridge", "dev", "address", "address6", "dhcp", "dhcp6", "domain", "mtu")})
+    out.update(
+        {
+            k: None
+            for k in ("bridge", "dev", "address", "address6", "dhcp", "dhcp6", "domain", "mtu")
+        }
+    )
     out.update(net.spec())
     out.update(
         {
@@ -197,7 +242,9 @@ def show(session, name):
     if rec["config"] != rec["xml"] and rec["active"]:
         pending = _flat(netxml.Network(rec["config"]).spec())
         now = _flat(net.spec())
-        out["pending_restart"] = sorted(k for k in set(pending) | set(now) if k in RESTART_KEYS and pending.get(k) != now.get(k))
+        out["pending_restart"] = sorted(
+            k for k in set(pending) | set(now) if k in RESTART_KEYS and pending.get(k) != now.get(k)
+        )
     else:
         out["pending_restart"] = []
     return out
@@ -246,7 +293,9 @@ def start(session, name):
 def _guard_vms(session, name, force, action):
     vms = attached_vms(session, name)
     if vms and not force:
-        raise Refused(f"network '{name}' has running VMs attached ({', '.join(vms)}); {action} would cut their link (force: True to do it anyway)")
+        raise Refused(
+            f"network '{name}' has running VMs attached ({', '.join(vms)}); {action} would cut their link (force: True to do it anyway)"
+        )
 
 
 def stop(session, name, force=False):
@@ -319,7 +368,9 @@ def leases(session, name):
                 "mac": (lease.get("mac") or "").lower() or None,
                 "ip": lease.get("ipaddr"),
                 "prefix": lease.get("prefix"),
-                "type": "ipv6" if lease.get("type") == getattr(lv, "VIR_IP_ADDR_TYPE_IPV6", 1) else "ipv4",
+                "type": "ipv6"
+                if lease.get("type") == getattr(lv, "VIR_IP_ADDR_TYPE_IPV6", 1)
+                else "ipv4",
                 "hostname": lease.get("hostname"),
                 "clientid": lease.get("clientid"),
                 "expiry": lease.get("expirytime"),
@@ -341,7 +392,9 @@ def _flat(spec, declared=False):
                 continue
             for sub in ("start", "end"):
                 if value.get(sub) is not None or not declared:
-                    out[f"{key}:{sub}"] = str(ipaddress.ip_address(value[sub])) if value.get(sub) else None
+                    out[f"{key}:{sub}"] = (
+                        str(ipaddress.ip_address(value[sub])) if value.get(sub) else None
+                    )
             if "hosts" in value or not declared:
                 out[f"{key}:hosts"] = netxml.norm_hosts(value.get("hosts"))
         else:
@@ -405,8 +458,15 @@ def _check_host(session, name, spec, rec, test):
         mine = ipaddress.ip_interface(spec[key]).network
         for other, orec in sorted(others.items()):
             oip = netxml.Network(orec["config"]).ip(version)
-            if oip is not None and oip.interface and mine.overlaps(ipaddress.ip_interface(oip.interface).network):
-                raise InvalidInput(f"{name}:{key}", f"{mine} overlaps libvirt network '{other}' ({ipaddress.ip_interface(oip.interface).network})")
+            if (
+                oip is not None
+                and oip.interface
+                and mine.overlaps(ipaddress.ip_interface(oip.interface).network)
+            ):
+                raise InvalidInput(
+                    f"{name}:{key}",
+                    f"{mine} overlaps libvirt network '{other}' ({ipaddress.ip_interface(oip.interface).network})",
+                )
     current = netxml.Network(rec["xml"]) if rec and rec["active"] else None
     running = current.spec() if current is not None else {}
     for key, routes in (("address", _host_routes), ("address6", _host_routes6)):
@@ -415,7 +475,10 @@ def _check_host(session, name, spec, rec, test):
         mine = ipaddress.ip_interface(spec[key]).network
         for iface, routed in routes():
             if routed == mine and not (current is not None and iface == current.bridge):
-                raise InvalidInput(f"{name}:{key}", f"{mine} is already routed on the host through {iface}; libvirt would refuse to start the network")
+                raise InvalidInput(
+                    f"{name}:{key}",
+                    f"{mine} is already routed on the host through {iface}; libvirt would refuse to start the network",
+                )
     bridge = spec.get("bridge")
     if not bridge:
         return None
@@ -423,14 +486,24 @@ def _check_host(session, name, spec, rec, test):
         if not _is_bridge(bridge):
             if test:
                 return f"host bridge '{bridge}' does not exist yet"
-            raise KvmError(f"host bridge '{bridge}' does not exist (declare it under kvm:bridges first)")
+            raise KvmError(
+                f"host bridge '{bridge}' does not exist (declare it under kvm:bridges first)"
+            )
         return None
     for other, orec in sorted(others.items()):
-        if netxml.Network(orec["config"]).bridge == bridge or netxml.Network(orec["xml"]).bridge == bridge:
-            raise InvalidInput(f"{name}:bridge", f"bridge '{bridge}' is already used by libvirt network '{other}'")
+        if (
+            netxml.Network(orec["config"]).bridge == bridge
+            or netxml.Network(orec["xml"]).bridge == bridge
+        ):
+            raise InvalidInput(
+                f"{name}:bridge", f"bridge '{bridge}' is already used by libvirt network '{other}'"
+            )
     current_bridge = current.bridge if current is not None else None
     if bridge != current_bridge and _link_exists(bridge):
-        raise InvalidInput(f"{name}:bridge", f"'{bridge}' already exists on the host; libvirt must create its own bridge in mode {mode} (use mode: bridge for a host bridge)")
+        raise InvalidInput(
+            f"{name}:bridge",
+            f"'{bridge}' already exists on the host; libvirt must create its own bridge in mode {mode} (use mode: bridge for a host bridge)",
+        )
     return None
 
 
@@ -489,8 +562,15 @@ class NetworkResource(plan.Resource):
             changes["xml"] = {"diff": text}
         self.restart_keys = []
         if rec and rec["active"]:
-            live_range = {f"{d}:{b}" for d in LIVE_RANGE_KEYS if (current["spec"].get(d) or {}).get("start") for b in ("start", "end")}
-            self.restart_keys = sorted(k for k in changes if k in RESTART_KEYS and k not in live_range)
+            live_range = {
+                f"{d}:{b}"
+                for d in LIVE_RANGE_KEYS
+                if (current["spec"].get(d) or {}).get("start")
+                for b in ("start", "end")
+            }
+            self.restart_keys = sorted(
+                k for k in changes if k in RESTART_KEYS and k not in live_range
+            )
         self.attached = []
         if self.restart_keys and not self._verifying:
             self.attached = attached_vms(self.session, self.name, rec["xml"])
@@ -544,9 +624,13 @@ class NetworkResource(plan.Resource):
                 return
             rec = current["record"]
             net = conn.networkLookupByName(self.name)
-            xml_changes = [k for k in changes if k not in ("active", "autostart", "xml", "persistent")]
+            xml_changes = [
+                k for k in changes if k not in ("active", "autostart", "xml", "persistent")
+            ]
             live_only = bool(xml_changes) and rec["active"] and not self.restart_keys
-            if ("xml" in changes or "persistent" in changes) and not (live_only and rec["persistent"]):
+            if ("xml" in changes or "persistent" in changes) and not (
+                live_only and rec["persistent"]
+            ):
                 net = conn.networkDefineXML(self.desired_xml)
             if live_only:
                 # DHCP hosts / range only: live, and in the definition when it differs there too
@@ -571,7 +655,9 @@ class NetworkResource(plan.Resource):
     def _update_dhcp(self, net, rec, changes, config=True):
         """Change the DHCP range and add and remove static hosts live (and in the persistent definition)."""
         lv = _lv()
-        flags = lv.VIR_NETWORK_UPDATE_AFFECT_LIVE | (lv.VIR_NETWORK_UPDATE_AFFECT_CONFIG if config else 0)
+        flags = lv.VIR_NETWORK_UPDATE_AFFECT_LIVE | (
+            lv.VIR_NETWORK_UPDATE_AFFECT_CONFIG if config else 0
+        )
         live = netxml.Network(rec["xml"])
         for dkey, version in LIVE_RANGE_KEYS.items():
             if f"{dkey}:start" not in changes and f"{dkey}:end" not in changes:
@@ -580,8 +666,20 @@ class NetworkResource(plan.Resource):
             old_range = live.ip(version).find("dhcp/range")
             want = {"start": self.spec[dkey]["start"], "end": self.spec[dkey]["end"]}
             self._touched_live = True
-            net.update(lv.VIR_NETWORK_UPDATE_COMMAND_DELETE, lv.VIR_NETWORK_SECTION_IP_DHCP_RANGE, index, netxml.range_xml(old_range.attrib), flags)
-            net.update(lv.VIR_NETWORK_UPDATE_COMMAND_ADD_FIRST, lv.VIR_NETWORK_SECTION_IP_DHCP_RANGE, index, netxml.range_xml(want), flags)
+            net.update(
+                lv.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                lv.VIR_NETWORK_SECTION_IP_DHCP_RANGE,
+                index,
+                netxml.range_xml(old_range.attrib),
+                flags,
+            )
+            net.update(
+                lv.VIR_NETWORK_UPDATE_COMMAND_ADD_FIRST,
+                lv.VIR_NETWORK_SECTION_IP_DHCP_RANGE,
+                index,
+                netxml.range_xml(want),
+                flags,
+            )
         for key, (version, _pkey) in LIVE_HOST_KEYS.items():
             if key not in changes:
                 continue
@@ -591,18 +689,34 @@ class NetworkResource(plan.Resource):
             for tup, host in old.items():
                 if tup not in new:
                     self._touched_live = True
-                    net.update(lv.VIR_NETWORK_UPDATE_COMMAND_DELETE, lv.VIR_NETWORK_SECTION_IP_DHCP_HOST, index, netxml.host_xml(host), flags)
+                    net.update(
+                        lv.VIR_NETWORK_UPDATE_COMMAND_DELETE,
+                        lv.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                        index,
+                        netxml.host_xml(host),
+                        flags,
+                    )
             for tup, host in new.items():
                 if tup not in old:
                     self._touched_live = True
-                    net.update(lv.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST, lv.VIR_NETWORK_SECTION_IP_DHCP_HOST, index, netxml.host_xml(host), flags)
+                    net.update(
+                        lv.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
+                        lv.VIR_NETWORK_SECTION_IP_DHCP_HOST,
+                        index,
+                        netxml.host_xml(host),
+                        flags,
+                    )
 
     def _replug(self, bridge):
         """Put the taps of running VMs on this network back on its bridge after a restart."""
         if not bridge or not _is_bridge(bridge):
             return []
         self.session.invalidate(MEMO_DOMAINS)
-        taps = [i["tap"] for i in vm_interfaces(self.session, self.name, self.desired_xml) if i["running"] and i["tap"]]
+        taps = [
+            i["tap"]
+            for i in vm_interfaces(self.session, self.name, self.desired_xml)
+            if i["running"] and i["tap"]
+        ]
         moved = []
         if not taps:
             return moved
@@ -621,7 +735,9 @@ class NetworkResource(plan.Resource):
                         ipr.link("set", index=idx[0], state="up")
                         moved.append(tap)
         except Exception as exc:  # pylint: disable=broad-except
-            raise KvmError(f"network '{self.name}' restarted, but putting the VM taps back on {bridge} failed: {exc}") from None
+            raise KvmError(
+                f"network '{self.name}' restarted, but putting the VM taps back on {bridge} failed: {exc}"
+            ) from None
         if moved:
             log.info("network %s: reconnected taps %s to %s", self.name, ", ".join(moved), bridge)
         return moved
@@ -692,7 +808,9 @@ def absent(session, name, force=False, test=False):
     def guard(_current):
         vms = attached_vms(session, name)
         if vms and not force:
-            raise Refused(f"running VMs are attached ({', '.join(vms)}) and would lose their link; set force: True to remove it anyway")
+            raise Refused(
+                f"running VMs are attached ({', '.join(vms)}) and would lose their link; set force: True to remove it anyway"
+            )
 
     def remove(_current):
         _remove(session, name)

@@ -59,7 +59,17 @@ DETAIL = "show"
 XML = "dumpxml"
 
 #: functions shown as ``FIELD VALUE`` lines
-SHOW_FUNCTIONS = frozenset(("pool_show", "volume_show", "network_show", "bridge_show", "snapshot_show", "vm_show", "host_info"))
+SHOW_FUNCTIONS = frozenset(
+    (
+        "pool_show",
+        "volume_show",
+        "network_show",
+        "bridge_show",
+        "snapshot_show",
+        "vm_show",
+        "host_info",
+    )
+)
 #: functions whose return is raw XML text
 XML_FUNCTIONS = frozenset(("pool_dumpxml", "volume_dumpxml", "network_dumpxml"))
 
@@ -101,7 +111,7 @@ def _fun_kind(fun):
     ``kvm.pool_dumpxml`` -> ``dumpxml`` (one of ours), else None."""
     if not isinstance(fun, str) or not fun.startswith("kvm."):
         return None
-    name = fun[len("kvm."):]
+    name = fun[len("kvm.") :]
     if name in SHOW_FUNCTIONS:
         return DETAIL
     if name in XML_FUNCTIONS:
@@ -131,7 +141,9 @@ def fits(kind, data):
 
 
 def _is_bridge(item):
-    return isinstance(item, dict) and _BRIDGE_KEYS <= item.keys() and isinstance(item["ports"], list)
+    return (
+        isinstance(item, dict) and _BRIDGE_KEYS <= item.keys() and isinstance(item["ports"], list)
+    )
 
 
 def _is_snapshot(item):
@@ -178,7 +190,9 @@ def is_state_return(data):
     found = False
     for ret in data.values():
         if isinstance(ret, dict) and ret:
-            if not all(isinstance(k, str) and "_|-" in k and isinstance(v, dict) for k, v in ret.items()):
+            if not all(
+                isinstance(k, str) and "_|-" in k and isinstance(v, dict) for k, v in ret.items()
+            ):
                 return False
             found = True
     return found
@@ -245,7 +259,9 @@ def _stacked(head, *lists):
     for i in range(max(1, *(len(items) for items in lists))):
         first = i == 0
         cells = list(head) if first else [""] * len(head)
-        rows.append(cells + [items[i] if i < len(items) else ("-" if first else "") for items in lists])
+        rows.append(
+            cells + [items[i] if i < len(items) else ("-" if first else "") for items in lists]
+        )
     return rows
 
 
@@ -256,9 +272,16 @@ def bridge_lines(bridges, color=False):
     rows = []
     for bridge in sorted(bridges, key=lambda b: str(b.get("name"))):
         vms = bridge.get("vms") or {}
-        ports = [_port({"name": p, "vm": vms.get(p)} if isinstance(p, str) else p) for p in bridge.get("ports") or []]
+        ports = [
+            _port({"name": p, "vm": vms.get(p)} if isinstance(p, str) else p)
+            for p in bridge.get("ports") or []
+        ]
         addresses = [str(a) for a in bridge.get("addresses") or []]
-        rows += _stacked([(bridge["name"], "cyan"), bridge.get("id") or "-", _yes_no(bridge.get("stp"))], ports, addresses)
+        rows += _stacked(
+            [(bridge["name"], "cyan"), bridge.get("id") or "-", _yes_no(bridge.get("stp"))],
+            ports,
+            addresses,
+        )
     return table(["BRIDGE", "ID", "STP", "PORTS", "ADDRESSES"], rows, color)
 
 
@@ -278,7 +301,9 @@ def pool_lines(pools, color=False):
     rows = []
     for name in sorted(pools, key=str):
         pool = pools[name]
-        running = pool.get("state") == "running" or (pool.get("active") and pool.get("state") is None)
+        running = pool.get("state") == "running" or (
+            pool.get("active") and pool.get("state") is None
+        )
         # an inactive pool's sizes are libvirt's leftovers (usually 0): not shown
         known = running or bool(pool.get("capacity"))
         rows.append(
@@ -294,7 +319,17 @@ def pool_lines(pools, color=False):
                 pool.get("target") or "-",
             ]
         )
-    headers = ["POOL", "TYPE", "STATE", "AUTOSTART", "CAPACITY", "ALLOCATION", "AVAILABLE", "USED", "TARGET"]
+    headers = [
+        "POOL",
+        "TYPE",
+        "STATE",
+        "AUTOSTART",
+        "CAPACITY",
+        "ALLOCATION",
+        "AVAILABLE",
+        "USED",
+        "TARGET",
+    ]
     return table(headers, rows, color, right=(4, 5, 6, 7))
 
 
@@ -400,7 +435,10 @@ def _vm_disk(disk):
 
 
 def _vm_nic(nic):
-    parts = [nic.get("bridge") or nic.get("network") or nic.get("type") or "?", nic.get("mac") or ""]
+    parts = [
+        nic.get("bridge") or nic.get("network") or nic.get("type") or "?",
+        nic.get("mac") or "",
+    ]
     parts.extend(nic.get("ip") or [])
     return " ".join(p for p in parts if p)
 
@@ -415,9 +453,17 @@ def vm_lines(vms, color=False):
         state = vm.get("state")
         disks = [_vm_disk(d) for d in vm.get("disks") or []]
         nics = [_vm_nic(n) for n in vm.get("nics") or []]
-        head = [(name, "cyan"), (_text(state), "green" if state == "running" else "yellow"), _yes_no(vm.get("autostart")), _text(vm.get("vcpus")), _size(vm.get("memory"))]
+        head = [
+            (name, "cyan"),
+            (_text(state), "green" if state == "running" else "yellow"),
+            _yes_no(vm.get("autostart")),
+            _text(vm.get("vcpus")),
+            _size(vm.get("memory")),
+        ]
         rows += _stacked(head, disks, nics)
-    return table(["VM", "STATE", "AUTOSTART", "VCPUS", "MEMORY", "DISKS", "NICS"], rows, color, right=(3, 4))
+    return table(
+        ["VM", "STATE", "AUTOSTART", "VCPUS", "MEMORY", "DISKS", "NICS"], rows, color, right=(3, 4)
+    )
 
 
 def snapshot_list_lines(snapshots, color=False):
@@ -438,7 +484,9 @@ def snapshot_list_lines(snapshots, color=False):
                 ("<- current", "green") if current else "",
             ]
         )
-    return table(["SNAPSHOT", "KIND", "STATE", "MEMORY", "CREATED (UTC)", "PARENT", ""], rows, color)
+    return table(
+        ["SNAPSHOT", "KIND", "STATE", "MEMORY", "CREATED (UTC)", "PARENT", ""], rows, color
+    )
 
 
 def _generic_table(records, color=False, first=None):
@@ -479,7 +527,10 @@ def _value(key, value):
         return ", ".join(str(v) for v in value) if value else "-"
     if isinstance(value, dict) and all(not isinstance(v, (dict, list)) for v in value.values()):
         if key in _SIZE_PARENTS:
-            value = {k: _size(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in value.items()}
+            value = {
+                k: _size(v) if isinstance(v, int) and not isinstance(v, bool) else v
+                for k, v in value.items()
+            }
         return ", ".join(f"{k}={_text(v)}" for k, v in value.items()) if value else "-"
     return _text(value)
 
@@ -499,7 +550,11 @@ def detail_lines(data, color=False):
             xml = value
         elif isinstance(value, list) and value and _records(value):
             extra.append((key, _generic_table(value, color)))
-        elif isinstance(value, dict) and value and any(isinstance(v, (dict, list)) and v for v in value.values()):
+        elif (
+            isinstance(value, dict)
+            and value
+            and any(isinstance(v, (dict, list)) and v for v in value.values())
+        ):
             if all(isinstance(v, dict) for v in value.values()):
                 records = [dict({"name": k}, **v) for k, v in value.items()]
                 extra.append((key, _generic_table(records, color, first="name")))
@@ -508,7 +563,18 @@ def detail_lines(data, color=False):
         elif isinstance(value, dict) and len(value) > 3:
             # a longer flat mapping (a host's cpu, memory, paths): its own block
             sizes = key in _SIZE_PARENTS
-            extra.append((key, detail_lines({k: (_size(v) if sizes and isinstance(v, int) else v) for k, v in value.items()}, color)))
+            extra.append(
+                (
+                    key,
+                    detail_lines(
+                        {
+                            k: (_size(v) if sizes and isinstance(v, int) else v)
+                            for k, v in value.items()
+                        },
+                        color,
+                    ),
+                )
+            )
         else:
             rows.append([(str(key), "cyan"), _value(key, value)])
     lines = table(["FIELD", "VALUE"], rows, color)
@@ -569,7 +635,9 @@ def render(data, color=False, fun=None, fallback=None):
     if wrapped and kind is not None and any(fits(kind, ret) for ret in data.values()):
         blocks = []
         for minion, ret in data.items():
-            blocks.append(_block(minion, kind, ret, color) if fits(kind, ret) else fallback({minion: ret}))
+            blocks.append(
+                _block(minion, kind, ret, color) if fits(kind, ret) else fallback({minion: ret})
+            )
         return "\n".join(blocks)
     if not wrapped:
         bare = shape(data, fun)

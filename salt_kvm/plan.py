@@ -125,7 +125,7 @@ class Resource:
     def summary(self, changes, test):
         """Comment for a run that changes something: created (with the keys
         set), else changed (the keys changed)."""
-        verb = ("would be" if test else ("were" if self.plural else "was"))
+        verb = "would be" if test else ("were" if self.plural else "was")
         if not self.existed:
             keys = ", ".join(sorted(k for k in changes if k != self.presence_key))
             return f"{self.what} {verb} created" + (f" ({keys})" if keys else "")
@@ -148,7 +148,9 @@ def ensure(name, resource, test=False):
         return state_return(name, False, comment=f"{what}: {exc}")
 
     if not changes:
-        return state_return(name, True, comment=f"{what} {'are' if resource.plural else 'is'} already as declared")
+        return state_return(
+            name, True, comment=f"{what} {'are' if resource.plural else 'is'} already as declared"
+        )
     if test:
         return state_return(name, None, changes, resource.summary(changes, True))
 
@@ -163,7 +165,9 @@ def ensure(name, resource, test=False):
         log.debug("unexpected error applying %s", what, exc_info=True)
         return _failed(name, resource, current, changes, f"unexpected error: {exc}")
     if remaining:
-        keys = ", ".join(f"{k} is {v['old']!r}, declared {v['new']!r}" for k, v in remaining.items())
+        keys = ", ".join(
+            f"{k} is {v['old']!r}, declared {v['new']!r}" for k, v in remaining.items()
+        )
         return _failed(name, resource, current, changes, f"verify after apply failed: {keys}")
     return state_return(name, True, changes, resource.summary(changes, False))
 

@@ -97,7 +97,18 @@ class Reporter:
     clone's allocation can reach the source's before the copy ends).
     """
 
-    def __init__(self, operation, what, total=None, progress=None, fields=None, interval=None, logger=None, clock=time.monotonic, cap=100):
+    def __init__(
+        self,
+        operation,
+        what,
+        total=None,
+        progress=None,
+        fields=None,
+        interval=None,
+        logger=None,
+        clock=time.monotonic,
+        cap=100,
+    ):
         self.operation = operation
         self.what = what
         self.total = total
@@ -199,7 +210,9 @@ class Reporter:
         stage, pct, done, total = data["stage"], data["percent"], data["bytes"], data["total"]
         if stage == START:
             seen = f"{_size(done)} of " if done and total is not None else ""
-            return f"{self.what}: started" + (f" ({seen}{_size(total)})" if total is not None else "")
+            return f"{self.what}: started" + (
+                f" ({seen}{_size(total)})" if total is not None else ""
+            )
         parts = []
         if done is not None:
             parts.append(f"{_size(done)} of {_size(total)}" if total is not None else _size(done))
@@ -340,7 +353,12 @@ def tag(operation):
 
 def _has_master(opts):
     master = opts.get("master")
-    return bool(master) and opts.get("file_client") != "local" and not opts.get("local") and opts.get("master_type") != "disable"
+    return (
+        bool(master)
+        and opts.get("file_client") != "local"
+        and not opts.get("local")
+        and opts.get("master_type") != "disable"
+    )
 
 
 def _local_bus(opts):
@@ -350,7 +368,9 @@ def _local_bus(opts):
     if opts.get("ipc_mode", "ipc") != "ipc":
         return True
     sock_dir = opts.get("sock_dir")
-    return bool(sock_dir) and bool(glob.glob(os.path.join(glob.escape(str(sock_dir)), "minion_event_*_pull.ipc")))
+    return bool(sock_dir) and bool(
+        glob.glob(os.path.join(glob.escape(str(sock_dir)), "minion_event_*_pull.ipc"))
+    )
 
 
 class SaltEvents:
@@ -368,7 +388,9 @@ class SaltEvents:
         self.master = _has_master(opts)
         self.enabled = self.master or _local_bus(opts)
         if not self.enabled:
-            log.debug("no minion event bus in %s: progress goes to the log only", opts.get("sock_dir"))
+            log.debug(
+                "no minion event bus in %s: progress goes to the log only", opts.get("sock_dir")
+            )
 
     def __call__(self, data):
         if not self.enabled:
@@ -383,7 +405,10 @@ class SaltEvents:
             log.debug("could not send the progress event %s", event_tag, exc_info=True)
             sent = False
         if sent is False:
-            log.debug("the progress event %s was not sent; no more progress events for this operation", event_tag)
+            log.debug(
+                "the progress event %s was not sent; no more progress events for this operation",
+                event_tag,
+            )
             self.enabled = False
 
 

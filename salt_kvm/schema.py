@@ -73,7 +73,12 @@ class Int(Field):
             else:
                 errors.add(path, f"{_show(value)} is not a whole number")
                 return _INVALID
-        if self.minimum is not None and value < self.minimum or self.maximum is not None and value > self.maximum:
+        if (
+            self.minimum is not None
+            and value < self.minimum
+            or self.maximum is not None
+            and value > self.maximum
+        ):
             errors.add(path, f"{_show(value)} is out of range {self.minimum}-{self.maximum}")
             return _INVALID
         return value
@@ -86,8 +91,10 @@ class Number(Int):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             errors.add(path, f"{_show(value)} is not a number")
             return _INVALID
-        if value != value or (self.minimum is not None and value < self.minimum) or (
-            self.maximum is not None and value > self.maximum
+        if (
+            value != value
+            or (self.minimum is not None and value < self.minimum)
+            or (self.maximum is not None and value > self.maximum)
         ):
             errors.add(path, f"{value} is out of range {self.minimum}-{self.maximum}")
             return _INVALID
@@ -123,7 +130,10 @@ class Secret(Str):
         found = Errors()
         result = super().check(value, path, found)
         if found:
-            errors.add(path, f"is not a valid secret (a string of {self.min_len}-{self.max_len} characters; the value is not shown)")
+            errors.add(
+                path,
+                f"is not a valid secret (a string of {self.min_len}-{self.max_len} characters; the value is not shown)",
+            )
         return result
 
 
@@ -134,7 +144,12 @@ class Enum(Field):
 
     def check(self, value, path, errors):
         # compare by type too: 1, 0 and 1.0 are not the choices True / False
-        if any(c is value if isinstance(c, bool) or isinstance(value, bool) else type(c) is type(value) and c == value for c in self.choices):
+        if any(
+            c is value
+            if isinstance(c, bool) or isinstance(value, bool)
+            else type(c) is type(value) and c == value
+            for c in self.choices
+        ):
             return value
         hint = _suggest(value, [c for c in self.choices if isinstance(c, str)])
         allowed = ", ".join(str(c) for c in self.choices)
@@ -171,7 +186,10 @@ class Address(Field):
         try:
             addr = ipaddress.ip_address(value if isinstance(value, str) else "")
         except ValueError:
-            errors.add(path, f"{_show(value)} is not an IP{'v%d' % self.version if self.version else ''} address")
+            errors.add(
+                path,
+                f"{_show(value)} is not an IP{'v%d' % self.version if self.version else ''} address",
+            )
             return _INVALID
         if self.version and addr.version != self.version:
             errors.add(path, f"{_show(value)} is not an IPv{self.version} address")
@@ -184,7 +202,9 @@ class Interface(Address):
 
     def check(self, value, path, errors):
         if not isinstance(value, str) or "/" not in value:
-            errors.add(path, f"{_show(value)} is not an address with a prefix length (like 192.0.2.10/24)")
+            errors.add(
+                path, f"{_show(value)} is not an address with a prefix length (like 192.0.2.10/24)"
+            )
             return _INVALID
         try:
             iface = ipaddress.ip_interface(value)
@@ -380,9 +400,17 @@ def describe(record, docs):
 
 #: Linux interface names: at most 15 bytes, no '/', ':' or whitespace (the kernel's dev_valid_name),
 #: and not starting with '.' or '-' (never read as a path or an option)
-IFNAME = Str(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,14}", max_len=15, what="an interface name (15 characters of A-Z a-z 0-9 _ . + -, not starting with . or -)")
+IFNAME = Str(
+    r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,14}",
+    max_len=15,
+    what="an interface name (15 characters of A-Z a-z 0-9 _ . + -, not starting with . or -)",
+)
 #: libvirt object names (networks, pools, VMs)
-OBJNAME = Str(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*", max_len=64, what="a name (letters, digits, _ . + -, not starting with . or -)")
+OBJNAME = Str(
+    r"[A-Za-z0-9_][A-Za-z0-9_.+-]*",
+    max_len=64,
+    what="a name (letters, digits, _ . + -, not starting with . or -)",
+)
 #: volume names: a file in the pool, never a path
 VOLNAME = Str(
     r"(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.+:@-]*",
@@ -392,10 +420,28 @@ VOLNAME = Str(
 ABSPATH = Str(r"/(?!.*(^|/)\.\.(/|$))[^\0\n]*", max_len=4096, what="an absolute path without '..'")
 #: a TCP/UDP port, 1-65535
 _PORT = r"(6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3})"
-HOSTNAME = Str(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:" + _PORT + r")?|\[[0-9a-fA-F:]+\](:" + _PORT + r")?", max_len=253, what="a host name or address, optionally with :port (1-65535)")
-SNAPNAME = Str(r"[A-Za-z0-9_][A-Za-z0-9_.:+@-]*", max_len=128, what="a snapshot name (letters, digits, _ . : + @ -)")
-PREFIX = Str(r"[A-Za-z0-9_][A-Za-z0-9_.:+@-]*", max_len=64, what="a name prefix (letters, digits, _ . : + @ -)")
+HOSTNAME = Str(
+    r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:"
+    + _PORT
+    + r")?|\[[0-9a-fA-F:]+\](:"
+    + _PORT
+    + r")?",
+    max_len=253,
+    what="a host name or address, optionally with :port (1-65535)",
+)
+SNAPNAME = Str(
+    r"[A-Za-z0-9_][A-Za-z0-9_.:+@-]*",
+    max_len=128,
+    what="a snapshot name (letters, digits, _ . : + @ -)",
+)
+PREFIX = Str(
+    r"[A-Za-z0-9_][A-Za-z0-9_.:+@-]*",
+    max_len=64,
+    what="a name prefix (letters, digits, _ . : + @ -)",
+)
 SHA256 = Str(r"[0-9a-fA-F]{64}", max_len=64, what="a sha256 hex digest (64 hex digits)")
+
+
 class UrlOrPath(Str):
     """A path or an http(s) URL, which may carry a password (``user:pw@host``):
     an error shows the URL with its userinfo as ``***``."""
@@ -410,16 +456,23 @@ class UrlOrPath(Str):
         return result
 
 
-URL_OR_PATH = UrlOrPath(r"(https?://[^\s]+|/(?!.*(^|/)\.\.(/|$))[^\0\n]*)", max_len=4096, what="an absolute path or an http(s) URL")
+URL_OR_PATH = UrlOrPath(
+    r"(https?://[^\s]+|/(?!.*(^|/)\.\.(/|$))[^\0\n]*)",
+    max_len=4096,
+    what="an absolute path or an http(s) URL",
+)
 
 
 # --- bridges ---------------------------------------------------------------
+
 
 def _check_port_vlans(rec, path, errors):
     both = sorted(set(rec.get("tagged", [])) & set(rec.get("untagged", [])))
     if both:
         shown = ", ".join(str(v) for v in both[:5]) + (" ..." if len(both) > 5 else "")
-        errors.add(_join(path, "untagged"), f"VLAN {shown} is both tagged and untagged on this port")
+        errors.add(
+            _join(path, "untagged"), f"VLAN {shown} is both tagged and untagged on this port"
+        )
 
 
 PORT_VLANS = Record(
@@ -430,11 +483,14 @@ PORT_VLANS = Record(
     },
     check_all=_check_port_vlans,
 )
-describe(PORT_VLANS, {
-    "pvid": "The port VLAN id: untagged frames arriving on the port join this VLAN. It is egress-untagged unless it is also listed under ``tagged``.",
-    "untagged": "VLANs sent out of the port untagged: ids or ranges (``[300, 400-410]``).",
-    "tagged": "VLANs carried tagged on the port (a trunk): ids or ranges (``[100-110, 200]``).",
-})
+describe(
+    PORT_VLANS,
+    {
+        "pvid": "The port VLAN id: untagged frames arriving on the port join this VLAN. It is egress-untagged unless it is also listed under ``tagged``.",
+        "untagged": "VLANs sent out of the port untagged: ids or ranges (``[300, 400-410]``).",
+        "tagged": "VLANs carried tagged on the port (a trunk): ids or ranges (``[100-110, 200]``).",
+    },
+)
 
 PORT = Record(
     {
@@ -447,13 +503,16 @@ PORT = Record(
     required=("name",),
     shorthand="name",
 )
-describe(PORT, {
-    "name": "The port: an existing link (``eno1``) or a VLAN sub-interface ``PARENT.VID`` (``eno1.300``), created when missing.",
-    "cost": "STP path cost of the port.",
-    "priority": "STP priority of the port.",
-    "hairpin": "Hairpin mode: frames may leave through the port they came in on (reflective relay).",
-    "vlans": "The port's VLANs ``{pvid, untagged, tagged}``; needs ``vlan_filtering: true``. The declared set is exact.",
-})
+describe(
+    PORT,
+    {
+        "name": "The port: an existing link (``eno1``) or a VLAN sub-interface ``PARENT.VID`` (``eno1.300``), created when missing.",
+        "cost": "STP path cost of the port.",
+        "priority": "STP priority of the port.",
+        "hairpin": "Hairpin mode: frames may leave through the port they came in on (reflective relay).",
+        "vlans": "The port's VLANs ``{pvid, untagged, tagged}``; needs ``vlan_filtering: true``. The declared set is exact.",
+    },
+)
 
 
 class Ports(Field):
@@ -486,7 +545,10 @@ def _check_route(rec, path, errors):
         version = 4 if rec["to"] == "default" else ipaddress.ip_network(rec["to"]).version
         if ipaddress.ip_address(via).version != version:
             hint = " (write to: ::/0 for an IPv6 default route)" if rec["to"] == "default" else ""
-            errors.add(_join(path, "via"), f"{via} is not an IPv{version} address like the destination {rec['to']}{hint}")
+            errors.add(
+                _join(path, "via"),
+                f"{via} is not an IPv{version} address like the destination {rec['to']}{hint}",
+            )
 
 
 ROUTE = Record(
@@ -494,11 +556,14 @@ ROUTE = Record(
     required=("to",),
     check_all=_check_route,
 )
-describe(ROUTE, {
-    "to": "The destination network (``203.0.113.0/24``), or ``default`` (IPv4's 0.0.0.0/0; write ``::/0`` for an IPv6 default route).",
-    "via": "The gateway, of the same IP version as ``to``.",
-    "metric": ("The route's metric.", "the kernel's: none for IPv4, 1024 for IPv6"),
-})
+describe(
+    ROUTE,
+    {
+        "to": "The destination network (``203.0.113.0/24``), or ``default`` (IPv4's 0.0.0.0/0; write ``::/0`` for an IPv6 default route).",
+        "via": "The gateway, of the same IP version as ``to``.",
+        "metric": ("The route's metric.", "the kernel's: none for IPv4, 1024 for IPv6"),
+    },
+)
 
 PROBE = Record(
     {
@@ -507,11 +572,14 @@ PROBE = Record(
         "timeout": Duration(),
     }
 )
-describe(PROBE, {
-    "ping": "An address that must answer an ICMP echo (the gateway, say).",
-    "tcp": "``host:port`` that must accept a TCP connection (the Salt master's ``salt.example.net:4506``, say).",
-    "timeout": ("The total time the probe may take before the change is rolled back.", "10s"),
-})
+describe(
+    PROBE,
+    {
+        "ping": "An address that must answer an ICMP echo (the gateway, say).",
+        "tcp": "``host:port`` that must accept a TCP connection (the Salt master's ``salt.example.net:4506``, say).",
+        "timeout": ("The total time the probe may take before the change is rolled back.", "10s"),
+    },
+)
 
 
 def _check_bridge(rec, path, errors):
@@ -525,7 +593,9 @@ def _check_bridge(rec, path, errors):
     if rec.get("stp"):
         for key, (lo, hi) in stp_timers.items():
             if key in rec and not lo <= rec[key] <= hi:
-                errors.add(_join(path, key), f"{rec[key]} is out of range {lo}-{hi} while stp is on")
+                errors.add(
+                    _join(path, key), f"{rec[key]} is out of range {lo}-{hi} while stp is on"
+                )
 
 
 BRIDGE = Record(
@@ -553,44 +623,84 @@ BRIDGE = Record(
     },
     check_all=_check_bridge,
 )
-describe(BRIDGE, {
-    "ports": "The bridge's ports: a list of names or of mappings ``{name, cost, priority, hairpin, vlans}``, or a mapping of names to those settings. A port holding the host's addresses hands them (with its routes and MAC) to the bridge, then the probe runs. Only declared ports are managed: the taps of VMs are never removed.",
-    "stp": "Spanning Tree Protocol on the bridge.",
-    "forward_delay": "STP forward delay in seconds: 2-30 while ``stp`` is on; ``0`` forwards at once without STP.",
-    "hello_time": "STP hello time in seconds (1-10).",
-    "max_age": "STP max age in seconds (6-40).",
-    "ageing_time": "Seconds a learned MAC address stays in the bridge's forwarding database.",
-    "priority": "Bridge priority for the STP root election (lower wins).",
-    "vlan_filtering": "Make the bridge VLAN-aware (needed for the ports' ``vlans``).",
-    "default_pvid": "The PVID a new port of a VLAN-aware bridge gets (0: none).",
-    "mcast_snooping": "IGMP/MLD snooping.",
-    "mtu": "The bridge's MTU; ports with a smaller MTU are raised to it.",
-    "mac": ("The bridge's MAC address.", "the uplink's MAC when addresses move to the bridge, else the kernel's choice"),
-    "addresses": ("The bridge's IPv4 and IPv6 addresses with prefix (``192.0.2.10/24``); when given, the list is exact.", "what the bridge has plus what moved from an uplink"),
-    "gateway": ("The IPv4 default gateway through the bridge.", "the one moved from an uplink, if any"),
-    "gateway6": ("The IPv6 default gateway through the bridge.", "the one moved from an uplink, if any"),
-    "routes": "Extra routes ``{to, via, metric}``; when given, the list is exact.",
-    "persist": ("Write the host's own network configuration so the bridge survives a reboot; ``auto`` picks the network manager in use.", "none"),
-    "probe": ("What must still answer after a risky change (moving an uplink, changing a gateway); if it does not, everything is put back as it was.", "ping the gateway, and connect to the Salt master when it is reached through the moving uplink"),
-    "absent": ("Remove the bridge (``kvm.bridge_absent``).", "false"),
-    "force": ("With ``absent``: remove the bridge even with VM taps attached or the host's addresses on it.", "false"),
-})
+describe(
+    BRIDGE,
+    {
+        "ports": "The bridge's ports: a list of names or of mappings ``{name, cost, priority, hairpin, vlans}``, or a mapping of names to those settings. A port holding the host's addresses hands them (with its routes and MAC) to the bridge, then the probe runs. Only declared ports are managed: the taps of VMs are never removed.",
+        "stp": "Spanning Tree Protocol on the bridge.",
+        "forward_delay": "STP forward delay in seconds: 2-30 while ``stp`` is on; ``0`` forwards at once without STP.",
+        "hello_time": "STP hello time in seconds (1-10).",
+        "max_age": "STP max age in seconds (6-40).",
+        "ageing_time": "Seconds a learned MAC address stays in the bridge's forwarding database.",
+        "priority": "Bridge priority for the STP root election (lower wins).",
+        "vlan_filtering": "Make the bridge VLAN-aware (needed for the ports' ``vlans``).",
+        "default_pvid": "The PVID a new port of a VLAN-aware bridge gets (0: none).",
+        "mcast_snooping": "IGMP/MLD snooping.",
+        "mtu": "The bridge's MTU; ports with a smaller MTU are raised to it.",
+        "mac": (
+            "The bridge's MAC address.",
+            "the uplink's MAC when addresses move to the bridge, else the kernel's choice",
+        ),
+        "addresses": (
+            "The bridge's IPv4 and IPv6 addresses with prefix (``192.0.2.10/24``); when given, the list is exact.",
+            "what the bridge has plus what moved from an uplink",
+        ),
+        "gateway": (
+            "The IPv4 default gateway through the bridge.",
+            "the one moved from an uplink, if any",
+        ),
+        "gateway6": (
+            "The IPv6 default gateway through the bridge.",
+            "the one moved from an uplink, if any",
+        ),
+        "routes": "Extra routes ``{to, via, metric}``; when given, the list is exact.",
+        "persist": (
+            "Write the host's own network configuration so the bridge survives a reboot; ``auto`` picks the network manager in use.",
+            "none",
+        ),
+        "probe": (
+            "What must still answer after a risky change (moving an uplink, changing a gateway); if it does not, everything is put back as it was.",
+            "ping the gateway, and connect to the Salt master when it is reached through the moving uplink",
+        ),
+        "absent": ("Remove the bridge (``kvm.bridge_absent``).", "false"),
+        "force": (
+            "With ``absent``: remove the bridge even with VM taps attached or the host's addresses on it.",
+            "false",
+        ),
+    },
+)
 
 
 # --- libvirt networks ------------------------------------------------------
 
-DHCP_HOST = Record({"mac": Mac(), "ip": Address(), "name": Str(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", max_len=63, what="a host name")}, required=("ip",))
+DHCP_HOST = Record(
+    {
+        "mac": Mac(),
+        "ip": Address(),
+        "name": Str(r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?", max_len=63, what="a host name"),
+    },
+    required=("ip",),
+)
 DHCP = Record({"start": Address(), "end": Address(), "hosts": List(DHCP_HOST)})
-describe(DHCP_HOST, {
-    "mac": "The MAC of the VM's NIC (IPv4 only; an IPv4 host needs ``mac`` or ``name``).",
-    "ip": "The address the host gets, inside the network.",
-    "name": "The host's name (an IPv6 host is identified by its name).",
-})
-describe(DHCP, {
-    "start": "The first address of the DHCP range (inside the network; give ``end`` too).",
-    "end": "The last address of the DHCP range.",
-    "hosts": ("Static hosts ``{mac, ip, name}``, changed live; when given, the list is exact.", "the static hosts are left as they are"),
-})
+describe(
+    DHCP_HOST,
+    {
+        "mac": "The MAC of the VM's NIC (IPv4 only; an IPv4 host needs ``mac`` or ``name``).",
+        "ip": "The address the host gets, inside the network.",
+        "name": "The host's name (an IPv6 host is identified by its name).",
+    },
+)
+describe(
+    DHCP,
+    {
+        "start": "The first address of the DHCP range (inside the network; give ``end`` too).",
+        "end": "The last address of the DHCP range.",
+        "hosts": (
+            "Static hosts ``{mac, ip, name}``, changed live; when given, the list is exact.",
+            "the static hosts are left as they are",
+        ),
+    },
+)
 
 
 def _check_dhcp(rec, addr_key, dhcp_key, path, errors):
@@ -599,7 +709,9 @@ def _check_dhcp(rec, addr_key, dhcp_key, path, errors):
         return
     address = rec.get(addr_key)
     if not address:
-        errors.add(_join(path, dhcp_key), f"needs {addr_key} (the network's own address and prefix)")
+        errors.add(
+            _join(path, dhcp_key), f"needs {addr_key} (the network's own address and prefix)"
+        )
         return
     net = ipaddress.ip_interface(address).network
     start, end = dhcp.get("start"), dhcp.get("end")
@@ -609,9 +721,13 @@ def _check_dhcp(rec, addr_key, dhcp_key, path, errors):
     if start:
         for key in ("start", "end"):
             if ipaddress.ip_address(dhcp[key]) not in net:
-                errors.add(_join(_join(path, dhcp_key), key), f"{dhcp[key]} is outside the network {net}")
+                errors.add(
+                    _join(_join(path, dhcp_key), key), f"{dhcp[key]} is outside the network {net}"
+                )
         if ipaddress.ip_address(start).version != ipaddress.ip_address(end).version:
-            errors.add(_join(path, dhcp_key), f"start {start} and end {end} are not of the same IP version")
+            errors.add(
+                _join(path, dhcp_key), f"start {start} and end {end} are not of the same IP version"
+            )
         elif ipaddress.ip_address(start) > ipaddress.ip_address(end):
             errors.add(_join(path, dhcp_key), f"start {start} is after end {end}")
     seen_ip, seen_mac = {}, {}
@@ -620,11 +736,16 @@ def _check_dhcp(rec, addr_key, dhcp_key, path, errors):
         if ipaddress.ip_address(host["ip"]) not in net:
             errors.add(_join(hpath, "ip"), f"{host['ip']} is outside the network {net}")
         if host["ip"] in seen_ip:
-            errors.add(_join(hpath, "ip"), f"{host['ip']} is also given to host {seen_ip[host['ip']]}")
+            errors.add(
+                _join(hpath, "ip"), f"{host['ip']} is also given to host {seen_ip[host['ip']]}"
+            )
         seen_ip[host["ip"]] = i
         if host.get("mac"):
             if host["mac"] in seen_mac:
-                errors.add(_join(hpath, "mac"), f"{host['mac']} is also given to host {seen_mac[host['mac']]}")
+                errors.add(
+                    _join(hpath, "mac"),
+                    f"{host['mac']} is also given to host {seen_mac[host['mac']]}",
+                )
             seen_mac[host["mac"]] = i
 
 
@@ -632,10 +753,16 @@ def _check_network(rec, path, errors):
     mode = rec.get("mode", "nat")
     if mode == "bridge":
         if not rec.get("bridge"):
-            errors.add(_join(path, "bridge"), "is required in mode bridge (the host bridge to attach VMs to)")
+            errors.add(
+                _join(path, "bridge"),
+                "is required in mode bridge (the host bridge to attach VMs to)",
+            )
         for key in ("address", "address6", "dhcp", "dhcp6", "domain"):
             if key in rec:
-                errors.add(_join(path, key), "cannot be set in mode bridge (libvirt does not manage the host bridge's addresses)")
+                errors.add(
+                    _join(path, key),
+                    "cannot be set in mode bridge (libvirt does not manage the host bridge's addresses)",
+                )
     _check_dhcp(rec, "address", "dhcp", path, errors)
     _check_dhcp(rec, "address6", "dhcp6", path, errors)
     _check_network_more(rec, mode, path, errors)
@@ -646,9 +773,15 @@ def _check_network_more(rec, mode, path, errors):
     if "dev" in rec and mode not in ("nat", "route"):
         errors.add(_join(path, "dev"), f"can only be set in mode nat or route, not {mode}")
     if mode == "route" and not rec.get("address") and not rec.get("address6"):
-        errors.add(_join(path, "address"), "is required in mode route (address or address6: the subnet to route)")
+        errors.add(
+            _join(path, "address"),
+            "is required in mode route (address or address6: the subnet to route)",
+        )
     if "mtu" in rec and mode == "bridge":
-        errors.add(_join(path, "mtu"), "cannot be set in mode bridge (set the MTU of the host bridge instead)")
+        errors.add(
+            _join(path, "mtu"),
+            "cannot be set in mode bridge (set the MTU of the host bridge instead)",
+        )
     for addr_key, dhcp_key, version in (("address", "dhcp", 4), ("address6", "dhcp6", 6)):
         address = rec.get(addr_key)
         if not address:
@@ -661,7 +794,10 @@ def _check_network_more(rec, mode, path, errors):
         elif version == 6 and net.prefixlen < 127:
             special = {net.network_address}
         if iface.ip in special:
-            errors.add(_join(path, addr_key), f"{iface.ip} is the network's {'broadcast' if iface.ip == net.broadcast_address and version == 4 else 'network'} address, not a host address")
+            errors.add(
+                _join(path, addr_key),
+                f"{iface.ip} is the network's {'broadcast' if iface.ip == net.broadcast_address and version == 4 else 'network'} address, not a host address",
+            )
         dhcp = rec.get(dhcp_key) or {}
         dpath = _join(path, dhcp_key)
         if dhcp.get("start") and dhcp.get("end"):
@@ -672,7 +808,9 @@ def _check_network_more(rec, mode, path, errors):
                 errors.add(dpath, f"range {lo}-{hi} overlaps the network's own address {iface.ip}")
             for addr in sorted(special):
                 if lo <= addr <= hi:
-                    errors.add(dpath, f"range {lo}-{hi} includes {addr}, which is not a host address")
+                    errors.add(
+                        dpath, f"range {lo}-{hi} includes {addr}, which is not a host address"
+                    )
         for i, host in enumerate(dhcp.get("hosts", [])):
             hpath = _join(_join(dpath, "hosts"), i)
             if ipaddress.ip_address(host["ip"]) == iface.ip:
@@ -681,7 +819,10 @@ def _check_network_more(rec, mode, path, errors):
                 errors.add(hpath, "needs mac or name (libvirt's rule for IPv4 hosts)")
             if version == 6:
                 if host.get("mac"):
-                    errors.add(_join(hpath, "mac"), "cannot be set for an IPv6 host (DHCPv6 identifies hosts by name; libvirt's rule)")
+                    errors.add(
+                        _join(hpath, "mac"),
+                        "cannot be set for an IPv6 host (DHCPv6 identifies hosts by name; libvirt's rule)",
+                    )
                 elif not host.get("name"):
                     errors.add(hpath, "needs name (libvirt's rule for IPv6 hosts)")
 
@@ -704,21 +845,30 @@ NETWORK = Record(
     },
     check_all=_check_network,
 )
-describe(NETWORK, {
-    "mode": ("``nat``, ``route``, ``isolated`` (no forwarding), ``open`` (forwarding without libvirt's firewall rules) or ``bridge`` (VMs straight onto a host bridge).", "nat"),
-    "bridge": "In mode ``bridge``, the host bridge to use (required). In the other modes, the name of the bridge libvirt creates (left out: libvirt picks ``virbrN``).",
-    "dev": "Modes ``nat`` and ``route`` only: forward through this host interface only.",
-    "address": "The network's own IPv4 address with prefix (``198.51.100.1/24``): a host address of its subnet, which must not overlap another network.",
-    "address6": "The network's own IPv6 address with prefix (``2001:db8:1::1/64``).",
-    "dhcp": "The IPv4 DHCP range and static hosts (needs ``address``).",
-    "dhcp6": "The IPv6 DHCP range and static hosts (needs ``address6``).",
-    "domain": "The DNS domain dnsmasq serves for the network.",
-    "mtu": "The MTU of the network's bridge (not in mode ``bridge``: set the host bridge's ``mtu``).",
-    "autostart": "Start the network when libvirtd starts.",
-    "restart": ("Allow the state to restart the network, when a change needs it, while running VMs are attached.", "false"),
-    "force": ("With ``absent``: remove the network even with running VMs attached.", "false"),
-    "absent": ("Stop and undefine the network (``kvm.network_absent``).", "false"),
-})
+describe(
+    NETWORK,
+    {
+        "mode": (
+            "``nat``, ``route``, ``isolated`` (no forwarding), ``open`` (forwarding without libvirt's firewall rules) or ``bridge`` (VMs straight onto a host bridge).",
+            "nat",
+        ),
+        "bridge": "In mode ``bridge``, the host bridge to use (required). In the other modes, the name of the bridge libvirt creates (left out: libvirt picks ``virbrN``).",
+        "dev": "Modes ``nat`` and ``route`` only: forward through this host interface only.",
+        "address": "The network's own IPv4 address with prefix (``198.51.100.1/24``): a host address of its subnet, which must not overlap another network.",
+        "address6": "The network's own IPv6 address with prefix (``2001:db8:1::1/64``).",
+        "dhcp": "The IPv4 DHCP range and static hosts (needs ``address``).",
+        "dhcp6": "The IPv6 DHCP range and static hosts (needs ``address6``).",
+        "domain": "The DNS domain dnsmasq serves for the network.",
+        "mtu": "The MTU of the network's bridge (not in mode ``bridge``: set the host bridge's ``mtu``).",
+        "autostart": "Start the network when libvirtd starts.",
+        "restart": (
+            "Allow the state to restart the network, when a change needs it, while running VMs are attached.",
+            "false",
+        ),
+        "force": ("With ``absent``: remove the network even with running VMs attached.", "false"),
+        "absent": ("Stop and undefine the network (``kvm.network_absent``).", "false"),
+    },
+)
 
 
 # --- storage ---------------------------------------------------------------
@@ -738,31 +888,54 @@ AUTH = Record(
 
 SOURCE = Record(
     {
-        "devices": List(Str(r"(?!-)[^\0\n]+", max_len=4096, what="a device path or IQN (not starting with -)"), min_len=1),
-        "dir": Str(r"(?!(.*/)?\.\.(/.*)?$)[^\0\n]+", max_len=4096, what="a directory path without '..' (absolute; a share name for cifs)"),
-        "name": Str(r"[A-Za-z0-9_][A-Za-z0-9_.+/-]*", max_len=255, what="a source name (VG, Ceph pool, Gluster volume)"),
+        "devices": List(
+            Str(r"(?!-)[^\0\n]+", max_len=4096, what="a device path or IQN (not starting with -)"),
+            min_len=1,
+        ),
+        "dir": Str(
+            r"(?!(.*/)?\.\.(/.*)?$)[^\0\n]+",
+            max_len=4096,
+            what="a directory path without '..' (absolute; a share name for cifs)",
+        ),
+        "name": Str(
+            r"[A-Za-z0-9_][A-Za-z0-9_.+/-]*",
+            max_len=255,
+            what="a source name (VG, Ceph pool, Gluster volume)",
+        ),
         "hosts": List(HOSTNAME, min_len=1),
-        "format": Str(r"[a-z0-9]+", max_len=32, what="a source format (nfs, glusterfs, cifs, ext4, lvm2, dos, gpt, ...)"),
-        "initiator": Str(r"iqn\.[^\s]+", max_len=223, what="an iSCSI IQN (iqn.YYYY-MM.reverse.domain:name)"),
+        "format": Str(
+            r"[a-z0-9]+",
+            max_len=32,
+            what="a source format (nfs, glusterfs, cifs, ext4, lvm2, dos, gpt, ...)",
+        ),
+        "initiator": Str(
+            r"iqn\.[^\s]+", max_len=223, what="an iSCSI IQN (iqn.YYYY-MM.reverse.domain:name)"
+        ),
         "auth": AUTH,
     }
 )
-describe(AUTH, {
-    "type": "``chap`` (iSCSI) or ``ceph`` (rbd).",
-    "username": "The user name.",
-    "secret": "The secret itself, kept in a libvirt secret that salt-kvm manages; never shown in output or errors.",
-    "secret_uuid": "Instead of ``secret``: a libvirt secret you manage, by UUID.",
-    "secret_usage": "Instead of ``secret``: a libvirt secret you manage, by usage name.",
-})
-describe(SOURCE, {
-    "devices": "Block devices (``fs``, ``disk``, ``logical``); the target IQN for ``iscsi`` and ``iscsi-direct``.",
-    "dir": "The NFS export or Gluster directory (absolute), or a CIFS share name.",
-    "name": "The volume group (``logical``), Ceph pool (``rbd``) or Gluster volume (``gluster``).",
-    "hosts": "The servers: ``host`` or ``host:port`` (``[2001:db8::1]:3260`` for IPv6).",
-    "format": "The source's format: ``ext4``, ``xfs`` ... (``fs``), ``nfs``, ``glusterfs``, ``cifs`` (``netfs``), ``lvm2`` (``logical``), ``dos``, ``gpt`` (``disk``).",
-    "initiator": "The initiator IQN of an ``iscsi-direct`` pool.",
-    "auth": "Credentials: CHAP for iSCSI, cephx for rbd.",
-})
+describe(
+    AUTH,
+    {
+        "type": "``chap`` (iSCSI) or ``ceph`` (rbd).",
+        "username": "The user name.",
+        "secret": "The secret itself, kept in a libvirt secret that salt-kvm manages; never shown in output or errors.",
+        "secret_uuid": "Instead of ``secret``: a libvirt secret you manage, by UUID.",
+        "secret_usage": "Instead of ``secret``: a libvirt secret you manage, by usage name.",
+    },
+)
+describe(
+    SOURCE,
+    {
+        "devices": "Block devices (``fs``, ``disk``, ``logical``); the target IQN for ``iscsi`` and ``iscsi-direct``.",
+        "dir": "The NFS export or Gluster directory (absolute), or a CIFS share name.",
+        "name": "The volume group (``logical``), Ceph pool (``rbd``) or Gluster volume (``gluster``).",
+        "hosts": "The servers: ``host`` or ``host:port`` (``[2001:db8::1]:3260`` for IPv6).",
+        "format": "The source's format: ``ext4``, ``xfs`` ... (``fs``), ``nfs``, ``glusterfs``, ``cifs`` (``netfs``), ``lvm2`` (``logical``), ``dos``, ``gpt`` (``disk``).",
+        "initiator": "The initiator IQN of an ``iscsi-direct`` pool.",
+        "auth": "Credentials: CHAP for iSCSI, cephx for rbd.",
+    },
+)
 
 VOLUME = Record(
     {
@@ -776,16 +949,34 @@ VOLUME = Record(
         "absent": Bool(),
     }
 )
-describe(VOLUME, {
-    "size": ("The capacity: ``512M``, ``20G``, ``1.5T`` or bytes: ``K``/``M``/``G``/``T`` and ``KiB``/``MiB``/``GiB``/``TiB`` are powers of 1024, ``KB``/``MB``/``GB``/``TB`` powers of 1000 (as in virsh). The volume grows to it; a smaller size fails unless ``force``. Required unless ``source`` or ``backing`` is given.", "the size of the source or backing image"),
-    "format": ("``raw``, ``qcow2`` or ``vmdk``; never changed in place (clone the volume instead).", "qcow2 in file pools (dir, fs, netfs, gluster), raw in the others"),
-    "backing": "A volume of the same pool (created first) or an absolute path: the new qcow2 volume is an overlay on it.",
-    "source": "Import a local file or an http(s) URL into the volume (a password in the URL is never shown).",
-    "sha256": "The sha256 the imported ``source`` must have; a mismatch removes the volume again.",
-    "preallocation": ("``off`` (sparse), ``metadata`` (qcow2), ``falloc`` / ``full`` / ``true`` (every byte allocated now).", "off"),
-    "force": ("Allow a shrink, a re-import of a changed image, deleting a volume in use or backing another.", "false"),
-    "absent": ("Delete the volume (refused while a VM uses it or it backs another volume, unless ``force``).", "false"),
-})
+describe(
+    VOLUME,
+    {
+        "size": (
+            "The capacity: ``512M``, ``20G``, ``1.5T`` or bytes: ``K``/``M``/``G``/``T`` and ``KiB``/``MiB``/``GiB``/``TiB`` are powers of 1024, ``KB``/``MB``/``GB``/``TB`` powers of 1000 (as in virsh). The volume grows to it; a smaller size fails unless ``force``. Required unless ``source`` or ``backing`` is given.",
+            "the size of the source or backing image",
+        ),
+        "format": (
+            "``raw``, ``qcow2`` or ``vmdk``; never changed in place (clone the volume instead).",
+            "qcow2 in file pools (dir, fs, netfs, gluster), raw in the others",
+        ),
+        "backing": "A volume of the same pool (created first) or an absolute path: the new qcow2 volume is an overlay on it.",
+        "source": "Import a local file or an http(s) URL into the volume (a password in the URL is never shown).",
+        "sha256": "The sha256 the imported ``source`` must have; a mismatch removes the volume again.",
+        "preallocation": (
+            "``off`` (sparse), ``metadata`` (qcow2), ``falloc`` / ``full`` / ``true`` (every byte allocated now).",
+            "off",
+        ),
+        "force": (
+            "Allow a shrink, a re-import of a changed image, deleting a volume in use or backing another.",
+            "false",
+        ),
+        "absent": (
+            "Delete the volume (refused while a VM uses it or it backs another volume, unless ``force``).",
+            "false",
+        ),
+    },
+)
 
 _POOL_NEEDS = {
     "dir": ("target",),
@@ -830,7 +1021,9 @@ def _check_pool(rec, path, errors):
             if backing == vname:
                 errors.add(_join(vpath, "backing"), "a volume cannot back itself")
         if vol.get("format") == "raw" and backing:
-            errors.add(_join(vpath, "backing"), "a raw volume cannot have a backing file (use qcow2)")
+            errors.add(
+                _join(vpath, "backing"), "a raw volume cannot have a backing file (use qcow2)"
+            )
     # backing chains within the pool must not loop
     for vname in vols:
         seen, cur = [], vname
@@ -838,7 +1031,10 @@ def _check_pool(rec, path, errors):
             seen.append(cur)
             cur = vols[cur]["backing"]
         if cur in seen:
-            errors.add(_join(_join(_join(path, "volumes"), vname), "backing"), "backing chain loops: " + " -> ".join(seen + [cur]))
+            errors.add(
+                _join(_join(_join(path, "volumes"), vname), "backing"),
+                "backing chain loops: " + " -> ".join(seen + [cur]),
+            )
 
 
 POOL = Record(
@@ -855,17 +1051,23 @@ POOL = Record(
     },
     check_all=_check_pool,
 )
-describe(POOL, {
-    "type": "The libvirt pool type (required unless ``absent``); what each type needs is listed below.",
-    "target": "The directory (``dir``; the mount point of ``fs`` and ``netfs``) or the device directory (``/dev`` for ``disk``, ``/dev/disk/by-path`` for ``iscsi``).",
-    "source": "Where the data lives; which keys each type needs is listed below.",
-    "autostart": "Start the pool when libvirtd starts.",
-    "build": ("``true`` builds what is missing (a directory, a filesystem, a disk label, a volume group) and never overwrites existing storage; ``false`` never builds; ``force`` also overwrites storage of another kind.", "true"),
-    "force": ("Allow a change of ``type`` or ``source`` (the pool is redefined).", "false"),
-    "purge": ("With ``absent``: also delete the volumes and the storage.", "false"),
-    "absent": ("Stop and undefine the pool; its storage stays unless ``purge``.", "false"),
-    "volumes": "The pool's volumes by name (a file name in the pool, never a path); backing volumes are created first.",
-})
+describe(
+    POOL,
+    {
+        "type": "The libvirt pool type (required unless ``absent``); what each type needs is listed below.",
+        "target": "The directory (``dir``; the mount point of ``fs`` and ``netfs``) or the device directory (``/dev`` for ``disk``, ``/dev/disk/by-path`` for ``iscsi``).",
+        "source": "Where the data lives; which keys each type needs is listed below.",
+        "autostart": "Start the pool when libvirtd starts.",
+        "build": (
+            "``true`` builds what is missing (a directory, a filesystem, a disk label, a volume group) and never overwrites existing storage; ``false`` never builds; ``force`` also overwrites storage of another kind.",
+            "true",
+        ),
+        "force": ("Allow a change of ``type`` or ``source`` (the pool is redefined).", "false"),
+        "purge": ("With ``absent``: also delete the volumes and the storage.", "false"),
+        "absent": ("Stop and undefine the pool; its storage stays unless ``purge``.", "false"),
+        "volumes": "The pool's volumes by name (a file name in the pool, never a path); backing volumes are created first.",
+    },
+)
 
 
 # --- snapshots -------------------------------------------------------------
@@ -882,15 +1084,21 @@ RETENTION = Record(
     },
     required=("every", "keep"),
 )
-describe(RETENTION, {
-    "every": "Take a snapshot when the newest one named with ``prefix`` is older than this.",
-    "keep": "How many snapshots named with ``prefix`` to keep, counting the one just taken.",
-    "prefix": ("The managed snapshots' names start with it (then the UTC time); other snapshots are never touched.", "auto-"),
-    "memory": ("Include the RAM of a running VM.", "true"),
-    "external": ("External snapshots (qcow2 overlays) instead of internal ones.", "false"),
-    "quiesce": ("Freeze the guest's filesystems first (needs the QEMU guest agent).", "false"),
-    "older_than": "Delete snapshots beyond ``keep`` only when they are at least this old.",
-})
+describe(
+    RETENTION,
+    {
+        "every": "Take a snapshot when the newest one named with ``prefix`` is older than this.",
+        "keep": "How many snapshots named with ``prefix`` to keep, counting the one just taken.",
+        "prefix": (
+            "The managed snapshots' names start with it (then the UTC time); other snapshots are never touched.",
+            "auto-",
+        ),
+        "memory": ("Include the RAM of a running VM.", "true"),
+        "external": ("External snapshots (qcow2 overlays) instead of internal ones.", "false"),
+        "quiesce": ("Freeze the guest's filesystems first (needs the QEMU guest agent).", "false"),
+        "older_than": "Delete snapshots beyond ``keep`` only when they are at least this old.",
+    },
+)
 
 #: the arguments of kvm.snapshot_create / snapshot_revert / snapshot_delete and
 #: the snapshot_present / snapshot_absent states (``name`` is the VM)
@@ -915,18 +1123,25 @@ SNAPSHOT_PRUNE = Record(
 
 # --- VMs ---------------------------------------------------------------------
 
+
 def _check_vm_disk(rec, path, errors):
     if rec.get("device") == "cdrom":
         for key in ("size", "backing", "format"):
             if key in rec:
-                errors.add(_join(path, key), "cannot make a CD-ROM (a CD-ROM is an existing volume)")
+                errors.add(
+                    _join(path, key), "cannot make a CD-ROM (a CD-ROM is an existing volume)"
+                )
         return
     if "format" in rec and "size" not in rec and "backing" not in rec:
-        errors.add(_join(path, "format"), "needs size or backing (it is the format of a new volume)")
+        errors.add(
+            _join(path, "format"), "needs size or backing (it is the format of a new volume)"
+        )
     backing = rec.get("backing")
     if backing is not None:
         if rec.get("format", "qcow2") != "qcow2":
-            errors.add(_join(path, "format"), "must be qcow2 with backing (a copy-on-write child is qcow2)")
+            errors.add(
+                _join(path, "format"), "must be qcow2 with backing (a copy-on-write child is qcow2)"
+            )
         if backing == rec.get("volume"):
             errors.add(_join(path, "backing"), "cannot be the volume itself")
 
@@ -944,15 +1159,27 @@ VM_DISK = Record(
     required=("pool", "volume"),
     check_all=_check_vm_disk,
 )
-describe(VM_DISK, {
-    "pool": "The pool holding the volume (declared under ``kvm:pools`` or existing on the host).",
-    "volume": "The volume's name in that pool.",
-    "device": ("``disk`` (virtio) or ``cdrom`` (SATA, read-only).", "disk"),
-    "size": ("Make the volume with this capacity when it does not exist (``20G``). An existing volume is never re-created or resized by the VM: one smaller than ``size`` fails the state (grow it with ``kvm.volume_resize`` or declare it under ``kvm:pools``).", "the volume must exist"),
-    "format": ("The format of a volume made from ``size``: ``raw``, ``qcow2`` or ``vmdk``.", "qcow2 in file pools, raw in the others"),
-    "backing": "Make the volume, when it does not exist, as a qcow2 copy-on-write child of this volume of the same pool (its size is the base's unless ``size`` says more).",
-    "shareable": ("A disk meant to be written by several VMs at once (a cluster filesystem's disk; raw volumes). Without it, a volume another VM has as a disk is refused.", "false"),
-})
+describe(
+    VM_DISK,
+    {
+        "pool": "The pool holding the volume (declared under ``kvm:pools`` or existing on the host).",
+        "volume": "The volume's name in that pool.",
+        "device": ("``disk`` (virtio) or ``cdrom`` (SATA, read-only).", "disk"),
+        "size": (
+            "Make the volume with this capacity when it does not exist (``20G``). An existing volume is never re-created or resized by the VM: one smaller than ``size`` fails the state (grow it with ``kvm.volume_resize`` or declare it under ``kvm:pools``).",
+            "the volume must exist",
+        ),
+        "format": (
+            "The format of a volume made from ``size``: ``raw``, ``qcow2`` or ``vmdk``.",
+            "qcow2 in file pools, raw in the others",
+        ),
+        "backing": "Make the volume, when it does not exist, as a qcow2 copy-on-write child of this volume of the same pool (its size is the base's unless ``size`` says more).",
+        "shareable": (
+            "A disk meant to be written by several VMs at once (a cluster filesystem's disk; raw volumes). Without it, a volume another VM has as a disk is refused.",
+            "false",
+        ),
+    },
+)
 
 
 def _check_nic(rec, path, errors):
@@ -961,25 +1188,58 @@ def _check_nic(rec, path, errors):
 
 
 VM_NIC = Record(
-    {"bridge": IFNAME, "network": OBJNAME, "mac": Mac(), "model": Enum("virtio", "e1000", "e1000e", "rtl8139"), "link": Enum("up", "down")},
+    {
+        "bridge": IFNAME,
+        "network": OBJNAME,
+        "mac": Mac(),
+        "model": Enum("virtio", "e1000", "e1000e", "rtl8139"),
+        "link": Enum("up", "down"),
+    },
     check_all=_check_nic,
 )
-describe(VM_NIC, {
-    "bridge": "A host bridge (declared under ``kvm:bridges`` or existing on the host).",
-    "network": "A libvirt network.",
-    "mac": ("The NIC's MAC address; libvirt picks one (and keeps it) when not given.", "chosen by libvirt"),
-    "model": ("The NIC model the guest sees.", "virtio"),
-    "link": ("The NIC's link state as the guest sees it (``down``: the cable pulled); changed live.", "up"),
-})
+describe(
+    VM_NIC,
+    {
+        "bridge": "A host bridge (declared under ``kvm:bridges`` or existing on the host).",
+        "network": "A libvirt network.",
+        "mac": (
+            "The NIC's MAC address; libvirt picks one (and keeps it) when not given.",
+            "chosen by libvirt",
+        ),
+        "model": ("The NIC model the guest sees.", "virtio"),
+        "link": (
+            "The NIC's link state as the guest sees it (``down``: the cable pulled); changed live.",
+            "up",
+        ),
+    },
+)
 
-VM_BOOT = Record({"kernel": ABSPATH, "initrd": ABSPATH, "cmdline": Str(r"[^\0\n]*", max_len=4096, what="a kernel command line")}, required=("kernel",))
-describe(VM_BOOT, {
-    "kernel": "The kernel image to boot (a file on the host).",
-    "initrd": "The initramfs to boot with it.",
-    "cmdline": "The kernel command line (``console=ttyS0`` sends its console to the serial port).",
-})
+VM_BOOT = Record(
+    {
+        "kernel": ABSPATH,
+        "initrd": ABSPATH,
+        "cmdline": Str(r"[^\0\n]*", max_len=4096, what="a kernel command line"),
+    },
+    required=("kernel",),
+)
+describe(
+    VM_BOOT,
+    {
+        "kernel": "The kernel image to boot (a file on the host).",
+        "initrd": "The initramfs to boot with it.",
+        "cmdline": "The kernel command line (``console=ttyS0`` sends its console to the serial port).",
+    },
+)
 VM_CONSOLE = Record({"log": Bool()})
-describe(VM_CONSOLE, {"log": ("Write the serial console to ``/var/log/libvirt/qemu/<name>.console.log`` (read it with ``kvm.vm_console``).", "false")})
+describe(
+    VM_CONSOLE,
+    {
+        "log": (
+            "Write the serial console to ``/var/log/libvirt/qemu/<name>.console.log`` (read it with ``kvm.vm_console``).",
+            "false",
+        )
+    },
+)
 
 
 class MappingOrText(Field):
@@ -1001,16 +1261,37 @@ class MappingOrText(Field):
                 errors.add(path, f"is longer than {self.max_len} bytes")
                 return _INVALID
             return value
-        errors.add(path, f"{_show(type(value).__name__)} is not a mapping{' or a string' if self.text else ''}")
+        errors.add(
+            path,
+            f"{_show(type(value).__name__)} is not a mapping{' or a string' if self.text else ''}",
+        )
         return _INVALID
 
 
-VM_CLOUD_INIT = Record({"user_data": MappingOrText(), "meta_data": MappingOrText(text=False), "network_config": MappingOrText()})
-describe(VM_CLOUD_INIT, {
-    "user_data": ("cloud-init's user data: a mapping (written as ``#cloud-config`` YAML) or a string used as it is (a script, a MIME multipart).", "an empty ``#cloud-config``"),
-    "meta_data": ("Merged over the defaults ``instance-id: <vm>-<hash of user-data and network-config>`` and ``local-hostname: <vm>``.", "instance-id and local-hostname"),
-    "network_config": ("cloud-init network config (version 1 or 2) as a mapping, or a string used as it is.", "none (cloud-init's DHCP on the first NIC)"),
-})
+VM_CLOUD_INIT = Record(
+    {
+        "user_data": MappingOrText(),
+        "meta_data": MappingOrText(text=False),
+        "network_config": MappingOrText(),
+    }
+)
+describe(
+    VM_CLOUD_INIT,
+    {
+        "user_data": (
+            "cloud-init's user data: a mapping (written as ``#cloud-config`` YAML) or a string used as it is (a script, a MIME multipart).",
+            "an empty ``#cloud-config``",
+        ),
+        "meta_data": (
+            "Merged over the defaults ``instance-id: <vm>-<hash of user-data and network-config>`` and ``local-hostname: <vm>``.",
+            "instance-id and local-hostname",
+        ),
+        "network_config": (
+            "cloud-init network config (version 1 or 2) as a mapping, or a string used as it is.",
+            "none (cloud-init's DHCP on the first NIC)",
+        ),
+    },
+)
 
 
 class PortOrAuto(Int):
@@ -1026,21 +1307,35 @@ def _check_graphics(rec, path, errors):
             if key in rec:
                 errors.add(_join(path, key), "is not used with type none")
     elif rec["type"] == "vnc" and len(rec.get("password", "")) > 8:
-        errors.add(_join(path, "password"), "VNC uses only the first 8 characters of a password: give at most 8")
+        errors.add(
+            _join(path, "password"),
+            "VNC uses only the first 8 characters of a password: give at most 8",
+        )
 
 
 VM_GRAPHICS = Record(
-    {"type": Enum("none", "vnc", "spice"), "password": Secret(max_len=64), "listen": Address(), "port": PortOrAuto(5900, 65535)},
+    {
+        "type": Enum("none", "vnc", "spice"),
+        "password": Secret(max_len=64),
+        "listen": Address(),
+        "port": PortOrAuto(5900, 65535),
+    },
     required=("type",),
     shorthand="type",
     check_all=_check_graphics,
 )
-describe(VM_GRAPHICS, {
-    "type": "``vnc``, ``spice`` or ``none`` (no graphics device); ``graphics: none`` and ``graphics: vnc`` are short for ``{type: ...}``.",
-    "password": ("The console's password (VNC: at most 8 characters); never shown in state output, ``vm_show`` or logs.", "no password"),
-    "listen": ("The address the console listens on.", "127.0.0.1"),
-    "port": ("The TCP port, or ``auto`` (the first free one from 5900).", "auto"),
-})
+describe(
+    VM_GRAPHICS,
+    {
+        "type": "``vnc``, ``spice`` or ``none`` (no graphics device); ``graphics: none`` and ``graphics: vnc`` are short for ``{type: ...}``.",
+        "password": (
+            "The console's password (VNC: at most 8 characters); never shown in state output, ``vm_show`` or logs.",
+            "no password",
+        ),
+        "listen": ("The address the console listens on.", "127.0.0.1"),
+        "port": ("The TCP port, or ``auto`` (the first free one from 5900).", "auto"),
+    },
+)
 
 
 def _check_vm(rec, path, errors):
@@ -1048,13 +1343,22 @@ def _check_vm(rec, path, errors):
     for i, disk in enumerate(rec.get("disks", [])):
         key = (disk["pool"], disk["volume"])
         if key in seen:
-            errors.add(_join(_join(_join(path, "disks"), i), "volume"), f"volume {disk['pool']}/{disk['volume']} is already disk {seen[key]} of this VM")
+            errors.add(
+                _join(_join(_join(path, "disks"), i), "volume"),
+                f"volume {disk['pool']}/{disk['volume']} is already disk {seen[key]} of this VM",
+            )
         seen.setdefault(key, i)
     for i, disk in enumerate(rec.get("disks", [])):
         if disk.get("backing") and (disk["pool"], disk["backing"]) in seen:
-            errors.add(_join(_join(_join(path, "disks"), i), "backing"), f"{disk['pool']}/{disk['backing']} is also disk {seen[(disk['pool'], disk['backing'])]} of this VM (a base is read-only under its children)")
+            errors.add(
+                _join(_join(_join(path, "disks"), i), "backing"),
+                f"{disk['pool']}/{disk['backing']} is also disk {seen[(disk['pool'], disk['backing'])]} of this VM (a base is read-only under its children)",
+            )
     if "max_memory" in rec and "memory" in rec and rec["memory"] > rec["max_memory"]:
-        errors.add(_join(path, "memory"), f"is more than max_memory ({units.human_size(rec['max_memory'])})")
+        errors.add(
+            _join(path, "memory"),
+            f"is more than max_memory ({units.human_size(rec['max_memory'])})",
+        )
     if "max_vcpus" in rec and "vcpus" in rec and rec["vcpus"] > rec["max_vcpus"]:
         errors.add(_join(path, "vcpus"), f"is more than max_vcpus ({rec['max_vcpus']})")
 
@@ -1066,7 +1370,9 @@ VM = Record(
         "max_memory": Size(),
         "vcpus": Int(1, 512),
         "max_vcpus": Int(1, 512),
-        "cpu": Str(r"[A-Za-z0-9_.-]+", max_len=64, what="host-model, host-passthrough or a CPU model name"),
+        "cpu": Str(
+            r"[A-Za-z0-9_.-]+", max_len=64, what="host-model, host-passthrough or a CPU model name"
+        ),
         "machine": Str(r"[A-Za-z0-9_.-]+", max_len=64, what="a machine type (like pc or q35)"),
         "disks": List(VM_DISK),
         "nics": List(VM_NIC),
@@ -1085,28 +1391,55 @@ VM = Record(
     required=("memory", "vcpus"),
     check_all=_check_vm,
 )
-describe(VM, {
-    "type": ("``kvm`` (hardware virtualisation) or ``qemu`` (software emulation, where KVM is missing).", "kvm where /dev/kvm exists, else qemu"),
-    "memory": "The VM's RAM: ``512M``, ``2G`` (binary units). Up to ``max_memory`` it changes live (the balloon); above it at a restart.",
-    "max_memory": ("The most RAM the VM can be given without a restart (libvirt's ``<memory>``; ``memory`` is its ``<currentMemory>``).", "memory"),
-    "vcpus": "The number of virtual CPUs. Up to ``max_vcpus`` more are plugged in live; fewer are unplugged live when the guest lets them go.",
-    "max_vcpus": ("The most vCPUs the VM can have without a restart.", "vcpus"),
-    "cpu": ("``host-model``, ``host-passthrough`` or a named CPU model.", "libvirt's default"),
-    "machine": ("The machine type (``pc``, ``q35``).", "libvirt's default"),
-    "disks": "Volumes of pools as disks (``vda``, ``vdb``... in order) or CD-ROMs; a disk removed from the list is detached, its volume kept.",
-    "nics": "NICs on host bridges or libvirt networks, in order.",
-    "boot": "Direct kernel boot: ``kernel``, ``initrd``, ``cmdline``.",
-    "console": "``log: true`` writes the serial console to a file (read it with ``kvm.vm_console``).",
-    "firmware": ("``bios`` or ``uefi`` (OVMF, Debian's ``ovmf`` package, chosen by libvirt, Secure Boot off, NVRAM per VM); a change waits for a restart.", "left as it is (bios for a new VM)"),
-    "graphics": ("``none`` or ``{type: vnc|spice, password, listen, port}``; a change waits for a restart.", "left as it is (none for a new VM)"),
-    "cloud_init": ("A NoCloud seed ISO (``/var/lib/libvirt/salt-kvm/cloud-init/<vm>.iso``) from ``user_data``, ``meta_data``, ``network_config``, attached as a read-only CD-ROM; rewritten only when its content changes, which waits for a restart.", "no seed"),
-    "autostart": "Start the VM when the host boots.",
-    "state": ("``running``, ``stopped`` or ``paused``.", "running"),
-    "restart": ("Restart the VM (ACPI shutdown, then start) for a change that needs it; otherwise the change waits in the definition and is reported as pending.", "false"),
-    "shutdown_timeout": ("How long a restart waits for the guest to shut down.", "120s"),
-    "absent": ("Power off and undefine the VM; its volumes are kept unless ``purge``.", "false"),
-    "purge": ("With ``absent``: also delete its volumes that no other VM uses and no other image is built on.", "false"),
-})
+describe(
+    VM,
+    {
+        "type": (
+            "``kvm`` (hardware virtualisation) or ``qemu`` (software emulation, where KVM is missing).",
+            "kvm where /dev/kvm exists, else qemu",
+        ),
+        "memory": "The VM's RAM: ``512M``, ``2G`` (binary units). Up to ``max_memory`` it changes live (the balloon); above it at a restart.",
+        "max_memory": (
+            "The most RAM the VM can be given without a restart (libvirt's ``<memory>``; ``memory`` is its ``<currentMemory>``).",
+            "memory",
+        ),
+        "vcpus": "The number of virtual CPUs. Up to ``max_vcpus`` more are plugged in live; fewer are unplugged live when the guest lets them go.",
+        "max_vcpus": ("The most vCPUs the VM can have without a restart.", "vcpus"),
+        "cpu": ("``host-model``, ``host-passthrough`` or a named CPU model.", "libvirt's default"),
+        "machine": ("The machine type (``pc``, ``q35``).", "libvirt's default"),
+        "disks": "Volumes of pools as disks (``vda``, ``vdb``... in order) or CD-ROMs; a disk removed from the list is detached, its volume kept.",
+        "nics": "NICs on host bridges or libvirt networks, in order.",
+        "boot": "Direct kernel boot: ``kernel``, ``initrd``, ``cmdline``.",
+        "console": "``log: true`` writes the serial console to a file (read it with ``kvm.vm_console``).",
+        "firmware": (
+            "``bios`` or ``uefi`` (OVMF, Debian's ``ovmf`` package, chosen by libvirt, Secure Boot off, NVRAM per VM); a change waits for a restart.",
+            "left as it is (bios for a new VM)",
+        ),
+        "graphics": (
+            "``none`` or ``{type: vnc|spice, password, listen, port}``; a change waits for a restart.",
+            "left as it is (none for a new VM)",
+        ),
+        "cloud_init": (
+            "A NoCloud seed ISO (``/var/lib/libvirt/salt-kvm/cloud-init/<vm>.iso``) from ``user_data``, ``meta_data``, ``network_config``, attached as a read-only CD-ROM; rewritten only when its content changes, which waits for a restart.",
+            "no seed",
+        ),
+        "autostart": "Start the VM when the host boots.",
+        "state": ("``running``, ``stopped`` or ``paused``.", "running"),
+        "restart": (
+            "Restart the VM (ACPI shutdown, then start) for a change that needs it; otherwise the change waits in the definition and is reported as pending.",
+            "false",
+        ),
+        "shutdown_timeout": ("How long a restart waits for the guest to shut down.", "120s"),
+        "absent": (
+            "Power off and undefine the VM; its volumes are kept unless ``purge``.",
+            "false",
+        ),
+        "purge": (
+            "With ``absent``: also delete its volumes that no other VM uses and no other image is built on.",
+            "false",
+        ),
+    },
+)
 
 
 def _check_vms(vms, path, errors):
@@ -1117,7 +1450,10 @@ def _check_vms(vms, path, errors):
         for i, nic in enumerate(vm.get("nics", [])):
             mac = nic.get("mac")
             if mac and mac in macs:
-                errors.add(_join(_join(_join(_join(path, "vms"), vname), "nics"), i), f"MAC {mac} is already used by VM {macs[mac]!r}")
+                errors.add(
+                    _join(_join(_join(_join(path, "vms"), vname), "nics"), i),
+                    f"MAC {mac} is already used by VM {macs[mac]!r}",
+                )
             elif mac:
                 macs[mac] = vname
     users = {}
@@ -1128,20 +1464,41 @@ def _check_vms(vms, path, errors):
             if disk.get("device") == "cdrom":
                 continue
             key = (disk["pool"], disk["volume"])
-            if key in users and users[key][0] != vname and not (disk.get("shareable") and users[key][1]):
-                errors.add(_join(_join(_join(_join(path, "vms"), vname), "disks"), i), f"volume {key[0]}/{key[1]} is already a disk of VM {users[key][0]!r} (shareable: true on both for a disk meant to be shared)")
+            if (
+                key in users
+                and users[key][0] != vname
+                and not (disk.get("shareable") and users[key][1])
+            ):
+                errors.add(
+                    _join(_join(_join(_join(path, "vms"), vname), "disks"), i),
+                    f"volume {key[0]}/{key[1]} is already a disk of VM {users[key][0]!r} (shareable: true on both for a disk meant to be shared)",
+                )
             users.setdefault(key, (vname, bool(disk.get("shareable"))))
 
 
-CONNECTION = Record({"uri": Str(r"[a-z0-9+]+://[^\s]*", what="a libvirt URI (like qemu:///system)")})
-describe(CONNECTION, {
-    "uri": ("The libvirt URI the ``kvm`` modules connect to; also settable in the minion config (read with ``config.get``).", "qemu:///system"),
-})
+CONNECTION = Record(
+    {"uri": Str(r"[a-z0-9+]+://[^\s]*", what="a libvirt URI (like qemu:///system)")}
+)
+describe(
+    CONNECTION,
+    {
+        "uri": (
+            "The libvirt URI the ``kvm`` modules connect to; also settable in the minion config (read with ``config.get``).",
+            "qemu:///system",
+        ),
+    },
+)
 
 PROGRESS = Record({"interval": Duration()})
-describe(PROGRESS, {
-    "interval": ("Seconds (or a duration like ``10s``) between two progress reports of a long import, clone, wipe or snapshot merge; also settable in the minion config (read with ``config.get``).", "5s"),
-})
+describe(
+    PROGRESS,
+    {
+        "interval": (
+            "Seconds (or a duration like ``10s``) between two progress reports of a long import, clone, wipe or snapshot merge; also settable in the minion config (read with ``config.get``).",
+            "5s",
+        ),
+    },
+)
 
 
 def _check_vm_volumes(rec, path, errors):
@@ -1163,9 +1520,14 @@ def _check_vm_volumes(rec, path, errors):
                 continue
             vols = pool.get("volumes", {})
             if disk["volume"] in vols:
-                errors.add(_join(dpath, "volume"), f"{disk['pool']}/{disk['volume']} is also declared under kvm:pools:{disk['pool']}:volumes; declare how to make it in one place")
+                errors.add(
+                    _join(dpath, "volume"),
+                    f"{disk['pool']}/{disk['volume']} is also declared under kvm:pools:{disk['pool']}:volumes; declare how to make it in one place",
+                )
             if disk.get("backing") in vols and vols[disk["backing"]].get("absent"):
-                errors.add(_join(dpath, "backing"), f"{disk['pool']}/{disk['backing']} is declared absent")
+                errors.add(
+                    _join(dpath, "backing"), f"{disk['pool']}/{disk['backing']} is declared absent"
+                )
 
 
 def _check_pillar(rec, path, errors):
@@ -1190,16 +1552,22 @@ def _check_pillar(rec, path, errors):
             continue
         br = net.get("bridge")
         if br and br in bridges:
-            errors.add(_join(_join(_join(path, "networks"), nname), "bridge"), f"{br!r} is a host bridge declared under kvm:bridges; use mode: bridge")
+            errors.add(
+                _join(_join(_join(path, "networks"), nname), "bridge"),
+                f"{br!r} is a host bridge declared under kvm:bridges; use mode: bridge",
+            )
     for key in ("address", "address6"):
         subnets = []
         for nname, net in networks.items():
             if net.get(key) and not net.get("absent"):
                 subnets.append((nname, ipaddress.ip_interface(net[key]).network))
         for i, (a, na) in enumerate(subnets):
-            for b, nb in subnets[i + 1:]:
+            for b, nb in subnets[i + 1 :]:
                 if na.overlaps(nb):
-                    errors.add(_join(_join(_join(path, "networks"), b), key), f"{nb} overlaps network {a!r} ({na})")
+                    errors.add(
+                        _join(_join(_join(path, "networks"), b), key),
+                        f"{nb} overlaps network {a!r} ({na})",
+                    )
         # libvirt refuses to start a network whose subnet is already routed to a host bridge
         for nname, net_subnet in subnets:
             for bname, bridge in bridges.items():
@@ -1207,7 +1575,10 @@ def _check_pillar(rec, path, errors):
                     continue
                 for address in bridge.get("addresses", []):
                     if ipaddress.ip_interface(address).network.overlaps(net_subnet):
-                        errors.add(_join(_join(_join(path, "networks"), nname), key), f"{net_subnet} overlaps {address} of bridge {bname!r}")
+                        errors.add(
+                            _join(_join(_join(path, "networks"), nname), key),
+                            f"{net_subnet} overlaps {address} of bridge {bname!r}",
+                        )
 
 
 PILLAR = Record(
@@ -1222,15 +1593,18 @@ PILLAR = Record(
     },
     check_all=_check_pillar,
 )
-describe(PILLAR, {
-    "connection": "How the minion reaches libvirt.",
-    "progress": "How often long work reports its progress (minion log and ``salt/kvm/progress/*`` events).",
-    "bridges": "Kernel bridges by name (a Linux link name, at most 15 characters); applied first.",
-    "networks": "libvirt networks by name; applied after the bridges.",
-    "pools": "libvirt storage pools by name, with their volumes; applied after the networks.",
-    "vms": "VMs by name, with their disks (volumes of pools) and NICs; applied after the volumes, before snapshots.",
-    "snapshots": "Snapshot retention by VM name; applied last.",
-})
+describe(
+    PILLAR,
+    {
+        "connection": "How the minion reaches libvirt.",
+        "progress": "How often long work reports its progress (minion log and ``salt/kvm/progress/*`` events).",
+        "bridges": "Kernel bridges by name (a Linux link name, at most 15 characters); applied first.",
+        "networks": "libvirt networks by name; applied after the bridges.",
+        "pools": "libvirt storage pools by name, with their volumes; applied after the networks.",
+        "vms": "VMs by name, with their disks (volumes of pools) and NICs; applied after the volumes, before snapshots.",
+        "snapshots": "Snapshot retention by VM name; applied last.",
+    },
+)
 
 
 def validate(schema, value, path):

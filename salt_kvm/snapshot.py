@@ -46,10 +46,11 @@ import tempfile
 import time
 
 from salt_kvm import conn as _conn
-from salt_kvm import progress as _progress
 from salt_kvm import depends, schema, units
+from salt_kvm import progress as _progress
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
-from salt_kvm.plan import Resource, absent as _plan_absent, ensure, state_return
+from salt_kvm.plan import Resource, ensure, state_return
+from salt_kvm.plan import absent as _plan_absent
 from salt_kvm.xml import snapshot as xsnap
 from salt_kvm.xml.domain import Domain
 
@@ -123,9 +124,18 @@ class Entry:
         disks = []
         for disk in model.disks:
             if disk.snapshot == EXTERNAL:
-                disks.append({"disk": disk.name, "kind": EXTERNAL, "file": disk.file, "base": bases.get(disk.name, (None,))[0]})
+                disks.append(
+                    {
+                        "disk": disk.name,
+                        "kind": EXTERNAL,
+                        "file": disk.file,
+                        "base": bases.get(disk.name, (None,))[0],
+                    }
+                )
             elif disk.snapshot == INTERNAL or disk.snapshot is None:
-                disks.append({"disk": disk.name, "kind": INTERNAL, "file": bases.get(disk.name, (None,))[0]})
+                disks.append(
+                    {"disk": disk.name, "kind": INTERNAL, "file": bases.get(disk.name, (None,))[0]}
+                )
         if not model.disks:
             disks = [{"disk": t, "kind": INTERNAL, "file": f} for t, (f, _fmt) in bases.items()]
         return {
@@ -232,7 +242,9 @@ def tree(session, vm):
             "memory": info["memory"],
             "created": info["created"],
             "current": info["current"],
-            "children": [node(c) for c in sorted(kids[name], key=lambda n: (entries[n].created, n))],
+            "children": [
+                node(c) for c in sorted(kids[name], key=lambda n: (entries[n].created, n))
+            ],
         }
 
     roots = [e.name for e in _ordered(entries) if e.model.parent not in entries]
@@ -250,7 +262,9 @@ def _failed(cmd, output, code):
 
 def _run(*cmd):
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=QEMU_IMG_TIMEOUT, check=False)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=QEMU_IMG_TIMEOUT, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise KvmError(f"{cmd[0]} failed: {exc}") from None
     if proc.returncode != 0:
@@ -268,7 +282,9 @@ def _run_progress(on_percent, *cmd):
     deadline = time.monotonic() + QEMU_IMG_TIMEOUT
     with tempfile.TemporaryFile() as err_file:
         try:
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, stdin=subprocess.DEVNULL)  # nosec B603  # argv list
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.PIPE, stderr=err_file, stdin=subprocess.DEVNULL
+            )  # nosec B603  # argv list
         except OSError as exc:
             raise KvmError(f"{cmd[0]} failed: {exc}") from None
         pending = b""
@@ -312,7 +328,12 @@ def image_chain(path):
     if isinstance(data, dict):
         data = [data]
     return [
-        {"file": item.get("filename"), "format": item.get("format"), "backing": item.get("full-backing-filename") or item.get("backing-filename"), "virtual_size": item.get("virtual-size")}
+        {
+            "file": item.get("filename"),
+            "format": item.get("format"),
+            "backing": item.get("full-backing-filename") or item.get("backing-filename"),
+            "virtual_size": item.get("virtual-size"),
+        }
         for item in data
     ]
 
@@ -346,14 +367,22 @@ def _unique_name(entries, prefix=""):
 
 def _overlay_path(vm, disk, name):
     source = disk.source or ""
-    directory = os.path.dirname(source) if disk.type == "file" and source.startswith("/") else "/var/lib/libvirt/images"
+    directory = (
+        os.path.dirname(source)
+        if disk.type == "file" and source.startswith("/")
+        else "/var/lib/libvirt/images"
+    )
     return os.path.join(directory, f"{vm}-{disk.target}.{name}.qcow2")
 
 
 def _memory_path(vm, disks, name):
     first = disks[0]
     source = first.source or ""
-    directory = os.path.dirname(source) if first.type == "file" and source.startswith("/") else "/var/lib/libvirt/qemu/save"
+    directory = (
+        os.path.dirname(source)
+        if first.type == "file" and source.startswith("/")
+        else "/var/lib/libvirt/qemu/save"
+    )
     return os.path.join(directory, f"{vm}.{name}.mem")
 
 
@@ -378,7 +407,17 @@ def _external_overlay_owner(entries, path):
 # --- create ----------------------------------------------------------------
 
 
-def plan_create(vm, running, domain, entries, memory=True, disk_only=False, external=False, quiesce=False, name=None):
+def plan_create(
+    vm,
+    running,
+    domain,
+    entries,
+    memory=True,
+    disk_only=False,
+    external=False,
+    quiesce=False,
+    name=None,
+):
     """Decide the kind of snapshot and check it can be deleted and reverted later.
 
     Returns ``{"kind", "memory", "disk_only", "quiesce", "overlays", "memory_file"}``; raises
@@ -396,7 +435,9 @@ def plan_create(vm, running, domain, entries, memory=True, disk_only=False, exte
                 "(org.qemu.guest_agent.0); nothing was changed"
             )
         if agent == "disconnected":
-            raise KvmError(f"quiesce needs the QEMU guest agent, and the agent in VM '{vm}' does not answer (is qemu-guest-agent running?); nothing was changed")
+            raise KvmError(
+                f"quiesce needs the QEMU guest agent, and the agent in VM '{vm}' does not answer (is qemu-guest-agent running?); nothing was changed"
+            )
     quiesce = bool(quiesce and running)
     if running:
         is_external = bool(external or disk_only or not memory or quiesce)
@@ -404,7 +445,13 @@ def plan_create(vm, running, domain, entries, memory=True, disk_only=False, exte
     else:
         is_external = bool(external)
         with_memory = False
-    plan = {"kind": EXTERNAL if is_external else INTERNAL, "memory": with_memory, "quiesce": quiesce, "overlays": {}, "memory_file": None}
+    plan = {
+        "kind": EXTERNAL if is_external else INTERNAL,
+        "memory": with_memory,
+        "quiesce": quiesce,
+        "overlays": {},
+        "memory_file": None,
+    }
     plan["disk_only"] = is_external and not with_memory
     if not is_external:
         for disk in disks:
@@ -429,12 +476,29 @@ def plan_create(vm, running, domain, entries, memory=True, disk_only=False, exte
     return plan
 
 
-def create(session, vm, name=None, memory=True, disk_only=False, external=False, quiesce=False, description=None, prefix=""):
+def create(
+    session,
+    vm,
+    name=None,
+    memory=True,
+    disk_only=False,
+    external=False,
+    quiesce=False,
+    description=None,
+    prefix="",
+):
     """Take a snapshot of ``vm``; return it as :func:`show` describes it (without ``xml``)."""
     args = schema.validate_args(
         schema.SNAPSHOT,
         vm,
-        {"snapshot": name, "memory": memory, "disk_only": disk_only, "external": external, "quiesce": quiesce, "description": description},
+        {
+            "snapshot": name,
+            "memory": memory,
+            "disk_only": disk_only,
+            "external": external,
+            "quiesce": quiesce,
+            "description": description,
+        },
         name_field=schema.OBJNAME,
     )
     dom = _domain(session, vm)
@@ -444,10 +508,24 @@ def create(session, vm, name=None, memory=True, disk_only=False, external=False,
         raise KvmError(f"VM '{vm}' already has a snapshot '{name}'")
     running = _is_active(dom)
     domain = _xml(dom, inactive=not running)
-    plan = plan_create(vm, running, domain, entries, args.get("memory", True), args.get("disk_only", False), args.get("external", False), args.get("quiesce", False), name)
-    for path in list(plan["overlays"].values()) + ([plan["memory_file"]] if plan["memory_file"] else []):
+    plan = plan_create(
+        vm,
+        running,
+        domain,
+        entries,
+        args.get("memory", True),
+        args.get("disk_only", False),
+        args.get("external", False),
+        args.get("quiesce", False),
+        name,
+    )
+    for path in list(plan["overlays"].values()) + (
+        [plan["memory_file"]] if plan["memory_file"] else []
+    ):
         if os.path.exists(path):
-            raise KvmError(f"cannot take external snapshot '{name}' of VM '{vm}': {path} already exists")
+            raise KvmError(
+                f"cannot take external snapshot '{name}' of VM '{vm}': {path} already exists"
+            )
     lv = _lv()
     flags = lv.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
     disks = []
@@ -465,13 +543,21 @@ def create(session, vm, name=None, memory=True, disk_only=False, external=False,
     else:
         memory_mode = INTERNAL if running else xsnap.NO
     if plan["kind"] == EXTERNAL:
-        disks = [(t, k, plan["overlays"].get(t), "qcow2" if k == EXTERNAL else None) for t, k in disks]
-    xml = xsnap.build(name, args.get("description"), memory_mode, plan["memory_file"], disks or None)
+        disks = [
+            (t, k, plan["overlays"].get(t), "qcow2" if k == EXTERNAL else None) for t, k in disks
+        ]
+    xml = xsnap.build(
+        name, args.get("description"), memory_mode, plan["memory_file"], disks or None
+    )
     try:
         dom.snapshotCreateXML(xml, flags)
     except lv.libvirtError as exc:
         _invalidate(session)
-        if plan["memory_file"] and os.path.exists(plan["memory_file"]) and name not in _load(session, dom):
+        if (
+            plan["memory_file"]
+            and os.path.exists(plan["memory_file"])
+            and name not in _load(session, dom)
+        ):
             os.unlink(plan["memory_file"])
         msg = _err(exc)
         if plan["quiesce"] and "agent" in msg.lower():
@@ -511,7 +597,9 @@ def revert(session, vm, name, running=None):
     The VM ends in the snapshot's state (running, paused or shut off; a
     disk-only snapshot ends shut off) unless ``running`` says otherwise.
     """
-    args = schema.validate_args(schema.SNAPSHOT, vm, {"snapshot": name, "running": running}, name_field=schema.OBJNAME)
+    args = schema.validate_args(
+        schema.SNAPSHOT, vm, {"snapshot": name, "running": running}, name_field=schema.OBJNAME
+    )
     running = args.get("running")
     dom = _domain(session, vm)
     entries = _load(session, dom)
@@ -526,7 +614,9 @@ def revert(session, vm, name, running=None):
             try:
                 dom.revertToSnapshot(entry.obj, flags)
             except lv.libvirtError as exc:
-                raise KvmError(f"cannot revert VM '{vm}' to snapshot '{name}': {_err(exc)}") from None
+                raise KvmError(
+                    f"cannot revert VM '{vm}' to snapshot '{name}': {_err(exc)}"
+                ) from None
             if running is False and dom.isActive():
                 dom.destroy()
     finally:
@@ -557,7 +647,9 @@ def _revert_external(dom, vm, entry, entries, running):
     for target, overlay in overlays.items():
         disk = current.disk(target)
         if disk is None or target not in bases:
-            raise KvmError(f"cannot revert VM '{vm}' to snapshot '{entry.name}': disk {target} is gone from the VM")
+            raise KvmError(
+                f"cannot revert VM '{vm}' to snapshot '{entry.name}': disk {target} is gone from the VM"
+            )
         later = [e.name for e in _built_on(entries, overlay, exclude=(entry.name,))]
         if later:
             raise Refused(
@@ -569,7 +661,11 @@ def _revert_external(dom, vm, entry, entries, running):
                 f"cannot revert VM '{vm}' to external snapshot '{entry.name}': disk {target} uses {disk.source}, "
                 f"not the snapshot's overlay {overlay}"
             )
-    with_memory = model.memory_snapshot == EXTERNAL and model.memory_file and os.path.exists(model.memory_file)
+    with_memory = (
+        model.memory_snapshot == EXTERNAL
+        and model.memory_file
+        and os.path.exists(model.memory_file)
+    )
     snap_running = model.state in ("running", "paused")
     want_running = running if running is not None else bool(with_memory and snap_running)
     if active:
@@ -583,14 +679,23 @@ def _revert_external(dom, vm, entry, entries, running):
     try:
         if want_running and with_memory:
             inactive = dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE | lv.VIR_DOMAIN_XML_SECURE)
-            flag = lv.VIR_DOMAIN_SAVE_PAUSED if model.state == "paused" and running is None else lv.VIR_DOMAIN_SAVE_RUNNING
+            flag = (
+                lv.VIR_DOMAIN_SAVE_PAUSED
+                if model.state == "paused" and running is None
+                else lv.VIR_DOMAIN_SAVE_RUNNING
+            )
             dom.connect().restoreFlags(model.memory_file, inactive, flag)
         elif want_running:
             dom.create()
     except lv.libvirtError as exc:
-        raise KvmError(f"VM '{vm}': the disks were reverted to snapshot '{entry.name}' but the VM did not start: {_err(exc)}") from None
+        raise KvmError(
+            f"VM '{vm}': the disks were reverted to snapshot '{entry.name}' but the VM did not start: {_err(exc)}"
+        ) from None
     try:  # make it the current snapshot again
-        dom.snapshotCreateXML(entry.obj.getXMLDesc(0), lv.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE | lv.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT)
+        dom.snapshotCreateXML(
+            entry.obj.getXMLDesc(0),
+            lv.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE | lv.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT,
+        )
     except lv.libvirtError as exc:
         log.warning("could not mark snapshot %s current: %s", entry.name, _err(exc))
 
@@ -617,7 +722,9 @@ def delete(session, vm, name, children=False, progress=None):
     External snapshots libvirt cannot delete are merged by salt-kvm (see the module doc),
     reporting the merge's progress to ``progress`` (see :func:`merge_external`).
     """
-    args = schema.validate_args(schema.SNAPSHOT, vm, {"snapshot": name, "children": children}, name_field=schema.OBJNAME)
+    args = schema.validate_args(
+        schema.SNAPSHOT, vm, {"snapshot": name, "children": children}, name_field=schema.OBJNAME
+    )
     dom = _domain(session, vm)
     entries = _load(session, dom)
     entry = _entry(entries, vm, name)
@@ -662,7 +769,11 @@ def _delete_one(session, dom, vm, entry, entries, progress=None):
         return None
     # refuse when the overlay holds internal snapshots (they would be lost with it)
     for overlay in entry.overlays().values():
-        inside = [e.name for e in _built_on(entries, overlay, exclude=(entry.name,)) if e.model.kind != EXTERNAL]
+        inside = [
+            e.name
+            for e in _built_on(entries, overlay, exclude=(entry.name,))
+            if e.model.kind != EXTERNAL
+        ]
         if inside:
             raise Refused(
                 f"internal snapshot(s) {', '.join(repr(n) for n in sorted(inside))} are stored in the overlay {overlay} of "
@@ -675,8 +786,15 @@ def _delete_one(session, dom, vm, entry, entries, progress=None):
         return None
     except lv.libvirtError as exc:
         code = exc.get_error_code()
-        if code not in (lv.VIR_ERR_OPERATION_UNSUPPORTED, lv.VIR_ERR_CONFIG_UNSUPPORTED, lv.VIR_ERR_INVALID_ARG, lv.VIR_ERR_NO_SUPPORT):
-            raise KvmError(f"cannot delete snapshot '{entry.name}' of VM '{vm}': {_err(exc)}") from None
+        if code not in (
+            lv.VIR_ERR_OPERATION_UNSUPPORTED,
+            lv.VIR_ERR_CONFIG_UNSUPPORTED,
+            lv.VIR_ERR_INVALID_ARG,
+            lv.VIR_ERR_NO_SUPPORT,
+        ):
+            raise KvmError(
+                f"cannot delete snapshot '{entry.name}' of VM '{vm}': {_err(exc)}"
+            ) from None
         log.info("libvirt refused to delete %s (%s); merging it", entry.name, _err(exc))
     merge_external(dom, vm, entry, entries, progress)
     return entry.name
@@ -695,7 +813,12 @@ def _guard_shared_bases(session, dom, vm, entry):
     index = None
     for target, overlay in entry.overlays().items():
         disk = current.disk(target)
-        if target not in bases or disk is None or not disk.source or not os.path.exists(disk.source):
+        if (
+            target not in bases
+            or disk is None
+            or not disk.source
+            or not os.path.exists(disk.source)
+        ):
             continue
         files = [c["file"] for c in image_chain(disk.source)]
         if overlay not in files:
@@ -720,8 +843,12 @@ def _libvirt_delete_external(dom, vm, entry, progress=None):
     targets = sorted(entry.overlays())
     active = _is_active(dom)
     reporter = _progress.Reporter(
-        "merge", f"deleting external snapshot '{entry.name}' of VM '{vm}' (libvirt merges {', '.join(targets)})", None, progress,
-        fields={"vm": vm, "snapshot": entry.name, "disk": ",".join(targets)}, logger=log,
+        "merge",
+        f"deleting external snapshot '{entry.name}' of VM '{vm}' (libvirt merges {', '.join(targets)})",
+        None,
+        progress,
+        fields={"vm": vm, "snapshot": entry.name, "disk": ",".join(targets)},
+        logger=log,
     )
 
     def probe():
@@ -754,7 +881,9 @@ def _wait_job(dom, target, until_ready, timeout=BLOCK_JOB_TIMEOUT, reporter=None
         if not info:
             return "gone"
         if reporter is not None and info.get("end", 0) > 0:
-            reporter.update(info.get("cur", 0), info["end"])  # bytes of the disk the job went through
+            reporter.update(
+                info.get("cur", 0), info["end"]
+            )  # bytes of the disk the job went through
         if until_ready and info.get("end", 0) > 0 and info.get("cur") == info.get("end"):
             return "ready"
         time.sleep(0.05)
@@ -798,7 +927,9 @@ def merge_external(dom, vm, entry, entries, progress=None):
     sizes = {}  # overlay -> virtual size (the merge's total)
     for target, overlay in entry.overlays().items():
         if target not in bases:
-            raise KvmError(f"snapshot '{entry.name}' of VM '{vm}' records no image below overlay {overlay}")
+            raise KvmError(
+                f"snapshot '{entry.name}' of VM '{vm}' records no image below overlay {overlay}"
+            )
         base, base_fmt = bases[target]
         disk = current.disk(target)
         if disk is None:
@@ -816,10 +947,20 @@ def merge_external(dom, vm, entry, entries, progress=None):
             continue
         index = files.index(overlay)
         if index + 1 >= len(files) or files[index + 1] != base:
-            raise KvmError(f"overlay {overlay} of snapshot '{entry.name}' is not backed by {base} (found {files[index + 1:index + 2]}); not merging")
-        others = [e.name for e in _built_on(entries, base, exclude=(entry.name,)) if e.model.kind == EXTERNAL and base in e.base_images().get(target, ())[:1] and e.overlays().get(target) not in files]
+            raise KvmError(
+                f"overlay {overlay} of snapshot '{entry.name}' is not backed by {base} (found {files[index + 1 : index + 2]}); not merging"
+            )
+        others = [
+            e.name
+            for e in _built_on(entries, base, exclude=(entry.name,))
+            if e.model.kind == EXTERNAL
+            and base in e.base_images().get(target, ())[:1]
+            and e.overlays().get(target) not in files
+        ]
         if others:
-            raise Refused(f"image {base} also backs snapshot(s) {', '.join(repr(n) for n in others)} outside the VM's current chain; merging {overlay} into it would corrupt them")
+            raise Refused(
+                f"image {base} also backs snapshot(s) {', '.join(repr(n) for n in others)} outside the VM's current chain; merging {overlay} into it would corrupt them"
+            )
         above = files[index - 1] if index > 0 else None
         steps.append(("top" if index == 0 else "middle", target, overlay, base, base_fmt, above))
         sizes[overlay] = chain[index].get("virtual_size")
@@ -828,8 +969,18 @@ def merge_external(dom, vm, entry, entries, progress=None):
         if kind == "dangling":
             continue
         reporter = _progress.Reporter(
-            "merge", f"merging {overlay} into {base} (snapshot '{entry.name}' of VM '{vm}', disk {target})", sizes.get(overlay), progress,
-            fields={"vm": vm, "snapshot": entry.name, "disk": target, "overlay": overlay, "base": base}, logger=log,
+            "merge",
+            f"merging {overlay} into {base} (snapshot '{entry.name}' of VM '{vm}', disk {target})",
+            sizes.get(overlay),
+            progress,
+            fields={
+                "vm": vm,
+                "snapshot": entry.name,
+                "disk": target,
+                "overlay": overlay,
+                "base": base,
+            },
+            logger=log,
         )
         reporter.start()
         try:
@@ -840,7 +991,13 @@ def merge_external(dom, vm, entry, entries, progress=None):
                     if running_job != lv.VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT:
                         dom.blockCommit(target, base, None, 0, lv.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
                     else:
-                        log.info("resuming the interrupted merge of %s into %s (VM %s, disk %s)", overlay, base, vm, target)
+                        log.info(
+                            "resuming the interrupted merge of %s into %s (VM %s, disk %s)",
+                            overlay,
+                            base,
+                            vm,
+                            target,
+                        )
                     _wait_job(dom, target, until_ready=True, reporter=reporter)
                     _pivot(dom, target)
                 else:
@@ -848,12 +1005,28 @@ def merge_external(dom, vm, entry, entries, progress=None):
                         dom.blockCommit(target, base, overlay, 0, 0)
                     _wait_job(dom, target, until_ready=False, reporter=reporter)
             else:
-                _run_progress(_percent_to(reporter), "qemu-img", "commit", "-p", "-f", "qcow2", overlay)
+                _run_progress(
+                    _percent_to(reporter), "qemu-img", "commit", "-p", "-f", "qcow2", overlay
+                )
                 if kind == "middle":
-                    _run("qemu-img", "rebase", "-q", "-u", "-f", "qcow2", "-b", base, "-F", base_fmt or "raw", above)
+                    _run(
+                        "qemu-img",
+                        "rebase",
+                        "-q",
+                        "-u",
+                        "-f",
+                        "qcow2",
+                        "-b",
+                        base,
+                        "-F",
+                        base_fmt or "raw",
+                        above,
+                    )
         except lv.libvirtError as exc:
             reporter.finish(error=_err(exc))
-            raise KvmError(f"merging overlay {overlay} of snapshot '{entry.name}' into {base} failed: {_err(exc)}") from None
+            raise KvmError(
+                f"merging overlay {overlay} of snapshot '{entry.name}' into {base} failed: {_err(exc)}"
+            ) from None
         except KvmError as exc:
             reporter.finish(error=str(exc))
             raise
@@ -883,14 +1056,22 @@ def merge_external(dom, vm, entry, entries, progress=None):
         for later in _built_on(entries, overlay, exclude=(entry.name,)):
             if later.model.set_domain_disk_image(target, base, base_fmt or "raw"):
                 try:
-                    dom.snapshotCreateXML(later.model.to_xml(pretty=False), lv.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE | (lv.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT if later.current else 0))
+                    dom.snapshotCreateXML(
+                        later.model.to_xml(pretty=False),
+                        lv.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
+                        | (lv.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT if later.current else 0),
+                    )
                 except lv.libvirtError as exc:
-                    raise KvmError(f"cannot update the metadata of snapshot '{later.name}' after merging: {_err(exc)}") from None
+                    raise KvmError(
+                        f"cannot update the metadata of snapshot '{later.name}' after merging: {_err(exc)}"
+                    ) from None
 
     try:
         entry.obj.delete(lv.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
     except lv.libvirtError as exc:
-        raise KvmError(f"merged snapshot '{entry.name}' of VM '{vm}' but cannot drop its metadata: {_err(exc)}") from None
+        raise KvmError(
+            f"merged snapshot '{entry.name}' of VM '{vm}' but cannot drop its metadata: {_err(exc)}"
+        ) from None
     for kind, target, overlay, *_rest in steps:
         if os.path.exists(overlay):
             os.unlink(overlay)
@@ -903,8 +1084,12 @@ def merge_external(dom, vm, entry, entries, progress=None):
 def _prune_candidates(entries, keep, older_than=None, prefix=DEFAULT_PREFIX, now=None, extra=0):
     """Names to delete: matching ``prefix``, beyond the newest ``keep`` (``extra`` more are about to be taken)."""
     now = time.time() if now is None else now
-    managed = sorted((e for e in entries.values() if e.name.startswith(prefix)), key=lambda e: (e.created, e.name), reverse=True)
-    beyond = managed[max(keep - extra, 0):]
+    managed = sorted(
+        (e for e in entries.values() if e.name.startswith(prefix)),
+        key=lambda e: (e.created, e.name),
+        reverse=True,
+    )
+    beyond = managed[max(keep - extra, 0) :]
     if older_than is not None:
         beyond = [e for e in beyond if now - e.created >= older_than]
     return [e.name for e in sorted(beyond, key=lambda e: (e.created, e.name))]
@@ -915,7 +1100,12 @@ def prune(session, vm, keep, older_than=None, prefix=DEFAULT_PREFIX, progress=No
 
     Snapshots without the prefix are never touched. Returns ``{"deleted": [...], "kept": [...]}``.
     """
-    args = schema.validate_args(schema.SNAPSHOT_PRUNE, vm, {"keep": keep, "older_than": older_than, "prefix": prefix}, name_field=schema.OBJNAME)
+    args = schema.validate_args(
+        schema.SNAPSHOT_PRUNE,
+        vm,
+        {"keep": keep, "older_than": older_than, "prefix": prefix},
+        name_field=schema.OBJNAME,
+    )
     prefix = args.get("prefix", DEFAULT_PREFIX)
     dom = _domain(session, vm)
     entries = _load(session, dom)
@@ -936,7 +1126,9 @@ def present(session, vm, snapshot, test=False, **kwargs):
     """State ``snapshot_present``: snapshot ``snapshot`` of ``vm`` exists (taken once, never retaken)."""
     what = f"snapshot '{snapshot}' of VM '{vm}'"
     try:
-        args = schema.validate_args(schema.SNAPSHOT, vm, dict(kwargs, snapshot=snapshot), name_field=schema.OBJNAME)
+        args = schema.validate_args(
+            schema.SNAPSHOT, vm, dict(kwargs, snapshot=snapshot), name_field=schema.OBJNAME
+        )
     except InvalidInput as exc:
         return state_return(vm, False, comment=f"{what}: {exc}")
     if "snapshot" not in args:
@@ -961,16 +1153,31 @@ class _Present(Resource):
         dom = _domain(self.session, self.vm)
         running = _is_active(dom)
         plan = plan_create(
-            self.vm, running, _xml(dom, inactive=not running), _load(self.session, dom),
-            self.args.get("memory", True), self.args.get("disk_only", False), self.args.get("external", False),
-            self.args.get("quiesce", False), self.name,
+            self.vm,
+            running,
+            _xml(dom, inactive=not running),
+            _load(self.session, dom),
+            self.args.get("memory", True),
+            self.args.get("disk_only", False),
+            self.args.get("external", False),
+            self.args.get("quiesce", False),
+            self.name,
         )
         new = {"name": self.name, "kind": plan["kind"], "memory": plan["memory"]}
         return {"snapshot": {"old": None, "new": new}}
 
     def apply(self, current, changes):
         a = self.args
-        create(self.session, self.vm, self.name, a.get("memory", True), a.get("disk_only", False), a.get("external", False), a.get("quiesce", False), a.get("description"))
+        create(
+            self.session,
+            self.vm,
+            self.name,
+            a.get("memory", True),
+            a.get("disk_only", False),
+            a.get("external", False),
+            a.get("quiesce", False),
+            a.get("description"),
+        )
 
     def verify(self, after):
         if after is None:
@@ -986,7 +1193,11 @@ class _Present(Resource):
         return None
 
     def summary(self, changes, test):
-        kind = changes["snapshot"]["new"]["kind"] if isinstance(changes["snapshot"]["new"], dict) else ""
+        kind = (
+            changes["snapshot"]["new"]["kind"]
+            if isinstance(changes["snapshot"]["new"], dict)
+            else ""
+        )
         return f"{self.what} {'would be' if test else 'was'} taken ({kind})"
 
 
@@ -994,7 +1205,12 @@ def absent(session, vm, snapshot, children=False, test=False, progress=None):
     """State ``snapshot_absent``: snapshot ``snapshot`` of ``vm`` does not exist (external ones are merged)."""
     what = f"snapshot '{snapshot}' of VM '{vm}'"
     try:
-        args = schema.validate_args(schema.SNAPSHOT, vm, {"snapshot": snapshot, "children": children}, name_field=schema.OBJNAME)
+        args = schema.validate_args(
+            schema.SNAPSHOT,
+            vm,
+            {"snapshot": snapshot, "children": children},
+            name_field=schema.OBJNAME,
+        )
     except InvalidInput as exc:
         return state_return(vm, False, comment=f"{what}: {exc}")
 
@@ -1007,7 +1223,12 @@ def absent(session, vm, snapshot, children=False, test=False, progress=None):
         if snapshot not in entries:
             return None
         info = entries[snapshot].describe()
-        return {"name": snapshot, "kind": info["kind"], "memory": info["memory"], "created": info["created"]}
+        return {
+            "name": snapshot,
+            "kind": info["kind"],
+            "memory": info["memory"],
+            "created": info["created"],
+        }
 
     def remove(_current):
         delete(session, vm, snapshot, children=args.get("children", False), progress=progress)
@@ -1046,7 +1267,10 @@ class _Retained(Resource):
     def read(self):
         dom = _domain(self.session, self.vm)
         entries = _load(self.session, dom)
-        return {"entries": entries, "names": sorted(n for n in entries if n.startswith(self.prefix))}
+        return {
+            "entries": entries,
+            "names": sorted(n for n in entries if n.startswith(self.prefix)),
+        }
 
     def changes(self, current):
         entries = current["entries"]
@@ -1060,12 +1284,26 @@ class _Retained(Resource):
             running = _is_active(dom)
             name = _unique_name(entries, self.prefix)
             plan_create(
-                self.vm, running, _xml(dom, inactive=not running), entries,
-                self.args.get("memory", True), False, self.args.get("external", False), self.args.get("quiesce", False), name,
+                self.vm,
+                running,
+                _xml(dom, inactive=not running),
+                entries,
+                self.args.get("memory", True),
+                False,
+                self.args.get("external", False),
+                self.args.get("quiesce", False),
+                name,
             )
             self.planned = name
             changes["taken"] = {"old": None, "new": name}
-        doomed = _prune_candidates(entries, self.args["keep"], self.args.get("older_than"), self.prefix, now, extra=1 if take else 0)
+        doomed = _prune_candidates(
+            entries,
+            self.args["keep"],
+            self.args.get("older_than"),
+            self.prefix,
+            now,
+            extra=1 if take else 0,
+        )
         if doomed:
             changes["deleted"] = {"old": doomed, "new": None}
         return changes
@@ -1073,8 +1311,14 @@ class _Retained(Resource):
     def apply(self, current, changes):
         if "taken" in changes:
             info = create(
-                self.session, self.vm, None, self.args.get("memory", True), False, self.args.get("external", False),
-                self.args.get("quiesce", False), f"taken by salt-kvm snapshots_retained (every {units.format_duration(self.args['every'])}, keep {self.args['keep']})",
+                self.session,
+                self.vm,
+                None,
+                self.args.get("memory", True),
+                False,
+                self.args.get("external", False),
+                self.args.get("quiesce", False),
+                f"taken by salt-kvm snapshots_retained (every {units.format_duration(self.args['every'])}, keep {self.args['keep']})",
                 prefix=self.prefix,
             )
             self.taken = info["name"]
@@ -1110,5 +1354,7 @@ class _Retained(Resource):
         if "taken" in changes:
             parts.append(f"{'would take' if test else 'took'} {changes['taken']['new']}")
         if "deleted" in changes:
-            parts.append(f"{'would delete' if test else 'deleted'} {', '.join(changes['deleted']['old'])}")
+            parts.append(
+                f"{'would delete' if test else 'deleted'} {', '.join(changes['deleted']['old'])}"
+            )
         return f"{self.what}: " + "; ".join(parts)

@@ -130,7 +130,19 @@ def pool_list(session):
     out = {}
     for name, entry in sorted(pools(session).items()):
         info = _describe(entry)
-        out[name] = {k: info[k] for k in ("type", "state", "active", "autostart", "capacity", "allocation", "available", "target")}
+        out[name] = {
+            k: info[k]
+            for k in (
+                "type",
+                "state",
+                "active",
+                "autostart",
+                "capacity",
+                "allocation",
+                "available",
+                "target",
+            )
+        }
     return out
 
 
@@ -146,13 +158,20 @@ def _spec(name, kwargs, path=None):
     """Validate a pool's arguments (the pillar keys) with the pillar's own schema."""
     spec = schema.validate_args(schema.POOL, name, kwargs, name_field=schema.OBJNAME, path=path)
     if spec.get("volumes"):
-        raise InvalidInput(f"{path or name}:volumes", "declare volumes with kvm.volume_present (the formula does)")
+        raise InvalidInput(
+            f"{path or name}:volumes", "declare volumes with kvm.volume_present (the formula does)"
+        )
     spec.pop("purge", None)  # only meaningful with absent (kvm.pool_absent)
     if spec.get("target"):
-        spec["target"] = os.path.normpath(spec["target"])  # libvirt reports it without a trailing '/'
+        spec["target"] = os.path.normpath(
+            spec["target"]
+        )  # libvirt reports it without a trailing '/'
     source = spec.get("source") or {}
     if source.get("dir") and not source["dir"].startswith("/") and source.get("format") != "cifs":
-        raise InvalidInput(f"{path or name}:source:dir", f"{source['dir']!r} is not an absolute path (only a cifs share name is relative)")
+        raise InvalidInput(
+            f"{path or name}:source:dir",
+            f"{source['dir']!r} is not an absolute path (only a cifs share name is relative)",
+        )
     return spec
 
 
@@ -176,7 +195,11 @@ def _pool_obj(session, name):
 def pool_build(session, name, overwrite=False):
     """Build the pool's storage; existing storage is never overwritten unless ``overwrite``."""
     pool = _pool_obj(session, name)
-    flags = BUILD_FLAGS["overwrite"] if overwrite else _build_flags_for(sxml.Pool(lookup_pool(session, name)["xml"]).type)
+    flags = (
+        BUILD_FLAGS["overwrite"]
+        if overwrite
+        else _build_flags_for(sxml.Pool(lookup_pool(session, name)["xml"]).type)
+    )
     with libvirt_errors(f"building pool '{name}'"):
         pool.build(flags)
     invalidate(session)
@@ -319,7 +342,9 @@ def _secret_state(session, pool_name, auth):
     if model.usage_type != want_type:
         return "recreate"
     have = (model.description or "").split("hmac ")[-1]
-    if not hmac.compare_digest(have.encode(), (_digest(secret.UUIDString(), auth["secret"], _hmac_key()) or "-").encode()):
+    if not hmac.compare_digest(
+        have.encode(), (_digest(secret.UUIDString(), auth["secret"], _hmac_key()) or "-").encode()
+    ):
         return "update"
     return None
 
@@ -334,10 +359,14 @@ def _store_secret(session, pool_name, auth):
             secret.undefine()
             secret = None
         if secret is None:
-            secret = session.conn.secretDefineXML(sxml.Secret.build(usage, usage_type, "salt-kvm").to_xml(), 0)
+            secret = session.conn.secretDefineXML(
+                sxml.Secret.build(usage, usage_type, "salt-kvm").to_xml(), 0
+            )
         sid = secret.UUIDString()
         desc = f"salt-kvm pool secret, hmac {_digest(sid, auth['secret'], _hmac_key(create=True))}"
-        secret = session.conn.secretDefineXML(sxml.Secret.build(usage, usage_type, desc, uuid=sid).to_xml(), 0)
+        secret = session.conn.secretDefineXML(
+            sxml.Secret.build(usage, usage_type, desc, uuid=sid).to_xml(), 0
+        )
         if usage_type == "ceph":
             try:
                 value = base64.b64decode(auth["secret"], validate=True)
@@ -348,7 +377,9 @@ def _store_secret(session, pool_name, auth):
         secret.setValue(value, 0)
     except libvirt.libvirtError as exc:
         # libvirt's message names the usage, never the value
-        raise KvmError(f"storing the secret of pool '{pool_name}': {libvirt_message(exc)}") from None
+        raise KvmError(
+            f"storing the secret of pool '{pool_name}': {libvirt_message(exc)}"
+        ) from None
     return usage
 
 
@@ -380,7 +411,12 @@ def _define(session, name, spec, uuid=None, xml=None):
     source = spec.get("source")
     if source and source.get("auth", {}).get("secret"):
         _store_secret(session, name, source["auth"])
-    xml = xml or sxml.Pool.build(name, spec["type"], spec.get("target"), _xml_source(name, source), uuid=uuid).to_xml()
+    xml = (
+        xml
+        or sxml.Pool.build(
+            name, spec["type"], spec.get("target"), _xml_source(name, source), uuid=uuid
+        ).to_xml()
+    )
     try:
         return session.conn.storagePoolDefineXML(xml, 0)
     except libvirt.libvirtError as exc:
@@ -400,7 +436,11 @@ def _probe(device, what):
     """``blkid`` value ``what`` (TYPE, PTTYPE) of ``device``; ``None`` when it holds none."""
     try:
         proc = subprocess.run(
-            ["blkid", "-p", "-o", "value", "-s", what, "--", device], capture_output=True, text=True, timeout=30, check=False
+            ["blkid", "-p", "-o", "value", "-s", what, "--", device],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise KvmError(f"cannot probe {device}: {exc}") from None
@@ -411,7 +451,13 @@ def _probe(device, what):
 def _vg_exists(vg_name):
     if not shutil.which("vgs"):
         return False
-    proc = subprocess.run(["vgs", "--noheadings", "-o", "vg_name", "--", vg_name], capture_output=True, text=True, timeout=30, check=False)
+    proc = subprocess.run(
+        ["vgs", "--noheadings", "-o", "vg_name", "--", vg_name],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     return proc.returncode == 0 and proc.stdout.strip() == vg_name
 
 
@@ -435,37 +481,63 @@ def build_plan(spec):
         have = _probe(device, "TYPE")
         if have is None:
             if want == "auto":
-                raise KvmError(f"{device} holds no filesystem; declare source.format (like ext4) to make one")
+                raise KvmError(
+                    f"{device} holds no filesystem; declare source.format (like ext4) to make one"
+                )
             fstype = want
-            return (f"make the {fstype} filesystem on {device}" + (f" and create directory {target}" if mkdir else ""), BUILD_FLAGS["no_overwrite"])
+            return (
+                f"make the {fstype} filesystem on {device}"
+                + (f" and create directory {target}" if mkdir else ""),
+                BUILD_FLAGS["no_overwrite"],
+            )
         if want in ("auto", have):
             return (f"create directory {target}", 0) if mkdir else None
         if force:
-            return (f"overwrite the {have} filesystem on {device} with {want}", BUILD_FLAGS["overwrite"])
-        raise Refused(f"{device} holds a {have} filesystem, declared {want}; set build: force to overwrite it")
+            return (
+                f"overwrite the {have} filesystem on {device} with {want}",
+                BUILD_FLAGS["overwrite"],
+            )
+        raise Refused(
+            f"{device} holds a {have} filesystem, declared {want}; set build: force to overwrite it"
+        )
     if ptype == "disk":
         device = source["devices"][0]
         want = source.get("format")
         have = _probe(os.path.realpath(device), "PTTYPE")
         if have is None:
-            return (f"write a {want or 'dos'} partition table on {device}", BUILD_FLAGS["no_overwrite"])
+            return (
+                f"write a {want or 'dos'} partition table on {device}",
+                BUILD_FLAGS["no_overwrite"],
+            )
         if want in (None, have):
             return None
         if force:
-            return (f"overwrite the {have} partition table on {device} with {want}", BUILD_FLAGS["overwrite"])
-        raise Refused(f"{device} holds a {have} partition table, declared {want}; set build: force to overwrite it")
+            return (
+                f"overwrite the {have} partition table on {device} with {want}",
+                BUILD_FLAGS["overwrite"],
+            )
+        raise Refused(
+            f"{device} holds a {have} partition table, declared {want}; set build: force to overwrite it"
+        )
     if ptype == "logical":
         vg_name = source["name"]
         if _vg_exists(vg_name):
             return None
         devices = source.get("devices")
         if not devices:
-            raise KvmError(f"volume group {vg_name} does not exist and source.devices is not given to create it")
+            raise KvmError(
+                f"volume group {vg_name} does not exist and source.devices is not given to create it"
+            )
         for device in devices:
             have = _probe(device, "TYPE")
             if have and not force:
-                raise Refused(f"{device} holds {have} data; set build: force to make it a physical volume of {vg_name}")
-        return (f"create volume group {vg_name} on {', '.join(devices)}", BUILD_FLAGS["overwrite"] if force else BUILD_FLAGS["no_overwrite"])
+                raise Refused(
+                    f"{device} holds {have} data; set build: force to make it a physical volume of {vg_name}"
+                )
+        return (
+            f"create volume group {vg_name} on {', '.join(devices)}",
+            BUILD_FLAGS["overwrite"] if force else BUILD_FLAGS["no_overwrite"],
+        )
     return None
 
 
@@ -535,7 +607,9 @@ class PoolResource(plan.Resource):
         source = _xml_source(self.name, spec.get("source"))
         if current is None or current["type"] != spec["type"]:
             uuid = current["uuid"] if current else None
-            return sxml.Pool.build(self.name, spec["type"], spec.get("target"), source, uuid=uuid).to_xml()
+            return sxml.Pool.build(
+                self.name, spec["type"], spec.get("target"), source, uuid=uuid
+            ).to_xml()
         return sxml.Pool(self._definition()).edit(target=spec.get("target"), source=source).to_xml()
 
     def current_xml(self, current):
@@ -581,8 +655,12 @@ class PoolResource(plan.Resource):
         if sdiff:
             data_keys = [k for k in sdiff if k in DATA_SOURCE_KEYS]
             if data_keys and not force and "type" not in changes:
-                detail = "; ".join(f"source.{k} is {sdiff[k][0]!r}, declared {sdiff[k][1]!r}" for k in data_keys)
-                raise Refused(f"{detail}: that changes what holds its data (set force: True to redefine it)")
+                detail = "; ".join(
+                    f"source.{k} is {sdiff[k][0]!r}, declared {sdiff[k][1]!r}" for k in data_keys
+                )
+                raise Refused(
+                    f"{detail}: that changes what holds its data (set force: True to redefine it)"
+                )
             changes["source"] = {
                 "old": _public_source({k: current["source"].get(k) for k in sdiff}),
                 "new": _public_source({k: v[1] for k, v in sdiff.items()}),
@@ -593,7 +671,10 @@ class PoolResource(plan.Resource):
                 changes["secret"] = {"old": None if state == "create" else HIDDEN, "new": HIDDEN}
         redefine = any(k in changes for k in ("type", "target", "source"))
         if redefine:
-            changes["definition"] = {"old": self.current_xml(current), "new": self.declared_xml(current)}
+            changes["definition"] = {
+                "old": self.current_xml(current),
+                "new": self.declared_xml(current),
+            }
         if redefine or not current["running"]:
             build = build_plan(spec)
             if build:
@@ -601,11 +682,17 @@ class PoolResource(plan.Resource):
         if not current["running"]:
             changes["running"] = {"old": False, "new": True}
         elif redefine:
-            changes["running"] = {"old": "running the old definition", "new": "restarted with the declared one"}
+            changes["running"] = {
+                "old": "running the old definition",
+                "new": "restarted with the declared one",
+            }
         elif "secret" in changes:
             # a running pool keeps the credentials it started with: restart it so the
             # declared key is used (and proved) now, not at the next boot
-            changes["running"] = {"old": "running with the previous secret", "new": "restarted with the declared one"}
+            changes["running"] = {
+                "old": "running with the previous secret",
+                "new": "restarted with the declared one",
+            }
         if spec.get("autostart") is not None and current["autostart"] != spec["autostart"]:
             changes["autostart"] = {"old": current["autostart"], "new": spec["autostart"]}
         return changes
@@ -628,9 +715,17 @@ class PoolResource(plan.Resource):
                         old.destroy()
                     old.undefine()
                     invalidate(self.session)
-                pool = _define(self.session, self.name, spec, uuid=current["uuid"] if current else None)
+                pool = _define(
+                    self.session, self.name, spec, uuid=current["uuid"] if current else None
+                )
             elif "target" in changes or "source" in changes or "secret" in changes:
-                pool = _define(self.session, self.name, spec, uuid=current["uuid"], xml=self.declared_xml(current))
+                pool = _define(
+                    self.session,
+                    self.name,
+                    spec,
+                    uuid=current["uuid"],
+                    xml=self.declared_xml(current),
+                )
             else:
                 pool = conn.storagePoolLookupByName(self.name)
             invalidate(self.session)
@@ -640,7 +735,9 @@ class PoolResource(plan.Resource):
                 if "build" in changes:
                     flags = build_plan(spec)
                     if flags:
-                        self._made_dir = bool(spec.get("target")) and not os.path.isdir(spec["target"])
+                        self._made_dir = bool(spec.get("target")) and not os.path.isdir(
+                            spec["target"]
+                        )
                         pool.build(flags[1])
                         self._built = flags[0]
                 pool.create(0)
@@ -663,7 +760,11 @@ class PoolResource(plan.Resource):
                 done.append("removed the new pool definition")
         if before is None:
             _drop_secret(self.session, self.name)
-            if self._made_dir and self.spec.get("target") and self.spec["type"] in ("dir", "netfs", "fs"):
+            if (
+                self._made_dir
+                and self.spec.get("target")
+                and self.spec["type"] in ("dir", "netfs", "fs")
+            ):
                 with contextlib.suppress(OSError):
                     os.rmdir(self.spec["target"])
                     done.append(f"removed directory {self.spec['target']}")
@@ -685,9 +786,15 @@ class PoolResource(plan.Resource):
     def summary(self, changes, test):
         base = super().summary(changes, test)
         if "pool" in changes:
-            base = f"{self.what} {'would be' if test else 'was'} defined" + (", built" if "build" in changes else "") + " and started"
+            base = (
+                f"{self.what} {'would be' if test else 'was'} defined"
+                + (", built" if "build" in changes else "")
+                + " and started"
+            )
         if "definition" in changes:
-            base += "; definition:\n" + xml_diff(changes["definition"]["old"], changes["definition"]["new"])
+            base += "; definition:\n" + xml_diff(
+                changes["definition"]["old"], changes["definition"]["new"]
+            )
         return base
 
 
@@ -709,9 +816,16 @@ def _pool_images(session, name, entry):
 
     model = sxml.Pool(entry["xml"])
     if entry["active"]:
-        return {v: storage_volumes.identity_of(session, name, v) for v in storage_volumes.volumes(session, name)}
+        return {
+            v: storage_volumes.identity_of(session, name, v)
+            for v in storage_volumes.volumes(session, name)
+        }
     if model.type in depends.FILE_POOLS and model.target and os.path.isdir(model.target):
-        return {f: depends.identity(os.path.join(model.target, f)) for f in os.listdir(model.target) if os.path.isfile(os.path.join(model.target, f))}
+        return {
+            f: depends.identity(os.path.join(model.target, f))
+            for f in os.listdir(model.target)
+            if os.path.isfile(os.path.join(model.target, f))
+        }
     return None
 
 
@@ -731,7 +845,9 @@ def _guard_purge(session, name, entry):
         if backs:
             busy.append(f"{vname} (the backing file of {', '.join(backs)})")
     if busy:
-        raise Refused(f"purging would delete volumes in use: {'; '.join(busy)}; set force: True to delete them anyway")
+        raise Refused(
+            f"purging would delete volumes in use: {'; '.join(busy)}; set force: True to delete them anyway"
+        )
 
 
 def _purge(session, name, entry, force):
@@ -758,7 +874,9 @@ def _purge(session, name, entry, force):
             except libvirt.libvirtError as exc:
                 if ptype != "fs":
                     raise
-                log.debug("pool %s: delete of the mount point failed: %s", name, libvirt_message(exc))
+                log.debug(
+                    "pool %s: delete of the mount point failed: %s", name, libvirt_message(exc)
+                )
         pool.undefine()
     _drop_secret(session, name)
     session.invalidate()
@@ -782,7 +900,9 @@ def pool_absent(session, name, purge=False, force=False, test=False):
             return None
         shown = _describe(entry)
         if not purge:  # the storage stays: its sizes are not among what goes
-            shown = {k: v for k, v in shown.items() if k not in ("capacity", "allocation", "available")}
+            shown = {
+                k: v for k, v in shown.items() if k not in ("capacity", "allocation", "available")
+            }
         return shown
 
     def guard(current):
@@ -811,5 +931,7 @@ def pool_absent(session, name, purge=False, force=False, test=False):
         if purge:
             ret["comment"] = f"{what} {verb} removed with its volumes and storage"
         else:
-            ret["comment"] = f"{what} {verb} undefined; its volumes and storage are kept (purge: True deletes them)"
+            ret["comment"] = (
+                f"{what} {verb} undefined; its volumes and storage are kept (purge: True deletes them)"
+            )
     return ret

@@ -97,7 +97,9 @@ def _patch(session, pool, name, vol=None):
 def _pool_entry(session, pool):
     entry = pools_mod.lookup_pool(session, pool)
     if not entry["active"]:
-        raise KvmError(f"pool '{pool}' is not running (start it with kvm.pool_start or kvm.pool_present)")
+        raise KvmError(
+            f"pool '{pool}' is not running (start it with kvm.pool_start or kvm.pool_present)"
+        )
     return entry
 
 
@@ -118,7 +120,9 @@ def volumes(session, pool):
 
 def _pool_model(session, pool):
     """The parsed definition of ``pool`` (once per run: forgotten with the pool listing)."""
-    return session.memo(f"storage:model:{pool}", lambda: sxml.Pool(pools_mod.lookup_pool(session, pool)["xml"]))
+    return session.memo(
+        f"storage:model:{pool}", lambda: sxml.Pool(pools_mod.lookup_pool(session, pool)["xml"])
+    )
 
 
 def _pool_type(session, pool):
@@ -167,7 +171,9 @@ def _lookup(session, pool, name):
 def identity_of(session, pool, name):
     """The identity (see :mod:`salt_kvm.depends`) of volume ``name`` of ``pool``."""
     # pylint: disable-next=protected-access
-    return depends._volume_identity(_pool_type(session, pool), sxml.Volume(_lookup(session, pool, name)["xml"]).path)
+    return depends._volume_identity(
+        _pool_type(session, pool), sxml.Volume(_lookup(session, pool, name)["xml"]).path
+    )
 
 
 def backing_chain(path):
@@ -175,13 +181,24 @@ def backing_chain(path):
     if not shutil.which("qemu-img") or not os.path.exists(path):
         return []
     proc = subprocess.run(
-        ["qemu-img", "info", "-U", "--backing-chain", "--output=json", path], capture_output=True, text=True, timeout=60, check=False
+        ["qemu-img", "info", "-U", "--backing-chain", "--output=json", path],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     if proc.returncode != 0:
         return []
     data = json.loads(proc.stdout)
     data = data if isinstance(data, list) else [data]
-    return [{"path": d.get("filename"), "format": d.get("format"), "virtual_size": d.get("virtual-size")} for d in data]
+    return [
+        {
+            "path": d.get("filename"),
+            "format": d.get("format"),
+            "virtual_size": d.get("virtual-size"),
+        }
+        for d in data
+    ]
 
 
 # --- execution functions ---------------------------------------------------------------
@@ -190,7 +207,9 @@ def backing_chain(path):
 def volume_list(session, pool):
     """``{name: {path, format, capacity, allocation, backing}}`` of a pool's volumes."""
     _names(pool)
-    return {name: _info(sxml.Volume(v["xml"])) for name, v in sorted(volumes(session, pool).items())}
+    return {
+        name: _info(sxml.Volume(v["xml"])) for name, v in sorted(volumes(session, pool).items())
+    }
 
 
 def volume_show(session, pool, name):
@@ -199,7 +218,9 @@ def volume_show(session, pool, name):
     vol = _lookup(session, pool, name)
     info = _info(sxml.Volume(vol["xml"]))
     info["pool"] = pool
-    info["backing_chain"] = backing_chain(info["path"]) if _pool_type(session, pool) in FILE_POOLS else []
+    info["backing_chain"] = (
+        backing_chain(info["path"]) if _pool_type(session, pool) in FILE_POOLS else []
+    )
     index = depends.scan(session)
     ident = identity_of(session, pool, name)
     info["used_by"] = index.used_by(ident)
@@ -258,17 +279,40 @@ def _must_be_new(session, pool, name, redo=None):
     record = interrupted(session, pool, name)
     if record and record["op"] == redo:
         _guard_in_use(session, pool, name, False, f"redoing the interrupted {redo} of")
-        log.warning("volume %s/%s: its %s was interrupted at %s; doing it again", pool, name, redo, record["at"])
+        log.warning(
+            "volume %s/%s: its %s was interrupted at %s; doing it again",
+            pool,
+            name,
+            redo,
+            record["at"],
+        )
         _delete(session, pool, name)
         return
-    hint = f" (its {record['op']} was interrupted at {record['at']}: run it again or delete the volume)" if record else ""
+    hint = (
+        f" (its {record['op']} was interrupted at {record['at']}: run it again or delete the volume)"
+        if record
+        else ""
+    )
     raise KvmError(f"volume '{name}' already exists in pool '{pool}'{hint}")
 
 
 def volume_create(session, pool, name, size=None, format=None, backing=None, preallocation=None):  # pylint: disable=redefined-builtin
     """Create a volume (``raw``/``qcow2``/``vmdk``) of ``size``; ``backing`` is a volume of the pool or a path."""
     _names(pool, name)
-    spec = schema.validate(schema.VOLUME, {k: v for k, v in {"size": size, "format": format, "backing": backing, "preallocation": preallocation}.items() if v is not None}, name)
+    spec = schema.validate(
+        schema.VOLUME,
+        {
+            k: v
+            for k, v in {
+                "size": size,
+                "format": format,
+                "backing": backing,
+                "preallocation": preallocation,
+            }.items()
+            if v is not None
+        },
+        name,
+    )
     _must_be_new(session, pool, name)
     _create(session, pool, name, spec)
     return volume_show(session, pool, name)
@@ -285,8 +329,12 @@ def _create(session, pool, name, spec):
     capacity = spec.get("size")
     if spec.get("backing"):
         if fmt == "raw":
-            raise InvalidInput(f"{name}:backing", "a raw volume cannot have a backing file (use qcow2)")
-        backing_path, backing_format, backing_size = _resolve_backing(session, pool, spec["backing"])
+            raise InvalidInput(
+                f"{name}:backing", "a raw volume cannot have a backing file (use qcow2)"
+            )
+        backing_path, backing_format, backing_size = _resolve_backing(
+            session, pool, spec["backing"]
+        )
         if capacity is None:
             capacity = backing_size
     if capacity is None:
@@ -294,8 +342,18 @@ def _create(session, pool, name, spec):
     capacity = stored_size(ptype, fmt, capacity)
     allocation, flags = _prealloc(fmt, spec.get("preallocation"), capacity)
     if ptype not in FILE_POOLS:
-        allocation, flags = capacity, 0  # an LV or partition is allocated whole (no sparse snapshot LVs)
-    xml = sxml.Volume.build(name, capacity, fmt=fmt if ptype in FILE_POOLS else None, allocation=allocation, backing_path=backing_path, backing_format=backing_format)
+        allocation, flags = (
+            capacity,
+            0,
+        )  # an LV or partition is allocated whole (no sparse snapshot LVs)
+    xml = sxml.Volume.build(
+        name,
+        capacity,
+        fmt=fmt if ptype in FILE_POOLS else None,
+        allocation=allocation,
+        backing_path=backing_path,
+        backing_format=backing_format,
+    )
     try:
         vol = _pool_entry(session, pool)["obj"].createXML(xml.to_xml(), flags)
     except libvirt.libvirtError as exc:
@@ -318,7 +376,7 @@ def _userinfo(url):
     if not match or "@" not in match.group(2):
         return url, None
     userinfo, _, host = match.group(2).rpartition("@")
-    return f"{match.group(1)}{host}{url[match.end():]}", userinfo
+    return f"{match.group(1)}{host}{url[match.end() :]}", userinfo
 
 
 def redact(source):
@@ -344,7 +402,11 @@ def _scrub(text, source):
     if userinfo:
         user, colon, password = userinfo.partition(":")
         hidden = {userinfo, urllib.parse.unquote(userinfo)}
-        hidden |= {password, urllib.parse.unquote(password)} if colon else {user, urllib.parse.unquote(user)}
+        hidden |= (
+            {password, urllib.parse.unquote(password)}
+            if colon
+            else {user, urllib.parse.unquote(user)}
+        )
         for value in sorted((h for h in hidden if h), key=len, reverse=True):
             text = text.replace(value, "***")
     return text
@@ -357,11 +419,18 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):
         target = urllib.parse.urlsplit(newurl)
         if target.scheme.lower() not in ("http", "https"):
-            raise KvmError(f"redirected to {redact(newurl)}: only http and https redirects are followed")
+            raise KvmError(
+                f"redirected to {redact(newurl)}: only http and https redirects are followed"
+            )
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         auth = req.unredirected_hdrs.get("Authorization")
         origin = urllib.parse.urlsplit(req.full_url)
-        if new is not None and auth and (target.scheme.lower(), target.hostname, target.port) == (origin.scheme.lower(), origin.hostname, origin.port):
+        if (
+            new is not None
+            and auth
+            and (target.scheme.lower(), target.hostname, target.port)
+            == (origin.scheme.lower(), origin.hostname, origin.port)
+        ):
             new.add_unredirected_header("Authorization", auth)
         return new
 
@@ -373,14 +442,18 @@ def _request(source):
     req = urllib.request.Request(bare, headers={"User-Agent": "salt-kvm"})
     if userinfo is not None:
         user, _colon, password = userinfo.partition(":")
-        token = base64.b64encode(f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()).decode()
+        token = base64.b64encode(
+            f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}".encode()
+        ).decode()
         req.add_unredirected_header("Authorization", f"Basic {token}")
     return req
 
 
 def _interrupted(shown, sent, length, why=None):
     verb = "download of" if shown.startswith(("http://", "https://")) else "reading"
-    return KvmError(f"{verb} {shown} interrupted after {sent} of {length} bytes{f': {why}' if why else ''}")
+    return KvmError(
+        f"{verb} {shown} interrupted after {sent} of {length} bytes{f': {why}' if why else ''}"
+    )
 
 
 def _open_source(source):
@@ -405,21 +478,27 @@ def _open_source(source):
             try:
                 spool = tempfile.TemporaryFile(dir=SPOOL_DIR)  # noqa: SIM115
             except OSError as exc:
-                raise KvmError(f"cannot download {shown}: cannot spool it in {SPOOL_DIR}: {exc.strerror}") from None
+                raise KvmError(
+                    f"cannot download {shown}: cannot spool it in {SPOOL_DIR}: {exc.strerror}"
+                ) from None
             while True:
                 try:
                     chunk = resp.read(CHUNK)
                 except (OSError, http.client.HTTPException) as exc:
                     got = spool.tell()
                     spool.close()
-                    raise _interrupted(shown, got, "an unknown number of", _scrub(exc, source)) from None
+                    raise _interrupted(
+                        shown, got, "an unknown number of", _scrub(exc, source)
+                    ) from None
                 if not chunk:
                     break
                 try:
                     spool.write(chunk)
                 except OSError as exc:
                     spool.close()
-                    raise KvmError(f"cannot download {shown}: spooling it to {SPOOL_DIR} failed: {exc.strerror}") from None
+                    raise KvmError(
+                        f"cannot download {shown}: spooling it to {SPOOL_DIR} failed: {exc.strerror}"
+                    ) from None
         length = spool.tell()
         spool.seek(0)
         return spool, length, shown
@@ -469,7 +548,9 @@ def _stream_upload(session, vol, src, length, label, progress=None, source=None)
     stream = session.conn.newStream(0)
     sent = 0
     # the events name the volume, never the source (a URL may hold a password)
-    reporter = progress_mod.Reporter("import", f"importing {label}", length, progress, fields={"volume": label}, logger=log)
+    reporter = progress_mod.Reporter(
+        "import", f"importing {label}", length, progress, fields={"volume": label}, logger=log
+    )
     reporter.start()
     try:
         vol.upload(stream, 0, length, 0)
@@ -511,7 +592,15 @@ def volume_import(session, pool, name, source, sha256=None, format=None, progres
     volume is removed again and nothing is left behind.
     """
     _names(pool, name)
-    spec = schema.validate(schema.VOLUME, {k: v for k, v in {"source": source, "sha256": sha256, "format": format}.items() if v is not None}, name)
+    spec = schema.validate(
+        schema.VOLUME,
+        {
+            k: v
+            for k, v in {"source": source, "sha256": sha256, "format": format}.items()
+            if v is not None
+        },
+        name,
+    )
     _must_be_new(session, pool, name, redo="import")
     _import(session, pool, name, spec, progress)
     return volume_show(session, pool, name)
@@ -526,7 +615,9 @@ def _import(session, pool, name, spec, progress=None):
     vol = None
     try:
         with src:
-            xml = sxml.Volume.build(name, length, fmt="raw" if _pool_type(session, pool) in FILE_POOLS else None)
+            xml = sxml.Volume.build(
+                name, length, fmt="raw" if _pool_type(session, pool) in FILE_POOLS else None
+            )
             # marked before libvirt makes the volume: a kill at any point from here leaves it incomplete
             journal.begin(mark, None, "import", source=shown)
             try:
@@ -543,15 +634,27 @@ def _import(session, pool, name, spec, progress=None):
                 raise KvmError(f"importing {label}: {exc}; the volume was removed") from None
         want = spec.get("sha256")
         if want and digest != want.lower():
-            raise KvmError(f"importing {label} from {shown}: sha256 is {digest}, expected {want.lower()}; the volume was removed")
+            raise KvmError(
+                f"importing {label} from {shown}: sha256 is {digest}, expected {want.lower()}; the volume was removed"
+            )
         entry["obj"].refresh(0)
         vol = entry["obj"].storageVolLookupByName(name)
         model = sxml.Volume(vol.XMLDesc(0))
         if spec.get("format") and model.format and model.format != spec["format"]:
-            raise KvmError(f"importing {label}: {shown} is a {model.format} image, declared {spec['format']}; the volume was removed")
+            raise KvmError(
+                f"importing {label}: {shown} is a {model.format} image, declared {spec['format']}; the volume was removed"
+            )
         _remember_digest(model.path, digest)
         # what was imported, for a later sha256 check after a declared grow
-        journal.write(mark, model.path, state="complete", op="import", sha256=digest, length=length, source=shown)
+        journal.write(
+            mark,
+            model.path,
+            state="complete",
+            op="import",
+            sha256=digest,
+            length=length,
+            source=shown,
+        )
         _patch(session, pool, name, vol)
         vol = None  # keep it
         return digest
@@ -604,16 +707,27 @@ def volume_clone(session, pool, source, name, format=None, progress=None):  # py
     model = sxml.Volume(src["xml"])
     ptype = _pool_type(session, pool)
     fmt = format or model.format if ptype in FILE_POOLS else None
-    xml = sxml.Volume.build(name, model.capacity, fmt=fmt, allocation=_clone_allocation(ptype, model.capacity))
+    xml = sxml.Volume.build(
+        name, model.capacity, fmt=fmt, allocation=_clone_allocation(ptype, model.capacity)
+    )
     entry = _pool_entry(session, pool)
     reporter = progress_mod.Reporter(
-        "clone", f"cloning {pool}/{source} to {name}", model.allocation or model.capacity, progress,
-        fields={"volume": f"{pool}/{name}", "source": f"{pool}/{source}"}, logger=log, cap=99,
+        "clone",
+        f"cloning {pool}/{source} to {name}",
+        model.allocation or model.capacity,
+        progress,
+        fields={"volume": f"{pool}/{name}", "source": f"{pool}/{source}"},
+        logger=log,
+        cap=99,
     )
     mark = _mark(session, pool, name)
     journal.begin(mark, None, "clone", source=f"{pool}/{source}")
     try:
-        vol = progress_mod.watch(lambda: entry["obj"].createXMLFrom(xml.to_xml(), src["obj"], 0), _copied(entry["xml"], name), reporter)
+        vol = progress_mod.watch(
+            lambda: entry["obj"].createXMLFrom(xml.to_xml(), src["obj"], 0),
+            _copied(entry["xml"], name),
+            reporter,
+        )
     except libvirt.libvirtError as exc:
         _invalidate(session, pool)
         journal.drop(mark)  # libvirt removes a volume whose copy failed
@@ -635,7 +749,11 @@ def _running_disk_targets(session, path):
             continue
         for disk in root.findall("devices/disk"):
             src, tgt = disk.find("source"), disk.find("target")
-            if src is not None and tgt is not None and want == depends.identity(src.get("file") or src.get("dev")):
+            if (
+                src is not None
+                and tgt is not None
+                and want == depends.identity(src.get("file") or src.get("dev"))
+            ):
                 out.append((dom, tgt.get("dev")))
     return out
 
@@ -648,7 +766,14 @@ def _resize(session, pool, name, capacity, shrink=False):
         if running and not shrink:
             for dom, dev in running:
                 dom.blockResize(dev, capacity, BLOCK_RESIZE_BYTES)
-                log.info("volume %s/%s grown to %s online in VM %s (%s)", pool, name, units.format_size(capacity), dom.name(), dev)
+                log.info(
+                    "volume %s/%s grown to %s online in VM %s (%s)",
+                    pool,
+                    name,
+                    units.format_size(capacity),
+                    dom.name(),
+                    dev,
+                )
             # the storage driver did not make this change (the VM's qemu did): let it read the volume again
             with contextlib.suppress(libvirt.libvirtError):
                 pools_mod.lookup_pool(session, pool)["obj"].refresh(0)
@@ -668,7 +793,9 @@ def _resize(session, pool, name, capacity, shrink=False):
 def _lvextend(path, capacity):
     """Grow a logical volume with LVM's own ``lvextend`` (rounded up to whole extents)."""
     lvextend = shutil.which("lvextend") or "/sbin/lvextend"
-    proc = subprocess.run([lvextend, "-L", f"{int(capacity)}b", path], capture_output=True, text=True, check=False)  # nosec B603
+    proc = subprocess.run(
+        [lvextend, "-L", f"{int(capacity)}b", path], capture_output=True, text=True, check=False
+    )  # nosec B603
     if proc.returncode != 0:
         raise KvmError(f"growing logical volume {path}: {(proc.stderr or proc.stdout).strip()}")
 
@@ -689,7 +816,9 @@ def volume_resize(session, pool, name, size, force=False):
     capacity = stored_size(_pool_type(session, pool), model.format, capacity)
     if capacity < current - _tolerance(session, pool):
         if not force:
-            raise Refused(f"volume '{name}' is {units.format_size(current)}; shrinking it to {units.format_size(capacity)} loses data (force: True to shrink)")
+            raise Refused(
+                f"volume '{name}' is {units.format_size(current)}; shrinking it to {units.format_size(capacity)} loses data (force: True to shrink)"
+            )
         _resize(session, pool, name, capacity, shrink=True)
     elif capacity > current:
         _resize(session, pool, name, capacity)
@@ -699,7 +828,9 @@ def volume_resize(session, pool, name, size, force=False):
 def _guard_in_use(session, pool, name, force, doing):
     """Refuse ``doing`` to a volume a VM (or a VM's snapshot) uses or another image builds on."""
     ident = identity_of(session, pool, name)
-    depends.guard(depends.scan(session), ident, f"volume '{name}'", doing, force, exclude_images=[ident])
+    depends.guard(
+        depends.scan(session), ident, f"volume '{name}'", doing, force, exclude_images=[ident]
+    )
 
 
 def _wiped(path):
@@ -724,17 +855,29 @@ def volume_wipe(session, pool, name, force=False, progress=None):
     vol = found["obj"]
     model = sxml.Volume(found["xml"])
     try:
-        total = vol.info()[2]  # what libvirt zeroes: the allocation (a sparse file is only truncated)
+        total = vol.info()[
+            2
+        ]  # what libvirt zeroes: the allocation (a sparse file is only truncated)
     except libvirt.libvirtError:
         total = model.allocation
-    reporter = progress_mod.Reporter("wipe", f"wiping {pool}/{name}", total, progress, fields={"volume": f"{pool}/{name}"}, logger=log, cap=99)
+    reporter = progress_mod.Reporter(
+        "wipe",
+        f"wiping {pool}/{name}",
+        total,
+        progress,
+        fields={"volume": f"{pool}/{name}"},
+        logger=log,
+        cap=99,
+    )
     mark = _mark(session, pool, name)
     journal.begin(mark, model.path, "wipe")
     try:
         progress_mod.watch(lambda: vol.wipe(0), _wiped(model.path), reporter)
     except libvirt.libvirtError as exc:
         _invalidate(session, pool)
-        raise _fail(f"wiping volume '{name}' (it is partly wiped: wipe it again or delete it)", exc) from None
+        raise _fail(
+            f"wiping volume '{name}' (it is partly wiped: wipe it again or delete it)", exc
+        ) from None
     _empty_image(session, pool, name, model)
     journal.drop(mark)
     _patch(session, pool, name, vol)
@@ -754,9 +897,13 @@ def _empty_image(session, pool, name, model):
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise KvmError(f"wiping volume '{name}': cannot make it an empty {model.format} image again: {exc}") from None
+        raise KvmError(
+            f"wiping volume '{name}': cannot make it an empty {model.format} image again: {exc}"
+        ) from None
     if proc.returncode != 0:
-        raise KvmError(f"wiping volume '{name}': cannot make it an empty {model.format} image again: {proc.stderr.strip()}")
+        raise KvmError(
+            f"wiping volume '{name}': cannot make it an empty {model.format} image again: {proc.stderr.strip()}"
+        )
     with contextlib.suppress(libvirt.libvirtError):
         pools_mod.lookup_pool(session, pool)["obj"].refresh(0)
     _invalidate(session, pool)
@@ -809,7 +956,11 @@ class VolumeResource(plan.Resource):
             ptype = _pool_type(self.session, self.pool)
         except NotFound:  # test=True before the pool's own state made it
             return self.spec.get("size")
-        return stored_size(ptype, fmt or self.spec.get("format") or ("raw" if self.spec.get("source") else "qcow2"), self.spec.get("size"))
+        return stored_size(
+            ptype,
+            fmt or self.spec.get("format") or ("raw" if self.spec.get("source") else "qcow2"),
+            self.spec.get("size"),
+        )
 
     def _new(self):
         keys = ("source", "sha256", "size", "format", "backing", "preallocation")
@@ -828,22 +979,35 @@ class VolumeResource(plan.Resource):
         force = spec.get("force")
         if current.get("incomplete"):
             if not spec.get("source"):
-                raise KvmError(f"{current['incomplete']}; its content is not complete (run the operation again, or delete the volume)")
+                raise KvmError(
+                    f"{current['incomplete']}; its content is not complete (run the operation again, or delete the volume)"
+                )
             return {"volume": {"old": f"incomplete ({current['incomplete']})", "new": self._new()}}
-        if spec.get("format") and current["format"] and spec["format"] != current["format"] and _pool_type(self.session, self.pool) in FILE_POOLS:
-            raise Refused(f"it is a {current['format']} volume, declared {spec['format']}; formats are never changed in place (clone it with kvm.volume_clone format={spec['format']})")
+        if (
+            spec.get("format")
+            and current["format"]
+            and spec["format"] != current["format"]
+            and _pool_type(self.session, self.pool) in FILE_POOLS
+        ):
+            raise Refused(
+                f"it is a {current['format']} volume, declared {spec['format']}; formats are never changed in place (clone it with kvm.volume_clone format={spec['format']})"
+            )
         if spec.get("backing"):
             want = spec["backing"] if spec["backing"].startswith("/") else None
             if want is None and spec["backing"] in volumes(self.session, self.pool):
                 want = sxml.Volume(volumes(self.session, self.pool)[spec["backing"]]["xml"]).path
             if current["backing"] != want:
-                raise Refused(f"its backing file is {current['backing']}, declared {spec['backing']}; the backing file of an existing volume is never changed")
+                raise Refused(
+                    f"its backing file is {current['backing']}, declared {spec['backing']}; the backing file of an existing volume is never changed"
+                )
         if spec.get("sha256"):
             # what was imported (recorded then), so a declared grow since is no mismatch
             have = current.get("imported_sha256") or volume_digest(current["path"])
             if have != spec["sha256"].lower():
                 if not force:
-                    raise Refused(f"its content has sha256 {have}, declared {spec['sha256'].lower()}; re-importing would overwrite it (force: True to do it)")
+                    raise Refused(
+                        f"its content has sha256 {have}, declared {spec['sha256'].lower()}; re-importing would overwrite it (force: True to do it)"
+                    )
                 changes["sha256"] = {"old": have, "new": spec["sha256"].lower()}
         size = self._size(current["format"])
         if size is not None and "sha256" not in changes:
@@ -852,7 +1016,9 @@ class VolumeResource(plan.Resource):
                 changes["size"] = {"old": cap, "new": size}
             elif size < cap - _tolerance(self.session, self.pool):
                 if not force:
-                    raise Refused(f"it is {units.format_size(cap)}; shrinking it to {units.format_size(size)} loses data (force: True to shrink)")
+                    raise Refused(
+                        f"it is {units.format_size(cap)}; shrinking it to {units.format_size(size)} loses data (force: True to shrink)"
+                    )
                 changes["size"] = {"old": cap, "new": size}
         return changes
 
@@ -861,7 +1027,13 @@ class VolumeResource(plan.Resource):
         if "volume" in changes or "sha256" in changes:
             if current is not None:  # an interrupted import, or a forced re-import
                 if current.get("incomplete"):
-                    _guard_in_use(self.session, self.pool, self.name, spec.get("force"), "redoing the interrupted import of")
+                    _guard_in_use(
+                        self.session,
+                        self.pool,
+                        self.name,
+                        spec.get("force"),
+                        "redoing the interrupted import of",
+                    )
                 _delete(self.session, self.pool, self.name, f"{self.what} to import it again")
             if spec.get("source"):
                 _import(self.session, self.pool, self.name, spec, self.progress)
@@ -877,7 +1049,13 @@ class VolumeResource(plan.Resource):
                 _create(self.session, self.pool, self.name, spec)
             return
         if "size" in changes:
-            _resize(self.session, self.pool, self.name, changes["size"]["new"], shrink=changes["size"]["new"] < changes["size"]["old"])
+            _resize(
+                self.session,
+                self.pool,
+                self.name,
+                changes["size"]["new"],
+                shrink=changes["size"]["new"] < changes["size"]["old"],
+            )
 
     def verify(self, after):
         if after is None:
@@ -921,7 +1099,9 @@ def volume_present(session, name, pool=None, test=False, progress=None, **kwargs
         if "source" in spec and "backing" in spec:
             raise InvalidInput(f"{name}:backing", "cannot be combined with source")
         if spec.get("format") == "raw" and spec.get("backing"):
-            raise InvalidInput(f"{name}:backing", "a raw volume cannot have a backing file (use qcow2)")
+            raise InvalidInput(
+                f"{name}:backing", "a raw volume cannot have a backing file (use qcow2)"
+            )
         if spec.get("backing") == name:
             raise InvalidInput(f"{name}:backing", "a volume cannot back itself")
         spec.pop("absent", None)
@@ -933,7 +1113,9 @@ def volume_present(session, name, pool=None, test=False, progress=None, **kwargs
     except KvmError as exc:
         if test:  # the pool's own state (ordered first) would make it: predict the volume
             changes = {"volume": {"old": None, "new": resource._new()}}  # pylint: disable=protected-access
-            return plan.state_return(name, None, changes, f"{resource.summary(changes, True)} ({exc})")
+            return plan.state_return(
+                name, None, changes, f"{resource.summary(changes, True)} ({exc})"
+            )
         return plan.state_return(name, False, comment=f"volume '{name}': {exc}")
     return plan.ensure(name, resource, test)
 

@@ -124,7 +124,13 @@ class Graph:
         """Add node ``nid`` (or add details/data to it: the first cluster and name stay)."""
         node = self.nodes.get(nid)
         if node is None:
-            node = self.nodes[nid] = {"id": nid, "kind": kind, "name": name, "cluster": cluster, "details": []}
+            node = self.nodes[nid] = {
+                "id": nid,
+                "kind": kind,
+                "name": name,
+                "cluster": cluster,
+                "details": [],
+            }
         for line in details:
             if line and line not in node["details"]:
                 node["details"].append(line)
@@ -147,7 +153,9 @@ class Graph:
             while cid in self.clusters and cid not in clusters:  # a cluster's parents are drawn too
                 clusters[cid] = self.clusters[cid]
                 cid = self.clusters[cid]["parent"]
-        edges = [e for e in self.edges.values() if e["from"] in self.nodes and e["to"] in self.nodes]
+        edges = [
+            e for e in self.edges.values() if e["from"] in self.nodes and e["to"] in self.nodes
+        ]
         return {
             "title": self.title,
             "clusters": sorted(clusters.values(), key=_cluster_key),
@@ -158,7 +166,10 @@ class Graph:
 
 def _cluster_key(cluster):
     area = cluster["id"].split(":", 1)[0]
-    return (CLUSTER_ORDER.index(area) if area in CLUSTER_ORDER else len(CLUSTER_ORDER), cluster["id"])
+    return (
+        CLUSTER_ORDER.index(area) if area in CLUSTER_ORDER else len(CLUSTER_ORDER),
+        cluster["id"],
+    )
 
 
 # --- DOT ---------------------------------------------------------------------------
@@ -229,7 +240,13 @@ def render_dot(model):
         children.setdefault(parent if parent in clusters else None, []).append(cluster)
 
     lines = [f"digraph {quote(model.get('title') or 'salt-kvm')} {{"]
-    graph = [("rankdir", "LR"), ("fontname", '"Helvetica"'), ("fontsize", "12"), ("nodesep", "0.25"), ("ranksep", "0.5")]
+    graph = [
+        ("rankdir", "LR"),
+        ("fontname", '"Helvetica"'),
+        ("fontsize", "12"),
+        ("nodesep", "0.25"),
+        ("ranksep", "0.5"),
+    ]
     if model.get("title"):
         graph += [("label", quote(model["title"])), ("labelloc", "t")]
     lines.append(f"  graph [{_attrs(graph)}];")
@@ -241,7 +258,9 @@ def render_dot(model):
         for cluster in children.get(cid, ()):
             lines.append(f"{indent}subgraph {quote('cluster_' + cluster['id'])} {{")
             inner = indent + "  "
-            lines.append(f'{inner}label={quote(cluster.get("label") or cluster["id"])}; style="rounded"; color="#999999";')
+            lines.append(
+                f'{inner}label={quote(cluster.get("label") or cluster["id"])}; style="rounded"; color="#999999";'
+            )
             emit(cluster["id"], depth + 1)
             lines.append(f"{indent}}}")
         for node in members.get(cid, ()):
@@ -289,7 +308,9 @@ def check_output(fmt, path):
     fmt = fmt.lower()
     if path is None or path == "":
         if fmt in IMAGE_FORMATS:
-            raise InvalidInput("path", f"is required with format={fmt}: the absolute path of the file to write")
+            raise InvalidInput(
+                "path", f"is required with format={fmt}: the absolute path of the file to write"
+            )
         return fmt
     if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
         raise InvalidInput("path", f"{path!r} is not an absolute path")
@@ -318,7 +339,9 @@ class _Filter:
         self.patterns = patterns
 
     def __call__(self, name):
-        return self.patterns is None or any(fnmatch.fnmatchcase(name or "", p) for p in self.patterns)
+        return self.patterns is None or any(
+            fnmatch.fnmatchcase(name or "", p) for p in self.patterns
+        )
 
 
 def _read_vms(session):
@@ -379,7 +402,9 @@ class _Builder:
         self.session = session
         self.netns = netns
         self.ns = netns or ""
-        self.parts = parts | {"vms"} if "snapshots" in parts else parts  # snapshot trees hang off their VMs
+        self.parts = (
+            parts | {"vms"} if "snapshots" in parts else parts
+        )  # snapshot trees hang off their VMs
         self.keep = _Filter(names)
         self.graph = Graph(title)
         self.vms = {}
@@ -419,8 +444,16 @@ class _Builder:
                 continue
             details = [net["mode"]] + [a for a in (net["address"], net["address6"]) if a]
             nid = self.graph.node(
-                f"network:{name}", "network", name, cluster, details=details, inactive=not net["active"] or None,
-                mode=net["mode"], bridge=net["bridge"], active=net["active"], autostart=net["autostart"],
+                f"network:{name}",
+                "network",
+                name,
+                cluster,
+                details=details,
+                inactive=not net["active"] or None,
+                mode=net["mode"],
+                bridge=net["bridge"],
+                active=net["active"],
+                autostart=net["autostart"],
             )
             if net["bridge"]:
                 self.kept_bridges.add(net["bridge"])
@@ -446,14 +479,28 @@ class _Builder:
             if view.get("vlan_filtering"):
                 details.append("VLAN filtering")
             bid = self.graph.node(
-                _bridge_id(ns, name), "bridge", name, cluster, details=details, inactive=not view["up"] or None,
-                netns=self.netns, mac=view["mac"], mtu=view["mtu"],
+                _bridge_id(ns, name),
+                "bridge",
+                name,
+                cluster,
+                details=details,
+                inactive=not view["up"] or None,
+                netns=self.netns,
+                mac=view["mac"],
+                mtu=view["mtu"],
             )
             for port in view["ports"]:
                 link = host["links"][port["name"]]
                 pid = _port_id(ns, link)
                 if link["kind"] == "tun":
-                    self.graph.node(pid, "tap", port["name"], cluster, details=[port.get("vm_mac") or port["mac"]], netns=self.netns)
+                    self.graph.node(
+                        pid,
+                        "tap",
+                        port["name"],
+                        cluster,
+                        details=[port.get("vm_mac") or port["mac"]],
+                        netns=self.netns,
+                    )
                     self.graph.edge(bid, pid, "port")
                     if port.get("vm"):
                         self.graph.edge(pid, f"vm:{port['vm']}", "tap")
@@ -471,8 +518,15 @@ class _Builder:
             details.append(link["kind"])
         details += [a["cidr"] for a in nl.global_addresses(host, link["name"])]
         nid = self.graph.node(
-            _port_id(ns, link), "nic", link["name"], cluster, details=details, inactive=not link["up"] or None,
-            netns=self.netns, mac=link["mac"], mtu=link["mtu"],
+            _port_id(ns, link),
+            "nic",
+            link["name"],
+            cluster,
+            details=details,
+            inactive=not link["up"] or None,
+            netns=self.netns,
+            mac=link["mac"],
+            mtu=link["mtu"],
         )
         parent = host["links"].get(link["parent"]) if link.get("parent") else None
         if parent is not None:
@@ -516,7 +570,9 @@ class _Builder:
                 if not iface["tap"] or not bridge or not self._bridge_kept(bridge, ""):
                     continue
                 bid = self.graph.node(_bridge_id("", bridge), "bridge", bridge, cluster)
-                tid = self.graph.node(f"tap:/{iface['tap']}", "tap", iface["tap"], cluster, details=[iface["mac"]])
+                tid = self.graph.node(
+                    f"tap:/{iface['tap']}", "tap", iface["tap"], cluster, details=[iface["mac"]]
+                )
                 self.graph.edge(bid, tid, "port")
                 self.graph.edge(tid, f"vm:{vm}", "tap")
 
@@ -524,7 +580,11 @@ class _Builder:
     def _add_vms(self):
         cluster = self.graph.cluster("vms", "VMs")
         # taps drawn bridge -> tap -> vm (their ids name the root namespace: libvirt's taps live there)
-        tapped = {(e["from"].replace(f"tap:{self.ns}/", "tap:/", 1), e["to"]) for e in self.graph.edges.values() if e["kind"] == "tap"}
+        tapped = {
+            (e["from"].replace(f"tap:{self.ns}/", "tap:/", 1), e["to"])
+            for e in self.graph.edges.values()
+            if e["kind"] == "tap"
+        }
         for vm, info in sorted(self.vms.items()):
             details = [info["state"]]
             sizes = []
@@ -534,17 +594,31 @@ class _Builder:
                 sizes.append(units.format_size(info["memory"]))
             if sizes:
                 details.append(", ".join(sizes))
-            vid = self.graph.node(f"vm:{vm}", "vm", vm, cluster, details=details, inactive=not info["running"] or None, state=info["state"])
+            vid = self.graph.node(
+                f"vm:{vm}",
+                "vm",
+                vm,
+                cluster,
+                details=details,
+                inactive=not info["running"] or None,
+                state=info["state"],
+            )
             for iface in info["interfaces"]:
                 if info["running"] and iface["tap"] and (f"tap:/{iface['tap']}", vid) in tapped:
                     continue  # drawn as bridge -> tap -> vm
                 if iface["type"] == "network" and iface["network"]:
-                    self.graph.edge(vid, f"network:{iface['network']}", "interface", label=iface["mac"])
+                    self.graph.edge(
+                        vid, f"network:{iface['network']}", "interface", label=iface["mac"]
+                    )
                 elif iface["type"] == "bridge" and iface["bridge"]:
-                    self.graph.edge(vid, _bridge_id("", iface["bridge"]), "interface", label=iface["mac"])
+                    self.graph.edge(
+                        vid, _bridge_id("", iface["bridge"]), "interface", label=iface["mac"]
+                    )
                 elif iface["type"] == "direct" and iface["dev"]:
                     if "bridges" in self.parts and not self.netns:
-                        self.graph.node(f"nic:/{iface['dev']}", "nic", iface["dev"], self._net_cluster(""))
+                        self.graph.node(
+                            f"nic:/{iface['dev']}", "nic", iface["dev"], self._net_cluster("")
+                        )
                     self.graph.edge(vid, f"nic:/{iface['dev']}", "interface", label=iface["mac"])
 
     # --- storage
@@ -559,11 +633,20 @@ class _Builder:
             pool = sxml.Pool(entry["xml"])
             details = [pool.type] + ([pool.target] if pool.target else [])
             if entry["active"] and pool.capacity:
-                details.append(f"{units.format_size(pool.allocation or 0)} of {units.format_size(pool.capacity)} used")
+                details.append(
+                    f"{units.format_size(pool.allocation or 0)} of {units.format_size(pool.capacity)} used"
+                )
             cluster = graph.cluster(f"pool:{name}", f"pool {name}", parent=storage)
             pid = graph.node(
-                f"pool:{name}", "pool", name, cluster, details=details, inactive=not entry["active"] or None,
-                type=pool.type, target=pool.target, active=entry["active"],
+                f"pool:{name}",
+                "pool",
+                name,
+                cluster,
+                details=details,
+                inactive=not entry["active"] or None,
+                type=pool.type,
+                target=pool.target,
+                active=entry["active"],
             )
             if not entry["active"]:
                 continue
@@ -574,10 +657,24 @@ class _Builder:
                 continue
             for vname, vol in sorted(vols.items()):
                 model = sxml.Volume(vol["xml"])
-                details = [d for d in (model.format, units.format_size(model.capacity) if model.capacity else None) if d]
+                details = [
+                    d
+                    for d in (
+                        model.format,
+                        units.format_size(model.capacity) if model.capacity else None,
+                    )
+                    if d
+                ]
                 vid = graph.node(
-                    f"volume:{name}/{vname}", "volume", vname, cluster, details=details,
-                    pool=name, path=model.path, format=model.format, capacity=model.capacity,
+                    f"volume:{name}/{vname}",
+                    "volume",
+                    vname,
+                    cluster,
+                    details=details,
+                    pool=name,
+                    path=model.path,
+                    format=model.format,
+                    capacity=model.capacity,
                 )
                 graph.edge(pid, vid, "volume")
                 by_path[f"{name}/{vname}"] = vid
@@ -602,7 +699,14 @@ class _Builder:
         """A node for an image file (or device) that is in no pool read."""
         cluster = self.graph.cluster("images", "images outside pools", parent="storage")
         directory, base = os.path.split(path.rstrip("/"))
-        return self.graph.node(f"image:{path}", "image", base or path, cluster, details=[directory] if directory else [], path=path)
+        return self.graph.node(
+            f"image:{path}",
+            "image",
+            base or path,
+            cluster,
+            details=[directory] if directory else [],
+            path=path,
+        )
 
     # --- snapshots
     def _add_snapshots(self):
@@ -619,10 +723,19 @@ class _Builder:
                 self.graph.edge(f"vm:{vm}", self._snapshot(vm, root, cluster), "snapshot")
 
     def _snapshot(self, vm, snap, cluster):
-        details = [f"{snap['kind']}, {snap['state']}" if snap["state"] else snap["kind"], snap["created"]]
+        details = [
+            f"{snap['kind']}, {snap['state']}" if snap["state"] else snap["kind"],
+            snap["created"],
+        ]
         sid = self.graph.node(
-            f"snapshot:{vm}/{snap['name']}", "snapshot", snap["name"], cluster, details=details,
-            vm=vm, current=snap["current"] or None, created=snap["created"],
+            f"snapshot:{vm}/{snap['name']}",
+            "snapshot",
+            snap["name"],
+            cluster,
+            details=details,
+            vm=vm,
+            current=snap["current"] or None,
+            created=snap["created"],
         )
         for child in snap["children"]:
             self.graph.edge(sid, self._snapshot(vm, child, cluster), "child")
@@ -673,7 +786,9 @@ def dot_command():
     """The path of Graphviz's ``dot``; a clear error naming the package when it is missing."""
     found = shutil.which("dot")
     if not found:
-        raise KvmError(f"Graphviz's 'dot' command is not installed: install the package {GRAPHVIZ_PACKAGE} (apt-get install {GRAPHVIZ_PACKAGE})")
+        raise KvmError(
+            f"Graphviz's 'dot' command is not installed: install the package {GRAPHVIZ_PACKAGE} (apt-get install {GRAPHVIZ_PACKAGE})"
+        )
     return found
 
 
@@ -681,14 +796,18 @@ def run_dot(text, fmt):
     """Render DOT ``text`` to ``fmt`` (svg, png) with Graphviz; return the bytes."""
     cmd = [dot_command(), f"-T{fmt}"]
     try:
-        proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, timeout=DOT_TIMEOUT, check=False)  # nosec B603
+        proc = subprocess.run(
+            cmd, input=text.encode("utf-8"), capture_output=True, timeout=DOT_TIMEOUT, check=False
+        )  # nosec B603
     except subprocess.TimeoutExpired:
         raise KvmError(f"dot -T{fmt} did not finish in {DOT_TIMEOUT} s") from None
     except OSError as exc:
         raise KvmError(f"cannot run dot: {exc.strerror or exc}") from None
     if proc.returncode != 0 or not proc.stdout:
         lines = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise KvmError(f"dot -T{fmt} failed: {lines[-1] if lines else f'exit code {proc.returncode}'}")
+        raise KvmError(
+            f"dot -T{fmt} failed: {lines[-1] if lines else f'exit code {proc.returncode}'}"
+        )
     return proc.stdout
 
 

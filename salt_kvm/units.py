@@ -71,7 +71,13 @@ def parse_size(value):
 def format_size(num_bytes):
     """``21474836480`` -> ``'20G'``; exact binary units when they divide evenly."""
     num_bytes = int(num_bytes)
-    for unit, factor in (("P", 1024**5), ("T", 1024**4), ("G", 1024**3), ("M", 1024**2), ("K", 1024)):
+    for unit, factor in (
+        ("P", 1024**5),
+        ("T", 1024**4),
+        ("G", 1024**3),
+        ("M", 1024**2),
+        ("K", 1024),
+    ):
         if num_bytes >= factor:
             if num_bytes % factor == 0:
                 return f"{num_bytes // factor}{unit}"
@@ -86,7 +92,13 @@ def human_size(num_bytes):
     (``MiB``, never the ambiguous ``MB``), one decimal when not exact.
     """
     num_bytes = int(num_bytes)
-    for unit, factor in (("PiB", 1024**5), ("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+    for unit, factor in (
+        ("PiB", 1024**5),
+        ("TiB", 1024**4),
+        ("GiB", 1024**3),
+        ("MiB", 1024**2),
+        ("KiB", 1024),
+    ):
         if abs(num_bytes) >= factor:
             if num_bytes % factor == 0:
                 return f"{num_bytes // factor} {unit}"

@@ -39,16 +39,25 @@ import time
 from lxml import etree
 
 from salt_kvm import cloudinit, depends, plan, schema, units, vm_live
-from salt_kvm import vm_platform as platform
 from salt_kvm import storage as pools_mod
 from salt_kvm import storage_volumes as vols_mod
+from salt_kvm import vm_platform as platform
 from salt_kvm.conn import libvirt, libvirt_errors, lookup_domain
 from salt_kvm.errors import InvalidInput, KvmError, NotFound
 from salt_kvm.xml.base import parse
 
 log = logging.getLogger(__name__)
 
-STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff", 6: "crashed", 7: "pmsuspended"}
+STATES = {
+    0: "nostate",
+    1: "running",
+    2: "blocked",
+    3: "paused",
+    4: "shutdown",
+    5: "shutoff",
+    6: "crashed",
+    7: "pmsuspended",
+}
 #: where a VM's serial console is written (``console: {log: true}``)
 CONSOLE_DIR = "/var/log/libvirt/qemu"
 SHUTDOWN_TIMEOUT = 120
@@ -94,7 +103,10 @@ def _volume_of(session, path):
 def _addresses(dom):
     """``{mac: [ip, ...]}`` where libvirt knows them (DHCP leases of its networks, or the agent)."""
     out = {}
-    for source in (libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE, libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT):
+    for source in (
+        libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+        libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+    ):
         with contextlib.suppress(libvirt.libvirtError):
             for iface in (dom.interfaceAddresses(source, 0) or {}).values():
                 mac = (iface.get("hwaddr") or "").lower()
@@ -111,22 +123,42 @@ def _describe(session, dom, root):
     for disk in root.findall("devices/disk"):
         source = disk.find("source")
         path = depends.source_path(source)
-        pool, volume = (source.get("pool"), source.get("volume")) if source is not None and source.get("volume") else _volume_of(session, path) if path else (None, None)
+        pool, volume = (
+            (source.get("pool"), source.get("volume"))
+            if source is not None and source.get("volume")
+            else _volume_of(session, path)
+            if path
+            else (None, None)
+        )
         target = disk.find("target")
-        disks.append({"target": target.get("dev") if target is not None else None, "device": disk.get("device", "disk"), "path": path, "pool": pool, "volume": volume})
+        disks.append(
+            {
+                "target": target.get("dev") if target is not None else None,
+                "device": disk.get("device", "disk"),
+                "path": path,
+                "pool": pool,
+                "volume": volume,
+            }
+        )
     addresses = _addresses(dom) if state == "running" else {}
     nics = []
     for iface in root.findall("devices/interface"):
         source, mac, model = iface.find("source"), iface.find("mac"), iface.find("model")
         mac = mac.get("address").lower() if mac is not None else None
-        nics.append({
-            "type": iface.get("type"),
-            "bridge": source.get("bridge") if source is not None and iface.get("type") == "bridge" else None,
-            "network": source.get("network") if source is not None and iface.get("type") == "network" else None,
-            "mac": mac,
-            "model": model.get("type") if model is not None else None,
-            "ip": addresses.get(mac, []),
-        })
+        nics.append(
+            {
+                "type": iface.get("type"),
+                "bridge": source.get("bridge")
+                if source is not None and iface.get("type") == "bridge"
+                else None,
+                "network": source.get("network")
+                if source is not None and iface.get("type") == "network"
+                else None,
+                "mac": mac,
+                "model": model.get("type") if model is not None else None,
+                "ip": addresses.get(mac, []),
+            }
+        )
     memory = root.find("memory")
     vcpu = root.find("vcpu")
     return {
@@ -162,7 +194,16 @@ def _bytes(node):
     """A libvirt memory element in bytes (libvirt writes KiB unless a unit says otherwise)."""
     if node is None or not (node.text or "").strip():
         return None
-    factor = {"b": 1, "bytes": 1, "k": 1024, "kib": 1024, "m": 1024**2, "mib": 1024**2, "g": 1024**3, "gib": 1024**3}
+    factor = {
+        "b": 1,
+        "bytes": 1,
+        "k": 1024,
+        "kib": 1024,
+        "m": 1024**2,
+        "mib": 1024**2,
+        "g": 1024**3,
+        "gib": 1024**3,
+    }
     return int(node.text) * factor.get(node.get("unit", "KiB").lower(), 1024)
 
 
@@ -218,7 +259,10 @@ def _resolve_disk(session, vm, index, disk, create=False):
     if volume not in vols:
         if create and (disk.get("size") or disk.get("backing")):
             return _predicted_volume(session, where, disk)
-        raise InvalidInput(f"{where}:volume", f"volume '{volume}' does not exist in pool '{pool}' (declare it under kvm:pools, give size or backing, or create it)")
+        raise InvalidInput(
+            f"{where}:volume",
+            f"volume '{volume}' does not exist in pool '{pool}' (declare it under kvm:pools, give size or backing, or create it)",
+        )
     model = sxml.Volume(vols[volume]["xml"])
     if disk.get("size") and (model.capacity or 0) < disk["size"]:
         raise InvalidInput(
@@ -229,7 +273,11 @@ def _resolve_disk(session, vm, index, disk, create=False):
     path = model.path
     kind = "block" if path and path.startswith("/dev/") else "file"
     fmt = model.format or "raw"
-    return kind, path, "raw" if fmt == "iso" else fmt  # libvirt calls an ISO image's format iso; QEMU reads it raw
+    return (
+        kind,
+        path,
+        "raw" if fmt == "iso" else fmt,
+    )  # libvirt calls an ISO image's format iso; QEMU reads it raw
 
 
 def _own_disks(xmls):
@@ -243,7 +291,9 @@ def _own_disks(xmls):
             source = disk.find("source")
             path = depends.source_path(source)
             if path:
-                out.setdefault(_disk_target(disk), []).extend([path] + (depends.chain(path) if path.startswith("/") else []))
+                out.setdefault(_disk_target(disk), []).extend(
+                    [path] + (depends.chain(path) if path.startswith("/") else [])
+                )
     return out
 
 
@@ -271,10 +321,16 @@ def guard_new_disks(session, name, spec, current_xmls=(), targets=None):
         where = f"{name}:disks:{i}:volume"
         users = [u for u in index.used_by(ident) if not depends.owned_by(u, name)]
         if users and not disk.get("shareable"):
-            raise InvalidInput(where, f"volume {disk['pool']}/{disk['volume']} is a disk of VM {', '.join(users)}: a second VM writing to it would corrupt it (shareable: true for a disk meant to be shared)")
+            raise InvalidInput(
+                where,
+                f"volume {disk['pool']}/{disk['volume']} is a disk of VM {', '.join(users)}: a second VM writing to it would corrupt it (shareable: true for a disk meant to be shared)",
+            )
         children = index.backing_of(ident, exclude=own.get(target, []))
         if children:
-            raise InvalidInput(where, f"volume {disk['pool']}/{disk['volume']} is the backing file of {', '.join(children)}: a VM writing to it would corrupt them (give the VM a copy-on-write child: backing: {disk['volume']})")
+            raise InvalidInput(
+                where,
+                f"volume {disk['pool']}/{disk['volume']} is the backing file of {', '.join(children)}: a VM writing to it would corrupt them (give the VM a copy-on-write child: backing: {disk['volume']})",
+            )
 
 
 def _predicted_volume(session, where, disk):
@@ -282,11 +338,16 @@ def _predicted_volume(session, where, disk):
     pool, volume = disk["pool"], disk["volume"]
     model = vols_mod._pool_model(session, pool)  # pylint: disable=protected-access
     if disk.get("backing") and disk["backing"] not in vols_mod.volumes(session, pool):
-        raise InvalidInput(f"{where}:backing", f"volume '{disk['backing']}' does not exist in pool '{pool}'")
+        raise InvalidInput(
+            f"{where}:backing", f"volume '{disk['backing']}' does not exist in pool '{pool}'"
+        )
     fmt = disk.get("format") or ("qcow2" if model.type in vols_mod.FILE_POOLS else "raw")
     path = os.path.join(model.target or "", volume) if model.type in vols_mod.FILE_POOLS else None
     if path is None:
-        raise InvalidInput(f"{where}:pool", f"a VM disk makes volumes in file pools only, not in a {model.type} pool (declare the volume under kvm:pools)")
+        raise InvalidInput(
+            f"{where}:pool",
+            f"a VM disk makes volumes in file pools only, not in a {model.type} pool (declare the volume under kvm:pools)",
+        )
     return ("block" if path.startswith("/dev/") else "file"), path, fmt
 
 
@@ -332,7 +393,11 @@ def _new_domain(name, spec):
     os_el = etree.SubElement(root, "os")
     etree.SubElement(os_el, "type", arch="x86_64").text = "hvm"
     etree.SubElement(root, "features").append(etree.Element("acpi"))
-    for event, action in (("on_poweroff", "destroy"), ("on_reboot", "restart"), ("on_crash", "destroy")):
+    for event, action in (
+        ("on_poweroff", "destroy"),
+        ("on_reboot", "restart"),
+        ("on_crash", "destroy"),
+    ):
         etree.SubElement(root, event).text = action
     devices = etree.SubElement(root, "devices")
     etree.SubElement(devices, "memballoon", model="virtio")
@@ -362,13 +427,17 @@ def declared(session, name, spec, current_xml=None):
     or a new one. Returns the lxml root."""
     root = parse(current_xml) if current_xml else _new_domain(name, spec)
     kib = str(-(-int(spec["memory"]) // 1024))
-    _set_child_text(root, "memory", -(-int(spec.get("max_memory") or spec["memory"]) // 1024), unit="KiB")
+    _set_child_text(
+        root, "memory", -(-int(spec.get("max_memory") or spec["memory"]) // 1024), unit="KiB"
+    )
     _set_child_text(root, "currentMemory", kib, before="vcpu", unit="KiB")
     _set_vcpus(root, spec["vcpus"], spec.get("max_vcpus") or spec["vcpus"])
     if spec.get("type"):
         root.set("type", spec["type"])
     os_el = root.find("os")
-    if spec.get("machine") and not _same_machine(os_el.find("type").get("machine"), spec["machine"]):
+    if spec.get("machine") and not _same_machine(
+        os_el.find("type").get("machine"), spec["machine"]
+    ):
         os_el.find("type").set("machine", spec["machine"])
     boot = spec.get("boot") or {}
     for key in ("kernel", "initrd", "cmdline"):
@@ -398,7 +467,9 @@ def declared(session, name, spec, current_xml=None):
     disks = spec.get("disks") or []
     for index, (disk, target) in enumerate(zip(disks, _targets(disks))):
         kind, path, fmt = _resolve_disk(session, name, index, disk, create=True)
-        element = _on_top_of(current_disks.get(target), path) or _disk_element(kind, path, fmt, target, disk.get("device", "disk"), disk.get("shareable"))
+        element = _on_top_of(current_disks.get(target), path) or _disk_element(
+            kind, path, fmt, target, disk.get("device", "disk"), disk.get("shareable")
+        )
         if anchor is not None:
             anchor.addprevious(element)
         else:
@@ -440,7 +511,9 @@ def _on_top_of(current, path):
     if not have or not path or have == path:
         return None
     want = depends.identity(path)
-    if depends.identity(have) == want or any(depends.identity(below) == want for below in depends.chain(have)):
+    if depends.identity(have) == want or any(
+        depends.identity(below) == want for below in depends.chain(have)
+    ):
         return copy.deepcopy(current)
     return None
 
@@ -463,7 +536,11 @@ def _set_vcpus(root, current, maximum):
 def _set_console(devices, name, log_to_file):
     for serial in devices.findall("serial"):
         source = serial.find("source")
-        if serial.get("type") == "file" and source is not None and source.get("path") == console_path(name):
+        if (
+            serial.get("type") == "file"
+            and source is not None
+            and source.get("path") == console_path(name)
+        ):
             devices.remove(serial)
     if log_to_file:
         serial = etree.SubElement(devices, "serial", type="file")
@@ -485,7 +562,11 @@ def _modelled(root):
         path = depends.source_path(source)
         if cloudinit.is_seed(path):
             continue  # modelled as cloud_init
-        entry = {"path": path, "device": disk.get("device", "disk"), "target": target.get("dev") if target is not None else None}
+        entry = {
+            "path": path,
+            "device": disk.get("device", "disk"),
+            "target": target.get("dev") if target is not None else None,
+        }
         if disk.find("shareable") is not None:
             entry["shareable"] = True
         disks.append(entry)
@@ -493,21 +574,29 @@ def _modelled(root):
     for iface in root.findall("devices/interface"):
         source, mac, model = iface.find("source"), iface.find("mac"), iface.find("model")
         link = iface.find("link")
-        nics.append({
-            "source": None if source is None else (source.get("bridge") or source.get("network")),
-            "mac": mac.get("address").lower() if mac is not None else None,
-            "model": model.get("type") if model is not None else None,
-            "link": link.get("state", "up") if link is not None else "up",
-        })
+        nics.append(
+            {
+                "source": None
+                if source is None
+                else (source.get("bridge") or source.get("network")),
+                "mac": mac.get("address").lower() if mac is not None else None,
+                "model": model.get("type") if model is not None else None,
+                "link": link.get("state", "up") if link is not None else "up",
+            }
+        )
     return {
         "type": root.get("type"),
         "memory": _bytes(root.find("currentMemory")) or _bytes(memory),
         "max_memory": _bytes(memory),
         "vcpus": _vcpus(root.find("vcpu")),
         "max_vcpus": int(root.findtext("vcpu") or 0),
-        "cpu": None if cpu is None else (cpu.get("mode") if cpu.get("mode") != "custom" else cpu.findtext("model")),
+        "cpu": None
+        if cpu is None
+        else (cpu.get("mode") if cpu.get("mode") != "custom" else cpu.findtext("model")),
         "machine": os_el.find("type").get("machine"),
-        "boot": {k: os_el.findtext(k) for k in ("kernel", "initrd", "cmdline") if os_el.findtext(k)},
+        "boot": {
+            k: os_el.findtext(k) for k in ("kernel", "initrd", "cmdline") if os_el.findtext(k)
+        },
         "disks": disks,
         "nics": nics,
         "console": _console_file(root),
@@ -518,7 +607,22 @@ def _modelled(root):
 
 
 #: what the pillar models (a running VM: :func:`salt_kvm.vm_live.plan` says what changes live)
-KEYS = ("type", "memory", "max_memory", "vcpus", "max_vcpus", "cpu", "machine", "boot", "disks", "nics", "console", "firmware", "graphics", "cloud_init")
+KEYS = (
+    "type",
+    "memory",
+    "max_memory",
+    "vcpus",
+    "max_vcpus",
+    "cpu",
+    "machine",
+    "boot",
+    "disks",
+    "nics",
+    "console",
+    "firmware",
+    "graphics",
+    "cloud_init",
+)
 
 
 def _same_machine(have, want):
@@ -539,7 +643,10 @@ def _compare(have, want, spec, keys=KEYS):
             continue
         if key == "nics":
             declared_macs = [bool(n.get("mac")) for n in spec.get("nics") or []]
-            strip = lambda nics: [dict(n, mac=n["mac"] if i < len(declared_macs) and declared_macs[i] else None) for i, n in enumerate(nics)]  # noqa: E731
+            strip = lambda nics: [
+                dict(n, mac=n["mac"] if i < len(declared_macs) and declared_macs[i] else None)
+                for i, n in enumerate(nics)
+            ]  # noqa: E731
             if strip(have["nics"]) != strip(want["nics"]):
                 changes["nics"] = {"old": have["nics"], "new": want["nics"]}
             continue
@@ -551,7 +658,9 @@ def _compare(have, want, spec, keys=KEYS):
 def _keep_macs(root, current_root, spec):
     """NICs declared without a MAC keep the MAC libvirt gave them (by position)."""
     old = current_root.findall("devices/interface")
-    for index, (iface, nic) in enumerate(zip(root.findall("devices/interface"), spec.get("nics") or [])):
+    for index, (iface, nic) in enumerate(
+        zip(root.findall("devices/interface"), spec.get("nics") or [])
+    ):
         if not nic.get("mac") and index < len(old) and old[index].find("mac") is not None:
             iface.insert(0, etree.Element("mac", address=old[index].find("mac").get("address")))
 
@@ -606,7 +715,11 @@ def _wait_off(dom, timeout):
 
 def vm_shutdown(session, name, timeout=SHUTDOWN_TIMEOUT, force=False):
     """Shut a VM down by ACPI and wait ``timeout`` seconds; then power it off only with ``force``."""
-    timeout = schema.validate(schema.Duration(), timeout, "timeout") if isinstance(timeout, str) else timeout
+    timeout = (
+        schema.validate(schema.Duration(), timeout, "timeout")
+        if isinstance(timeout, str)
+        else timeout
+    )
     dom = _domain(session, name)
     with libvirt_errors(f"shutting down VM '{name}'"):
         if not dom.isActive():
@@ -615,7 +728,9 @@ def vm_shutdown(session, name, timeout=SHUTDOWN_TIMEOUT, force=False):
         if _wait_off(dom, float(timeout)):
             return True
         if not force:
-            raise KvmError(f"VM '{name}' did not shut down within {timeout}s (its guest ignored ACPI); force=True powers it off")
+            raise KvmError(
+                f"VM '{name}' did not shut down within {timeout}s (its guest ignored ACPI); force=True powers it off"
+            )
         dom.destroy()
     return True
 
@@ -654,7 +769,9 @@ def vm_console(session, name, lines=50):
     dom = _domain(session, name)
     path = _console_file(parse(dom.XMLDesc(0)))
     if not path:
-        raise KvmError(f"VM '{name}' has no serial console written to a file (declare console: {{log: true}})")
+        raise KvmError(
+            f"VM '{name}' has no serial console written to a file (declare console: {{log: true}})"
+        )
     try:
         with open(path, "rb") as fh:
             fh.seek(0, os.SEEK_END)
@@ -665,7 +782,7 @@ def vm_console(session, name, lines=50):
         return ""
     except OSError as exc:
         raise KvmError(f"cannot read {path}: {exc.strerror}") from None
-    return "\n".join(text.replace("\r", "").splitlines()[-int(lines):])
+    return "\n".join(text.replace("\r", "").splitlines()[-int(lines) :])
 
 
 def _purge_plan(session, name, root):
@@ -738,7 +855,12 @@ class VmResource(plan.Resource):
         with libvirt_errors(self.what):
             xml = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
             live = dom.XMLDesc(XML_SECURE) if dom.isActive() else None
-            return {"xml": xml, "state": _state(dom), "autostart": bool(dom.autostart()), "live": live}
+            return {
+                "xml": xml,
+                "state": _state(dom),
+                "autostart": bool(dom.autostart()),
+                "live": live,
+            }
 
     def _want_state(self):
         return self.spec.get("state", "running")
@@ -746,16 +868,37 @@ class VmResource(plan.Resource):
     def changes(self, current):
         spec = self.spec
         self.ops, self.pending = [], []
-        guard_new_disks(self.session, self.name, spec, (current["xml"], current["live"]) if current else ())
+        guard_new_disks(
+            self.session, self.name, spec, (current["xml"], current["live"]) if current else ()
+        )
         new_volumes = vm_live.new_volumes(self.session, self.name, spec, self.test)
         if current is None:
             self._check_disks()
-            new = {k: spec[k] for k in ("type", "memory", "max_memory", "vcpus", "max_vcpus", "cpu", "machine", "firmware", "disks", "nics", "boot", "console") if spec.get(k) is not None}
+            new = {
+                k: spec[k]
+                for k in (
+                    "type",
+                    "memory",
+                    "max_memory",
+                    "vcpus",
+                    "max_vcpus",
+                    "cpu",
+                    "machine",
+                    "firmware",
+                    "disks",
+                    "nics",
+                    "boot",
+                    "console",
+                )
+                if spec.get(k) is not None
+            }
             if spec.get("graphics"):
                 new["graphics"] = platform.shown_spec(spec["graphics"])
             platform.check_firmware(self.name, spec.get("firmware"))
             if spec.get("cloud_init"):
-                new["cloud_init"] = cloudinit.summary(cloudinit.render(self.name, spec["cloud_init"]))
+                new["cloud_init"] = cloudinit.summary(
+                    cloudinit.render(self.name, spec["cloud_init"])
+                )
             changes = {"vm": {"old": None, "new": new}}
             if new_volumes:
                 changes["volumes"] = {"old": None, "new": [v["label"] for v in new_volumes]}
@@ -770,7 +913,9 @@ class VmResource(plan.Resource):
         changes = _compare(have, _modelled(want_root), spec)
         seed_changed = self._seed_changes(have, changes)
         if "graphics" in changes:
-            changes["graphics"] = platform.shown_change(changes["graphics"]["old"], changes["graphics"]["new"])
+            changes["graphics"] = platform.shown_change(
+                changes["graphics"]["old"], changes["graphics"]["new"]
+            )
         if new_volumes:
             changes["volumes"] = {"old": None, "new": [v["label"] for v in new_volumes]}
         running = _normal_state(current["state"]) in ("running", "paused")
@@ -779,7 +924,9 @@ class VmResource(plan.Resource):
             # with restart: true, also what an earlier run left pending (not the CPU: libvirt
             # expands a running VM's CPU, so only a changed definition says it changed)
             keys = (set(KEYS) - {"cpu"}) | set(changes) if spec.get("restart") else set(changes)
-            self.ops, self.pending = vm_live.plan(parse(current["live"]), want_root, spec, keys, memory_changed="memory" in changes)
+            self.ops, self.pending = vm_live.plan(
+                parse(current["live"]), want_root, spec, keys, memory_changed="memory" in changes
+            )
             if seed_changed and "cloud_init" not in self.pending:
                 self.pending.append("cloud_init")  # the guest reads its seed at boot
             if spec.get("restart") and self.pending:
@@ -807,7 +954,10 @@ class VmResource(plan.Resource):
         old = cloudinit.read(cloudinit.seed_path(self.name))
         new = cloudinit.render(self.name, declared_seed) if declared_seed else None
         if old != new or "cloud_init" in changes:
-            changes["cloud_init"] = {"old": cloudinit.summary(old if have["cloud_init"] or declared_seed else None), "new": cloudinit.summary(new)}
+            changes["cloud_init"] = {
+                "old": cloudinit.summary(old if have["cloud_init"] or declared_seed else None),
+                "new": cloudinit.summary(new),
+            }
         return bool(declared_seed) and old != new
 
     def apply(self, current, changes):
@@ -817,7 +967,9 @@ class VmResource(plan.Resource):
         self._old_seed = cloudinit.read(cloudinit.seed_path(self.name))
         if spec.get("cloud_init"):
             cloudinit.ensure(self.name, spec["cloud_init"])
-        definition = {k for k in changes if k not in ("state", "autostart", "restart", "live", "volumes")}
+        definition = {
+            k for k in changes if k not in ("state", "autostart", "restart", "live", "volumes")
+        }
         if definition:
             root = declared(self.session, self.name, spec, current["xml"] if current else None)
             if current:
@@ -831,7 +983,9 @@ class VmResource(plan.Resource):
             if self.ops:
                 self._apply_live(dom, changes)
             if changes.get("restart", {}).get("new") == "restarted":
-                vm_shutdown(self.session, self.name, timeout=spec.get("shutdown_timeout", SHUTDOWN_TIMEOUT))
+                vm_shutdown(
+                    self.session, self.name, timeout=spec.get("shutdown_timeout", SHUTDOWN_TIMEOUT)
+                )
             _to_state(dom, self._want_state())
         if not spec.get("cloud_init") and "cloud_init" in changes:
             cloudinit.remove(self.name)  # detached; a running guest keeps the file it has open
@@ -899,20 +1053,32 @@ class VmResource(plan.Resource):
         verb = "would be" if test else "was"
         if "vm" in changes:
             started = " and started" if changes.get("state", {}).get("new") == "running" else ""
-            made = f"; {'would create' if test else 'created'} volume {', '.join(changes['volumes']['new'])}" if "volumes" in changes else ""
+            made = (
+                f"; {'would create' if test else 'created'} volume {', '.join(changes['volumes']['new'])}"
+                if "volumes" in changes
+                else ""
+            )
             return f"{self.what} {verb} defined{started}{made}{self.note}"
         base = super().summary(changes, test)
         if "volumes" in changes:
             base += f"; {'would create' if test else 'created'} volume {', '.join(changes['volumes']['new'])}"
         if "live" in changes:
-            base += f"; {'would be ' if test else ''}applied live: {', '.join(changes['live']['new'])}"
+            base += (
+                f"; {'would be ' if test else ''}applied live: {', '.join(changes['live']['new'])}"
+            )
         if changes.get("restart", {}).get("new", "").startswith("pending"):
             base += f"; {', '.join(self.pending)}: written to its definition, takes effect when it restarts (restart: true restarts it now)"
         return base
 
 
 def _normal_state(state):
-    return {"blocked": "running", "shutdown": "stopped", "shutoff": "stopped", "crashed": "stopped", "nostate": "stopped"}.get(state, state)
+    return {
+        "blocked": "running",
+        "shutdown": "stopped",
+        "shutoff": "stopped",
+        "crashed": "stopped",
+        "nostate": "stopped",
+    }.get(state, state)
 
 
 def _to_state(dom, want):
@@ -967,7 +1133,9 @@ def vm_absent(session, name, purge=False, test=False):
         if not seed_found:
             seed_found.append(os.path.exists(seed))
         if purge:
-            delete, kept = _purge_plan(session, name, parse(_domain(session, name).XMLDesc(XML_INACTIVE)))
+            delete, kept = _purge_plan(
+                session, name, parse(_domain(session, name).XMLDesc(XML_INACTIVE))
+            )
             volumes.update(delete=[f"{p}/{v}" for p, v in delete], kept=kept)
         return shown
 

@@ -58,7 +58,15 @@ def pending_text(pending):
 
 def _nic_label(el):
     mac, source = el.find("mac"), el.find("source")
-    where = "" if source is None else (f" on bridge {source.get('bridge')}" if el.get("type") == "bridge" else f" on network {source.get('network')}")
+    where = (
+        ""
+        if source is None
+        else (
+            f" on bridge {source.get('bridge')}"
+            if el.get("type") == "bridge"
+            else f" on network {source.get('network')}"
+        )
+    )
     return f"NIC {mac.get('address').lower() if mac is not None else '(new)'}{where}"
 
 
@@ -98,7 +106,9 @@ def _plan_nics(live, want, ops, pending):
             old, new = _nic_view(have[mac]), _nic_view(el)
             if old["type"] != new["type"] or old["model"] != new["model"]:
                 what = "kind" if old["type"] != new["type"] else "model"
-                pending.append(f"NIC {mac} {what} {old[what if what == 'model' else 'type']} -> {new[what if what == 'model' else 'type']}")
+                pending.append(
+                    f"NIC {mac} {what} {old[what if what == 'model' else 'type']} -> {new[what if what == 'model' else 'type']}"
+                )
                 continue
             said = []
             if old["source"] != new["source"]:
@@ -134,16 +144,27 @@ def _plan_disks(live, want, spec, ops, pending):
         elif view["device"] == "cdrom":
             pending.append(f"CD-ROM {label} (SATA takes no hotplug)")
         elif view["target"] in used:
-            pending.append(f"disk {label} as {view['target']} (the running VM has {used[view['target']]} there)")
+            pending.append(
+                f"disk {label} as {view['target']} (the running VM has {used[view['target']]} there)"
+            )
         else:
-            ops.append(Op("attach-disk", f"attach disk {label} as {view['target']}", target=view["target"]))
+            ops.append(
+                Op("attach-disk", f"attach disk {label} as {view['target']}", target=view["target"])
+            )
     for path, (el, view) in have.items():
         if path in wanted:
             continue
         if view["device"] == "cdrom" or view["bus"] not in ("virtio", "scsi", "usb"):
             pending.append(f"detach {view['device']} {view['target']} ({path})")
         else:
-            ops.append(Op("detach", f"detach disk {view['target']} ({path})", element=el, target=view["target"]))
+            ops.append(
+                Op(
+                    "detach",
+                    f"detach disk {view['target']} ({path})",
+                    element=el,
+                    target=view["target"],
+                )
+            )
 
 
 def plan(live, want, spec, keys, memory_changed=False):
@@ -154,30 +175,55 @@ def plan(live, want, spec, keys, memory_changed=False):
     have, new = vm_mod._modelled(live), vm_mod._modelled(want)  # pylint: disable=protected-access
     if "type" in keys and spec.get("type") and have["type"] != new["type"]:
         pending.append(f"type {have['type']} -> {new['type']}")
-    if "machine" in keys and spec.get("machine") and not vm_mod._same_machine(have["machine"], spec["machine"]):  # pylint: disable=protected-access
+    if (
+        "machine" in keys
+        and spec.get("machine")
+        and not vm_mod._same_machine(have["machine"], spec["machine"])
+    ):  # pylint: disable=protected-access
         pending.append(f"machine {have['machine']} -> {spec['machine']}")
     if "cpu" in keys and spec.get("cpu"):
-        pending.append(f"cpu {spec['cpu']}")  # libvirt expands a running VM's CPU: only a restart tells
+        pending.append(
+            f"cpu {spec['cpu']}"
+        )  # libvirt expands a running VM's CPU: only a restart tells
     for key in ("boot", "console", "firmware", "graphics", "cloud_init"):
         if key in keys and have.get(key) != new.get(key):
             pending.append(key)
     if ("max_memory" in keys or memory_changed) and have["max_memory"] != new["max_memory"]:
-        pending.append(f"max_memory {units.human_size(have['max_memory'])} -> {units.human_size(new['max_memory'])}")
+        pending.append(
+            f"max_memory {units.human_size(have['max_memory'])} -> {units.human_size(new['max_memory'])}"
+        )
     if memory_changed:
         balloon = live.find("devices/memballoon")
         if new["memory"] > have["max_memory"]:
-            pending.append(f"memory {units.human_size(new['memory'])} (above the running maximum {units.human_size(have['max_memory'])})")
+            pending.append(
+                f"memory {units.human_size(new['memory'])} (above the running maximum {units.human_size(have['max_memory'])})"
+            )
         elif balloon is None or balloon.get("model") == "none":
-            pending.append(f"memory {units.human_size(new['memory'])} (the VM has no balloon device)")
+            pending.append(
+                f"memory {units.human_size(new['memory'])} (the VM has no balloon device)"
+            )
         else:
-            ops.append(Op("memory", f"memory {units.human_size(new['memory'])}", kib=-(-new["memory"] // 1024)))
+            ops.append(
+                Op(
+                    "memory",
+                    f"memory {units.human_size(new['memory'])}",
+                    kib=-(-new["memory"] // 1024),
+                )
+            )
     if ("max_vcpus" in keys or "vcpus" in keys) and have["max_vcpus"] != new["max_vcpus"]:
         pending.append(f"max_vcpus {have['max_vcpus']} -> {new['max_vcpus']}")
     if "vcpus" in keys and have["vcpus"] != new["vcpus"]:
         if new["vcpus"] > have["max_vcpus"]:
             pending.append(f"vcpus {new['vcpus']} (above the running maximum {have['max_vcpus']})")
         else:
-            ops.append(Op("vcpus", f"vcpus {have['vcpus']} -> {new['vcpus']}", count=new["vcpus"], fewer=new["vcpus"] < have["vcpus"]))
+            ops.append(
+                Op(
+                    "vcpus",
+                    f"vcpus {have['vcpus']} -> {new['vcpus']}",
+                    count=new["vcpus"],
+                    fewer=new["vcpus"] < have["vcpus"],
+                )
+            )
     if "nics" in keys:
         _plan_nics(live, want, ops, pending)
     if "disks" in keys:
@@ -231,7 +277,9 @@ def apply_ops(dom, ops, inactive):
     unfinished = []
     for op in ops:
         if op.kind == "detach":
-            why = _detach_live(dom, op.data["element"], nic=op.data.get("nic"), target=op.data.get("target"))
+            why = _detach_live(
+                dom, op.data["element"], nic=op.data.get("nic"), target=op.data.get("target")
+            )
             if why:
                 unfinished.append((op, f"{op.text}: {why}"))
         elif op.kind == "update":
@@ -242,7 +290,11 @@ def apply_ops(dom, ops, inactive):
             with libvirt_errors(f"attaching {_nic_label(el)} live"):
                 dom.attachDeviceFlags(_bare(el), AFFECT_LIVE)
         elif op.kind == "attach-disk":
-            el = next(d for d in inactive.findall("devices/disk") if _disk_view(d)["target"] == op.data["target"])
+            el = next(
+                d
+                for d in inactive.findall("devices/disk")
+                if _disk_view(d)["target"] == op.data["target"]
+            )
             with libvirt_errors(f"attaching disk {op.data['target']} live"):
                 dom.attachDeviceFlags(_bare(el), AFFECT_LIVE)
         elif op.kind == "memory":
@@ -254,7 +306,12 @@ def apply_ops(dom, ops, inactive):
             except libvirt.libvirtError as exc:
                 if not op.data["fewer"]:
                     raise KvmError(f"setting {op.text} live: {exc.get_error_message()}") from None
-                unfinished.append((op, f"{op.text}: the guest did not release the vCPUs ({exc.get_error_message()})"))
+                unfinished.append(
+                    (
+                        op,
+                        f"{op.text}: the guest did not release the vCPUs ({exc.get_error_message()})",
+                    )
+                )
     return unfinished
 
 
@@ -274,10 +331,16 @@ def new_volumes(session, vm, spec, test=False):
             continue
         if not entry["active"] or disk["volume"] in vols_mod.volumes(session, disk["pool"]):
             continue
-        how = f"qcow2 on {disk['backing']}" if disk.get("backing") else f"{units.human_size(disk['size'])} {disk.get('format') or 'default format'}"
+        how = (
+            f"qcow2 on {disk['backing']}"
+            if disk.get("backing")
+            else f"{units.human_size(disk['size'])} {disk.get('format') or 'default format'}"
+        )
         if disk.get("backing") and disk.get("size"):
             how += f", {units.human_size(disk['size'])}"
-        out.append({"index": index, "disk": disk, "label": f"{disk['pool']}/{disk['volume']} ({how})"})
+        out.append(
+            {"index": index, "disk": disk, "label": f"{disk['pool']}/{disk['volume']} ({how})"}
+        )
     return out
 
 
@@ -289,7 +352,14 @@ def make_volumes(session, vm, spec, made=None):
         disk, where = item["disk"], f"{vm}:disks:{item['index']}"
         fmt = disk.get("format") or ("qcow2" if disk.get("backing") else None)
         try:
-            vols_mod.volume_create(session, disk["pool"], disk["volume"], size=disk.get("size"), format=fmt, backing=disk.get("backing"))
+            vols_mod.volume_create(
+                session,
+                disk["pool"],
+                disk["volume"],
+                size=disk.get("size"),
+                format=fmt,
+                backing=disk.get("backing"),
+            )
             made.append((disk["pool"], disk["volume"]))
         except InvalidInput as exc:
             field = exc.path.rsplit(":", 1)[-1] if exc.path else "volume"
@@ -310,7 +380,9 @@ def _flags(dom):
 def _only(device, given, allowed):
     for key, value in given.items():
         if value is not None and key not in allowed:
-            raise InvalidInput(key, f"does not apply to device={device} (it takes {', '.join(allowed)})")
+            raise InvalidInput(
+                key, f"does not apply to device={device} (it takes {', '.join(allowed)})"
+            )
 
 
 def _random_mac(session):
@@ -331,17 +403,40 @@ def _roots(dom):
     return roots
 
 
-def vm_attach(session, name, device=None, pool=None, volume=None, bridge=None, network=None, mac=None, model=None, link=None):
+def vm_attach(
+    session,
+    name,
+    device=None,
+    pool=None,
+    volume=None,
+    bridge=None,
+    network=None,
+    mac=None,
+    model=None,
+    link=None,
+):
     """Attach a disk (``pool``, ``volume``) or a NIC (``bridge`` or ``network``, ``mac``, ``model``,
     ``link``) to a VM: live when it runs, and to its definition when it has one."""
     schema.validate(schema.Enum("disk", "nic"), device, "device")
     dom = vm_mod._domain(session, name)  # pylint: disable=protected-access
-    given = {"pool": pool, "volume": volume, "bridge": bridge, "network": network, "mac": mac, "model": model, "link": link}
+    given = {
+        "pool": pool,
+        "volume": volume,
+        "bridge": bridge,
+        "network": network,
+        "mac": mac,
+        "model": model,
+        "link": link,
+    }
     flags, active, persistent = _flags(dom)
     roots = _roots(dom)
     if device == "disk":
         _only(device, given, _DISK_ARGS)
-        disk = schema.validate(schema.VM_DISK, {k: v for k, v in given.items() if k in _DISK_ARGS and v is not None}, "disk")
+        disk = schema.validate(
+            schema.VM_DISK,
+            {k: v for k, v in given.items() if k in _DISK_ARGS and v is not None},
+            "disk",
+        )
         try:
             kind, path, fmt = vm_mod._resolve_disk(session, name, "new", disk)  # pylint: disable=protected-access
         except InvalidInput as exc:
@@ -352,35 +447,61 @@ def vm_attach(session, name, device=None, pool=None, volume=None, bridge=None, n
                 view = _disk_view(el)
                 used.add(view["target"])
                 if view["path"] == path:
-                    raise InvalidInput("volume", f"{pool}/{volume} is already disk {view['target']} of VM '{name}'")
-        target = next(f"vd{chr(c)}" for c in range(ord("a"), ord("z") + 1) if f"vd{chr(c)}" not in used)
+                    raise InvalidInput(
+                        "volume", f"{pool}/{volume} is already disk {view['target']} of VM '{name}'"
+                    )
+        target = next(
+            f"vd{chr(c)}" for c in range(ord("a"), ord("z") + 1) if f"vd{chr(c)}" not in used
+        )
         try:
-            vm_mod.guard_new_disks(session, name, {"disks": [disk]}, [etree.tostring(root, encoding="unicode") for root in roots], targets=[target])
+            vm_mod.guard_new_disks(
+                session,
+                name,
+                {"disks": [disk]},
+                [etree.tostring(root, encoding="unicode") for root in roots],
+                targets=[target],
+            )
         except InvalidInput as exc:
             raise InvalidInput("volume", exc.message) from None
         element = vm_mod._disk_element(kind, path, fmt, target, shareable=disk.get("shareable"))  # pylint: disable=protected-access
         out = {"device": "disk", "target": target, "pool": pool, "volume": volume, "path": path}
     else:
         _only(device, given, _NIC_ARGS)
-        nic = schema.validate(schema.VM_NIC, {k: v for k, v in given.items() if k in _NIC_ARGS and v is not None}, "nic")
+        nic = schema.validate(
+            schema.VM_NIC,
+            {k: v for k, v in given.items() if k in _NIC_ARGS and v is not None},
+            "nic",
+        )
         nic["mac"] = (nic.get("mac") or _random_mac(session)).lower()
         for root in roots:
             if any(_mac(el) == nic["mac"] for el in root.findall("devices/interface")):
                 raise InvalidInput("mac", f"VM '{name}' already has a NIC with MAC {nic['mac']}")
         element = vm_mod._nic_element(nic)  # pylint: disable=protected-access
-        out = {"device": "nic", "mac": nic["mac"], "bridge": nic.get("bridge"), "network": nic.get("network"), "model": nic.get("model") or "virtio"}
+        out = {
+            "device": "nic",
+            "mac": nic["mac"],
+            "bridge": nic.get("bridge"),
+            "network": nic.get("network"),
+            "model": nic.get("model") or "virtio",
+        }
     with libvirt_errors(f"attaching a {device} to VM '{name}'"):
         dom.attachDeviceFlags(etree.tostring(element, encoding="unicode"), flags)
     out.update(live=active, persistent=persistent)
     return out
 
 
-def vm_detach(session, name, device=None, target=None, pool=None, volume=None, mac=None, timeout=None):
+def vm_detach(
+    session, name, device=None, target=None, pool=None, volume=None, mac=None, timeout=None
+):
     """Detach a disk (by ``target``, or ``pool`` and ``volume``; the volume is kept) or a NIC (by
     ``mac``) from a VM: live when it runs (waiting ``timeout`` seconds for the guest to release
     it), and from its definition when it has one."""
     schema.validate(schema.Enum("disk", "nic"), device, "device")
-    timeout = DETACH_TIMEOUT if timeout is None else schema.validate(schema.Duration(), timeout, "timeout")
+    timeout = (
+        DETACH_TIMEOUT
+        if timeout is None
+        else schema.validate(schema.Duration(), timeout, "timeout")
+    )
     dom = vm_mod._domain(session, name)  # pylint: disable=protected-access
     given = {"target": target, "pool": pool, "volume": volume, "mac": mac}
     if device == "disk":
@@ -390,7 +511,9 @@ def vm_detach(session, name, device=None, target=None, pool=None, volume=None, m
         path = None
         if target is None:
             try:
-                path = vm_mod._resolve_disk(session, name, "detach", {"pool": pool, "volume": volume})[1]  # pylint: disable=protected-access
+                path = vm_mod._resolve_disk(
+                    session, name, "detach", {"pool": pool, "volume": volume}
+                )[1]  # pylint: disable=protected-access
             except InvalidInput as exc:
                 raise InvalidInput(exc.path.rsplit(":", 1)[-1], exc.message) from None
 
@@ -411,8 +534,16 @@ def vm_detach(session, name, device=None, target=None, pool=None, volume=None, m
 
         tag, what, field = "devices/interface", f"NIC {mac}", "mac"
     active, persistent = bool(dom.isActive()), bool(dom.isPersistent())
-    live_el = next((el for el in parse(dom.XMLDesc(0)).findall(tag) if match(el)), None) if active else None
-    conf_el = next((el for el in parse(dom.XMLDesc(vm_mod.XML_INACTIVE)).findall(tag) if match(el)), None) if persistent else None
+    live_el = (
+        next((el for el in parse(dom.XMLDesc(0)).findall(tag) if match(el)), None)
+        if active
+        else None
+    )
+    conf_el = (
+        next((el for el in parse(dom.XMLDesc(vm_mod.XML_INACTIVE)).findall(tag) if match(el)), None)
+        if persistent
+        else None
+    )
     if live_el is None and conf_el is None:
         raise InvalidInput(field, f"VM '{name}' has no {what}")
     out = {"device": device, "live": live_el is not None, "persistent": conf_el is not None}
@@ -421,9 +552,23 @@ def vm_detach(session, name, device=None, target=None, pool=None, volume=None, m
             dom.detachDeviceFlags(etree.tostring(conf_el, encoding="unicode"), AFFECT_CONFIG)
     if live_el is not None:
         view = _disk_view(live_el) if device == "disk" else None
-        why = _detach_live(dom, live_el, nic=mac if device == "nic" else None, target=view["target"] if view else None, timeout=float(timeout))
+        why = _detach_live(
+            dom,
+            live_el,
+            nic=mac if device == "nic" else None,
+            target=view["target"] if view else None,
+            timeout=float(timeout),
+        )
         if why:
-            kept = "; it is gone from the definition and leaves at the next restart" if conf_el is not None else ""
+            kept = (
+                "; it is gone from the definition and leaves at the next restart"
+                if conf_el is not None
+                else ""
+            )
             raise KvmError(f"VM '{name}': {what} is still attached: {why}{kept}")
-    out.update({"target": _disk_view(live_el if live_el is not None else conf_el)["target"]} if device == "disk" else {"mac": mac})
+    out.update(
+        {"target": _disk_view(live_el if live_el is not None else conf_el)["target"]}
+        if device == "disk"
+        else {"mac": mac}
+    )
     return out

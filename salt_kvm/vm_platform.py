@@ -47,7 +47,10 @@ def uefi_available(dirs=None):
                 continue
             if not isinstance(desc, dict) or "uefi" not in (desc.get("interface-types") or []):
                 continue
-            if any(isinstance(t, dict) and t.get("architecture") == "x86_64" for t in desc.get("targets") or []):
+            if any(
+                isinstance(t, dict) and t.get("architecture") == "x86_64"
+                for t in desc.get("targets") or []
+            ):
                 return True
     return False
 
@@ -66,7 +69,10 @@ def firmware_of(root):
 def check_firmware(name, firmware):
     """Refuse ``uefi`` where no UEFI firmware is installed."""
     if firmware == "uefi" and not uefi_available():
-        raise InvalidInput(f"{name}:firmware", "no UEFI firmware for x86_64 on this host (install Debian's ovmf package)")
+        raise InvalidInput(
+            f"{name}:firmware",
+            "no UEFI firmware for x86_64 on this host (install Debian's ovmf package)",
+        )
 
 
 def set_firmware(root, name, firmware):
@@ -104,7 +110,12 @@ def _model(el):
         listen = el.find("listen").get("address")
     port = el.get("port")
     port = "auto" if el.get("autoport") == "yes" or port in (None, "-1") else int(port)
-    return {"type": el.get("type"), "listen": listen, "port": port, "password": _token(el.get("passwd"))}
+    return {
+        "type": el.get("type"),
+        "listen": listen,
+        "port": port,
+        "password": _token(el.get("passwd")),
+    }
 
 
 def graphics_of(root):
@@ -115,12 +126,14 @@ def graphics_of(root):
 def _wanted(graphics):
     if graphics["type"] == "none":
         return []
-    return [{
-        "type": graphics["type"],
-        "listen": graphics.get("listen", "127.0.0.1"),
-        "port": graphics.get("port", "auto"),
-        "password": _token(graphics.get("password")),
-    }]
+    return [
+        {
+            "type": graphics["type"],
+            "listen": graphics.get("listen", "127.0.0.1"),
+            "port": graphics.get("port", "auto"),
+            "password": _token(graphics.get("password")),
+        }
+    ]
 
 
 def set_graphics(root, graphics):
@@ -167,4 +180,6 @@ def shown_spec(graphics):
     """A declared ``graphics`` value as output shows it."""
     if graphics is None:
         return None
-    return dict(graphics, password=HIDDEN) if graphics.get("password") is not None else dict(graphics)
+    return (
+        dict(graphics, password=HIDDEN) if graphics.get("password") is not None else dict(graphics)
+    )

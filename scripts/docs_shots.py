@@ -25,7 +25,17 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 HTML = ROOT / "docs" / "_build" / "html"
 SHOTS = ROOT / "docs" / "_build" / "shots"
-PAGES = ["index", "install", "quickstart", "migrating", "topology", "output", "storage", "reference/execution", "reference/states"]
+PAGES = [
+    "index",
+    "install",
+    "quickstart",
+    "migrating",
+    "topology",
+    "output",
+    "storage",
+    "reference/execution",
+    "reference/states",
+]
 WIDTH, HEIGHT = 1400, 1000
 
 CHECK = """
@@ -58,8 +68,16 @@ def chromium():
 
 
 def run(browser, *args):
-    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--window-size={WIDTH},{HEIGHT}",
-           "--virtual-time-budget=5000", *args]
+    cmd = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--window-size={WIDTH},{HEIGHT}",
+        "--virtual-time-budget=5000",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -77,7 +95,9 @@ def main():
         if not shot.exists() or shot.stat().st_size < 10_000:
             problems.append(f"{page}: no screenshot")
         # the same page with the measuring script, next to the original (relative links still work)
-        with tempfile.NamedTemporaryFile("w", suffix=".html", dir=html.parent, delete=False) as probe:
+        with tempfile.NamedTemporaryFile(
+            "w", suffix=".html", dir=html.parent, delete=False
+        ) as probe:
             probe.write(html.read_text(encoding="utf-8").replace("</body>", CHECK + "</body>"))
         try:
             dom = run(browser, "--dump-dom", pathlib.Path(probe.name).as_uri()).stdout
@@ -87,11 +107,21 @@ def main():
         if not match:
             problems.append(f"{page}: the page did not finish loading in Chromium")
             continue
-        result = json.loads(match.group(1).replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("&quot;", '"'))
+        result = json.loads(
+            match.group(1)
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&amp;", "&")
+            .replace("&quot;", '"')
+        )
         if "salt-kvm" not in result["title"] or result["text"] < 200:
-            problems.append(f"{page}: did not render (title {result['title']!r}, {result['text']} characters)")
+            problems.append(
+                f"{page}: did not render (title {result['title']!r}, {result['text']} characters)"
+            )
         if result["page"][0] > result["page"][1]:
-            problems.append(f"{page}: the page is {result['page'][0]} px wide in a {result['page'][1]} px window")
+            problems.append(
+                f"{page}: the page is {result['page'][0]} px wide in a {result['page'][1]} px window"
+            )
         for wide, box, line in result["clipped"]:
             problems.append(f"{page}: a code block is {wide} px wide in a {box} px box: {line!r}")
         for src, natural, shown in result["images"]:
@@ -99,7 +129,9 @@ def main():
                 problems.append(f"{page}: image {src} did not load")
             elif "topology" in (src or "") and shown < natural * 0.95:
                 problems.append(f"{page}: {src} shown at {shown:.0f} px of its {natural} px")
-        print(f"{page}: {shot.relative_to(ROOT)}, {len(result['clipped'])} clipped code blocks, {len(result['images'])} images")
+        print(
+            f"{page}: {shot.relative_to(ROOT)}, {len(result['clipped'])} clipped code blocks, {len(result['images'])} images"
+        )
     for line in problems:
         print("FAIL", line)
     return 1 if problems else 0

@@ -36,7 +36,10 @@ def salt_factories_config():
     # scripts (with code_dir on their sys.path) into ROOT_DIR/scripts only when
     # they are missing, so a root shared by two checkouts (the default, the temp
     # directory) runs the other checkout's code in every master and minion
-    root = pathlib.Path(tempfile.gettempdir()) / f"salt-factories-{REPO.name}-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
+    root = (
+        pathlib.Path(tempfile.gettempdir())
+        / f"salt-factories-{REPO.name}-{hashlib.sha256(str(REPO).encode()).hexdigest()[:8]}"
+    )
     root.mkdir(exist_ok=True)
     return {
         "root_dir": root,
@@ -52,7 +55,9 @@ def conn():
     try:
         connection = sandbox.connect()
     except Exception as exc:  # pylint: disable=broad-except
-        pytest.skip(f"no libvirtd answers at {sandbox.URI}: {exc} (run `make test`, which starts it)")
+        pytest.skip(
+            f"no libvirtd answers at {sandbox.URI}: {exc} (run `make test`, which starts it)"
+        )
     yield connection
     connection.close()
 

@@ -33,14 +33,18 @@ def detect(root="/"):
     exists = lambda p: os.path.exists(_path(root, p))  # noqa: E731
     if exists("/run/NetworkManager") and exists("/etc/NetworkManager"):
         return "networkmanager"
-    if exists("/run/systemd/netif/links") or (exists("/etc/systemd/network") and _has_files(_path(root, "/etc/systemd/network"), ".network")):
+    if exists("/run/systemd/netif/links") or (
+        exists("/etc/systemd/network")
+        and _has_files(_path(root, "/etc/systemd/network"), ".network")
+    ):
         return "networkd"
     if exists("/etc/network/interfaces"):
         return "ifupdown"
     raise KvmError(
         "persist: auto found no network configuration system (no running NetworkManager, "
         "no systemd-networkd, no /etc/network/interfaces); set persist to one of "
-        + ", ".join(BACKENDS) + " or none"
+        + ", ".join(BACKENDS)
+        + " or none"
     )
 
 

@@ -53,7 +53,9 @@ def split_routes(routes):
     """Declared routes -> (IPv4 routes, IPv6 routes); ``default`` goes by its gateway's family."""
     v4, v6 = [], []
     for route in routes or []:
-        (v6 if ipaddress.ip_network(destination(route), strict=False).version == 6 else v4).append(route)
+        (v6 if ipaddress.ip_network(destination(route), strict=False).version == 6 else v4).append(
+            route
+        )
     return v4, v6
 
 

@@ -34,7 +34,12 @@ def _bridge_options(spec):
     opts.append(f"bridge_ports {' '.join(ports) if ports else 'none'}")
     if "stp" in spec:
         opts.append(f"bridge_stp {'on' if spec['stp'] else 'off'}")
-    for key, opt in (("forward_delay", "bridge_fd"), ("hello_time", "bridge_hello"), ("max_age", "bridge_maxage"), ("ageing_time", "bridge_ageing")):
+    for key, opt in (
+        ("forward_delay", "bridge_fd"),
+        ("hello_time", "bridge_hello"),
+        ("max_age", "bridge_maxage"),
+        ("ageing_time", "bridge_ageing"),
+    ):
         if key in spec:
             opts.append(f"{opt} {_common.num(spec[key])}")
     if "priority" in spec:
@@ -137,7 +142,9 @@ def disable_ports(text, ports):
                 in_stanza = True
                 out.append(MARK + line)
                 continue
-            if (words[0] == "auto" or words[0].startswith("allow-")) and any(w in ports for w in words[1:]):
+            if (words[0] == "auto" or words[0].startswith("allow-")) and any(
+                w in ports for w in words[1:]
+            ):
                 keep = [w for w in words[1:] if w not in ports]
                 out.append(MARK + line)
                 if keep:

@@ -23,7 +23,11 @@ def _name(*parts):
 
 def owned_files(name, listdir):
     prefix = f"10-salt-kvm-{name}"
-    return [f"{DIR}/{f}" for f in listdir(DIR) if f == f"{prefix}.netdev" or f == f"{prefix}.network" or f.startswith(f"{prefix}-port-")]
+    return [
+        f"{DIR}/{f}"
+        for f in listdir(DIR)
+        if f == f"{prefix}.netdev" or f == f"{prefix}.network" or f.startswith(f"{prefix}-port-")
+    ]
 
 
 def _section(title, items):
@@ -40,9 +44,22 @@ def render(spec, read):
     name = spec["name"]
     head = _common.header(spec).rstrip()
     files = {}
-    netdev = [head, ""] + _section("NetDev", [("Name", name), ("Kind", "bridge"), ("MACAddress", spec.get("mac")), ("MTUBytes", spec.get("mtu"))])
+    netdev = [head, ""] + _section(
+        "NetDev",
+        [
+            ("Name", name),
+            ("Kind", "bridge"),
+            ("MACAddress", spec.get("mac")),
+            ("MTUBytes", spec.get("mtu")),
+        ],
+    )
     bridge = []
-    for key, opt in (("hello_time", "HelloTimeSec"), ("max_age", "MaxAgeSec"), ("forward_delay", "ForwardDelaySec"), ("ageing_time", "AgeingTimeSec")):
+    for key, opt in (
+        ("hello_time", "HelloTimeSec"),
+        ("max_age", "MaxAgeSec"),
+        ("forward_delay", "ForwardDelaySec"),
+        ("ageing_time", "AgeingTimeSec"),
+    ):
         if key in spec:
             bridge.append((opt, _common.num(spec[key])))
     if "priority" in spec:
@@ -67,7 +84,14 @@ def render(spec, read):
     net_items.append(("ConfigureWithoutCarrier", "yes"))
     network += _section("Network", net_items)
     for route in spec.get("routes") or []:
-        network += [""] + _section("Route", [("Destination", _common.destination(route)), ("Gateway", route.get("via")), ("Metric", route.get("metric"))])
+        network += [""] + _section(
+            "Route",
+            [
+                ("Destination", _common.destination(route)),
+                ("Gateway", route.get("via")),
+                ("Metric", route.get("metric")),
+            ],
+        )
     files[_name(name) + ".network"] = "\n".join(network) + "\n"
 
     vlan_children = {}
@@ -76,9 +100,19 @@ def render(spec, read):
         vlan = (spec.get("vlan_ports") or {}).get(pname)
         if vlan:
             vlan_children.setdefault(vlan["parent"], []).append(pname)
-            dev = [head, ""] + _section("NetDev", [("Name", pname), ("Kind", "vlan")]) + [""] + _section("VLAN", [("Id", vlan["id"])])
+            dev = (
+                [head, ""]
+                + _section("NetDev", [("Name", pname), ("Kind", "vlan")])
+                + [""]
+                + _section("VLAN", [("Id", vlan["id"])])
+            )
             files[_name(name, "port", pname) + ".netdev"] = "\n".join(dev) + "\n"
-        lines = [head, ""] + _section("Match", [("Name", pname)]) + [""] + _section("Network", [("Bridge", name)])
+        lines = (
+            [head, ""]
+            + _section("Match", [("Name", pname)])
+            + [""]
+            + _section("Network", [("Bridge", name)])
+        )
         port_items = [("Cost", port.get("cost")), ("Priority", port.get("priority"))]
         if "hairpin" in port:
             port_items.append(("HairPin", _bool(port["hairpin"])))
@@ -87,15 +121,26 @@ def render(spec, read):
         vlans = _common.port_vlans(port)
         if vlans:
             if vlans["tagged"]:
-                lines += [""] + _section("BridgeVLAN", [("VLAN", ",".join(_common.ranges(vlans["tagged"])))])
+                lines += [""] + _section(
+                    "BridgeVLAN", [("VLAN", ",".join(_common.ranges(vlans["tagged"])))]
+                )
             if vlans["untagged"]:
-                lines += [""] + _section("BridgeVLAN", [("EgressUntagged", ",".join(_common.ranges(vlans["untagged"])))])
+                lines += [""] + _section(
+                    "BridgeVLAN", [("EgressUntagged", ",".join(_common.ranges(vlans["untagged"])))]
+                )
             if vlans["pvid"] is not None:
                 lines += [""] + _section("BridgeVLAN", [("PVID", vlans["pvid"])])
         files[_name(name, "port", pname) + ".network"] = "\n".join(lines) + "\n"
     for parent, children in sorted(vlan_children.items()):
         if parent in {p["name"] for p in spec.get("ports", [])}:
             continue
-        lines = [head, ""] + _section("Match", [("Name", parent)]) + [""] + _section("Network", [("VLAN", c) for c in sorted(children)] + [("LinkLocalAddressing", "no")])
+        lines = (
+            [head, ""]
+            + _section("Match", [("Name", parent)])
+            + [""]
+            + _section(
+                "Network", [("VLAN", c) for c in sorted(children)] + [("LinkLocalAddressing", "no")]
+            )
+        )
         files[_name(name, "port", parent) + ".network"] = "\n".join(lines) + "\n"
     return files

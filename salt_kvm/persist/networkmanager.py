@@ -27,7 +27,11 @@ def _file(name):
 
 def owned_files(name, listdir):
     prefix = f"salt-kvm-{name}"
-    return [f"{DIR}/{f}" for f in listdir(DIR) if f == f"{prefix}.nmconnection" or f.startswith(f"{prefix}-port-")]
+    return [
+        f"{DIR}/{f}"
+        for f in listdir(DIR)
+        if f == f"{prefix}.nmconnection" or f.startswith(f"{prefix}-port-")
+    ]
 
 
 def _uuid(*parts):
@@ -72,10 +76,19 @@ def render(spec, read):
     v4, v6 = _common.split_addresses(spec.get("addresses"))
     r4, r6 = _common.split_routes(spec.get("routes"))
     bridge = []
-    for key, opt in (("stp", "stp"), ("vlan_filtering", "vlan-filtering"), ("mcast_snooping", "multicast-snooping")):
+    for key, opt in (
+        ("stp", "stp"),
+        ("vlan_filtering", "vlan-filtering"),
+        ("mcast_snooping", "multicast-snooping"),
+    ):
         if key in spec:
             bridge.append((opt, _bool(spec[key])))
-    for key, opt in (("forward_delay", "forward-delay"), ("hello_time", "hello-time"), ("max_age", "max-age"), ("ageing_time", "ageing-time")):
+    for key, opt in (
+        ("forward_delay", "forward-delay"),
+        ("hello_time", "hello-time"),
+        ("max_age", "max-age"),
+        ("ageing_time", "ageing-time"),
+    ):
         if key in spec:
             bridge.append((opt, int(round(float(spec[key])))))
     if "priority" in spec:
@@ -83,7 +96,16 @@ def render(spec, read):
     if "default_pvid" in spec:
         bridge.append(("vlan-default-pvid", spec["default_pvid"]))
     sections = [
-        ("connection", [("id", name), ("uuid", _uuid("bridge", name)), ("type", "bridge"), ("interface-name", name), ("autoconnect", "true")]),
+        (
+            "connection",
+            [
+                ("id", name),
+                ("uuid", _uuid("bridge", name)),
+                ("type", "bridge"),
+                ("interface-name", name),
+                ("autoconnect", "true"),
+            ],
+        ),
         ("ethernet", [("cloned-mac-address", spec.get("mac")), ("mtu", spec.get("mtu"))]),
         ("bridge", bridge),
         ("ipv4", _ip(v4, spec.get("gateway"), r4, False)),
@@ -119,5 +141,7 @@ def render(spec, read):
         if vlan:
             sections.append(("vlan", [("parent", vlan["parent"]), ("id", vlan["id"])]))
         sections.append(("bridge-port", port_items))
-        files[f"{DIR}/salt-kvm-{name}-port-{pname}.nmconnection"] = head + "\n" + _sections(sections)
+        files[f"{DIR}/salt-kvm-{name}-port-{pname}.nmconnection"] = (
+            head + "\n" + _sections(sections)
+        )
     return files

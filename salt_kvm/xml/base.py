@@ -20,7 +20,9 @@ import re
 
 from lxml import etree
 
-_STEP = re.compile(r"^(?P<tag>[A-Za-z_][\w.-]*)(?:\[@(?P<attr>[\w:-]+)=['\"](?P<value>[^'\"]*)['\"]\])?$")
+_STEP = re.compile(
+    r"^(?P<tag>[A-Za-z_][\w.-]*)(?:\[@(?P<attr>[\w:-]+)=['\"](?P<value>[^'\"]*)['\"]\])?$"
+)
 
 #: a parser that never resolves entities or reaches the network
 PARSER = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=True)

@@ -69,7 +69,12 @@ class Disk:
         node = self.element.find("backingStore")
         while node is not None and len(node):
             fmt = node.find("format")
-            chain.append({"file": _source_path(node.find("source")), "format": fmt.get("type") if fmt is not None else None})
+            chain.append(
+                {
+                    "file": _source_path(node.find("source")),
+                    "format": fmt.get("type") if fmt is not None else None,
+                }
+            )
             node = node.find("backingStore")
         return chain
 

@@ -23,7 +23,13 @@ from lxml import etree
 from salt_kvm.xml.base import Attr, Text, XmlModel, parse
 
 #: pillar mode -> libvirt ``<forward mode>`` (``isolated`` has no ``<forward>``)
-FORWARD_MODES = {"nat": "nat", "route": "route", "open": "open", "bridge": "bridge", "isolated": None}
+FORWARD_MODES = {
+    "nat": "nat",
+    "route": "route",
+    "open": "open",
+    "bridge": "bridge",
+    "isolated": None,
+}
 #: modes in which libvirt runs its own bridge, addresses and dnsmasq
 MANAGED_MODES = ("nat", "route", "open", "isolated")
 
@@ -102,7 +108,9 @@ class IP(XmlModel):
     @property
     def hosts(self):
         return norm_hosts(
-            {"ip": h.get("ip"), "mac": h.get("mac"), "name": h.get("name")} for h in self.findall("dhcp/host") if h.get("ip")
+            {"ip": h.get("ip"), "mac": h.get("mac"), "name": h.get("name")}
+            for h in self.findall("dhcp/host")
+            if h.get("ip")
         )
 
     def host_elements(self):
@@ -110,7 +118,9 @@ class IP(XmlModel):
         out = {}
         for node in self.findall("dhcp/host"):
             if node.get("ip"):
-                host = norm_hosts([{"ip": node.get("ip"), "mac": node.get("mac"), "name": node.get("name")}])[0]
+                host = norm_hosts(
+                    [{"ip": node.get("ip"), "mac": node.get("mac"), "name": node.get("name")}]
+                )[0]
                 out[host_tuple(host)] = node
         return out
 
@@ -125,7 +135,10 @@ class IP(XmlModel):
         if dhcp is None:
             return
         node = self.sub("dhcp")
-        same = (_norm_ip(self.range_start), _norm_ip(self.range_end)) == (_norm_ip(dhcp.get("start")), _norm_ip(dhcp.get("end")))
+        same = (_norm_ip(self.range_start), _norm_ip(self.range_end)) == (
+            _norm_ip(dhcp.get("start")),
+            _norm_ip(dhcp.get("end")),
+        )
         if dhcp.get("start") and dhcp.get("end") and not same:
             rng = node.find("range")
             if rng is None:
@@ -309,7 +322,6 @@ class Network(XmlModel):
         if base is None:
             net.name = name
         return net.apply_spec(spec)
-
 
 
 def domain_interfaces(xml):

@@ -39,7 +39,15 @@ def _split_host(text):
 
 #: the pillar's source keys, in libvirt's own element order, and their elements
 SOURCE_KEYS = ("hosts", "devices", "dir", "auth", "name", "format", "initiator")
-SOURCE_TAGS = {"hosts": "host", "devices": "device", "dir": "dir", "auth": "auth", "name": "name", "format": "format", "initiator": "initiator"}
+SOURCE_TAGS = {
+    "hosts": "host",
+    "devices": "device",
+    "dir": "dir",
+    "auth": "auth",
+    "name": "name",
+    "format": "format",
+    "initiator": "initiator",
+}
 
 
 def _source_elements(key, value):
@@ -226,7 +234,9 @@ class Volume(XmlModel):
             alloc.text = str(int(allocation))
 
     @classmethod
-    def build(cls, name, capacity, fmt=None, allocation=None, backing_path=None, backing_format=None):
+    def build(
+        cls, name, capacity, fmt=None, allocation=None, backing_path=None, backing_format=None
+    ):
         vol = cls()
         vol.name = name
         vol.set_sizes(capacity, allocation)

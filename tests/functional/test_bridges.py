@@ -6,10 +6,10 @@ VM on a ``kvt-`` bridge in the root namespace (where libvirtd lives).
 """
 
 import contextlib
-import os
-import shutil
 import glob
+import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import uuid
@@ -68,7 +68,9 @@ def test_uplink_migration_moves_address_and_default_route(kvm_state, kvm, lan, t
     assert ("eno1", "192.0.2.10", 24) not in dump["addresses"]
     assert ("None", 0, "192.0.2.1", "kvt-br0", 254) in dump["routes"]
     eno1_mac = [l[1] for l in before["links"] if l[0] == "eno1"][0]
-    assert [l for l in dump["links"] if l[0] == "kvt-br0"][0][1] == eno1_mac, "the bridge took the uplink's MAC"
+    assert [l for l in dump["links"] if l[0] == "kvt-br0"][0][1] == eno1_mac, (
+        "the bridge took the uplink's MAC"
+    )
     assert lan.run("ping", "-c", "1", "-W", "2", "192.0.2.1").returncode == 0
     show = kvm.bridge_show("kvt-br0", netns=lan.host)
     assert [p["name"] for p in show["ports"]] == ["eno1"]
@@ -86,11 +88,23 @@ def test_failed_probe_restores_the_host_exactly(kvm_state, lan):
     def extra(ns):
         ns.addr("add", index=ns.link_lookup(ifname="eno2")[0], address="198.51.100.5", prefixlen=24)
         ns.route("add", dst="203.0.113.0/24", gateway="198.51.100.1")
-        ns.addr("add", index=ns.link_lookup(ifname="eno1")[0], address="2001:db8::10", prefixlen=64, flags=0x2)
+        ns.addr(
+            "add",
+            index=ns.link_lookup(ifname="eno1")[0],
+            address="2001:db8::10",
+            prefixlen=64,
+            flags=0x2,
+        )
 
     _ns_do(lan.host, extra)
     before = lan.dump()
-    spec = {"ports": ["eno1", "eno2"], "stp": False, "forward_delay": 0, "mtu": 1400, "probe": {"ping": "192.0.2.99", "timeout": "1s"}}
+    spec = {
+        "ports": ["eno1", "eno2"],
+        "stp": False,
+        "forward_delay": 0,
+        "mtu": 1400,
+        "probe": {"ping": "192.0.2.99", "timeout": "1s"},
+    }
     ret = kvm_state.bridge_present(name="kvt-br0", netns=lan.host, **spec)
     assert ret.result is False
     assert "probe failed: no reply to ping 192.0.2.99" in ret.comment
@@ -101,7 +115,9 @@ def test_failed_probe_restores_the_host_exactly(kvm_state, lan):
 
 def test_tcp_probe_that_fails_rolls_back(kvm_state, lan):
     before = lan.dump()
-    ret = kvm_state.bridge_present(name="kvt-br0", netns=lan.host, probe={"tcp": "192.0.2.1:9", "timeout": 1}, **UPLINK)
+    ret = kvm_state.bridge_present(
+        name="kvt-br0", netns=lan.host, probe={"tcp": "192.0.2.1:9", "timeout": 1}, **UPLINK
+    )
     assert ret.result is False and "no TCP connection to 192.0.2.1:9" in ret.comment
     assert lan.dump() == before
 
@@ -130,7 +146,12 @@ def test_stp_timers_mtu_and_port_attributes(kvm_state, kvm, lan, testmode):
     assert ret.result is True, ret.comment
     assert "uplink" not in ret.changes and "probe" not in ret.comment
     show = kvm.bridge_show("kvt-brs", netns=lan.host)
-    assert show["stp"] is True and show["forward_delay"] == 4 and show["hello_time"] == 1.5 and show["max_age"] == 12
+    assert (
+        show["stp"] is True
+        and show["forward_delay"] == 4
+        and show["hello_time"] == 1.5
+        and show["max_age"] == 12
+    )
     assert show["ageing_time"] in (None, 123.44, 123.45)  # None while STP reports a topology change
     assert show["priority"] == 4096 and show["id"].startswith("1000.")
     assert show["mcast_snooping"] is False and show["mtu"] == 1400
@@ -146,9 +167,24 @@ def test_stp_timers_mtu_and_port_attributes(kvm_state, kvm, lan, testmode):
 
 def test_ipv6_addresses_and_gateway(kvm_state, kvm, lan):
     lan.add_nic("eno2", peer="leno2")
-    _ns_do(lan.lan, lambda ns: ns.addr("add", index=ns.link_lookup(ifname="leno2")[0], address="2001:db8:1::1", prefixlen=64, flags=0x2))
-    spec = {"ports": ["eno2"], "stp": False, "forward_delay": 0, "addresses": ["2001:db8:1::10/64"], "gateway6": "2001:db8:1::1",
-            "routes": [{"to": "2001:db8:2::/64", "via": "2001:db8:1::1", "metric": 10}]}
+    _ns_do(
+        lan.lan,
+        lambda ns: ns.addr(
+            "add",
+            index=ns.link_lookup(ifname="leno2")[0],
+            address="2001:db8:1::1",
+            prefixlen=64,
+            flags=0x2,
+        ),
+    )
+    spec = {
+        "ports": ["eno2"],
+        "stp": False,
+        "forward_delay": 0,
+        "addresses": ["2001:db8:1::10/64"],
+        "gateway6": "2001:db8:1::1",
+        "routes": [{"to": "2001:db8:2::/64", "via": "2001:db8:1::1", "metric": 10}],
+    }
     ret = kvm_state.bridge_present(name="kvt-br6", netns=lan.host, **spec)
     assert ret.result is True, ret.comment  # the default probe pinged the IPv6 gateway
     show = kvm.bridge_show("kvt-br6", netns=lan.host)
@@ -160,13 +196,18 @@ def test_ipv6_addresses_and_gateway(kvm_state, kvm, lan):
 @pytest.mark.kernel
 def test_vlan_filtering_trunk_and_access_ports(kvm_state, kvm, lan):
     if not kernel.has_bridge_vlan_filtering():
-        pytest.skip("this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING is off); make test-kernel runs this test")
+        pytest.skip(
+            "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING is off); make test-kernel runs this test"
+        )
     lan.add_nic("eno2")
     lan.add_nic("eno3")
     spec = {
         "vlan_filtering": True,
         "default_pvid": 1,
-        "ports": [{"name": "eno2", "vlans": {"tagged": ["100-102", 200]}}, {"name": "eno3", "vlans": {"pvid": 100}}],
+        "ports": [
+            {"name": "eno2", "vlans": {"tagged": ["100-102", 200]}},
+            {"name": "eno3", "vlans": {"pvid": 100}},
+        ],
     }
     ret = kvm_state.bridge_present(name="kvt-brv", netns=lan.host, **spec)
     assert ret.result is True, ret.comment
@@ -179,12 +220,19 @@ def test_vlan_filtering_trunk_and_access_ports(kvm_state, kvm, lan):
 @pytest.mark.kernel
 def test_vlan_subinterface_port_is_created(kvm_state, lan):
     if not kernel.has_8021q():
-        pytest.skip("this kernel has no 802.1Q VLAN interfaces (CONFIG_VLAN_8021Q is off); make test-kernel runs this test")
+        pytest.skip(
+            "this kernel has no 802.1Q VLAN interfaces (CONFIG_VLAN_8021Q is off); make test-kernel runs this test"
+        )
     lan.add_nic("eno2")
     ret = kvm_state.bridge_present(name="kvt-b100", netns=lan.host, ports=["eno2.100"], stp=False)
     assert ret.result is True, ret.comment
     assert _ns_link(lan.host, "eno2.100").get_attr("IFLA_MASTER")
-    assert kvm_state.bridge_present(name="kvt-b100", netns=lan.host, ports=["eno2.100"], stp=False).changes == {}
+    assert (
+        kvm_state.bridge_present(
+            name="kvt-b100", netns=lan.host, ports=["eno2.100"], stp=False
+        ).changes
+        == {}
+    )
 
 
 # --- bad input changes nothing --------------------------------------------------------
@@ -195,13 +243,37 @@ def test_vlan_subinterface_port_is_created(kvm_state, lan):
     [
         ("kvt-a-very-long-name", {"ports": ["eno1"]}, "longer than 15 characters"),
         ("kvt-br0", {"ports": ["eno9"]}, "kvt-br0:ports:0: 'eno9' does not exist"),
-        ("kvt-br0", {"ports": ["eno1"], "addresses": ["192.0.2.300/24"]}, "kvt-br0:addresses:0: '192.0.2.300/24' is not a valid CIDR address"),
-        ("kvt-br0", {"ports": [{"name": "eno1", "vlans": {"tagged": [4095]}}], "vlan_filtering": True}, "4095 is out of VLAN range 1-4094"),
-        ("kvt-br0", {"ports": [{"name": "eno1", "vlans": {"pvid": 10}}]}, "needs vlan_filtering: true"),
-        ("kvt-br0", {"ports": ["eno1"], "stp": "maybe"}, "kvt-br0:stp: 'maybe' is not true or false"),
+        (
+            "kvt-br0",
+            {"ports": ["eno1"], "addresses": ["192.0.2.300/24"]},
+            "kvt-br0:addresses:0: '192.0.2.300/24' is not a valid CIDR address",
+        ),
+        (
+            "kvt-br0",
+            {"ports": [{"name": "eno1", "vlans": {"tagged": [4095]}}], "vlan_filtering": True},
+            "4095 is out of VLAN range 1-4094",
+        ),
+        (
+            "kvt-br0",
+            {"ports": [{"name": "eno1", "vlans": {"pvid": 10}}]},
+            "needs vlan_filtering: true",
+        ),
+        (
+            "kvt-br0",
+            {"ports": ["eno1"], "stp": "maybe"},
+            "kvt-br0:stp: 'maybe' is not true or false",
+        ),
         ("eno1", {"ports": []}, "not a bridge"),
     ],
-    ids=["long-name", "unknown-port", "bad-cidr", "vlan-range", "vlan-without-filtering", "bad-bool", "not-a-bridge"],
+    ids=[
+        "long-name",
+        "unknown-port",
+        "bad-cidr",
+        "vlan-range",
+        "vlan-without-filtering",
+        "bad-bool",
+        "not-a-bridge",
+    ],
 )
 def test_bad_input_fails_and_changes_nothing(kvm_state, lan, name, spec, message):
     before = lan.dump()
@@ -277,29 +349,51 @@ def test_persist_ifupdown_files_are_valid_and_stable(kvm_state, lan, tmp_path):
         pytest.skip("ifquery (Debian package ifupdown) is not installed")
     etc = tmp_path / "etc" / "network"
     (etc / "interfaces.d").mkdir(parents=True)
-    (etc / "interfaces").write_text("auto lo\niface lo inet loopback\n\nauto eno1\niface eno1 inet static\n    address 192.0.2.10/24\n    gateway 192.0.2.1\n")
+    (etc / "interfaces").write_text(
+        "auto lo\niface lo inet loopback\n\nauto eno1\niface eno1 inet static\n    address 192.0.2.10/24\n    gateway 192.0.2.1\n"
+    )
     spec = dict(UPLINK, persist="auto")
     ret = kvm_state.bridge_present(name="kvt-br0", netns=lan.host, root=str(tmp_path), **spec)
     assert ret.result is True, ret.comment
     assert ret.changes["persist"]["new"]["backend"] == "ifupdown"
     written = etc / "interfaces.d" / "salt-kvm-kvt-br0"
     text = written.read_text()
-    assert "bridge_ports eno1" in text and "address 192.0.2.10/24" in text and "gateway 192.0.2.1" in text
+    assert (
+        "bridge_ports eno1" in text
+        and "address 192.0.2.10/24" in text
+        and "gateway 192.0.2.1" in text
+    )
     assert "# salt-kvm: iface eno1 inet static" in (etc / "interfaces").read_text()
     main = (etc / "interfaces").read_text().replace("source /etc/network/interfaces.d/*", "")
     combined = tmp_path / "combined"
     combined.write_text(main + "\n" + text)
-    out = subprocess.run(["ifquery", "-i", str(combined), "kvt-br0"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["ifquery", "-i", str(combined), "kvt-br0"], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stderr
-    assert "bridge_ports: eno1" in out.stdout and "address: 192.0.2.10\n" in out.stdout and "netmask: 255.255.255.0" in out.stdout
-    assert subprocess.run(["ifquery", "-i", str(combined), "eno1"], capture_output=True, text=True, check=False).stdout.strip() == ""
+    assert (
+        "bridge_ports: eno1" in out.stdout
+        and "address: 192.0.2.10\n" in out.stdout
+        and "netmask: 255.255.255.0" in out.stdout
+    )
+    assert (
+        subprocess.run(
+            ["ifquery", "-i", str(combined), "eno1"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        == ""
+    )
     again = kvm_state.bridge_present(name="kvt-br0", netns=lan.host, root=str(tmp_path), **spec)
     assert again.result is True and again.changes == {}
 
 
 def test_persist_rolled_back_with_the_probe(kvm_state, lan, tmp_path):
     ret = kvm_state.bridge_present(
-        name="kvt-br0", netns=lan.host, root=str(tmp_path), persist="networkd", probe={"ping": "192.0.2.99", "timeout": 1}, **UPLINK
+        name="kvt-br0",
+        netns=lan.host,
+        root=str(tmp_path),
+        persist="networkd",
+        probe={"ping": "192.0.2.99", "timeout": 1},
+        **UPLINK,
     )
     assert ret.result is False
     assert not list(tmp_path.rglob("*.network")), "persisted files outlived the rollback"
@@ -335,9 +429,15 @@ def test_vm_tap_is_shown_kept_and_guarded(kvm_state, kvm, tiny_vm, root_bridge):
     assert f"{taps[0]['name']} ({dom.name()})" in "\n".join(output.bridge_lines([listed]))
     again = kvm_state.bridge_present(name=root_bridge, stp=False, forward_delay=0)
     assert again.result is True and again.changes == {}
-    assert [p["name"] for p in kvm.bridge_show(root_bridge)["ports"]] == [taps[0]["name"]], "the tap was removed"
+    assert [p["name"] for p in kvm.bridge_show(root_bridge)["ports"]] == [taps[0]["name"]], (
+        "the tap was removed"
+    )
     refused = kvm_state.bridge_absent(name=root_bridge)
-    assert refused.result is False and "VM taps are attached" in refused.comment and dom.name() in refused.comment
+    assert (
+        refused.result is False
+        and "VM taps are attached" in refused.comment
+        and dom.name() in refused.comment
+    )
     with pytest.raises(CommandExecutionError, match="VM taps are attached"):
         kvm.bridge_delete(root_bridge)
     dom.destroy()
@@ -357,7 +457,9 @@ def test_default_probe_checks_the_salt_master_behind_the_uplink(lan, monkeypatch
     ret = bridge.present(None, "kvt-br0", netns=lan.host, master=("192.0.2.1", 4506), **UPLINK)
     assert ret["result"] is False and "no TCP connection to 192.0.2.1:4506" in ret["comment"]
     assert lan.dump() == before
-    listener = pr_netns.create_socket(lan.lan, family=socket.AF_INET, socket_type=socket.SOCK_STREAM, flags=0)
+    listener = pr_netns.create_socket(
+        lan.lan, family=socket.AF_INET, socket_type=socket.SOCK_STREAM, flags=0
+    )
     try:
         listener.bind(("192.0.2.1", 4506))
         listener.listen(4)
@@ -383,17 +485,29 @@ def test_a_held_bridge_lock_fails_clearly_and_changes_nothing(kvm_state, kvm, la
     from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
 
     monkeypatch.setattr(bridge, "LOCK_TIMEOUT", 1.0)
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, lan.host], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, lan.host],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         before = lan.dump()
         ret = kvm_state.bridge_present(name="kvt-br0", netns=lan.host, **UPLINK)
         assert ret.result is False and ret.changes == {}
         assert f"another salt-kvm bridge change is running (pid {holder.pid})" in ret.comment
-        with pytest.raises(CommandExecutionError, match=f"another salt-kvm bridge change is running \\(pid {holder.pid}\\)"):
+        with pytest.raises(
+            CommandExecutionError,
+            match=f"another salt-kvm bridge change is running \\(pid {holder.pid}\\)",
+        ):
             kvm.bridge_create("kvt-brx", netns=lan.host, stp=False)
         # test=True only reads: it answers while the lock is held
-        assert kvm_state.bridge_present(name="kvt-br0", netns=lan.host, test=True, **UPLINK).result is None
+        assert (
+            kvm_state.bridge_present(name="kvt-br0", netns=lan.host, test=True, **UPLINK).result
+            is None
+        )
         assert lan.dump() == before
     finally:
         holder.stdin.close()
@@ -431,7 +545,9 @@ def _comparable(host):
     for name, link in host["links"].items():
         entry = dict(link)
         if entry["port"]:
-            entry["port"] = {k: v for k, v in entry["port"].items() if k != "state"}  # STP port state moves on its own
+            entry["port"] = {
+                k: v for k, v in entry["port"].items() if k != "state"
+            }  # STP port state moves on its own
         links[name] = entry
     addresses = sorted((a["ifname"], a["cidr"]) for a in host["addresses"] if a["scope"] == 0)
     routes = sorted(str(sorted(r.items())) for r in host["routes"] if r["proto"] != 2)
@@ -452,7 +568,11 @@ def test_first_apply_of_many_bridges_dumps_the_namespace_once(lan, monkeypatch):
     specs = {
         "kvt-br0": UPLINK,  # uplink migration: address and default route move
         "kvt-bra": {"ports": ["eno2"], "stp": False, "mtu": 1400},
-        "kvt-brb": {"ports": [{"name": "eno3", "cost": 7}], "addresses": ["198.51.100.5/24"], "routes": [{"to": "203.0.113.0/24", "via": "198.51.100.1"}]},
+        "kvt-brb": {
+            "ports": [{"name": "eno3", "cost": 7}],
+            "addresses": ["198.51.100.5/24"],
+            "routes": [{"to": "203.0.113.0/24", "via": "198.51.100.1"}],
+        },
     }
     session = conn.Session()
     try:
@@ -488,7 +608,13 @@ def test_default_routes_in_routes_and_ipv6_routes_without_metric_converge(kvm_st
     ret = kvm_state.bridge_present(name="kvt-brd", netns=lan.host, **spec)
     assert ret.result is True, ret.comment
     routes = lan.dump()["routes"]
-    assert ("None", 0, "198.51.100.2", "kvt-brd", 254) in routes and ("None", 0, "198.51.100.1", "kvt-brd", 254) in routes
+    assert ("None", 0, "198.51.100.2", "kvt-brd", 254) in routes and (
+        "None",
+        0,
+        "198.51.100.1",
+        "kvt-brd",
+        254,
+    ) in routes
     assert ("None", 0, "2001:db8:5::1", "kvt-brd", 254) in routes
     assert kvm_state.bridge_present(name="kvt-brd", netns=lan.host, **spec).changes == {}
     spec["routes"] = []

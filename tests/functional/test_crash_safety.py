@@ -44,7 +44,9 @@ def allocated(path):
 def kill_when(cmd, env, cwd, ready, timeout=120):
     """Start ``cmd``; SIGKILL it as soon as ``ready()`` is true; True if it was killed
     (False if it ended first)."""
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     end = time.monotonic() + timeout
     try:
         while time.monotonic() < end:
@@ -78,18 +80,31 @@ def url():
     [("created", False), ("quarter", False), ("three-quarters", False), ("three-quarters", True)],
     ids=["created", "quarter", "three-quarters", "three-quarters-sha256"],
 )
-def test_an_import_killed_at_any_point_converges_on_the_next_apply(call, dir_pool, url, kvm, point, checked):
+def test_an_import_killed_at_any_point_converges_on_the_next_apply(
+    call, dir_pool, url, kvm, point, checked
+):
     pname, path = dir_pool
     import urllib.request  # pylint: disable=import-outside-toplevel
 
     data = urllib.request.urlopen(url, timeout=60).read()  # noqa: S310  # 127.0.0.1 test server
     digest = hashlib.sha256(data).hexdigest()
     target = os.path.join(path, "img.raw")
-    args = ["state.single", "kvm.volume_present", "img.raw", f"pool={pname}", f"source={url}", "format=raw"]
+    args = [
+        "state.single",
+        "kvm.volume_present",
+        "img.raw",
+        f"pool={pname}",
+        f"source={url}",
+        "format=raw",
+    ]
     if checked:
         args.append(f"sha256={digest}")
     fraction = {"created": None, "quarter": 0.25, "three-quarters": 0.75}[point]
-    ready = (lambda: os.path.exists(target)) if fraction is None else (lambda: allocated(target) > fraction * len(data))
+    ready = (
+        (lambda: os.path.exists(target))
+        if fraction is None
+        else (lambda: allocated(target) > fraction * len(data))
+    )
     killed = kill_when(call.command(*args), call.env, str(call.root), ready)
     assert killed, "the import finished before the kill point"
     # what the next run predicts, then does: the import again, whole
@@ -130,7 +145,12 @@ def test_a_clone_killed_midway_is_done_again_by_the_next_clone(call, dir_pool, k
     _fill(src, 256 * M)
     kvm.pool_refresh(pname)
     dst = os.path.join(path, "dst.raw")
-    killed = kill_when(call.command("kvm.volume_clone", pname, "src.raw", "dst.raw"), call.env, str(call.root), lambda: allocated(dst) > 16 * M)
+    killed = kill_when(
+        call.command("kvm.volume_clone", pname, "src.raw", "dst.raw"),
+        call.env,
+        str(call.root),
+        lambda: allocated(dst) > 16 * M,
+    )
     if not killed:
         pytest.skip("the clone finished before it could be killed")
     shown = kvm.volume_show(pname, "dst.raw")
@@ -151,7 +171,9 @@ def test_a_wipe_killed_midway_is_reported_until_it_is_done(call, dir_pool, kvm):
         with open(vol, "rb") as fh:
             return fh.read(4096) == bytes(4096)
 
-    killed = kill_when(call.command("kvm.volume_wipe", pname, "data.raw"), call.env, str(call.root), zeroed_some)
+    killed = kill_when(
+        call.command("kvm.volume_wipe", pname, "data.raw"), call.env, str(call.root), zeroed_some
+    )
     if not killed:
         pytest.skip("the wipe finished before it could be killed")
     shown = kvm.volume_show(pname, "data.raw")
@@ -166,7 +188,9 @@ def test_a_wipe_killed_midway_is_reported_until_it_is_done(call, dir_pool, kvm):
 @pytest.mark.parametrize("size", ["1.1G", "1000", "1M", "3.3M", "1.0001G", "513"])
 def test_every_valid_qcow2_size_converges_in_one_run(kvm_state, dir_pool, size):
     pname, _ = dir_pool
-    predicted = kvm_state.volume_present("v.qcow2", pool=pname, size=size, format="qcow2", test=True)
+    predicted = kvm_state.volume_present(
+        "v.qcow2", pool=pname, size=size, format="qcow2", test=True
+    )
     assert predicted["result"] is None, predicted
     ret = kvm_state.volume_present("v.qcow2", pool=pname, size=size, format="qcow2")
     assert ret["result"] is True, ret["comment"]
@@ -205,14 +229,20 @@ def test_a_live_merge_killed_midway_is_resumed_by_the_next_delete(call, tiny_vm,
         kvm.snapshot_create(dom.name(), "int")  # shut off: internal, disk only
     snap = kvm.snapshot_create(dom.name(), "ext", memory=False, disk_only=True, external=True)
     overlay = snap["disks"][0]["file"]
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 6 1M 384M", overlay], check=True, capture_output=True)
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 6 1M 384M", overlay],
+        check=True,
+        capture_output=True,
+    )
     dom.create()
 
     def committing():
         info = dom.blockJobInfo("vda", 0)
         return bool(info) and 0 < info.get("cur", 0) < info.get("end", 1)
 
-    killed = kill_when(call.command("kvm.snapshot_delete", dom.name(), "ext"), call.env, str(call.root), committing)
+    killed = kill_when(
+        call.command("kvm.snapshot_delete", dom.name(), "ext"), call.env, str(call.root), committing
+    )
     if not killed:
         pytest.skip("the merge finished before it could be killed")
     deadline = time.monotonic() + 120
@@ -234,6 +264,10 @@ def test_a_grow_to_an_odd_size_converges_in_one_run(kvm_state, dir_pool):
     for size in ("3.3M", "5.0001M"):
         predicted = kvm_state.volume_present("g.qcow2", pool=pname, size=size, test=True)
         ret = kvm_state.volume_present("g.qcow2", pool=pname, size=size)
-        assert ret["result"] is True and ret["changes"] == predicted["changes"] and "size" in ret["changes"], ret
+        assert (
+            ret["result"] is True
+            and ret["changes"] == predicted["changes"]
+            and "size" in ret["changes"]
+        ), ret
         again = kvm_state.volume_present("g.qcow2", pool=pname, size=size)
         assert again["result"] is True and again["changes"] == {}, again

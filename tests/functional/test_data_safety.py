@@ -44,7 +44,9 @@ SPELLINGS = ["plain", "slashes", "dot", "symlink", "bind"]
 
 @pytest.mark.parametrize("how", SPELLINGS)
 @pytest.mark.parametrize("running", [False, True], ids=["shut-off", "running"])
-def test_a_vm_disk_is_in_use_whatever_the_spelling_of_its_path(kvm, kvm_state, tiny_vm, two_pools, workdir, how, running):
+def test_a_vm_disk_is_in_use_whatever_the_spelling_of_its_path(
+    kvm, kvm_state, tiny_vm, two_pools, workdir, how, running
+):
     (pname, path), _ = two_pools
     kvm.volume_create(pname, "disk.qcow2", "16M")
     disk = os.path.join(path, "disk.qcow2")
@@ -52,7 +54,11 @@ def test_a_vm_disk_is_in_use_whatever_the_spelling_of_its_path(kvm, kvm_state, t
     dom, _ = tiny_vm(disk=spell(disk, how, workdir), start=running)
     before = sha(disk) if not running else None
     assert kvm.volume_show(pname, "disk.qcow2")["used_by"] == [dom.name()]
-    for call in (lambda: kvm.volume_delete(pname, "disk.qcow2"), lambda: kvm.volume_wipe(pname, "disk.qcow2"), lambda: kvm.pool_delete(pname)):
+    for call in (
+        lambda: kvm.volume_delete(pname, "disk.qcow2"),
+        lambda: kvm.volume_wipe(pname, "disk.qcow2"),
+        lambda: kvm.pool_delete(pname),
+    ):
         with pytest.raises(CommandExecutionError, match=f"used by .*{dom.name()}"):
             call()
     for test in (True, False):
@@ -109,13 +115,17 @@ def test_purging_a_pool_whose_volume_backs_a_volume_elsewhere_is_refused(kvm, kv
 
 
 @pytest.mark.parametrize("where", ["outside-any-pool", "stopped-pool"])
-def test_a_base_under_an_overlay_nobody_lists_is_kept(kvm, kvm_state, tiny_vm, two_pools, workdir, where):
+def test_a_base_under_an_overlay_nobody_lists_is_kept(
+    kvm, kvm_state, tiny_vm, two_pools, workdir, where
+):
     (p1, path1), (p2, path2) = two_pools
     kvm.volume_create(p1, "base.qcow2", "16M")
     base = os.path.join(path1, "base.qcow2")
     overlay = os.path.join(workdir if where == "outside-any-pool" else path2, "overlay.qcow2")
     # the overlay names its base through a symlinked directory: no string matches
-    qemu_img("create", "-q", "-f", "qcow2", "-b", spell(base, "symlink", workdir), "-F", "qcow2", overlay)
+    qemu_img(
+        "create", "-q", "-f", "qcow2", "-b", spell(base, "symlink", workdir), "-F", "qcow2", overlay
+    )
     if where == "stopped-pool":
         kvm.pool_refresh(p2)
         kvm.pool_stop(p2)
@@ -189,7 +199,9 @@ def test_changing_a_pool_keeps_the_xml_salt_kvm_does_not_model(conn, kvm_state, 
         ret = kvm_state.pool_present(name, type="dir", target=new, test=test)
         assert ret["result"] is not False, ret["comment"]
         diff = ret["comment"]
-        assert "<mode>0750</mode>" in diff and not any(line.startswith("-") and "mode" in line for line in diff.splitlines()), diff
+        assert "<mode>0750</mode>" in diff and not any(
+            line.startswith("-") and "mode" in line for line in diff.splitlines()
+        ), diff
     xml = conn.storagePoolLookupByName(name).XMLDesc(1)
     assert "<mode>0750</mode>" in xml and f"<path>{new}</path>" in xml, xml
     assert oct(os.stat(new).st_mode & 0o777) == oct(0o750)

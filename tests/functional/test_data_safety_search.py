@@ -30,7 +30,14 @@ import subprocess
 
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from salt.exceptions import CommandExecutionError
 
 from tests.support import sandbox
@@ -67,7 +74,11 @@ class DataSafety(RuleBasedStateMachine):
     def __init__(self):
         super().__init__()
         self.conn = self.env["conn"]
-        self.kvm, self.kvm_state, self.loaders = self.env["kvm"], self.env["kvm_state"], self.env["loaders"]
+        self.kvm, self.kvm_state, self.loaders = (
+            self.env["kvm"],
+            self.env["kvm_state"],
+            self.env["loaders"],
+        )
         self.top = sandbox.files_dir(sandbox.uid("ds-"))
         self.outside = os.path.join(self.top, "outside")
         os.makedirs(self.outside)
@@ -105,7 +116,9 @@ class DataSafety(RuleBasedStateMachine):
         libvirt and salt-kvm alike (the boundary docs/safety.rst states)."""
         if image.pool is not None:
             return True
-        tops = [vm["top"] for vm in self.vms.values()] + [o for vm in self.vms.values() for o, _b in vm["snapshots"].values()]
+        tops = [vm["top"] for vm in self.vms.values()] + [
+            o for vm in self.vms.values() for o, _b in vm["snapshots"].values()
+        ]
         return any(image in self.chain(top) for top in tops)
 
     def intact(self, image):
@@ -114,12 +127,23 @@ class DataSafety(RuleBasedStateMachine):
     def needs(self, image):
         """Why ``image``'s bytes are needed by something else (empty: nothing needs them)."""
         why = [f"vm {n}" for n, vm in self.vms.items() if vm["top"] is image]
-        why += [f"snapshot {s} of {n}" for n, vm in self.vms.items() for s, (_o, base) in vm["snapshots"].items() if base is image]
-        why += [f"image {o.index}" for o in self.alive() if o is not image and image in self.chain(o)[1:] and self.known(o)]
+        why += [
+            f"snapshot {s} of {n}"
+            for n, vm in self.vms.items()
+            for s, (_o, base) in vm["snapshots"].items()
+            if base is image
+        ]
+        why += [
+            f"image {o.index}"
+            for o in self.alive()
+            if o is not image and image in self.chain(o)[1:] and self.known(o)
+        ]
         return why
 
     def in_pool(self, image, pool):
-        return os.path.realpath(os.path.dirname(image.path)) == os.path.realpath(self.pools[pool]["path"])
+        return os.path.realpath(os.path.dirname(image.path)) == os.path.realpath(
+            self.pools[pool]["path"]
+        )
 
     def refresh_states(self):
         self.loaders.reset_state()  # the state module's listings are per run: each call here is a run
@@ -196,7 +220,9 @@ class DataSafety(RuleBasedStateMachine):
             self._start(dom.name())
 
     def _start(self, name):
-        with contextlib.suppress(Exception):  # QEMU's image locks may refuse (another VM writes the image)
+        with contextlib.suppress(
+            Exception
+        ):  # QEMU's image locks may refuse (another VM writes the image)
             self.conn.lookupByName(name).create()
             self.vms[name]["running"] = True
 
@@ -224,7 +250,7 @@ class DataSafety(RuleBasedStateMachine):
             self.kvm.pool_start(name)
         self.pools[name]["running"] = not self.pools[name]["running"]
 
-    @precondition(lambda self: any(not vm['running'] for vm in self.vms.values()))
+    @precondition(lambda self: any(not vm["running"] for vm in self.vms.values()))
     @rule(data=st.data())
     def external_snapshot(self, data):
         off = [n for n, vm in self.vms.items() if not vm["running"] and self.intact(vm["top"])]
@@ -265,7 +291,9 @@ class DataSafety(RuleBasedStateMachine):
             done = ret["result"] is True and bool(ret["changes"])
             if running:
                 assert (predicted["result"] is None) == done, (predicted, ret)
-        self.seen[f"delete ({how}): {'done' if done else 'not done'}, {'needed' if needed else 'unneeded'}"] += 1
+        self.seen[
+            f"delete ({how}): {'done' if done else 'not done'}, {'needed' if needed else 'unneeded'}"
+        ] += 1
         if running and not needed:
             assert done, f"deleting image {image.index} (nothing needs it) was refused"
         if done:
@@ -281,7 +309,9 @@ class DataSafety(RuleBasedStateMachine):
         image = data.draw(st.sampled_from(vols))
         needed = self.needs(image)
         done = self._try(lambda: self.kvm.volume_wipe(image.pool, image.vol))
-        self.seen[f"wipe: {'done' if done else 'not done'}, {'needed' if needed else 'unneeded'}"] += 1
+        self.seen[
+            f"wipe: {'done' if done else 'not done'}, {'needed' if needed else 'unneeded'}"
+        ] += 1
         if self.pools[image.pool]["running"] and not needed:
             assert done, f"wiping image {image.index} (nothing needs it) was refused"
         if done:
@@ -295,14 +325,21 @@ class DataSafety(RuleBasedStateMachine):
             return
         pool = data.draw(st.sampled_from(alive))
         inside = [i for i in self.alive() if self.in_pool(i, pool)]
-        needed = [w for i in inside for w in self.needs(i) if not (w.startswith("image ") and any(f"image {j.index}" == w for j in inside))]
+        needed = [
+            w
+            for i in inside
+            for w in self.needs(i)
+            if not (w.startswith("image ") and any(f"image {j.index}" == w for j in inside))
+        ]
         if how == "exec":
             done = self._try(lambda: self.kvm.pool_delete(pool))
         else:
             self.refresh_states()
             ret = self.kvm_state.pool_absent(pool, purge=True)
             done = ret["result"] is True
-        self.seen[f"purge ({how}): {'done' if done else 'not done'}, {'needed' if needed else 'unneeded'}"] += 1
+        self.seen[
+            f"purge ({how}): {'done' if done else 'not done'}, {'needed' if needed else 'unneeded'}"
+        ] += 1
         if not needed:
             assert done, f"purging pool {pool} (nothing outside needs it) was refused"
         if done:
@@ -311,7 +348,7 @@ class DataSafety(RuleBasedStateMachine):
             for image in inside:
                 image.alive = False
 
-    @precondition(lambda self: any(vm['snapshots'] for vm in self.vms.values()))
+    @precondition(lambda self: any(vm["snapshots"] for vm in self.vms.values()))
     @rule(data=st.data())
     def delete_snapshot(self, data):
         with_snaps = [n for n, vm in self.vms.items() if vm["snapshots"]]
@@ -321,14 +358,22 @@ class DataSafety(RuleBasedStateMachine):
         vm = self.vms[name]
         snap = data.draw(st.sampled_from(sorted(vm["snapshots"])))
         overlay, base = vm["snapshots"][snap]
-        mine = {f"image {i.index}" for i in self.chain(vm["top"])} | {f"snapshot {s} of {name}" for s in vm["snapshots"]} | {f"vm {name}"}
+        mine = (
+            {f"image {i.index}" for i in self.chain(vm["top"])}
+            | {f"snapshot {s} of {name}" for s in vm["snapshots"]}
+            | {f"vm {name}"}
+        )
         others = [w for w in self.needs(base) if w not in mine]
         done = self._try(lambda: self.kvm.snapshot_delete(name, snap))
-        self.seen[f"merge: {'done' if done else 'not done'}, {'needed' if others else 'unneeded'}"] += 1
+        self.seen[
+            f"merge: {'done' if done else 'not done'}, {'needed' if others else 'unneeded'}"
+        ] += 1
         if not done:
             return
         merged = overlay.alive and not os.path.exists(overlay.path)
-        assert not (merged and others), f"merged snapshot {snap} of {name} into image {base.index}, which {others} build(s) on"
+        assert not (merged and others), (
+            f"merged snapshot {snap} of {name} into image {base.index}, which {others} build(s) on"
+        )
         # merged: the base now holds the overlay's data, and the VM's own images that were built on
         # the overlay (its disk, its later snapshots' overlays) are rebased onto the base by the
         # merge. Anything else built on the overlay keeps naming it: a known image makes the merge
@@ -365,10 +410,14 @@ class DataSafety(RuleBasedStateMachine):
                 continue  # an unreferenced file outside every pool: nothing on the host knows it
             expected = {o: 0 for o in known}
             for below in reversed(self.chain(image)):
-                assert below.alive and not below.wiped, f"image {image.index} needs image {below.index}, which is gone or wiped"
+                assert below.alive and not below.wiped, (
+                    f"image {image.index} needs image {below.index}, which is gone or wiped"
+                )
                 expected.update(below.offsets)
             ok, out = reads(image.path, expected)
-            assert ok, f"image {image.index} ({image.path}) does not read what it was built from:\n{out}"
+            assert ok, (
+                f"image {image.index} ({image.path}) does not read what it was built from:\n{out}"
+            )
 
 
 def test_no_destructive_operation_loses_data_a_vm_or_an_image_needs(conn, kvm, kvm_state, loaders):
@@ -381,4 +430,6 @@ def test_no_destructive_operation_loses_data_a_vm_or_an_image_needs(conn, kvm, k
     print("the search tried:", dict(sorted(DataSafety.seen.items())))
     # a search that never aimed at data something needs would prove nothing
     aimed = sum(n for what, n in DataSafety.seen.items() if what.endswith(", needed"))
-    assert aimed >= 3, f"the search aimed at needed data only {aimed} times: {dict(DataSafety.seen)}"
+    assert aimed >= 3, (
+        f"the search aimed at needed data only {aimed} times: {dict(DataSafety.seen)}"
+    )

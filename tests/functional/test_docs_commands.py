@@ -43,12 +43,31 @@ from tests.support.docs_host import DocsHost
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MASKED = "'**********' is not"
 #: first words of a command line
-COMMANDS = ("salt", "salt-call", "salt-run", "salt-pip", "salt-key", "pip", "pip3", "apt-get", "make", "git",
-            "virsh", "python3", "tar", "ip", "qemu-img", "cp", "mkdir")
+COMMANDS = (
+    "salt",
+    "salt-call",
+    "salt-run",
+    "salt-pip",
+    "salt-key",
+    "pip",
+    "pip3",
+    "apt-get",
+    "make",
+    "git",
+    "virsh",
+    "python3",
+    "tar",
+    "ip",
+    "qemu-img",
+    "cp",
+    "mkdir",
+)
 #: the pages, in the order they run on the one docs host (state carries over)
 PAGES = ["README.md", "docs/index.rst", "docs/install.rst", "docs/quickstart.rst"] + sorted(
-    str(p.relative_to(REPO)) for p in (REPO / "docs").rglob("*.rst")
-    if str(p.relative_to(REPO)) not in ("docs/index.rst", "docs/install.rst", "docs/quickstart.rst") and "_build" not in p.parts
+    str(p.relative_to(REPO))
+    for p in (REPO / "docs").rglob("*.rst")
+    if str(p.relative_to(REPO)) not in ("docs/index.rst", "docs/install.rst", "docs/quickstart.rst")
+    and "_build" not in p.parts
 )
 
 
@@ -135,7 +154,9 @@ def parse_rst(path, root=REPO):
             lang = directive.group(2) if directive else "literal"
             j = i + 1
             body = []
-            while j < len(lines) and (not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > indent):
+            while j < len(lines) and (
+                not lines[j].strip() or len(lines[j]) - len(lines[j].lstrip()) > indent
+            ):
                 body.append(lines[j])
                 j += 1
             body = [b for b in body if not re.match(r"^\s+:\w[\w-]*:", b)]
@@ -150,12 +171,22 @@ def parse_rst(path, root=REPO):
             elif lang in ("console", "bash", "sh", "shell", "literal", "none"):
                 commands = _commands(code, start, prompts_only=lang == "console")
                 if commands:
-                    last = Block(str(path), start, commands, marks.get("not-run"), _pillar_mark(marks, yaml_above), setup,
-                                 int(marks.get("docs-exit", 0)))
+                    last = Block(
+                        str(path),
+                        start,
+                        commands,
+                        marks.get("not-run"),
+                        _pillar_mark(marks, yaml_above),
+                        setup,
+                        int(marks.get("docs-exit", 0)),
+                    )
                     blocks.append(last)
             elif lang == "yaml" and any(x.startswith("kvm:") for x in code):
                 yaml_above = "\n".join(code) + "\n"
-            if lang not in ("yaml", "yaml+jinja"):  # a mark is for the next block (a pillar shown before it aside)
+            if lang not in (
+                "yaml",
+                "yaml+jinja",
+            ):  # a mark is for the next block (a pillar shown before it aside)
                 marks, setup = {}, []
             i = j
             continue
@@ -181,10 +212,21 @@ def parse_md(path, root=REPO):
             while j < len(lines) and not lines[j].startswith("```"):
                 j += 1
             if fence.group(1) in ("sh", "console", "shell", "bash"):
-                commands = _commands(lines[i + 1 : j], i + 2, prompts_only=fence.group(1) == "console")
+                commands = _commands(
+                    lines[i + 1 : j], i + 2, prompts_only=fence.group(1) == "console"
+                )
                 if commands:
-                    blocks.append(Block(str(path), i + 2, commands, marks.get("not-run"), _pillar_mark(marks, yaml_above), setup,
-                                        int(marks.get("docs-exit", 0))))
+                    blocks.append(
+                        Block(
+                            str(path),
+                            i + 2,
+                            commands,
+                            marks.get("not-run"),
+                            _pillar_mark(marks, yaml_above),
+                            setup,
+                            int(marks.get("docs-exit", 0)),
+                        )
+                    )
             elif fence.group(1) == "yaml" and any(x.startswith("kvm:") for x in lines[i + 1 : j]):
                 yaml_above = "\n".join(lines[i + 1 : j]) + "\n"
             marks, setup = {}, []
@@ -198,7 +240,9 @@ def parse(path):
 
 
 #: output lines worth comparing (the rest holds times, ids and sizes that differ per run)
-_CHECKED = re.compile(r"^\s*(Result:|Comment:|Succeeded:|Failed:|Passed invalid arguments|ERROR|\[ERROR\]|[A-Z][A-Z()]+(  +[A-Z][A-Z ()]+)+$)")
+_CHECKED = re.compile(
+    r"^\s*(Result:|Comment:|Succeeded:|Failed:|Passed invalid arguments|ERROR|\[ERROR\]|[A-Z][A-Z()]+(  +[A-Z][A-Z ()]+)+$)"
+)
 
 
 def expected_lines(output):
@@ -223,8 +267,13 @@ def test_the_parser_finds_commands_marks_and_output(tmp_path):
     )
     blocks = parse_rst("page.rst", root=tmp_path)
     assert [b.pillar for b in blocks] == ["docs/examples/quickstart.sls", None, None]
-    assert blocks[0].commands == [(8, "salt-call state.apply kvm test=True", ["local:", "     Comment: done"])]
-    assert [c[1] for c in blocks[1].commands] == ["salt '*' kvm.pool_list   # a comment", "salt-run kvm.report  'hv*'"]
+    assert blocks[0].commands == [
+        (8, "salt-call state.apply kvm test=True", ["local:", "     Comment: done"])
+    ]
+    assert [c[1] for c in blocks[1].commands] == [
+        "salt '*' kvm.pool_list   # a comment",
+        "salt-run kvm.report  'hv*'",
+    ]
     assert blocks[2].not_run == "no network here"
     assert expected_lines(blocks[0].commands[0][2]) == ["Comment: done"]
 
@@ -234,7 +283,9 @@ def test_every_command_block_is_run_or_marked():
     assert sum(len(b) for b in found.values()) >= 30, {p: len(b) for p, b in found.items()}
     for page, blocks in found.items():
         for block in blocks:
-            assert block.not_run is None or len(block.not_run) >= 10, f"{page}:{block.line}: not-run needs a reason"
+            assert block.not_run is None or len(block.not_run) >= 10, (
+                f"{page}:{block.line}: not-run needs a reason"
+            )
 
 
 # --- running them --------------------------------------------------------------------------
@@ -272,21 +323,29 @@ def test_the_commands_of_a_page_run_as_written(page, host):
                 continue
             proc = host.sh(command)
             if proc.returncode != 0:
-                problems.append(f"{page}:{block.line}: set-up `{command}` -> {proc.returncode}\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}")
+                problems.append(
+                    f"{page}:{block.line}: set-up `{command}` -> {proc.returncode}\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}"
+                )
         for line, command, output in block.commands:
             proc = host.sh(command)
             ran += 1
             text = proc.stdout + proc.stderr
             where = f"{page}:{line}: `{command}`"
             if proc.returncode != block.exit:
-                problems.append(f"{where} exited {proc.returncode} (documented: {block.exit})\n{text[-3000:]}")
+                problems.append(
+                    f"{where} exited {proc.returncode} (documented: {block.exit})\n{text[-3000:]}"
+                )
                 continue
             if MASKED in text:  # issue 20, finding 1: Salt 3008's pillar.get masks every value
                 problems.append(f"{where}: a masked pillar value reached salt-kvm\n{text[-3000:]}")
             have = _norm(text)
             missing = [x for x in expected_lines(output) if x not in have]
             if missing:
-                problems.append(f"{where}: the documented output has lines the real one lacks: {missing}\n{text[-3000:]}")
-    assert not problems, f"{len(problems)} of {ran} commands differ from the docs:\n\n" + "\n\n".join(problems)
+                problems.append(
+                    f"{where}: the documented output has lines the real one lacks: {missing}\n{text[-3000:]}"
+                )
+    assert not problems, (
+        f"{len(problems)} of {ran} commands differ from the docs:\n\n" + "\n\n".join(problems)
+    )
     if marked and not ran:
         pytest.skip("every command of this page is marked not-run: " + "; ".join(marked))

@@ -129,13 +129,19 @@ def _check_call(kind, func, positional=0, keywords=(), where=""):
     params, required, has_kwargs, has_varargs = sigs[func]
     problems = []
     if positional > len(params) and not has_varargs:
-        problems.append(f"{where}: kvm.{func} takes at most {len(params)} positional arguments, got {positional}")
+        problems.append(
+            f"{where}: kvm.{func} takes at most {len(params)} positional arguments, got {positional}"
+        )
     for key in keywords:
         if key not in params and not has_kwargs:
-            problems.append(f"{where}: kvm.{func} has no argument {key!r} (it takes {', '.join(params)})")
+            problems.append(
+                f"{where}: kvm.{func} has no argument {key!r} (it takes {', '.join(params)})"
+            )
     named = set(params[:positional]) | set(keywords)
     missing = [p for p in required if p not in named]
-    if missing and (positional or keywords):  # a bare name is a mention in prose (``salt-call kvm.x``)
+    if missing and (
+        positional or keywords
+    ):  # a bare name is a mention in prose (``salt-call kvm.x``)
         problems.append(f"{where}: kvm.{func} needs {', '.join(missing)}")
     return problems
 
@@ -156,18 +162,58 @@ def _check_states(states, where):
             for arg in args:
                 if isinstance(arg, dict):
                     kwargs.update(arg)
-            requisites = {"require", "watch", "onfail", "onchanges", "prereq", "use", "order", "require_in", "watch_in",
-                          "onfail_in", "onchanges_in", "listen", "unless", "onlyif", "failhard", "check_cmd", "retry", "parallel"}
+            requisites = {
+                "require",
+                "watch",
+                "onfail",
+                "onchanges",
+                "prereq",
+                "use",
+                "order",
+                "require_in",
+                "watch_in",
+                "onfail_in",
+                "onchanges_in",
+                "listen",
+                "unless",
+                "onlyif",
+                "failhard",
+                "check_cmd",
+                "retry",
+                "parallel",
+            }
             kwargs = {k: v for k, v in kwargs.items() if k not in requisites}
             if mod == "kvm":
-                problems += _check_call("state", fun, 0, set(kwargs) | {"name"}, f"{where}: {sid}")  # name defaults to the ID
-            elif mod == "salt" and fun in ("runner", "function") and str(kwargs.get("name", "")).startswith("kvm."):
+                problems += _check_call(
+                    "state", fun, 0, set(kwargs) | {"name"}, f"{where}: {sid}"
+                )  # name defaults to the ID
+            elif (
+                mod == "salt"
+                and fun in ("runner", "function")
+                and str(kwargs.get("name", "")).startswith("kvm.")
+            ):
                 kind = "runner" if fun == "runner" else "execution"
-                target = {"tgt", "tgt_type", "arg", "kwarg", "ret", "timeout", "batch", "ssh", "expect_minions", "fail_minions", "subset"}
-                keys = set(kwargs) - {"name"} if kind == "runner" else set(kwargs.get("kwarg") or {})
+                target = {
+                    "tgt",
+                    "tgt_type",
+                    "arg",
+                    "kwarg",
+                    "ret",
+                    "timeout",
+                    "batch",
+                    "ssh",
+                    "expect_minions",
+                    "fail_minions",
+                    "subset",
+                }
+                keys = (
+                    set(kwargs) - {"name"} if kind == "runner" else set(kwargs.get("kwarg") or {})
+                )
                 if kind == "execution":
                     keys -= target
-                problems += _check_call(kind, kwargs["name"][4:], len(kwargs.get("arg") or []), keys, f"{where}: {sid}")
+                problems += _check_call(
+                    kind, kwargs["name"][4:], len(kwargs.get("arg") or []), keys, f"{where}: {sid}"
+                )
     return problems
 
 
@@ -195,16 +241,41 @@ def _check_schedule_job(job, spec):
     assert isinstance(spec, dict) and spec.get("function"), f"schedule:{job}: needs function"
     intervals = {"seconds", "minutes", "hours", "days", "when", "cron", "once"}
     assert intervals & set(spec), f"schedule:{job}: needs one of {sorted(intervals)}"
-    known = intervals | {"function", "args", "kwargs", "splay", "maxrunning", "return_job", "jid_include", "enabled",
-                         "range", "after", "until", "run_on_start", "returner", "name", "skip_during_range", "run_after_skip_range"}
+    known = intervals | {
+        "function",
+        "args",
+        "kwargs",
+        "splay",
+        "maxrunning",
+        "return_job",
+        "jid_include",
+        "enabled",
+        "range",
+        "after",
+        "until",
+        "run_on_start",
+        "returner",
+        "name",
+        "skip_during_range",
+        "run_after_skip_range",
+    }
     assert set(spec) <= known, f"schedule:{job}: unknown keys {sorted(set(spec) - known)}"
     fun = spec["function"]
     if fun.startswith("kvm."):
-        assert not _check_call("execution", fun[4:], len(spec.get("args") or []), set(spec.get("kwargs") or {}), f"schedule:{job}")
+        assert not _check_call(
+            "execution",
+            fun[4:],
+            len(spec.get("args") or []),
+            set(spec.get("kwargs") or {}),
+            f"schedule:{job}",
+        )
     if fun in ("state.apply", "state.sls"):
         for sls in spec.get("args") or []:
             parts = str(sls).split(".")
-            candidates = [REPO.joinpath(*parts).with_suffix(".sls"), REPO.joinpath(*parts, "init.sls")]
+            candidates = [
+                REPO.joinpath(*parts).with_suffix(".sls"),
+                REPO.joinpath(*parts, "init.sls"),
+            ]
             assert any(c.exists() for c in candidates), f"schedule:{job}: no SLS {sls}"
 
 
@@ -233,15 +304,33 @@ def test_pillar_example_renders_to_the_expected_states():
     def args(sid):
         return {k: v for item in states[sid][funcs[sid]] for k, v in item.items()}
 
-    assert args("kvm-bridge-br0")["ports"] == [{"name": "eno1"}] and args("kvm-bridge-br0")["persist"] == "auto"
-    assert args("kvm-volume-default-web01.qcow2")["require"] == [{"kvm": "kvm-pool-default"}, {"kvm": "kvm-volume-default-base.img"}]
+    assert (
+        args("kvm-bridge-br0")["ports"] == [{"name": "eno1"}]
+        and args("kvm-bridge-br0")["persist"] == "auto"
+    )
+    assert args("kvm-volume-default-web01.qcow2")["require"] == [
+        {"kvm": "kvm-pool-default"},
+        {"kvm": "kvm-volume-default-base.img"},
+    ]
     assert args("kvm-volume-default-ubuntu.qcow2")["size"] == 20 * 1024**3
     assert args("kvm-snapshots-web01")["require"] == [{"kvm": "kvm-vm-web01"}]
-    assert {k: v for k, v in args("kvm-snapshots-web01").items() if k != "require"} == {"name": "web01", "every": 86400, "keep": 7, "prefix": "auto-", "memory": True}
+    assert {k: v for k, v in args("kvm-snapshots-web01").items() if k != "require"} == {
+        "name": "web01",
+        "every": 86400,
+        "keep": 7,
+        "prefix": "auto-",
+        "memory": True,
+    }
     vm = args("kvm-vm-web01")
-    assert vm["memory"] == 2 * 1024**3 and vm["run_state"] == "running" and {"kvm": "kvm-volume-default-web01.qcow2"} in vm["require"]
+    assert (
+        vm["memory"] == 2 * 1024**3
+        and vm["run_state"] == "running"
+        and {"kvm": "kvm-volume-default-web01.qcow2"} in vm["require"]
+    )
     order = list(formula.render("storage", kvm))
-    assert order.index("kvm-volume-default-base.img") < order.index("kvm-volume-default-web01.qcow2")
+    assert order.index("kvm-volume-default-base.img") < order.index(
+        "kvm-volume-default-web01.qcow2"
+    )
 
 
 # --- SLS examples (orchestration, states): real salt-call renders them -----------------------
@@ -264,7 +353,9 @@ def test_sls_example_renders_with_salt(path, render_call):
     for sid, body in data.items():
         for mod in body:
             if not mod.startswith("__"):
-                assert mod in ("salt", "kvm", "test", "cmd", "file", "module"), f"{sid}: unexpected state module {mod}"
+                assert mod in ("salt", "kvm", "test", "cmd", "file", "module"), (
+                    f"{sid}: unexpected state module {mod}"
+                )
 
 
 # --- docs/**/*.rst: inline pillars and commands --------------------------------------------------
@@ -286,7 +377,11 @@ def _code_blocks(text, languages):
             start = i + 1
             body = []
             j = start
-            while j < len(lines) and (not lines[j].strip() or lines[j].startswith(":", indent + 3) or len(lines[j]) - len(lines[j].lstrip()) > indent):
+            while j < len(lines) and (
+                not lines[j].strip()
+                or lines[j].startswith(":", indent + 3)
+                or len(lines[j]) - len(lines[j].lstrip()) > indent
+            ):
                 body.append(lines[j])
                 j += 1
             code = [b for b in body if not re.match(r"^\s+:\w+:", b)]
@@ -325,14 +420,31 @@ def test_inline_yaml_pillars_in_the_docs_are_valid():
 
 
 #: salt options that take a value (the rest are flags)
-_VALUE_OPTS = {"-b", "--batch", "--batch-size", "--batch-wait", "-t", "--timeout", "--out", "-c", "--config-dir",
-               "--return", "-l", "--log-level", "--out-file", "--out-indent", "-d"}
+_VALUE_OPTS = {
+    "-b",
+    "--batch",
+    "--batch-size",
+    "--batch-wait",
+    "-t",
+    "--timeout",
+    "--out",
+    "-c",
+    "--config-dir",
+    "--return",
+    "-l",
+    "--log-level",
+    "--out-file",
+    "--out-indent",
+    "-d",
+}
 
 
 def _commands(text):
     """Every ``salt``/``salt-call``/``salt-run`` command line in ``text`` (continuations joined)."""
     text = re.sub(r"\\\n\s*", " ", text)  # shell continuations
-    text = re.sub(r"``(.+?)``", lambda m: "``" + m.group(1).replace("\n", " ") + "``", text, flags=re.DOTALL)  # inline literals over two lines
+    text = re.sub(
+        r"``(.+?)``", lambda m: "``" + m.group(1).replace("\n", " ") + "``", text, flags=re.DOTALL
+    )  # inline literals over two lines
     for line in text.splitlines():
         for match in re.finditer(r"(?:^|[\s`$(])(salt|salt-call|salt-run)\s+([^`\n]*)", line):
             yield match.group(1), match.group(2)
@@ -367,7 +479,9 @@ def _parse_command(cmd, rest):
 def test_commands_in_the_docs_name_real_functions():
     problems, checked = [], 0
     # docs/demo.rst is a captured transcript: its "=== salt-call ... ===" headers are not command lines
-    sources = [p for p in _rst_files() if p.name != "demo.rst"] + [p for p in _example_files() if p.suffix in YAML_SUFFIXES]
+    sources = [p for p in _rst_files() if p.name != "demo.rst"] + [
+        p for p in _example_files() if p.suffix in YAML_SUFFIXES
+    ]
     for path in sources:
         for cmd, rest in _commands(path.read_text(encoding="utf-8")):
             parsed = _parse_command(cmd, rest)
@@ -376,7 +490,9 @@ def test_commands_in_the_docs_name_real_functions():
             func, count, keywords = parsed
             checked += 1
             kind = "runner" if cmd == "salt-run" else "execution"
-            problems += _check_call(kind, func, count, keywords, f"{path.relative_to(REPO)}: `{cmd} {rest.strip()}`")
+            problems += _check_call(
+                kind, func, count, keywords, f"{path.relative_to(REPO)}: `{cmd} {rest.strip()}`"
+            )
     assert not problems, "\n".join(problems)
     assert checked >= 20, f"only {checked} kvm commands found in the docs"
 
@@ -385,11 +501,17 @@ def test_the_command_parser():
     assert _parse_command("salt", "-G 'kvm:hypervisor:kvm' state.apply kvm") is None
     assert _parse_command("salt", "hv01 kvm.bridge_show br0") == ("bridge_show", 1, set())
     assert _parse_command("salt-call", "--out=json kvm.pool_show x") == ("pool_show", 1, set())
-    assert _parse_command("salt-run", "kvm.snapshot tgt='*' vms='web-*' name=x  # a comment") == ("snapshot", 0, {"tgt", "vms", "name"})
+    assert _parse_command("salt-run", "kvm.snapshot tgt='*' vms='web-*' name=x  # a comment") == (
+        "snapshot",
+        0,
+        {"tgt", "vms", "name"},
+    )
     assert _parse_command("salt", "'*' --batch-size 10% kvm.pool_list") == ("pool_list", 0, set())
     assert not _check_call("execution", "bridge_show", 1, set())
     assert _check_call("execution", "bridge_show", 0, {"netns"})  # name missing
-    assert _check_call("execution", "bridge_show", 1, {"nope"}) and _check_call("execution", "no_such", 0, set())
+    assert _check_call("execution", "bridge_show", 1, {"nope"}) and _check_call(
+        "execution", "no_such", 0, set()
+    )
     assert not _check_call("execution", "bridge_show", 1, {"netns"})
 
 
@@ -397,7 +519,9 @@ def test_the_command_parser():
 
 
 #: where a part this kernel cannot run is run for real
-KERNEL_TIER = "make test-kernel runs it in Debian's kernel (tests/functional/test_real_kernel.py::{})"
+KERNEL_TIER = (
+    "make test-kernel runs it in Debian's kernel (tests/functional/test_real_kernel.py::{})"
+)
 
 
 def _limit(part, spec, env):
@@ -405,7 +529,10 @@ def _limit(part, spec, env):
     kind = part.split(":")[0]
     if kind == "pools" and part.endswith(":volumes"):
         if spec.get("type") == "logical" and not kernel.has_device_mapper():
-            return "logical volumes need device-mapper, which this kernel lacks (no device-mapper in /proc/misc); the pool itself is applied; " + KERNEL_TIER.format("test_lvm_logical_volumes_for_real")
+            return (
+                "logical volumes need device-mapper, which this kernel lacks (no device-mapper in /proc/misc); the pool itself is applied; "
+                + KERNEL_TIER.format("test_lvm_logical_volumes_for_real")
+            )
         return None
     if kind == "pools":
         ptype = spec.get("type")
@@ -414,27 +541,45 @@ def _limit(part, spec, env):
             if fmt in ("nfs", "auto", "cifs"):
                 fs = "cifs" if fmt == "cifs" else "nfs"
                 if not kernel.has_filesystem(fs):
-                    return f"a netfs {fmt} pool cannot be started here: the kernel has no {fs} filesystem (not in /proc/filesystems); " + KERNEL_TIER.format("test_nfs_netfs_pool_for_real")
+                    return (
+                        f"a netfs {fmt} pool cannot be started here: the kernel has no {fs} filesystem (not in /proc/filesystems); "
+                        + KERNEL_TIER.format("test_nfs_netfs_pool_for_real")
+                    )
                 return f"no {fs} server is started by this test"
             return f"a netfs {fmt} pool needs its server (tested for real in test_pools_real_backends.py)"
         if ptype == "logical":
-            return None if shutil.which("vgcreate") else "lvm2 is not installed (apt-get install lvm2)"
+            return (
+                None if shutil.which("vgcreate") else "lvm2 is not installed (apt-get install lvm2)"
+            )
         if ptype == "rbd":
             return env.ceph_missing
         if ptype == "iscsi":
             err = kernel.netlink_iscsi_error()
-            return f"an iscsi pool cannot log in here: socket(AF_NETLINK, NETLINK_ISCSI) fails ({err}); " + KERNEL_TIER.format("test_iscsi_pool_with_chap_for_real") if err else "no iSCSI target is started by this test"
+            return (
+                f"an iscsi pool cannot log in here: socket(AF_NETLINK, NETLINK_ISCSI) fails ({err}); "
+                + KERNEL_TIER.format("test_iscsi_pool_with_chap_for_real")
+                if err
+                else "no iSCSI target is started by this test"
+            )
         if ptype in ("iscsi-direct", "gluster"):
-            return f"a {ptype} pool needs its server (tested for real in test_pools_real_backends.py)"
+            return (
+                f"a {ptype} pool needs its server (tested for real in test_pools_real_backends.py)"
+            )
         if ptype in ("fs", "disk"):
             return f"{ptype} pools on loop devices are tested in test_pools_types.py; this test does not partition or format devices"
         return None
     if kind == "bridges":
         ports = [p if isinstance(p, str) else p.get("name") for p in _ports(spec)]
         if spec.get("vlan_filtering") and not kernel.has_bridge_vlan_filtering():
-            return "bridge VLAN filtering needs CONFIG_BRIDGE_VLAN_FILTERING, which this kernel lacks; " + KERNEL_TIER.format("test_vlan_trunk_and_access_ports_carry_tagged_traffic")
+            return (
+                "bridge VLAN filtering needs CONFIG_BRIDGE_VLAN_FILTERING, which this kernel lacks; "
+                + KERNEL_TIER.format("test_vlan_trunk_and_access_ports_carry_tagged_traffic")
+            )
         if any("." in p for p in ports) and not kernel.has_8021q():
-            return "VLAN sub-interfaces need the kernel's 8021q support, which this kernel lacks; " + KERNEL_TIER.format("test_vlan_subinterface_port_carries_tagged_traffic")
+            return (
+                "VLAN sub-interfaces need the kernel's 8021q support, which this kernel lacks; "
+                + KERNEL_TIER.format("test_vlan_subinterface_port_carries_tagged_traffic")
+            )
         return None
     if kind == "snapshots" and spec.get("quiesce"):
         return "quiesce needs the QEMU guest agent inside the VM; the test's tiny VMs run no OS"
@@ -546,7 +691,9 @@ class FileServer:
 def _free_subnet(conn, prefix=27):
     """A /27 of 198.51.100.0/24 that no route here and no libvirt network uses."""
     used = []
-    out = subprocess.run(["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True, check=False).stdout
+    out = subprocess.run(
+        ["ip", "-4", "route", "show", "table", "all"], capture_output=True, text=True, check=False
+    ).stdout
     for word in re.findall(r"(\d+\.\d+\.\d+\.\d+(?:/\d+)?)", out):
         with contextlib.suppress(ValueError):
             used.append(ipaddress.ip_network(word, strict=False))
@@ -604,7 +751,11 @@ class Sandbox:
         self._pools(kvm)
         self._vms(kvm)
         self._snapshots(kvm)
-        for key in [k for k in ("bridges", "networks", "pools", "vms", "snapshots") if k in kvm and not kvm[k]]:
+        for key in [
+            k
+            for k in ("bridges", "networks", "pools", "vms", "snapshots")
+            if k in kvm and not kvm[k]
+        ]:
             del kvm[key]
         schema.validate_pillar(kvm)  # the rewritten pillar is still valid
         return self
@@ -635,7 +786,9 @@ class Sandbox:
                 host_addr = v4[0]
             if spec.get("gateway"):
                 gateway = f"{spec['gateway']}/{ipaddress.ip_interface(host_addr).network.prefixlen}"
-        self.lan = sandbox.Lan(tag=uuid.uuid4().hex[:6], host_addr=host_addr, gateway=gateway, nic=nic)
+        self.lan = sandbox.Lan(
+            tag=uuid.uuid4().hex[:6], host_addr=host_addr, gateway=gateway, nic=nic
+        )
         self.lan.create()
         present = {nic}
         for spec in new.values():
@@ -661,7 +814,9 @@ class Sandbox:
             spec = copy.deepcopy(spec or {})
             bridge = spec.get("bridge")
             if spec.get("mode") == "bridge" and f"bridges:{bridge}" in self.limits:
-                self.limits[f"networks:{name}"] = f"its bridge {bridge} is not applied here ({self.limits[f'bridges:{bridge}']})"
+                self.limits[f"networks:{name}"] = (
+                    f"its bridge {bridge} is not applied here ({self.limits[f'bridges:{bridge}']})"
+                )
                 continue
             if spec.get("mode") == "bridge":
                 spec["bridge"] = self.name("bridge", bridge, "b")
@@ -669,7 +824,10 @@ class Sandbox:
                 spec["bridge"] = self.name("virbr", bridge, "v")
             for key in ("address6", "dhcp6"):
                 if spec.pop(key, None) is not None:
-                    self.limits.setdefault(f"networks:{name}:{key}", f"IPv6 is left out: in the root namespace (where libvirtd makes the network's bridge) the tests use only {sandbox.ROOT_NS_RANGE}")
+                    self.limits.setdefault(
+                        f"networks:{name}:{key}",
+                        f"IPv6 is left out: in the root namespace (where libvirtd makes the network's bridge) the tests use only {sandbox.ROOT_NS_RANGE}",
+                    )
             if spec.get("address"):
                 self._move_network(spec)
             new[self.name("network", name, "n")] = spec
@@ -750,7 +908,9 @@ class Sandbox:
         backing = os.path.join(directory, "backing.img")
         with open(backing, "wb") as fh:
             fh.truncate(size)
-        dev = subprocess.run(["losetup", "-f", "--show", backing], check=True, capture_output=True, text=True).stdout.strip()
+        dev = subprocess.run(
+            ["losetup", "-f", "--show", backing], check=True, capture_output=True, text=True
+        ).stdout.strip()
         self.loops.append(dev)
         return dev
 
@@ -817,7 +977,9 @@ class Sandbox:
                     spec[key] = min(units.parse_size(spec[key]), 128 * M)
             if spec.pop("cpu", None):
                 # nested KVM (the CI machines) refuses host-model's MSRs: "failed to set MSR 0x10a"
-                self.limits[f"vms:{name}:cpu"] = "the CPU model is left to libvirt: nested KVM here refuses host-model's MSRs (test_vms.py::test_cpu_mode_is_defined_and_converges defines each mode on a shut-off VM)"
+                self.limits[f"vms:{name}:cpu"] = (
+                    "the CPU model is left to libvirt: nested KVM here refuses host-model's MSRs (test_vms.py::test_cpu_mode_is_defined_and_converges defines each mode on a shut-off VM)"
+                )
             for disk in spec.get("disks") or []:
                 disk["pool"] = self.names.get(("pool", disk["pool"]), disk["pool"])
                 if "size" in disk:
@@ -825,7 +987,9 @@ class Sandbox:
             nics = []
             for nic in spec.get("nics") or []:
                 if nic.get("bridge"):
-                    self.limits[f"vms:{name}:nics:{nic['bridge']}"] = "a VM's tap is made in the root namespace; the sandbox's bridges are in a netns (tested in test_guest_vms.py)"
+                    self.limits[f"vms:{name}:nics:{nic['bridge']}"] = (
+                        "a VM's tap is made in the root namespace; the sandbox's bridges are in a netns (tested in test_guest_vms.py)"
+                    )
                     continue
                 nic["network"] = self.names.get(("network", nic["network"]), nic["network"])
                 nics.append(nic)
@@ -859,9 +1023,30 @@ class Sandbox:
         if self.lan:
             cmd = ["ip", "netns", "exec", self.lan.host, *cmd]
         if self.etc:
-            binds = " && ".join(f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}" for dst, src in self.etc.items())
-            cmd = ["unshare", "--mount", "--propagation", "private", "sh", "-c", f'{binds} && exec "$@"', "sh", *cmd]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=call.env, cwd=str(call.root), check=False)
+            binds = " && ".join(
+                f"mount --bind {shlex.quote(str(src))} {shlex.quote(dst)}"
+                for dst, src in self.etc.items()
+            )
+            cmd = [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                f'{binds} && exec "$@"',
+                "sh",
+                *cmd,
+            ]
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=call.env,
+            cwd=str(call.root),
+            check=False,
+        )
         try:
             data = json.loads(proc.stdout)["local"]
         except (ValueError, KeyError):
@@ -871,7 +1056,9 @@ class Sandbox:
     def remove(self):
         for name in self.vms:
             sandbox.remove_vm(self.conn, name)
-        sandbox.remove_named(self.made)  # pools (a logical pool's VG deactivated), networks, secrets
+        sandbox.remove_named(
+            self.made
+        )  # pools (a logical pool's VG deactivated), networks, secrets
         for vg in self.vgs:
             subprocess.run(["vgremove", "-f", vg], check=False, capture_output=True)
         for dev in self.loops:
@@ -884,7 +1071,9 @@ class Sandbox:
 
 
 def _pillar_needs_ceph(pillar):
-    return any((spec or {}).get("type") == "rbd" for spec in (pillar["kvm"].get("pools") or {}).values())
+    return any(
+        (spec or {}).get("type") == "rbd" for spec in (pillar["kvm"].get("pools") or {}).values()
+    )
 
 
 def _secret_texts(pillar):
@@ -909,7 +1098,10 @@ def test_pillar_example_applies_for_real(path, env):
         kvm = box.pillar["kvm"]
         applied = [k for k in ("bridges", "networks", "pools", "vms", "snapshots") if kvm.get(k)]
         if not applied:
-            pytest.skip(f"nothing of {_rel(path)} can be applied here: " + "; ".join(f"{p}: {r}" for p, r in box.limits.items()))
+            pytest.skip(
+                f"nothing of {_rel(path)} can be applied here: "
+                + "; ".join(f"{p}: {r}" for p, r in box.limits.items())
+            )
         call = SaltCall(workdir / "salt", file_roots=[repo_file_root(workdir / "file-root")])
         full = dict(box.pillar)
         (call.pillar_dir / "kvm.sls").write_text(yaml.safe_dump(full, default_flow_style=False))
@@ -918,16 +1110,24 @@ def test_pillar_example_applies_for_real(path, env):
         code, data, err = box.salt_call(call, "state.apply", "kvm")
         results = state_results(data)
         failed = {sid: ret["comment"] for sid, ret in results.items() if ret["result"] is not True}
-        assert code == 0 and results and not failed, f"first apply of {_rel(path)} failed: {failed or data}\n{err[-2000:]}"
+        assert code == 0 and results and not failed, (
+            f"first apply of {_rel(path)} failed: {failed or data}\n{err[-2000:]}"
+        )
         assert changed(data), "the first apply changed nothing"
-        if os.environ.get("KVT_SHOW_CHANGES"):  # to write the docs' "what you will see" from a real run
+        if os.environ.get(
+            "KVT_SHOW_CHANGES"
+        ):  # to write the docs' "what you will see" from a real run
             print(json.dumps(changed(data), indent=1, default=str))
         for secret in _secret_texts(full):
-            assert secret not in json.dumps(data) and secret not in err, "a pool secret shows in the state output"
+            assert secret not in json.dumps(data) and secret not in err, (
+                "a pool secret shows in the state output"
+            )
 
         code, data, err = box.salt_call(call, "state.apply", "kvm")
         again = changed(data)
-        assert code == 0 and not again, f"second apply of {_rel(path)} changed {again}\n{err[-2000:]}"
+        assert code == 0 and not again, (
+            f"second apply of {_rel(path)} changed {again}\n{err[-2000:]}"
+        )
         assert len(state_results(data)) == len(results)
 
         _check_host(box, kvm, before)
@@ -935,7 +1135,9 @@ def test_pillar_example_applies_for_real(path, env):
         for job, spec in (full.get("schedule") or {}).items():
             # what Salt's scheduler runs, run now: converged, so nothing changes
             code, data, err = box.salt_call(call, spec["function"], *(spec.get("args") or []))
-            assert code == 0 and state_results(data) and not changed(data), f"schedule:{job}: {data}\n{err[-2000:]}"
+            assert code == 0 and state_results(data) and not changed(data), (
+                f"schedule:{job}: {data}\n{err[-2000:]}"
+            )
     finally:
         box.remove()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -952,7 +1154,9 @@ def _check_host(box, kvm, before):
         assert pools[name].isActive(), f"pool {name} is not running"
         vols = set(pools[name].listVolumes())
         for vname, vol in (spec.get("volumes") or {}).items():
-            assert (vname in vols) != bool(vol.get("absent")), f"volume {vname} of {name}: {sorted(vols)}"
+            assert (vname in vols) != bool(vol.get("absent")), (
+                f"volume {vname} of {name}: {sorted(vols)}"
+            )
     nets = {n.name(): n for n in conn.listAllNetworks(0)}
     for name, spec in (kvm.get("networks") or {}).items():
         assert (name in nets) != bool(spec.get("absent"))
@@ -964,22 +1168,38 @@ def _check_host(box, kvm, before):
             dom = conn.lookupByName(vm)
         except libvirt.libvirtError:
             dom = None
-        have = "absent" if dom is None else {1: "running", 3: "paused"}.get(dom.info()[0], "stopped")
+        have = (
+            "absent" if dom is None else {1: "running", 3: "paused"}.get(dom.info()[0], "stopped")
+        )
         assert have == want, f"VM {vm} is {have}, not {want}"
     for vm, spec in (kvm.get("snapshots") or {}).items():
         names = conn.lookupByName(vm).snapshotListNames(0)
-        assert [n for n in names if n.startswith(spec.get("prefix", "auto-"))], f"{vm}: no snapshot taken ({names})"
+        assert [n for n in names if n.startswith(spec.get("prefix", "auto-"))], (
+            f"{vm}: no snapshot taken ({names})"
+        )
     if box.lan:
         dump = box.lan.dump()
         for name, spec in (kvm.get("bridges") or {}).items():
             links = [link[0] for link in dump["links"]]
             assert (name in links) != bool(spec.get("absent")), f"bridge {name}: {links}"
         assert dump != before
-        if any(not s.get("absent") and box.lan.nic in [p if isinstance(p, str) else p["name"] for p in _ports(s)] for s in kvm["bridges"].values()):
+        if any(
+            not s.get("absent")
+            and box.lan.nic in [p if isinstance(p, str) else p["name"] for p in _ports(s)]
+            for s in kvm["bridges"].values()
+        ):
             # the uplink moved: the host still reaches its gateway, through the bridge
-            assert not [a for a in dump["addresses"] if a[0] == box.lan.nic and not a[1].startswith("fe80")]
-            assert box.lan.run("ping", "-c", "1", "-W", "2", box.lan.gateway, check=False).returncode == 0
-    if any((s.get("persist") or "none") != "none" and not s.get("absent") for s in (kvm.get("bridges") or {}).values()):
+            assert not [
+                a for a in dump["addresses"] if a[0] == box.lan.nic and not a[1].startswith("fe80")
+            ]
+            assert (
+                box.lan.run("ping", "-c", "1", "-W", "2", box.lan.gateway, check=False).returncode
+                == 0
+            )
+    if any(
+        (s.get("persist") or "none") != "none" and not s.get("absent")
+        for s in (kvm.get("bridges") or {}).values()
+    ):
         written = [p for copy_dir in box.etc.values() for p in copy_dir.rglob("*salt-kvm*")]
         assert written, f"persist wrote nothing under the private copies of {sorted(box.etc)}"
 
@@ -987,7 +1207,11 @@ def _check_host(box, kvm, before):
 def _undo(box, call, kvm):
     """The how-tos' ad hoc undo: VMs removed (their volumes kept), networks stopped and
     undefined, bridges deleted (``force=True``: they carry the host's address), pools undefined."""
-    steps = [("kvm.vm_undefine", name) for name, spec in (kvm.get("vms") or {}).items() if not spec.get("absent")]
+    steps = [
+        ("kvm.vm_undefine", name)
+        for name, spec in (kvm.get("vms") or {}).items()
+        if not spec.get("absent")
+    ]
     for name, spec in (kvm.get("networks") or {}).items():
         if not spec.get("absent"):
             steps += [("kvm.network_stop", name), ("kvm.network_undefine", name)]
@@ -1003,7 +1227,9 @@ def _undo(box, call, kvm):
     if box.lan:
         links = [link[0] for link in box.lan.dump()["links"]]
         assert not set(kvm.get("bridges") or {}) & set(links)
-    left = {p.name() for p in box.conn.listAllStoragePools(0)} | {n.name() for n in box.conn.listAllNetworks(0)}
+    left = {p.name() for p in box.conn.listAllStoragePools(0)} | {
+        n.name() for n in box.conn.listAllNetworks(0)
+    }
     assert not (set(kvm.get("pools") or {}) | set(kvm.get("networks") or {})) & left
 
 
@@ -1049,6 +1275,13 @@ def test_every_example_file_is_run():
     for path in files:
         assert path in PILLAR_FILES or path in SLS_FILES or path in OTHER_FILES
     # anything else there (a picture, a script) is shown as it is, never a Salt example
-    assert not [p for p in OTHER_FILES if p.suffix in (".sls",)], "an SLS example that is neither pillar nor states"
+    assert not [p for p in OTHER_FILES if p.suffix in (".sls",)], (
+        "an SLS example that is neither pillar nor states"
+    )
     assert any(p.suffix == ".sls" for p in SLS_FILES), "the orchestration example is an SLS file"
-    assert base64.b64decode(_pillar(EXAMPLES / "howto-pool-ceph.sls")["kvm"]["pools"]["ceph-vms"]["source"]["auth"]["secret"], validate=True)
+    assert base64.b64decode(
+        _pillar(EXAMPLES / "howto-pool-ceph.sls")["kvm"]["pools"]["ceph-vms"]["source"]["auth"][
+            "secret"
+        ],
+        validate=True,
+    )

@@ -65,8 +65,6 @@ def no_traceback(*texts):
         assert "Traceback" not in str(text), text
 
 
-
-
 @pytest.fixture
 def session_for():
     from salt_kvm import conn as kconn  # pylint: disable=import-outside-toplevel
@@ -95,17 +93,23 @@ def test_libvirtd_unreachable_fails_every_state_clearly_and_changes_nothing(tmp_
         "pools": {pname: {"type": "dir", "target": target, "volumes": {"a.qcow2": {"size": "1M"}}}},
         "networks": {names("fn-"): {"mode": "isolated", "address": "203.0.113.1/28"}},
     }
-    call = SaltCall(tmp_path / "salt", file_roots=[REPO], pillar=pillar, env={"PYTHONPATH": str(REPO)})
+    call = SaltCall(
+        tmp_path / "salt", file_roots=[REPO], pillar=pillar, env={"PYTHONPATH": str(REPO)}
+    )
     rc, data, err = call.run("state.apply", "kvm")
     results = state_results(data)
     assert rc != 0 and results, (rc, data, err)
     for sid, ret in results.items():
         assert ret["result"] is False, (sid, ret)
         if sid.startswith(("kvm-pool-", "kvm-network-")):
-            assert "cannot connect to libvirt at qemu:///system?socket=/nonexistent" in ret["comment"], ret["comment"]
+            assert (
+                "cannot connect to libvirt at qemu:///system?socket=/nonexistent" in ret["comment"]
+            ), ret["comment"]
             assert "\n" not in ret["comment"].strip(), ret["comment"]
         else:  # the volume waits for its pool
-            assert "requisite" in ret["comment"].lower() or "cannot connect" in ret["comment"], ret["comment"]
+            assert "requisite" in ret["comment"].lower() or "cannot connect" in ret["comment"], ret[
+                "comment"
+            ]
     no_traceback(data, err)
     assert pname not in pool_names(conn) and not os.path.exists(target)
     # the execution module: one line, no traceback
@@ -186,7 +190,9 @@ def relay(names):
         rel.cut()
 
 
-def test_libvirtd_lost_while_a_pool_starts_fails_clearly_then_converges(relay, names, conn, dir_pool, session_for, monkeypatch):
+def test_libvirtd_lost_while_a_pool_starts_fails_clearly_then_converges(
+    relay, names, conn, dir_pool, session_for, monkeypatch
+):
     import libvirt  # pylint: disable=import-outside-toplevel
 
     from salt_kvm import storage  # pylint: disable=import-outside-toplevel
@@ -211,7 +217,9 @@ def test_libvirtd_lost_while_a_pool_starts_fails_clearly_then_converges(relay, n
     assert ret["result"] is False, ret
     comment = ret["comment"]
     print("libvirtd lost:", comment)
-    assert pname in comment and ("connect" in comment or "closed" in comment or "recv" in comment or "write" in comment), comment
+    assert pname in comment and (
+        "connect" in comment or "closed" in comment or "recv" in comment or "write" in comment
+    ), comment
     no_traceback(comment)
     monkeypatch.undo()
 
@@ -225,7 +233,9 @@ def test_libvirtd_lost_while_a_pool_starts_fails_clearly_then_converges(relay, n
     assert sha(keep) == before
 
 
-def test_libvirtd_lost_as_a_snapshot_is_taken_keeps_the_disk_and_converges(relay, tiny_vm, session_for, monkeypatch, tmp_path):
+def test_libvirtd_lost_as_a_snapshot_is_taken_keeps_the_disk_and_converges(
+    relay, tiny_vm, session_for, monkeypatch, tmp_path
+):
     """The daemon took the snapshot but the answer never came back: the state fails clearly, the
     disk's content is intact, and the next run finds the snapshot and changes nothing."""
     import libvirt  # pylint: disable=import-outside-toplevel
@@ -233,7 +243,11 @@ def test_libvirtd_lost_as_a_snapshot_is_taken_keeps_the_disk_and_converges(relay
     from salt_kvm import snapshot  # pylint: disable=import-outside-toplevel
 
     dom, disk = tiny_vm()
-    subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1M", disk], check=True, capture_output=True)
+    subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 0 1M", disk],
+        check=True,
+        capture_output=True,
+    )
     copy = tmp_path / "before.qcow2"
     shutil.copyfile(disk, copy)
     uri = f"qemu:///system?socket={relay.path}"
@@ -253,9 +267,13 @@ def test_libvirtd_lost_as_a_snapshot_is_taken_keeps_the_disk_and_converges(relay
     ret = snapshot.present(session_for(uri), dom.name(), "s1")
     assert ret["result"] is True and ret["changes"] == {}, ret
     assert [s.getName() for s in dom.listAllSnapshots(0)] == ["s1"]
-    check = subprocess.run(["qemu-img", "check", "-q", disk], capture_output=True, text=True, check=False)
+    check = subprocess.run(
+        ["qemu-img", "check", "-q", disk], capture_output=True, text=True, check=False
+    )
     assert check.returncode == 0, check.stderr
-    same = subprocess.run(["qemu-img", "compare", "-q", str(copy), disk], capture_output=True, text=True, check=False)
+    same = subprocess.run(
+        ["qemu-img", "compare", "-q", str(copy), disk], capture_output=True, text=True, check=False
+    )
     assert same.returncode == 0, "the guest's data changed"
 
 
@@ -300,7 +318,9 @@ def image_server():
     ],
     ids=["with-sha256", "without-sha256"],
 )
-def test_an_interrupted_import_fails_clearly_and_the_next_apply_converges(kvm_state, kvm, dir_pool, image_server, checked):
+def test_an_interrupted_import_fails_clearly_and_the_next_apply_converges(
+    kvm_state, kvm, dir_pool, image_server, checked
+):
     """Without sha256 only the Content-Length can tell the download was cut: it must be checked too."""
     pname, path = dir_pool
     keep = os.path.join(path, "keep.raw")
@@ -347,7 +367,9 @@ def small_fs(names):
         fh.truncate(24 * M)
     loop = None
     try:
-        loop = subprocess.run(["losetup", "-f", "--show", image], check=True, capture_output=True, text=True).stdout.strip()
+        loop = subprocess.run(
+            ["losetup", "-f", "--show", image], check=True, capture_output=True, text=True
+        ).stdout.strip()
         subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", loop], check=True, capture_output=True)
         subprocess.run(["mount", loop, mnt], check=True, capture_output=True)
         os.chmod(mnt, 0o755)
@@ -372,7 +394,9 @@ def test_disk_full_fails_clearly_and_loses_nothing(kvm_state, kvm, conn, small_f
         before = sha(keep)
 
         # a fully allocated volume larger than the filesystem
-        ret = kvm_state.volume_present("big.raw", pool=pname, size="64M", format="raw", preallocation="full")
+        ret = kvm_state.volume_present(
+            "big.raw", pool=pname, size="64M", format="raw", preallocation="full"
+        )
         assert ret["result"] is False, ret
         assert "space" in ret["comment"].lower(), ret["comment"]
         print("disk full, create:", ret["comment"])
@@ -388,7 +412,9 @@ def test_disk_full_fails_clearly_and_loses_nothing(kvm_state, kvm, conn, small_f
         no_traceback(ret["comment"])
         assert sha(keep) == before
         leftovers = sorted(set(os.listdir(target)) - {"keep.raw", "lost+found"})
-        assert not leftovers or all(os.path.getsize(os.path.join(target, f)) < 32 * M for f in leftovers), leftovers
+        assert not leftovers or all(
+            os.path.getsize(os.path.join(target, f)) < 32 * M for f in leftovers
+        ), leftovers
         # the pool still works: a volume that fits is made
         ret = kvm_state.volume_present("small.qcow2", pool=pname, size="1M")
         assert ret["result"] is True, ret["comment"]
@@ -448,8 +474,14 @@ def test_a_crashing_probe_restores_the_host(kvm_state, lan, monkeypatch):
 
     before = lan.dump()
     monkeypatch.setattr(bridge_probe, "run", crash)
-    ret = kvm_state.bridge_present(name="kvt-brp", netns=lan.host, probe={"ping": "192.0.2.1", "timeout": "2s"}, **UPLINK)
-    assert ret.result is False and "injected: the probe crashed" in ret.comment and "restored" in ret.comment, ret.comment
+    ret = kvm_state.bridge_present(
+        name="kvt-brp", netns=lan.host, probe={"ping": "192.0.2.1", "timeout": "2s"}, **UPLINK
+    )
+    assert (
+        ret.result is False
+        and "injected: the probe crashed" in ret.comment
+        and "restored" in ret.comment
+    ), ret.comment
     assert lan.dump() == before
     assert lan.run("ping", "-c", "1", "-W", "2", "192.0.2.1").returncode == 0
 
@@ -460,14 +492,36 @@ def test_a_crashing_probe_restores_the_host(kvm_state, lan, monkeypatch):
 def test_two_state_apply_at_once(tmp_path, conn, names):
     pname = names("fc-")
     target = os.path.join(sandbox.FILES_ROOT, pname)
-    pillar = {"pools": {pname: {"type": "dir", "target": target, "volumes": {f"v{i}.qcow2": {"size": "16M"} for i in range(4)}}}}
-    call = SaltCall(tmp_path / "salt", file_roots=[REPO], pillar=pillar, env={"PYTHONPATH": str(REPO)})
+    pillar = {
+        "pools": {
+            pname: {
+                "type": "dir",
+                "target": target,
+                "volumes": {f"v{i}.qcow2": {"size": "16M"} for i in range(4)},
+            }
+        }
+    }
+    call = SaltCall(
+        tmp_path / "salt", file_roots=[REPO], pillar=pillar, env={"PYTHONPATH": str(REPO)}
+    )
     procs = []
     for _ in range(2):
-        procs.append(subprocess.Popen(call.command("state.apply", "kvm"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=call.env, cwd=str(call.root)))
+        procs.append(
+            subprocess.Popen(
+                call.command("state.apply", "kvm"),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=call.env,
+                cwd=str(call.root),
+            )
+        )
         time.sleep(0.3)
     outs = [p.communicate(timeout=300) for p in procs]
-    print("concurrent runs:", [(p.returncode, out[-300:], err[-300:]) for p, (out, err) in zip(procs, outs)])
+    print(
+        "concurrent runs:",
+        [(p.returncode, out[-300:], err[-300:]) for p, (out, err) in zip(procs, outs)],
+    )
     import json  # pylint: disable=import-outside-toplevel
 
     runs = []
@@ -484,10 +538,17 @@ def test_two_state_apply_at_once(tmp_path, conn, names):
             continue
         # the other run waited for, or was refused by, Salt's state lock with a clear message
         text = str(data)
-        assert "running" in text.lower() or all(r["result"] is not False for r in state_results(data).values()), text
+        assert "running" in text.lower() or all(
+            r["result"] is not False for r in state_results(data).values()
+        ), text
     # no corruption: every volume is a sound image, and the next run changes nothing
     for i in range(4):
-        check = subprocess.run(["qemu-img", "check", "-q", os.path.join(target, f"v{i}.qcow2")], capture_output=True, text=True, check=False)
+        check = subprocess.run(
+            ["qemu-img", "check", "-q", os.path.join(target, f"v{i}.qcow2")],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert check.returncode == 0, check.stderr
     rc, data, err = call.run("state.apply", "kvm")
     assert rc == 0, (data, err)

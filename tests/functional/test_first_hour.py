@@ -34,7 +34,9 @@ def made():
 def salt_call(tmp_path, pillar):
     """``salt-call --local`` with the formula served as gitfs would and this checkout's modules."""
     roots = repo_file_root(tmp_path / "roots")
-    return SaltCall(tmp_path / "salt", file_roots=[roots], pillar=pillar, env={"PYTHONPATH": str(REPO)})
+    return SaltCall(
+        tmp_path / "salt", file_roots=[roots], pillar=pillar, env={"PYTHONPATH": str(REPO)}
+    )
 
 
 def text_of(call, *args):
@@ -46,7 +48,14 @@ def test_validate_pillar_and_render_formula_without_arguments_read_the_real_pill
     pool = sandbox.uid("fh-")
     made.append(pool)
     target = os.path.join(sandbox.FILES_ROOT, pool)
-    call = salt_call(tmp_path, {"pools": {pool: {"type": "dir", "target": target, "volumes": {"a.qcow2": {"size": "1G"}}}}})
+    call = salt_call(
+        tmp_path,
+        {
+            "pools": {
+                pool: {"type": "dir", "target": target, "volumes": {"a.qcow2": {"size": "1G"}}}
+            }
+        },
+    )
 
     code, text, err = text_of(call, "kvm.validate_pillar")
     assert code == 0, (text, err)
@@ -54,7 +63,10 @@ def test_validate_pillar_and_render_formula_without_arguments_read_the_real_pill
     lines = [line.strip() for line in text.splitlines()]
     # Salt's nested output: each key, then its value on the next line
     assert lines[lines.index("type:") + 1] == "dir", text
-    assert lines[lines.index("target:") + 1] == target and lines[lines.index("size:") + 1] == "1073741824", text
+    assert (
+        lines[lines.index("target:") + 1] == target
+        and lines[lines.index("size:") + 1] == "1073741824"
+    ), text
 
     code, data, err = call.run("kvm.render_formula")
     assert code == 0, (data, err)
@@ -62,7 +74,16 @@ def test_validate_pillar_and_render_formula_without_arguments_read_the_real_pill
     assert {"type": "dir"} in data[f"kvm-pool-{pool}"]["kvm.pool_present"]
 
 
-BAD = {"bridges": {"kvt-br0": {"stpp": True}}, "pools": {"images": {"type": "dri", "target": "/srv/kvt-images", "volumes": {"a.qcow2": {"size": "20X"}}}}}
+BAD = {
+    "bridges": {"kvt-br0": {"stpp": True}},
+    "pools": {
+        "images": {
+            "type": "dri",
+            "target": "/srv/kvt-images",
+            "volumes": {"a.qcow2": {"size": "20X"}},
+        }
+    },
+}
 ERRORS = [
     "kvm:bridges:kvt-br0:stpp: unknown key 'stpp' (did you mean 'stp'?)",
     "kvm:pools:images:type: 'dri' is not one of dir, fs, netfs, logical, disk, iscsi, iscsi-direct, rbd, gluster (did you mean 'dir'?)",
@@ -74,8 +95,14 @@ def test_a_bad_pillar_prints_one_error_per_line_without_usage_text(tmp_path):
     call = salt_call(tmp_path, BAD)
     code, text, err = text_of(call, "kvm.validate_pillar")
     assert code == 1
-    assert "Usage" not in err and "Passed invalid arguments" not in err and "CLI Example" not in err + text, err
-    assert err.strip().splitlines() == ["Error running 'kvm.validate_pillar': 3 errors:"] + ERRORS, err
+    assert (
+        "Usage" not in err
+        and "Passed invalid arguments" not in err
+        and "CLI Example" not in err + text
+    ), err
+    assert (
+        err.strip().splitlines() == ["Error running 'kvm.validate_pillar': 3 errors:"] + ERRORS
+    ), err
 
 
 def test_a_bad_pillar_is_one_failed_state_listing_every_error(tmp_path):
@@ -106,7 +133,11 @@ def test_no_kvm_pillar_is_one_state_that_says_so(tmp_path):
     results = state_results(data)
     assert list(results) == ["kvm-pillar"] and results["kvm-pillar"]["result"] is True
     comment = results["kvm-pillar"]["comment"]
-    assert comment.startswith("this minion has no kvm pillar") and "pillar.example" in comment and "pillar.item kvm" in comment
+    assert (
+        comment.startswith("this minion has no kvm pillar")
+        and "pillar.example" in comment
+        and "pillar.item kvm" in comment
+    )
     # validate_pillar: nothing to validate is valid
     assert call.run("kvm.validate_pillar")[:2] == (0, {})
 
@@ -115,7 +146,9 @@ def test_changes_show_sizes_for_people_and_json_keeps_bytes(tmp_path, made):
     pool = sandbox.uid("fh-")
     made.append(pool)
     target = os.path.join(sandbox.FILES_ROOT, pool)
-    pillar = {"pools": {pool: {"type": "dir", "target": target, "volumes": {"a.qcow2": {"size": "1M"}}}}}
+    pillar = {
+        "pools": {pool: {"type": "dir", "target": target, "volumes": {"a.qcow2": {"size": "1M"}}}}
+    }
     call = salt_call(tmp_path, pillar)
     code, data, err = call.run("state.apply", "kvm")
     assert code == 0, (data, err)
@@ -136,8 +169,13 @@ def test_changes_show_sizes_for_people_and_json_keeps_bytes(tmp_path, made):
     code, data, err = call.run("state.apply", "kvm", "test=True")
     ret = state_results(data)[f"kvm-pool-{pool}"]
     assert ret["result"] is None, ret
-    assert ret["comment"] == f"pool '{pool}' would be undefined; its volumes and storage are kept (purge: True deletes them)"
-    assert not {"capacity", "allocation", "available"} & set(ret["changes"]["removed"]["old"]), ret["changes"]
+    assert (
+        ret["comment"]
+        == f"pool '{pool}' would be undefined; its volumes and storage are kept (purge: True deletes them)"
+    )
+    assert not {"capacity", "allocation", "available"} & set(ret["changes"]["removed"]["old"]), ret[
+        "changes"
+    ]
 
 
 def test_exec_functions_say_force_equals_true(tmp_path, conn, tiny_vm, dir_pool):
@@ -162,9 +200,15 @@ def test_dumpxml_and_a_per_call_connection(tmp_path, conn, dir_pool, made):
     call = salt_call(tmp_path, {})
 
     code, xml, err = call.run("kvm.pool_dumpxml", name)
-    assert code == 0 and xml.startswith("<pool type='dir'>") and f"<path>{path}</path>" in xml, (xml, err)
+    assert code == 0 and xml.startswith("<pool type='dir'>") and f"<path>{path}</path>" in xml, (
+        xml,
+        err,
+    )
     code, xml, err = call.run("kvm.volume_dumpxml", name, "a.img")
-    assert code == 0 and xml.startswith("<volume type='file'>") and "<name>a.img</name>" in xml, (xml, err)
+    assert code == 0 and xml.startswith("<volume type='file'>") and "<name>a.img</name>" in xml, (
+        xml,
+        err,
+    )
     code, xml, err = call.run("kvm.network_dumpxml", net, "inactive=True")
     assert code == 0 and xml.startswith("<network>") and f"<name>{net}</name>" in xml, (xml, err)
     code, xml, err = call.run("kvm.pool_dumpxml", "kvt-no-such-pool")

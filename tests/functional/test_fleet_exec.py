@@ -42,7 +42,11 @@ def test_snapshot_vms_then_revert_vms(kvm, conn, tiny_vm):
     assert conn.lookupByName(other.name()).snapshotListNames(0) == []
     # a re-run leaves the taken one alone
     again = kvm.snapshot_vms([dom.name(), other.name()], "fleet-1", memory=False)
-    assert again["vms"][dom.name()] == {"result": True, "changed": False, "comment": "snapshot 'fleet-1' exists already"}
+    assert again["vms"][dom.name()] == {
+        "result": True,
+        "changed": False,
+        "comment": "snapshot 'fleet-1' exists already",
+    }
     assert again["vms"][other.name()]["changed"] is True
     ret = kvm.revert_vms(f"{dom.name()},{other.name()}", "fleet-1")
     assert ret["result"] is True and sorted(ret["vms"]) == sorted([dom.name(), other.name()])

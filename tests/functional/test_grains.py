@@ -45,7 +45,9 @@ def test_grains_without_libvirt_bindings(monkeypatch):
     import importlib.util  # pylint: disable=import-outside-toplevel
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "libvirt" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "libvirt" else real(name, *a)
+    )
     monkeypatch.delitem(sys.modules, "libvirt", raising=False)
     assert host.grains() == {"hypervisor": "none", "libvirt_version": None, "nested": host.nested()}
 
@@ -53,5 +55,9 @@ def test_grains_without_libvirt_bindings(monkeypatch):
 @pytest.mark.parametrize("device", [True, False], ids=["kvm-device", "no-kvm-device"])
 def test_hypervisor_follows_dev_kvm(monkeypatch, device):
     monkeypatch.setattr(host, "has_kvm_device", lambda: device)
-    monkeypatch.setattr(os.path, "exists", lambda p, _real=os.path.exists: True if p.startswith("/usr/bin/qemu-system-") else _real(p))
+    monkeypatch.setattr(
+        os.path,
+        "exists",
+        lambda p, _real=os.path.exists: True if p.startswith("/usr/bin/qemu-system-") else _real(p),
+    )
     assert host.grains()["hypervisor"] == ("kvm" if device else "qemu")

@@ -74,7 +74,9 @@ def _leaks(secrets, root, texts):
             continue
         if path.name in SALT_OWN:
             if path.suffix == ".p":
-                assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, f"{path} is readable by others"
+                assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0, (
+                    f"{path} is readable by others"
+                )
             continue
         data = path.read_bytes()
         for secret in secrets:
@@ -99,8 +101,6 @@ def salt_call(tmp_path):
     return make
 
 
-
-
 def _pool_xml(conn, name):
     import libvirt  # pylint: disable=import-outside-toplevel
 
@@ -110,7 +110,9 @@ def _pool_xml(conn, name):
 
 
 def _secret_xml(conn):
-    return "\n".join(s.XMLDesc(0) for s in conn.listAllSecrets(0) if (s.usageID() or "").startswith("salt-kvm/"))
+    return "\n".join(
+        s.XMLDesc(0) for s in conn.listAllSecrets(0) if (s.usageID() or "").startswith("salt-kvm/")
+    )
 
 
 def test_chap_and_ceph_secrets_never_show(salt_call, names, conn, kvm):
@@ -129,7 +131,14 @@ def test_chap_and_ceph_secrets_never_show(salt_call, names, conn, kvm):
                     "auth": {"type": "chap", "username": "vmhost", "secret": chap},
                 },
             },
-            rbd: {"type": "rbd", "source": {"hosts": ["127.0.0.1:1"], "name": "rbd", "auth": {"type": "ceph", "username": "admin", "secret": ceph}}},
+            rbd: {
+                "type": "rbd",
+                "source": {
+                    "hosts": ["127.0.0.1:1"],
+                    "name": "rbd",
+                    "auth": {"type": "ceph", "username": "admin", "secret": ceph},
+                },
+            },
         }
     }
     call = salt_call(pillar)
@@ -156,9 +165,17 @@ def test_chap_and_ceph_secrets_never_show(salt_call, names, conn, kvm):
         kvm.pool_define(rbd, **pillar["pools"][rbd])
     except CommandExecutionError as exc:  # already defined
         texts["exception"] = str(exc)
-    for i, bad in enumerate([{"hosts": ["not a host"]}, {"auth": dict(pillar["pools"][rbd]["source"]["auth"], secret=ceph + "!")}, {"auth": dict(pillar["pools"][rbd]["source"]["auth"], secret=ceph * 200)}]):
+    for i, bad in enumerate(
+        [
+            {"hosts": ["not a host"]},
+            {"auth": dict(pillar["pools"][rbd]["source"]["auth"], secret=ceph + "!")},
+            {"auth": dict(pillar["pools"][rbd]["source"]["auth"], secret=ceph * 200)},
+        ]
+    ):
         try:
-            kvm.pool_define(names("sx-"), type="rbd", source=dict(pillar["pools"][rbd]["source"], **bad))
+            kvm.pool_define(
+                names("sx-"), type="rbd", source=dict(pillar["pools"][rbd]["source"], **bad)
+            )
         except Exception as exc:  # pylint: disable=broad-except
             texts[f"bad-argument exception {i}"] = f"{type(exc).__name__}: {exc}"
         else:
@@ -205,7 +222,17 @@ def test_a_password_in_an_image_url_never_shows(salt_call, names, auth_server, c
     pname = names("su-")
     target = sandbox.files_dir(pname)
     url = f"http://kvtuser:{password}@127.0.0.1:{auth_server}/image.raw"
-    call = salt_call({"pools": {pname: {"type": "dir", "target": target, "volumes": {"img.raw": {"source": url, "format": "raw"}}}}})
+    call = salt_call(
+        {
+            "pools": {
+                pname: {
+                    "type": "dir",
+                    "target": target,
+                    "volumes": {"img.raw": {"source": url, "format": "raw"}},
+                }
+            }
+        }
+    )
     texts = {}
     for test in ("True", "False"):
         rc, data, err = call.run("state.apply", "kvm.storage", f"test={test}")
@@ -227,7 +254,13 @@ def test_import_events_carry_no_source(conn, names, auth_server):
     session = kconn.Session(sandbox.URI)
     try:
         with contextlib.suppress(Exception):
-            storage_volumes.volume_import(session, pool.name(), "ev.raw", f"http://kvtuser:{password}@127.0.0.1:{auth_server}/x.raw", progress=events.append)
+            storage_volumes.volume_import(
+                session,
+                pool.name(),
+                "ev.raw",
+                f"http://kvtuser:{password}@127.0.0.1:{auth_server}/x.raw",
+                progress=events.append,
+            )
     finally:
         session.close()
     assert not any(password in repr(e) for e in events), events
@@ -280,7 +313,9 @@ def test_deleting_an_external_snapshot_whose_overlay_holds_internal_ones_is_refu
     try:
         dom.snapshotCreateXML("<domainsnapshot><name>i1</name></domainsnapshot>", 0)
     except libvirt.libvirtError as exc:
-        pytest.skip(f"libvirt will not store an internal snapshot in an external overlay here: {exc}")
+        pytest.skip(
+            f"libvirt will not store an internal snapshot in an external overlay here: {exc}"
+        )
     before = {p: _sha(p) for p in (disk, overlay)}
     with pytest.raises(CommandExecutionError, match="are stored in the overlay"):
         kvm.snapshot_delete(vm, "e1")
@@ -296,8 +331,15 @@ def bad_pillar_run(tmp_path_factory, conn):
     """One real ``salt-call state.apply kvm`` with a bad pillar, shared by the tests below."""
     pname = sandbox.uid("sb-")
     target = os.path.join(sandbox.FILES_ROOT, pname)
-    pillar = {"pools": {pname: {"type": "dir", "target": target, "volumes": {"u.qcow2": {"size": "20X"}}}}}
-    call = SaltCall(tmp_path_factory.mktemp("bad-pillar"), file_roots=[REPO], pillar=pillar, env={"PYTHONPATH": str(REPO)})
+    pillar = {
+        "pools": {pname: {"type": "dir", "target": target, "volumes": {"u.qcow2": {"size": "20X"}}}}
+    }
+    call = SaltCall(
+        tmp_path_factory.mktemp("bad-pillar"),
+        file_roots=[REPO],
+        pillar=pillar,
+        env={"PYTHONPATH": str(REPO)},
+    )
     try:
         rc, data, err = call.run("state.apply", "kvm")
         yield {"rc": rc, "data": data, "err": err, "pool": pname, "target": target, "conn": conn}
@@ -322,4 +364,6 @@ def test_a_bad_pillar_fails_the_run_without_a_traceback(bad_pillar_run):
     assert list(results) == ["kvm-pillar"], bad_pillar_run["data"]
     for ret in results.values():
         assert ret["result"] is False and not ret["changes"], ret
-        assert ret["comment"].strip().count("\n") == 0 and "'20X' is not a size" in ret["comment"], ret["comment"]
+        assert (
+            ret["comment"].strip().count("\n") == 0 and "'20X' is not a size" in ret["comment"]
+        ), ret["comment"]

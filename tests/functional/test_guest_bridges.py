@@ -28,34 +28,50 @@ def test_guest_pings_the_lan_through_a_declared_bridge(kvm_state, kvm, guests, r
     or drops its ports (tap gone, replies stop), a rollback that cuts the guest off."""
     ret = kvm_state.bridge_present(name=root_lan.bridge, ports=[root_lan.uplink], **SPEC)
     assert ret.result is True, ret.comment
-    g = guests(nics=[{"bridge": root_lan.bridge}], ip=root_lan.guest, work=[f"ping:{root_lan.gateway}"])
+    g = guests(
+        nics=[{"bridge": root_lan.bridge}], ip=root_lan.guest, work=[f"ping:{root_lan.gateway}"]
+    )
     g.wait_replies(3, timeout=60)
     taps = _taps(kvm, root_lan.bridge)
     assert len(taps) == 1, kvm.bridge_show(root_lan.bridge)
 
     # a changed bridge, re-applied with the guest on it
     mark = g.offset()
-    changed = kvm_state.bridge_present(name=root_lan.bridge, ports=[root_lan.uplink], ageing_time=120, **SPEC)
+    changed = kvm_state.bridge_present(
+        name=root_lan.bridge, ports=[root_lan.uplink], ageing_time=120, **SPEC
+    )
     assert changed.result is True and changed.changes, changed.comment
     seqs = g.wait_replies(10, since=mark, timeout=30)
     assert _taps(kvm, root_lan.bridge) == taps, "the re-apply dropped the guest's tap"
-    assert guestlib.longest_gap(seqs) <= 1.0, f"the re-apply cut the guest's traffic: replies {seqs}"
+    assert guestlib.longest_gap(seqs) <= 1.0, (
+        f"the re-apply cut the guest's traffic: replies {seqs}"
+    )
 
     # a failed probe rolls the change back; the guest keeps its traffic throughout
     mark = g.offset()
     failed = kvm_state.bridge_present(
-        name=root_lan.bridge, ports=[root_lan.uplink], ageing_time=200, probe={"tcp": "127.0.0.1:9", "timeout": "1s"}, **SPEC
+        name=root_lan.bridge,
+        ports=[root_lan.uplink],
+        ageing_time=200,
+        probe={"tcp": "127.0.0.1:9", "timeout": "1s"},
+        **SPEC,
     )
     assert failed.result is False and "restored" in failed.comment, failed.comment
     seqs = g.wait_replies(10, since=mark, timeout=30)
     assert _taps(kvm, root_lan.bridge) == taps
-    assert guestlib.longest_gap(seqs) <= 1.0, f"the rollback cut the guest's traffic: replies {seqs}"
+    assert guestlib.longest_gap(seqs) <= 1.0, (
+        f"the rollback cut the guest's traffic: replies {seqs}"
+    )
     assert kvm.bridge_show(root_lan.bridge)["ageing_time"] == 120
 
     # refused while the guest's tap is attached, and the guest still pings afterwards
     mark = g.offset()
     refused = kvm_state.bridge_absent(name=root_lan.bridge)
-    assert refused.result is False and "VM taps are attached" in refused.comment and g.name in refused.comment
+    assert (
+        refused.result is False
+        and "VM taps are attached" in refused.comment
+        and g.name in refused.comment
+    )
     g.wait_replies(5, since=mark, timeout=30)
     g.dom.destroy()
     assert kvm_state.bridge_absent(name=root_lan.bridge).result is True
@@ -77,11 +93,23 @@ def test_uplink_address_moves_onto_the_bridge_with_a_guest_on_it(kvm_state, kvm,
     from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
 
     with IPRoute() as ipr:
-        ipr.addr("add", index=ipr.link_lookup(ifname=root_lan.uplink)[0], address=root_lan.host.split("/")[0], prefixlen=root_lan.net.prefixlen)
-    assert subprocess.run(["ping", "-c", "1", "-W", "2", root_lan.gateway], capture_output=True, check=False).returncode == 0
+        ipr.addr(
+            "add",
+            index=ipr.link_lookup(ifname=root_lan.uplink)[0],
+            address=root_lan.host.split("/")[0],
+            prefixlen=root_lan.net.prefixlen,
+        )
+    assert (
+        subprocess.run(
+            ["ping", "-c", "1", "-W", "2", root_lan.gateway], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     ret = kvm_state.bridge_present(name=root_lan.bridge, **SPEC)
     assert ret.result is True, ret.comment
-    g = guests(nics=[{"bridge": root_lan.bridge}], ip=root_lan.guest, work=[f"ping:{root_lan.gateway}"])
+    g = guests(
+        nics=[{"bridge": root_lan.bridge}], ip=root_lan.guest, work=[f"ping:{root_lan.gateway}"]
+    )
     time.sleep(0.5)
     assert g.ping_seqs() == [], "the guest reached the LAN before the uplink joined its bridge"
 
@@ -89,7 +117,12 @@ def test_uplink_address_moves_onto_the_bridge_with_a_guest_on_it(kvm_state, kvm,
     time.sleep(0.5)
     mark = g.offset()
     start = time.monotonic()
-    moved = kvm_state.bridge_present(name=root_lan.bridge, ports=[root_lan.uplink], probe={"ping": root_lan.gateway, "timeout": "10s"}, **SPEC)
+    moved = kvm_state.bridge_present(
+        name=root_lan.bridge,
+        ports=[root_lan.uplink],
+        probe={"ping": root_lan.gateway, "timeout": "10s"},
+        **SPEC,
+    )
     applied = time.monotonic() - start
     assert moved.result is True, moved.comment
     assert moved.changes["addresses"]["new"] == [root_lan.host]

@@ -49,9 +49,15 @@ def _assert_resumed(g, mark, low, high, ticks=5):
 
     values = g.wait(resumed, timeout=60, since=mark, what=f"{ticks} counter ticks after the revert")
     lines = g.lines(mark)
-    assert not g.mismatches(mark), f"RAM and disk out of step after the revert: {g.mismatches(mark)}"
-    assert not [l for l in lines if l.startswith(("boot", "counter-start"))], f"the guest was rebooted, not resumed: {lines}"
-    assert low + 1 <= values[0] <= high + 1, f"resumed at {values[0]}, the snapshot was taken between {low} and {high}"
+    assert not g.mismatches(mark), (
+        f"RAM and disk out of step after the revert: {g.mismatches(mark)}"
+    )
+    assert not [l for l in lines if l.startswith(("boot", "counter-start"))], (
+        f"the guest was rebooted, not resumed: {lines}"
+    )
+    assert low + 1 <= values[0] <= high + 1, (
+        f"resumed at {values[0]}, the snapshot was taken between {low} and {high}"
+    )
     assert values == list(range(values[0], values[0] + len(values))), values
 
 
@@ -71,7 +77,12 @@ def test_revert_with_ram_resumes_the_counter_from_the_snapshot(kvm, counter_gues
 
 
 def _qemu_info(path):
-    out = subprocess.run(["qemu-img", "info", "-U", "--output=json", path], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["qemu-img", "info", "-U", "--output=json", path],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return json.loads(out)
 
 
@@ -124,7 +135,9 @@ def test_quiesce_without_a_guest_agent_fails_clearly_and_changes_nothing(kvm, gu
     fails naming the cause, takes no snapshot, and the guest keeps counting undisturbed."""
     name = sandbox.uid("g-")
     disk = guestlib.disk(sandbox.files_dir(name))
-    g = guests(name=name, work=["counter"], disks=[(disk, "qcow2")], define=True, agent_channel=channel)
+    g = guests(
+        name=name, work=["counter"], disks=[(disk, "qcow2")], define=True, agent_channel=channel
+    )
     g.wait_counter(2)
     why = "does not answer" if channel else "has no guest agent channel"
     with pytest.raises(CommandExecutionError, match=f"quiesce needs the QEMU guest agent.*{why}"):
@@ -147,7 +160,9 @@ def debian_rootfs(guest_image):  # pylint: disable=unused-argument
 def _agent_connected(dom):
     from lxml import etree  # pylint: disable=import-outside-toplevel
 
-    target = etree.fromstring(dom.XMLDesc(0)).find("devices/channel/target[@name='org.qemu.guest_agent.0']")
+    target = etree.fromstring(dom.XMLDesc(0)).find(
+        "devices/channel/target[@name='org.qemu.guest_agent.0']"
+    )
     return target is not None and target.get("state") == "connected"
 
 
@@ -164,8 +179,14 @@ def test_quiesce_with_a_real_guest_agent_freezes_the_filesystem(kvm, guests, deb
     subprocess.run(["cp", "--sparse=always", debian_rootfs, disk], check=True)
     g = guests(name=name, work=["agent"], disks=[(disk, "qcow2")], define=True, agent_channel=True)
     g.wait_line("agent", timeout=60)
-    assert sandbox.wait_for(lambda: _agent_connected(g.dom), timeout=60), "the guest agent did not connect"
-    g.wait(lambda lines: len([l for l in lines if l.startswith("fs ")]) >= 3, timeout=30, what="3 writes to the filesystem")
+    assert sandbox.wait_for(lambda: _agent_connected(g.dom), timeout=60), (
+        "the guest agent did not connect"
+    )
+    g.wait(
+        lambda lines: len([l for l in lines if l.startswith("fs ")]) >= 3,
+        timeout=30,
+        what="3 writes to the filesystem",
+    )
     mark = g.offset()
     kvm.snapshot_create(g.name, "q1", quiesce=True)
     shown = kvm.snapshot_show(g.name, "q1")
@@ -176,12 +197,19 @@ def test_quiesce_with_a_real_guest_agent_freezes_the_filesystem(kvm, guests, deb
     g.wait(lambda _l: thawed in g.text(mark), timeout=30, what="the agent's thaw in its log")
     log = g.text(mark)
     assert log.index('"execute":"guest-fsfreeze-freeze"') < log.index(thawed), log[-3000:]
-    g.wait(lambda lines: len([l for l in lines if l.startswith("fs ")]) >= 3, since=mark, timeout=30, what="writes after the thaw")
+    g.wait(
+        lambda lines: len([l for l in lines if l.startswith("fs ")]) >= 3,
+        since=mark,
+        timeout=30,
+        what="writes after the thaw",
+    )
     raw = f"{directory}/base.raw"
     sandbox.qemu_img("convert", "-U", "-O", "raw", disk, raw)
     # frozen, ext4 flushed its journal and cleared needs_recovery (a crash-consistent image of a
     # filesystem in use still has it set); and e2fsck finds nothing to fix
-    header = subprocess.run(["dumpe2fs", "-h", raw], capture_output=True, text=True, check=True).stdout
+    header = subprocess.run(
+        ["dumpe2fs", "-h", raw], capture_output=True, text=True, check=True
+    ).stdout
     features = next(l for l in header.splitlines() if l.startswith("Filesystem features:"))
     assert "needs_recovery" not in features, features
     fsck = subprocess.run(["e2fsck", "-fn", raw], capture_output=True, text=True, check=False)

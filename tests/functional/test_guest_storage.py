@@ -37,7 +37,12 @@ def test_wiped_volume_reads_zeros_in_a_guest(kvm, guests, dir_pool, fmt):
     name = f"wipe.{'img' if fmt == 'raw' else 'qcow2'}"
     kvm.volume_create(pool, name, "8M", format=fmt)
     path = _path(kvm, pool, name)
-    out = subprocess.run(["qemu-io", "-f", fmt, "-c", "write -P 0x5a 0 8M", path], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["qemu-io", "-f", fmt, "-c", "write -P 0x5a 0 8M", path],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "wrote 8388608/8388608" in out, out
     kvm.volume_wipe(pool, name)
     g = guests(disks=[(path, fmt)], work=["scan"])
@@ -45,13 +50,19 @@ def test_wiped_volume_reads_zeros_in_a_guest(kvm, guests, dir_pool, fmt):
     assert kvm.volume_show(pool, name)["capacity"] == 8 * MIB
 
 
-def test_clone_of_a_shut_off_vm_boots_a_second_guest_with_the_same_content(kvm, conn, guests, dir_pool):
+def test_clone_of_a_shut_off_vm_boots_a_second_guest_with_the_same_content(
+    kvm, conn, guests, dir_pool
+):
     """A guest stamps its disk and powers off; the clone of that disk, booted in a second guest,
     holds the stamp. Catches: a clone that copies the wrong volume, a stale or partial copy."""
     pool, _dir = dir_pool
     kvm.volume_create(pool, "src.qcow2", "32M", format="qcow2")
     token = f"kvt-{uuid.uuid4().hex[:12]}"
-    first = guests(disks=[(_path(kvm, pool, "src.qcow2"), "qcow2")], work=[f"stamp:{token}", "poweroff"], wait_ready=False)
+    first = guests(
+        disks=[(_path(kvm, pool, "src.qcow2"), "qcow2")],
+        work=[f"stamp:{token}", "poweroff"],
+        wait_ready=False,
+    )
     first.wait_line(f"stamped {token}", timeout=120)
 
     def gone():

@@ -35,7 +35,9 @@ def seeded(conn, names, guest_image):
         pytest.skip(f"building the Debian root filesystem with cloud-init failed: {exc}")
     pool = names("p-")
     _obj, path = sandbox.make_dir_pool(conn, name=pool)
-    sandbox.qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, os.path.join(path, "root.qcow2"))
+    sandbox.qemu_img(
+        "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, os.path.join(path, "root.qcow2")
+    )
     conn.storagePoolLookupByName(pool).refresh(0)
     name = names("ci-")
     try:
@@ -47,7 +49,9 @@ def seeded(conn, names, guest_image):
                 os.remove(leftover)
 
 
-def test_a_real_cloud_init_reads_the_seed_of_vm_present(kvm_state, kvm, seeded, guest_image, guest_type):
+def test_a_real_cloud_init_reads_the_seed_of_vm_present(
+    kvm_state, kvm, seeded, guest_image, guest_type
+):
     name, pool = seeded
     cmdline = "console=ttyS0 quiet panic=-1 no_timer_check kvt.work=cloudinit"
     spec = {
@@ -61,7 +65,9 @@ def test_a_real_cloud_init_reads_the_seed_of_vm_present(kvm_state, kvm, seeded, 
             "user_data": {
                 "runcmd": ["echo KVT cloud-init ran $(hostname)"],
                 "locale": False,  # the minbase image has no locales to generate
-                "users": [{"name": "kvt", "plain_text_passwd": "kvt-secret-0815", "lock_passwd": False}],
+                "users": [
+                    {"name": "kvt", "plain_text_passwd": "kvt-secret-0815", "lock_passwd": False}
+                ],
             },
         },
     }
@@ -82,10 +88,16 @@ def test_a_real_cloud_init_reads_the_seed_of_vm_present(kvm_state, kvm, seeded, 
         time.sleep(2)
     seconds = time.monotonic() - start
     lines = [line.strip() for line in text.splitlines()]
-    assert "KVT cloud-init done" in text, f"cloud-init did not finish within {seconds:.0f}s; console ends:\n" + "\n".join(lines[-40:])
+    assert "KVT cloud-init done" in text, (
+        f"cloud-init did not finish within {seconds:.0f}s; console ends:\n" + "\n".join(lines[-40:])
+    )
     assert f"KVT cloud-init ran {name}" in lines, "\n".join(lines[-60:])
     # cloud-init found the NoCloud seed, not its fallback datasource
-    assert re.search(r"Datasource DataSourceNoCloud \[seed=/dev/sr0\]", text), "\n".join(lines[-60:])
-    assert all(line.endswith(": 0") for line in lines if line.startswith("KVT cloud-init ") and ":" in line), "\n".join(lines[-60:])
+    assert re.search(r"Datasource DataSourceNoCloud \[seed=/dev/sr0\]", text), "\n".join(
+        lines[-60:]
+    )
+    assert all(
+        line.endswith(": 0") for line in lines if line.startswith("KVT cloud-init ") and ":" in line
+    ), "\n".join(lines[-60:])
     assert "kvt-secret-0815" not in text
     print(f"cloud-init ran in the guest {seconds:.0f}s after vm_present ({guest_type})")

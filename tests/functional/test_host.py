@@ -17,7 +17,11 @@ def test_host_info_reports_the_real_host(kvm, conn):
 
 
 def test_validate_pillar_names_the_path(kvm):
-    bad = {"pools": {"default": {"type": "dir", "target": "/x", "volumes": {"ubuntu.qcow2": {"size": "20X"}}}}}
+    bad = {
+        "pools": {
+            "default": {"type": "dir", "target": "/x", "volumes": {"ubuntu.qcow2": {"size": "20X"}}}
+        }
+    }
     with pytest.raises(CommandExecutionError) as err:
         kvm.validate_pillar(bad)
     # a bad pillar is not a bad argument: salt-call prints no usage text for it

@@ -26,7 +26,14 @@ def test_reader_dump_equals_the_pyroute2_dump(lan):
 
     lan.add_nic("eno2")
     with NetNS(lan.host) as ns:
-        ns.link("add", ifname="kvt-br0", kind="bridge", br_forward_delay=400, br_priority=4096, br_ageing_time=12345)
+        ns.link(
+            "add",
+            ifname="kvt-br0",
+            kind="bridge",
+            br_forward_delay=400,
+            br_priority=4096,
+            br_ageing_time=12345,
+        )
         br = ns.link_lookup(ifname="kvt-br0")[0]
         eno2 = ns.link_lookup(ifname="eno2")[0]
         ns.link("set", index=eno2, master=br)
@@ -36,10 +43,14 @@ def test_reader_dump_equals_the_pyroute2_dump(lan):
         ns.addr("add", index=br, address="2001:db8::5", prefixlen=64)
         ns.route("add", dst="203.0.113.0/24", gateway="198.51.100.1", priority=50)
         ns.route("add", dst="2001:db8:1::/48", gateway="2001:db8::1", oif=br)
-        ns.route("add", dst="203.0.113.128/25", gateway="198.51.100.1", table=100)  # not the main table
+        ns.route(
+            "add", dst="203.0.113.128/25", gateway="198.51.100.1", table=100
+        )  # not the main table
     mine, theirs = nl.load(lan.host), _pyroute2_dump(lan.host)
     assert _same(mine, theirs)
-    assert mine["links"]["eno2"]["master"] == "kvt-br0" and mine["links"]["eno2"]["port"]["cost"] == 7
+    assert (
+        mine["links"]["eno2"]["master"] == "kvt-br0" and mine["links"]["eno2"]["port"]["cost"] == 7
+    )
     assert mine["links"]["kvt-br0"]["bridge"]["forward_delay"] == 4
     assert {r["dst"] for r in mine["routes"]} >= {"default", "203.0.113.0/24", "2001:db8:1::/48"}
     assert "203.0.113.128/25" not in {r["dst"] for r in mine["routes"]}
@@ -50,7 +61,14 @@ def test_reader_does_not_import_pyroute2(lan):
 
     code = f"import sys; from salt_kvm import bridge_netlink as nl; h = nl.load({lan.host!r}); print(len(h['links']), 'pyroute2' in sys.modules)"
     repo = pathlib.Path(__file__).resolve().parents[2]
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60, cwd=repo).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+        cwd=repo,
+    ).stdout.split()
     assert out == ["2", "False"]  # lo and eno1, read without importing pyroute2
 
 
@@ -63,5 +81,7 @@ def test_get_link_by_name(lan):
 
 
 def test_missing_namespace_is_one_clear_error():
-    with pytest.raises(KvmError, match=r"cannot open netlink in network namespace 'kvt-no-such-ns'"):
+    with pytest.raises(
+        KvmError, match=r"cannot open netlink in network namespace 'kvt-no-such-ns'"
+    ):
         nl.load("kvt-no-such-ns")

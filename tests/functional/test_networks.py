@@ -170,7 +170,17 @@ def test_nat_network(kvm_state, conn, netname, subnet, testmode):
     ret = kvm_state.network_present(name=name, test=testmode, **spec)
     if testmode:
         assert ret.result is None, ret.comment
-        assert {"mode", "bridge", "address", "address6", "dhcp:start", "dhcp:end", "autostart", "active", "xml"} <= set(ret.changes)
+        assert {
+            "mode",
+            "bridge",
+            "address",
+            "address6",
+            "dhcp:start",
+            "dhcp:end",
+            "autostart",
+            "active",
+            "xml",
+        } <= set(ret.changes)
         assert ret.changes["address"] == {"old": None, "new": _a(net4)}
         assert not _exists(conn, name) and not _is_bridge(bridge)
         return
@@ -201,7 +211,13 @@ def test_nat_network(kvm_state, conn, netname, subnet, testmode):
 @pytest.mark.parametrize("mode", ["isolated", "route", "open"])
 def test_isolated_route_open(kvm_state, conn, netname, subnet, testmode, mode):
     name, bridge = netname(), _bridge_name()
-    spec = {"mode": mode, "bridge": bridge, "address": _a(subnet()), "domain": "kvt.test", "mtu": 1400}
+    spec = {
+        "mode": mode,
+        "bridge": bridge,
+        "address": _a(subnet()),
+        "domain": "kvt.test",
+        "mtu": 1400,
+    }
     ret = kvm_state.network_present(name=name, test=testmode, **spec)
     if testmode:
         assert ret.result is None and ret.changes["mode"]["new"] == mode
@@ -233,7 +249,10 @@ def test_bridge_mode_and_mode_switch(kvm_state, conn, netname, subnet, host_brid
         return
     assert ret.result is True, ret.comment
     root = _xml(conn, name)
-    assert root.find("forward").get("mode") == "bridge" and root.find("bridge").get("name") == host_bridge
+    assert (
+        root.find("forward").get("mode") == "bridge"
+        and root.find("bridge").get("name") == host_bridge
+    )
     assert kvm_state.network_present(name=name, **spec).changes == {}
 
     # bridge -> nat (no VMs attached: the restart needs no permission)
@@ -269,12 +288,22 @@ def test_dhcp_hosts_change_live(kvm_state, conn, netname, subnet, testmode):
     assert ret.result is True, ret.comment
     for inactive in (False, True):  # live and persistent
         host = _xml(conn, name, inactive).find("ip/dhcp/host")
-        assert (host.get("mac"), host.get("ip"), host.get("name")) == ("52:54:00:6b:00:01", str(net4[5]), "web1")
-    assert conn.networkLookupByName(name).isActive() and _ifindex(bridge) == ifindex, "the network was restarted"
+        assert (host.get("mac"), host.get("ip"), host.get("name")) == (
+            "52:54:00:6b:00:01",
+            str(net4[5]),
+            "web1",
+        )
+    assert conn.networkLookupByName(name).isActive() and _ifindex(bridge) == ifindex, (
+        "the network was restarted"
+    )
     assert kvm_state.network_present(name=name, **spec).changes == {}
 
     # another host instead, and a new range: still live
-    spec["dhcp"] = {"start": str(net4[21]), "end": str(net4[29]), "hosts": [{"mac": "52:54:00:6b:00:02", "ip": str(net4[6])}]}
+    spec["dhcp"] = {
+        "start": str(net4[21]),
+        "end": str(net4[29]),
+        "hosts": [{"mac": "52:54:00:6b:00:02", "ip": str(net4[6])}],
+    }
     ret = kvm_state.network_present(name=name, **spec)
     assert ret.result is True and len(ret.changes["dhcp:hosts"]["new"]) == 1, ret.comment
     assert ret.changes["dhcp:start"] == {"old": str(net4[10]), "new": str(net4[21])}
@@ -282,7 +311,10 @@ def test_dhcp_hosts_change_live(kvm_state, conn, netname, subnet, testmode):
     for inactive in (False, True):
         root = _xml(conn, name, inactive)
         assert [h.get("mac") for h in root.findall("ip/dhcp/host")] == ["52:54:00:6b:00:02"]
-        assert (root.find("ip/dhcp/range").get("start"), root.find("ip/dhcp/range").get("end")) == (str(net4[21]), str(net4[29]))
+        assert (root.find("ip/dhcp/range").get("start"), root.find("ip/dhcp/range").get("end")) == (
+            str(net4[21]),
+            str(net4[29]),
+        )
     assert _ifindex(bridge) == ifindex, "the network was restarted"
     assert kvm_state.network_present(name=name, **spec).changes == {}
 
@@ -300,7 +332,15 @@ def test_restart_guard_with_a_vm_attached(kvm_state, kvm, conn, netname, subnet,
     assert info["attached"] == [vm] and info["vms"] == [vm] and info["interfaces"][0]["tap"] == tap
 
     # a live change (a static DHCP host) goes through with the VM attached, no restart
-    with_host = dict(spec, dhcp=dict(spec["dhcp"], hosts=[{"mac": info["interfaces"][0]["mac"], "ip": spec["dhcp"]["start"], "name": "tiny"}]))
+    with_host = dict(
+        spec,
+        dhcp=dict(
+            spec["dhcp"],
+            hosts=[
+                {"mac": info["interfaces"][0]["mac"], "ip": spec["dhcp"]["start"], "name": "tiny"}
+            ],
+        ),
+    )
     ret = kvm_state.network_present(name=name, **with_host)
     assert ret.result is True and set(ret.changes) == {"dhcp:hosts", "xml"}, ret.comment
     assert _master(tap) == bridge
@@ -316,7 +356,9 @@ def test_restart_guard_with_a_vm_attached(kvm_state, kvm, conn, netname, subnet,
     assert ret.result is None and "would be restarted" in ret.comment and vm in ret.comment
     ret = kvm_state.network_present(name=name, restart=True, **changed)
     assert ret.result is True, ret.comment
-    assert ret.changes["domain"] == {"old": None, "new": "kvt.test"} and "was restarted" in ret.comment
+    assert (
+        ret.changes["domain"] == {"old": None, "new": "kvt.test"} and "was restarted" in ret.comment
+    )
     assert _xml(conn, name).find("domain").get("name") == "kvt.test"
     assert _master(tap) == bridge, "the VM's tap was not put back on the bridge"
 
@@ -335,8 +377,14 @@ def test_restart_guard_with_a_vm_attached(kvm_state, kvm, conn, netname, subnet,
 BAD = [
     ({"mode": "nated"}, "is not one of nat, route, isolated, open, bridge"),
     ({"bridge": "kvt-0123456789abc"}, "longer than 15 characters"),
-    ({"address": "198.51.100.1/26", "dhcp": {"start": "198.51.100.10", "end": "198.51.100.99"}}, "198.51.100.99 is outside the network 198.51.100.0/26"),
-    ({"address": "198.51.100.1/26", "dhcp": {"start": "198.51.100.1", "end": "198.51.100.9"}}, "overlaps the network's own address"),
+    (
+        {"address": "198.51.100.1/26", "dhcp": {"start": "198.51.100.10", "end": "198.51.100.99"}},
+        "198.51.100.99 is outside the network 198.51.100.0/26",
+    ),
+    (
+        {"address": "198.51.100.1/26", "dhcp": {"start": "198.51.100.1", "end": "198.51.100.9"}},
+        "overlaps the network's own address",
+    ),
     ({"mode": "bridge", "bridge": "kvt-nosuchbr0"}, "host bridge 'kvt-nosuchbr0' does not exist"),
     ({"mode": "isolated", "dev": "eth0"}, "can only be set in mode nat or route"),
     ({"mode": "route"}, "is required in mode route"),
@@ -354,7 +402,12 @@ def test_bad_input_changes_nothing(kvm_state, conn, netname, kwargs, message):
 
 def test_overlapping_networks(kvm_state, conn, netname, subnet):
     first, second, net4 = netname(), netname(), subnet()
-    assert kvm_state.network_present(name=first, mode="isolated", bridge=_bridge_name(), address=_a(net4)).result is True
+    assert (
+        kvm_state.network_present(
+            name=first, mode="isolated", bridge=_bridge_name(), address=_a(net4)
+        ).result
+        is True
+    )
     inner = list(net4.subnets(new_prefix=28))[1]
     ret = kvm_state.network_present(name=second, mode="isolated", address=_a(inner))
     assert ret.result is False and f"overlaps libvirt network '{first}'" in ret.comment
@@ -370,7 +423,13 @@ def test_execution_functions(kvm, conn, netname, subnet):
     info = kvm.network_define(name, mode="isolated", bridge=bridge, address=_a(net4), dhcp=dhcp)
     assert info["mode"] == "isolated" and info["active"] is False and info["persistent"] is True
     assert info["dhcp"] == dict(dhcp, hosts=[])
-    assert kvm.network_list()[name] == {"mode": "isolated", "bridge": bridge, "active": False, "autostart": False, "persistent": True}
+    assert kvm.network_list()[name] == {
+        "mode": "isolated",
+        "bridge": bridge,
+        "active": False,
+        "autostart": False,
+        "persistent": True,
+    }
     assert kvm.network_start(name) is True
     assert kvm.network_show(name)["active"] is True and _is_bridge(bridge)
     assert kvm.network_autostart(name) is True and conn.networkLookupByName(name).autostart()
@@ -395,7 +454,12 @@ def test_present_starts_a_defined_network(kvm, kvm_state, conn, netname, subnet,
     assert bool(conn.networkLookupByName(name).isActive()) is (not testmode)
 
 
-@pytest.mark.parametrize("golden", sorted(p.name for p in GOLDEN.glob("*.xml") if p.name.startswith(("build_", "switch_", "edit_"))))
+@pytest.mark.parametrize(
+    "golden",
+    sorted(
+        p.name for p in GOLDEN.glob("*.xml") if p.name.startswith(("build_", "switch_", "edit_"))
+    ),
+)
 def test_golden_xml_is_accepted_by_libvirt(conn, netname, golden):
     """Every XML the unit tests pin is valid for the real libvirtd (defined, then removed)."""
     import libvirt  # pylint: disable=import-outside-toplevel
@@ -406,10 +470,14 @@ def test_golden_xml_is_accepted_by_libvirt(conn, netname, golden):
         for node in root.findall(tag):
             root.remove(node)
     bridge = root.find("bridge")
-    if bridge is not None and (root.find("forward") is None or root.find("forward").get("mode") != "bridge"):
+    if bridge is not None and (
+        root.find("forward") is None or root.find("forward").get("mode") != "bridge"
+    ):
         bridge.set("name", _bridge_name())
     xml = etree.tostring(root, encoding="unicode")
-    if hasattr(conn, "networkDefineXMLFlags"):  # libvirt >= 7.7: validate against the RNG schema too
+    if hasattr(
+        conn, "networkDefineXMLFlags"
+    ):  # libvirt >= 7.7: validate against the RNG schema too
         net = conn.networkDefineXMLFlags(xml, libvirt.VIR_NETWORK_DEFINE_VALIDATE)
     else:
         net = conn.networkDefineXML(xml)
@@ -439,7 +507,10 @@ def test_routed_subnet_is_refused_before_anything_changes(kvm_state, conn, netna
     name = netname()
     for test in (True, False):
         ret = kvm_state.network_present(name=name, test=test, mode="isolated", address=_a(net4, 5))
-        assert ret.result is False and f"{net4} is already routed on the host through {link}" in ret.comment, ret.comment
+        assert (
+            ret.result is False
+            and f"{net4} is already routed on the host through {link}" in ret.comment
+        ), ret.comment
         assert not _exists(conn, name)
 
 
@@ -450,14 +521,20 @@ def test_failed_apply_restores_the_host(kvm_state, conn, netname, subnet, monkey
     name, bridge, net4 = netname(), _bridge_name(), subnet()
     spec = {"mode": "isolated", "bridge": bridge, "address": _a(net4), "autostart": True}
     assert kvm_state.network_present(name=name, **spec).result is True
-    monkeypatch.setattr(network.NetworkResource, "verify", lambda self, after: {"mtu": {"old": None, "new": 1400}})
+    monkeypatch.setattr(
+        network.NetworkResource, "verify", lambda self, after: {"mtu": {"old": None, "new": 1400}}
+    )
 
     new, new_bridge = netname(), _bridge_name()  # a new network is removed again
-    ret = kvm_state.network_present(name=new, mode="isolated", bridge=new_bridge, address=_a(subnet()))
+    ret = kvm_state.network_present(
+        name=new, mode="isolated", bridge=new_bridge, address=_a(subnet())
+    )
     assert ret.result is False and "removed again" in ret.comment, ret.comment
     assert not _exists(conn, new) and not _is_bridge(new_bridge)
 
-    ret = kvm_state.network_present(name=name, **dict(spec, mtu=1400, domain="kvt.test", autostart=False))
+    ret = kvm_state.network_present(
+        name=name, **dict(spec, mtu=1400, domain="kvt.test", autostart=False)
+    )
     assert ret.result is False and "restored network" in ret.comment, ret.comment
     net = conn.networkLookupByName(name)
     assert net.isActive() and net.autostart() and _is_bridge(bridge)

@@ -56,13 +56,34 @@ def test_pool_list_and_volume_list_print_tables(call, conn, dir_pool):
     name, path = dir_pool
     base = os.path.join(path, "base.qcow2")
     sandbox.qemu_img("create", "-q", "-f", "qcow2", base, "1G")
-    sandbox.qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", os.path.join(path, "web01.qcow2"), "2G")
+    sandbox.qemu_img(
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        base,
+        "-F",
+        "qcow2",
+        os.path.join(path, "web01.qcow2"),
+        "2G",
+    )
     conn.storagePoolLookupByName(name).refresh(0)
 
     text = kvm_text(call, "kvm.pool_list")
     lines = text.splitlines()
     assert lines[0] == "local:"
-    assert re.split(r"\s{2,}", lines[1].strip()) == ["POOL", "TYPE", "STATE", "AUTOSTART", "CAPACITY", "ALLOCATION", "AVAILABLE", "USED", "TARGET"]
+    assert re.split(r"\s{2,}", lines[1].strip()) == [
+        "POOL",
+        "TYPE",
+        "STATE",
+        "AUTOSTART",
+        "CAPACITY",
+        "ALLOCATION",
+        "AVAILABLE",
+        "USED",
+        "TARGET",
+    ]
     cols = row(text, name)
     assert cols[:4] == [name, "dir", "running", "no"] and cols[-1] == path
     assert all(SIZE.match(c) for c in cols[4:7]), cols
@@ -72,9 +93,18 @@ def test_pool_list_and_volume_list_print_tables(call, conn, dir_pool):
     assert isinstance(data[name]["capacity"], int)
 
     text = kvm_text(call, "kvm.volume_list", name)
-    assert row(text, "base.qcow2")[:5] == ["base.qcow2", "qcow2", "1G", row(text, "base.qcow2")[3], "-"]
+    assert row(text, "base.qcow2")[:5] == [
+        "base.qcow2",
+        "qcow2",
+        "1G",
+        row(text, "base.qcow2")[3],
+        "-",
+    ]
     web = row(text, "web01.qcow2")
-    assert web[1:3] == ["qcow2", "2G"] and web[4:] == ["base.qcow2", os.path.join(path, "web01.qcow2")]
+    assert web[1:3] == ["qcow2", "2G"] and web[4:] == [
+        "base.qcow2",
+        os.path.join(path, "web01.qcow2"),
+    ]
     data = json_data(call, "kvm.volume_list", name)
     assert data["web01.qcow2"]["capacity"] == 2 * 1024**3
     assert data["web01.qcow2"]["backing"] == base
@@ -99,7 +129,11 @@ def test_snapshot_tree_prints_a_tree(call, tiny_vm):
     text = kvm_text(call, "kvm.snapshot_tree", vm)
     lines = text.splitlines()
     col = lines[1].index("KIND")
-    assert [line[:col].rstrip() for line in lines[2:]] == ["    base", "    ├── one-upgrade", "    └── two-experiment"]
+    assert [line[:col].rstrip() for line in lines[2:]] == [
+        "    base",
+        "    ├── one-upgrade",
+        "    └── two-experiment",
+    ]
     assert lines[-1].endswith("<- current")
     assert re.split(r"\s{2,}", lines[2][col:].strip())[:3] == ["internal", "shutoff", "no"]
     data = json_data(call, "kvm.snapshot_tree", vm)
@@ -122,12 +156,27 @@ def test_bridge_list_prints_like_brctl_show(call, lan):
     _bridge_in(lan.host, "kvt-br0", "kvt-nic1", "198.51.100.1/24")
 
     text = kvm_text(call, "kvm.bridge_list", f"netns={lan.host}")
-    assert re.split(r"\s{2,}", text.splitlines()[1].strip()) == ["BRIDGE", "ID", "STP", "PORTS", "ADDRESSES"]
+    assert re.split(r"\s{2,}", text.splitlines()[1].strip()) == [
+        "BRIDGE",
+        "ID",
+        "STP",
+        "PORTS",
+        "ADDRESSES",
+    ]
     cols = row(text, "kvt-br0")
     assert cols[0] == "kvt-br0" and re.match(r"^[0-9a-f]{4}\.[0-9a-f]{12}$", cols[1])
     assert cols[2:] == ["no", "kvt-nic1", "198.51.100.1/24"]
     data = json_data(call, "kvm.bridge_list", f"netns={lan.host}")
-    assert data == [{"name": "kvt-br0", "id": cols[1], "stp": False, "ports": ["kvt-nic1"], "vms": {}, "addresses": ["198.51.100.1/24"]}]
+    assert data == [
+        {
+            "name": "kvt-br0",
+            "id": cols[1],
+            "stp": False,
+            "ports": ["kvt-nic1"],
+            "vms": {},
+            "addresses": ["198.51.100.1/24"],
+        }
+    ]
 
     empty = sandbox.uid("o-")
     try:
@@ -159,7 +208,18 @@ def test_pool_show_and_volume_show_print_fields_under_the_minion(call, conn, tin
     name, path = dir_pool
     base = os.path.join(path, "base.qcow2")
     sandbox.qemu_img("create", "-q", "-f", "qcow2", base, "1G")
-    sandbox.qemu_img("create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", os.path.join(path, "web01.qcow2"), "2G")
+    sandbox.qemu_img(
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        base,
+        "-F",
+        "qcow2",
+        os.path.join(path, "web01.qcow2"),
+        "2G",
+    )
     conn.storagePoolLookupByName(name).refresh(0)
     dom, _disk = tiny_vm(disk=base)
 
@@ -167,8 +227,14 @@ def test_pool_show_and_volume_show_print_fields_under_the_minion(call, conn, tin
     lines = text.splitlines()
     assert lines[0] == "local:", "the minion header is kept"
     assert re.split(r"\s{2,}", lines[1].strip()) == ["FIELD", "VALUE"]
-    assert not any(line.strip().startswith("local ") for line in lines[1:]), "no minion id in a table"
-    assert field(text, "name") == name and field(text, "type") == "dir" and field(text, "target") == path
+    assert not any(line.strip().startswith("local ") for line in lines[1:]), (
+        "no minion id in a table"
+    )
+    assert (
+        field(text, "name") == name
+        and field(text, "type") == "dir"
+        and field(text, "target") == path
+    )
     assert SIZE.match(field(text, "capacity")) and field(text, "volumes") == "2"
 
     text = kvm_text(call, "kvm.volume_show", name, "base.qcow2")
@@ -177,7 +243,11 @@ def test_pool_show_and_volume_show_print_fields_under_the_minion(call, conn, tin
     assert field(text, "used_by") == dom.name(), text
     assert field(text, "backing_of") == f"{name}/web01.qcow2", text
     data = json_data(call, "kvm.volume_show", name, "base.qcow2")
-    assert data["used_by"] == [dom.name()] and data["backing_of"] == [f"{name}/web01.qcow2"] and data["capacity"] == 1024**3
+    assert (
+        data["used_by"] == [dom.name()]
+        and data["backing_of"] == [f"{name}/web01.qcow2"]
+        and data["capacity"] == 1024**3
+    )
 
     text = kvm_text(call, "kvm.volume_show", name, "web01.qcow2")
     assert field(text, "backing") == base and field(text, "capacity") == "2G"
@@ -187,7 +257,9 @@ def test_dumpxml_prints_libvirts_xml(call, dir_pool):
     name, path = dir_pool
     text = kvm_text(call, "kvm.pool_dumpxml", name)
     lines = text.splitlines()
-    assert lines[0] == "local:" and lines[1] == "    <pool type='dir'>" and lines[-1] == "    </pool>"
+    assert (
+        lines[0] == "local:" and lines[1] == "    <pool type='dir'>" and lines[-1] == "    </pool>"
+    )
     assert f"      <name>{name}</name>" in lines and f"<path>{path}</path>" in text
 
 
@@ -197,7 +269,14 @@ def test_network_list_prints_a_table(call, conn):
     try:
         text = kvm_text(call, "kvm.network_list")
         lines = text.splitlines()
-        assert lines[0] == "local:" and re.split(r"\s{2,}", lines[1].strip()) == ["NETWORK", "MODE", "BRIDGE", "ACTIVE", "AUTOSTART", "PERSISTENT"]
+        assert lines[0] == "local:" and re.split(r"\s{2,}", lines[1].strip()) == [
+            "NETWORK",
+            "MODE",
+            "BRIDGE",
+            "ACTIVE",
+            "AUTOSTART",
+            "PERSISTENT",
+        ]
         assert row(text, net) == [net, "isolated", net, "no", "no", "yes"]
     finally:
         sandbox.remove_named([net])

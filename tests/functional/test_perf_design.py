@@ -23,7 +23,14 @@ libvirt = pytest.importorskip("libvirt")
 
 #: the sizes compared: pools of 5, 10 and 20 volumes
 SIZES = (5, 10, 20)
-_WRAP = (libvirt.virStoragePool, libvirt.virStorageVol, libvirt.virDomain, libvirt.virDomainSnapshot, libvirt.virNetwork, libvirt.virSecret)
+_WRAP = (
+    libvirt.virStoragePool,
+    libvirt.virStorageVol,
+    libvirt.virDomain,
+    libvirt.virDomainSnapshot,
+    libvirt.virNetwork,
+    libvirt.virSecret,
+)
 
 
 class Counted:
@@ -68,13 +75,20 @@ class CountingSession(kconn.Session):
 
 
 def _spec(pool, target, n):
-    return {"pool": (pool, {"type": "dir", "target": target, "autostart": True}), "volumes": [(f"v{i:02d}.qcow2", {"pool": pool, "size": "1M", "format": "qcow2"}) for i in range(n)]}
+    return {
+        "pool": (pool, {"type": "dir", "target": target, "autostart": True}),
+        "volumes": [
+            (f"v{i:02d}.qcow2", {"pool": pool, "size": "1M", "format": "qcow2"}) for i in range(n)
+        ],
+    }
 
 
 def _apply(kvm_state, spec, test=False):
     name, args = spec["pool"]
     rets = [kvm_state.pool_present(name, test=test, **args)]
-    rets.extend(kvm_state.volume_present(vname, test=test, **vargs) for vname, vargs in spec["volumes"])
+    rets.extend(
+        kvm_state.volume_present(vname, test=test, **vargs) for vname, vargs in spec["volumes"]
+    )
     return rets
 
 
@@ -115,7 +129,10 @@ def counted(hosts):
         try:
             name, args = spec["pool"]
             rets = [storage.pool_present(session, name, test=test, **args)]
-            rets.extend(storage_volumes.volume_present(session, vname, test=test, **vargs) for vname, vargs in spec["volumes"])
+            rets.extend(
+                storage_volumes.volume_present(session, vname, test=test, **vargs)
+                for vname, vargs in spec["volumes"]
+            )
             return rets, session.counter
         finally:
             session.close()
@@ -126,16 +143,23 @@ def counted(hosts):
 def test_noop_libvirt_calls_grow_linearly_with_volumes(kvm_state, hosts, counted, testmode):
     for spec in hosts.values():  # converge (the first apply; not counted)
         first = _apply(kvm_state, spec)
-        assert all(r["result"] is True for r in first), [r["comment"] for r in first if r["result"] is not True]
+        assert all(r["result"] is True for r in first), [
+            r["comment"] for r in first if r["result"] is not True
+        ]
 
     calls = {}
     for n, spec in hosts.items():
         rets, counter = counted(spec, test=testmode)
-        assert all(r["result"] is True and not r["changes"] for r in rets), [(r["name"], r["comment"]) for r in rets if r["result"] is not True or r["changes"]]
+        assert all(r["result"] is True and not r["changes"] for r in rets), [
+            (r["name"], r["comment"]) for r in rets if r["result"] is not True or r["changes"]
+        ]
         # one listing per kind per run, shared by all states: not one per state
         assert counter["virConnect.listAllStoragePools"] == 1, counter
         assert counter["virStoragePool.listAllVolumes"] == 1, counter
-        assert counter["virConnect.storagePoolLookupByName"] == 0 and counter["virStoragePool.storageVolLookupByName"] == 0, counter
+        assert (
+            counter["virConnect.storagePoolLookupByName"] == 0
+            and counter["virStoragePool.storageVolLookupByName"] == 0
+        ), counter
         calls[n] = counter
 
     totals = {n: sum(c.values()) for n, c in calls.items()}

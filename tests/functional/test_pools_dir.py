@@ -64,12 +64,17 @@ def test_pool_present_existing_directory_is_used(kvm_state, conn, new_pool):
         assert fh.read() == b"data"
 
 
-def test_pool_present_stopped_pool_is_started_and_autostart_changed(kvm_state, kvm, conn, new_pool, testmode):
+def test_pool_present_stopped_pool_is_started_and_autostart_changed(
+    kvm_state, kvm, conn, new_pool, testmode
+):
     name, target = new_pool
     assert kvm_state.pool_present(name, type="dir", target=target, autostart=True)["result"] is True
     kvm.pool_stop(name)
     ret = kvm_state.pool_present(name, type="dir", target=target, autostart=False, test=testmode)
-    assert ret["changes"] == {"running": {"old": False, "new": True}, "autostart": {"old": True, "new": False}}
+    assert ret["changes"] == {
+        "running": {"old": False, "new": True},
+        "autostart": {"old": True, "new": False},
+    }
     pool = conn.storagePoolLookupByName(name)
     assert bool(pool.isActive()) is (not testmode)
     assert bool(pool.autostart()) is testmode
@@ -162,6 +167,7 @@ def test_exec_pool_functions(kvm, conn, new_pool):
 def test_failed_start_restores_the_previous_definition(kvm_state, conn, new_pool):
     name, target = new_pool
     assert kvm_state.pool_present(name, type="dir", target=target, autostart=True)["result"] is True
+
     def definition():
         from lxml import etree  # pylint: disable=import-outside-toplevel
 

@@ -119,10 +119,16 @@ def _absent(kvm_state, conn, name):
 
 
 def test_iscsi_direct_pool_against_tgtd(kvm_state, kvm, conn, tgt, pool_name, testmode):
-    spec = {"type": "iscsi-direct", "source": {"hosts": [tgt.host], "devices": [tgt.iqn], "initiator": INITIATOR}}
+    spec = {
+        "type": "iscsi-direct",
+        "source": {"hosts": [tgt.host], "devices": [tgt.iqn], "initiator": INITIATOR},
+    }
     predicted = kvm_state.pool_present(pool_name, test=True, **spec)
     assert predicted["result"] is None, predicted["comment"]
-    assert predicted["changes"] == {"pool": {"old": None, "new": spec}, "running": {"old": False, "new": True}}
+    assert predicted["changes"] == {
+        "pool": {"old": None, "new": spec},
+        "running": {"old": False, "new": True},
+    }
     assert pool_name not in _pools(conn)
     if testmode:
         return
@@ -139,9 +145,14 @@ def test_iscsi_direct_pool_against_tgtd(kvm_state, kvm, conn, tgt, pool_name, te
     # the LUNs are the volumes, named by libvirt unit:0:0:<lun> (LUN 0 is tgtd's controller)
     vols = kvm.volume_list(pool_name)
     assert sorted(vols) == ["unit:0:0:0", "unit:0:0:1", "unit:0:0:2"]
-    assert _about(vols["unit:0:0:1"]["capacity"], 64 * M) and _about(vols["unit:0:0:2"]["capacity"], 32 * M)
+    assert _about(vols["unit:0:0:1"]["capacity"], 64 * M) and _about(
+        vols["unit:0:0:2"]["capacity"], 32 * M
+    )
     lun1 = kvm.volume_show(pool_name, "unit:0:0:1")
-    assert lun1["path"] == f"ip-{tgt.host if ':' in tgt.host else tgt.host + ':3260'}-iscsi-{tgt.iqn}-lun-1"
+    assert (
+        lun1["path"]
+        == f"ip-{tgt.host if ':' in tgt.host else tgt.host + ':3260'}-iscsi-{tgt.iqn}-lun-1"
+    )
     assert lun1["used_by"] == [] and lun1["backing_chain"] == []
 
     # libvirt cannot create or delete LUNs: a clear error, the LUN data untouched
@@ -149,18 +160,29 @@ def test_iscsi_direct_pool_against_tgtd(kvm_state, kvm, conn, tgt, pool_name, te
     with pytest.raises(CommandExecutionError, match="does not support volume creation"):
         kvm.volume_create(pool_name, "unit:0:0:3", "8M")
     ret = kvm_state.volume_present("unit:0:0:3", pool=pool_name, size="8M")
-    assert ret["result"] is False and "does not support volume creation" in ret["comment"], ret["comment"]
+    assert ret["result"] is False and "does not support volume creation" in ret["comment"], ret[
+        "comment"
+    ]
     with pytest.raises(CommandExecutionError, match="does not support vol deletion"):
         kvm.volume_delete(pool_name, "unit:0:0:1")
     ret = kvm_state.volume_absent("unit:0:0:1", pool=pool_name)
-    assert ret["result"] is False and "does not support vol deletion" in ret["comment"], ret["comment"]
+    assert ret["result"] is False and "does not support vol deletion" in ret["comment"], ret[
+        "comment"
+    ]
     assert tgt.lun_digest(1) == digest and "unit:0:0:1" in kvm.volume_list(pool_name)
 
     # a new initiator IQN is fixed in place (the pool is restarted), shown as an XML diff
     moved = dict(spec, source=dict(spec["source"], initiator=INITIATOR + "b"))
     predicted = kvm_state.pool_present(pool_name, test=True, **moved)
-    assert predicted["result"] is None and set(predicted["changes"]) == {"source", "definition", "running"}
-    assert predicted["changes"]["source"] == {"old": {"initiator": INITIATOR}, "new": {"initiator": INITIATOR + "b"}}
+    assert predicted["result"] is None and set(predicted["changes"]) == {
+        "source",
+        "definition",
+        "running",
+    }
+    assert predicted["changes"]["source"] == {
+        "old": {"initiator": INITIATOR},
+        "new": {"initiator": INITIATOR + "b"},
+    }
     assert INITIATOR + "b" in predicted["comment"]
     ret = kvm_state.pool_present(pool_name, **moved)
     assert ret["result"] is True and ret["changes"] == predicted["changes"], ret["comment"]
@@ -168,7 +190,9 @@ def test_iscsi_direct_pool_against_tgtd(kvm_state, kvm, conn, tgt, pool_name, te
     _no_change(kvm_state, pool_name, **moved)
 
     # another target is what holds the data: refused without force
-    ret = kvm_state.pool_present(pool_name, **dict(spec, source=dict(spec["source"], devices=[tgt.iqn + "x"])))
+    ret = kvm_state.pool_present(
+        pool_name, **dict(spec, source=dict(spec["source"], devices=[tgt.iqn + "x"]))
+    )
     assert ret["result"] is False and "changes what holds its data" in ret["comment"]
 
     _absent(kvm_state, conn, pool_name)
@@ -183,10 +207,16 @@ def test_iscsi_direct_pool_against_tgtd(kvm_state, kvm, conn, tgt, pool_name, te
 
 
 def test_gluster_pool_against_glusterd(kvm_state, kvm, conn, gluster, pool_name, testmode):
-    spec = {"type": "gluster", "source": {"hosts": ["127.0.0.1"], "name": gluster.volume, "dir": "/"}}
+    spec = {
+        "type": "gluster",
+        "source": {"hosts": ["127.0.0.1"], "name": gluster.volume, "dir": "/"},
+    }
     predicted = kvm_state.pool_present(pool_name, test=True, **spec)
     assert predicted["result"] is None, predicted["comment"]
-    assert predicted["changes"] == {"pool": {"old": None, "new": spec}, "running": {"old": False, "new": True}}
+    assert predicted["changes"] == {
+        "pool": {"old": None, "new": spec},
+        "running": {"old": False, "new": True},
+    }
     assert pool_name not in _pools(conn)
     if testmode:
         return
@@ -209,7 +239,9 @@ def test_gluster_pool_against_glusterd(kvm_state, kvm, conn, gluster, pool_name,
     with pytest.raises(CommandExecutionError, match="does not support volume creation"):
         kvm.volume_create(pool_name, "new.qcow2", "8M")
     ret = kvm_state.volume_present("new.qcow2", pool=pool_name, size="8M", format="qcow2")
-    assert ret["result"] is False and "does not support volume creation" in ret["comment"], ret["comment"]
+    assert ret["result"] is False and "does not support volume creation" in ret["comment"], ret[
+        "comment"
+    ]
     assert "new.qcow2" not in kvm.volume_list(pool_name)
 
     # a file put there by someone else shows after a refresh; volumes can be deleted
@@ -231,10 +263,17 @@ def test_gluster_pool_against_glusterd(kvm_state, kvm, conn, gluster, pool_name,
 
 def test_netfs_glusterfs_pool_mounts_the_volume(kvm_state, kvm, conn, gluster, pool_name):
     target = os.path.join(sandbox.files_dir(pool_name), "mnt")
-    spec = {"type": "netfs", "target": target, "source": {"hosts": ["127.0.0.1"], "dir": f"/{gluster.volume}", "format": "glusterfs"}}
+    spec = {
+        "type": "netfs",
+        "target": target,
+        "source": {"hosts": ["127.0.0.1"], "dir": f"/{gluster.volume}", "format": "glusterfs"},
+    }
     try:
         predicted = kvm_state.pool_present(pool_name, test=True, **spec)
-        assert predicted["result"] is None and predicted["changes"]["build"] == {"old": None, "new": f"create directory {target}"}
+        assert predicted["result"] is None and predicted["changes"]["build"] == {
+            "old": None,
+            "new": f"create directory {target}",
+        }
         ret = kvm_state.pool_present(pool_name, **spec)
         assert ret["result"] is True and ret["changes"] == predicted["changes"], ret["comment"]
         assert os.path.ismount(target)
@@ -244,7 +283,10 @@ def test_netfs_glusterfs_pool_mounts_the_volume(kvm_state, kvm, conn, gluster, p
         name = sandbox.uid("v-") + ".qcow2"
         ret = kvm_state.volume_present(name, pool=pool_name, size="8M", format="qcow2")
         assert ret["result"] is True, ret["comment"]
-        assert kvm_state.volume_present(name, pool=pool_name, size="8M", format="qcow2")["changes"] == {}
+        assert (
+            kvm_state.volume_present(name, pool=pool_name, size="8M", format="qcow2")["changes"]
+            == {}
+        )
         assert os.path.exists(os.path.join(gluster.dir, "brick", name))
         assert kvm_state.volume_absent(name, pool=pool_name)["result"] is True
         _absent(kvm_state, conn, pool_name)
@@ -285,12 +327,20 @@ def _secret(conn, pool):
         return None
 
 
-def test_rbd_pool_with_a_ceph_key_from_pillar(kvm_state, kvm, conn, ceph, pool_name, testmode, caplog):
+def test_rbd_pool_with_a_ceph_key_from_pillar(
+    kvm_state, kvm, conn, ceph, pool_name, testmode, caplog
+):
     from lxml import etree  # pylint: disable=import-outside-toplevel
 
     image = sandbox.uid("img-")
-    source = {"hosts": ["127.0.0.1"], "name": ceph.pool, "auth": {"type": "ceph", "username": ceph.user, "secret": ceph.key}}
-    tree = {"pools": {pool_name: {"type": "rbd", "source": source, "volumes": {image: {"size": "16M"}}}}}
+    source = {
+        "hosts": ["127.0.0.1"],
+        "name": ceph.pool,
+        "auth": {"type": "ceph", "username": ceph.user, "secret": ceph.key},
+    }
+    tree = {
+        "pools": {pool_name: {"type": "rbd", "source": source, "volumes": {image: {"size": "16M"}}}}
+    }
     pool_sid, vol_sid = f"kvm-pool-{pool_name}", f"kvm-volume-{pool_name}-{image}"
     seen = []  # every return, checked for the key at the end
 
@@ -305,20 +355,42 @@ def test_rbd_pool_with_a_ceph_key_from_pillar(kvm_state, kvm, conn, ceph, pool_n
         predicted = run(test=True)
         assert predicted[pool_sid]["result"] is None, predicted[pool_sid]["comment"]
         assert predicted[pool_sid]["changes"] == {
-            "pool": {"old": None, "new": {"type": "rbd", "source": dict(source, auth={"type": "ceph", "username": ceph.user, "secret_usage": usage})}},
+            "pool": {
+                "old": None,
+                "new": {
+                    "type": "rbd",
+                    "source": dict(
+                        source, auth={"type": "ceph", "username": ceph.user, "secret_usage": usage}
+                    ),
+                },
+            },
             "secret": {"old": None, "new": "(hidden)"},
             "running": {"old": False, "new": True},
         }
-        assert predicted[vol_sid]["result"] is None and predicted[vol_sid]["changes"] == {"volume": {"old": None, "new": {"size": "16 MiB"}}}
+        assert predicted[vol_sid]["result"] is None and predicted[vol_sid]["changes"] == {
+            "volume": {"old": None, "new": {"size": "16 MiB"}}
+        }
         assert predicted[vol_sid]["bytes"] == {"volume": {"new": {"size": 16 * M}}}
-        assert pool_name not in _pools(conn) and _secret(conn, pool_name) is None and image not in ceph.images()
+        assert (
+            pool_name not in _pools(conn)
+            and _secret(conn, pool_name) is None
+            and image not in ceph.images()
+        )
         if testmode:
-            assert not [r for r in caplog.records if not r.name.startswith("saltfactories") and ceph.key in r.getMessage()]
+            assert not [
+                r
+                for r in caplog.records
+                if not r.name.startswith("saltfactories") and ceph.key in r.getMessage()
+            ]
             return
 
         applied = run(test=False)
-        assert all(ret["result"] is True for ret in applied.values()), {s: r["comment"] for s, r in applied.items()}
-        assert {s: r["changes"] for s, r in applied.items()} == {s: r["changes"] for s, r in predicted.items()}
+        assert all(ret["result"] is True for ret in applied.values()), {
+            s: r["comment"] for s, r in applied.items()
+        }
+        assert {s: r["changes"] for s, r in applied.items()} == {
+            s: r["changes"] for s, r in predicted.items()
+        }
         assert image in ceph.images()
         secret = _secret(conn, pool_name)
         assert secret is not None and etree.fromstring(secret.XMLDesc(0)).get("private") == "yes"
@@ -326,7 +398,11 @@ def test_rbd_pool_with_a_ceph_key_from_pillar(kvm_state, kvm, conn, ceph, pool_n
         assert usage in xml and ceph.key not in xml and ceph.key not in secret.XMLDesc(0)
         shown = kvm.pool_show(pool_name)
         assert shown["type"] == "rbd" and shown["state"] == "running" and shown["volumes"] == 1
-        assert shown["source"]["auth"] == {"type": "ceph", "username": ceph.user, "secret_usage": usage}
+        assert shown["source"]["auth"] == {
+            "type": "ceph",
+            "username": ceph.user,
+            "secret_usage": usage,
+        }
         vol = kvm.volume_show(pool_name, image)
         assert vol["path"] == f"{ceph.pool}/{image}" and vol["capacity"] == 16 * M
         seen.extend(repr(x) for x in (shown, vol, kvm.pool_list(), kvm.volume_list(pool_name)))
@@ -334,15 +410,24 @@ def test_rbd_pool_with_a_ceph_key_from_pillar(kvm_state, kvm, conn, ceph, pool_n
         # a second run, in test mode and for real, changes nothing
         for test in (True, False):
             again = run(test=test)
-            assert all(r["result"] is True and r["changes"] == {} for r in again.values()), {s: r["comment"] for s, r in again.items()}
+            assert all(r["result"] is True and r["changes"] == {} for r in again.values()), {
+                s: r["comment"] for s, r in again.items()
+            }
 
         # grow the image: test mode predicts what the real run does
         tree["pools"][pool_name]["volumes"][image]["size"] = "32M"
         predicted = run(test=True)
         applied = run(test=False)
-        assert predicted[vol_sid]["changes"] == applied[vol_sid]["changes"] == {"size": {"old": "16 MiB", "new": "32 MiB"}}
+        assert (
+            predicted[vol_sid]["changes"]
+            == applied[vol_sid]["changes"]
+            == {"size": {"old": "16 MiB", "new": "32 MiB"}}
+        )
         assert applied[vol_sid]["bytes"] == {"size": {"old": 16 * M, "new": 32 * M}}
-        assert ceph.rbd("info", "--format", "json", f"{ceph.pool}/{image}").stdout.count(str(32 * M)) == 1
+        assert (
+            ceph.rbd("info", "--format", "json", f"{ceph.pool}/{image}").stdout.count(str(32 * M))
+            == 1
+        )
         with pytest.raises(CommandExecutionError, match="shrinking"):
             kvm.volume_resize(pool_name, image, "16M")
 
@@ -357,7 +442,13 @@ def test_rbd_pool_with_a_ceph_key_from_pillar(kvm_state, kvm, conn, ceph, pool_n
         # a new key in pillar: a running pool keeps the key it started with, so it is restarted
         # with the new one; a wrong key fails there and then, the right one brings the pool back
         wrong = dict(source, auth=dict(source["auth"], secret=WRONG_KEY))
-        rotate = {"secret": {"old": "(hidden)", "new": "(hidden)"}, "running": {"old": "running with the previous secret", "new": "restarted with the declared one"}}
+        rotate = {
+            "secret": {"old": "(hidden)", "new": "(hidden)"},
+            "running": {
+                "old": "running with the previous secret",
+                "new": "restarted with the declared one",
+            },
+        }
         predicted = kvm_state.pool_present(pool_name, test=True, type="rbd", source=wrong)
         assert predicted["result"] is None and predicted["changes"] == rotate, predicted["comment"]
         ret = kvm_state.pool_present(pool_name, type="rbd", source=wrong)
@@ -367,13 +458,22 @@ def test_rbd_pool_with_a_ceph_key_from_pillar(kvm_state, kvm, conn, ceph, pool_n
         assert kvm.pool_show(pool_name)["state"] == "inactive"  # the secret now holds the wrong key
         ret = kvm_state.pool_present(pool_name, type="rbd", source=source)
         seen.append(repr(ret.raw))
-        assert ret["result"] is True and ret["changes"]["secret"]["new"] == "(hidden)", ret["comment"]
-        assert kvm.pool_show(pool_name)["state"] == "running" and image in kvm.volume_list(pool_name)
+        assert ret["result"] is True and ret["changes"]["secret"]["new"] == "(hidden)", ret[
+            "comment"
+        ]
+        assert kvm.pool_show(pool_name)["state"] == "running" and image in kvm.volume_list(
+            pool_name
+        )
 
         _absent(kvm_state, conn, pool_name)
         assert _secret(conn, pool_name) is None
         assert image in ceph.images()  # undefining a pool leaves its images
     for text in seen:
         assert ceph.key not in text and WRONG_KEY not in text
-    leaked = [r for r in caplog.records if not r.name.startswith("saltfactories") and (ceph.key in r.getMessage() or WRONG_KEY in r.getMessage())]
+    leaked = [
+        r
+        for r in caplog.records
+        if not r.name.startswith("saltfactories")
+        and (ceph.key in r.getMessage() or WRONG_KEY in r.getMessage())
+    ]
     assert not leaked  # (the test harness itself logs the call's arguments; salt-kvm and Salt's state system must not)

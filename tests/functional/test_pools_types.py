@@ -26,7 +26,9 @@ CEPH_KEY = "QVFCdGVzdGtleWZvcmNlcGhvbmx5MTIzNDU2Nzg5MA=="
 
 
 def _blkid(dev, what):
-    out = subprocess.run(["blkid", "-p", "-o", "value", "-s", what, dev], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["blkid", "-p", "-o", "value", "-s", what, dev], capture_output=True, text=True, check=False
+    )
     return out.stdout.strip() or None
 
 
@@ -38,7 +40,9 @@ class Loop:
         self.file = os.path.join(self.dir, "backing.img")
         with open(self.file, "wb") as fh:
             fh.truncate(size)
-        self.dev = subprocess.run(["losetup", "-f", "--show", self.file], check=True, capture_output=True, text=True).stdout.strip()
+        self.dev = subprocess.run(
+            ["losetup", "-f", "--show", self.file], check=True, capture_output=True, text=True
+        ).stdout.strip()
 
     def remove(self):
         subprocess.run(["losetup", "-d", self.dev], check=False, capture_output=True)
@@ -84,7 +88,10 @@ def test_fs_pool_makes_ext4_then_reuses_it(kvm_state, kvm, conn, loop, pool_name
     spec = {"type": "fs", "target": target, "source": {"devices": [dev.dev], "format": "ext4"}}
     predicted = kvm_state.pool_present(pool_name, test=True, **spec)
     assert predicted["result"] is None
-    assert predicted["changes"]["build"]["new"] == f"make the ext4 filesystem on {dev.dev} and create directory {target}"
+    assert (
+        predicted["changes"]["build"]["new"]
+        == f"make the ext4 filesystem on {dev.dev} and create directory {target}"
+    )
     assert _blkid(dev.dev, "TYPE") is None  # test mode changed nothing
     try:
         ret = kvm_state.pool_present(pool_name, **spec)
@@ -105,7 +112,11 @@ def test_fs_pool_makes_ext4_then_reuses_it(kvm_state, kvm, conn, loop, pool_name
         assert kvm_state.pool_absent(pool_name)["result"] is True
         other = dict(spec, source={"devices": [dev.dev], "format": "ext2"})
         ret = kvm_state.pool_present(pool_name, **other)
-        assert ret["result"] is False and "holds a ext4 filesystem" in ret["comment"] and "build: force" in ret["comment"]
+        assert (
+            ret["result"] is False
+            and "holds a ext4 filesystem" in ret["comment"]
+            and "build: force" in ret["comment"]
+        )
         assert _blkid(dev.dev, "TYPE") == "ext4"
         ret = kvm_state.pool_present(pool_name, build="force", **other)
         assert ret["result"] is True, ret["comment"]
@@ -143,7 +154,9 @@ def test_disk_pool_partition_table_and_partitions(kvm_state, kvm, conn, loop, po
 
         # a different label is refused unless build: force; the partition stays
         assert kvm_state.pool_absent(pool_name)["result"] is True
-        ret = kvm_state.pool_present(pool_name, **dict(spec, source={"devices": [link], "format": "dos"}))
+        ret = kvm_state.pool_present(
+            pool_name, **dict(spec, source={"devices": [link], "format": "dos"})
+        )
         assert ret["result"] is False and "holds a gpt partition table" in ret["comment"]
         ret = kvm_state.pool_present(pool_name, **spec)
         assert ret["result"] is True and "build" not in ret["changes"], ret["comment"]
@@ -157,7 +170,9 @@ def test_disk_pool_partition_table_and_partitions(kvm_state, kvm, conn, loop, po
 
 
 def _vg_exists(name):
-    out = subprocess.run(["vgs", "--noheadings", "-o", "vg_name"], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["vgs", "--noheadings", "-o", "vg_name"], capture_output=True, text=True, check=False
+    )
     return name in out.stdout.split()
 
 
@@ -181,7 +196,9 @@ def test_logical_pool_builds_a_volume_group(kvm_state, kvm, conn, loop, pool_nam
         ret = kvm_state.pool_present(pool_name, **spec)
         assert ret["result"] is True and "build" not in ret["changes"], ret["comment"]
         if not kernel.has_device_mapper():
-            print("logical volumes: skipped, the kernel has no device-mapper (test_real_kernel.py::test_lvm_logical_volumes_for_real in make test-kernel)")
+            print(
+                "logical volumes: skipped, the kernel has no device-mapper (test_real_kernel.py::test_lvm_logical_volumes_for_real in make test-kernel)"
+            )
         else:  # pragma: no cover - machines with device-mapper
             assert kvm_state.volume_present("lv1", pool=pool_name, size="8M")["result"] is True
         ret = kvm_state.pool_absent(pool_name, purge=True)
@@ -198,8 +215,14 @@ def test_logical_build_refuses_a_device_holding_data(kvm_state, conn, loop, pool
         pytest.skip("lvm2 is not installed (apt-get install lvm2)")
     dev = loop("lvx-")
     subprocess.run(["mkfs.ext4", "-q", dev.dev], check=True, capture_output=True)
-    ret = kvm_state.pool_present(pool_name, type="logical", source={"devices": [dev.dev], "name": sandbox.uid("vg-")})
-    assert ret["result"] is False and "holds ext4 data" in ret["comment"] and "build: force" in ret["comment"]
+    ret = kvm_state.pool_present(
+        pool_name, type="logical", source={"devices": [dev.dev], "name": sandbox.uid("vg-")}
+    )
+    assert (
+        ret["result"] is False
+        and "holds ext4 data" in ret["comment"]
+        and "build: force" in ret["comment"]
+    )
     assert _blkid(dev.dev, "TYPE") == "ext4"
     assert pool_name not in [p.name() for p in conn.listAllStoragePools(0)]
 
@@ -208,13 +231,32 @@ def test_logical_build_refuses_a_device_holding_data(kvm_state, conn, loop, pool
 
 
 NETWORK_POOLS = {
-    "netfs": {"type": "netfs", "target": "/var/tmp/kvt-files/netfs", "source": {"hosts": ["127.0.0.1"], "dir": "/export", "format": "nfs"}},
-    "iscsi": {"type": "iscsi", "target": "/dev/disk/by-path", "source": {"hosts": ["127.0.0.1:3260"], "devices": ["iqn.2026-01.org.example:t1"]}},
+    "netfs": {
+        "type": "netfs",
+        "target": "/var/tmp/kvt-files/netfs",
+        "source": {"hosts": ["127.0.0.1"], "dir": "/export", "format": "nfs"},
+    },
+    "iscsi": {
+        "type": "iscsi",
+        "target": "/dev/disk/by-path",
+        "source": {"hosts": ["127.0.0.1:3260"], "devices": ["iqn.2026-01.org.example:t1"]},
+    },
     "iscsi-direct": {
         "type": "iscsi-direct",
-        "source": {"hosts": ["127.0.0.1"], "devices": ["iqn.2026-01.org.example:t1"], "initiator": "iqn.2026-01.org.example:host1"},
+        "source": {
+            "hosts": ["127.0.0.1"],
+            "devices": ["iqn.2026-01.org.example:t1"],
+            "initiator": "iqn.2026-01.org.example:host1",
+        },
     },
-    "rbd": {"type": "rbd", "source": {"hosts": ["127.0.0.1:6789"], "name": "rbd", "auth": {"type": "ceph", "username": "admin", "secret": CEPH_KEY}}},
+    "rbd": {
+        "type": "rbd",
+        "source": {
+            "hosts": ["127.0.0.1:6789"],
+            "name": "rbd",
+            "auth": {"type": "ceph", "username": "admin", "secret": CEPH_KEY},
+        },
+    },
     "gluster": {"type": "gluster", "source": {"hosts": ["127.0.0.1"], "name": "gv0", "dir": "/"}},
 }
 
@@ -270,15 +312,29 @@ def test_chap_secret_goes_into_libvirt_and_never_shows(kvm, kvm_state, conn, poo
             assert etree.fromstring(secret.XMLDesc(0)).get("private") == "yes"
             xml = conn.storagePoolLookupByName(pool_name).XMLDesc(0)
             assert f"usage='{usage}'" in xml or f'usage="{usage}"' in xml
-            assert shown["source"]["auth"] == {"type": "chap", "username": "vmhost", "secret_usage": usage}
-            for text in (repr(shown), xml, repr(predicted.raw), repr(ret.raw), repr(kvm.pool_show(pool_name))):
+            assert shown["source"]["auth"] == {
+                "type": "chap",
+                "username": "vmhost",
+                "secret_usage": usage,
+            }
+            for text in (
+                repr(shown),
+                xml,
+                repr(predicted.raw),
+                repr(ret.raw),
+                repr(kvm.pool_show(pool_name)),
+            ):
                 assert CHAP not in text
         finally:
             kvm.pool_undefine(pool_name)
     with pytest.raises(libvirt.libvirtError):
         conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, usage)
     # (the test harness itself logs the call's arguments; salt-kvm and Salt's state system must not)
-    assert not [r for r in caplog.records if not r.name.startswith("saltfactories") and CHAP in r.getMessage()]
+    assert not [
+        r
+        for r in caplog.records
+        if not r.name.startswith("saltfactories") and CHAP in r.getMessage()
+    ]
 
 
 def test_ceph_secret_is_stored_decoded(conn, pool_name):
@@ -312,4 +368,8 @@ def test_ceph_key_never_shows_when_the_pool_cannot_start(kvm_state, conn, pool_n
     assert pool_name not in [p.name() for p in conn.listAllStoragePools(0)]
     with pytest.raises(libvirt.libvirtError):
         conn.secretLookupByUsage(libvirt.VIR_SECRET_USAGE_TYPE_CEPH, f"salt-kvm/{pool_name}")
-    assert not [r for r in caplog.records if not r.name.startswith("saltfactories") and CEPH_KEY in r.getMessage()]
+    assert not [
+        r
+        for r in caplog.records
+        if not r.name.startswith("saltfactories") and CEPH_KEY in r.getMessage()
+    ]

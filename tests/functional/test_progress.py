@@ -17,8 +17,12 @@ from tests.support.saltcall import SaltCall, state_results
 M = 1024**2
 SIZE = 64 * M
 #: a progress line: "<what>: 42% (27M of 64M, 5.3M/s, ETA 7.0s, 5.1s elapsed)"
-TICK = re.compile(r": (\d+)% \(([\d.]+[KMGT]?) of ([\d.]+[KMGT]?), ([\d.]+[KMGT]?)/s, ETA [\dhms.]+, [\dhms.]+ elapsed\)$")
-DONE = re.compile(r": done, 100% \(([\d.]+[KMGT]?) of ([\d.]+[KMGT]?), ([\d.]+[KMGT]?)/s, [\dhms.]+ elapsed\)$")
+TICK = re.compile(
+    r": (\d+)% \(([\d.]+[KMGT]?) of ([\d.]+[KMGT]?), ([\d.]+[KMGT]?)/s, ETA [\dhms.]+, [\dhms.]+ elapsed\)$"
+)
+DONE = re.compile(
+    r": done, 100% \(([\d.]+[KMGT]?) of ([\d.]+[KMGT]?), ([\d.]+[KMGT]?)/s, [\dhms.]+ elapsed\)$"
+)
 
 
 @pytest.fixture
@@ -87,10 +91,19 @@ def slow_url():
 
 def test_import_through_the_state_reports_percent_and_rate(salt_call, pool, slow_url):
     pname, path = pool
-    call = salt_call("0.2s", pillar=True)  # the interval from the kvm pillar (kvm:progress:interval)
+    call = salt_call(
+        "0.2s", pillar=True
+    )  # the interval from the kvm pillar (kvm:progress:interval)
     name = sandbox.uid("pi-") + ".raw"
     started = time.monotonic()
-    rc, data, err = call.run("state.single", "kvm.volume_present", name, f"pool={pname}", f"source={slow_url}", "format=raw")
+    rc, data, err = call.run(
+        "state.single",
+        "kvm.volume_present",
+        name,
+        f"pool={pname}",
+        f"source={slow_url}",
+        "format=raw",
+    )
     took = time.monotonic() - started
     ret = list(state_results(data).values())
     assert rc == 0 and ret and ret[0]["result"] is True, (rc, data, err)
@@ -133,7 +146,13 @@ def test_clone_and_wipe_report_percent_and_rate(salt_call, pool, conn):
 
 
 def write_data(path, size=32 * M):
-    out = subprocess.run(["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 0 {size}", path], capture_output=True, text=True, timeout=120, check=True)
+    out = subprocess.run(
+        ["qemu-io", "-f", "qcow2", "-c", f"write -P 0x5a 0 {size}", path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert "wrote" in out.stdout, out.stdout + out.stderr
 
 
@@ -141,7 +160,11 @@ def overlay_of(dom):
     import libvirt  # pylint: disable=import-outside-toplevel
     from lxml import etree  # pylint: disable=import-outside-toplevel
 
-    return etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)).find("devices/disk/source").get("file")
+    return (
+        etree.fromstring(dom.XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE))
+        .find("devices/disk/source")
+        .get("file")
+    )
 
 
 @pytest.mark.parametrize("running", [True, False], ids=["running", "stopped"])
@@ -188,9 +211,13 @@ def test_external_snapshot_libvirt_deletes_itself_reports_its_block_job(salt_cal
     rc, data, err = call.run("kvm.snapshot_delete", vm, "e1")
     assert rc == 0 and data["deleted"] == ["e1"], (rc, data, err)
     if data["merged"]:
-        pytest.skip("this libvirt refuses to delete external snapshots: salt-kvm merged it (tested above)")
+        pytest.skip(
+            "this libvirt refuses to delete external snapshots: salt-kvm merged it (tested above)"
+        )
     assert not os.path.exists(overlay) and overlay_of(dom) == disk
     what = f"deleting external snapshot 'e1' of VM '{vm}' (libvirt merges vda)"
     lines = info_lines(call, what)
-    assert lines and lines[0].startswith(f"{what}: started (") and lines[0].endswith("256M)"), lines  # the block job's end
+    assert lines and lines[0].startswith(f"{what}: started (") and lines[0].endswith("256M)"), (
+        lines
+    )  # the block job's end
     assert TICK.search(lines[1]) and DONE.search(lines[-1]), lines

@@ -81,7 +81,21 @@ def far_ends(lan):
         ns = sandbox.uid("f-")
         _sh("ip", "netns", "add", ns)
         made.append(ns)
-        _sh("ip", "link", "add", port, "netns", lan.host, "type", "veth", "peer", "name", "x0", "netns", ns)
+        _sh(
+            "ip",
+            "link",
+            "add",
+            port,
+            "netns",
+            lan.host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "x0",
+            "netns",
+            ns,
+        )
         _ns(lan.host, "ip", "link", "set", port, "up")
         _ns(ns, "ip", "link", "set", "x0", "up")
         _ns(ns, "ip", "link", "set", "lo", "up")
@@ -100,7 +114,20 @@ def test_vlan_trunk_and_access_ports_carry_tagged_traffic(kvm_state, kvm, lan, f
     trunk, access, other = far_ends("eno2"), far_ends("eno3"), far_ends("eno4")
     # the trunk's far end speaks VLANs 100 and 300 tagged; the access ends are untagged
     for vid, addr in ((100, "203.0.113.1/24"), (300, "198.51.100.1/24")):
-        _ns(trunk, "ip", "link", "add", "link", "x0", "name", f"x0.{vid}", "type", "vlan", "id", str(vid))
+        _ns(
+            trunk,
+            "ip",
+            "link",
+            "add",
+            "link",
+            "x0",
+            "name",
+            f"x0.{vid}",
+            "type",
+            "vlan",
+            "id",
+            str(vid),
+        )
         _ns(trunk, "ip", "addr", "add", addr, "dev", f"x0.{vid}")
         _ns(trunk, "ip", "link", "set", f"x0.{vid}", "up")
     _ns(access, "ip", "addr", "add", "203.0.113.2/24", "dev", "x0")
@@ -122,18 +149,31 @@ def test_vlan_trunk_and_access_ports_carry_tagged_traffic(kvm_state, kvm, lan, f
     ret = kvm_state.bridge_present(name="kvt-brv", netns=lan.host, **spec(["100-110", 200]))
     assert ret.result is True, ret.comment
     table = _vlan_table(lan.host)
-    assert sorted(table["eno2"]) == list(range(100, 111)) + [200] and not any(table["eno2"].values())
-    assert table["eno3"] == {100: ("Egress Untagged", "PVID")} and table["eno4"] == {300: ("Egress Untagged", "PVID")}
+    assert sorted(table["eno2"]) == list(range(100, 111)) + [200] and not any(
+        table["eno2"].values()
+    )
+    assert table["eno3"] == {100: ("Egress Untagged", "PVID")} and table["eno4"] == {
+        300: ("Egress Untagged", "PVID")
+    }
     ports = {p["name"]: p for p in kvm.bridge_show("kvt-brv", netns=lan.host)["ports"]}
-    assert ports["eno2"]["vlans"]["tagged"] == sorted(table["eno2"])  # bridge_show agrees with the kernel
+    assert ports["eno2"]["vlans"]["tagged"] == sorted(
+        table["eno2"]
+    )  # bridge_show agrees with the kernel
     # tagged 100 crosses the trunk to the access port; 300 is not allowed on the trunk
     assert _pings(trunk, "203.0.113.2"), "VLAN 100 does not cross the bridge"
     assert not _pings(trunk, "198.51.100.2"), "VLAN 300 crossed a trunk that does not carry it"
 
     # one VLAN more on the trunk: only that VLAN is added (the kernel reports no deletion)
-    monitor = subprocess.Popen(["ip", "netns", "exec", lan.host, "bridge", "monitor", "vlan"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # pylint: disable=consider-using-with
+    monitor = subprocess.Popen(
+        ["ip", "netns", "exec", lan.host, "bridge", "monitor", "vlan"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )  # pylint: disable=consider-using-with
     try:
-        ret = kvm_state.bridge_present(name="kvt-brv", netns=lan.host, **spec(["100-110", 200, 300]))
+        ret = kvm_state.bridge_present(
+            name="kvt-brv", netns=lan.host, **spec(["100-110", 200, 300])
+        )
     finally:
         monitor.terminate()
         events = monitor.communicate(timeout=10)[0]
@@ -141,9 +181,16 @@ def test_vlan_trunk_and_access_ports_carry_tagged_traffic(kvm_state, kvm, lan, f
     print("bridge monitor vlan:", events)
     assert "Deleted" not in events, events
     after = _vlan_table(lan.host)
-    assert {p: set(v) for p, v in after.items()} == {p: set(v) | ({300} if p == "eno2" else set()) for p, v in table.items()}
+    assert {p: set(v) for p, v in after.items()} == {
+        p: set(v) | ({300} if p == "eno2" else set()) for p, v in table.items()
+    }
     assert _pings(trunk, "198.51.100.2") and _pings(trunk, "203.0.113.2")
-    assert kvm_state.bridge_present(name="kvt-brv", netns=lan.host, **spec(["100-110", 200, 300])).changes == {}
+    assert (
+        kvm_state.bridge_present(
+            name="kvt-brv", netns=lan.host, **spec(["100-110", 200, 300])
+        ).changes
+        == {}
+    )
 
     # a change whose probe fails is rolled back: the VLAN table is exactly as before
     bad = dict(spec(["100-105"], pvid3=101), probe={"ping": "192.0.2.99", "timeout": 1})
@@ -157,10 +204,34 @@ def test_vlan_subinterface_port_carries_tagged_traffic(kvm_state, kvm, lan):
     if not kernel.has_8021q():
         pytest.skip(f"this kernel has no 802.1Q VLAN interfaces (CONFIG_VLAN_8021Q); {TIER}")
     # the LAN speaks VLAN 300 tagged on the host's NIC eno1
-    subprocess.run(["ip", "netns", "exec", lan.lan, "ip", "link", "add", "link", "lan0", "name", "lan0.300", "type", "vlan", "id", "300"], check=True)
+    subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            lan.lan,
+            "ip",
+            "link",
+            "add",
+            "link",
+            "lan0",
+            "name",
+            "lan0.300",
+            "type",
+            "vlan",
+            "id",
+            "300",
+        ],
+        check=True,
+    )
     _ns(lan.lan, "ip", "addr", "add", "203.0.113.1/24", "dev", "lan0.300")
     _ns(lan.lan, "ip", "link", "set", "lan0.300", "up")
-    spec = {"ports": ["eno1.300"], "stp": False, "forward_delay": 0, "addresses": ["203.0.113.10/24"]}
+    spec = {
+        "ports": ["eno1.300"],
+        "stp": False,
+        "forward_delay": 0,
+        "addresses": ["203.0.113.10/24"],
+    }
     ret = kvm_state.bridge_present(name="kvt-b300", netns=lan.host, **spec)
     assert ret.result is True, ret.comment
     link = json.loads(_ns(lan.host, "ip", "-j", "-d", "link", "show", "eno1.300").stdout)[0]
@@ -190,8 +261,21 @@ def loop_dev():
 
 
 def _lvs(vg):
-    out = _sh("lvs", "--noheadings", "--units", "b", "--nosuffix", "-o", "lv_name,lv_size", vg, check=False).stdout
-    return {name: int(size) for name, size in (line.split() for line in out.splitlines() if line.strip())}
+    out = _sh(
+        "lvs",
+        "--noheadings",
+        "--units",
+        "b",
+        "--nosuffix",
+        "-o",
+        "lv_name,lv_size",
+        vg,
+        check=False,
+    ).stdout
+    return {
+        name: int(size)
+        for name, size in (line.split() for line in out.splitlines() if line.strip())
+    }
 
 
 def _digest(path, length=M):
@@ -203,7 +287,9 @@ def test_lvm_logical_volumes_for_real(kvm_state, kvm, conn, loop_dev, tiny_vm):
     if not shutil.which("vgcreate"):
         pytest.skip("lvm2 is not installed (apt-get install lvm2)")
     if not kernel.has_device_mapper():
-        pytest.skip(f"logical volumes need device-mapper, which this kernel lacks (no device-mapper in /proc/misc); {TIER}")
+        pytest.skip(
+            f"logical volumes need device-mapper, which this kernel lacks (no device-mapper in /proc/misc); {TIER}"
+        )
     pool, vg = sandbox.uid("pool-"), sandbox.uid("vg-")
     spec = {"type": "logical", "source": {"devices": [loop_dev], "name": vg}}
     try:
@@ -262,10 +348,17 @@ def test_lvm_clone_and_wipe(kvm_state, kvm, conn, loop_dev):
         pytest.skip(f"logical volumes need device-mapper and lvm2; {TIER}")
     pool, vg = sandbox.uid("pool-"), sandbox.uid("vg-")
     try:
-        assert kvm_state.pool_present(pool, type="logical", source={"devices": [loop_dev], "name": vg})["result"] is True
+        assert (
+            kvm_state.pool_present(
+                pool, type="logical", source={"devices": [loop_dev], "name": vg}
+            )["result"]
+            is True
+        )
         made = kvm.volume_create(pool, "lv1", size="8M")
         rng = random.Random(3)
-        with open(made["path"], "r+b") as fh:  # data at the start, in the middle and in the last MiB
+        with open(
+            made["path"], "r+b"
+        ) as fh:  # data at the start, in the middle and in the last MiB
             for offset in (0, 3 * M + 4096, 7 * M):
                 fh.seek(offset)
                 fh.write(rng.randbytes(M - 4096))
@@ -277,11 +370,17 @@ def test_lvm_clone_and_wipe(kvm_state, kvm, conn, loop_dev):
         # libvirt create a sparse snapshot LV of one extent that the copy overflowed: EIO)
         clone = kvm.volume_clone(pool, "lv1", "lv2")
         assert clone["path"] == f"/dev/{vg}/lv2" and _lvs(vg) == {"lv1": 8 * M, "lv2": 8 * M}
-        assert _lv_attr(vg, "lv2").startswith("-"), f"the clone is not a plain LV: {_lv_attr(vg, 'lv2')}"
-        assert _device_digest(clone["path"]) == source, "the clone's content differs from its source"
+        assert _lv_attr(vg, "lv2").startswith("-"), (
+            f"the clone is not a plain LV: {_lv_attr(vg, 'lv2')}"
+        )
+        assert _device_digest(clone["path"]) == source, (
+            "the clone's content differs from its source"
+        )
 
         kvm.volume_wipe(pool, "lv2")
-        assert _device_digest(clone["path"]) == hashlib.sha256(bytes(8 * M)).hexdigest(), "the wipe left data"
+        assert _device_digest(clone["path"]) == hashlib.sha256(bytes(8 * M)).hexdigest(), (
+            "the wipe left data"
+        )
         assert _device_digest(made["path"]) == source, "wiping the clone changed its source"
         assert kvm_state.pool_absent(pool, purge=True)["result"] is True
     finally:
@@ -299,7 +398,9 @@ class Nfs:
         self.dir = sandbox.files_dir(sandbox.uid("nfs-"))
         self.export = os.path.join(self.dir, "export")
         os.makedirs(self.export, exist_ok=True)
-        self.options = f"rw,no_root_squash,no_subtree_check,insecure,fsid={random.randint(1000, 99999)}"
+        self.options = (
+            f"rw,no_root_squash,no_subtree_check,insecure,fsid={random.randint(1000, 99999)}"
+        )
 
     def start(self):
         if not os.path.ismount("/proc/fs/nfsd"):
@@ -310,7 +411,10 @@ class Nfs:
         if _sh("pgrep", "-x", "nfsd", check=False).returncode != 0:
             # no client-tracking daemon here: keep the NFSv4 grace period (opens wait in it) short
             for knob in ("nfsv4gracetime", "nfsv4leasetime"):
-                with contextlib.suppress(OSError), open(f"/proc/fs/nfsd/{knob}", "w", encoding="utf-8") as fh:
+                with (
+                    contextlib.suppress(OSError),
+                    open(f"/proc/fs/nfsd/{knob}", "w", encoding="utf-8") as fh,
+                ):
                     fh.write("10\n")
             _sh("rpc.nfsd", "4")
         if _sh("pgrep", "-x", "rpc.mountd", check=False).returncode != 0:
@@ -331,13 +435,19 @@ class Nfs:
 
 def test_nfs_netfs_pool_for_real(kvm_state, kvm, conn):
     if not kernel.has_filesystem("nfs"):
-        pytest.skip(f"netfs nfs pool not started for real: the kernel has no nfs filesystem (not in /proc/filesystems); {TIER}")
+        pytest.skip(
+            f"netfs nfs pool not started for real: the kernel has no nfs filesystem (not in /proc/filesystems); {TIER}"
+        )
     if not IN_GUEST or not shutil.which("rpc.nfsd"):
         pytest.skip(f"starts the kernel's NFS server: {TIER}")
     server = Nfs().start()
     pool = sandbox.uid("pool-")
     target = sandbox.files_dir(sandbox.uid("mnt-"))
-    spec = {"type": "netfs", "target": target, "source": {"hosts": ["127.0.0.1"], "dir": server.export, "format": "nfs"}}
+    spec = {
+        "type": "netfs",
+        "target": target,
+        "source": {"hosts": ["127.0.0.1"], "dir": server.export, "format": "nfs"},
+    }
     try:
         with open(os.path.join(server.export, "there.raw"), "wb") as fh:
             fh.truncate(4 * M)
@@ -346,7 +456,9 @@ def test_nfs_netfs_pool_for_real(kvm_state, kvm, conn):
         assert os.path.ismount(target) and "there.raw" in kvm.volume_list(pool)
         made = kvm.volume_create(pool, "disk1.qcow2", size="16M", format="qcow2")
         assert made["path"] == os.path.join(target, "disk1.qcow2")
-        assert os.path.isfile(os.path.join(server.export, "disk1.qcow2")), "the volume is not a file on the export"
+        assert os.path.isfile(os.path.join(server.export, "disk1.qcow2")), (
+            "the volume is not a file on the export"
+        )
         with open(os.path.join(server.export, "late.raw"), "wb") as fh:  # made on the server
             fh.truncate(M)
         kvm.pool_refresh(pool)
@@ -359,13 +471,17 @@ def test_nfs_netfs_pool_for_real(kvm_state, kvm, conn):
         with pytest.raises(Exception) as err:
             kvm.pool_start(pool)
         print("start without the export:", err.value)
-        assert pool in str(err.value) and ("mount" in str(err.value).lower() or "denied" in str(err.value).lower())
+        assert pool in str(err.value) and (
+            "mount" in str(err.value).lower() or "denied" in str(err.value).lower()
+        )
         assert not os.path.ismount(target)
         server.share()
         kvm.pool_start(pool)
         assert set(kvm.volume_list(pool)) == {"there.raw", "disk1.qcow2", "late.raw"}
         assert kvm_state.pool_absent(pool)["result"] is True
-        assert not os.path.ismount(target) and os.path.isfile(os.path.join(server.export, "disk1.qcow2"))
+        assert not os.path.ismount(target) and os.path.isfile(
+            os.path.join(server.export, "disk1.qcow2")
+        )
     finally:
         sandbox.drop_pool(conn, pool)
         if os.path.ismount(target):
@@ -383,7 +499,9 @@ CHAP_SECRET = "kvt-iscsi-chap-Secret-never-shown"
 def test_iscsi_pool_with_chap_for_real(kvm_state, kvm, conn, caplog):
     err = kernel.netlink_iscsi_error()
     if err:
-        pytest.skip(f"iscsi pool not started for real: socket(AF_NETLINK, SOCK_RAW, NETLINK_ISCSI) fails here ({err}); {TIER}")
+        pytest.skip(
+            f"iscsi pool not started for real: socket(AF_NETLINK, SOCK_RAW, NETLINK_ISCSI) fails here ({err}); {TIER}"
+        )
     if not IN_GUEST or not shutil.which("iscsiadm"):
         pytest.skip(f"logs the kernel's iSCSI initiator in to a target: {TIER}")
     tgt = Tgt(lun_sizes=(64 * M, 32 * M))
@@ -396,14 +514,27 @@ def test_iscsi_pool_with_chap_for_real(kvm_state, kvm, conn, caplog):
     spec = {
         "type": "iscsi",
         "target": "/dev",  # no udev in the guest: no /dev/disk/by-path
-        "source": {"hosts": [f"127.0.0.1:{tgt.port}"], "devices": [tgt.iqn], "auth": {"type": "chap", "username": CHAP_USER, "secret": CHAP_SECRET}},
+        "source": {
+            "hosts": [f"127.0.0.1:{tgt.port}"],
+            "devices": [tgt.iqn],
+            "auth": {"type": "chap", "username": CHAP_USER, "secret": CHAP_SECRET},
+        },
     }
     try:
         tgt.adm("--mode", "account", "--op", "new", "--user", CHAP_USER, "--password", CHAP_SECRET)
         tgt.adm("--mode", "account", "--op", "bind", "--tid", "1", "--user", CHAP_USER)
         with caplog.at_level("DEBUG"):
             # a wrong secret: the login fails, clearly, and nothing is left defined
-            wrong = kvm_state.pool_present(pool, **dict(spec, source=dict(spec["source"], auth=dict(spec["source"]["auth"], secret="kvt-wrong-secret-1"))))
+            wrong = kvm_state.pool_present(
+                pool,
+                **dict(
+                    spec,
+                    source=dict(
+                        spec["source"],
+                        auth=dict(spec["source"]["auth"], secret="kvt-wrong-secret-1"),
+                    ),
+                ),
+            )
             assert wrong["result"] is False, wrong["comment"]
             print("wrong CHAP secret:", wrong["comment"])
             assert pool not in [p.name() for p in conn.listAllStoragePools(0)]
@@ -414,16 +545,28 @@ def test_iscsi_pool_with_chap_for_real(kvm_state, kvm, conn, caplog):
             assert sorted(v["capacity"] for v in vols.values()) == [32 * M, 64 * M], vols
             small = next(v for v in vols.values() if v["capacity"] == 32 * M)
             data = random.Random(2).randbytes(4096)
-            with open(small["path"], "r+b") as fh:  # written through the initiator, read on the target
+            with open(
+                small["path"], "r+b"
+            ) as fh:  # written through the initiator, read on the target
                 fh.write(data)
                 fh.flush()
                 os.fsync(fh.fileno())
             with open(os.path.join(tgt.dir, "lun2.img"), "rb") as fh:
                 assert fh.read(4096) == data
-            texts = [repr(ret.raw), repr(kvm.pool_show(pool)), repr(vols), conn.storagePoolLookupByName(pool).XMLDesc(0), repr(wrong.raw)]
+            texts = [
+                repr(ret.raw),
+                repr(kvm.pool_show(pool)),
+                repr(vols),
+                conn.storagePoolLookupByName(pool).XMLDesc(0),
+                repr(wrong.raw),
+            ]
             assert kvm_state.pool_absent(pool)["result"] is True
         assert not [t for t in texts if CHAP_SECRET in t]
-        assert not [r for r in caplog.records if not r.name.startswith("saltfactories") and CHAP_SECRET in r.getMessage()]
+        assert not [
+            r
+            for r in caplog.records
+            if not r.name.startswith("saltfactories") and CHAP_SECRET in r.getMessage()
+        ]
         sessions = _sh("iscsiadm", "-m", "session", check=False)
         assert tgt.iqn not in sessions.stdout, "the pool's iSCSI session outlived the pool"
     finally:
@@ -443,29 +586,50 @@ def _bridge_state(lan, name):
     out = _ns(lan.host, "ip", "-j", "addr", "show", "dev", name, check=False)
     if out.returncode != 0:
         return None
-    addrs = sorted(f"{a['local']}/{a['prefixlen']}" for a in json.loads(out.stdout)[0].get("addr_info", []) if a["family"] == "inet")
-    ports = sorted(link["ifname"] for link in json.loads(_ns(lan.host, "ip", "-j", "link", "show", "master", name).stdout))
+    addrs = sorted(
+        f"{a['local']}/{a['prefixlen']}"
+        for a in json.loads(out.stdout)[0].get("addr_info", [])
+        if a["family"] == "inet"
+    )
+    ports = sorted(
+        link["ifname"]
+        for link in json.loads(_ns(lan.host, "ip", "-j", "link", "show", "master", name).stdout)
+    )
     return ports, addrs
 
 
 def _nm_diag(tmp_path):
     """What NetworkManager says about its devices and profiles, and its log's end."""
     out = []
-    for cmd in (("nmcli", "device"), ("nmcli", "connection"), ("nmcli", "-f", "GENERAL", "device", "show", "eno1")):
+    for cmd in (
+        ("nmcli", "device"),
+        ("nmcli", "connection"),
+        ("nmcli", "-f", "GENERAL", "device", "show", "eno1"),
+    ):
         res = _sh(*cmd, check=False)
         out.append(f"$ {' '.join(cmd)}\n{res.stdout}{res.stderr}")
     out.append((tmp_path / "nm.log").read_text()[-6000:])
     return "\n".join(out)
 
 
-def test_networkmanager_loads_the_keyfiles_and_brings_the_bridge_back(kvm_state, kvm, lan, tmp_path):
+def test_networkmanager_loads_the_keyfiles_and_brings_the_bridge_back(
+    kvm_state, kvm, lan, tmp_path
+):
     if not IN_GUEST or not shutil.which("NetworkManager"):
         pytest.skip(f"starts NetworkManager: {TIER}")
     # salt-kvm writes into the guest's own /etc (an overlay that goes with the guest)
-    ret = kvm_state.bridge_present(name="kvt-brn", netns=lan.host, persist="networkmanager", **UPLINK)
+    ret = kvm_state.bridge_present(
+        name="kvt-brn", netns=lan.host, persist="networkmanager", **UPLINK
+    )
     assert ret.result is True, ret.comment
-    written = sorted(p.name for p in pathlib.Path("/etc/NetworkManager/system-connections").glob("salt-kvm-kvt-brn*"))
-    assert written == ["salt-kvm-kvt-brn-port-eno1.nmconnection", "salt-kvm-kvt-brn.nmconnection"], written
+    written = sorted(
+        p.name
+        for p in pathlib.Path("/etc/NetworkManager/system-connections").glob("salt-kvm-kvt-brn*")
+    )
+    assert written == [
+        "salt-kvm-kvt-brn-port-eno1.nmconnection",
+        "salt-kvm-kvt-brn.nmconnection",
+    ], written
     want = _bridge_state(lan, "kvt-brn")
     assert want == (["eno1"], ["192.0.2.10/24"]), want
     kvm.bridge_delete("kvt-brn", netns=lan.host, force=True)
@@ -486,14 +650,34 @@ def test_networkmanager_loads_the_keyfiles_and_brings_the_bridge_back(kvm_state,
     # the NIC; here NetworkManager runs with a read-only /sys (a bind remount in the mount
     # namespace of its own `ip netns exec`).
     nm = subprocess.Popen(  # pylint: disable=consider-using-with
-        ["ip", "netns", "exec", lan.host, "sh", "-c", f"mount -o remount,bind,ro /sys && exec NetworkManager --debug --config={conf}"], stdout=log, stderr=subprocess.STDOUT
+        [
+            "ip",
+            "netns",
+            "exec",
+            lan.host,
+            "sh",
+            "-c",
+            f"mount -o remount,bind,ro /sys && exec NetworkManager --debug --config={conf}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         # as at boot: NetworkManager autoconnects both profiles, the bridge with its port and address
-        up = sandbox.wait_for(lambda: _bridge_state(lan, "kvt-brn") == want, timeout=120, interval=1)
-        assert up, f"NetworkManager did not bring kvt-brn back with its port: {_bridge_state(lan, 'kvt-brn')}\n{_nm_diag(tmp_path)}"
-        assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), "the host does not reach its gateway through the bridge"
-        states = dict(line.split(":", 1) for line in _sh("nmcli", "-t", "-f", "DEVICE,STATE", "device").stdout.splitlines() if ":" in line)
+        up = sandbox.wait_for(
+            lambda: _bridge_state(lan, "kvt-brn") == want, timeout=120, interval=1
+        )
+        assert up, (
+            f"NetworkManager did not bring kvt-brn back with its port: {_bridge_state(lan, 'kvt-brn')}\n{_nm_diag(tmp_path)}"
+        )
+        assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), (
+            "the host does not reach its gateway through the bridge"
+        )
+        states = dict(
+            line.split(":", 1)
+            for line in _sh("nmcli", "-t", "-f", "DEVICE,STATE", "device").stdout.splitlines()
+            if ":" in line
+        )
         assert states.get("eno1") == "connected" and states.get("kvt-brn") == "connected", states
 
         # the bridge deleted while NetworkManager runs: `nmcli connection up` of the port profile
@@ -501,10 +685,16 @@ def test_networkmanager_loads_the_keyfiles_and_brings_the_bridge_back(kvm_state,
         kvm.bridge_delete("kvt-brn", netns=lan.host, force=True)
         _ns(lan.host, "ip", "addr", "flush", "dev", "eno1")
         out = _sh("nmcli", "--wait", "60", "connection", "up", "kvt-brn-port-eno1", check=False)
-        tried = f"nmcli connection up kvt-brn-port-eno1: rc {out.returncode} {out.stdout} {out.stderr}"
+        tried = (
+            f"nmcli connection up kvt-brn-port-eno1: rc {out.returncode} {out.stdout} {out.stderr}"
+        )
         up = sandbox.wait_for(lambda: _bridge_state(lan, "kvt-brn") == want, timeout=90, interval=1)
-        assert up, f"nmcli connection up did not bring kvt-brn back with its port: {_bridge_state(lan, 'kvt-brn')}\n{tried}\n{_nm_diag(tmp_path)}"
-        assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), "the host does not reach its gateway after nmcli connection up"
+        assert up, (
+            f"nmcli connection up did not bring kvt-brn back with its port: {_bridge_state(lan, 'kvt-brn')}\n{tried}\n{_nm_diag(tmp_path)}"
+        )
+        assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), (
+            "the host does not reach its gateway after nmcli connection up"
+        )
     finally:
         nm.terminate()
         try:
@@ -512,17 +702,32 @@ def test_networkmanager_loads_the_keyfiles_and_brings_the_bridge_back(kvm_state,
         except subprocess.TimeoutExpired:
             nm.kill()
         log.close()
-        assert kvm_state.bridge_absent("kvt-brn", netns=lan.host, force=True, persist="networkmanager").result is True
-    assert not list(pathlib.Path("/etc/NetworkManager/system-connections").glob("salt-kvm-kvt-brn*"))
+        assert (
+            kvm_state.bridge_absent(
+                "kvt-brn", netns=lan.host, force=True, persist="networkmanager"
+            ).result
+            is True
+        )
+    assert not list(
+        pathlib.Path("/etc/NetworkManager/system-connections").glob("salt-kvm-kvt-brn*")
+    )
 
 
 def test_ifupdown_ifup_brings_the_bridge_back_from_the_written_file(kvm_state, kvm, lan):
-    if not IN_GUEST or not shutil.which("ifup") or not os.path.exists("/etc/network/if-pre-up.d/bridge"):
+    if (
+        not IN_GUEST
+        or not shutil.which("ifup")
+        or not os.path.exists("/etc/network/if-pre-up.d/bridge")
+    ):
         pytest.skip(f"runs ifup (ifupdown and bridge-utils) for the host's interfaces: {TIER}")
     etc = "/etc/network"
     os.makedirs(f"{etc}/interfaces.d", exist_ok=True)
-    with open(f"{etc}/interfaces", "w", encoding="utf-8") as fh:  # the guest's own /etc (an overlay)
-        fh.write("auto lo\niface lo inet loopback\n\nauto eno1\niface eno1 inet static\n    address 192.0.2.10/24\n    gateway 192.0.2.1\n\nsource /etc/network/interfaces.d/*\n")
+    with open(
+        f"{etc}/interfaces", "w", encoding="utf-8"
+    ) as fh:  # the guest's own /etc (an overlay)
+        fh.write(
+            "auto lo\niface lo inet loopback\n\nauto eno1\niface eno1 inet static\n    address 192.0.2.10/24\n    gateway 192.0.2.1\n\nsource /etc/network/interfaces.d/*\n"
+        )
     ret = kvm_state.bridge_present(name="kvt-bri", netns=lan.host, persist="ifupdown", **UPLINK)
     assert ret.result is True, ret.comment
     assert os.path.isfile(f"{etc}/interfaces.d/salt-kvm-kvt-bri")
@@ -554,9 +759,25 @@ class Networkd:
 
     def start(self):
         log = open(self.log_path, "a", encoding="utf-8")  # pylint: disable=consider-using-with
-        env = dict(os.environ, SYSTEMD_LOG_TARGET="console", SYSTEMD_LOG_LEVEL="debug", SYSTEMD_LOG_COLOR="0")
+        env = dict(
+            os.environ,
+            SYSTEMD_LOG_TARGET="console",
+            SYSTEMD_LOG_LEVEL="debug",
+            SYSTEMD_LOG_COLOR="0",
+        )
         self.proc = subprocess.Popen(  # pylint: disable=consider-using-with
-            ["ip", "netns", "exec", self.ns, "sh", "-c", f"mount -o remount,bind,ro /sys && exec {NETWORKD}"], stdout=log, stderr=subprocess.STDOUT, env=env
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.ns,
+                "sh",
+                "-c",
+                f"mount -o remount,bind,ro /sys && exec {NETWORKD}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
         )
         log.close()
         return self
@@ -574,12 +795,16 @@ class Networkd:
         return _ns(self.ns, "networkctl", "--no-pager", *args, check=False)
 
     def diag(self):
-        out = [f"networkd: {'running' if self.proc and self.proc.poll() is None else f'exited {self.proc.returncode if self.proc else None}'}"]
+        out = [
+            f"networkd: {'running' if self.proc and self.proc.poll() is None else f'exited {self.proc.returncode if self.proc else None}'}"
+        ]
         for args in (("list",), ("status", "eno1"), ("status", "kvt-brd")):
             res = self.ctl(*args)
             out.append(f"$ networkctl {' '.join(args)}\n{res.stdout}{res.stderr}")
         text = pathlib.Path(self.log_path).read_text(encoding="utf-8")
-        out.append("\n".join([line for line in text.splitlines() if line.startswith("eno1:")][-40:]))
+        out.append(
+            "\n".join([line for line in text.splitlines() if line.startswith("eno1:")][-40:])
+        )
         out.append(text[-4000:])
         return "\n".join(out)
 
@@ -589,8 +814,14 @@ def test_networkd_brings_the_bridge_back_from_the_written_files(kvm_state, kvm, 
         pytest.skip(f"starts systemd-networkd: {TIER}")
     ret = kvm_state.bridge_present(name="kvt-brd", netns=lan.host, persist="networkd", **UPLINK)
     assert ret.result is True, ret.comment
-    written = sorted(p.name for p in pathlib.Path("/etc/systemd/network").glob("10-salt-kvm-kvt-brd*"))  # the guest's own /etc
-    assert written == ["10-salt-kvm-kvt-brd-port-eno1.network", "10-salt-kvm-kvt-brd.netdev", "10-salt-kvm-kvt-brd.network"], written
+    written = sorted(
+        p.name for p in pathlib.Path("/etc/systemd/network").glob("10-salt-kvm-kvt-brd*")
+    )  # the guest's own /etc
+    assert written == [
+        "10-salt-kvm-kvt-brd-port-eno1.network",
+        "10-salt-kvm-kvt-brd.netdev",
+        "10-salt-kvm-kvt-brd.network",
+    ], written
     want = _bridge_state(lan, "kvt-brd")
     assert want == (["eno1"], ["192.0.2.10/24"]), want
 
@@ -603,9 +834,15 @@ def test_networkd_brings_the_bridge_back_from_the_written_files(kvm_state, kvm, 
     networkd = Networkd(lan.host, tmp_path / "networkd.log").start()
     try:
         # as at boot: networkd reads the files, makes the bridge, enslaves eno1, adds the address
-        back = sandbox.wait_for(lambda: _bridge_state(lan, "kvt-brd") == want, timeout=120, interval=1)
-        assert back, f"networkd did not bring kvt-brd back: {_bridge_state(lan, 'kvt-brd')}\n{networkd.diag()}"
-        assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), "the host does not reach its gateway through the bridge"
+        back = sandbox.wait_for(
+            lambda: _bridge_state(lan, "kvt-brd") == want, timeout=120, interval=1
+        )
+        assert back, (
+            f"networkd did not bring kvt-brd back: {_bridge_state(lan, 'kvt-brd')}\n{networkd.diag()}"
+        )
+        assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), (
+            "the host does not reach its gateway through the bridge"
+        )
         listed = networkd.ctl("list")
         assert "kvt-brd" in listed.stdout and "eno1" in listed.stdout, listed.stdout + listed.stderr
         print(listed.stdout)
@@ -618,10 +855,21 @@ def test_networkd_brings_the_bridge_back_from_the_written_files(kvm_state, kvm, 
         gone()
         networkd.stop()
         networkd.start()
-        back = sandbox.wait_for(lambda: _bridge_state(lan, "kvt-brd") == want, timeout=120, interval=1)
-        assert back, f"restarting networkd did not bring kvt-brd back: {_bridge_state(lan, 'kvt-brd')}\n{networkd.diag()}"
-        assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), "the host does not reach its gateway after the restart"
+        back = sandbox.wait_for(
+            lambda: _bridge_state(lan, "kvt-brd") == want, timeout=120, interval=1
+        )
+        assert back, (
+            f"restarting networkd did not bring kvt-brd back: {_bridge_state(lan, 'kvt-brd')}\n{networkd.diag()}"
+        )
+        assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), (
+            "the host does not reach its gateway after the restart"
+        )
     finally:
         networkd.stop()
-        assert kvm_state.bridge_absent("kvt-brd", netns=lan.host, force=True, persist="networkd").result is True
+        assert (
+            kvm_state.bridge_absent(
+                "kvt-brd", netns=lan.host, force=True, persist="networkd"
+            ).result
+            is True
+        )
     assert not list(pathlib.Path("/etc/systemd/network").glob("10-salt-kvm-kvt-brd*"))

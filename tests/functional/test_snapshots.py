@@ -21,7 +21,9 @@ def qemu_io(path, command, readonly=False):
     cmd = ["qemu-io", "-f", "qcow2" if not path.endswith(".img") else "raw"]
     if readonly:
         cmd += ["-r", "-U"]
-    proc = subprocess.run([*cmd, "-c", command, path], capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        [*cmd, "-c", command, path], capture_output=True, text=True, timeout=60, check=True
+    )
     return proc.stdout + proc.stderr
 
 
@@ -41,13 +43,20 @@ def disk_source(dom, inactive=False):
 
 
 def img_check(path):
-    proc = subprocess.run(["qemu-img", "check", "-U", path], capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        ["qemu-img", "check", "-U", path], capture_output=True, text=True, timeout=60
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "No errors were found" in proc.stdout, proc.stdout
 
 
 def backing_of(path):
-    out = subprocess.run(["qemu-img", "info", "-U", "--output=json", path], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["qemu-img", "info", "-U", "--output=json", path],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     import json  # pylint: disable=import-outside-toplevel
 
     return json.loads(out).get("backing-filename")
@@ -134,7 +143,10 @@ def test_external_create_revert_delete_merges(kvm, tiny_vm, start, args, memory,
         assert os.path.exists(snap["memory_file"])
     listed = kvm.snapshot_list(vm)
     assert [(s["name"], s["kind"], s["current"]) for s in listed] == [("e1", "external", True)]
-    assert kvm.snapshot_tree(vm)[0]["name"] == "e1" and kvm.snapshot_show(vm, "e1")["disks"] == snap["disks"]
+    assert (
+        kvm.snapshot_tree(vm)[0]["name"] == "e1"
+        and kvm.snapshot_show(vm, "e1")["disks"] == snap["disks"]
+    )
 
     # revert: the overlay's new data is gone, the VM ends in the snapshot's state
     stop_and_write(dom, NEW)
@@ -170,7 +182,9 @@ def test_revert_a_running_vm_and_the_running_override(kvm, tiny_vm):
     dom.create()
     kvm.snapshot_delete(vm, "ram")
     kvm.snapshot_create(vm, "ext-ram", external=True)
-    assert kvm.snapshot_revert(vm, "ext-ram")["state"] == "running"  # RAM restored from the memory file
+    assert (
+        kvm.snapshot_revert(vm, "ext-ram")["state"] == "running"
+    )  # RAM restored from the memory file
     kvm.snapshot_delete(vm, "ext-ram")
     kvm.snapshot_create(vm, "disk", memory=False)
     assert kvm.snapshot_revert(vm, "disk")["state"] == "shutoff"  # no RAM to restore
@@ -288,7 +302,10 @@ def test_internal_snapshot_of_a_raw_disk_is_refused(kvm, tiny_vm):
     dom, disk = tiny_vm(disk_format="raw")
     vm = dom.name()
     before = _host_view(dom)
-    with pytest.raises(CommandExecutionError, match=r"internal snapshots need qcow2 disks: disk vda .* is raw .*external=True"):
+    with pytest.raises(
+        CommandExecutionError,
+        match=r"internal snapshots need qcow2 disks: disk vda .* is raw .*external=True",
+    ):
         kvm.snapshot_create(vm, "s")
     assert _host_view(dom) == before
     # an external one works on raw, and merging it writes back into the raw image
@@ -311,7 +328,9 @@ def test_combinations_that_break_later_are_refused(kvm, tiny_vm):
         kvm.snapshot_revert(vm, "i1")
     with pytest.raises(CommandExecutionError, match="'e2' were taken on top of its overlay"):
         kvm.snapshot_revert(vm, "e1")
-    with pytest.raises(CommandExecutionError, match="libvirt cannot delete internal snapshot 'i1' while VM"):
+    with pytest.raises(
+        CommandExecutionError, match="libvirt cannot delete internal snapshot 'i1' while VM"
+    ):
         kvm.snapshot_delete(vm, "i1")
     assert _host_view(dom) == before
     assert dom.isActive()
@@ -336,7 +355,9 @@ def test_snapshot_present_and_absent(kvm, kvm_state, tiny_vm, testmode):
     vm = dom.name()
     ret = kvm_state.snapshot_present(vm, snapshot="before", test=testmode)
     assert ret.result is (None if testmode else True), ret.comment
-    assert ret.changes == {"snapshot": {"old": None, "new": {"name": "before", "kind": "internal", "memory": True}}}
+    assert ret.changes == {
+        "snapshot": {"old": None, "new": {"name": "before", "kind": "internal", "memory": True}}
+    }
     names = [s["name"] for s in kvm.snapshot_list(vm)]
     assert names == ([] if testmode else ["before"])
     if testmode:
@@ -357,7 +378,9 @@ def test_snapshot_present_and_absent(kvm, kvm_state, tiny_vm, testmode):
 
 
 @pytest.mark.parametrize(
-    "start,extra", [(False, {}), (True, {"memory": False})], ids=["shutoff-internal", "running-external"]
+    "start,extra",
+    [(False, {}), (True, {"memory": False})],
+    ids=["shutoff-internal", "running-external"],
 )
 def test_snapshots_retained_rolls(kvm, kvm_state, tiny_vm, start, extra):
     import time  # pylint: disable=import-outside-toplevel
@@ -385,7 +408,9 @@ def test_snapshots_retained_rolls(kvm, kvm_state, tiny_vm, start, extra):
     if extra:  # the pruned external snapshots were merged: the chain is as long as what is left
         assert bool(dom.isActive())
         overlays = [s["disks"][0]["file"] for s in kvm.snapshot_list(vm)]
-        assert sorted(files_in(disk)) == sorted(["disk.qcow2"] + [os.path.basename(o) for o in overlays])
+        assert sorted(files_in(disk)) == sorted(
+            ["disk.qcow2"] + [os.path.basename(o) for o in overlays]
+        )
         img_check(disk_source(dom))
     bad = kvm_state.snapshots_retained(vm, every="soon", keep=2)
     assert bad.result is False and "'soon' is not a duration" in bad.comment
@@ -401,7 +426,10 @@ def test_formula_state_apply_kvm_snapshots(tiny_vm, tmp_path):
     dom.snapshotCreateXML("<domainsnapshot><name>hand-made</name></domainsnapshot>", 0)
     # PYTHONPATH: this checkout's salt_kvm (and so its loader modules), not an installed copy
     call = SaltCall(
-        tmp_path, file_roots=[REPO], pillar={"snapshots": {vm: {"every": "1h", "keep": 2}}}, env={"PYTHONPATH": str(REPO)}
+        tmp_path,
+        file_roots=[REPO],
+        pillar={"snapshots": {vm: {"every": "1h", "keep": 2}}},
+        env={"PYTHONPATH": str(REPO)},
     )
     code, data, err = call.run("state.apply", "kvm.snapshots", "test=True")
     assert code == 0, (data, err)

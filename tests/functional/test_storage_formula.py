@@ -52,7 +52,7 @@ def pillar(conn):
 def _run(kvm, kvm_state, tree, test):
     results = []
     for sid, body in kvm.render_formula("storage", tree).items():
-        (fun, args), = body.items()
+        ((fun, args),) = body.items()
         kwargs = {}
         for item in args:
             kwargs.update(item)
@@ -75,7 +75,12 @@ def test_storage_formula_applies_in_order_and_is_idempotent(kvm, kvm_state, pill
     # the pool does not exist yet: test mode predicts it and every volume, and makes nothing
     assert all(result is None for _, result, _, _ in predicted), predicted
     # sizes in changes are for people (the bytes are in the return's "bytes")
-    assert predicted[2][2] == {"volume": {"old": None, "new": {"size": "32 MiB", "format": "qcow2", "backing": "base.qcow2"}}}
+    assert predicted[2][2] == {
+        "volume": {
+            "old": None,
+            "new": {"size": "32 MiB", "format": "qcow2", "backing": "base.qcow2"},
+        }
+    }
     assert "does not exist" in predicted[2][3] and not os.path.exists(target)
 
     applied = _run(kvm, kvm_state, tree, test=False)

@@ -49,7 +49,12 @@ def _sha(path):
 
 
 def _info(path):
-    out = subprocess.run(["qemu-img", "info", "-U", "--output=json", "--backing-chain", path], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["qemu-img", "info", "-U", "--output=json", "--backing-chain", path],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout)
 
 
@@ -88,7 +93,9 @@ def test_volume_present_create_grow_and_refusals(kvm_state, kvm, pool, vname, te
     pname, path = pool
     ret = kvm_state.volume_present(vname, pool=pname, size="16M", format="qcow2", test=testmode)
     assert ret["changes"] == {"volume": {"old": None, "new": {"size": "16 MiB", "format": "qcow2"}}}
-    assert ret["bytes"] == {"volume": {"new": {"size": 16 * M}}}, "sizes for people in changes, bytes kept"
+    assert ret["bytes"] == {"volume": {"new": {"size": 16 * M}}}, (
+        "sizes for people in changes, bytes kept"
+    )
     if testmode:
         assert ret["result"] is None and vname not in kvm.volume_list(pname)
         kvm.volume_create(pname, vname, "16M")
@@ -98,7 +105,11 @@ def test_volume_present_create_grow_and_refusals(kvm_state, kvm, pool, vname, te
     assert again["result"] is True and again["changes"] == {}
     shown = kvm.volume_show(pname, vname)
     assert shown["format"] == "qcow2" and shown["capacity"] == 16 * M
-    assert shown["path"] == os.path.join(path, vname) and shown["used_by"] == [] and shown["backing_chain"][0]["format"] == "qcow2"
+    assert (
+        shown["path"] == os.path.join(path, vname)
+        and shown["used_by"] == []
+        and shown["backing_chain"][0]["format"] == "qcow2"
+    )
 
     ret = kvm_state.volume_present(vname, pool=pname, size="32M", test=testmode)
     assert ret["changes"] == {"size": {"old": "16 MiB", "new": "32 MiB"}}
@@ -125,7 +136,10 @@ def test_backing_chain_and_backing_delete_refused(kvm_state, kvm, pool, testmode
     assert [c["filename"] for c in chain] == [os.path.join(path, top), os.path.join(path, base)]
     assert chain[0]["virtual-size"] == 16 * M and chain[0]["backing-filename-format"] == "qcow2"
     shown = kvm.volume_show(pname, top)
-    assert [c["path"] for c in shown["backing_chain"]] == [os.path.join(path, top), os.path.join(path, base)]
+    assert [c["path"] for c in shown["backing_chain"]] == [
+        os.path.join(path, top),
+        os.path.join(path, base),
+    ]
     assert kvm.volume_show(pname, base)["backing_of"] == [f"{pname}/{top}"]
 
     before = _sha(os.path.join(path, base))
@@ -192,7 +206,11 @@ def test_clone_converts_format(kvm, pool, image):
     clone = kvm.volume_clone(pname, name, name.replace(".qcow2", ".raw"), format="raw")
     assert clone["format"] == "raw"
     assert _info(clone["path"])[0]["format"] == "raw"
-    raw_orig = subprocess.run(["qemu-img", "compare", "-U", os.path.join(path, name), clone["path"]], capture_output=True, text=True)
+    raw_orig = subprocess.run(
+        ["qemu-img", "compare", "-U", os.path.join(path, name), clone["path"]],
+        capture_output=True,
+        text=True,
+    )
     assert raw_orig.returncode == 0, raw_orig.stdout + raw_orig.stderr
 
 
@@ -223,7 +241,9 @@ def test_online_grow_of_a_running_vm_disk(kvm, kvm_state, pool, vm_on, vname):
     assert kvm.volume_show(pname, vname)["used_by"] == [dom.name()]
     ret = kvm_state.volume_present(vname, pool=pname, size="48M")
     assert ret["result"] is True, ret["comment"]
-    assert ret["changes"] == {"size": {"old": "32 MiB", "new": "48 MiB"}} and ret["bytes"] == {"size": {"old": 32 * M, "new": 48 * M}}
+    assert ret["changes"] == {"size": {"old": "32 MiB", "new": "48 MiB"}} and ret["bytes"] == {
+        "size": {"old": 32 * M, "new": 48 * M}
+    }
     assert dom.blockInfo("vda")[0] == 48 * M  # the running guest sees it
     kvm.volume_resize(pname, vname, "64M")
     assert dom.blockInfo("vda")[0] == 64 * M
@@ -291,11 +311,20 @@ def test_import_reports_progress(pool, image, monkeypatch, caplog):
     session = Session(sandbox.URI)
     try:
         with caplog.at_level("INFO", logger="salt_kvm.storage_volumes"):
-            shown = storage_volumes.volume_import(session, pname, sandbox.uid("pg-") + ".qcow2", src, sha256=digest, progress=seen.append)
+            shown = storage_volumes.volume_import(
+                session,
+                pname,
+                sandbox.uid("pg-") + ".qcow2",
+                src,
+                sha256=digest,
+                progress=seen.append,
+            )
     finally:
         session.close()
     assert shown["format"] == "qcow2"
-    assert len(seen) >= 2 and seen[-1]["percent"] == 100 and seen[-1]["bytes"] == os.path.getsize(src)
+    assert (
+        len(seen) >= 2 and seen[-1]["percent"] == 100 and seen[-1]["bytes"] == os.path.getsize(src)
+    )
     assert [e["bytes"] for e in seen] == sorted(e["bytes"] for e in seen)
     assert "importing" in caplog.text and "%" in caplog.text
 
@@ -325,7 +354,11 @@ class _AuthImage(http.server.BaseHTTPRequestHandler):
     def do_GET(self):  # noqa: N802
         self.seen.append((self.path, self.headers.get("Authorization")))
         port = self.server.server_address[1]
-        redirects = {"/same": f"http://127.0.0.1:{port}/img.raw", "/other": f"http://localhost:{port}/img.raw", "/ftp": "ftp://127.0.0.1/img.raw"}
+        redirects = {
+            "/same": f"http://127.0.0.1:{port}/img.raw",
+            "/other": f"http://localhost:{port}/img.raw",
+            "/ftp": "ftp://127.0.0.1/img.raw",
+        }
         if self.path in redirects:
             self.send_response(302)
             self.send_header("Location", redirects[self.path])
@@ -333,7 +366,10 @@ class _AuthImage(http.server.BaseHTTPRequestHandler):
             return
         import base64  # pylint: disable=import-outside-toplevel
 
-        if self.headers.get("Authorization") != "Basic " + base64.b64encode(f"kvtuser:{self.password}".encode()).decode():
+        if (
+            self.headers.get("Authorization")
+            != "Basic " + base64.b64encode(f"kvtuser:{self.password}".encode()).decode()
+        ):
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="kvt"')
             self.send_header("Content-Length", "0")
@@ -370,27 +406,46 @@ def test_url_credentials_are_sent_as_basic_auth_and_never_shown(pool, auth_url, 
     try:
         with caplog.at_level("DEBUG"):
             names = {how: sandbox.uid("au-") + ".raw" for how in ("direct", "same", "other", "ftp")}
-            ret = storage_volumes.volume_present(session, names["direct"], pool=pname, source=f"{auth_url}/img.raw", format="raw")
+            ret = storage_volumes.volume_present(
+                session, names["direct"], pool=pname, source=f"{auth_url}/img.raw", format="raw"
+            )
             assert ret["result"] is True, ret["comment"]
-            assert ret["changes"]["volume"]["new"]["source"] == f"{auth_url}/img.raw".replace(pw, "***")
-            assert _sha(os.path.join(path, names["direct"])) == hashlib.sha256(_AuthImage.body).hexdigest()
+            assert ret["changes"]["volume"]["new"]["source"] == f"{auth_url}/img.raw".replace(
+                pw, "***"
+            )
+            assert (
+                _sha(os.path.join(path, names["direct"]))
+                == hashlib.sha256(_AuthImage.body).hexdigest()
+            )
             # a redirect on the same origin keeps the credentials
-            ret = storage_volumes.volume_present(session, names["same"], pool=pname, source=f"{auth_url}/same", format="raw")
+            ret = storage_volumes.volume_present(
+                session, names["same"], pool=pname, source=f"{auth_url}/same", format="raw"
+            )
             assert ret["result"] is True, ret["comment"]
             # ... another origin (localhost is not 127.0.0.1) does not get them
-            other = storage_volumes.volume_present(session, names["other"], pool=pname, source=f"{auth_url}/other", format="raw")
+            other = storage_volumes.volume_present(
+                session, names["other"], pool=pname, source=f"{auth_url}/other", format="raw"
+            )
             assert other["result"] is False and "401" in other["comment"], other
             # a redirect to another scheme is refused
-            ftp = storage_volumes.volume_present(session, names["ftp"], pool=pname, source=f"{auth_url}/ftp", format="raw")
+            ftp = storage_volumes.volume_present(
+                session, names["ftp"], pool=pname, source=f"{auth_url}/ftp", format="raw"
+            )
             assert ftp["result"] is False and "only http and https" in ftp["comment"], ftp
     finally:
         session.close()
-    assert ("/img.raw", None) in _AuthImage.seen and not any(p == "/ftp" and a for p, a in _AuthImage.seen[1:2])
-    assert [a is None for p, a in _AuthImage.seen if p == "/img.raw"][-1]  # the request after the cross-origin redirect
+    assert ("/img.raw", None) in _AuthImage.seen and not any(
+        p == "/ftp" and a for p, a in _AuthImage.seen[1:2]
+    )
+    assert [a is None for p, a in _AuthImage.seen if p == "/img.raw"][
+        -1
+    ]  # the request after the cross-origin redirect
     for ret in (ret, other, ftp):
         assert pw not in repr(ret)
     assert pw not in caplog.text and "kvtuser:***@" in caplog.text
-    assert sorted(f for f in os.listdir(path) if f.startswith("kvt-au-")) == sorted([names["direct"], names["same"]])
+    assert sorted(f for f in os.listdir(path) if f.startswith("kvt-au-")) == sorted(
+        [names["direct"], names["same"]]
+    )
 
 
 # --- the listing is patched after a write, not reloaded ------------------------------------------
@@ -420,10 +475,14 @@ def test_first_apply_of_many_volumes_loads_the_listing_once(conn):
             assert ret["result"] is True and ret["changes"], ret
         assert Counting.loads == 1
         grow = storage_volumes.volume_present(session, vols[0], pool=pname, size="2M")
-        assert grow["result"] is True and grow["changes"] == {"size": {"old": M, "new": 2 * M}}, grow
+        assert grow["result"] is True and grow["changes"] == {"size": {"old": M, "new": 2 * M}}, (
+            grow
+        )
         gone = storage_volumes.volume_absent(session, vols[1], pool=pname)
         assert gone["result"] is True and gone["changes"], gone
-        assert Counting.loads == 1  # (a delete looks at every pool's volumes once: one of them may back another)
+        assert (
+            Counting.loads == 1
+        )  # (a delete looks at every pool's volumes once: one of them may back another)
         patched = storage_volumes.volume_list(session, pname)
         fresh = Session(sandbox.URI)
         try:

@@ -21,7 +21,9 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SVG = "{http://www.w3.org/2000/svg}"
 
-needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed (package graphviz)")
+needs_dot = pytest.mark.skipif(
+    shutil.which("dot") is None, reason="Graphviz's dot is not installed (package graphviz)"
+)
 
 
 @pytest.fixture
@@ -128,13 +130,29 @@ def test_graph_of_real_objects(kvm, host):
     assert links[(f"volume:{pool}/top.qcow2", f"vm:{vm}", "disk")]["label"] == "vda"
     # the tap is drawn, so no second "vm -> bridge" line; only our objects are kept
     assert not [k for k in links if k[2] == "interface"]
-    assert {n["kind"] for n in model["nodes"]} == {"nic", "bridge", "tap", "vm", "pool", "volume", "snapshot"}
-    assert all(n["id"].split(":", 1)[1].startswith(tuple(mine(host)) + (f"/{bridge}", f"/{host['nic']}", f"/{tap}")) for n in model["nodes"])
+    assert {n["kind"] for n in model["nodes"]} == {
+        "nic",
+        "bridge",
+        "tap",
+        "vm",
+        "pool",
+        "volume",
+        "snapshot",
+    }
+    assert all(
+        n["id"]
+        .split(":", 1)[1]
+        .startswith(tuple(mine(host)) + (f"/{bridge}", f"/{host['nic']}", f"/{tap}"))
+        for n in model["nodes"]
+    )
 
     dot = kvm.topology(names=mine(host))
     assert dot.startswith("digraph ") and "rankdir=LR" in dot
     assert f'  "tap:/{tap}" -> "vm:{vm}";' in dot
-    assert f'  "volume:{pool}/base.qcow2" -> "volume:{pool}/top.qcow2" [label="backing", style="dashed", dir=back];' in dot
+    assert (
+        f'  "volume:{pool}/base.qcow2" -> "volume:{pool}/top.qcow2" [label="backing", style="dashed", dir=back];'
+        in dot
+    )
     assert f'"snapshot:{vm}/s2" [label="s2\\ninternal, running\\n' in dot and "(current)" in dot
     assert f'subgraph "cluster_pool:{pool}"' in dot
 
@@ -143,7 +161,12 @@ def test_whole_host_unfiltered(kvm, host):
     """Everything on the host (other runs' objects too): ours are in it."""
     model = kvm.topology(format="json")
     found = nodes(model)
-    assert {f"vm:{host['vm']}", f"pool:{host['pool']}", f"bridge:/{host['bridge']}", f"tap:/{host['tap']}"} <= set(found)
+    assert {
+        f"vm:{host['vm']}",
+        f"pool:{host['pool']}",
+        f"bridge:/{host['bridge']}",
+        f"tap:/{host['tap']}",
+    } <= set(found)
 
 
 def test_netns_bridge_and_libvirt_taps(kvm, host, ns_bridge):
@@ -178,7 +201,9 @@ def test_parts_and_stopped_vm(kvm, host, conn):
     # a shut-off VM has no tap: its interface is drawn to the bridge it will join
     assert links[(f"vm:{vm}", f"bridge:/{host['bridge']}", "interface")]["label"] == host["mac"]
     model = kvm.topology(format="json", parts="snapshots", names=mine(host))
-    assert {n["kind"] for n in model["nodes"]} == {"vm", "snapshot"}, "snapshot trees come with their VMs"
+    assert {n["kind"] for n in model["nodes"]} == {"vm", "snapshot"}, (
+        "snapshot trees come with their VMs"
+    )
 
 
 @needs_dot
@@ -186,7 +211,12 @@ def test_svg_png_dot_json_files(kvm, host, tmp_path):
     model = kvm.topology(format="json", names=mine(host))
     svg = tmp_path / "host.svg"
     ret = kvm.topology(format="svg", path=str(svg), names=mine(host))
-    assert ret == {"path": str(svg), "format": "svg", "nodes": len(model["nodes"]), "edges": len(model["edges"])}
+    assert ret == {
+        "path": str(svg),
+        "format": "svg",
+        "nodes": len(model["nodes"]),
+        "edges": len(model["edges"]),
+    }
     root = etree.parse(str(svg)).getroot()
     assert root.tag == f"{SVG}svg"
     titles = {t.text for t in root.iter(f"{SVG}title")}
@@ -207,7 +237,9 @@ def test_svg_png_dot_json_files(kvm, host, tmp_path):
     import json  # pylint: disable=import-outside-toplevel
 
     assert json.loads(js.read_text())["nodes"] == model["nodes"]
-    assert sorted(os.listdir(tmp_path)) == ["host.dot", "host.json", "host.png", "host.svg"], "no temporary file left"
+    assert sorted(os.listdir(tmp_path)) == ["host.dot", "host.json", "host.png", "host.svg"], (
+        "no temporary file left"
+    )
 
 
 @pytest.mark.parametrize(
@@ -215,10 +247,19 @@ def test_svg_png_dot_json_files(kvm, host, tmp_path):
     [
         ({"format": "svg"}, r"^path: is required with format=svg"),
         ({"format": "png", "path": "host.png"}, r"^path: 'host.png' is not an absolute path"),
-        ({"format": "gif", "path": "/tmp/x.gif"}, r"^format: 'gif' is not one of dot, json, svg, png"),
-        ({"format": "svg", "path": "/nonexistent-kvt/x.svg"}, r"^path: directory '/nonexistent-kvt' does not exist"),
+        (
+            {"format": "gif", "path": "/tmp/x.gif"},
+            r"^format: 'gif' is not one of dot, json, svg, png",
+        ),
+        (
+            {"format": "svg", "path": "/nonexistent-kvt/x.svg"},
+            r"^path: directory '/nonexistent-kvt' does not exist",
+        ),
         ({"parts": "storage,disks"}, r"^parts: 'disks' is not one of"),
-        ({"netns": "kvt-no-such-ns-0"}, r"^netns: network namespace 'kvt-no-such-ns-0' does not exist"),
+        (
+            {"netns": "kvt-no-such-ns-0"},
+            r"^netns: network namespace 'kvt-no-such-ns-0' does not exist",
+        ),
     ],
 )
 def test_bad_input(kvm, kwargs, message):
@@ -228,7 +269,9 @@ def test_bad_input(kvm, kwargs, message):
 
 def test_missing_graphviz_is_named(kvm, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))  # a PATH without dot, as on a host without graphviz
-    with pytest.raises(CommandExecutionError, match=r"'dot' command is not installed: install the package graphviz"):
+    with pytest.raises(
+        CommandExecutionError, match=r"'dot' command is not installed: install the package graphviz"
+    ):
         kvm.topology(format="svg", path=str(tmp_path / "x.svg"))
     assert not (tmp_path / "x.svg").exists()
 
@@ -237,9 +280,16 @@ def test_missing_graphviz_is_named(kvm, monkeypatch, tmp_path):
 def test_through_salt_call(host, tmp_path):
     call = SaltCall(tmp_path / "salt", env={"PYTHONPATH": str(REPO)})
     svg = tmp_path / "host.svg"
-    rc, data, err = call.run("kvm.topology", "format=svg", f"path={svg}", f"names={','.join(mine(host))}")
+    rc, data, err = call.run(
+        "kvm.topology", "format=svg", f"path={svg}", f"names={','.join(mine(host))}"
+    )
     assert rc == 0, (data, err)
-    assert data["path"] == str(svg) and data["format"] == "svg" and data["nodes"] >= 9 and data["edges"] >= 9
+    assert (
+        data["path"] == str(svg)
+        and data["format"] == "svg"
+        and data["nodes"] >= 9
+        and data["edges"] >= 9
+    )
     assert etree.parse(str(svg)).getroot().tag == f"{SVG}svg"
     rc, data, err = call.run("kvm.topology", "format=json", f"names={host['vm']}")
     assert rc == 0, (data, err)

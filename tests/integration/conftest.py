@@ -57,14 +57,22 @@ class Fleet:
         for minion_id, data in self._pillars.items():
             sls = "fleet_" + minion_id.replace("-", "_").replace(".", "_")
             top["base"][minion_id] = [sls]
-            (self.pillar_tree / f"{sls}.sls").write_text(yaml.safe_dump(data, default_flow_style=False))
+            (self.pillar_tree / f"{sls}.sls").write_text(
+                yaml.safe_dump(data, default_flow_style=False)
+            )
         (self.pillar_tree / "top.sls").write_text(yaml.safe_dump(top, default_flow_style=False))
 
     def salt(self, *args, tgt=None, tgt_type="list", **kwargs):
         """``salt TGT ARGS``; by default every minion of this fleet (as a list)."""
         if tgt is None:
             tgt, tgt_type = ",".join(self.ids), "list"
-        flag = {"glob": (), "list": ("-L",), "grain": ("-G",), "pillar": ("-I",), "compound": ("-C",)}[tgt_type]
+        flag = {
+            "glob": (),
+            "list": ("-L",),
+            "grain": ("-G",),
+            "pillar": ("-I",),
+            "compound": ("-C",),
+        }[tgt_type]
         return self.salt_cli.run(*flag, *args, minion_tgt=tgt, **kwargs)
 
     def run(self, *args, **kwargs):
@@ -75,7 +83,9 @@ class Fleet:
 @pytest.fixture(scope="session")
 def fleet_net():
     try:
-        net = fleetlib.FleetNet.free()  # 198.51.100.128/26, or .192/26 while another fleet (the bench) runs
+        net = (
+            fleetlib.FleetNet.free()
+        )  # 198.51.100.128/26, or .192/26 while another fleet (the bench) runs
     except RuntimeError as exc:
         pytest.skip(str(exc))
     net.create()
@@ -119,7 +129,9 @@ def fleet(fleet_master, fleet_net):
     with contextlib.ExitStack() as stack:
         for i in range(1, FLEET_SIZE + 1):
             netns, _addr = fleet_net.add_host()
-            assert fleet_net.ping_master(netns), f"netns {netns} cannot reach the master at {fleet_net.master_ip}"
+            assert fleet_net.ping_master(netns), (
+                f"netns {netns} cannot reach the master at {fleet_net.master_ip}"
+            )
             minion_id = f"{fleet_net.prefix}-hv{i}"
             factory = fleet_master.salt_minion_daemon(
                 minion_id,
@@ -127,7 +139,9 @@ def fleet(fleet_master, fleet_net):
                 netns=netns,
                 overrides=fleet_net.minion_overrides(fleet_master),
             )
-            stack.callback(shutil.rmtree, factory.config["root_dir"], True)  # after it stopped (LIFO)
+            stack.callback(
+                shutil.rmtree, factory.config["root_dir"], True
+            )  # after it stopped (LIFO)
             stack.enter_context(factory.started())
             fl.minions.append(factory)
             fl.netns[minion_id] = netns

@@ -38,15 +38,38 @@ def host_pillar(fleet, minion_id, i, subnet):
     documentation ``subnet``) and snapshot policy."""
     name = lambda kind: fleet.name(minion_id, kind)
     pool = name("p")
-    volumes = {f"disk{j}.qcow2": {"size": "16M", "format": "qcow2"} for j in range(1, i)}  # 0, 1, 2 volumes
+    volumes = {
+        f"disk{j}.qcow2": {"size": "16M", "format": "qcow2"} for j in range(1, i)
+    }  # 0, 1, 2 volumes
     pillar = {
-        "bridges": {f"kvt-br{i}": {"stp": False, "forward_delay": 0, "addresses": [f"192.0.2.{10 + i}/24"], "persist": "none"}},
-        "pools": {pool: {"type": "dir", "target": os.path.join(sandbox.FILES_ROOT, pool), "autostart": i != 2, "volumes": volumes}},
-        "snapshots": {name("vm"): {"every": "1d", "keep": i, "memory": False, "prefix": f"auto{i}-"}},
+        "bridges": {
+            f"kvt-br{i}": {
+                "stp": False,
+                "forward_delay": 0,
+                "addresses": [f"192.0.2.{10 + i}/24"],
+                "persist": "none",
+            }
+        },
+        "pools": {
+            pool: {
+                "type": "dir",
+                "target": os.path.join(sandbox.FILES_ROOT, pool),
+                "autostart": i != 2,
+                "volumes": volumes,
+            }
+        },
+        "snapshots": {
+            name("vm"): {"every": "1d", "keep": i, "memory": False, "prefix": f"auto{i}-"}
+        },
     }
     if i != 2:  # host 2 has no libvirt network of its own
         pillar["networks"] = {
-            name("net"): {"mode": "isolated", "bridge": f"{fleet.net.prefix}n{i}", "address": f"{subnet[1]}/{subnet.prefixlen}", "autostart": False}
+            name("net"): {
+                "mode": "isolated",
+                "bridge": f"{fleet.net.prefix}n{i}",
+                "address": f"{subnet[1]}/{subnet.prefixlen}",
+                "autostart": False,
+            }
         }
     return pillar
 
@@ -54,7 +77,9 @@ def host_pillar(fleet, minion_id, i, subnet):
 @pytest.fixture(scope="module")
 def hosts(fleet, conn):
     """Per-host pillar written, a stopped tiny VM per host for its snapshot policy."""
-    _need_states("bridge_present", "network_present", "pool_present", "volume_present", "snapshots_retained")
+    _need_states(
+        "bridge_present", "network_present", "pool_present", "volume_present", "snapshots_retained"
+    )
     specs = {}
     subnets = free_subnets(len(fleet.ids), exclude=[f"{fleet.net.master_ip}/25"])
     try:
@@ -85,7 +110,10 @@ def _bridge_in_netns(netns, name):
         idx = ns.link_lookup(ifname=name)
         if not idx:
             return None
-        return sorted(f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}" for a in ns.get_addr(index=idx[0], family=2))
+        return sorted(
+            f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+            for a in ns.get_addr(index=idx[0], family=2)
+        )
 
 
 def test_each_minion_is_a_host_of_its_own(fleet):
@@ -104,7 +132,11 @@ def test_grain_targeting(fleet):
         assert ret.data[minion_id]["libvirt_version"]
     ret = fleet.salt("test.ping", tgt=f"kvm:hypervisor:{hypervisor}", tgt_type="grain")
     assert set(fleet.ids) <= set(ret.data)
-    ret = fleet.salt("test.ping", tgt=f"G@kvm:hypervisor:{hypervisor} and L@{','.join(fleet.ids)}", tgt_type="compound")
+    ret = fleet.salt(
+        "test.ping",
+        tgt=f"G@kvm:hypervisor:{hypervisor} and L@{','.join(fleet.ids)}",
+        tgt_type="compound",
+    )
     assert set(ret.data) == set(fleet.ids)
 
 
@@ -113,7 +145,9 @@ def test_test_mode_reports_pending_changes_per_host(fleet, hosts, conn):
     for i, minion_id in enumerate(fleet.ids, start=1):
         results = state_results(ret.data[minion_id])
         assert results, ret.data[minion_id]
-        assert all(r["result"] is None for r in results.values()), {k: (r["result"], r["comment"]) for k, r in results.items() if r["result"] is not None}
+        assert all(r["result"] is None for r in results.values()), {
+            k: (r["result"], r["comment"]) for k, r in results.items() if r["result"] is not None
+        }
         pool = fleet.name(minion_id, "p")
         assert results[f"kvm-pool-{pool}"]["changes"]
         assert results[f"kvm-bridge-kvt-br{i}"]["changes"]
@@ -134,7 +168,9 @@ def test_apply_configures_each_host_as_its_pillar_says(fleet, hosts, conn):
     assert ret.returncode == 0, ret
     for i, minion_id in enumerate(fleet.ids, start=1):
         results = state_results(ret.data[minion_id])
-        assert all(r["result"] is True for r in results.values()), {k: r["comment"] for k, r in results.items() if r["result"] is not True}
+        assert all(r["result"] is True for r in results.values()), {
+            k: r["comment"] for k, r in results.items() if r["result"] is not True
+        }
         # bridge in this host's own netns, with this host's address; not in the others'
         assert _bridge_in_netns(fleet.netns[minion_id], f"kvt-br{i}") == [f"192.0.2.{10 + i}/24"]
         for other in fleet.ids:
@@ -199,7 +235,12 @@ def test_report_gathers_every_host(fleet, hosts, conn):
     ret = fleet.run("kvm.report", ",".join(fleet.ids), "tgt_type=list", "--out=json")
     assert ret.returncode == 0, ret
     assert ret.data["retcode"] == 0
-    assert ret.data["summary"] == {"hosts": 3, "in_line": sorted(fleet.ids), "drifted": [], "failed": []}
+    assert ret.data["summary"] == {
+        "hosts": 3,
+        "in_line": sorted(fleet.ids),
+        "drifted": [],
+        "failed": [],
+    }
     data = ret.data["hosts"]
     assert set(data) == set(fleet.ids)
     for i, minion_id in enumerate(fleet.ids, start=1):
@@ -233,7 +274,9 @@ def test_report_shows_drift_and_errors_per_host(fleet, hosts):
     try:
         ret = fleet.run("kvm.report", ",".join(fleet.ids), "tgt_type=list", "--out=json")
         assert ret.returncode != 0  # a host whose pillar is broken fails the report
-        assert ret.data["summary"]["failed"] == [second] and ret.data["summary"]["drifted"] == [third]
+        assert ret.data["summary"]["failed"] == [second] and ret.data["summary"]["drifted"] == [
+            third
+        ]
         data = ret.data["hosts"]
         assert data[first]["drift"] == {"pending": {}, "errors": []}
         assert list(data[third]["drift"]["pending"]) == [f"kvm-volume-{pool3}-new.qcow2"]
@@ -282,7 +325,15 @@ def test_snapshot_and_revert_across_the_fleet_in_batches(fleet, running_vms, con
     _need_exec(fleet, "kvm.snapshot_create", "kvm.snapshot_revert")
     pattern = f"{fleet.net.prefix}-web*"
     tgt = ",".join(fleet.ids)
-    ret = fleet.run("kvm.snapshot", f"tgt={tgt}", "tgt_type=list", f"vms={pattern}", "name=before", "batch=34%", "--out=json")
+    ret = fleet.run(
+        "kvm.snapshot",
+        f"tgt={tgt}",
+        "tgt_type=list",
+        f"vms={pattern}",
+        "name=before",
+        "batch=34%",
+        "--out=json",
+    )
     assert ret.returncode == 0, ret
     data = ret.data
     assert data["result"] is True
@@ -296,7 +347,14 @@ def test_snapshot_and_revert_across_the_fleet_in_batches(fleet, running_vms, con
 
     for vm in running_vms:
         conn.lookupByName(vm).destroy()
-    ret = fleet.run("kvm.revert", f"tgt={fleet.ids[0]}", "tgt_type=list", f"vms={pattern}", "name=before", "--out=json")
+    ret = fleet.run(
+        "kvm.revert",
+        f"tgt={fleet.ids[0]}",
+        "tgt_type=list",
+        f"vms={pattern}",
+        "name=before",
+        "--out=json",
+    )
     assert ret.returncode == 0, ret
     assert ret.data["result"] is True
     assert sorted(ret.data["vms"]) == sorted(f"{fleet.ids[0]}/{vm}" for vm in running_vms)
@@ -306,7 +364,14 @@ def test_snapshot_and_revert_across_the_fleet_in_batches(fleet, running_vms, con
 
 def test_snapshot_reports_a_failing_vm(fleet, running_vms, conn):
     _need_exec(fleet, "kvm.snapshot_create")
-    ret = fleet.run("kvm.revert", f"tgt={fleet.ids[0]}", "tgt_type=list", f"vms={running_vms[0]}", "name=no-such-snapshot", "--out=json")
+    ret = fleet.run(
+        "kvm.revert",
+        f"tgt={fleet.ids[0]}",
+        "tgt_type=list",
+        f"vms={running_vms[0]}",
+        "name=no-such-snapshot",
+        "--out=json",
+    )
     assert ret.returncode != 0
     assert ret.data["result"] is False
     entry = ret.data["vms"][f"{fleet.ids[0]}/{running_vms[0]}"]

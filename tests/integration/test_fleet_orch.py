@@ -32,7 +32,9 @@ def _upgrade_sls(fleet, name, vm, fail):
     body = {
         "upgrade-stops-the-vm": {"cmd.run": [{"name": f"virsh -q -c qemu:///system destroy {vm}"}]},
         "upgrade-result": {
-            ("test.fail_without_changes" if fail else "test.succeed_without_changes"): [{"require": [{"cmd": "upgrade-stops-the-vm"}]}]
+            ("test.fail_without_changes" if fail else "test.succeed_without_changes"): [
+                {"require": [{"cmd": "upgrade-stops-the-vm"}]}
+            ]
         },
     }
     (fleet.state_tree / f"{name}.sls").write_text(json.dumps(body))

@@ -9,7 +9,6 @@ finds the formula. Both run the real ``salt-call``.
 import subprocess
 import sys
 
-
 from tests.conftest import REPO
 from tests.support import sandbox
 from tests.support.saltcall import SaltCall, repo_file_root, state_results
@@ -20,13 +19,17 @@ EXPECTED = {"kvm.host_info", "kvm.validate_pillar", "kvm.render_formula"}
 def installed_copy():
     """The loader module file that the installed distribution carries (not the checkout's)."""
     code = "import salt_kvm.loader as l, json; print(json.dumps(l.get_loader_dirs()))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd="/", check=True
+    ).stdout
     return out
 
 
 def test_pip_installed_package_needs_no_sync(tmp_path):
     dirs = installed_copy()
-    assert "loader_modules" in dirs, f"salt-kvm is not installed in this venv (run make test): {dirs}"
+    assert "loader_modules" in dirs, (
+        f"salt-kvm is not installed in this venv (run make test): {dirs}"
+    )
     call = SaltCall(tmp_path)
     code, functions, err = call.run("sys.list_functions", "kvm")
     assert code == 0, err
@@ -35,7 +38,9 @@ def test_pip_installed_package_needs_no_sync(tmp_path):
     assert "loader_output" in dirs, dirs
     code, text, err = call.run("kvm.pool_list", out="kvm")
     assert code == 0, err
-    assert text.startswith("local:\n") and ("    POOL  " in text or "no storage pools" in text), text
+    assert text.startswith("local:\n") and ("    POOL  " in text or "no storage pools" in text), (
+        text
+    )
     # nothing was synced: the functions come from the installed package
     assert not list((tmp_path / "cache").rglob("kvm.py"))
 
@@ -68,7 +73,9 @@ def test_repository_as_file_root_with_sync_all(tmp_path, conn):
         code, text, err = call.run("kvm.pool_list", out="kvm")
         assert code == 0, err
         line = next(ln for ln in text.splitlines() if ln.split()[:1] == [pool])
-        assert line.split()[1:4] == ["dir", "running", "no"] and line.rstrip().endswith(target), text
+        assert line.split()[1:4] == ["dir", "running", "no"] and line.rstrip().endswith(target), (
+            text
+        )
     finally:
         sandbox.sweep(only_mine=True)
 

@@ -30,7 +30,9 @@ def salt_master(salt_factories):
 @pytest.fixture(scope="module")
 def salt_minion(salt_master):
     # a short interval so that a 2 s import reports several times
-    factory = salt_master.salt_minion_daemon(random_string("kvt-pminion-"), overrides={"kvm": {"progress": {"interval": 0.2}}})
+    factory = salt_master.salt_minion_daemon(
+        random_string("kvt-pminion-"), overrides={"kvm": {"progress": {"interval": 0.2}}}
+    )
     with factory.started():
         yield factory
 
@@ -80,14 +82,22 @@ def test_progress_events_reach_the_master(salt_master, salt_minion, salt_cli, di
     name = sandbox.uid("pe-") + ".raw"
 
     listener = Listener(salt_master, "salt/kvm/progress/import", 5)
-    ret = salt_cli.run("kvm.volume_import", pname, name, slow_url, "format=raw", minion_tgt=salt_minion.id)
+    ret = salt_cli.run(
+        "kvm.volume_import", pname, name, slow_url, "format=raw", minion_tgt=salt_minion.id
+    )
     assert ret.returncode == 0, ret
     assert os.path.getsize(os.path.join(path, name)) == SIZE
     events = listener.events()
     assert len(events) == 5, listener.result
-    assert {(tag, minion) for tag, minion, _ in events} == {("salt/kvm/progress/import", salt_minion.id)}
+    assert {(tag, minion) for tag, minion, _ in events} == {
+        ("salt/kvm/progress/import", salt_minion.id)
+    }
     reports = [data for _, _, data in events]
-    assert reports[0]["stage"] == "start" and reports[0]["percent"] == 0 and reports[0]["total"] == SIZE
+    assert (
+        reports[0]["stage"] == "start"
+        and reports[0]["percent"] == 0
+        and reports[0]["total"] == SIZE
+    )
     ticks = [r for r in reports if r["stage"] == "progress"]
     assert len(ticks) >= 3, reports
     for report in ticks:
@@ -98,12 +108,18 @@ def test_progress_events_reach_the_master(salt_master, salt_minion, salt_cli, di
 
     clone = name.replace(".raw", ".qcow2")
     listener = Listener(salt_master, "salt/kvm/progress/clone", 2)
-    ret = salt_cli.run("kvm.volume_clone", pname, name, clone, "format=qcow2", minion_tgt=salt_minion.id)
+    ret = salt_cli.run(
+        "kvm.volume_clone", pname, name, clone, "format=qcow2", minion_tgt=salt_minion.id
+    )
     assert ret.returncode == 0 and ret.data["format"] == "qcow2", ret
     events = listener.events()
     assert [tag for tag, _, _ in events] == ["salt/kvm/progress/clone"] * 2, listener.result
     first, second = (data for _, _, data in events)
-    assert first["stage"] == "start" and first["volume"] == f"{pname}/{clone}" and first["source"] == f"{pname}/{name}"
+    assert (
+        first["stage"] == "start"
+        and first["volume"] == f"{pname}/{clone}"
+        and first["source"] == f"{pname}/{name}"
+    )
     assert second["stage"] in ("progress", "done") and isinstance(second["percent"], int)
     with contextlib.suppress(OSError):
         os.unlink(os.path.join(path, clone))

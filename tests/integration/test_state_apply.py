@@ -59,7 +59,9 @@ def pool_name(conn):
     sandbox.sweep(only_mine=True)
 
 
-def test_state_apply_kvm_converges_then_changes_nothing(salt_cli, salt_minion, set_pillar, pool_name, conn):
+def test_state_apply_kvm_converges_then_changes_nothing(
+    salt_cli, salt_minion, set_pillar, pool_name, conn
+):
     target = sandbox.files_dir(pool_name)
     set_pillar({"pools": {pool_name: {"type": "dir", "target": target, "autostart": True}}})
 
@@ -83,11 +85,19 @@ def test_state_apply_kvm_converges_then_changes_nothing(salt_cli, salt_minion, s
     assert all(r["result"] is True for r in state_results(ret.data).values())
 
 
-def test_bad_pillar_fails_before_anything_changes(salt_cli, salt_minion, set_pillar, pool_name, conn):
+def test_bad_pillar_fails_before_anything_changes(
+    salt_cli, salt_minion, set_pillar, pool_name, conn
+):
     target = sandbox.files_dir(pool_name)
     set_pillar(
         {
-            "pools": {pool_name: {"type": "dir", "target": target, "volumes": {"ubuntu.qcow2": {"size": "20X"}}}},
+            "pools": {
+                pool_name: {
+                    "type": "dir",
+                    "target": target,
+                    "volumes": {"ubuntu.qcow2": {"size": "20X"}},
+                }
+            },
         }
     )
     for sls in ("kvm", "kvm.storage", "kvm.bridges"):

@@ -45,13 +45,21 @@ class VenvMinion(SaltMinion):
 
     def cmdline(self, *args):  # pylint: disable=arguments-differ
         cmdline = super().cmdline(*args)
-        script = next(i for i, arg in enumerate(cmdline) if "salt_minion" in str(arg) or str(arg).endswith("salt-minion"))
+        script = next(
+            i
+            for i, arg in enumerate(cmdline)
+            if "salt_minion" in str(arg) or str(arg).endswith("salt-minion")
+        )
         return [str(pathlib.Path(self.venv) / "bin" / "salt-minion")] + list(cmdline[script + 1 :])
 
 
 def _run(*cmd, **kwargs):
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, check=False, cwd="/", **kwargs)
-    assert proc.returncode == 0, f"{' '.join(map(str, cmd))} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    proc = subprocess.run(
+        [str(c) for c in cmd], capture_output=True, text=True, check=False, cwd="/", **kwargs
+    )
+    assert proc.returncode == 0, (
+        f"{' '.join(map(str, cmd))} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc.stdout
 
 
@@ -78,7 +86,12 @@ def minion_venv(wheel):
     _run(python, "-m", "pip", "uninstall", "-q", "-y", "salt-kvm", env=env)
     # the wheel with its dependencies (libvirt-python, pyroute2, lxml), and salt itself
     _run(python, "-m", "pip", "install", "-q", wheel, "salt", env=env)
-    where = _run(python, "-c", "import salt_kvm, salt; print(salt_kvm.__file__); print(salt.__file__)", env=env).split()
+    where = _run(
+        python,
+        "-c",
+        "import salt_kvm, salt; print(salt_kvm.__file__); print(salt.__file__)",
+        env=env,
+    ).split()
     assert all(path.startswith(str(MINION_VENV)) for path in where), where
     return MINION_VENV
 
@@ -89,13 +102,35 @@ def formula_root(minion_venv, tmp_path_factory):
     conf = tmp_path_factory.mktemp("runner-conf")
     (conf / "cache" / "proc").mkdir(parents=True)
     (conf / "master").write_text(
-        yaml.safe_dump({"root_dir": str(conf), "pki_dir": str(conf / "pki"), "cachedir": str(conf / "cache"),
-                        "sock_dir": str(conf / "sock"), "log_file": str(conf / "master.log")})
+        yaml.safe_dump(
+            {
+                "root_dir": str(conf),
+                "pki_dir": str(conf / "pki"),
+                "cachedir": str(conf / "cache"),
+                "sock_dir": str(conf / "sock"),
+                "log_file": str(conf / "master.log"),
+            }
+        )
     )
-    out = _run(minion_venv / "bin" / "salt-run", "-c", conf, "--out=json", "-l", "quiet", "kvm.formula_root")
+    out = _run(
+        minion_venv / "bin" / "salt-run",
+        "-c",
+        conf,
+        "--out=json",
+        "-l",
+        "quiet",
+        "kvm.formula_root",
+    )
     path = json.loads(out)
     assert path.startswith(str(minion_venv)) and path.endswith("salt_kvm/file_root"), path
-    assert sorted(os.listdir(os.path.join(path, "kvm"))) == ["bridges.sls", "init.sls", "networks.sls", "snapshots.sls", "storage.sls", "vms.sls"]
+    assert sorted(os.listdir(os.path.join(path, "kvm"))) == [
+        "bridges.sls",
+        "init.sls",
+        "networks.sls",
+        "snapshots.sls",
+        "storage.sls",
+        "vms.sls",
+    ]
     return path
 
 
@@ -108,7 +143,10 @@ def pillar_tree(tmp_path_factory):
 def master(salt_factories, formula_root, pillar_tree):
     factory = salt_factories.salt_master_daemon(
         random_string("kvt-whl-master-"),
-        overrides={"file_roots": {"base": [formula_root]}, "pillar_roots": {"base": [str(pillar_tree)]}},
+        overrides={
+            "file_roots": {"base": [formula_root]},
+            "pillar_roots": {"base": [str(pillar_tree)]},
+        },
     )
     with factory.started():
         yield factory
@@ -116,7 +154,9 @@ def master(salt_factories, formula_root, pillar_tree):
 
 @pytest.fixture(scope="module")
 def minion(master, minion_venv):
-    factory = master.salt_minion_daemon(random_string("kvt-whl-minion-"), factory_class=VenvMinion, venv=str(minion_venv))
+    factory = master.salt_minion_daemon(
+        random_string("kvt-whl-minion-"), factory_class=VenvMinion, venv=str(minion_venv)
+    )
     with factory.started():
         yield factory
 
@@ -132,7 +172,11 @@ def test_wheel_installed_minion_applies_the_formula(master, minion, pillar_tree,
     pool = sandbox.uid("whl-")
     target = sandbox.files_dir(pool)
     (pillar_tree / "top.sls").write_text(yaml.safe_dump({"base": {minion.id: ["kvm"]}}))
-    (pillar_tree / "kvm.sls").write_text(yaml.safe_dump({"kvm": {"pools": {pool: {"type": "dir", "target": target, "autostart": False}}}}))
+    (pillar_tree / "kvm.sls").write_text(
+        yaml.safe_dump(
+            {"kvm": {"pools": {pool: {"type": "dir", "target": target, "autostart": False}}}}
+        )
+    )
     try:
         assert cli.run("saltutil.refresh_pillar", "wait=True", minion_tgt=minion.id).returncode == 0
         ret = cli.run("state.apply", "kvm", "test=True", minion_tgt=minion.id)

@@ -81,7 +81,9 @@ osd memory target = 1073741824
 
     def _daemon(self, *args):
         log = open(os.path.join(self.dir, "log", f"{args[0]}.out"), "wb")  # pylint: disable=consider-using-with
-        proc = subprocess.Popen([*args, "-f", "-c", self.conf], stdout=log, stderr=subprocess.STDOUT)  # pylint: disable=consider-using-with
+        proc = subprocess.Popen(
+            [*args, "-f", "-c", self.conf], stdout=log, stderr=subprocess.STDOUT
+        )  # pylint: disable=consider-using-with
         log.close()
         self.procs.append(proc)
         return proc
@@ -89,21 +91,78 @@ osd memory target = 1073741824
     def start(self):
         for tool in ("ceph-mon", "ceph-osd", "ceph", "rbd", "ceph-authtool", "monmaptool"):
             if not shutil.which(tool):
-                raise Unavailable(f"{tool} is not installed (apt-get install ceph-mon ceph-osd ceph-common)")
+                raise Unavailable(
+                    f"{tool} is not installed (apt-get install ceph-mon ceph-osd ceph-common)"
+                )
         busy = [p for p in MON_PORTS if port_in_use(p)]
         if busy:
-            raise Unavailable(f"something already listens on 127.0.0.1:{busy[0]} (a Ceph monitor?); not starting a second one")
+            raise Unavailable(
+                f"something already listens on 127.0.0.1:{busy[0]} (a Ceph monitor?); not starting a second one"
+            )
         self.dir = sandbox.files_dir(self.name)
         for sub in ("mon", "osd0", "run", "log"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         fsid = str(uuid.uuid4())
         self._write_conf(fsid)
         keyring = os.path.join(self.dir, "keyring")
-        run(["ceph-authtool", "--create-keyring", keyring, "--gen-key", "-n", "mon.", "--cap", "mon", "allow *"])
-        run(["ceph-authtool", keyring, "--gen-key", "-n", "client.admin", "--cap", "mon", "allow *", "--cap", "osd", "allow *", "--cap", "mgr", "allow *"])
+        run(
+            [
+                "ceph-authtool",
+                "--create-keyring",
+                keyring,
+                "--gen-key",
+                "-n",
+                "mon.",
+                "--cap",
+                "mon",
+                "allow *",
+            ]
+        )
+        run(
+            [
+                "ceph-authtool",
+                keyring,
+                "--gen-key",
+                "-n",
+                "client.admin",
+                "--cap",
+                "mon",
+                "allow *",
+                "--cap",
+                "osd",
+                "allow *",
+                "--cap",
+                "mgr",
+                "allow *",
+            ]
+        )
         monmap = os.path.join(self.dir, "monmap")
-        run(["monmaptool", "--create", "--addv", "a", "[v2:127.0.0.1:3300,v1:127.0.0.1:6789]", "--fsid", fsid, monmap])
-        run(["ceph-mon", "-c", self.conf, "--mkfs", "-i", "a", "--monmap", monmap, "--keyring", keyring])
+        run(
+            [
+                "monmaptool",
+                "--create",
+                "--addv",
+                "a",
+                "[v2:127.0.0.1:3300,v1:127.0.0.1:6789]",
+                "--fsid",
+                fsid,
+                monmap,
+            ]
+        )
+        run(
+            [
+                "ceph-mon",
+                "-c",
+                self.conf,
+                "--mkfs",
+                "-i",
+                "a",
+                "--monmap",
+                monmap,
+                "--keyring",
+                keyring,
+            ]
+        )
         mon = self._daemon("ceph-mon", "-i", "a")
         end = time.monotonic() + 30
         while not port_in_use(6789):
@@ -112,18 +171,41 @@ osd memory target = 1073741824
             time.sleep(0.1)
         osd_uuid = str(uuid.uuid4())
         osd_key = run(["ceph-authtool", "--gen-print-key"]).stdout.strip()
-        run(["ceph", "-c", self.conf, "osd", "new", osd_uuid, "-i", "-"], input=f'{{"cephx_secret": "{osd_key}"}}')
-        run(["ceph-authtool", "--create-keyring", os.path.join(self.dir, "osd0", "keyring"), "-n", "osd.0", "--add-key", osd_key])
+        run(
+            ["ceph", "-c", self.conf, "osd", "new", osd_uuid, "-i", "-"],
+            input=f'{{"cephx_secret": "{osd_key}"}}',
+        )
+        run(
+            [
+                "ceph-authtool",
+                "--create-keyring",
+                os.path.join(self.dir, "osd0", "keyring"),
+                "-n",
+                "osd.0",
+                "--add-key",
+                osd_key,
+            ]
+        )
         run(["ceph-osd", "-c", self.conf, "-i", "0", "--mkfs", "--osd-uuid", osd_uuid], timeout=120)
         self._daemon("ceph-osd", "-i", "0")
         self.ceph("osd", "pool", "create", self.pool, "8")
         self.rbd("pool", "init", self.pool, timeout=120)
-        self.key = self.ceph("auth", "get-or-create-key", f"client.{self.user}", "mon", "profile rbd", "osd", f"profile rbd pool={self.pool}").stdout.strip()
+        self.key = self.ceph(
+            "auth",
+            "get-or-create-key",
+            f"client.{self.user}",
+            "mon",
+            "profile rbd",
+            "osd",
+            f"profile rbd pool={self.pool}",
+        ).stdout.strip()
         return self
 
     def _log_tail(self, name):
         try:
-            with open(os.path.join(self.dir, "log", name), encoding="utf-8", errors="replace") as fh:
+            with open(
+                os.path.join(self.dir, "log", name), encoding="utf-8", errors="replace"
+            ) as fh:
                 return " | ".join(fh.read().strip().splitlines()[-3:])
         except OSError:
             return "(no log)"

@@ -54,7 +54,11 @@ BINDS = {
     "etc-networkmanager": "/etc/NetworkManager",
 }
 #: private directories that start as copies of the machine's
-COPIED = {"etc-network": "/etc/network", "etc-systemd-network": "/etc/systemd/network", "etc-networkmanager": "/etc/NetworkManager"}
+COPIED = {
+    "etc-network": "/etc/network",
+    "etc-systemd-network": "/etc/systemd/network",
+    "etc-networkmanager": "/etc/NetworkManager",
+}
 #: private files: name resolution answers at once (no DNS server is reachable from the namespace,
 #: and Salt's grains look the host name up, 10 s per lookup that times out)
 FILE_BINDS = {"hosts": "/etc/hosts", "resolv.conf": "/etc/resolv.conf"}
@@ -65,7 +69,9 @@ class DocsHost:
     def __init__(self):
         self.tag = sandbox.uid("dh-", 4)[len(sandbox.PREFIX) + 3 :]
         self.lan = sandbox.Lan(tag=f"d{self.tag}")
-        self.root = pathlib.Path(sandbox.files_dir(sandbox.register(f"{sandbox.PREFIX}dh-{self.tag}")))
+        self.root = pathlib.Path(
+            sandbox.files_dir(sandbox.register(f"{sandbox.PREFIX}dh-{self.tag}"))
+        )
         self.holder = None
         self.lan_holder = None
         self.log = []  # (command, returncode, output) of everything run
@@ -76,7 +82,9 @@ class DocsHost:
         self.lan.create()
         # a process in the LAN namespace too: while one runs, the namespace (and so the
         # veth NICs) outlives a sweep by another run that deletes every kvt- netns name
-        self.lan_holder = subprocess.Popen(["ip", "netns", "exec", self.lan.lan, "sleep", "infinity"])  # pylint: disable=consider-using-with
+        self.lan_holder = subprocess.Popen(
+            ["ip", "netns", "exec", self.lan.lan, "sleep", "infinity"]
+        )  # pylint: disable=consider-using-with
         self.lan.add_nic("eno2")
         self.lan.add_nic("eno3")
         for name in BINDS:
@@ -90,28 +98,61 @@ class DocsHost:
         self._salt_config(formula_root)
         ready = self.root / "ready"
         # (an empty mount point is made where missing, e.g. /etc/salt on a host without Salt's packages)
-        binds = " && ".join(f"mkdir -p {target} && mount --bind {self.root / name} {target}" for name, target in BINDS.items())
+        binds = " && ".join(
+            f"mkdir -p {target} && mount --bind {self.root / name} {target}"
+            for name, target in BINDS.items()
+        )
         hostname = socket.gethostname()
-        (self.root / "hosts").write_text(f"127.0.0.1 localhost {hostname}\n::1 localhost ip6-localhost {hostname}\n")
-        (self.root / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
-        binds += "".join(f" && mount --bind {self.root / name} {target}" for name, target in FILE_BINDS.items())
+        (self.root / "hosts").write_text(
+            f"127.0.0.1 localhost {hostname}\n::1 localhost ip6-localhost {hostname}\n"
+        )
+        (self.root / "resolv.conf").write_text(
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
+        )
+        binds += "".join(
+            f" && mount --bind {self.root / name} {target}" for name, target in FILE_BINDS.items()
+        )
         script = f"{binds} && touch {ready} && exec sleep infinity"
         # `ip netns exec` and `unshare` exec: the pid stays the holder's (`sleep`)
         self.holder = subprocess.Popen(  # pylint: disable=consider-using-with
-            ["ip", "netns", "exec", self.lan.host, "unshare", "--mount", "--propagation", "private", "sh", "-c", script],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.lan.host,
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                script,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         if not sandbox.wait_for(ready.exists, timeout=20):
-            raise RuntimeError(f"the docs host's namespaces did not come up: {self.holder.stderr.read().decode()[-500:]}")
+            raise RuntimeError(
+                f"the docs host's namespaces did not come up: {self.holder.stderr.read().decode()[-500:]}"
+            )
         self.must("virtlogd -d -p /run/libvirt/virtlogd.pid")
         self.must("libvirtd -d -p /run/libvirt/libvirtd.pid")
-        if not sandbox.wait_for(lambda: self.sh("virsh -c qemu:///system version").returncode == 0, timeout=30):
+        if not sandbox.wait_for(
+            lambda: self.sh("virsh -c qemu:///system version").returncode == 0, timeout=30
+        ):
             raise RuntimeError("the docs host's libvirtd does not answer")
         self.must(f"{VENV_BIN}/salt-master -d")
         self.must(f"{VENV_BIN}/salt-minion -d")
-        ok = sandbox.wait_for(lambda: MINION_ID in self.sh(f"{VENV_BIN}/salt --timeout=3 '*' test.ping").stdout, timeout=90, interval=1)
+        ok = sandbox.wait_for(
+            lambda: MINION_ID in self.sh(f"{VENV_BIN}/salt --timeout=3 '*' test.ping").stdout,
+            timeout=90,
+            interval=1,
+        )
         if not ok:
-            raise RuntimeError("minion hv01 of the docs host does not answer: " + self.sh(f"tail -20 /var/log/salt/minion").stdout)
+            raise RuntimeError(
+                "minion hv01 of the docs host does not answer: "
+                + self.sh("tail -20 /var/log/salt/minion").stdout
+            )
         return self
 
     def _libvirt_config(self):
@@ -137,8 +178,14 @@ class DocsHost:
             "log_level_logfile": "info",
             "pidfile": "/run/salt/salt-master.pid",
         }
-        minion = {"id": MINION_ID, "master": "127.0.0.1", "log_level_logfile": "info", "pidfile": "/run/salt/salt-minion.pid",
-                  "acceptance_wait_time": 1, "random_reauth_delay": 0}
+        minion = {
+            "id": MINION_ID,
+            "master": "127.0.0.1",
+            "log_level_logfile": "info",
+            "pidfile": "/run/salt/salt-minion.pid",
+            "acceptance_wait_time": 1,
+            "random_reauth_delay": 0,
+        }
         (etc / "master").write_text(yaml.safe_dump(master))
         (etc / "minion").write_text(yaml.safe_dump(minion))
         (self.root / "srv" / "pillar" / "top.sls").write_text("base: {}\n")
@@ -150,15 +197,30 @@ class DocsHost:
         env = dict(os.environ, PATH=f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", HOME="/root")
         env.pop("PYTHONPATH", None)
         # in the checkout, as a reader of README.md is in their clone (`make dist`, `cp dist/...`)
-        cmd = ["nsenter", "-t", str(self.holder.pid), "-m", "-n", f"--wd={REPO}", "--", "bash", "-c", command]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False)
+        cmd = [
+            "nsenter",
+            "-t",
+            str(self.holder.pid),
+            "-m",
+            "-n",
+            f"--wd={REPO}",
+            "--",
+            "bash",
+            "-c",
+            command,
+        ]
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, env=env, check=False
+        )
         self.log.append((command, proc.returncode, proc.stdout + proc.stderr))
         return proc
 
     def must(self, command, timeout=300):
         proc = self.sh(command, timeout)
         if proc.returncode != 0:
-            raise RuntimeError(f"docs host: `{command}` -> {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+            raise RuntimeError(
+                f"docs host: `{command}` -> {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+            )
         return proc
 
     def write(self, path, text):
@@ -181,8 +243,10 @@ class DocsHost:
         """A tiny running VM ``name`` (64 MiB, no OS) with its disk in /var/lib/libvirt/images."""
         disk = f"/var/lib/libvirt/images/{name}.qcow2"
         self.write(f"/srv/{name}.xml", sandbox.tiny_vm_xml(name, disk))
-        self.must(f"qemu-img create -q -f qcow2 {disk} 64M && virsh -q -c qemu:///system define /srv/{name}.xml >/dev/null "
-                  f"&& virsh -q -c qemu:///system start {name} >/dev/null && rm /srv/{name}.xml")
+        self.must(
+            f"qemu-img create -q -f qcow2 {disk} 64M && virsh -q -c qemu:///system define /srv/{name}.xml >/dev/null "
+            f"&& virsh -q -c qemu:///system start {name} >/dev/null && rm /srv/{name}.xml"
+        )
 
     def reset(self):
         """Back to a fresh host before a page: no VMs, pools, volumes, networks (but
@@ -211,10 +275,18 @@ class DocsHost:
     def stop(self):
         if self.holder is not None and self.holder.poll() is None:
             # VMs and networks first, so libvirtd ends its qemu and dnsmasq itself
-            self.sh("for d in $(virsh -q -c qemu:///system list --name); do virsh -c qemu:///system destroy $d; done; "
-                    "for n in $(virsh -q -c qemu:///system net-list --name); do virsh -c qemu:///system net-destroy $n; done; "
-                    "for p in $(virsh -q -c qemu:///system pool-list --name); do virsh -c qemu:///system pool-destroy $p; done", timeout=120)
-            for pidfile in ("run-salt/salt-minion.pid", "run-salt/salt-master.pid", "run-libvirt/libvirtd.pid", "run-libvirt/virtlogd.pid"):
+            self.sh(
+                "for d in $(virsh -q -c qemu:///system list --name); do virsh -c qemu:///system destroy $d; done; "
+                "for n in $(virsh -q -c qemu:///system net-list --name); do virsh -c qemu:///system net-destroy $n; done; "
+                "for p in $(virsh -q -c qemu:///system pool-list --name); do virsh -c qemu:///system pool-destroy $p; done",
+                timeout=120,
+            )
+            for pidfile in (
+                "run-salt/salt-minion.pid",
+                "run-salt/salt-master.pid",
+                "run-libvirt/libvirtd.pid",
+                "run-libvirt/virtlogd.pid",
+            ):
                 pid = self._pid(pidfile)
                 if pid:
                     with contextlib.suppress(ProcessLookupError):

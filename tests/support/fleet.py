@@ -75,7 +75,9 @@ class FleetNet:
         mine = ipaddress.ip_network(f"{self.master_ip}/{PREFIXLEN}", strict=False)
         with IPRoute() as ipr:
             for addr in ipr.get_addr(family=2):
-                other = ipaddress.ip_network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False)
+                other = ipaddress.ip_network(
+                    f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False
+                )
                 if other.overlaps(mine):
                     return True
         return False
@@ -126,7 +128,10 @@ class FleetNet:
     def ping_master(self, netns, timeout=10):
         proc = subprocess.run(
             ["ip", "netns", "exec", netns, "ping", "-c1", "-W2", self.master_ip],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         return proc.returncode == 0
 
@@ -137,7 +142,10 @@ class FleetNet:
             "master_port": master.config["ret_port"],
             # pytest-salt-factories' event listener and log server listen on 0.0.0.0
             # in the root netns: reach them over the link too
-            "pytest-minion": {"returner_address": {"host": self.master_ip}, "log": {"host": self.master_ip}},
+            "pytest-minion": {
+                "returner_address": {"host": self.master_ip},
+                "log": {"host": self.master_ip},
+            },
         }
 
     def remove(self):
@@ -171,7 +179,11 @@ def free_subnets(count, prefixlen=28, exclude=(), parents=(sandbox.ROOT_NS_RANGE
     used = [ipaddress.ip_network(e, strict=False) for e in exclude]
     with IPRoute() as ipr:
         for addr in ipr.get_addr(family=2):
-            used.append(ipaddress.ip_network(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False))
+            used.append(
+                ipaddress.ip_network(
+                    f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}", strict=False
+                )
+            )
         for route in ipr.get_routes(family=2, table=254):
             dst = route.get_attr("RTA_DST")
             if dst:

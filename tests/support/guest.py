@@ -48,8 +48,8 @@ see :func:`domain_type`, which probes once and caches the answer.
 import contextlib
 import gzip
 import hashlib
-import ipaddress
 import io
+import ipaddress
 import json
 import lzma
 import os
@@ -69,7 +69,20 @@ from tests.support import sandbox
 CACHE = pathlib.Path(os.environ.get("KVT_CACHE", "/var/tmp/kvt-cache"))
 BUSYBOX = "/bin/busybox"
 #: what the guest needs; their dependencies come from modules.dep
-WANTED_MODULES = ("virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio_balloon", "crc32c_generic", "ext4", "ahci", "sr_mod", "isofs", "button", "evdev")
+WANTED_MODULES = (
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_console",
+    "virtio_balloon",
+    "crc32c_generic",
+    "ext4",
+    "ahci",
+    "sr_mod",
+    "isofs",
+    "button",
+    "evdev",
+)
 MEMORY_MIB = 192
 #: a line on the console that this module's init writes
 LINE = re.compile(r"^KVT (.*)$")
@@ -261,7 +274,9 @@ def module_order(moddir, wanted=WANTED_MODULES):
             continue
         mod, rest = line.split(":", 1)
         deps[mod] = rest.split()
-    by_name = {re.sub(r"\.ko(\.[a-z]+)?$", "", os.path.basename(m)).replace("-", "_"): m for m in deps}
+    by_name = {
+        re.sub(r"\.ko(\.[a-z]+)?$", "", os.path.basename(m)).replace("-", "_"): m for m in deps
+    }
     order = []
 
     def visit(mod):
@@ -275,13 +290,18 @@ def module_order(moddir, wanted=WANTED_MODULES):
         if name in by_name:
             visit(by_name[name])
         elif not _builtin(moddir, name):
-            raise GuestError(f"kernel module {name} is neither in {moddir}/modules.dep nor built in")
+            raise GuestError(
+                f"kernel module {name} is neither in {moddir}/modules.dep nor built in"
+            )
     return order
 
 
 def _builtin(moddir, name):
     path = pathlib.Path(moddir) / "modules.builtin"
-    return path.exists() and any(re.sub(r"\.ko$", "", os.path.basename(l)).replace("-", "_") == name for l in path.read_text().split())
+    return path.exists() and any(
+        re.sub(r"\.ko$", "", os.path.basename(l)).replace("-", "_") == name
+        for l in path.read_text().split()
+    )
 
 
 class _Cpio:
@@ -332,7 +352,20 @@ def build_initramfs(version):
     """The gzipped cpio bytes of the guest's initramfs for kernel ``version``."""
     moddir = f"/lib/modules/{version}"
     cpio = _Cpio()
-    for d in ("bin", "dev", "etc", "lib", "lib/modules", "proc", "sys", "tmp", "sbin", "usr", "usr/bin", "usr/sbin"):
+    for d in (
+        "bin",
+        "dev",
+        "etc",
+        "lib",
+        "lib/modules",
+        "proc",
+        "sys",
+        "tmp",
+        "sbin",
+        "usr",
+        "usr/bin",
+        "usr/sbin",
+    ):
         cpio.dir(d)
     cpio.chardev("dev/console", 5, 1)
     cpio.chardev("dev/ttyS0", 4, 64)
@@ -463,7 +496,15 @@ def rootfs(variant="agent"):
     if variant == "agent":
         key_parts = [BUILD, mirror, "bookworm", "minbase", "qemu-guest-agent"]
     else:
-        key_parts = [BUILD, ROOTFS_BUILD, mirror, "bookworm", "minbase", ",".join(packages), fs_size]
+        key_parts = [
+            BUILD,
+            ROOTFS_BUILD,
+            mirror,
+            "bookworm",
+            "minbase",
+            ",".join(packages),
+            fs_size,
+        ]
     key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:12]
     target = CACHE / f"rootfs-{key}.qcow2"
     if target.exists():
@@ -475,11 +516,25 @@ def rootfs(variant="agent"):
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         subprocess.run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(packages)}", "bookworm", str(tmp), mirror],
-            check=True, capture_output=True, timeout=1800,
+            [
+                "debootstrap",
+                "--variant=minbase",
+                f"--include={','.join(packages)}",
+                "bookworm",
+                str(tmp),
+                mirror,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=1800,
         )
         raw = f"{tmp}.raw"
-        subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "kvt-root", "-d", str(tmp), raw, fs_size], check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            ["mkfs.ext4", "-q", "-F", "-L", "kvt-root", "-d", str(tmp), raw, fs_size],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
         sandbox.qemu_img("convert", "-O", "qcow2", raw, f"{tmp}.qcow2")
         os.chmod(f"{tmp}.qcow2", 0o644)
         os.rename(f"{tmp}.qcow2", target)
@@ -492,7 +547,10 @@ def rootfs(variant="agent"):
 
 def _mirror():
     """The Debian mirror apt uses on this machine."""
-    for path in ["/etc/apt/sources.list", *sorted(str(p) for p in pathlib.Path("/etc/apt/sources.list.d").glob("*"))]:
+    for path in [
+        "/etc/apt/sources.list",
+        *sorted(str(p) for p in pathlib.Path("/etc/apt/sources.list.d").glob("*")),
+    ]:
         with contextlib.suppress(OSError):
             for line in pathlib.Path(path).read_text().splitlines():
                 m = re.match(r"^\s*(?:deb\s+(?:\[[^]]*\]\s+)?|URIs:\s*)(\S+/debian)/?(\s|$)", line)
@@ -505,7 +563,18 @@ def _mirror():
 
 
 def domain_xml(
-    name, img, console, work=(), dtype="qemu", disks=(), nics=(), ip=None, gw=None, memory_mib=MEMORY_MIB, extra_cmdline="", agent_channel=False
+    name,
+    img,
+    console,
+    work=(),
+    dtype="qemu",
+    disks=(),
+    nics=(),
+    ip=None,
+    gw=None,
+    memory_mib=MEMORY_MIB,
+    extra_cmdline="",
+    agent_channel=False,
 ):
     """A guest's libvirt XML.
 
@@ -541,8 +610,14 @@ def domain_xml(
         etree.SubElement(disk_el, "source", file=path)
         etree.SubElement(disk_el, "target", dev=f"vd{chr(ord('a') + i)}", bus="virtio")
     for nic in nics:
-        iface = etree.SubElement(devices, "interface", type="bridge" if "bridge" in nic else "network")
-        etree.SubElement(iface, "source", **({"bridge": nic["bridge"]} if "bridge" in nic else {"network": nic["network"]}))
+        iface = etree.SubElement(
+            devices, "interface", type="bridge" if "bridge" in nic else "network"
+        )
+        etree.SubElement(
+            iface,
+            "source",
+            **({"bridge": nic["bridge"]} if "bridge" in nic else {"network": nic["network"]}),
+        )
         if nic.get("mac"):
             etree.SubElement(iface, "mac", address=nic["mac"])
         etree.SubElement(iface, "model", type="virtio")
@@ -597,7 +672,9 @@ class Guest:
                 return value
             if time.monotonic() > end:
                 tail = "\n".join(self.text().splitlines()[-25:])
-                raise GuestError(f"guest {self.name}: no {what} within {timeout}s; console ends:\n{tail}")
+                raise GuestError(
+                    f"guest {self.name}: no {what} within {timeout}s; console ends:\n{tail}"
+                )
             time.sleep(0.1)
 
     def wait_line(self, prefix, timeout=60, since=0):
@@ -617,11 +694,23 @@ class Guest:
 
     def wait_counter(self, n=1, since=0, timeout=60):
         """The last counter value once ``n`` ticks were seen after ``since``."""
-        return self.wait(lambda lines: [int(l.split()[1]) for l in lines if l.startswith("counter ")][n - 1 :] and self.counters(since)[-1], timeout=timeout, since=since, what=f"{n} counter ticks")
+        return self.wait(
+            lambda lines: (
+                [int(l.split()[1]) for l in lines if l.startswith("counter ")][n - 1 :]
+                and self.counters(since)[-1]
+            ),
+            timeout=timeout,
+            since=since,
+            what=f"{n} counter ticks",
+        )
 
     def ping_seqs(self, since=0, source=None):
         """Sequence numbers of the ping replies (from ``source``, or any) the guest got after byte ``since``."""
-        return [int(m.group(2)) for m in PING_REPLY.finditer(self.text(since)) if source in (None, m.group(1))]
+        return [
+            int(m.group(2))
+            for m in PING_REPLY.finditer(self.text(since))
+            if source in (None, m.group(1))
+        ]
 
     def wait_replies(self, n=3, since=0, timeout=60, source=None):
         end = time.monotonic() + timeout
@@ -631,7 +720,9 @@ class Guest:
                 return seqs
             time.sleep(0.1)
         tail = "\n".join(self.text().splitlines()[-25:])
-        raise GuestError(f"guest {self.name}: fewer than {n} ping replies within {timeout}s; console ends:\n{tail}")
+        raise GuestError(
+            f"guest {self.name}: fewer than {n} ping replies within {timeout}s; console ends:\n{tail}"
+        )
 
 
 def longest_gap(seqs, interval=INTERVAL):
@@ -660,7 +751,9 @@ def _used_subnets(conn):
 def free_subnet(conn, prefixlen=28, taken=()):
     """A subnet of the root namespace's documentation range that no route or libvirt network uses (or None)."""
     used = _used_subnets(conn) + list(taken)
-    for cand in reversed(list(ipaddress.ip_network(sandbox.ROOT_NS_RANGE).subnets(new_prefix=prefixlen))):
+    for cand in reversed(
+        list(ipaddress.ip_network(sandbox.ROOT_NS_RANGE).subnets(new_prefix=prefixlen))
+    ):
         if not any(cand.overlaps(u) for u in used):
             return cand
     return None
@@ -684,7 +777,12 @@ class RootLan:
 
         netns.create(self.ns)
         with IPRoute() as ipr:
-            ipr.link("add", ifname=self.uplink, kind="veth", peer={"ifname": "lan0", "net_ns_fd": self.ns})
+            ipr.link(
+                "add",
+                ifname=self.uplink,
+                kind="veth",
+                peer={"ifname": "lan0", "net_ns_fd": self.ns},
+            )
             ipr.link("set", index=ipr.link_lookup(ifname=self.uplink)[0], state="up")
         with NetNS(self.ns) as lan:
             lan.link("set", index=lan.link_lookup(ifname="lo")[0], state="up")
@@ -710,8 +808,12 @@ class RootLan:
 def _probe_key(img):
     cpu = ""
     with contextlib.suppress(OSError):
-        cpu = next((l for l in open("/proc/cpuinfo", encoding="utf-8") if l.startswith("model name")), "")
-    qemu = subprocess.run(["qemu-system-x86_64", "--version"], capture_output=True, text=True, check=False).stdout.split("\n")[0]
+        cpu = next(
+            (l for l in open("/proc/cpuinfo", encoding="utf-8") if l.startswith("model name")), ""
+        )
+    qemu = subprocess.run(
+        ["qemu-system-x86_64", "--version"], capture_output=True, text=True, check=False
+    ).stdout.split("\n")[0]
     raw = json.dumps([os.uname().release, cpu, qemu, img.version, os.path.getsize(img.kernel)])
     return hashlib.sha256(raw.encode()).hexdigest()[:12]
 
@@ -749,7 +851,20 @@ def domain_type(conn, img, timeout=20):
     return result
 
 
-def start(conn, img, dtype, name=None, work=(), disks=(), nics=(), ip=None, gw=None, define=False, wait_ready=True, **kw):
+def start(
+    conn,
+    img,
+    dtype,
+    name=None,
+    work=(),
+    disks=(),
+    nics=(),
+    ip=None,
+    gw=None,
+    define=False,
+    wait_ready=True,
+    **kw,
+):
     """Define and start a guest; return a :class:`Guest` (its console file is in its own files dir).
 
     ``define``: a persistent domain (snapshots need one); otherwise a transient one.
@@ -757,7 +872,9 @@ def start(conn, img, dtype, name=None, work=(), disks=(), nics=(), ip=None, gw=N
     name = name or sandbox.uid("g-")
     directory = sandbox.files_dir(name)
     console = os.path.join(directory, "console.log")
-    xml = domain_xml(name, img, console, work=work, dtype=dtype, disks=disks, nics=nics, ip=ip, gw=gw, **kw)
+    xml = domain_xml(
+        name, img, console, work=work, dtype=dtype, disks=disks, nics=nics, ip=ip, gw=gw, **kw
+    )
     if define:
         dom = conn.defineXML(xml)
         dom.create()
@@ -790,7 +907,10 @@ def read_sectors(path, first=0, count=1, fmt="qcow2"):
         if m:
             data += bytes.fromhex(m.group(1).replace(" ", ""))
     assert len(data) == count * 512, out[-500:]
-    return [bytes(data[i : i + 512]).replace(b"\0", b"").decode(errors="replace").strip() for i in range(0, len(data), 512)]
+    return [
+        bytes(data[i : i + 512]).replace(b"\0", b"").decode(errors="replace").strip()
+        for i in range(0, len(data), 512)
+    ]
 
 
 def read_sector(path, sector, fmt="qcow2"):
@@ -803,7 +923,15 @@ def check_counter_image(path, acknowledged, fmt="qcow2"):
     N lives in sector 0 (the newest) and in slot ``1 + N % 256`` until N + 256 overwrites it."""
     sectors = read_sectors(path, 0, 257, fmt)
     newest = int(sectors[0] or 0)
-    lost = [n for n in acknowledged[-256:] if not (sectors[1 + n % 256].isdigit() and int(sectors[1 + n % 256]) >= n and int(sectors[1 + n % 256]) % 256 == n % 256)]
+    lost = [
+        n
+        for n in acknowledged[-256:]
+        if not (
+            sectors[1 + n % 256].isdigit()
+            and int(sectors[1 + n % 256]) >= n
+            and int(sectors[1 + n % 256]) % 256 == n % 256
+        )
+    ]
     if acknowledged and newest < acknowledged[-1]:
         lost.append(f"sector 0 holds {newest}, the last acknowledged write was {acknowledged[-1]}")
     return lost

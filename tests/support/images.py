@@ -31,7 +31,11 @@ def qemu_io(path, *commands, fmt="qcow2"):
 
 
 def write_pattern(path, pattern, offset, fmt="qcow2"):
-    subprocess.run(["qemu-io", "-f", fmt, "-c", f"write -P {pattern} {offset} 64k", path], check=True, capture_output=True)
+    subprocess.run(
+        ["qemu-io", "-f", fmt, "-c", f"write -P {pattern} {offset} 64k", path],
+        check=True,
+        capture_output=True,
+    )
 
 
 def reads(path, expected, fmt="qcow2"):
@@ -56,7 +60,12 @@ def spell(path, how, workdir):
     if how == "bind":
         mnt = os.path.join(workdir, "bind")
         os.makedirs(mnt, exist_ok=True)
-        if subprocess.run(["mount", "--bind", directory, mnt], capture_output=True, check=False).returncode != 0:
+        if (
+            subprocess.run(
+                ["mount", "--bind", directory, mnt], capture_output=True, check=False
+            ).returncode
+            != 0
+        ):
             raise unittest.SkipTest("bind mounts are not allowed here")
         return os.path.join(mnt, base)
     raise ValueError(how)

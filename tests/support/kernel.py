@@ -57,7 +57,9 @@ def has_8021q():
 
     def build(ns):
         ns.link("add", ifname="kvt-v", kind="veth", peer="kvt-vp")
-        ns.link("add", ifname="kvt-v.5", kind="vlan", link=ns.link_lookup(ifname="kvt-v")[0], vlan_id=5)
+        ns.link(
+            "add", ifname="kvt-v.5", kind="vlan", link=ns.link_lookup(ifname="kvt-v")[0], vlan_id=5
+        )
 
     return _makes(build)
 

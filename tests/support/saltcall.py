@@ -45,10 +45,20 @@ class SaltCall:
     def set_pillar(self, kvm_pillar):
         """The ``kvm`` pillar every run of this config gets."""
         (self.pillar_dir / "top.sls").write_text(yaml.safe_dump({"base": {"*": ["kvm"]}}))
-        (self.pillar_dir / "kvm.sls").write_text(yaml.safe_dump({"kvm": kvm_pillar}, default_flow_style=False))
+        (self.pillar_dir / "kvm.sls").write_text(
+            yaml.safe_dump({"kvm": kvm_pillar}, default_flow_style=False)
+        )
 
     def command(self, *args, out="json"):
-        cmd = [str(VENV_BIN / "salt-call"), "--local", "-c", str(self.root), "--retcode-passthrough", "-l", "quiet"]
+        cmd = [
+            str(VENV_BIN / "salt-call"),
+            "--local",
+            "-c",
+            str(self.root),
+            "--retcode-passthrough",
+            "-l",
+            "quiet",
+        ]
         if out:
             cmd.append(f"--out={out}")
         return cmd + [str(a) for a in args]
@@ -61,7 +71,15 @@ class SaltCall:
         cmd = self.command(*args, out=out)
         if netns:
             cmd = ["ip", "netns", "exec", netns] + cmd
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env, cwd=str(self.root), check=False)
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+            cwd=str(self.root),
+            check=False,
+        )
         data = proc.stdout
         if out == "json":
             try:
@@ -69,7 +87,9 @@ class SaltCall:
             except (ValueError, KeyError):
                 data = proc.stdout
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"{' '.join(cmd)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc.returncode, data, proc.stderr
 
 
@@ -103,7 +123,9 @@ def repo_file_root(dest):
     # whatever git tracks
     entries = {"kvm", "_modules", "_states", "_grains", "_runners", "_output", "pillar.example"}
     try:
-        tracked = subprocess.run(["git", "-C", str(repo), "ls-files"], capture_output=True, text=True, check=True).stdout.split()
+        tracked = subprocess.run(
+            ["git", "-C", str(repo), "ls-files"], capture_output=True, text=True, check=True
+        ).stdout.split()
         entries |= {path.split("/", 1)[0] for path in tracked}
     except (OSError, subprocess.CalledProcessError):
         pass

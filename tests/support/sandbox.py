@@ -86,7 +86,9 @@ class Lan:
 
         netns.create(self.lan)
         with NetNS(self.host, flags=os.O_CREAT) as host:
-            host.link("add", ifname=self.nic, kind="veth", peer={"ifname": "lan0", "net_ns_fd": self.lan})
+            host.link(
+                "add", ifname=self.nic, kind="veth", peer={"ifname": "lan0", "net_ns_fd": self.lan}
+            )
             lo = host.link_lookup(ifname="lo")[0]
             host.link("set", index=lo, state="up")
             idx = host.link_lookup(ifname=self.nic)[0]
@@ -118,7 +120,14 @@ class Lan:
 
     def run(self, *cmd, check=True, timeout=60, **kw):
         """Run a command inside the host namespace."""
-        return subprocess.run(["ip", "netns", "exec", self.host, *cmd], check=check, timeout=timeout, capture_output=True, text=True, **kw)
+        return subprocess.run(
+            ["ip", "netns", "exec", self.host, *cmd],
+            check=check,
+            timeout=timeout,
+            capture_output=True,
+            text=True,
+            **kw,
+        )
 
     def dump(self):
         """Links, addresses and routes of the host netns, comparable before/after."""
@@ -126,13 +135,29 @@ class Lan:
 
         with NetNS(self.host) as ns:
             links = sorted(
-                (l.get_attr("IFLA_IFNAME"), l.get_attr("IFLA_ADDRESS"), l.get_attr("IFLA_MTU"), l.get_attr("IFLA_MASTER") and ns.get_links(l.get_attr("IFLA_MASTER"))[0].get_attr("IFLA_IFNAME"), l["flags"] & 1)
+                (
+                    l.get_attr("IFLA_IFNAME"),
+                    l.get_attr("IFLA_ADDRESS"),
+                    l.get_attr("IFLA_MTU"),
+                    l.get_attr("IFLA_MASTER")
+                    and ns.get_links(l.get_attr("IFLA_MASTER"))[0].get_attr("IFLA_IFNAME"),
+                    l["flags"] & 1,
+                )
                 for l in ns.get_links()
             )
             idx = {l["index"]: l.get_attr("IFLA_IFNAME") for l in ns.get_links()}
-            addrs = sorted((idx.get(a["index"]), a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ns.get_addr())
+            addrs = sorted(
+                (idx.get(a["index"]), a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                for a in ns.get_addr()
+            )
             routes = sorted(
-                (str(r.get_attr("RTA_DST")), r["dst_len"], str(r.get_attr("RTA_GATEWAY")), idx.get(r.get_attr("RTA_OIF")), r["table"])
+                (
+                    str(r.get_attr("RTA_DST")),
+                    r["dst_len"],
+                    str(r.get_attr("RTA_GATEWAY")),
+                    idx.get(r.get_attr("RTA_OIF")),
+                    r["table"],
+                )
                 for r in ns.get_routes(table=254)
             )
         return {"links": links, "addresses": addrs, "routes": routes}
@@ -143,7 +168,9 @@ class Lan:
         for name in (self.host, self.lan):
             with contextlib.suppress(Exception):
                 netns.remove(name)
-            with contextlib.suppress(OSError):  # salt_kvm.bridge.change_lock's file for the namespace
+            with contextlib.suppress(
+                OSError
+            ):  # salt_kvm.bridge.change_lock's file for the namespace
                 os.remove(f"/run/salt-kvm/bridge-{name}.lock")
 
     def __enter__(self):
@@ -161,10 +188,14 @@ def domain_type():
 
 
 def qemu_img(*args):
-    return subprocess.run(["qemu-img", *args], check=True, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        ["qemu-img", *args], check=True, capture_output=True, text=True, timeout=120
+    )
 
 
-def tiny_vm_xml(name, disk, bridge=None, network=None, memory_mib=64, disk_format="qcow2", mac=None):
+def tiny_vm_xml(
+    name, disk, bridge=None, network=None, memory_mib=64, disk_format="qcow2", mac=None
+):
     """A 64 MiB VM with one disk and no OS: it boots into the firmware and idles."""
     dom = etree.Element("domain", type=domain_type())
     etree.SubElement(dom, "name").text = name
@@ -182,7 +213,9 @@ def tiny_vm_xml(name, disk, bridge=None, network=None, memory_mib=64, disk_forma
     etree.SubElement(disk_el, "target", dev="vda", bus="virtio")
     if bridge or network:
         iface = etree.SubElement(devices, "interface", type="bridge" if bridge else "network")
-        etree.SubElement(iface, "source", **({"bridge": bridge} if bridge else {"network": network}))
+        etree.SubElement(
+            iface, "source", **({"bridge": bridge} if bridge else {"network": network})
+        )
         if mac:
             etree.SubElement(iface, "mac", address=mac)
         etree.SubElement(iface, "model", type="virtio")
@@ -191,14 +224,26 @@ def tiny_vm_xml(name, disk, bridge=None, network=None, memory_mib=64, disk_forma
     return etree.tostring(dom, encoding="unicode")
 
 
-def make_vm(conn, name=None, start=False, size="64M", disk_format="qcow2", bridge=None, network=None, mac=None, disk=None):
+def make_vm(
+    conn,
+    name=None,
+    start=False,
+    size="64M",
+    disk_format="qcow2",
+    bridge=None,
+    network=None,
+    mac=None,
+    disk=None,
+):
     """Define (and optionally start) a tiny VM; return ``(domain, disk_path)``."""
     name = name or uid("vm-")
     if disk is None:
         directory = files_dir(name)
         disk = os.path.join(directory, f"disk.{disk_format}")
         qemu_img("create", "-q", "-f", disk_format, disk, size)
-    dom = conn.defineXML(tiny_vm_xml(name, disk, bridge=bridge, network=network, disk_format=disk_format, mac=mac))
+    dom = conn.defineXML(
+        tiny_vm_xml(name, disk, bridge=bridge, network=network, disk_format=disk_format, mac=mac)
+    )
     if start:
         dom.create()
     return dom, disk
@@ -214,8 +259,12 @@ def remove_vm(conn, name):
     with contextlib.suppress(libvirt.libvirtError):
         if dom.isActive():
             dom.destroy()
-    flags = libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
-    flags |= getattr(libvirt, "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", 0) | getattr(libvirt, "VIR_DOMAIN_UNDEFINE_NVRAM", 0)
+    flags = (
+        libvirt.VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA | libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE
+    )
+    flags |= getattr(libvirt, "VIR_DOMAIN_UNDEFINE_CHECKPOINTS_METADATA", 0) | getattr(
+        libvirt, "VIR_DOMAIN_UNDEFINE_NVRAM", 0
+    )
     with contextlib.suppress(libvirt.libvirtError):
         dom.undefineFlags(flags)
 
@@ -281,11 +330,12 @@ def remove_named(made):
                         secret.undefine()
         path = os.path.join(FILES_ROOT, name)
         if os.path.isdir(path):
-            subprocess.run(["umount", "-l", os.path.join(path, "mnt")], check=False, capture_output=True)
+            subprocess.run(
+                ["umount", "-l", os.path.join(path, "mnt")], check=False, capture_output=True
+            )
             shutil.rmtree(path, ignore_errors=True)
     if conn is not None:
         conn.close()
-
 
 
 def sweep(uri=URI, only_mine=False):

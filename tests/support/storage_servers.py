@@ -38,7 +38,9 @@ class Unavailable(Exception):
 def run(cmd, timeout=60, input=None, check=True):  # pylint: disable=redefined-builtin
     """Run ``cmd``; on failure raise :class:`Unavailable` with the command and its error."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, input=input, check=False)
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=timeout, input=input, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise Unavailable(f"`{' '.join(cmd)}` failed: {exc}") from None
     if check and proc.returncode != 0:
@@ -156,7 +158,9 @@ class Tgt(Server):
             raise Unavailable("tgtd is not installed (apt-get install tgt)")
         self.dir = sandbox.files_dir(self.name)
         self.port = free_port(3260)
-        self.control = next(n for n in range(1, 100) if not os.path.exists(f"/var/run/tgtd/socket.{n}"))
+        self.control = next(
+            n for n in range(1, 100) if not os.path.exists(f"/var/run/tgtd/socket.{n}")
+        )
         cmd = ["tgtd", "-f", "-C", str(self.control), "--iscsi", f"portal=127.0.0.1:{self.port}"]
         with open(os.path.join(self.dir, "tgtd.log"), "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)  # pylint: disable=consider-using-with
@@ -172,8 +176,21 @@ class Tgt(Server):
             path = os.path.join(self.dir, f"lun{lun}.img")
             with open(path, "wb") as fh:
                 fh.truncate(size)
-            self.adm("--mode", "logicalunit", "--op", "new", "--tid", "1", "--lun", str(lun), "--backing-store", path)
-        self.adm("--mode", "target", "--op", "bind", "--tid", "1", "--initiator-address", "127.0.0.1")
+            self.adm(
+                "--mode",
+                "logicalunit",
+                "--op",
+                "new",
+                "--tid",
+                "1",
+                "--lun",
+                str(lun),
+                "--backing-store",
+                path,
+            )
+        self.adm(
+            "--mode", "target", "--op", "bind", "--tid", "1", "--initiator-address", "127.0.0.1"
+        )
         return self
 
     def _log(self):
@@ -192,7 +209,10 @@ class Tgt(Server):
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
             self.adm("--mode", "target", "--op", "delete", "--force", "--tid", "1", check=False)
-            run(["tgtadm", "-C", str(self.control), "--op", "delete", "--mode", "system"], check=False)
+            run(
+                ["tgtadm", "-C", str(self.control), "--op", "delete", "--mode", "system"],
+                check=False,
+            )
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(5)
         stop_process(self.proc)
@@ -232,7 +252,9 @@ class Gluster(Server):
             if not shutil.which(tool):
                 raise Unavailable(f"{tool} is not installed (apt-get install glusterfs-server)")
         if port_in_use(GLUSTERD_PORT):
-            raise Unavailable(f"a glusterd already listens on 127.0.0.1:{GLUSTERD_PORT}; not starting a second one")
+            raise Unavailable(
+                f"a glusterd already listens on 127.0.0.1:{GLUSTERD_PORT}; not starting a second one"
+            )
         self._run_before = set(glob.glob(os.path.join(GLUSTER_RUN, "*.socket")))
         self.dir = sandbox.files_dir(self.name)
         brick = os.path.join(self.dir, "brick")
@@ -258,7 +280,10 @@ class Gluster(Server):
         def up():
             if self.proc.poll() is not None:
                 raise Unavailable(f"`{' '.join(cmd)}` exited {self.proc.returncode}: {self._log()}")
-            return port_in_use(GLUSTERD_PORT) and self.cli("volume", "list", check=False).returncode == 0
+            return (
+                port_in_use(GLUSTERD_PORT)
+                and self.cli("volume", "list", check=False).returncode == 0
+            )
 
         wait_until(up, 30, f"`{' '.join(cmd)}` did not answer on 127.0.0.1:{GLUSTERD_PORT}")
         self.cli("volume", "create", self.volume, f"{socket.gethostname()}:{brick}", "force")
@@ -267,7 +292,9 @@ class Gluster(Server):
 
     def _log(self):
         try:
-            with open(os.path.join(self.dir, "log", "glusterd.log"), encoding="utf-8", errors="replace") as fh:
+            with open(
+                os.path.join(self.dir, "log", "glusterd.log"), encoding="utf-8", errors="replace"
+            ) as fh:
                 return " | ".join(fh.read().strip().splitlines()[-3:]) or "(empty log)"
         except OSError:
             return "(no log)"

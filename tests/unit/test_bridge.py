@@ -33,35 +33,112 @@ def test_vlans_access_and_trunk():
     assert trunk == {"pvid": 1, "untagged": [1], "tagged": [100, 101, 200]}
     assert entries[100] == 0
     # read back from kernel entries gives the same form, whatever the order
-    kernel = [(200, 0), (1, nl.BRIDGE_VLAN_INFO_PVID | nl.BRIDGE_VLAN_INFO_UNTAGGED), (100, 0), (101, 0)]
+    kernel = [
+        (200, 0),
+        (1, nl.BRIDGE_VLAN_INFO_PVID | nl.BRIDGE_VLAN_INFO_UNTAGGED),
+        (100, 0),
+        (101, 0),
+    ]
     assert nl.vlans_from_entries(kernel) == trunk
 
 
-def _link(name, index, kind=None, master=None, mac="02:00:00:00:00:01", bridge_attrs=None, port=None, up=True):
+def _link(
+    name,
+    index,
+    kind=None,
+    master=None,
+    mac="02:00:00:00:00:01",
+    bridge_attrs=None,
+    port=None,
+    up=True,
+):
     return {
-        "name": name, "index": index, "kind": kind, "mac": mac, "mtu": 1500, "up": up, "master": master,
-        "parent": None, "vlan_id": None, "bridge": bridge_attrs, "port": port, "vlans": None,
+        "name": name,
+        "index": index,
+        "kind": kind,
+        "mac": mac,
+        "mtu": 1500,
+        "up": up,
+        "master": master,
+        "parent": None,
+        "vlan_id": None,
+        "bridge": bridge_attrs,
+        "port": port,
+        "vlans": None,
     }
 
 
-BR_ATTRS = {"stp": False, "forward_delay": 0, "hello_time": 2, "max_age": 20, "ageing_time": 300, "priority": 32768,
-            "vlan_filtering": False, "default_pvid": None, "mcast_snooping": True, "id": "8000.020000000001"}
+BR_ATTRS = {
+    "stp": False,
+    "forward_delay": 0,
+    "hello_time": 2,
+    "max_age": 20,
+    "ageing_time": 300,
+    "priority": 32768,
+    "vlan_filtering": False,
+    "default_pvid": None,
+    "mcast_snooping": True,
+    "id": "8000.020000000001",
+}
 PORT = {"cost": 2, "priority": 32, "hairpin": False, "state": "forwarding"}
 
 
 def _host(with_bridge=False):
-    links = {"lo": _link("lo", 1, mac="00:00:00:00:00:00"), "eno1": _link("eno1", 2, "veth", mac="02:00:00:00:00:aa"),
-             "eno2": _link("eno2", 3, "veth", mac="02:00:00:00:00:bb")}
+    links = {
+        "lo": _link("lo", 1, mac="00:00:00:00:00:00"),
+        "eno1": _link("eno1", 2, "veth", mac="02:00:00:00:00:aa"),
+        "eno2": _link("eno2", 3, "veth", mac="02:00:00:00:00:bb"),
+    }
     addresses = [
-        {"ifname": "eno1", "family": socket.AF_INET, "address": "192.0.2.10", "prefixlen": 24, "cidr": "192.0.2.10/24", "scope": 0, "broadcast": "192.0.2.255"},
-        {"ifname": "eno1", "family": socket.AF_INET6, "address": "fe80::1", "prefixlen": 64, "cidr": "fe80::1/64", "scope": 253, "broadcast": None},
+        {
+            "ifname": "eno1",
+            "family": socket.AF_INET,
+            "address": "192.0.2.10",
+            "prefixlen": 24,
+            "cidr": "192.0.2.10/24",
+            "scope": 0,
+            "broadcast": "192.0.2.255",
+        },
+        {
+            "ifname": "eno1",
+            "family": socket.AF_INET6,
+            "address": "fe80::1",
+            "prefixlen": 64,
+            "cidr": "fe80::1/64",
+            "scope": 253,
+            "broadcast": None,
+        },
     ]
     routes = [
-        {"family": socket.AF_INET, "dst": "192.0.2.0/24", "via": None, "oif": "eno1", "metric": None, "proto": 2, "scope": 253, "prefsrc": "192.0.2.10"},
-        {"family": socket.AF_INET, "dst": "default", "via": "192.0.2.1", "oif": "eno1", "metric": None, "proto": 3, "scope": 0, "prefsrc": None},
+        {
+            "family": socket.AF_INET,
+            "dst": "192.0.2.0/24",
+            "via": None,
+            "oif": "eno1",
+            "metric": None,
+            "proto": 2,
+            "scope": 253,
+            "prefsrc": "192.0.2.10",
+        },
+        {
+            "family": socket.AF_INET,
+            "dst": "default",
+            "via": "192.0.2.1",
+            "oif": "eno1",
+            "metric": None,
+            "proto": 3,
+            "scope": 0,
+            "prefsrc": None,
+        },
     ]
     if with_bridge:
-        links["br0"] = _link("br0", 4, "bridge", mac="02:00:00:00:00:aa", bridge_attrs=dict(BR_ATTRS, forward_delay=4.99))
+        links["br0"] = _link(
+            "br0",
+            4,
+            "bridge",
+            mac="02:00:00:00:00:aa",
+            bridge_attrs=dict(BR_ATTRS, forward_delay=4.99),
+        )
         links["eno1"]["master"] = "br0"
         links["eno1"]["port"] = dict(PORT)
         for item in addresses + routes:
@@ -90,7 +167,10 @@ def test_view_is_sorted_and_normalised():
 
 def test_migration_is_predicted():
     res, changes = _changes(_host(), ports=["eno1"], stp=False)
-    assert changes["uplink"] == {"old": {"eno1": ["192.0.2.10/24", "default via 192.0.2.1"]}, "new": {"br0": ["192.0.2.10/24", "default via 192.0.2.1"]}}
+    assert changes["uplink"] == {
+        "old": {"eno1": ["192.0.2.10/24", "default via 192.0.2.1"]},
+        "new": {"br0": ["192.0.2.10/24", "default via 192.0.2.1"]},
+    }
     assert changes["addresses"] == {"old": [], "new": ["192.0.2.10/24"]}
     assert changes["gateway"] == {"old": None, "new": "192.0.2.1"}
     assert changes["mac"]["new"] == "02:00:00:00:00:aa"
@@ -99,13 +179,17 @@ def test_migration_is_predicted():
 
 def test_applied_state_is_a_no_op_with_kernel_rounding():
     # forward_delay reads back as 4.99 for a declared 5: no change
-    _res, changes = _changes(_host(with_bridge=True), ports=["eno1"], stp=False, forward_delay=5, mac="02:00:00:00:00:AA")
+    _res, changes = _changes(
+        _host(with_bridge=True), ports=["eno1"], stp=False, forward_delay=5, mac="02:00:00:00:00:AA"
+    )
     assert changes == {}
 
 
 def test_only_declared_port_attributes_compare():
     _res, changes = _changes(_host(with_bridge=True), ports=[{"name": "eno1", "cost": 7}])
-    assert changes == {"ports": {"old": [{"name": "eno1", "cost": 2}], "new": [{"name": "eno1", "cost": 7}]}}
+    assert changes == {
+        "ports": {"old": [{"name": "eno1", "cost": 2}], "new": [{"name": "eno1", "cost": 7}]}
+    }
 
 
 def test_bad_input():
@@ -143,22 +227,53 @@ def test_route_family_and_prefix_of_default():
 
 def test_route_key_matches_the_kernels_form():
     key = bridge._route_key  # pylint: disable=protected-access
-    assert key({"to": "default", "via": "192.0.2.1"}) == key({"to": "0.0.0.0/0", "via": "192.0.2.1", "metric": 0})
-    assert key({"to": "2001:db8:2::/64", "via": "2001:db8::1"}) == key({"to": "2001:db8:2::/64", "via": "2001:db8::1", "metric": 1024})
-    assert key({"to": "default", "via": "2001:db8::1"}) == key({"to": "::/0", "via": "2001:db8::1", "metric": 1024})
-    assert key({"to": "default", "via": "192.0.2.1"}) != key({"to": "default", "via": "192.0.2.1", "metric": 500})
-    sorted(map(key, [{"to": "default"}, {"to": "default", "metric": 5}, {"to": "::/0", "via": "2001:db8::1"}]))  # sortable
+    assert key({"to": "default", "via": "192.0.2.1"}) == key(
+        {"to": "0.0.0.0/0", "via": "192.0.2.1", "metric": 0}
+    )
+    assert key({"to": "2001:db8:2::/64", "via": "2001:db8::1"}) == key(
+        {"to": "2001:db8:2::/64", "via": "2001:db8::1", "metric": 1024}
+    )
+    assert key({"to": "default", "via": "2001:db8::1"}) == key(
+        {"to": "::/0", "via": "2001:db8::1", "metric": 1024}
+    )
+    assert key({"to": "default", "via": "192.0.2.1"}) != key(
+        {"to": "default", "via": "192.0.2.1", "metric": 500}
+    )
+    sorted(
+        map(
+            key,
+            [
+                {"to": "default"},
+                {"to": "default", "metric": 5},
+                {"to": "::/0", "via": "2001:db8::1"},
+            ],
+        )
+    )  # sortable
 
 
 def test_a_declared_default_route_beside_the_gateway_compares():
     host = _host(with_bridge=True)
     host["routes"].append(
-        {"family": socket.AF_INET, "dst": "default", "via": "192.0.2.2", "oif": "br0", "metric": 500, "proto": 3, "scope": 0, "prefsrc": None}
+        {
+            "family": socket.AF_INET,
+            "dst": "default",
+            "via": "192.0.2.2",
+            "oif": "br0",
+            "metric": 500,
+            "proto": 3,
+            "scope": 0,
+            "prefsrc": None,
+        }
     )
     declared = [{"to": "default", "via": "192.0.2.2", "metric": 500}]
     _res, changes = _changes(host, ports=["eno1"], gateway="192.0.2.1", routes=declared)
     assert changes == {}
-    _res, changes = _changes(host, ports=["eno1"], gateway="192.0.2.1", routes=[{"to": "0.0.0.0/0", "via": "192.0.2.2", "metric": 600}])
+    _res, changes = _changes(
+        host,
+        ports=["eno1"],
+        gateway="192.0.2.1",
+        routes=[{"to": "0.0.0.0/0", "via": "192.0.2.2", "metric": 600}],
+    )
     assert set(changes) == {"routes"}
     assert changes["routes"]["old"] == [{"to": "0.0.0.0/0", "via": "192.0.2.2", "metric": 500}]
     # the gateway's own route is the gateway, not one of the routes
@@ -183,7 +298,9 @@ def test_lock_times_out_naming_the_holder(tmp_path, monkeypatch):
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.pwrite(fd, b"4242 7".ljust(63) + b"\n", 0)
-        with pytest.raises(bridge.KvmError, match=r"another salt-kvm bridge change is running \(pid 4242\)"):
+        with pytest.raises(
+            bridge.KvmError, match=r"another salt-kvm bridge change is running \(pid 4242\)"
+        ):
             with bridge.change_lock(None, "kvt-ns", timeout=0.2):
                 pytest.fail("the lock was taken twice")
     finally:
@@ -212,4 +329,6 @@ def test_lock_generation_drops_a_dump_older_than_another_change(tmp_path, monkey
         assert key not in ours.cache, "a dump older than another process's change was kept"
     ours.cache[bridge._memo_key("kvt-other")] = {"links": {}}  # pylint: disable=protected-access
     bridge._invalidate(ours, None)  # pylint: disable=protected-access
-    assert bridge._memo_key("kvt-other") in ours.cache, "invalidating the host's dump dropped another namespace's"  # pylint: disable=protected-access
+    assert bridge._memo_key("kvt-other") in ours.cache, (
+        "invalidating the host's dump dropped another namespace's"
+    )  # pylint: disable=protected-access

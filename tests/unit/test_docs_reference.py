@@ -64,7 +64,9 @@ def test_every_schema_key_has_a_description():
             text = record.docs.get(key, "")
             if not isinstance(text, str) or len(text.strip()) < 10:
                 missing.append(f"{path}:{key}")
-    assert not missing, "schema keys without a description (add them with schema.describe): " + ", ".join(missing)
+    assert not missing, (
+        "schema keys without a description (add them with schema.describe): " + ", ".join(missing)
+    )
 
 
 def test_descriptions_name_only_known_keys():
@@ -78,7 +80,9 @@ def test_every_schema_key_is_in_the_generated_reference():
     generated = {_placeholders(e.path) for e in ref.entries()}
     for record, path in _records(schema.PILLAR, "kvm"):
         for key in record.fields:
-            assert _placeholders(f"{path}:{key}") in generated, f"{path}:{key} is not in the pillar reference"
+            assert _placeholders(f"{path}:{key}") in generated, (
+                f"{path}:{key} is not in the pillar reference"
+            )
     for entry in ref.entries():
         assert f"``{entry.path}``" in text
         assert entry.description and entry.description in text
@@ -89,7 +93,9 @@ def test_every_schema_key_is_in_the_generated_reference():
 def test_every_field_kind_has_a_type_in_the_reference():
     for entry in ref.entries():
         ftype, allowed = ref.describe_type(entry.field)
-        assert ftype != "any" and allowed, f"{entry.path}: {type(entry.field).__name__} has no type text in the extension"
+        assert ftype != "any" and allowed, (
+            f"{entry.path}: {type(entry.field).__name__} has no type text in the extension"
+        )
 
 
 def test_pillar_page_uses_the_generated_reference():
@@ -102,7 +108,11 @@ def test_pillar_page_uses_the_generated_reference():
 
 def _public_functions(relpath):
     tree = ast.parse(_read(os.path.join(ROOT, relpath)))
-    return [node for node in tree.body if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")]
+    return [
+        node
+        for node in tree.body
+        if isinstance(node, ast.FunctionDef) and not node.name.startswith("_")
+    ]
 
 
 @pytest.mark.parametrize("relpath", sorted(LOADER_MODULES))
@@ -120,7 +130,9 @@ def test_every_execution_function_has_a_cli_example():
         example = doc.split("CLI Example:", 1)[1] if "CLI Example:" in doc else ""
         if "salt" not in example or f"kvm.{func.name}" not in example:
             lacking.append(func.name)
-    assert not lacking, f"execution functions whose docstring lacks a 'CLI Example:' calling kvm.<name>: {lacking}"
+    assert not lacking, (
+        f"execution functions whose docstring lacks a 'CLI Example:' calling kvm.<name>: {lacking}"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +140,22 @@ def built_docs(tmp_path_factory):
     pytest.importorskip("sphinx")
     out = tmp_path_factory.mktemp("docs-html")
     proc = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html", os.path.join(ROOT, "docs"), str(out)],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "sphinx",
+            "-W",
+            "--keep-going",
+            "-q",
+            "-b",
+            "html",
+            os.path.join(ROOT, "docs"),
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert proc.returncode == 0, f"sphinx-build -W failed:\n{proc.stdout}\n{proc.stderr}"
     return out

@@ -42,7 +42,13 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PAGE = os.path.join(ROOT, "docs", "troubleshooting.rst")
-SALT_ERRORS = {"CommandExecutionError", "SaltInvocationError", "SaltRenderError", "CommandNotFoundError", "SaltException"}
+SALT_ERRORS = {
+    "CommandExecutionError",
+    "SaltInvocationError",
+    "SaltRenderError",
+    "CommandNotFoundError",
+    "SaltException",
+}
 GAP = 80
 
 
@@ -72,14 +78,26 @@ def _templates(node):
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
         return [[node.value]]
     if isinstance(node, ast.JoinedStr):
-        return [[v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]]
+        return [
+            [
+                v.value
+                for v in node.values
+                if isinstance(v, ast.Constant) and isinstance(v.value, str)
+            ]
+        ]
     if isinstance(node, ast.IfExp):
         return _templates(node.body) + _templates(node.orelse)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        return [a + b for a in _templates(node.left) or [[]] for b in _templates(node.right) or [[]]]
+        return [
+            a + b for a in _templates(node.left) or [[]] for b in _templates(node.right) or [[]]
+        ]
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod):
         return [[p for part in t for p in _PERCENT.split(part) if p] for t in _templates(node.left)]
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format":
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "format"
+    ):
         return [[p for part in t for p in _BRACES.split(part)] for t in _templates(node.func.value)]
     return []
 
@@ -94,10 +112,16 @@ def _name(func):
 
 def _message_nodes(path, tree, classes):
     rel = os.path.relpath(path, ROOT)
-    for func in [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]:
+    for func in [
+        n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))
+    ]:
         if func.name in ("__virtual__", "virtual"):
             for node in ast.walk(func):
-                if isinstance(node, ast.Return) and isinstance(node.value, ast.Tuple) and len(node.value.elts) == 2:
+                if (
+                    isinstance(node, ast.Return)
+                    and isinstance(node.value, ast.Tuple)
+                    and len(node.value.elts) == 2
+                ):
                     first = node.value.elts[0]
                     if isinstance(first, ast.Constant) and first.value is False:
                         yield node.lineno, node.value.elts[1]
@@ -152,7 +176,9 @@ def page_text():
 
 
 def covered(parts, text):
-    pattern = f".{{0,{GAP}}}?".join(r"\s*".join(re.escape(w) for w in part.split(" ")) for part in parts)
+    pattern = f".{{0,{GAP}}}?".join(
+        r"\s*".join(re.escape(w) for w in part.split(" ")) for part in parts
+    )
     return re.search(pattern, text) is not None
 
 
@@ -167,17 +193,30 @@ def test_messages_are_found():
 
 
 def test_the_matching_rule():
-    assert covered(["volume '", "' does not exist in pool '"], "x volume 'NAME' does not exist in pool 'POOL' y")
-    assert not covered(["volume '", "' does not exist in pool '"], "volume 'NAME' was created; it does not exist in pool 'POOL'" + " " * GAP)
+    assert covered(
+        ["volume '", "' does not exist in pool '"],
+        "x volume 'NAME' does not exist in pool 'POOL' y",
+    )
+    assert not covered(
+        ["volume '", "' does not exist in pool '"],
+        "volume 'NAME' was created; it does not exist in pool 'POOL'" + " " * GAP,
+    )
     assert not covered(["cannot delete"], "cannot remove")
 
 
 def test_every_message_is_in_the_troubleshooting_page():
     text = page_text()
-    missing = sorted({f"{where}: {' ... '.join(parts)}" for where, parts in messages() if parts and not covered(parts, text)})
+    missing = sorted(
+        {
+            f"{where}: {' ... '.join(parts)}"
+            for where, parts in messages()
+            if parts and not covered(parts, text)
+        }
+    )
     assert not missing, (
         f"{len(missing)} error message(s) not explained in docs/troubleshooting.rst "
-        "(write each with its placeholders in capitals, then what it means, why, and the fix):\n  " + "\n  ".join(missing)
+        "(write each with its placeholders in capitals, then what it means, why, and the fix):\n  "
+        + "\n  ".join(missing)
     )
 
 

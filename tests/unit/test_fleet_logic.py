@@ -10,20 +10,54 @@ HOST = {
     "bridges": [{"name": "br0", "state": "up", "ports": ["eno1", "vnet0"]}],
     "networks": [{"name": "lan", "active": True, "autostart": True, "bridge": "br0"}],
     "pools": [
-        {"name": "vms", "type": "dir", "active": True, "capacity": 100 * 2**30, "allocation": 25 * 2**30,
-         "available": 75 * 2**30, "used_pct": 25.0, "volumes": 3},
-        {"name": "old", "type": "dir", "active": False, "capacity": None, "allocation": None,
-         "available": None, "used_pct": None, "volumes": None},
+        {
+            "name": "vms",
+            "type": "dir",
+            "active": True,
+            "capacity": 100 * 2**30,
+            "allocation": 25 * 2**30,
+            "available": 75 * 2**30,
+            "used_pct": 25.0,
+            "volumes": 3,
+        },
+        {
+            "name": "old",
+            "type": "dir",
+            "active": False,
+            "capacity": None,
+            "allocation": None,
+            "available": None,
+            "used_pct": None,
+            "volumes": None,
+        },
     ],
-    "vms": [{"name": "web01", "state": "running", "autostart": True, "vcpus": 2, "memory": 2 * 2**30, "snapshots": 2, "oldest_snapshot": "auto-1", "oldest_snapshot_age": 3 * 86400}],
+    "vms": [
+        {
+            "name": "web01",
+            "state": "running",
+            "autostart": True,
+            "vcpus": 2,
+            "memory": 2 * 2**30,
+            "snapshots": 2,
+            "oldest_snapshot": "auto-1",
+            "oldest_snapshot_age": 3 * 86400,
+        }
+    ],
 }
 
-APPLY_OK = {"kvm_|-kvm-pool-vms_|-vms_|-pool_present": {"result": True, "changes": {}, "comment": "ok"}}
+APPLY_OK = {
+    "kvm_|-kvm-pool-vms_|-vms_|-pool_present": {"result": True, "changes": {}, "comment": "ok"}
+}
 APPLY_DRIFT = {
     "kvm_|-kvm-pool-vms_|-vms_|-pool_present": {"result": True, "changes": {}, "comment": "ok"},
-    "kvm_|-kvm-volume-vms-a.qcow2_|-a.qcow2_|-volume_present": {"result": None, "changes": {"volume": {"old": None, "new": {"size": 1}}}},
+    "kvm_|-kvm-volume-vms-a.qcow2_|-a.qcow2_|-volume_present": {
+        "result": None,
+        "changes": {"volume": {"old": None, "new": {"size": 1}}},
+    },
 }
-APPLY_BAD = ["Rendering SLS 'base:kvm.storage' failed: kvm:pools:vms:volumes:a:size: '20X' is not a size"]
+APPLY_BAD = [
+    "Rendering SLS 'base:kvm.storage' failed: kvm:pools:vms:volumes:a:size: '20X' is not a size"
+]
 
 
 class FakeClient:
@@ -52,16 +86,23 @@ def test_report_gathers_host_and_drift_in_one_job():
         }
     )
     data = fleet.report(client, "hv*")
-    (_, tgt, funs, args, kwargs), = client.calls
+    ((_, tgt, funs, args, kwargs),) = client.calls
     assert tgt == "hv*" and funs == ["kvm.host_report", "state.apply"]
     assert args[1] == ["kvm", {"test": True, "__kwarg__": True}]
     assert kwargs["expect_minions"] is True
     hosts = data["hosts"]
     assert hosts["hv1"]["drift"] == {"pending": {}, "errors": []}
-    assert hosts["hv2"]["drift"]["pending"] == {"kvm-volume-vms-a.qcow2": {"volume": {"old": None, "new": {"size": 1}}}}
+    assert hosts["hv2"]["drift"]["pending"] == {
+        "kvm-volume-vms-a.qcow2": {"volume": {"old": None, "new": {"size": 1}}}
+    }
     assert "'20X' is not a size" in hosts["hv3"]["drift"]["errors"][0]
     assert hosts["hv4"]["error"].startswith("no return")
-    assert data["summary"] == {"hosts": 4, "in_line": ["hv1"], "drifted": ["hv2"], "failed": ["hv3", "hv4"]}
+    assert data["summary"] == {
+        "hosts": 4,
+        "in_line": ["hv1"],
+        "drifted": ["hv2"],
+        "failed": ["hv3", "hv4"],
+    }
 
 
 def test_report_without_drift_is_one_function():
@@ -73,7 +114,16 @@ def test_report_without_drift_is_one_function():
 
 
 def test_report_host_error_is_reported():
-    client = FakeClient({"hv1": {"ret": {"kvm.host_report": "ERROR: cannot connect to libvirt", "state.apply": APPLY_OK}}})
+    client = FakeClient(
+        {
+            "hv1": {
+                "ret": {
+                    "kvm.host_report": "ERROR: cannot connect to libvirt",
+                    "state.apply": APPLY_OK,
+                }
+            }
+        }
+    )
     data = fleet.report(client)
     assert data["hosts"]["hv1"]["error"] == "ERROR: cannot connect to libvirt"
     assert data["summary"]["failed"] == ["hv1"]
@@ -83,8 +133,16 @@ def test_format_report_tables_and_summary():
     data = {
         "hosts": {
             "hv1": {"report": HOST, "drift": {"pending": {}, "errors": []}, "error": None},
-            "hv2": {"report": HOST, "drift": {"pending": {"kvm-volume-vms-a.qcow2": {"volume": {}}}, "errors": []}, "error": None},
-            "hv3": {"report": None, "drift": {"pending": {}, "errors": ["kvm:x: bad"]}, "error": "no return"},
+            "hv2": {
+                "report": HOST,
+                "drift": {"pending": {"kvm-volume-vms-a.qcow2": {"volume": {}}}, "errors": []},
+                "error": None,
+            },
+            "hv3": {
+                "report": None,
+                "drift": {"pending": {}, "errors": ["kvm:x: bad"]},
+                "error": "no return",
+            },
         }
     }
     text = fleet.format_report(data)
@@ -100,7 +158,8 @@ def test_format_report_tables_and_summary():
 
 
 @pytest.mark.parametrize(
-    "seconds, text", [(None, "-"), (5, "5s"), (59, "59s"), (60, "1m"), (7200, "2h"), (86400 * 9, "9d")]
+    "seconds, text",
+    [(None, "-"), (5, "5s"), (59, "59s"), (60, "1m"), (7200, "2h"), (86400 * 9, "9d")],
 )
 def test_age(seconds, text):
     assert fleet._age(seconds) == text  # pylint: disable=protected-access
@@ -124,15 +183,25 @@ def test_vms_is_required_and_typed(bad):
 def test_vm_action_batches_and_reports_per_vm():
     client = FakeClient(
         {
-            "hv1": {"result": True, "vms": {"web01": {"result": True, "changed": True, "return": {"name": "s"}}}},
-            "hv2": {"result": False, "vms": {"web02": {"result": False, "changed": False, "comment": "VM 'web02': boom"}}},
+            "hv1": {
+                "result": True,
+                "vms": {"web01": {"result": True, "changed": True, "return": {"name": "s"}}},
+            },
+            "hv2": {
+                "result": False,
+                "vms": {
+                    "web02": {"result": False, "changed": False, "comment": "VM 'web02': boom"}
+                },
+            },
             "hv3": {"result": True, "vms": {}},
             "hv4": "ERROR: kvm.snapshot_vms is not available",
             "hv5": {},
         }
     )
-    ret = fleet.vm_action(client, "hv*", "web*", "kvm.snapshot_vms", ["s"], batch="25%", expected=["hv1", "hv6"])
-    (_, tgt, fun, arg, kwargs), = client.calls
+    ret = fleet.vm_action(
+        client, "hv*", "web*", "kvm.snapshot_vms", ["s"], batch="25%", expected=["hv1", "hv6"]
+    )
+    ((_, tgt, fun, arg, kwargs),) = client.calls
     assert (tgt, fun, arg, kwargs["batch"]) == ("hv*", "kvm.snapshot_vms", [["web*"], "s"], "25%")
     assert ret["result"] is False
     assert ret["vms"]["hv1/web01"]["result"] is True
@@ -140,13 +209,20 @@ def test_vm_action_batches_and_reports_per_vm():
     assert ret["hosts"]["hv1"] == {"result": True, "vms": 1}
     assert ret["hosts"]["hv2"] == {"result": False, "vms": 1}
     assert ret["hosts"]["hv3"] == {"result": True, "vms": 0}  # no matching VM there: nothing to do
-    assert ret["hosts"]["hv4"]["result"] is False and "not available" in ret["hosts"]["hv4"]["comment"]
+    assert (
+        ret["hosts"]["hv4"]["result"] is False and "not available" in ret["hosts"]["hv4"]["comment"]
+    )
     assert ret["hosts"]["hv5"] == {"result": False, "comment": "no return (timed out)"}
-    assert ret["hosts"]["hv6"] == {"result": False, "comment": "no return (minion down or timed out)"}
+    assert ret["hosts"]["hv6"] == {
+        "result": False,
+        "comment": "no return (minion down or timed out)",
+    }
 
 
 def test_vm_action_with_no_host_fails():
-    assert fleet.vm_action(FakeClient({}), "none*", "web*", "kvm.revert_vms", ["s"])["result"] is False
+    assert (
+        fleet.vm_action(FakeClient({}), "none*", "web*", "kvm.revert_vms", ["s"])["result"] is False
+    )
 
 
 class FakeDom:
@@ -170,7 +246,9 @@ class FakeSession:
 
 
 def test_snapshot_vms_skips_taken_and_isolates_failures():
-    session = FakeSession([FakeDom("web01", ["pre"]), FakeDom("web02"), FakeDom("web03"), FakeDom("db01")])
+    session = FakeSession(
+        [FakeDom("web01", ["pre"]), FakeDom("web02"), FakeDom("web03"), FakeDom("db01")]
+    )
     calls = []
 
     def create(vm, name, **kwargs):
@@ -183,7 +261,11 @@ def test_snapshot_vms_skips_taken_and_isolates_failures():
     assert ret["result"] is False
     out = ret["vms"]
     assert calls == [("web02", "pre", {"memory": False}), ("web03", "pre", {"memory": False})]
-    assert out["web01"] == {"result": True, "changed": False, "comment": "snapshot 'pre' exists already"}
+    assert out["web01"] == {
+        "result": True,
+        "changed": False,
+        "comment": "snapshot 'pre' exists already",
+    }
     assert out["web02"] == {"result": True, "changed": True, "return": {"name": "pre"}}
     assert out["web03"] == {"result": False, "changed": False, "comment": "VM 'web03': disk busy"}
     assert "db01" not in out
@@ -197,7 +279,9 @@ def test_revert_vms_needs_a_name():
 
 def test_vm_action_passes_keyword_arguments():
     client = FakeClient({"hv1": {"result": True, "vms": {}}})
-    fleet.vm_action(client, "hv1", "web*", "kvm.snapshot_vms", ["s"], {"memory": False, "__pub_fun": "x"})
+    fleet.vm_action(
+        client, "hv1", "web*", "kvm.snapshot_vms", ["s"], {"memory": False, "__pub_fun": "x"}
+    )
     assert client.calls[0][3] == [["web*"], "s", {"memory": False, "__kwarg__": True}]
 
 

@@ -86,7 +86,12 @@ def test_the_guards_bite(nothing_leaves_the_process):
     import libvirt  # pylint: disable=import-outside-toplevel
     import pyroute2  # pylint: disable=import-outside-toplevel
 
-    for call in (lambda: libvirt.open("qemu:///system"), pyroute2.IPRoute, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW), lambda: subprocess.run(["true"], check=False)):
+    for call in (
+        lambda: libvirt.open("qemu:///system"),
+        pyroute2.IPRoute,
+        lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW),
+        lambda: subprocess.run(["true"], check=False),
+    ):
         with pytest.raises(Reached):
             call()
     assert len(nothing_leaves_the_process) == 4
@@ -110,7 +115,10 @@ def outcome(pillar, tally):
         assert exc.errors, exc
         assert exc.path == exc.errors[0][0]
         for path, message in exc.errors:
-            assert isinstance(path, str) and (path == "kvm" or path.startswith("kvm:")), (path, message)
+            assert isinstance(path, str) and (path == "kvm" or path.startswith("kvm:")), (
+                path,
+                message,
+            )
             assert isinstance(message, str) and message.strip(), (path, message)
             assert "\n" not in message and "Traceback" not in message, message
             assert len(message) < 400, message  # values are shown abbreviated
@@ -124,7 +132,9 @@ def outcome(pillar, tally):
         return exc
     tally["rendered"] += 1
     assert isinstance(tree, dict)
-    assert schema.validate_pillar(copy.deepcopy(tree)) == tree, "the normalised tree must validate to itself"
+    assert schema.validate_pillar(copy.deepcopy(tree)) == tree, (
+        "the normalised tree must validate to itself"
+    )
     ids = set()
     for part in formula.PARTS:
         states = formula.render(part, pillar)
@@ -153,7 +163,34 @@ def rejected_at(pillar, path, tally, words=None, or_below=False):
 
 # --- building blocks ------------------------------------------------------------------------
 
-POISON = ["/", "<", ">", "'", '"', " ", "\t", "\n", "\x00", "`", "$(", ";", "|", "&", "\\", "*", "?", "é", "\u202e", "\U0001f4a5", "\u00a0", "%", "#", "!", ",", "="]
+POISON = [
+    "/",
+    "<",
+    ">",
+    "'",
+    '"',
+    " ",
+    "\t",
+    "\n",
+    "\x00",
+    "`",
+    "$(",
+    ";",
+    "|",
+    "&",
+    "\\",
+    "*",
+    "?",
+    "é",
+    "\u202e",
+    "\U0001f4a5",
+    "\u00a0",
+    "%",
+    "#",
+    "!",
+    ",",
+    "=",
+]
 NAMEISH = st.sampled_from(["a", "br", "web01", "x9", "default", "vm_1", "n"])
 
 
@@ -162,7 +199,9 @@ def poisoned_names(draw):
     """A name any name field must refuse: poison chars, traversal, empty, blank."""
     kind = draw(st.sampled_from(["poison", "dots", "empty", "blank"]))
     if kind == "dots":
-        return draw(st.sampled_from(["..", ".", "../etc", "../../etc/passwd", "a/../b", "/..", "./x"]))
+        return draw(
+            st.sampled_from(["..", ".", "../etc", "../../etc/passwd", "a/../b", "/..", "./x"])
+        )
     if kind == "empty":
         return ""
     if kind == "blank":
@@ -172,7 +211,9 @@ def poisoned_names(draw):
 
 long_ifnames = st.integers(16, 40).map(lambda n: ("br-" + "x" * n)[:n])
 
-macs = st.lists(st.integers(0, 255), min_size=5, max_size=5).map(lambda b: "52:54:" + ":".join(f"{x:02x}" for x in b[:4]))
+macs = st.lists(st.integers(0, 255), min_size=5, max_size=5).map(
+    lambda b: "52:54:" + ":".join(f"{x:02x}" for x in b[:4])
+)
 v4_hosts = st.integers(1, 254).map(lambda i: f"192.0.2.{i}")
 doc_v6 = st.integers(1, 0xFFFF).map(lambda i: f"2001:db8:ffff::{i:x}")
 sizes = st.one_of(
@@ -180,7 +221,9 @@ sizes = st.one_of(
     st.sampled_from(["512M", "20G", "1.5T", "1G", "10737418240", "64K", "0", "1 GiB", "2gb"]),
     st.integers(1, 4096).map(lambda n: f"{n}M"),
 )
-durations = st.one_of(st.sampled_from(["90s", "30m", "12h", "1d", "2w", "7d", "1.5h"]), st.integers(1, 10**7))
+durations = st.one_of(
+    st.sampled_from(["90s", "30m", "12h", "1d", "2w", "7d", "1.5h"]), st.integers(1, 10**7)
+)
 
 
 # --- valid pillars --------------------------------------------------------------------------
@@ -209,12 +252,22 @@ def ports(draw, names):
             items.append(name)
             continue
         port = {"name": name}
-        for key, strat in (("cost", st.integers(1, 65535)), ("priority", st.integers(0, 63)), ("hairpin", st.booleans()), ("vlans", port_vlans())):
+        for key, strat in (
+            ("cost", st.integers(1, 65535)),
+            ("priority", st.integers(0, 63)),
+            ("hairpin", st.booleans()),
+            ("vlans", port_vlans()),
+        ):
             if draw(st.booleans()):
                 port[key] = draw(strat)
         items.append(port)
     if draw(st.integers(0, 3)) == 0:  # the mapping form
-        return {p if isinstance(p, str) else p["name"]: (None if isinstance(p, str) else {k: v for k, v in p.items() if k != "name"}) for p in items}
+        return {
+            p if isinstance(p, str) else p["name"]: (
+                None if isinstance(p, str) else {k: v for k, v in p.items() if k != "name"}
+            )
+            for p in items
+        }
     return items
 
 
@@ -228,20 +281,39 @@ BRIDGE_OPTIONAL = {
     "mcast_snooping": st.booleans(),
     "mtu": st.integers(68, 65535),
     "mac": macs,
-    "addresses": st.lists(st.one_of(v4_hosts.map(lambda a: a + "/24"), doc_v6.map(lambda a: a + "/64")), max_size=3, unique=True),
+    "addresses": st.lists(
+        st.one_of(v4_hosts.map(lambda a: a + "/24"), doc_v6.map(lambda a: a + "/64")),
+        max_size=3,
+        unique=True,
+    ),
     "gateway": st.just("192.0.2.1"),
     "gateway6": st.just("2001:db8:ffff::1"),
     "routes": st.lists(
         st.one_of(
-            st.fixed_dictionaries({"to": st.sampled_from(["203.0.113.128/25", "default", "0.0.0.0/0"])}, optional={"via": v4_hosts, "metric": st.integers(0, 2**32 - 1)}),
-            st.fixed_dictionaries({"to": st.sampled_from(["2001:db8:aa::/48", "::/0"])}, optional={"via": doc_v6, "metric": st.integers(0, 2**32 - 1)}),
+            st.fixed_dictionaries(
+                {"to": st.sampled_from(["203.0.113.128/25", "default", "0.0.0.0/0"])},
+                optional={"via": v4_hosts, "metric": st.integers(0, 2**32 - 1)},
+            ),
+            st.fixed_dictionaries(
+                {"to": st.sampled_from(["2001:db8:aa::/48", "::/0"])},
+                optional={"via": doc_v6, "metric": st.integers(0, 2**32 - 1)},
+            ),
         ),
         max_size=2,
     ),
     "persist": st.sampled_from(["auto", "ifupdown", "networkd", "networkmanager", "none"]),
-    "probe": st.fixed_dictionaries({}, optional={"ping": v4_hosts, "tcp": st.sampled_from(["192.0.2.1:4506", "salt.example.net:4505", "[2001:db8::1]:22"]), "timeout": durations}),
+    "probe": st.fixed_dictionaries(
+        {},
+        optional={
+            "ping": v4_hosts,
+            "tcp": st.sampled_from(["192.0.2.1:4506", "salt.example.net:4505", "[2001:db8::1]:22"]),
+            "timeout": durations,
+        },
+    ),
 }
-BRIDGE_OPTIONAL_KEYS = st.lists(st.sampled_from(sorted(BRIDGE_OPTIONAL) + ["forward_delay"]), unique=True, max_size=8)
+BRIDGE_OPTIONAL_KEYS = st.lists(
+    st.sampled_from(sorted(BRIDGE_OPTIONAL) + ["forward_delay"]), unique=True, max_size=8
+)
 
 
 @st.composite
@@ -253,7 +325,9 @@ def bridge(draw, port_names):
         out["ports"] = draw(ports(port_names))
     stp = draw(st.booleans())
     out["stp"] = stp
-    optional = dict(BRIDGE_OPTIONAL, forward_delay=st.integers(2, 30) if stp else st.integers(0, 30))
+    optional = dict(
+        BRIDGE_OPTIONAL, forward_delay=st.integers(2, 30) if stp else st.integers(0, 30)
+    )
     for key in draw(BRIDGE_OPTIONAL_KEYS):
         out[key] = draw(optional[key])
     return out
@@ -286,14 +360,22 @@ def network(draw, index, host_bridges):
             taken = draw(st.lists(st.sampled_from(free), unique=True, max_size=3))
             if taken:
                 dhcp["hosts"] = [
-                    {"ip": str(ip), "mac": f"52:54:00:00:{index:02x}:{i:02x}", **({"name": f"h{index}x{i}"} if draw(st.booleans()) else {})}
+                    {
+                        "ip": str(ip),
+                        "mac": f"52:54:00:00:{index:02x}:{i:02x}",
+                        **({"name": f"h{index}x{i}"} if draw(st.booleans()) else {}),
+                    }
                     for i, ip in enumerate(taken)
                 ]
             out["dhcp"] = dhcp
         if draw(st.booleans()):
             out["address6"] = f"2001:db8:{index + 1:x}::1/64"
             if draw(st.booleans()):
-                out["dhcp6"] = {"start": f"2001:db8:{index + 1:x}::100", "end": f"2001:db8:{index + 1:x}::1ff", "hosts": [{"ip": f"2001:db8:{index + 1:x}::10", "name": "v6host"}]}
+                out["dhcp6"] = {
+                    "start": f"2001:db8:{index + 1:x}::100",
+                    "end": f"2001:db8:{index + 1:x}::1ff",
+                    "hosts": [{"ip": f"2001:db8:{index + 1:x}::10", "name": "v6host"}],
+                }
         if mode in ("nat", "route") and draw(st.booleans()):
             out["dev"] = "eno9"
         if draw(st.booleans()):
@@ -306,7 +388,11 @@ def network(draw, index, host_bridges):
     return out
 
 
-VOLNAMES = st.builds(lambda a, b: a + b, st.sampled_from(["a", "web01", "base", "x_1", "v+2", "d-3", "Z", "9", "_t", "ubuntu-24.04"]), st.sampled_from(["", ".qcow2", ".img", ".raw", ".iso", ":1", "@x"]))
+VOLNAMES = st.builds(
+    lambda a, b: a + b,
+    st.sampled_from(["a", "web01", "base", "x_1", "v+2", "d-3", "Z", "9", "_t", "ubuntu-24.04"]),
+    st.sampled_from(["", ".qcow2", ".img", ".raw", ".iso", ":1", "@x"]),
+)
 
 
 @st.composite
@@ -314,7 +400,11 @@ def volumes(draw):
     names = draw(st.lists(VOLNAMES, unique=True, max_size=4))
     out = {}
     for i, name in enumerate(names):
-        kind = draw(st.sampled_from(["size", "source", "backing", "absent"] if i else ["size", "source", "absent"]))
+        kind = draw(
+            st.sampled_from(
+                ["size", "source", "backing", "absent"] if i else ["size", "source", "absent"]
+            )
+        )
         if kind == "absent":
             out[name] = {"absent": True, "force": draw(st.booleans())}
             continue
@@ -323,13 +413,25 @@ def volumes(draw):
             vol["size"] = draw(sizes)
             vol["format"] = draw(st.sampled_from(["raw", "qcow2", "vmdk"]))
             if draw(st.booleans()):
-                vol["preallocation"] = draw(st.sampled_from([True, False, "off", "metadata", "falloc", "full"]))
+                vol["preallocation"] = draw(
+                    st.sampled_from([True, False, "off", "metadata", "falloc", "full"])
+                )
         elif kind == "source":
-            vol["source"] = draw(st.sampled_from(["/srv/images/base.img", "http://127.0.0.1:8000/a.img", "https://images.example.net/x/y.qcow2?v=1"]))
+            vol["source"] = draw(
+                st.sampled_from(
+                    [
+                        "/srv/images/base.img",
+                        "http://127.0.0.1:8000/a.img",
+                        "https://images.example.net/x/y.qcow2?v=1",
+                    ]
+                )
+            )
             if draw(st.booleans()):
                 vol["sha256"] = draw(st.text("0123456789abcdefABCDEF", min_size=64, max_size=64))
         else:
-            vol["backing"] = draw(st.sampled_from([n for n in names[:i]] + ["/srv/images/base.img"]))
+            vol["backing"] = draw(
+                st.sampled_from([n for n in names[:i]] + ["/srv/images/base.img"])
+            )
             vol["format"] = "qcow2"
             if draw(st.booleans()):
                 vol["size"] = draw(sizes)
@@ -341,7 +443,22 @@ def volumes(draw):
 def pool(draw, name):
     if draw(st.integers(0, 6)) == 0:
         return {"absent": True, **({"purge": True} if draw(st.booleans()) else {})}
-    ptype = draw(st.sampled_from(["dir", "dir", "fs", "netfs", "logical", "disk", "iscsi", "iscsi-direct", "rbd", "gluster"]))
+    ptype = draw(
+        st.sampled_from(
+            [
+                "dir",
+                "dir",
+                "fs",
+                "netfs",
+                "logical",
+                "disk",
+                "iscsi",
+                "iscsi-direct",
+                "rbd",
+                "gluster",
+            ]
+        )
+    )
     target = f"/var/lib/libvirt/images/{name}"
     src = {
         "dir": None,
@@ -349,9 +466,21 @@ def pool(draw, name):
         "netfs": {"hosts": ["nfs.example.net"], "dir": "/export/vms", "format": "nfs"},
         "logical": {"name": "vg_vms", "devices": ["/dev/sdb"]},
         "disk": {"devices": ["/dev/sdc"], "format": "gpt"},
-        "iscsi": {"hosts": ["192.0.2.50:3260"], "devices": ["iqn.2024-01.net.example:lun0"], "auth": {"type": "chap", "username": "salt", "secret": "s3cret-chap"}},
-        "iscsi-direct": {"hosts": ["192.0.2.50"], "devices": ["iqn.2024-01.net.example:lun0"], "initiator": "iqn.2024-01.net.example:init"},
-        "rbd": {"hosts": ["127.0.0.1:6789", "[2001:db8::5]:6789"], "name": "rbd/vms", "auth": {"type": "ceph", "username": "libvirt", "secret": "QVFCZGVmZ2g="}},
+        "iscsi": {
+            "hosts": ["192.0.2.50:3260"],
+            "devices": ["iqn.2024-01.net.example:lun0"],
+            "auth": {"type": "chap", "username": "salt", "secret": "s3cret-chap"},
+        },
+        "iscsi-direct": {
+            "hosts": ["192.0.2.50"],
+            "devices": ["iqn.2024-01.net.example:lun0"],
+            "initiator": "iqn.2024-01.net.example:init",
+        },
+        "rbd": {
+            "hosts": ["127.0.0.1:6789", "[2001:db8::5]:6789"],
+            "name": "rbd/vms",
+            "auth": {"type": "ceph", "username": "libvirt", "secret": "QVFCZGVmZ2g="},
+        },
         "gluster": {"hosts": ["127.0.0.1"], "name": "gv0", "dir": "/vms"},
     }[ptype]
     out = {"type": ptype}
@@ -359,7 +488,11 @@ def pool(draw, name):
         out["target"] = target
     if src:
         out["source"] = copy.deepcopy(src)
-    for key, strat in (("autostart", st.booleans()), ("build", st.sampled_from([True, False, "force"])), ("force", st.booleans())):
+    for key, strat in (
+        ("autostart", st.booleans()),
+        ("build", st.sampled_from([True, False, "force"])),
+        ("force", st.booleans()),
+    ):
         if draw(st.booleans()):
             out[key] = draw(strat)
     vols = draw(volumes())
@@ -372,25 +505,71 @@ def pool(draw, name):
 def valid_pillars(draw):
     out = {}
     if draw(st.booleans()):
-        out["connection"] = {"uri": draw(st.sampled_from(["qemu:///system", "qemu+ssh://root@192.0.2.5/system", "qemu:///system?socket=/run/libvirt/libvirt-sock"]))}
-    bnames = draw(st.lists(st.sampled_from(["br0", "br1", "br-vm", "br_lan", "brA.10", "br+x", "b", "_br", "br123456789012"]), unique=True, max_size=3))
+        out["connection"] = {
+            "uri": draw(
+                st.sampled_from(
+                    [
+                        "qemu:///system",
+                        "qemu+ssh://root@192.0.2.5/system",
+                        "qemu:///system?socket=/run/libvirt/libvirt-sock",
+                    ]
+                )
+            )
+        }
+    bnames = draw(
+        st.lists(
+            st.sampled_from(
+                ["br0", "br1", "br-vm", "br_lan", "brA.10", "br+x", "b", "_br", "br123456789012"]
+            ),
+            unique=True,
+            max_size=3,
+        )
+    )
     if bnames or draw(st.booleans()):
         counter = iter(range(100))
         out["bridges"] = {}
         for bname in bnames:
             nports = draw(st.integers(0, 3))
-            pnames = [f"eno{next(counter)}" + draw(st.sampled_from(["", ".100", ".4094"])) for _ in range(nports)]
+            pnames = [
+                f"eno{next(counter)}" + draw(st.sampled_from(["", ".100", ".4094"]))
+                for _ in range(nports)
+            ]
             out["bridges"][bname] = draw(bridge(pnames))
-    nnames = draw(st.lists(st.sampled_from(["default", "lan", "n.1", "n_2", "N+3", "0net", "_x", "a-b", "a..b"]), unique=True, max_size=4))
+    nnames = draw(
+        st.lists(
+            st.sampled_from(["default", "lan", "n.1", "n_2", "N+3", "0net", "_x", "a-b", "a..b"]),
+            unique=True,
+            max_size=4,
+        )
+    )
     if nnames or draw(st.booleans()):
         out["networks"] = {n: draw(network(i, bnames)) for i, n in enumerate(nnames)}
-    pnames = draw(st.lists(st.sampled_from(["default", "vms", "p_1", "P-2", "9", "iso.store", "x+y"]), unique=True, max_size=3))
+    pnames = draw(
+        st.lists(
+            st.sampled_from(["default", "vms", "p_1", "P-2", "9", "iso.store", "x+y"]),
+            unique=True,
+            max_size=3,
+        )
+    )
     if pnames or draw(st.booleans()):
         out["pools"] = {p: draw(pool(p)) for p in pnames}
-    vms = draw(st.lists(st.sampled_from(["web01", "db.2", "vm_3", "A-4", "x"]), unique=True, max_size=3))
+    vms = draw(
+        st.lists(st.sampled_from(["web01", "db.2", "vm_3", "A-4", "x"]), unique=True, max_size=3)
+    )
     if vms or draw(st.booleans()):
         out["snapshots"] = {
-            vm: draw(st.fixed_dictionaries({"every": durations, "keep": st.integers(1, 10000)}, optional={"prefix": st.sampled_from(["auto-", "daily.", "x"]), "memory": st.booleans(), "external": st.booleans(), "quiesce": st.booleans(), "older_than": durations}))
+            vm: draw(
+                st.fixed_dictionaries(
+                    {"every": durations, "keep": st.integers(1, 10000)},
+                    optional={
+                        "prefix": st.sampled_from(["auto-", "daily.", "x"]),
+                        "memory": st.booleans(),
+                        "external": st.booleans(),
+                        "quiesce": st.booleans(),
+                        "older_than": durations,
+                    },
+                )
+            )
             for vm in vms
         }
     return out
@@ -407,7 +586,25 @@ def test_valid_pillars_validate_and_render(pillar, fuzz_tally):
 # --- arbitrary data: no crash, errors under kvm ---------------------------------------------
 
 KEYS = sorted(
-    {"connection", "progress", "interval", "bridges", "networks", "pools", "snapshots", "uri", "volumes", "source", "auth", "dhcp", "hosts", "ports", "vlans", "probe", "routes"}
+    {
+        "connection",
+        "progress",
+        "interval",
+        "bridges",
+        "networks",
+        "pools",
+        "snapshots",
+        "uri",
+        "volumes",
+        "source",
+        "auth",
+        "dhcp",
+        "hosts",
+        "ports",
+        "vlans",
+        "probe",
+        "routes",
+    }
     | set(schema.BRIDGE.fields)
     | set(schema.NETWORK.fields)
     | set(schema.POOL.fields)
@@ -424,12 +621,41 @@ scalars = st.one_of(
     st.integers(min_value=-(2**200), max_value=2**200),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=30),
-    st.sampled_from(["", " ", "..", "../..", "/", "<x>", "'", "20G", "20X", "1d", "9" * 400, "9" * 400 + "P", "192.0.2.1/24", "yes", "on", "eno1", "br0", "default", "nat", "dir"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "..",
+            "../..",
+            "/",
+            "<x>",
+            "'",
+            "20G",
+            "20X",
+            "1d",
+            "9" * 400,
+            "9" * 400 + "P",
+            "192.0.2.1/24",
+            "yes",
+            "on",
+            "eno1",
+            "br0",
+            "default",
+            "nat",
+            "dir",
+        ]
+    ),
     st.binary(max_size=8),
     st.dates(),
 )
-keys = st.one_of(st.sampled_from(KEYS), st.text(max_size=20), st.integers(-5, 5), st.booleans(), st.none())
-anything = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=3)), max_leaves=12)
+keys = st.one_of(
+    st.sampled_from(KEYS), st.text(max_size=20), st.integers(-5, 5), st.booleans(), st.none()
+)
+anything = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(keys, inner, max_size=3)),
+    max_leaves=12,
+)
 
 
 @given(pillar=anything)
@@ -441,13 +667,28 @@ def test_arbitrary_data_gets_a_clear_answer(pillar, fuzz_tally):
 @st.composite
 def shaped_noise(draw):
     """Pillar-shaped trees: real keys at every level, values of any kind below them."""
+
     def level(depth):
         if depth > 3:
             return scalars
-        return st.one_of(scalars, st.dictionaries(st.one_of(st.sampled_from(KEYS), NAMEISH), st.deferred(lambda: level(depth + 1)), max_size=3), anything)
+        return st.one_of(
+            scalars,
+            st.dictionaries(
+                st.one_of(st.sampled_from(KEYS), NAMEISH),
+                st.deferred(lambda: level(depth + 1)),
+                max_size=3,
+            ),
+            anything,
+        )
 
     top = {}
-    for key in draw(st.lists(st.sampled_from(["connection", "bridges", "networks", "pools", "snapshots", "bridgs"]), unique=True, max_size=5)):
+    for key in draw(
+        st.lists(
+            st.sampled_from(["connection", "bridges", "networks", "pools", "snapshots", "bridgs"]),
+            unique=True,
+            max_size=5,
+        )
+    ):
         top[key] = draw(st.dictionaries(st.one_of(NAMEISH, poisoned_names()), level(1), max_size=3))
     return top
 
@@ -477,7 +718,9 @@ def leaves_and_records(field, value, path):
         if isinstance(value, list):
             for i, item in enumerate(value):
                 yield from leaves_and_records(schema.PORT, item, path + (i,))
-    elif isinstance(field, schema.List) and not isinstance(field.item, (schema.Record, schema.List)):
+    elif isinstance(field, schema.List) and not isinstance(
+        field.item, (schema.Record, schema.List)
+    ):
         yield "leaf", path, field
     elif isinstance(field, schema.List):
         for i, item in enumerate(value):
@@ -497,16 +740,93 @@ def put(tree, path, value):
     node[path[-1]] = value
 
 
-NOT_STR = st.one_of(st.integers(), st.floats(), st.booleans(), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
-NOT_BOOL = st.one_of(st.integers(), st.floats(), st.text(max_size=5), st.lists(st.booleans(), max_size=2), st.sampled_from(["true", "yes", "on", "1", "True"]))
-NOT_INT_TEXT = st.text(alphabet=string.ascii_letters + " .-_/<'é\u202e", max_size=8).filter(lambda s: not s.strip().lstrip("-").isdigit())
-BAD_SIZES = st.one_of(st.sampled_from(["20X", "-1G", "1e3", "", " ", "G", "1.2.3G", "9" * 400, "9" * 400 + "P", "2E", "1 yottabyte", "0x10", "²"]), st.integers(max_value=-1), st.integers(min_value=1024**6 + 1), st.sampled_from([float("nan"), float("inf"), -1.5, 1e30]), st.booleans(), st.lists(st.integers(), max_size=1))
-BAD_DURATIONS = st.one_of(st.sampled_from(["1y", "-1d", "", "d", "1dd", "9" * 400, "forever", "1 week"]), st.integers(max_value=-1), st.sampled_from([float("nan"), float("inf"), -0.5]), st.booleans(), st.lists(st.integers(), max_size=1))
-BAD_ADDR = st.sampled_from(["", "999.1.1.1", "192.0.2", "192.0.2.1/24", "2001:db8::g", "localhost", "<192.0.2.1>", "192.0.2.1 ", "0x7f000001"])
-BAD_IFACE = st.sampled_from(["", "192.0.2.10", "192.0.2.300/24", "192.0.2.10/33", "2001:db8::1/129", "x/24", "192.0.2.10/24/1", "/24"])
+NOT_STR = st.one_of(
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+NOT_BOOL = st.one_of(
+    st.integers(),
+    st.floats(),
+    st.text(max_size=5),
+    st.lists(st.booleans(), max_size=2),
+    st.sampled_from(["true", "yes", "on", "1", "True"]),
+)
+NOT_INT_TEXT = st.text(alphabet=string.ascii_letters + " .-_/<'é\u202e", max_size=8).filter(
+    lambda s: not s.strip().lstrip("-").isdigit()
+)
+BAD_SIZES = st.one_of(
+    st.sampled_from(
+        [
+            "20X",
+            "-1G",
+            "1e3",
+            "",
+            " ",
+            "G",
+            "1.2.3G",
+            "9" * 400,
+            "9" * 400 + "P",
+            "2E",
+            "1 yottabyte",
+            "0x10",
+            "²",
+        ]
+    ),
+    st.integers(max_value=-1),
+    st.integers(min_value=1024**6 + 1),
+    st.sampled_from([float("nan"), float("inf"), -1.5, 1e30]),
+    st.booleans(),
+    st.lists(st.integers(), max_size=1),
+)
+BAD_DURATIONS = st.one_of(
+    st.sampled_from(["1y", "-1d", "", "d", "1dd", "9" * 400, "forever", "1 week"]),
+    st.integers(max_value=-1),
+    st.sampled_from([float("nan"), float("inf"), -0.5]),
+    st.booleans(),
+    st.lists(st.integers(), max_size=1),
+)
+BAD_ADDR = st.sampled_from(
+    [
+        "",
+        "999.1.1.1",
+        "192.0.2",
+        "192.0.2.1/24",
+        "2001:db8::g",
+        "localhost",
+        "<192.0.2.1>",
+        "192.0.2.1 ",
+        "0x7f000001",
+    ]
+)
+BAD_IFACE = st.sampled_from(
+    [
+        "",
+        "192.0.2.10",
+        "192.0.2.300/24",
+        "192.0.2.10/33",
+        "2001:db8::1/129",
+        "x/24",
+        "192.0.2.10/24/1",
+        "/24",
+    ]
+)
 
 #: name fields that must refuse every poisoned name
-STRICT_NAMES = {id(f) for f in (schema.IFNAME, schema.OBJNAME, schema.VOLNAME, schema.SNAPNAME, schema.PREFIX, schema.SHA256, schema.HOSTNAME)}
+STRICT_NAMES = {
+    id(f)
+    for f in (
+        schema.IFNAME,
+        schema.OBJNAME,
+        schema.VOLNAME,
+        schema.SNAPNAME,
+        schema.PREFIX,
+        schema.SHA256,
+        schema.HOSTNAME,
+    )
+}
 
 
 def bad_values(field):
@@ -515,10 +835,25 @@ def bad_values(field):
         return NOT_BOOL
     if isinstance(field, schema.Number):
         lo, hi = field.minimum, field.maximum
-        return st.one_of(st.text(max_size=4), st.booleans(), st.just(float("nan")), st.floats(max_value=lo, exclude_max=True), st.floats(min_value=hi, exclude_min=True), st.lists(st.integers(), max_size=1))
+        return st.one_of(
+            st.text(max_size=4),
+            st.booleans(),
+            st.just(float("nan")),
+            st.floats(max_value=lo, exclude_max=True),
+            st.floats(min_value=hi, exclude_min=True),
+            st.lists(st.integers(), max_size=1),
+        )
     if isinstance(field, schema.Int):
         lo, hi = field.minimum, field.maximum
-        return st.one_of(NOT_INT_TEXT, st.booleans(), st.floats(), st.integers(max_value=lo - 1), st.integers(min_value=hi + 1), st.just(10**5000), st.lists(st.integers(), max_size=1))
+        return st.one_of(
+            NOT_INT_TEXT,
+            st.booleans(),
+            st.floats(),
+            st.integers(max_value=lo - 1),
+            st.integers(min_value=hi + 1),
+            st.just(10**5000),
+            st.lists(st.integers(), max_size=1),
+        )
     if isinstance(field, schema.Str):
         options = [NOT_STR, st.just("x" * (field.max_len + 1))]
         if field.min_len:
@@ -532,7 +867,12 @@ def bad_values(field):
             options.append(st.sampled_from(["br:0", "eno1:1"]))
         return st.one_of(*options)
     if isinstance(field, schema.Enum):
-        return st.one_of(st.text(max_size=10).filter(lambda s: s not in field.choices), st.integers(), st.floats(), st.lists(st.text(max_size=2), max_size=1))
+        return st.one_of(
+            st.text(max_size=10).filter(lambda s: s not in field.choices),
+            st.integers(),
+            st.floats(),
+            st.lists(st.text(max_size=2), max_size=1),
+        )
     if isinstance(field, schema.Size):
         return BAD_SIZES
     if isinstance(field, schema.Duration):
@@ -544,35 +884,71 @@ def bad_values(field):
     if isinstance(field, schema.Address):
         return st.one_of(BAD_ADDR, NOT_STR)
     if isinstance(field, schema.Mac):
-        return st.one_of(st.sampled_from(["", "52:54:00:00:00", "52:54:00:00:00:0g", "525400000001", "52:54:00:00:00:01:02"]), NOT_STR)
+        return st.one_of(
+            st.sampled_from(
+                ["", "52:54:00:00:00", "52:54:00:00:00:0g", "525400000001", "52:54:00:00:00:01:02"]
+            ),
+            NOT_STR,
+        )
     if isinstance(field, schema.VlanList):
-        return st.one_of(st.sampled_from([[0], [4095], ["10-5"], ["x"], [True], "4095", ["1-99999"], [-1], [1.5]]))
+        return st.one_of(
+            st.sampled_from(
+                [[0], [4095], ["10-5"], ["x"], [True], "4095", ["1-99999"], [-1], [1.5]]
+            )
+        )
     if isinstance(field, schema.List):
-        return st.one_of(st.text(min_size=1, max_size=5), st.integers(), st.dictionaries(st.text(max_size=2), st.integers(), min_size=1, max_size=1))
+        return st.one_of(
+            st.text(min_size=1, max_size=5),
+            st.integers(),
+            st.dictionaries(st.text(max_size=2), st.integers(), min_size=1, max_size=1),
+        )
     raise AssertionError(f"no bad values for {field!r}")
 
 
 @given(pillar=valid_pillars(), data=st.data())
 @settings(max_examples=EXAMPLES * 3)
 def test_one_bad_value_is_rejected_at_its_path(pillar, data, fuzz_tally):
-    spots = [(path, field) for kind, path, field in leaves_and_records(schema.PILLAR, pillar, ()) if kind == "leaf"]
+    spots = [
+        (path, field)
+        for kind, path, field in leaves_and_records(schema.PILLAR, pillar, ())
+        if kind == "leaf"
+    ]
     assume(spots)
     path, field = data.draw(st.sampled_from(spots), label="spot")
     bad = data.draw(bad_values(field), label="bad value")
-    if isinstance(field, schema.Int) and not isinstance(field, schema.Number) and isinstance(bad, str) and bad.strip().lstrip("-").isdigit():
+    if (
+        isinstance(field, schema.Int)
+        and not isinstance(field, schema.Number)
+        and isinstance(bad, str)
+        and bad.strip().lstrip("-").isdigit()
+    ):
         assume(False)
     tree = copy.deepcopy(pillar)
     put(tree, path, bad)
     note(f"{kvm_path(path)} = {schema._show(bad)}")  # pylint: disable=protected-access
-    rejected_at(tree, kvm_path(path), fuzz_tally, or_below=isinstance(field, (schema.List, schema.VlanList)))
+    rejected_at(
+        tree, kvm_path(path), fuzz_tally, or_below=isinstance(field, (schema.List, schema.VlanList))
+    )
 
 
 @given(pillar=valid_pillars(), data=st.data())
 @settings(max_examples=EXAMPLES)
 def test_an_unknown_key_is_rejected_at_its_path(pillar, data, fuzz_tally):
-    records = [(path, field) for kind, path, field in leaves_and_records(schema.PILLAR, pillar, ()) if kind == "record"]
+    records = [
+        (path, field)
+        for kind, path, field in leaves_and_records(schema.PILLAR, pillar, ())
+        if kind == "record"
+    ]
     path, field = data.draw(st.sampled_from(records), label="record")
-    key = data.draw(st.one_of(st.text(min_size=1, max_size=12), st.sampled_from(["stpp", "Type", "size ", "volume", "dhcp4", "mtu\u200b", "<x>", "../x"])), label="key")
+    key = data.draw(
+        st.one_of(
+            st.text(min_size=1, max_size=12),
+            st.sampled_from(
+                ["stpp", "Type", "size ", "volume", "dhcp4", "mtu\u200b", "<x>", "../x"]
+            ),
+        ),
+        label="key",
+    )
     assume(key not in field.fields)
     tree = copy.deepcopy(pillar)
     node = tree
@@ -582,20 +958,31 @@ def test_an_unknown_key_is_rejected_at_its_path(pillar, data, fuzz_tally):
     rejected_at(tree, kvm_path(path + (key,)), fuzz_tally, words="unknown key")
 
 
-MAP_PATHS = {("bridges",): schema.IFNAME, ("networks",): schema.OBJNAME, ("pools",): schema.OBJNAME, ("snapshots",): schema.OBJNAME}
+MAP_PATHS = {
+    ("bridges",): schema.IFNAME,
+    ("networks",): schema.OBJNAME,
+    ("pools",): schema.OBJNAME,
+    ("snapshots",): schema.OBJNAME,
+}
 
 
 @given(pillar=valid_pillars(), data=st.data())
 @settings(max_examples=EXAMPLES * 2)
 def test_a_bad_object_name_is_rejected_at_its_path(pillar, data, fuzz_tally):
-    maps = [(path, field) for kind, path, field in leaves_and_records(schema.PILLAR, pillar, ()) if kind == "map"]
+    maps = [
+        (path, field)
+        for kind, path, field in leaves_and_records(schema.PILLAR, pillar, ())
+        if kind == "map"
+    ]
     assume(maps)
     path, field = data.draw(st.sampled_from(maps), label="map")
     options = [poisoned_names(), NOT_STR.filter(lambda v: not isinstance(v, (list, dict)))]
     if field.key is schema.IFNAME:
         options += [long_ifnames, st.sampled_from(["br:0", "x" * 16, "-rf", ".br0"])]
     if field.key is schema.VOLNAME:
-        options.append(st.sampled_from(["a..b.qcow2", "../../etc/shadow", "x/y.img", ".hidden", "-rf"]))
+        options.append(
+            st.sampled_from(["a..b.qcow2", "../../etc/shadow", "x/y.img", ".hidden", "-rf"])
+        )
     name = data.draw(st.one_of(*options), label="name")
     tree = copy.deepcopy(pillar)
     node = tree
@@ -611,24 +998,47 @@ def test_a_bad_object_name_is_rejected_at_its_path(pillar, data, fuzz_tally):
 # --- cross-field faults ---------------------------------------------------------------------
 
 
-@given(a=st.integers(0, 255), plen_a=st.integers(16, 30), b=st.integers(0, 255), plen_b=st.integers(16, 30), host=st.integers(1, 2))
+@given(
+    a=st.integers(0, 255),
+    plen_a=st.integers(16, 30),
+    b=st.integers(0, 255),
+    plen_b=st.integers(16, 30),
+    host=st.integers(1, 2),
+)
 @settings(max_examples=EXAMPLES)
-def test_overlapping_networks_are_refused_and_disjoint_ones_pass(a, plen_a, b, plen_b, host, fuzz_tally):
+def test_overlapping_networks_are_refused_and_disjoint_ones_pass(
+    a, plen_a, b, plen_b, host, fuzz_tally
+):
     na = ipaddress.ip_network(f"198.51.{a}.0/{plen_a}", strict=False)
     nb = ipaddress.ip_network(f"198.51.{b}.0/{plen_b}", strict=False)
-    pillar = {"networks": {"one": {"address": f"{na.network_address + host}/{plen_a}"}, "two": {"address": f"{nb.network_address + host}/{plen_b}"}}}
+    pillar = {
+        "networks": {
+            "one": {"address": f"{na.network_address + host}/{plen_a}"},
+            "two": {"address": f"{nb.network_address + host}/{plen_b}"},
+        }
+    }
     if na.overlaps(nb):
         rejected_at(pillar, "kvm:networks:two:address", fuzz_tally, words="overlaps network 'one'")
     else:
         assert outcome(pillar, fuzz_tally) is None
 
 
-@given(a=st.integers(0, 0xFFFF), plen_a=st.integers(32, 64), b=st.integers(0, 0xFFFF), plen_b=st.integers(32, 64))
+@given(
+    a=st.integers(0, 0xFFFF),
+    plen_a=st.integers(32, 64),
+    b=st.integers(0, 0xFFFF),
+    plen_b=st.integers(32, 64),
+)
 @settings(max_examples=EXAMPLES // 2)
 def test_overlapping_ipv6_networks_are_refused(a, plen_a, b, plen_b, fuzz_tally):
     na = ipaddress.ip_network(f"2001:db8:{a:x}::/{plen_a}", strict=False)
     nb = ipaddress.ip_network(f"2001:db8:{b:x}::/{plen_b}", strict=False)
-    pillar = {"networks": {"one": {"address6": f"{na.network_address + 1}/{plen_a}"}, "two": {"address6": f"{nb.network_address + 1}/{plen_b}"}}}
+    pillar = {
+        "networks": {
+            "one": {"address6": f"{na.network_address + 1}/{plen_a}"},
+            "two": {"address6": f"{nb.network_address + 1}/{plen_b}"},
+        }
+    }
     if na.overlaps(nb):
         rejected_at(pillar, "kvm:networks:two:address6", fuzz_tally, words="overlaps network 'one'")
     else:
@@ -637,13 +1047,24 @@ def test_overlapping_ipv6_networks_are_refused(a, plen_a, b, plen_b, fuzz_tally)
 
 @given(own=st.integers(1, 254), start=st.integers(0, 300), end=st.integers(0, 300))
 @settings(max_examples=EXAMPLES)
-def test_dhcp_ranges_outside_reversed_or_over_the_own_address_are_refused(own, start, end, fuzz_tally):
+def test_dhcp_ranges_outside_reversed_or_over_the_own_address_are_refused(
+    own, start, end, fuzz_tally
+):
     assume(start <= 255 and end <= 255)
-    pillar = {"networks": {"n": {"address": f"198.51.100.{own}/24", "dhcp": {"start": f"198.51.100.{start}", "end": f"198.51.100.{end}"}}}}
+    pillar = {
+        "networks": {
+            "n": {
+                "address": f"198.51.100.{own}/24",
+                "dhcp": {"start": f"198.51.100.{start}", "end": f"198.51.100.{end}"},
+            }
+        }
+    }
     bad = start > end or start in (0, 255) or end in (0, 255) or start <= own <= end
     exc = outcome(pillar, fuzz_tally)
     if bad:
-        assert exc is not None and any(p.startswith("kvm:networks:n:dhcp") for p, _ in exc.errors), pillar
+        assert exc is not None and any(
+            p.startswith("kvm:networks:n:dhcp") for p, _ in exc.errors
+        ), pillar
     else:
         assert exc is None, exc
 
@@ -681,25 +1102,96 @@ def test_a_backing_loop_is_refused(n, fuzz_tally):
         ({"bridges": {"br0": {"ports": {"eno1": {1: 2}}}}}, "kvm:bridges:br0:ports:0:1"),
         ({"bridges": {"br0": {"ports": {"eno1": "eno2"}}}}, "kvm:bridges:br0:ports:eno1"),
         ({"bridges": {"br0": {"mtu": 10**5000}}}, "kvm:bridges:br0:mtu"),
-        ({"pools": {"p": {"type": "dir", "target": "/x", "volumes": {"v": {"size": "9" * 400}}}}}, "kvm:pools:p:volumes:v:size"),
-        ({"pools": {"p": {"type": "dir", "target": "/x", "volumes": {"v": {"size": "9" * 400 + "P"}}}}}, "kvm:pools:p:volumes:v:size"),
-        ({"pools": {"p": {"type": "dir", "target": "/x", "volumes": {"v": {"size": 1, "preallocation": 1}}}}}, "kvm:pools:p:volumes:v:preallocation"),
+        (
+            {
+                "pools": {
+                    "p": {"type": "dir", "target": "/x", "volumes": {"v": {"size": "9" * 400}}}
+                }
+            },
+            "kvm:pools:p:volumes:v:size",
+        ),
+        (
+            {
+                "pools": {
+                    "p": {
+                        "type": "dir",
+                        "target": "/x",
+                        "volumes": {"v": {"size": "9" * 400 + "P"}},
+                    }
+                }
+            },
+            "kvm:pools:p:volumes:v:size",
+        ),
+        (
+            {
+                "pools": {
+                    "p": {
+                        "type": "dir",
+                        "target": "/x",
+                        "volumes": {"v": {"size": 1, "preallocation": 1}},
+                    }
+                }
+            },
+            "kvm:pools:p:volumes:v:preallocation",
+        ),
         ({"pools": {"p": {"type": "dir", "target": "/x", "build": 1}}}, "kvm:pools:p:build"),
         ({"snapshots": {"vm": {"every": float("inf"), "keep": 1}}}, "kvm:snapshots:vm:every"),
         ({"snapshots": {"vm": {"every": "9" * 400, "keep": 1}}}, "kvm:snapshots:vm:every"),
-        ({"snapshots": {"vm": {"every": "1d", "keep": 1, "older_than": float("inf")}}}, "kvm:snapshots:vm:older_than"),
+        (
+            {"snapshots": {"vm": {"every": "1d", "keep": 1, "older_than": float("inf")}}},
+            "kvm:snapshots:vm:older_than",
+        ),
         ({"bridges": {"br:0": {}}}, "kvm:bridges:br:0"),
         ({"bridges": {"br0": {"ports": ["eno1:1"]}}}, "kvm:bridges:br0:ports:0:name"),
-        ({"bridges": {"br0": {"addresses": ["198.51.100.10/24"]}}, "networks": {"n": {"address": "198.51.100.1/24"}}}, "kvm:networks:n:address"),
-        ({"bridges": {"br0": {"addresses": ["2001:db8:5::10/64"]}}, "networks": {"n": {"address6": "2001:db8:5::1/64"}}}, "kvm:networks:n:address6"),
-        ({"bridges": {"br0": {"routes": [{"to": "2001:db8:aa::/48", "via": "192.0.2.1"}]}}}, "kvm:bridges:br0:routes:0:via"),
-        ({"bridges": {"br0": {"routes": [{"to": "default", "via": "2001:db8::1"}]}}}, "kvm:bridges:br0:routes:0:via"),
+        (
+            {
+                "bridges": {"br0": {"addresses": ["198.51.100.10/24"]}},
+                "networks": {"n": {"address": "198.51.100.1/24"}},
+            },
+            "kvm:networks:n:address",
+        ),
+        (
+            {
+                "bridges": {"br0": {"addresses": ["2001:db8:5::10/64"]}},
+                "networks": {"n": {"address6": "2001:db8:5::1/64"}},
+            },
+            "kvm:networks:n:address6",
+        ),
+        (
+            {"bridges": {"br0": {"routes": [{"to": "2001:db8:aa::/48", "via": "192.0.2.1"}]}}},
+            "kvm:bridges:br0:routes:0:via",
+        ),
+        (
+            {"bridges": {"br0": {"routes": [{"to": "default", "via": "2001:db8::1"}]}}},
+            "kvm:bridges:br0:routes:0:via",
+        ),
         ({"bridges": {"br0": {"ports": {"eno1": {"name": "eno2"}}}}}, "kvm:bridges:br0:ports:eno1"),
         ({"bridges": {"-rf": {}}}, "kvm:bridges:-rf"),
         ({"bridges": {"br0": {"probe": {"tcp": "192.0.2.1:65536"}}}}, "kvm:bridges:br0:probe:tcp"),
-        ({"pools": {"p": {"type": "rbd", "source": {"hosts": ["127.0.0.1:99999"], "name": "rbd"}}}}, "kvm:pools:p:source:hosts:0"),
-        ({"pools": {"p": {"type": "rbd", "source": {"hosts": ["[2001:db8::1]:0"], "name": "rbd"}}}}, "kvm:pools:p:source:hosts:0"),
-        ({"pools": {"p": {"type": "fs", "target": "/x", "source": {"devices": ["-c/etc/passwd"]}}}}, "kvm:pools:p:source:devices:0"),
+        (
+            {
+                "pools": {
+                    "p": {"type": "rbd", "source": {"hosts": ["127.0.0.1:99999"], "name": "rbd"}}
+                }
+            },
+            "kvm:pools:p:source:hosts:0",
+        ),
+        (
+            {
+                "pools": {
+                    "p": {"type": "rbd", "source": {"hosts": ["[2001:db8::1]:0"], "name": "rbd"}}
+                }
+            },
+            "kvm:pools:p:source:hosts:0",
+        ),
+        (
+            {
+                "pools": {
+                    "p": {"type": "fs", "target": "/x", "source": {"devices": ["-c/etc/passwd"]}}
+                }
+            },
+            "kvm:pools:p:source:devices:0",
+        ),
     ],
 )
 def test_known_edges(pillar, path, fuzz_tally):
@@ -711,7 +1203,9 @@ def test_state_arguments_refuse_bad_names_the_same_way(fuzz_tally):
     for name in ["..", "a/b", "x y", "<x>", "it's", "", "é", "a" * 65]:
         fuzz_tally["tried"] += 1
         with pytest.raises(InvalidInput):
-            schema.validate_args(schema.POOL, name, {"type": "dir", "target": "/x"}, name_field=schema.OBJNAME)
+            schema.validate_args(
+                schema.POOL, name, {"type": "dir", "target": "/x"}, name_field=schema.OBJNAME
+            )
         fuzz_tally["rejected"] += 1
     for name in ["br:0", "x" * 16, "a/b", "..", ""]:
         fuzz_tally["tried"] += 1
@@ -729,12 +1223,27 @@ SECRETS = st.one_of(
 )
 
 
-@given(secret=SECRETS, extra=st.sampled_from([{}, {"type": "chapp"}, {"username": "bad user"}, {"secret_usage": ""}]))
+@given(
+    secret=SECRETS,
+    extra=st.sampled_from([{}, {"type": "chapp"}, {"username": "bad user"}, {"secret_usage": ""}]),
+)
 @settings(max_examples=EXAMPLES // 2)
 def test_a_secret_is_never_shown_in_an_error(secret, extra, fuzz_tally):
     """Bad or not, the value of ``source:auth:secret`` never appears in a message (a numeric password too)."""
     auth = {"type": "chap", "username": "u", "secret": secret, **extra}
-    pillar = {"pools": {"p": {"type": "iscsi", "target": "/dev/disk/by-path", "source": {"hosts": ["192.0.2.5"], "devices": ["iqn.2024-01.net.example:t"], "auth": auth}}}}
+    pillar = {
+        "pools": {
+            "p": {
+                "type": "iscsi",
+                "target": "/dev/disk/by-path",
+                "source": {
+                    "hosts": ["192.0.2.5"],
+                    "devices": ["iqn.2024-01.net.example:t"],
+                    "auth": auth,
+                },
+            }
+        }
+    }
     exc = outcome(pillar, fuzz_tally)
     if exc is None:
         return

@@ -24,8 +24,18 @@ def test_link_attributes_bridge_data_and_port_data():
         + nla(99, b"\1\2\3\4")  # unknown: skipped
     )
     port_data = nla(3, struct.pack("=I", 7)) + nla(4, b"\1") + nla(1, b"\3")
-    linkinfo = nla(1, b"bridge\0") + nla(2 | NLA_F_NESTED, bridge_data) + nla(4, b"bridge\0") + nla(5 | NLA_F_NESTED, port_data)
-    payload = nla(3, b"br0\0") + nla(1, bytes.fromhex("0200AABBCCDD")) + nla(4, struct.pack("=I", 1400)) + nla(18 | NLA_F_NESTED, linkinfo)
+    linkinfo = (
+        nla(1, b"bridge\0")
+        + nla(2 | NLA_F_NESTED, bridge_data)
+        + nla(4, b"bridge\0")
+        + nla(5 | NLA_F_NESTED, port_data)
+    )
+    payload = (
+        nla(3, b"br0\0")
+        + nla(1, bytes.fromhex("0200AABBCCDD"))
+        + nla(4, struct.pack("=I", 1400))
+        + nla(18 | NLA_F_NESTED, linkinfo)
+    )
     attrs = nl._attrs(payload, nl._LINK)  # pylint: disable=protected-access
     assert attrs.get_attr("IFLA_IFNAME") == "br0"
     assert attrs.get_attr("IFLA_ADDRESS") == "02:00:aa:bb:cc:dd"
@@ -34,7 +44,9 @@ def test_link_attributes_bridge_data_and_port_data():
     info = attrs.get_attr("IFLA_LINKINFO")
     data = info.get_attr("IFLA_INFO_DATA")
     assert info.get_attr("IFLA_INFO_KIND") == "bridge"
-    assert data.get_attr("IFLA_BR_FORWARD_DELAY") == 1500 and data.get_attr("IFLA_BR_PRIORITY") == 4096
+    assert (
+        data.get_attr("IFLA_BR_FORWARD_DELAY") == 1500 and data.get_attr("IFLA_BR_PRIORITY") == 4096
+    )
     assert len(data) == 4  # the unknown attribute is not decoded
     view = nl._bridge_attrs(data)  # pylint: disable=protected-access
     assert view["forward_delay"] == 15 and view["stp"] is False
@@ -44,7 +56,11 @@ def test_link_attributes_bridge_data_and_port_data():
 
 
 def test_vlan_entries_from_an_af_bridge_message():
-    spec = nla(2, struct.pack("=HH", nl.BRIDGE_VLAN_INFO_PVID | nl.BRIDGE_VLAN_INFO_UNTAGGED, 10)) + nla(2, struct.pack("=HH", 0, 20)) + nla(0, b"\0\0")
+    spec = (
+        nla(2, struct.pack("=HH", nl.BRIDGE_VLAN_INFO_PVID | nl.BRIDGE_VLAN_INFO_UNTAGGED, 10))
+        + nla(2, struct.pack("=HH", 0, 20))
+        + nla(0, b"\0\0")
+    )
     msg = nl.Message({"index": 5}, nl._attrs(nla(26 | NLA_F_NESTED, spec), nl._LINK))  # pylint: disable=protected-access
 
     class Dump:
@@ -63,10 +79,18 @@ def test_addresses_and_routes_decode_by_family():
     attrs = nl._attrs(nla(1, v6) + nla(2, v6), nl._ADDR[socket.AF_INET6])  # pylint: disable=protected-access
     assert attrs == {"IFA_ADDRESS": "2001:db8::10", "IFA_LOCAL": "2001:db8::10"}
     route = nl._attrs(  # pylint: disable=protected-access
-        nla(1, socket.inet_aton("203.0.113.0")) + nla(5, socket.inet_aton("192.0.2.1")) + nla(6, struct.pack("=I", 50)) + nla(15, struct.pack("=I", 254)),
+        nla(1, socket.inet_aton("203.0.113.0"))
+        + nla(5, socket.inet_aton("192.0.2.1"))
+        + nla(6, struct.pack("=I", 50))
+        + nla(15, struct.pack("=I", 254)),
         nl._ROUTE[socket.AF_INET],  # pylint: disable=protected-access
     )
-    assert route == {"RTA_DST": "203.0.113.0", "RTA_GATEWAY": "192.0.2.1", "RTA_PRIORITY": 50, "RTA_TABLE": 254}
+    assert route == {
+        "RTA_DST": "203.0.113.0",
+        "RTA_GATEWAY": "192.0.2.1",
+        "RTA_PRIORITY": 50,
+        "RTA_TABLE": 254,
+    }
 
 
 def test_truncated_attributes_stop_decoding():

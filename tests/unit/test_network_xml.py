@@ -23,23 +23,50 @@ HOSTS = [
 ]
 
 BUILD_CASES = {
-    "build_nat": (None, {"mode": "nat", "bridge": "kvt-labbr", "address": "198.51.100.1/24",
-                         "dhcp": {"start": "198.51.100.100", "end": "198.51.100.200", "hosts": HOSTS},
-                         "domain": "lab.test", "mtu": 1400}),
+    "build_nat": (
+        None,
+        {
+            "mode": "nat",
+            "bridge": "kvt-labbr",
+            "address": "198.51.100.1/24",
+            "dhcp": {"start": "198.51.100.100", "end": "198.51.100.200", "hosts": HOSTS},
+            "domain": "lab.test",
+            "mtu": 1400,
+        },
+    ),
     "build_isolated": (None, {"mode": "isolated", "address": "203.0.113.1/25"}),
     "build_route": (None, {"mode": "route", "dev": "eth9", "address": "203.0.113.129/25"}),
     "build_open": (None, {"mode": "open", "address": "192.0.2.1/24"}),
     "build_bridge": (None, {"mode": "bridge", "bridge": "kvt-br0"}),
-    "build_dual_stack": (None, {"mode": "nat", "address": "198.51.100.1/24", "address6": "2001:db8:1::1/64",
-                                "dhcp6": {"start": "2001:db8:1::100", "end": "2001:db8:1::1ff",
-                                          "hosts": [{"ip": "2001:db8:1::7", "name": "c6"}]}}),
+    "build_dual_stack": (
+        None,
+        {
+            "mode": "nat",
+            "address": "198.51.100.1/24",
+            "address6": "2001:db8:1::1/64",
+            "dhcp6": {
+                "start": "2001:db8:1::100",
+                "end": "2001:db8:1::1ff",
+                "hosts": [{"ip": "2001:db8:1::7", "name": "c6"}],
+            },
+        },
+    ),
     "switch_nat_to_bridge": ("libvirt_nat_live.xml", {"mode": "bridge", "bridge": "kvt-br0"}),
     "switch_bridge_to_nat": ("libvirt_bridge.xml", {"mode": "nat", "address": "198.51.100.1/24"}),
     "switch_nat_to_isolated": ("libvirt_netmask.xml", {"mode": "isolated"}),
     "switch_nat_to_route": ("libvirt_nat_live.xml", {"mode": "route", "dev": "eth9"}),
-    "edit_hosts_keeps_netmask": ("libvirt_netmask.xml", {"mode": "nat", "address": "192.0.2.1/24",
-                                                         "dhcp": {"hosts": [{"mac": "52:54:00:00:00:0c", "ip": "192.0.2.12"}]}}),
-    "edit_new_range": ("libvirt_netmask.xml", {"mode": "nat", "dhcp": {"start": "192.0.2.100", "end": "192.0.2.150"}}),
+    "edit_hosts_keeps_netmask": (
+        "libvirt_netmask.xml",
+        {
+            "mode": "nat",
+            "address": "192.0.2.1/24",
+            "dhcp": {"hosts": [{"mac": "52:54:00:00:00:0c", "ip": "192.0.2.12"}]},
+        },
+    ),
+    "edit_new_range": (
+        "libvirt_netmask.xml",
+        {"mode": "nat", "dhcp": {"start": "192.0.2.100", "end": "192.0.2.150"}},
+    ),
 }
 
 
@@ -81,19 +108,33 @@ def test_parse_libvirt_nat():
         "mode": "nat",
         "bridge": "virbr7",
         "address": "198.51.100.1/24",
-        "dhcp": {"start": "198.51.100.100", "end": "198.51.100.200", "hosts": [{"ip": "198.51.100.5", "mac": "52:54:00:00:00:01", "name": "a"}]},
+        "dhcp": {
+            "start": "198.51.100.100",
+            "end": "198.51.100.200",
+            "hosts": [{"ip": "198.51.100.5", "mac": "52:54:00:00:00:01", "name": "a"}],
+        },
         "address6": "2001:db8:1::1/64",
-        "dhcp6": {"start": "2001:db8:1::100", "end": "2001:db8:1::200", "hosts": [{"ip": "2001:db8:1::7", "name": "c6"}]},
+        "dhcp6": {
+            "start": "2001:db8:1::100",
+            "end": "2001:db8:1::200",
+            "hosts": [{"ip": "2001:db8:1::7", "name": "c6"}],
+        },
         "domain": "lab.test",
         "mtu": 1400,
     }
 
 
 def test_parse_netmask_isolated_and_bridge():
-    assert netxml.Network((GOLDEN / "libvirt_netmask.xml").read_text()).spec()["address"] == "192.0.2.1/24"
+    assert (
+        netxml.Network((GOLDEN / "libvirt_netmask.xml").read_text()).spec()["address"]
+        == "192.0.2.1/24"
+    )
     iso = netxml.Network((GOLDEN / "libvirt_isolated.xml").read_text()).spec()
     assert iso == {"mode": "isolated", "bridge": "kvt-isobr", "address": "203.0.113.1/25"}
-    assert netxml.Network((GOLDEN / "libvirt_bridge.xml").read_text()).spec() == {"mode": "bridge", "bridge": "kvt-br0"}
+    assert netxml.Network((GOLDEN / "libvirt_bridge.xml").read_text()).spec() == {
+        "mode": "bridge",
+        "bridge": "kvt-br0",
+    }
 
 
 def test_unchanged_spec_leaves_libvirt_xml_alone():
@@ -106,7 +147,13 @@ def test_unchanged_spec_leaves_libvirt_xml_alone():
 
 def test_switch_to_bridge_is_valid_for_libvirt():
     """salt#60667: NAT -> bridge must drop ip, mac, domain, mtu and STP settings."""
-    net = netxml.Network(netxml.Network.build("kvt-lab", {"mode": "bridge", "bridge": "kvt-br0"}, base=(GOLDEN / "libvirt_nat_live.xml").read_text()).to_xml())
+    net = netxml.Network(
+        netxml.Network.build(
+            "kvt-lab",
+            {"mode": "bridge", "bridge": "kvt-br0"},
+            base=(GOLDEN / "libvirt_nat_live.xml").read_text(),
+        ).to_xml()
+    )
     for path in ("ip", "mac", "domain", "mtu", "forward/nat"):
         assert net.find(path) is None, path
     assert dict(net.find("bridge").attrib) == {"name": "kvt-br0"}
@@ -114,19 +161,38 @@ def test_switch_to_bridge_is_valid_for_libvirt():
 
 
 def test_switch_from_bridge_forgets_host_bridge():
-    net = netxml.Network.build("kvt-lan", {"mode": "nat"}, base=(GOLDEN / "libvirt_bridge.xml").read_text())
+    net = netxml.Network.build(
+        "kvt-lan", {"mode": "nat"}, base=(GOLDEN / "libvirt_bridge.xml").read_text()
+    )
     assert net.bridge is None  # libvirt picks its own bridge; the host bridge is not taken over
 
 
 def test_ip_index_and_hosts():
     net = netxml.Network((GOLDEN / "libvirt_nat_live.xml").read_text())
     assert net.ip_index(4) == 0 and net.ip_index(6) == 1
-    assert netxml.host_xml({"ip": "198.51.100.9", "mac": "52:54:00:AA:00:01", "name": "h"}) == '<host mac="52:54:00:aa:00:01" name="h" ip="198.51.100.9"/>'
+    assert (
+        netxml.host_xml({"ip": "198.51.100.9", "mac": "52:54:00:AA:00:01", "name": "h"})
+        == '<host mac="52:54:00:aa:00:01" name="h" ip="198.51.100.9"/>'
+    )
 
 
 def test_domain_interfaces():
     got = netxml.domain_interfaces((GOLDEN / "domain.xml").read_text())
     assert got == [
-        {"type": "network", "network": "kvt-lab", "bridge": "virbr7", "dev": None, "tap": "vnet4", "mac": "52:54:00:ab:cd:ef"},
-        {"type": "bridge", "network": None, "bridge": "kvt-br0", "dev": None, "tap": "vnet5", "mac": "52:54:00:00:00:02"},
+        {
+            "type": "network",
+            "network": "kvt-lab",
+            "bridge": "virbr7",
+            "dev": None,
+            "tap": "vnet4",
+            "mac": "52:54:00:ab:cd:ef",
+        },
+        {
+            "type": "bridge",
+            "network": None,
+            "bridge": "kvt-br0",
+            "dev": None,
+            "tap": "vnet5",
+            "mac": "52:54:00:00:00:02",
+        },
     ]

@@ -145,31 +145,61 @@ def test_ifupdown_comments_out_the_uplink_stanza_once(tmp_path):
     assert ifupdown.disable_ports(changed, ["eno1"]) == changed
 
 
-@pytest.mark.skipif(not shutil.which("ifquery"), reason="ifquery (Debian package ifupdown) is not installed")
+@pytest.mark.skipif(
+    not shutil.which("ifquery"), reason="ifquery (Debian package ifupdown) is not installed"
+)
 @pytest.mark.parametrize("case", sorted(SPECS))
 def test_ifupdown_output_parses_with_ifquery(case, tmp_path):
     (tmp_path / "etc/network").mkdir(parents=True)
-    (tmp_path / "etc/network/interfaces").write_text(MAIN.replace("source /etc/network/interfaces.d/*\n", ""))
+    (tmp_path / "etc/network/interfaces").write_text(
+        MAIN.replace("source /etc/network/interfaces.d/*\n", "")
+    )
     files = _render("ifupdown", SPECS[case], tmp_path)
     combined = tmp_path / "combined"
-    combined.write_text("\n".join(files[k] for k in sorted(files, key=lambda k: k != "etc/network/interfaces")))
+    combined.write_text(
+        "\n".join(files[k] for k in sorted(files, key=lambda k: k != "etc/network/interfaces"))
+    )
     name = SPECS[case]["name"]
-    out = subprocess.run(["ifquery", "-i", str(combined), name], capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["ifquery", "-i", str(combined), name], capture_output=True, text=True, check=False
+    )
     assert out.returncode == 0, out.stderr
     assert "bridge_ports: " + " ".join(p["name"] for p in SPECS[case]["ports"]) in out.stdout
-    listed = subprocess.run(["ifquery", "-i", str(combined), "--list", "--allow=auto"], capture_output=True, text=True, check=True).stdout.split()
+    listed = subprocess.run(
+        ["ifquery", "-i", str(combined), "--list", "--allow=auto"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert name in listed and all(p["name"] in listed for p in SPECS[case]["ports"])
     if case == "uplink":
-        assert "eno1" not in subprocess.run(["ifquery", "-i", str(combined), "--list"], capture_output=True, text=True, check=True).stdout.split("\n")[:0]
+        assert (
+            "eno1"
+            not in subprocess.run(
+                ["ifquery", "-i", str(combined), "--list"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split("\n")[:0]
+        )
         assert "address: 192.0.2.10" in out.stdout and "gateway: 192.0.2.1" in out.stdout
 
 
 @pytest.mark.kernel
-@pytest.mark.skipif(not shutil.which("nmcli"), reason="nmcli (Debian package network-manager) is not installed; make test-kernel installs it and runs this test")
+@pytest.mark.skipif(
+    not shutil.which("nmcli"),
+    reason="nmcli (Debian package network-manager) is not installed; make test-kernel installs it and runs this test",
+)
 @pytest.mark.parametrize("case", sorted(SPECS))
 def test_networkmanager_keyfiles_parse_with_nmcli_offline(case, tmp_path):
     for path, content in _render("networkmanager", SPECS[case], tmp_path).items():
-        out = subprocess.run(["nmcli", "--offline", "connection", "modify", "connection.autoconnect", "yes"], input=content, capture_output=True, text=True, check=False)
+        out = subprocess.run(
+            ["nmcli", "--offline", "connection", "modify", "connection.autoconnect", "yes"],
+            input=content,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert out.returncode == 0, f"{path}: {out.stderr}"
 
 
@@ -178,12 +208,18 @@ def test_default_route_is_written_as_a_prefix():
 
     assert _common.destination({"to": "default"}) == "0.0.0.0/0"
     assert _common.destination({"to": "default", "via": "2001:db8::1"}) == "::/0"
-    v4, v6 = _common.split_routes([{"to": "default", "via": "2001:db8::1"}, {"to": "default", "via": "192.0.2.1"}])
+    v4, v6 = _common.split_routes(
+        [{"to": "default", "via": "2001:db8::1"}, {"to": "default", "via": "192.0.2.1"}]
+    )
     assert [r["via"] for r in v4] == ["192.0.2.1"] and [r["via"] for r in v6] == ["2001:db8::1"]
     for backend in persist.BACKENDS:
         text = "".join(persist.render(backend, SPECS["routes"], "/nonexistent").values())
         assert "0.0.0.0/0" in text and "::/0" in text
-        assert "=default" not in text and "replace default" not in text and "Destination=default" not in text
+        assert (
+            "=default" not in text
+            and "replace default" not in text
+            and "Destination=default" not in text
+        )
 
 
 def test_detect(tmp_path):

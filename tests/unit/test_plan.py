@@ -37,7 +37,12 @@ class Box(plan.Resource):
 
 def test_no_changes_is_true_and_empty():
     ret = plan.ensure("b", Box({"size": 1}, {"size": 1}))
-    assert ret == {"name": "b", "result": True, "changes": {}, "comment": "box 'b' is already as declared"}
+    assert ret == {
+        "name": "b",
+        "result": True,
+        "changes": {},
+        "comment": "box 'b' is already as declared",
+    }
 
 
 def test_test_mode_predicts_and_changes_nothing():
@@ -83,11 +88,17 @@ def test_diff_ignores_undeclared_keys():
 def test_absent():
     store = {"x": 1}
     exists = lambda: store.get("x")  # noqa: E731
-    assert plan.absent("x", "thing 'x'", exists, lambda cur: store.pop("x"), test=True)["result"] is None
+    assert (
+        plan.absent("x", "thing 'x'", exists, lambda cur: store.pop("x"), test=True)["result"]
+        is None
+    )
     assert store == {"x": 1}
     ret = plan.absent("x", "thing 'x'", exists, lambda cur: store.pop("x"))
     assert ret["result"] is True and ret["changes"] == {"removed": {"old": 1, "new": None}}
-    assert plan.absent("x", "thing 'x'", exists, lambda cur: None)["comment"] == "thing 'x' is already absent"
+    assert (
+        plan.absent("x", "thing 'x'", exists, lambda cur: None)["comment"]
+        == "thing 'x' is already absent"
+    )
 
 
 def test_absent_guard():
@@ -123,9 +134,17 @@ class Created(Box):
 
 
 def test_a_new_object_was_created_not_changed():
-    assert plan.ensure("b", Created({"size": 2, "colour": "red"}), test=True)["comment"] == "box 'b' would be created (colour, size)"
-    assert plan.ensure("b", Created({"size": 2, "colour": "red"}))["comment"] == "box 'b' was created (colour, size)"
-    assert plan.ensure("b", Box({"size": 1}, {"size": 2}))["comment"] == "box 'b' was changed (size)"
+    assert (
+        plan.ensure("b", Created({"size": 2, "colour": "red"}), test=True)["comment"]
+        == "box 'b' would be created (colour, size)"
+    )
+    assert (
+        plan.ensure("b", Created({"size": 2, "colour": "red"}))["comment"]
+        == "box 'b' was created (colour, size)"
+    )
+    assert (
+        plan.ensure("b", Box({"size": 1}, {"size": 2}))["comment"] == "box 'b' was changed (size)"
+    )
 
 
 class Boxes(Box):
@@ -134,20 +153,48 @@ class Boxes(Box):
 
 
 def test_plural_objects_are_and_were():
-    assert plan.ensure("b", Boxes({"size": 1}, {"size": 1}))["comment"] == "boxes 'b*' are already as declared"
-    assert plan.ensure("b", Boxes({"size": 1}, {"size": 2}))["comment"] == "boxes 'b*' were changed (size)"
+    assert (
+        plan.ensure("b", Boxes({"size": 1}, {"size": 1}))["comment"]
+        == "boxes 'b*' are already as declared"
+    )
+    assert (
+        plan.ensure("b", Boxes({"size": 1}, {"size": 2}))["comment"]
+        == "boxes 'b*' were changed (size)"
+    )
 
 
 def test_sizes_in_changes_are_for_people_and_the_bytes_are_kept():
-    ret = plan.state_return("v", True, {"size": {"old": 536870912, "new": 2147483648}, "format": {"old": "raw", "new": "qcow2"}}, "ok")
+    ret = plan.state_return(
+        "v",
+        True,
+        {"size": {"old": 536870912, "new": 2147483648}, "format": {"old": "raw", "new": "qcow2"}},
+        "ok",
+    )
     shown = plan.for_people(ret)
-    assert shown["changes"] == {"size": {"old": "512 MiB", "new": "2 GiB"}, "format": {"old": "raw", "new": "qcow2"}}
+    assert shown["changes"] == {
+        "size": {"old": "512 MiB", "new": "2 GiB"},
+        "format": {"old": "raw", "new": "qcow2"},
+    }
     assert shown["bytes"] == {"size": {"old": 536870912, "new": 2147483648}}
     assert ret["changes"]["size"]["new"] == 2147483648, "the input is not changed"
     # nested descriptions (a created volume, a removed pool); booleans and other numbers stay
-    ret = plan.state_return("p", None, {"removed": {"old": {"capacity": 1024**3, "allocation": 0, "volumes": 3, "active": True}, "new": None}})
+    ret = plan.state_return(
+        "p",
+        None,
+        {
+            "removed": {
+                "old": {"capacity": 1024**3, "allocation": 0, "volumes": 3, "active": True},
+                "new": None,
+            }
+        },
+    )
     shown = plan.for_people(ret)
-    assert shown["changes"]["removed"]["old"] == {"capacity": "1 GiB", "allocation": "0 bytes", "volumes": 3, "active": True}
+    assert shown["changes"]["removed"]["old"] == {
+        "capacity": "1 GiB",
+        "allocation": "0 bytes",
+        "volumes": 3,
+        "active": True,
+    }
     assert shown["bytes"] == {"removed": {"old": {"capacity": 1024**3, "allocation": 0}}}
     # nothing to translate: the very same return, no bytes key
     plain = plan.state_return("b", True, {"stp": {"old": False, "new": True}})

@@ -29,7 +29,16 @@ def clock():
 
 
 def reporter(clock, events, total=64 * M, interval=5.0, **kwargs):
-    return progress.Reporter("import", "importing p/v.raw", total, events.append, fields={"volume": "p/v.raw"}, interval=interval, clock=clock, **kwargs)
+    return progress.Reporter(
+        "import",
+        "importing p/v.raw",
+        total,
+        events.append,
+        fields={"volume": "p/v.raw"},
+        interval=interval,
+        clock=clock,
+        **kwargs,
+    )
 
 
 def test_start_progress_done_with_percent_rate_and_eta(clock, caplog):
@@ -46,12 +55,24 @@ def test_start_progress_done_with_percent_rate_and_eta(clock, caplog):
     assert [e["stage"] for e in events] == ["start", "progress", "done"]
     start, mid, done = events
     assert start == {
-        "volume": "p/v.raw", "operation": "import", "stage": "start", "percent": 0, "bytes": 0,
-        "total": 64 * M, "rate": None, "eta": None, "elapsed": 0.0,
+        "volume": "p/v.raw",
+        "operation": "import",
+        "stage": "start",
+        "percent": 0,
+        "bytes": 0,
+        "total": 64 * M,
+        "rate": None,
+        "eta": None,
+        "elapsed": 0.0,
     }
     assert mid["percent"] == 50 and mid["bytes"] == 32 * M and mid["elapsed"] == 5.0
     assert mid["rate"] == int(32 * M / 5) and mid["eta"] == 5.0
-    assert done["percent"] == 100 and done["bytes"] == 64 * M and done["rate"] == int(64 * M / 10) and done["eta"] is None
+    assert (
+        done["percent"] == 100
+        and done["bytes"] == 64 * M
+        and done["rate"] == int(64 * M / 10)
+        and done["eta"] is None
+    )
     lines = [r.getMessage() for r in caplog.records if r.name == "salt_kvm.progress"]
     assert lines == [
         "importing p/v.raw: started (64M)",
@@ -88,10 +109,17 @@ def test_interval_zero_reports_every_update(clock):
 
 
 def test_interval_comes_from_the_channel_when_not_given(clock):
-    rep = progress.Reporter("wipe", "wiping", 10, progress.Channel(sink=None, interval=0.25), clock=clock)
+    rep = progress.Reporter(
+        "wipe", "wiping", 10, progress.Channel(sink=None, interval=0.25), clock=clock
+    )
     assert rep.interval == 0.25
     assert progress.Reporter("wipe", "wiping", 10, None, clock=clock).interval == progress.INTERVAL
-    assert progress.Reporter("wipe", "wiping", 10, progress.Channel(interval=3), interval=1, clock=clock).interval == 1
+    assert (
+        progress.Reporter(
+            "wipe", "wiping", 10, progress.Channel(interval=3), interval=1, clock=clock
+        ).interval
+        == 1
+    )
 
 
 def test_unknown_total_reports_elapsed_only(clock, caplog):
@@ -102,14 +130,20 @@ def test_unknown_total_reports_elapsed_only(clock, caplog):
         clock.tick(2)
         rep.update(None)
         rep.finish()
-    assert [(e["stage"], e["percent"], e["rate"], e["eta"]) for e in events] == [("start", None, None, None), ("progress", None, None, None), ("done", None, None, None)]
+    assert [(e["stage"], e["percent"], e["rate"], e["eta"]) for e in events] == [
+        ("start", None, None, None),
+        ("progress", None, None, None),
+        ("done", None, None, None),
+    ]
     assert "wiping p/v: still running (progress unknown) (2.0s elapsed)" in caplog.text
     assert "wiping p/v: started" in caplog.text and "wiping p/v: done (2.0s elapsed)" in caplog.text
 
 
 def test_cap_keeps_an_estimate_below_100_until_done(clock):
     events = []
-    rep = progress.Reporter("clone", "cloning", 10 * M, events.append, interval=0, clock=clock, cap=99)
+    rep = progress.Reporter(
+        "clone", "cloning", 10 * M, events.append, interval=0, clock=clock, cap=99
+    )
     rep.start()
     clock.tick(1)
     rep.update(12 * M)  # the new file took more than the source's allocation
@@ -128,8 +162,15 @@ def test_failure_is_reported_with_the_error(clock, caplog):
         rep.finish(error="stream refused")
         rep.finish()  # only once
     assert [e["stage"] for e in events] == ["start", "progress", "failed"]
-    assert events[-1]["error"] == "stream refused" and events[-1]["percent"] == 25 and events[-1]["bytes"] == 16 * M
-    assert "importing p/v.raw: failed (stream refused) at 25% (16M of 64M, 8M/s, 2.0s elapsed)" in caplog.text
+    assert (
+        events[-1]["error"] == "stream refused"
+        and events[-1]["percent"] == 25
+        and events[-1]["bytes"] == 16 * M
+    )
+    assert (
+        "importing p/v.raw: failed (stream refused) at 25% (16M of 64M, 8M/s, 2.0s elapsed)"
+        in caplog.text
+    )
 
 
 def test_a_failing_sink_never_fails_the_work(clock):
@@ -191,7 +232,11 @@ def test_watch_polls_in_the_calling_thread_and_returns_the_result(clock):
     rep = progress.Reporter("clone", "cloning", None, events.append, interval=0)
     assert progress.watch(work, probe, rep) == "vol"
     assert set(threads) == {threading.current_thread()}
-    assert events[0]["stage"] == "start" and events[-1]["stage"] == "done" and events[-1]["percent"] == 100
+    assert (
+        events[0]["stage"] == "start"
+        and events[-1]["stage"] == "done"
+        and events[-1]["percent"] == 100
+    )
     assert [e["bytes"] for e in events if e["stage"] == "progress"][:3] == [1, 2, 3]
 
 
@@ -225,7 +270,10 @@ def test_allocated(tmp_path):
     path = tmp_path / "f"
     path.write_bytes(b"x" * 65536)
     assert progress.allocated(str(path)) >= 65536
-    assert progress.allocated(str(tmp_path)) is None and progress.allocated(str(tmp_path / "missing")) is None
+    assert (
+        progress.allocated(str(tmp_path)) is None
+        and progress.allocated(str(tmp_path / "missing")) is None
+    )
 
 
 def test_file_position_reads_fdinfo_of_our_own_process(tmp_path):
@@ -272,7 +320,9 @@ def test_events_go_to_the_master_when_there_is_one():
     salt = FakeSalt()
     sink = progress.SaltEvents({"master": "salt", "file_client": "remote"}, salt)
     sink({"operation": "clone", "percent": 5})
-    assert salt.calls == [("event.send", "salt/kvm/progress/clone", {"operation": "clone", "percent": 5})]
+    assert salt.calls == [
+        ("event.send", "salt/kvm/progress/clone", {"operation": "clone", "percent": 5})
+    ]
 
 
 def test_masterless_events_go_to_the_local_bus_only_when_it_exists(tmp_path):
@@ -280,16 +330,22 @@ def test_masterless_events_go_to_the_local_bus_only_when_it_exists(tmp_path):
     opts = {"master": "salt", "file_client": "local", "sock_dir": str(tmp_path)}
     sink = progress.SaltEvents(opts, salt)
     sink({"operation": "wipe"})
-    assert salt.calls == [] and sink.enabled is False  # no minion bus: no 1 s connect timeout per report
+    assert (
+        salt.calls == [] and sink.enabled is False
+    )  # no minion bus: no 1 s connect timeout per report
     (tmp_path / "minion_event_0123456789_pull.ipc").write_text("")
     sink = progress.SaltEvents(opts, salt)
     sink({"operation": "wipe"})
     assert salt.calls == [("event.fire", "salt/kvm/progress/wipe", {"operation": "wipe"})]
-    tcp = progress.SaltEvents({"file_client": "local", "ipc_mode": "tcp", "sock_dir": str(tmp_path / "none")}, salt)
+    tcp = progress.SaltEvents(
+        {"file_client": "local", "ipc_mode": "tcp", "sock_dir": str(tmp_path / "none")}, salt
+    )
     assert tcp.enabled is True
 
 
-@pytest.mark.parametrize("salt", [FakeSalt(result=False), FakeSalt(error=RuntimeError("down"))], ids=["false", "raises"])
+@pytest.mark.parametrize(
+    "salt", [FakeSalt(result=False), FakeSalt(error=RuntimeError("down"))], ids=["false", "raises"]
+)
 def test_a_failed_send_stops_sending_and_never_raises(salt):
     sink = progress.SaltEvents({"master": "salt"}, salt)
     sink({"operation": "merge"})
@@ -318,7 +374,12 @@ def test_lazy_watch_is_silent_for_work_that_ends_at_once():
         raise ValueError("unsupported")
 
     with pytest.raises(ValueError):
-        progress.watch(refused, lambda: None, progress.Reporter("merge", "merging", None, events.append, interval=0), lazy=True)
+        progress.watch(
+            refused,
+            lambda: None,
+            progress.Reporter("merge", "merging", None, events.append, interval=0),
+            lazy=True,
+        )
     assert events == []
 
 
@@ -335,7 +396,12 @@ def test_lazy_watch_reports_work_that_outlasts_a_look():
 
     rep = progress.Reporter("merge", "merging", None, events.append, interval=0)
     progress.watch(lambda: gate.wait(5), probe, rep, lazy=True)
-    assert events[0]["stage"] == "start" and events[1]["percent"] == 50 and events[-1]["stage"] == "done" and events[-1]["percent"] == 100
+    assert (
+        events[0]["stage"] == "start"
+        and events[1]["percent"] == 50
+        and events[-1]["stage"] == "done"
+        and events[-1]["percent"] == 100
+    )
 
 
 # --- qemu-img -p output (salt_kvm.snapshot) ----------------------------------------------------
@@ -362,7 +428,13 @@ def test_percent_to_turns_percent_into_bytes_of_the_total(clock):
     from salt_kvm import snapshot  # pylint: disable=import-outside-toplevel
 
     events = []
-    rep = progress.Reporter("merge", "merging", 200 * M, events.append, interval=0, clock=clock).start()
+    rep = progress.Reporter(
+        "merge", "merging", 200 * M, events.append, interval=0, clock=clock
+    ).start()
     clock.tick(1)
     snapshot._percent_to(rep)(25.0)  # pylint: disable=protected-access
-    assert events[-1]["bytes"] == 50 * M and events[-1]["percent"] == 25 and events[-1]["rate"] == 50 * M
+    assert (
+        events[-1]["bytes"] == 50 * M
+        and events[-1]["percent"] == 25
+        and events[-1]["rate"] == 50 * M
+    )

@@ -28,7 +28,9 @@ def _salt_lint():
         return str(exe)
     found = shutil.which("salt-lint")
     if not found:
-        pytest.fail("salt-lint is not installed: it is in the `tests` extra (pip install -e '.[tests]')")
+        pytest.fail(
+            "salt-lint is not installed: it is in the `tests` extra (pip install -e '.[tests]')"
+        )
     return found
 
 
@@ -39,7 +41,14 @@ def _files():
 
 
 def _lint(files):
-    proc = subprocess.run([_salt_lint(), "--json", "--nocolor", *map(str, files)], capture_output=True, text=True, cwd=str(REPO), timeout=120, check=False)
+    proc = subprocess.run(
+        [_salt_lint(), "--json", "--nocolor", *map(str, files)],
+        capture_output=True,
+        text=True,
+        cwd=str(REPO),
+        timeout=120,
+        check=False,
+    )
     findings = json.loads(proc.stdout) if proc.stdout.strip() else []
     return proc, findings
 
@@ -48,7 +57,10 @@ def test_formula_and_doc_examples_are_salt_lint_clean():
     files = _files()
     assert any(f.parent.name == "kvm" and f.read_text().startswith("#!py") for f in files)
     proc, findings = _lint(files)
-    shown = "\n".join(f"{f['filename']}:{f['linenumber']}: [{f['id']}] {f['message']}: {f['line'].strip()}" for f in findings)
+    shown = "\n".join(
+        f"{f['filename']}:{f['linenumber']}: [{f['id']}] {f['message']}: {f['line'].strip()}"
+        for f in findings
+    )
     assert not findings, f"salt-lint findings:\n{shown}"
     assert proc.returncode == 0, proc.stderr
 
@@ -56,6 +68,6 @@ def test_formula_and_doc_examples_are_salt_lint_clean():
 def test_salt_lint_would_report_a_finding(tmp_path):
     """The check is live: the same run reports a bad line (here in a #!py file)."""
     bad = tmp_path / "bad.sls"
-    bad.write_text('#!py\n\n\ndef run():\n    return {}   \n')
+    bad.write_text("#!py\n\n\ndef run():\n    return {}   \n")
     _, findings = _lint([bad])
     assert [f["id"] for f in findings] == ["201"]

@@ -41,7 +41,10 @@ def sources():
 
 def parsed():
     for path in sources():
-        yield path.relative_to(REPO), ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+        yield (
+            path.relative_to(REPO),
+            ast.parse(path.read_text(encoding="utf-8"), filename=str(path)),
+        )
 
 
 def dotted(node):
@@ -58,23 +61,64 @@ def dotted(node):
 
 def test_there_are_sources_to_check():
     files = [str(p.relative_to(REPO)) for p in sources()]
-    assert "salt_kvm/schema.py" in files and "_modules/kvm.py" in files and "_states/kvm.py" in files
+    assert (
+        "salt_kvm/schema.py" in files and "_modules/kvm.py" in files and "_states/kvm.py" in files
+    )
 
 
-SHELL_FUNCS = {"cmd.run", "cmd.run_all", "cmd.run_stdout", "cmd.run_stderr", "cmd.shell", "cmd.script", "cmd.exec_code", "cmd.run_bg", "cmd.retcode", "cmd.powershell"}
-FORBIDDEN_CALLS = {
-    "os.system", "os.popen", "os.execl", "os.execlp", "os.execv", "os.execvp", "os.spawnl", "os.spawnlp", "os.spawnv", "os.spawnvp",
-    "pty.spawn", "commands.getoutput", "commands.getstatusoutput", "subprocess.getoutput", "subprocess.getstatusoutput",
-    "eval", "exec", "pickle.load", "pickle.loads", "marshal.loads", "yaml.unsafe_load",
+SHELL_FUNCS = {
+    "cmd.run",
+    "cmd.run_all",
+    "cmd.run_stdout",
+    "cmd.run_stderr",
+    "cmd.shell",
+    "cmd.script",
+    "cmd.exec_code",
+    "cmd.run_bg",
+    "cmd.retcode",
+    "cmd.powershell",
 }
-SUBPROCESS_FUNCS = {"subprocess.run", "subprocess.Popen", "subprocess.call", "subprocess.check_call", "subprocess.check_output"}
+FORBIDDEN_CALLS = {
+    "os.system",
+    "os.popen",
+    "os.execl",
+    "os.execlp",
+    "os.execv",
+    "os.execvp",
+    "os.spawnl",
+    "os.spawnlp",
+    "os.spawnv",
+    "os.spawnvp",
+    "pty.spawn",
+    "commands.getoutput",
+    "commands.getstatusoutput",
+    "subprocess.getoutput",
+    "subprocess.getstatusoutput",
+    "eval",
+    "exec",
+    "pickle.load",
+    "pickle.loads",
+    "marshal.loads",
+    "yaml.unsafe_load",
+}
+SUBPROCESS_FUNCS = {
+    "subprocess.run",
+    "subprocess.Popen",
+    "subprocess.call",
+    "subprocess.check_call",
+    "subprocess.check_output",
+}
 
 
 def test_no_shell_is_ever_run():
     problems = []
     for rel, tree in parsed():
         for node in ast.walk(tree):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.strip() in SHELL_FUNCS:
+            if (
+                isinstance(node, ast.Constant)
+                and isinstance(node.value, str)
+                and node.value.strip() in SHELL_FUNCS
+            ):
                 problems.append(f"{rel}:{node.lineno}: uses Salt's {node.value.strip()}")
             if not isinstance(node, ast.Call):
                 continue
@@ -82,9 +126,13 @@ def test_no_shell_is_ever_run():
             if name in FORBIDDEN_CALLS:
                 problems.append(f"{rel}:{node.lineno}: calls {name}")
             for kw in node.keywords:
-                if kw.arg == "shell" and not (isinstance(kw.value, ast.Constant) and kw.value.value is False):
+                if kw.arg == "shell" and not (
+                    isinstance(kw.value, ast.Constant) and kw.value.value is False
+                ):
                     problems.append(f"{rel}:{node.lineno}: shell={ast.unparse(kw.value)}")
-            if name == "yaml.load" and not any(kw.arg == "Loader" and "Safe" in ast.unparse(kw.value) for kw in node.keywords):
+            if name == "yaml.load" and not any(
+                kw.arg == "Loader" and "Safe" in ast.unparse(kw.value) for kw in node.keywords
+            ):
                 problems.append(f"{rel}:{node.lineno}: yaml.load without a safe loader")
     assert not problems, "\n".join(problems)
 
@@ -99,7 +147,10 @@ def _list_like(node, assignments):
         return _list_like(node.left, assignments) or _list_like(node.right, assignments)
     if isinstance(node, ast.Name):
         values = assignments.get(node.id, [])
-        return bool(values) and all(_list_like(v, {}) or isinstance(v, ast.Call) and dotted(v.func) in ("list", "tuple") for v in values)
+        return bool(values) and all(
+            _list_like(v, {}) or isinstance(v, ast.Call) and dotted(v.func) in ("list", "tuple")
+            for v in values
+        )
     return False
 
 
@@ -143,16 +194,29 @@ def test_subprocesses_take_argument_lists():
                 if dotted(node.func) not in SUBPROCESS_FUNCS:
                     continue
                 seen += 1
-                first = node.args[0] if node.args else next((kw.value for kw in node.keywords if kw.arg == "args"), None)
+                first = (
+                    node.args[0]
+                    if node.args
+                    else next((kw.value for kw in node.keywords if kw.arg == "args"), None)
+                )
                 if first is None or not _list_like(first, assignments):
-                    problems.append(f"{rel}:{node.lineno}: {dotted(node.func)}({ast.unparse(first) if first else ''}) is not given an argument list")
+                    problems.append(
+                        f"{rel}:{node.lineno}: {dotted(node.func)}({ast.unparse(first) if first else ''}) is not given an argument list"
+                    )
     assert not problems, "\n".join(sorted(set(problems)))
     assert seen, "found no subprocess call at all: the scan is broken"
 
 
 def test_the_argument_list_check_bites():
-    tree = ast.parse("import subprocess\ndef f(name):\n    subprocess.run('qemu-img info ' + name)\n    cmd = f'rm {name}'\n    subprocess.check_call(cmd)\n")
-    bad = [c for func, calls in _calls_by_function(tree) for c in calls if dotted(c.func) in SUBPROCESS_FUNCS and not _list_like(c.args[0], _assignments(func))]
+    tree = ast.parse(
+        "import subprocess\ndef f(name):\n    subprocess.run('qemu-img info ' + name)\n    cmd = f'rm {name}'\n    subprocess.check_call(cmd)\n"
+    )
+    bad = [
+        c
+        for func, calls in _calls_by_function(tree)
+        for c in calls
+        if dotted(c.func) in SUBPROCESS_FUNCS and not _list_like(c.args[0], _assignments(func))
+    ]
     assert len(bad) == 2
 
 
@@ -164,13 +228,31 @@ def _format_text(node):
     """The literal text of a formatting expression (placeholders as ``{}``), or ``None``."""
     if isinstance(node, ast.JoinedStr):
         return "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
-    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod) and isinstance(node.left, ast.Constant) and isinstance(node.left.value, str):
+    if (
+        isinstance(node, ast.BinOp)
+        and isinstance(node.op, ast.Mod)
+        and isinstance(node.left, ast.Constant)
+        and isinstance(node.left.value, str)
+    ):
         return node.left.value
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-        texts = [t for t in (_format_text(node.left), _const(node.left), _format_text(node.right), _const(node.right)) if t]
+        texts = [
+            t
+            for t in (
+                _format_text(node.left),
+                _const(node.left),
+                _format_text(node.right),
+                _const(node.right),
+            )
+            if t
+        ]
         if any(not isinstance(side, ast.Constant) for side in (node.left, node.right)):
             return "".join(texts)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "format":
+    if (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "format"
+    ):
         return _const(node.func.value)
     return None
 
@@ -185,13 +267,21 @@ def test_no_xml_is_built_from_strings():
         for node in ast.walk(tree):
             text = _format_text(node)
             if text and _TAG.search(text):
-                problems.append(f"{rel}:{node.lineno}: XML built by string formatting: {text[:80]!r}")
+                problems.append(
+                    f"{rel}:{node.lineno}: XML built by string formatting: {text[:80]!r}"
+                )
     assert not problems, "\n".join(problems)
 
 
 def test_the_tag_pattern_bites():
     """The scan above would see the usual ways of building XML from strings."""
-    for code in ['f"<name>{n}</name>"', '"<pool type=\'%s\'>" % t', '"<disk file={}/>".format(p)', '"<a>" + x', 'f"<source dev=\'{d}\'/>"']:
+    for code in [
+        'f"<name>{n}</name>"',
+        "\"<pool type='%s'>\" % t",
+        '"<disk file={}/>".format(p)',
+        '"<a>" + x',
+        "f\"<source dev='{d}'/>\"",
+    ]:
         node = ast.parse(code, mode="eval").body
         assert _TAG.search(_format_text(node) or ""), code
     for code in ['f"<a {kind} too large to show>"', 'f"{a} < {b}"', '"%s is not <= %s" % (a, b)']:
@@ -204,14 +294,32 @@ def test_xml_is_parsed_only_by_lxml_without_entities_or_network():
     for rel, tree in parsed():
         for node in ast.walk(tree):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
-                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                names = (
+                    [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else [a.name for a in node.names]
+                )
                 for name in names:
-                    if name.split(".")[:2] in (["xml", "etree"], ["xml", "dom"], ["xml", "sax"]) or name.startswith("xml.parsers"):
-                        problems.append(f"{rel}:{node.lineno}: imports {name} (use lxml with salt_kvm.xml.base.PARSER)")
-            if isinstance(node, ast.Call) and dotted(node.func) in ("etree.XMLParser", "lxml.etree.XMLParser"):
+                    if name.split(".")[:2] in (
+                        ["xml", "etree"],
+                        ["xml", "dom"],
+                        ["xml", "sax"],
+                    ) or name.startswith("xml.parsers"):
+                        problems.append(
+                            f"{rel}:{node.lineno}: imports {name} (use lxml with salt_kvm.xml.base.PARSER)"
+                        )
+            if isinstance(node, ast.Call) and dotted(node.func) in (
+                "etree.XMLParser",
+                "lxml.etree.XMLParser",
+            ):
                 kws = {kw.arg: ast.unparse(kw.value) for kw in node.keywords}
-                if kws.get("resolve_entities") != "False" or kws.get("no_network", "True") != "True":
-                    problems.append(f"{rel}:{node.lineno}: XMLParser must have resolve_entities=False, no_network=True")
+                if (
+                    kws.get("resolve_entities") != "False"
+                    or kws.get("no_network", "True") != "True"
+                ):
+                    problems.append(
+                        f"{rel}:{node.lineno}: XMLParser must have resolve_entities=False, no_network=True"
+                    )
     assert not problems, "\n".join(problems)
     from salt_kvm.xml import base  # pylint: disable=import-outside-toplevel
 
@@ -222,6 +330,7 @@ def test_xml_is_parsed_only_by_lxml_without_entities_or_network():
 
 # --- bandit ---------------------------------------------------------------------------------
 
+
 def _bandit():
     try:
         import bandit  # noqa: F401 pylint: disable=import-outside-toplevel,unused-import
@@ -229,7 +338,12 @@ def _bandit():
         pytest.skip("bandit is not installed (pip install -e '.[tests]')")
     dirs = [d for d in SOURCE_DIRS if (REPO / d).is_dir()]
     proc = subprocess.run(
-        [sys.executable, "-m", "bandit", "-q", "-ll", "-r", "-f", "json", *dirs], cwd=REPO, capture_output=True, text=True, timeout=300, check=False
+        [sys.executable, "-m", "bandit", "-q", "-ll", "-r", "-f", "json", *dirs],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     data = json.loads(proc.stdout)
     assert not data.get("errors"), data["errors"]
@@ -238,7 +352,10 @@ def _bandit():
 
 def test_bandit_finds_nothing_at_medium_severity():
     results = _bandit()
-    lines = [f"{r['filename']}:{r['line_number']} {r['test_id']} {r['issue_severity']} {r['issue_text']}" for r in results]
+    lines = [
+        f"{r['filename']}:{r['line_number']} {r['test_id']} {r['issue_severity']} {r['issue_text']}"
+        for r in results
+    ]
     assert not lines, "bandit -ll:\n" + "\n".join(lines)
 
 
@@ -250,7 +367,9 @@ def test_rendered_network_files_get_safe_modes(tmp_path):
     from salt_kvm import persist  # pylint: disable=import-outside-toplevel
 
     files = {
-        str(tmp_path / "etc/NetworkManager/system-connections/salt-kvm-kvt0.nmconnection"): "[connection]\nid=kvt0\n",
+        str(
+            tmp_path / "etc/NetworkManager/system-connections/salt-kvm-kvt0.nmconnection"
+        ): "[connection]\nid=kvt0\n",
         str(tmp_path / "etc/systemd/network/10-salt-kvm-kvt0.netdev"): "[NetDev]\nName=kvt0\n",
         str(tmp_path / "etc/network/interfaces.d/salt-kvm-kvt0"): "auto kvt0\n",
     }

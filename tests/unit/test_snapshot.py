@@ -67,7 +67,9 @@ def test_parse_external_snapshot_with_memory():
     snap = xsnap.Snapshot(golden("ext1.xml"))
     assert snap.kind == "external" and snap.has_memory and snap.parent == "int1"
     assert snap.memory_file == "/srv/vms/web01/web01.ext1.mem"
-    assert [(d.name, d.file, d.format) for d in snap.external_disks] == [("vda", "/srv/vms/web01/web01-vda.ext1.qcow2", "qcow2")]
+    assert [(d.name, d.file, d.format) for d in snap.external_disks] == [
+        ("vda", "/srv/vms/web01/web01-vda.ext1.qcow2", "qcow2")
+    ]
     assert snap.inactive_domain.disk("vda").source == "/srv/vms/web01/disk.qcow2"
 
 
@@ -77,8 +79,17 @@ def test_describe_reports_kind_memory_parent_and_files():
     assert info["created"] == "2023-11-14T22:13:20Z"
     assert info["kind"] == "external" and info["memory"] is True and info["parent"] == "int1"
     assert info["memory_file"] == "/srv/vms/web01/web01.ext1.mem"
-    assert info["disks"] == [{"disk": "vda", "kind": "external", "file": "/srv/vms/web01/web01-vda.ext1.qcow2", "base": "/srv/vms/web01/disk.qcow2"}]
-    assert ents["int1"].describe(["ext1"])["disks"] == [{"disk": "vda", "kind": "internal", "file": "/srv/vms/web01/disk.qcow2"}]
+    assert info["disks"] == [
+        {
+            "disk": "vda",
+            "kind": "external",
+            "file": "/srv/vms/web01/web01-vda.ext1.qcow2",
+            "base": "/srv/vms/web01/disk.qcow2",
+        }
+    ]
+    assert ents["int1"].describe(["ext1"])["disks"] == [
+        {"disk": "vda", "kind": "internal", "file": "/srv/vms/web01/disk.qcow2"}
+    ]
     assert snapshot._children(ents) == {"int1": ["ext1"], "ext1": []}
 
 
@@ -98,7 +109,7 @@ def test_build_round_trips():
         ("sda", "no", None, None),
     ]
     assert xsnap.Snapshot(xsnap.build("s2", memory="internal")).to_xml(pretty=False) == (
-        "<domainsnapshot><name>s2</name><memory snapshot=\"internal\"/></domainsnapshot>"
+        '<domainsnapshot><name>s2</name><memory snapshot="internal"/></domainsnapshot>'
     )
 
 
@@ -109,7 +120,10 @@ def test_domain_disks_backing_chain_and_repoint():
     assert vda.backing_chain == [{"file": "/srv/vms/web01/disk.qcow2", "format": "qcow2"}]
     vda.set_image("/srv/vms/web01/disk.qcow2", "qcow2")
     again = Domain(dom.to_xml())
-    assert again.disk("vda").source == "/srv/vms/web01/disk.qcow2" and again.disk("vda").backing_chain == []
+    assert (
+        again.disk("vda").source == "/srv/vms/web01/disk.qcow2"
+        and again.disk("vda").backing_chain == []
+    )
 
 
 def test_snapshot_metadata_repoint_for_redefine():
@@ -140,7 +154,9 @@ def test_plan_create_kinds(running, kwargs, kind, memory):
     plan = snapshot.plan_create("web01", running, tiny_domain(), {}, name="s1", **kwargs)
     assert plan["kind"] == kind and plan["memory"] is memory
     if kind == "external":
-        assert plan["overlays"] == {"vda": "/srv/vms/web01/web01-vda.s1.qcow2"}  # the cdrom is never snapshotted
+        assert plan["overlays"] == {
+            "vda": "/srv/vms/web01/web01-vda.s1.qcow2"
+        }  # the cdrom is never snapshotted
         assert plan["memory_file"] == ("/srv/vms/web01/web01.s1.mem" if memory else None)
     else:
         assert plan["overlays"] == {}
@@ -151,18 +167,29 @@ def test_quiesce_needs_a_connected_agent():
         snapshot.plan_create("web01", True, tiny_domain(), {}, quiesce=True)
     with pytest.raises(KvmError, match="does not answer"):
         snapshot.plan_create("web01", True, tiny_domain(agent="disconnected"), {}, quiesce=True)
-    plan = snapshot.plan_create("web01", True, tiny_domain(agent="connected"), {}, quiesce=True, name="q")
+    plan = snapshot.plan_create(
+        "web01", True, tiny_domain(agent="connected"), {}, quiesce=True, name="q"
+    )
     assert plan["kind"] == "external" and plan["quiesce"] and plan["disk_only"]
 
 
 def test_internal_on_raw_or_on_an_overlay_is_refused():
-    with pytest.raises(KvmError, match=r"internal snapshots need qcow2 disks: disk vda of VM 'web01' is raw"):
-        snapshot.plan_create("web01", False, tiny_domain(fmt="raw", source="/srv/vms/web01/disk.img"), {})
+    with pytest.raises(
+        KvmError, match=r"internal snapshots need qcow2 disks: disk vda of VM 'web01' is raw"
+    ):
+        snapshot.plan_create(
+            "web01", False, tiny_domain(fmt="raw", source="/srv/vms/web01/disk.img"), {}
+        )
     on_overlay = tiny_domain(source="/srv/vms/web01/web01-vda.ext1.qcow2")
     with pytest.raises(Refused, match="overlay of external snapshot 'ext1'"):
         snapshot.plan_create("web01", True, on_overlay, entries("int1", "ext1"))
     # external on top is fine
-    assert snapshot.plan_create("web01", True, on_overlay, entries("int1", "ext1"), memory=False, name="e2")["kind"] == "external"
+    assert (
+        snapshot.plan_create(
+            "web01", True, on_overlay, entries("int1", "ext1"), memory=False, name="e2"
+        )["kind"]
+        == "external"
+    )
 
 
 def test_revert_to_internal_under_external_is_refused():
@@ -176,13 +203,33 @@ def test_revert_to_internal_under_external_is_refused():
 
 
 def _named(name, created):
-    return FakeEntry(xsnap.build(name).replace("</domainsnapshot>", f"<creationTime>{created}</creationTime></domainsnapshot>"))
+    return FakeEntry(
+        xsnap.build(name).replace(
+            "</domainsnapshot>", f"<creationTime>{created}</creationTime></domainsnapshot>"
+        )
+    )
 
 
 def test_prune_candidates():
-    ents = {e.name: e for e in (_named(n, t) for n, t in [("hand", 1), ("auto-a", 10), ("auto-b", 20), ("auto-c", 30), ("auto-d", 40)])}
+    ents = {
+        e.name: e
+        for e in (
+            _named(n, t)
+            for n, t in [
+                ("hand", 1),
+                ("auto-a", 10),
+                ("auto-b", 20),
+                ("auto-c", 30),
+                ("auto-d", 40),
+            ]
+        )
+    }
     assert snapshot._prune_candidates(ents, keep=2, now=100) == ["auto-a", "auto-b"]
-    assert snapshot._prune_candidates(ents, keep=2, now=100, extra=1) == ["auto-a", "auto-b", "auto-c"]
+    assert snapshot._prune_candidates(ents, keep=2, now=100, extra=1) == [
+        "auto-a",
+        "auto-b",
+        "auto-c",
+    ]
     assert snapshot._prune_candidates(ents, keep=0, now=100, older_than=75) == ["auto-a", "auto-b"]
     assert snapshot._prune_candidates(ents, keep=1, prefix="nightly-", now=100) == []
     assert snapshot._prune_candidates(ents, keep=10, now=100) == []
@@ -191,16 +238,25 @@ def test_prune_candidates():
 def test_formula_renders_one_retention_state_per_vm():
     from salt_kvm import formula  # pylint: disable=import-outside-toplevel
 
-    out = formula.render("snapshots", {"snapshots": {"web01": {"every": "1d", "keep": 7, "memory": True}}})
+    out = formula.render(
+        "snapshots", {"snapshots": {"web01": {"every": "1d", "keep": 7, "memory": True}}}
+    )
     assert out == {
         "kvm-snapshots-web01": {
-            "kvm.snapshots_retained": [{"name": "web01"}, {"every": 86400.0}, {"keep": 7}, {"memory": True}]
+            "kvm.snapshots_retained": [
+                {"name": "web01"},
+                {"every": 86400.0},
+                {"keep": 7},
+                {"memory": True},
+            ]
         }
     }
     # and the state accepts exactly the pillar's (normalised) keys
     from salt_kvm import schema  # pylint: disable=import-outside-toplevel
 
-    assert schema.validate_args(schema.RETENTION, "web01", {"every": 86400.0, "keep": 7, "memory": True}) == {
+    assert schema.validate_args(
+        schema.RETENTION, "web01", {"every": 86400.0, "keep": 7, "memory": True}
+    ) == {
         "every": 86400.0,
         "keep": 7,
         "memory": True,

@@ -43,8 +43,16 @@ class _Definition:
 
 
 def _pool_entry(ptype="dir", target="/srv/images", source=None, active=True, autostart=False):
-    xml = sxml.Pool.build("p", ptype, target, source, uuid="6c1e9f59-7c8a-4a41-9d1a-1f8f2c0e4d21").to_xml()
-    return {"obj": _Definition(xml), "xml": xml, "active": active, "autostart": autostart, "persistent": True}
+    xml = sxml.Pool.build(
+        "p", ptype, target, source, uuid="6c1e9f59-7c8a-4a41-9d1a-1f8f2c0e4d21"
+    ).to_xml()
+    return {
+        "obj": _Definition(xml),
+        "xml": xml,
+        "active": active,
+        "autostart": autostart,
+        "persistent": True,
+    }
 
 
 def _vol_entry(name, capacity, fmt="qcow2", backing=None, path_dir="/srv/images"):
@@ -90,11 +98,15 @@ def test_new_pool_changes_are_the_same_in_test_mode(tmp_path):
 
 def test_type_change_refused_unless_forced(tmp_path):
     session = _session(_pool_entry(target=str(tmp_path)))
-    res = _pool_resource(session, type="fs", target=str(tmp_path), source={"devices": ["/dev/sdb"], "format": "ext4"})
+    res = _pool_resource(
+        session, type="fs", target=str(tmp_path), source={"devices": ["/dev/sdb"], "format": "ext4"}
+    )
     with pytest.raises(Refused, match="changing its type to fs"):
         res.changes(res.read())
     ret = plan.ensure("p", res, test=True)
-    assert ret["result"] is False and "refused" in ret["comment"] and "force: True" in ret["comment"]
+    assert (
+        ret["result"] is False and "refused" in ret["comment"] and "force: True" in ret["comment"]
+    )
 
 
 def test_source_device_change_refused_unless_forced():
@@ -112,23 +124,41 @@ def test_target_drift_is_a_diff_and_a_restart(tmp_path, monkeypatch):
     res = _pool_resource(session, type="dir", target=new)
     changes = res.changes(res.read())
     assert changes["target"] == {"old": old, "new": new}
-    assert changes["running"] == {"old": "running the old definition", "new": "restarted with the declared one"}
+    assert changes["running"] == {
+        "old": "running the old definition",
+        "new": "restarted with the declared one",
+    }
     comment = res.summary(changes, True)
     assert f"-    <path>{old}</path>" in comment and f"+    <path>{new}</path>" in comment
 
 
 def test_auth_drift_is_not_a_data_change():
-    source = {"hosts": ["198.51.100.8"], "devices": ["iqn.2026-01.x:t"], "auth": {"type": "chap", "username": "a", "secret_usage": "u"}}
+    source = {
+        "hosts": ["198.51.100.8"],
+        "devices": ["iqn.2026-01.x:t"],
+        "auth": {"type": "chap", "username": "a", "secret_usage": "u"},
+    }
     session = _session(_pool_entry("iscsi", "/dev/disk/by-path", source))
-    res = _pool_resource(session, type="iscsi", target="/dev/disk/by-path", source=dict(source, auth={"type": "chap", "username": "b", "secret_usage": "u"}))
+    res = _pool_resource(
+        session,
+        type="iscsi",
+        target="/dev/disk/by-path",
+        source=dict(source, auth={"type": "chap", "username": "b", "secret_usage": "u"}),
+    )
     changes = res.changes(res.read())
-    assert changes["source"] == {"old": {"auth": source["auth"]}, "new": {"auth": {"type": "chap", "username": "b", "secret_usage": "u"}}}
+    assert changes["source"] == {
+        "old": {"auth": source["auth"]},
+        "new": {"auth": {"type": "chap", "username": "b", "secret_usage": "u"}},
+    }
 
 
 def test_stopped_pool_started_and_autostart(tmp_path):
     session = _session(_pool_entry(target=str(tmp_path), active=False, autostart=True))
     res = _pool_resource(session, type="dir", target=str(tmp_path), autostart=False)
-    assert res.changes(res.read()) == {"running": {"old": False, "new": True}, "autostart": {"old": True, "new": False}}
+    assert res.changes(res.read()) == {
+        "running": {"old": False, "new": True},
+        "autostart": {"old": True, "new": False},
+    }
 
 
 @pytest.mark.parametrize(
@@ -138,7 +168,14 @@ def test_stopped_pool_started_and_autostart(tmp_path):
         ({"type": "fs", "target": "/x"}, "p:source:devices"),
         ({"type": "dir", "target": "relative"}, "p:target"),
         ({"type": "dir", "target": "/a/../b"}, "p:target"),
-        ({"type": "netfs", "target": "/x", "source": {"hosts": ["h"], "dir": "rel", "format": "nfs"}}, "p:source:dir"),
+        (
+            {
+                "type": "netfs",
+                "target": "/x",
+                "source": {"hosts": ["h"], "dir": "rel", "format": "nfs"},
+            },
+            "p:source:dir",
+        ),
         ({"type": "dir", "target": "/x", "build": "yes"}, "p:build"),
         ({"type": "dir", "target": "/x", "autostrat": True}, "p:autostrat"),
     ],
@@ -152,13 +189,20 @@ def test_pool_args_are_validated_with_the_pillar_schema(kwargs, path):
 def test_build_plan_dir(tmp_path):
     assert storage.build_plan({"type": "dir", "target": str(tmp_path)}) is None
     missing = str(tmp_path / "x")
-    assert storage.build_plan({"type": "dir", "target": missing}) == (f"create directory {missing}", 0)
+    assert storage.build_plan({"type": "dir", "target": missing}) == (
+        f"create directory {missing}",
+        0,
+    )
     assert storage.build_plan({"type": "dir", "target": missing, "build": False}) is None
 
 
 def test_build_plan_never_overwrites(monkeypatch, tmp_path):
     monkeypatch.setattr(storage, "_probe", lambda dev, what: {"TYPE": "xfs", "PTTYPE": "gpt"}[what])
-    fs = {"type": "fs", "target": str(tmp_path), "source": {"devices": ["/dev/sdb"], "format": "ext4"}}
+    fs = {
+        "type": "fs",
+        "target": str(tmp_path),
+        "source": {"devices": ["/dev/sdb"], "format": "ext4"},
+    }
     with pytest.raises(Refused, match="holds a xfs filesystem, declared ext4; set build: force"):
         storage.build_plan(fs)
     assert storage.build_plan(dict(fs, build="force"))[1] == storage.BUILD_FLAGS["overwrite"]
@@ -172,9 +216,14 @@ def test_build_plan_never_overwrites(monkeypatch, tmp_path):
     with pytest.raises(Refused, match="holds xfs data"):
         storage.build_plan(lvm)
     monkeypatch.setattr(storage, "_probe", lambda dev, what: None)
-    assert storage.build_plan(lvm) == ("create volume group vg on /dev/sdb", storage.BUILD_FLAGS["no_overwrite"])
+    assert storage.build_plan(lvm) == (
+        "create volume group vg on /dev/sdb",
+        storage.BUILD_FLAGS["no_overwrite"],
+    )
     with pytest.raises(KvmError, match="declare source.format"):
-        storage.build_plan({"type": "fs", "target": str(tmp_path), "source": {"devices": ["/dev/sdb"]}})
+        storage.build_plan(
+            {"type": "fs", "target": str(tmp_path), "source": {"devices": ["/dev/sdb"]}}
+        )
     monkeypatch.setattr(storage, "_vg_exists", lambda name: True)
     assert storage.build_plan(lvm) is None
 
@@ -200,12 +249,16 @@ def test_volume_new_and_no_op():
     res = _vol_resource(session, size="16M", format="qcow2")
     assert res.changes(res.read()) == {}
     new = _vol_resource(session, name="w.qcow2", size="1G", backing="v.qcow2")
-    assert new.changes(new.read()) == {"volume": {"old": None, "new": {"size": 1024**3, "backing": "v.qcow2"}}}
+    assert new.changes(new.read()) == {
+        "volume": {"old": None, "new": {"size": 1024**3, "backing": "v.qcow2"}}
+    }
 
 
 def test_volume_grow_shrink_format():
     session = _session(vols={"v.qcow2": _vol_entry("v.qcow2", 16 * M)})
-    assert _vol_resource(session, size="32M").changes(_vol_resource(session).read()) == {"size": {"old": 16 * M, "new": 32 * M}}
+    assert _vol_resource(session, size="32M").changes(_vol_resource(session).read()) == {
+        "size": {"old": 16 * M, "new": 32 * M}
+    }
     with pytest.raises(Refused, match="shrinking it to 8M loses data"):
         _vol_resource(session, size="8M").changes(_vol_resource(session).read())
     forced = _vol_resource(session, size="8M", force=True)
@@ -222,7 +275,12 @@ def test_volume_rounding_on_lvm_is_not_a_shrink():
 
 
 def test_volume_backing_change_refused():
-    session = _session(vols={"v.qcow2": _vol_entry("v.qcow2", 16 * M, backing="/srv/images/a.qcow2"), "b.qcow2": _vol_entry("b.qcow2", 16 * M)})
+    session = _session(
+        vols={
+            "v.qcow2": _vol_entry("v.qcow2", 16 * M, backing="/srv/images/a.qcow2"),
+            "b.qcow2": _vol_entry("b.qcow2", 16 * M),
+        }
+    )
     res = _vol_resource(session, backing="b.qcow2")
     with pytest.raises(Refused, match="backing file of an existing volume is never changed"):
         res.changes(res.read())
@@ -253,7 +311,6 @@ def test_preallocation_mapping():
     assert prealloc("raw", "off", 10) == (0, 0)
 
 
-
 def test_a_clone_is_sparse_only_in_file_pools():
     # an LV cloned with an allocation below its capacity would be a sparse snapshot LV with one
     # extent of copy-on-write space (the copy overflowed it with EIO in make test-kernel)
@@ -261,15 +318,18 @@ def test_a_clone_is_sparse_only_in_file_pools():
     assert [clone_allocation(t, 10) for t in ("dir", "fs", "netfs")] == [0, 0, 0]
     assert [clone_allocation(t, 10) for t in ("logical", "disk", "rbd")] == [10, 10, 10]
 
+
 def test_digest_is_remembered(tmp_path):
     path = tmp_path / "img"
     path.write_bytes(b"abc")
     digest = storage_volumes.volume_digest(str(path))
     assert digest == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-    assert storage_volumes.volume_digest(str(path), compute=False) in (digest, None)  # None where xattrs are unsupported
+    assert storage_volumes.volume_digest(str(path), compute=False) in (
+        digest,
+        None,
+    )  # None where xattrs are unsupported
     path.write_bytes(b"abcd")
     assert storage_volumes.volume_digest(str(path), compute=False) is None
-
 
 
 # --- an image URL's password is never shown, and is sent as Basic auth ------------------------
@@ -279,11 +339,20 @@ def test_digest_is_remembered(tmp_path):
     "url, shown",
     [
         ("http://user:pw@host/img", "http://user:***@host/img"),
-        ("https://user:p%40ss@host:8443/a/b.qcow2?x=y@z#f", "https://user:***@host:8443/a/b.qcow2?x=y@z#f"),
-        ("http://u:p@w@host/img", "http://u:***@host/img"),  # urllib takes the last '@' as the end of userinfo
+        (
+            "https://user:p%40ss@host:8443/a/b.qcow2?x=y@z#f",
+            "https://user:***@host:8443/a/b.qcow2?x=y@z#f",
+        ),
+        (
+            "http://u:p@w@host/img",
+            "http://u:***@host/img",
+        ),  # urllib takes the last '@' as the end of userinfo
         ("https://TOKEN@host/img", "https://***@host/img"),  # a bare userinfo is taken for a token
         ("HTTP://user:pw@host/img", "HTTP://user:***@host/img"),
-        ("ftp://user:pw@host/img", "ftp://user:***@host/img"),  # a redirect target is shown the same way
+        (
+            "ftp://user:pw@host/img",
+            "ftp://user:***@host/img",
+        ),  # a redirect target is shown the same way
         ("http://host/img@2x.raw", "http://host/img@2x.raw"),
         ("/srv/images/a@b.raw", "/srv/images/a@b.raw"),
     ],
@@ -297,14 +366,22 @@ def test_url_userinfo_becomes_basic_auth_and_leaves_the_url():
 
     req = storage_volumes._request("http://us%3Aer:p%40ss:w@198.51.100.7:8080/i.raw")  # pylint: disable=protected-access
     assert req.full_url == "http://198.51.100.7:8080/i.raw" and req.host == "198.51.100.7:8080"
-    assert req.unredirected_hdrs["Authorization"] == "Basic " + base64.b64encode(b"us:er:p@ss:w").decode()
+    assert (
+        req.unredirected_hdrs["Authorization"]
+        == "Basic " + base64.b64encode(b"us:er:p@ss:w").decode()
+    )
     assert "Authorization" not in req.headers  # not copied to a redirect
-    assert "Authorization" not in storage_volumes._request("http://198.51.100.7/i.raw").unredirected_hdrs  # pylint: disable=protected-access
+    assert (
+        "Authorization"
+        not in storage_volumes._request("http://198.51.100.7/i.raw").unredirected_hdrs
+    )  # pylint: disable=protected-access
 
 
 def test_scrub_hides_the_password_in_any_encoding():
     src = "http://user:p%40ss@host/img"
-    assert storage_volumes._scrub("bad port 'p%40ss@host' / p@ss", src) == "bad port '***@host' / ***"  # pylint: disable=protected-access
+    assert (
+        storage_volumes._scrub("bad port 'p%40ss@host' / p@ss", src) == "bad port '***@host' / ***"
+    )  # pylint: disable=protected-access
 
 
 def test_redirects_to_other_schemes_are_refused():
@@ -316,9 +393,14 @@ def test_redirects_to_other_schemes_are_refused():
         with pytest.raises(KvmError, match="only http and https"):
             handler.redirect_request(req, None, 302, "Found", {}, target)
     same = handler.redirect_request(req, None, 302, "Found", {}, "http://198.51.100.7/b")
-    assert isinstance(same, urllib.request.Request) and same.get_header("Authorization") == req.get_header("Authorization")
+    assert isinstance(same, urllib.request.Request) and same.get_header(
+        "Authorization"
+    ) == req.get_header("Authorization")
     for other in ("http://198.51.100.8/b", "https://198.51.100.7/b", "http://198.51.100.7:8080/b"):
-        assert handler.redirect_request(req, None, 302, "Found", {}, other).get_header("Authorization") is None
+        assert (
+            handler.redirect_request(req, None, 302, "Found", {}, other).get_header("Authorization")
+            is None
+        )
 
 
 def test_secret_digest_is_a_keyed_hmac(tmp_path, monkeypatch):
@@ -331,9 +413,14 @@ def test_secret_digest_is_a_keyed_hmac(tmp_path, monkeypatch):
     assert storage._hmac_key() is None and not key_file.exists()  # pylint: disable=protected-access
     key = storage._hmac_key(create=True)  # pylint: disable=protected-access
     assert len(key) == 32 and storage._hmac_key() == key  # pylint: disable=protected-access
-    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+    assert (
+        stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        and stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+    )
     digest = storage._digest("u-u-i-d", "weak", key)  # pylint: disable=protected-access
-    assert digest != hashlib.sha256(b"u-u-i-d:weak").hexdigest() and digest != storage._digest("u-u-i-d", "weak", b"k" * 32)  # pylint: disable=protected-access
+    assert digest != hashlib.sha256(b"u-u-i-d:weak").hexdigest() and digest != storage._digest(
+        "u-u-i-d", "weak", b"k" * 32
+    )  # pylint: disable=protected-access
     key_file.write_bytes(b"short")  # a broken key is replaced
     assert len(storage._hmac_key(create=True)) == 32  # pylint: disable=protected-access
 
@@ -344,7 +431,11 @@ from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 
-@given(st.lists(st.sampled_from(list("ab./_-:@+\\ \0\n") + ["..", "%2e", "/.."]), max_size=12).map("".join))
+@given(
+    st.lists(st.sampled_from(list("ab./_-:@+\\ \0\n") + ["..", "%2e", "/.."]), max_size=12).map(
+        "".join
+    )
+)
 def test_an_accepted_volume_name_stays_inside_the_pool(name):
     from salt_kvm import schema  # pylint: disable=import-outside-toplevel
 
@@ -358,7 +449,15 @@ def test_an_accepted_volume_name_stays_inside_the_pool(name):
     assert os.path.dirname(joined) == pool
 
 
-@pytest.mark.parametrize("bad", ["http://kvtuser:kvtPw1234@h/a b", "ftp://kvtuser:kvtPw1234@h/a", "http://kvtuser:kvtPw1234@h/" + "x" * 5000, 12345])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "http://kvtuser:kvtPw1234@h/a b",
+        "ftp://kvtuser:kvtPw1234@h/a",
+        "http://kvtuser:kvtPw1234@h/" + "x" * 5000,
+        12345,
+    ],
+)
 def test_a_bad_source_url_error_hides_its_password(bad):
     from salt_kvm import schema  # pylint: disable=import-outside-toplevel
 
@@ -389,7 +488,11 @@ def test_a_download_without_content_length_is_spooled(tmp_path, monkeypatch):
         monkeypatch.setattr(storage_volumes, "SPOOL_DIR", str(tmp_path))
         src, length, shown = storage_volumes._open_source(url)  # pylint: disable=protected-access
         with src:
-            assert length == 300_000 and len(src.read()) == 300_000 and shown == url.replace("kvtSpoolPw", "***")
+            assert (
+                length == 300_000
+                and len(src.read()) == 300_000
+                and shown == url.replace("kvtSpoolPw", "***")
+            )
         monkeypatch.setattr(storage_volumes, "SPOOL_DIR", str(tmp_path / "missing"))
         with pytest.raises(KvmError, match="cannot spool") as exc:
             storage_volumes._open_source(url)  # pylint: disable=protected-access

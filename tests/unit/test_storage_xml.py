@@ -16,12 +16,35 @@ GOLDEN = pathlib.Path(__file__).parent / "golden" / "storage"
 #: one declared pool per libvirt type, as the pillar writes it
 POOLS = {
     "dir": {"type": "dir", "target": "/var/lib/libvirt/images"},
-    "fs": {"type": "fs", "target": "/srv/vms", "source": {"devices": ["/dev/sdb1"], "format": "ext4"}},
-    "netfs-nfs": {"type": "netfs", "target": "/srv/nfs", "source": {"hosts": ["198.51.100.5"], "dir": "/export/vms", "format": "nfs"}},
-    "netfs-glusterfs": {"type": "netfs", "target": "/srv/gl", "source": {"hosts": ["198.51.100.6"], "dir": "/gv0", "format": "glusterfs"}},
-    "netfs-cifs": {"type": "netfs", "target": "/srv/cifs", "source": {"hosts": ["198.51.100.7"], "dir": "share", "format": "cifs"}},
-    "logical": {"type": "logical", "source": {"name": "vg_vms", "devices": ["/dev/sdc", "/dev/sdd"]}},
-    "disk": {"type": "disk", "target": "/dev", "source": {"devices": ["/dev/sde"], "format": "gpt"}},
+    "fs": {
+        "type": "fs",
+        "target": "/srv/vms",
+        "source": {"devices": ["/dev/sdb1"], "format": "ext4"},
+    },
+    "netfs-nfs": {
+        "type": "netfs",
+        "target": "/srv/nfs",
+        "source": {"hosts": ["198.51.100.5"], "dir": "/export/vms", "format": "nfs"},
+    },
+    "netfs-glusterfs": {
+        "type": "netfs",
+        "target": "/srv/gl",
+        "source": {"hosts": ["198.51.100.6"], "dir": "/gv0", "format": "glusterfs"},
+    },
+    "netfs-cifs": {
+        "type": "netfs",
+        "target": "/srv/cifs",
+        "source": {"hosts": ["198.51.100.7"], "dir": "share", "format": "cifs"},
+    },
+    "logical": {
+        "type": "logical",
+        "source": {"name": "vg_vms", "devices": ["/dev/sdc", "/dev/sdd"]},
+    },
+    "disk": {
+        "type": "disk",
+        "target": "/dev",
+        "source": {"devices": ["/dev/sde"], "format": "gpt"},
+    },
     "iscsi": {
         "type": "iscsi",
         "target": "/dev/disk/by-path",
@@ -44,10 +67,17 @@ POOLS = {
         "source": {
             "hosts": ["198.51.100.9:6789", "198.51.100.10"],
             "name": "vms",
-            "auth": {"type": "ceph", "username": "libvirt", "secret": "QVFCdGVzdGtleWZvcmNlcGhvbmx5MTIzNDU2Nzg5MA=="},
+            "auth": {
+                "type": "ceph",
+                "username": "libvirt",
+                "secret": "QVFCdGVzdGtleWZvcmNlcGhvbmx5MTIzNDU2Nzg5MA==",
+            },
         },
     },
-    "gluster": {"type": "gluster", "source": {"hosts": ["198.51.100.11"], "name": "gv0", "dir": "/"}},
+    "gluster": {
+        "type": "gluster",
+        "source": {"hosts": ["198.51.100.11"], "name": "gv0", "dir": "/"},
+    },
 }
 
 
@@ -91,7 +121,14 @@ def test_libvirt_pool_xml_parses():
 
 
 def test_volume_xml_golden_and_parse():
-    vol = sxml.Volume.build("web01.qcow2", 20 * 1024**3, fmt="qcow2", allocation=0, backing_path="/srv/base.qcow2", backing_format="qcow2")
+    vol = sxml.Volume.build(
+        "web01.qcow2",
+        20 * 1024**3,
+        fmt="qcow2",
+        allocation=0,
+        backing_path="/srv/base.qcow2",
+        backing_format="qcow2",
+    )
     xml = vol.to_xml()
     path = GOLDEN / "volume-qcow2-backing.xml"
     if os.environ.get("KVT_REGEN_GOLDEN"):
@@ -104,7 +141,12 @@ def test_volume_xml_golden_and_parse():
 
 
 def test_secret_xml_has_no_value():
-    secret = sxml.Secret.build("salt-kvm/kvt-p", "ceph", "salt-kvm pool secret", uuid="0b8f5b0e-1c57-4b8a-9d43-3f1b9e6a8c11")
+    secret = sxml.Secret.build(
+        "salt-kvm/kvt-p",
+        "ceph",
+        "salt-kvm pool secret",
+        uuid="0b8f5b0e-1c57-4b8a-9d43-3f1b9e6a8c11",
+    )
     xml = secret.to_xml()
     path = GOLDEN / "secret-ceph.xml"
     if os.environ.get("KVT_REGEN_GOLDEN"):
@@ -117,16 +159,28 @@ def test_secret_xml_has_no_value():
 
 
 def test_ipv6_hosts_round_trip():
-    pool = sxml.Pool.build("p", "iscsi-direct", None, {"hosts": ["[2001:db8::5]:3260", "[2001:db8::6]"], "devices": ["iqn.2026-01.x:y"], "initiator": "iqn.2026-01.x:z"})
+    pool = sxml.Pool.build(
+        "p",
+        "iscsi-direct",
+        None,
+        {
+            "hosts": ["[2001:db8::5]:3260", "[2001:db8::6]"],
+            "devices": ["iqn.2026-01.x:y"],
+            "initiator": "iqn.2026-01.x:z",
+        },
+    )
     hosts = pool.root.findall("source/host")
-    assert [(h.get("name"), h.get("port")) for h in hosts] == [("2001:db8::5", "3260"), ("2001:db8::6", None)]
+    assert [(h.get("name"), h.get("port")) for h in hosts] == [
+        ("2001:db8::5", "3260"),
+        ("2001:db8::6", None),
+    ]
     assert pool.source["hosts"] == ["[2001:db8::5]:3260", "[2001:db8::6]"]
 
 
 def test_xml_builder_escapes_names():
-    pool = sxml.Pool.build("a<b&c", "dir", "/srv/x\"<y>")
+    pool = sxml.Pool.build("a<b&c", "dir", '/srv/x"<y>')
     xml = pool.to_xml()
-    assert "a&lt;b&amp;c" in xml and sxml.Pool(xml).target == "/srv/x\"<y>"
+    assert "a&lt;b&amp;c" in xml and sxml.Pool(xml).target == '/srv/x"<y>'
 
 
 # --- definitions edited in place: what salt-kvm does not model is kept ----------------
@@ -149,7 +203,12 @@ KEPT = {
 
 MARKERS = {
     "dir": ["<mode>0750</mode>", "<owner>64055</owner>", "virt_image_t"],
-    "netfs": ['<protocol ver="4"/>', "mount_opts", '<fs:option name="sync"/>', '<dir path="/export"/>'],
+    "netfs": [
+        '<protocol ver="4"/>',
+        "mount_opts",
+        '<fs:option name="sync"/>',
+        '<dir path="/export"/>',
+    ],
     "scsi": ['<adapter type="scsi_host" name="host0"/>'],
     "rbd": ["config_opts", "client_mount_timeout", "<name>rbdpool</name>"],
 }

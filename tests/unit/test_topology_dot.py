@@ -62,14 +62,29 @@ def test_model_drops_dangling_edges_and_sorts():
 
 def test_model_clusters_in_area_order_with_parents():
     model = sample_graph().as_dict()
-    assert [c["id"] for c in model["clusters"]] == ["net", "libvirt", "vms", "snapshots:web01", "storage", "pool:images"]
+    assert [c["id"] for c in model["clusters"]] == [
+        "net",
+        "libvirt",
+        "vms",
+        "snapshots:web01",
+        "storage",
+        "pool:images",
+    ]
     assert {c["id"]: c["parent"] for c in model["clusters"]}["pool:images"] == "storage"
 
 
 def test_node_is_merged_not_replaced():
     g = topology.Graph()
     g.node("bridge:/br0", "bridge", "br0", "net", details=["192.0.2.10/24"], mtu=1500)
-    g.node("bridge:/br0", "bridge", "other", "root", details=["192.0.2.10/24", "STP"], mtu=9000, mac="52:54:00:aa:bb:cc")
+    g.node(
+        "bridge:/br0",
+        "bridge",
+        "other",
+        "root",
+        details=["192.0.2.10/24", "STP"],
+        mtu=9000,
+        mac="52:54:00:aa:bb:cc",
+    )
     node = g.as_dict()["nodes"][0]
     assert node["name"] == "br0" and node["cluster"] == "net"
     assert node["details"] == ["192.0.2.10/24", "STP"]
@@ -113,13 +128,21 @@ def test_dot_layout_shapes_and_clusters():
     # pools nest inside storage
     assert dot.index('subgraph "cluster_storage"') < dot.index('subgraph "cluster_pool:images"')
     # areas in order: host network, libvirt networks, VMs, snapshots, storage
-    order = [dot.index(f'subgraph "cluster_{c}"') for c in ("net", "libvirt", "vms", "snapshots:web01", "storage")]
+    order = [
+        dot.index(f'subgraph "cluster_{c}"')
+        for c in ("net", "libvirt", "vms", "snapshots:web01", "storage")
+    ]
     assert order == sorted(order)
-    lines = {line.strip().split(" [", 1)[0]: line for line in dot.splitlines() if " [label=" in line}
+    lines = {
+        line.strip().split(" [", 1)[0]: line for line in dot.splitlines() if " [label=" in line
+    }
     assert 'shape="cylinder"' in lines['"pool:images"']
     assert 'shape="box3d"' in lines['"vm:web01"']
     assert 'shape="octagon"' in lines['"network:lab"'] and "dashed" in lines['"network:lab"']
-    assert 'label="s2\\ninternal\\n(current)"' in lines['"snapshot:web01/s2"'] and 'penwidth="2"' in lines['"snapshot:web01/s2"']
+    assert (
+        'label="s2\\ninternal\\n(current)"' in lines['"snapshot:web01/s2"']
+        and 'penwidth="2"' in lines['"snapshot:web01/s2"']
+    )
     assert "penwidth" not in lines['"snapshot:web01/s1"']
     assert 'label="br0\\n192.0.2.10/24"' in lines['"bridge:/br0"']
 
@@ -132,8 +155,14 @@ def test_dot_edges():
     assert '  "volume:images/web01.qcow2" -> "vm:web01" [label="vda"];' in dot
     assert '  "snapshot:web01/s1" -> "snapshot:web01/s2";' in dot
     # drawn with their ends swapped so the picture flows left to right, arrow kept
-    assert '  "volume:images/base.qcow2" -> "volume:images/web01.qcow2" [label="backing", style="dashed", dir=back];' in dot
-    assert '  "network:lab" -> "vm:web01" [label="52:54:00:00:00:02", style="dashed", dir=back];' in dot
+    assert (
+        '  "volume:images/base.qcow2" -> "volume:images/web01.qcow2" [label="backing", style="dashed", dir=back];'
+        in dot
+    )
+    assert (
+        '  "network:lab" -> "vm:web01" [label="52:54:00:00:00:02", style="dashed", dir=back];'
+        in dot
+    )
     assert "virbr1" not in dot
 
 
@@ -154,37 +183,59 @@ def test_dot_of_an_empty_host():
 
 
 def test_node_in_unknown_cluster_is_drawn_at_the_top():
-    model = {"nodes": [{"id": "vm:a", "kind": "vm", "name": "a", "cluster": "nowhere"}], "edges": [], "clusters": []}
+    model = {
+        "nodes": [{"id": "vm:a", "kind": "vm", "name": "a", "cluster": "nowhere"}],
+        "edges": [],
+        "clusters": [],
+    }
     assert '\n  "vm:a" [label="a"' in topology.render_dot(model)
 
 
-NASTY = ['q"uote', "back\\slash", "end\\", "new\nline", "\\N\\G\\l", "{brace};", "-> edge", "<html>", "sp ace", "ünï"]
+NASTY = [
+    'q"uote',
+    "back\\slash",
+    "end\\",
+    "new\nline",
+    "\\N\\G\\l",
+    "{brace};",
+    "-> edge",
+    "<html>",
+    "sp ace",
+    "ünï",
+]
 
 
 def test_every_name_survives_graphviz():
     """Graphviz itself reads the names back exactly (ids and labels)."""
     if shutil.which("dot") is None:
         pytest.skip("Graphviz's dot is not installed (package graphviz)")
-    g = topology.Graph("host \"x\"")
+    g = topology.Graph('host "x"')
     c = g.cluster("vms", 'VMs "all"\\')
     for i, name in enumerate(NASTY):
         g.node(f"vm:{name}", "vm", name, c, details=[f"d{i}\\"])
     for a, b in zip(NASTY, NASTY[1:]):
         g.edge(f"vm:{a}", f"vm:{b}", "child")
     dot = topology.render_dot(g.as_dict())
-    proc = subprocess.run(["dot", "-Tjson"], input=dot, capture_output=True, text=True, timeout=60, check=True)
+    proc = subprocess.run(
+        ["dot", "-Tjson"], input=dot, capture_output=True, text=True, timeout=60, check=True
+    )
     out = json.loads(proc.stdout)
     # every quoted id was read whole (DOT itself only unescapes \" in an id)
     read = {o["name"] for o in out["objects"] if "nodes" not in o}
     assert read == {topology.quote(f"vm:{name}")[1:-1].replace('\\"', '"') for name in NASTY}
-    svg = subprocess.run(["dot", "-Tsvg"], input=dot, capture_output=True, text=True, timeout=60, check=True).stdout
+    svg = subprocess.run(
+        ["dot", "-Tsvg"], input=dot, capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     from lxml import etree  # pylint: disable=import-outside-toplevel
 
-    texts = ["".join(t.itertext()) for t in etree.fromstring(svg.encode()).iter("{http://www.w3.org/2000/svg}text")]
+    texts = [
+        "".join(t.itertext())
+        for t in etree.fromstring(svg.encode()).iter("{http://www.w3.org/2000/svg}text")
+    ]
     for name in NASTY:
         for line in name.split("\n"):
             assert line in texts, (line, texts)
-    assert "host \"x\"" in texts and 'VMs "all"\\' in texts
+    assert 'host "x"' in texts and 'VMs "all"\\' in texts
     assert len(out["edges"]) == len(NASTY) - 1
 
 
@@ -231,7 +282,9 @@ def test_good_output_arguments(tmp_path):
 def test_netns_argument():
     with pytest.raises(InvalidInput, match=r"^netns: 'a/b' is not a network namespace name"):
         topology.build(None, netns="a/b")
-    with pytest.raises(InvalidInput, match=r"^netns: network namespace 'kvt-no-such-ns-0' does not exist"):
+    with pytest.raises(
+        InvalidInput, match=r"^netns: network namespace 'kvt-no-such-ns-0' does not exist"
+    ):
         topology.build(None, netns="kvt-no-such-ns-0")
 
 

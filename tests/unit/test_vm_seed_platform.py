@@ -11,7 +11,10 @@ def test_user_data_mapping_is_cloud_config_and_a_string_is_kept():
     files = cloudinit.render("web01", {"user_data": {"runcmd": ["echo hi"]}})
     assert files["user-data"] == b"#cloud-config\nruncmd:\n- echo hi\n"
     assert set(files) == {"user-data", "meta-data"}
-    assert cloudinit.render("web01", {"user_data": "#!/bin/sh\necho hi\n"})["user-data"] == b"#!/bin/sh\necho hi\n"
+    assert (
+        cloudinit.render("web01", {"user_data": "#!/bin/sh\necho hi\n"})["user-data"]
+        == b"#!/bin/sh\necho hi\n"
+    )
 
 
 def test_instance_id_follows_the_content_unless_pinned():
@@ -21,10 +24,23 @@ def test_instance_id_follows_the_content_unless_pinned():
     assert one["local-hostname"] == "web01" and one["instance-id"].startswith("web01-")
     assert one["instance-id"] != two["instance-id"]
     assert one == meta(cloudinit.render("web01", {"user_data": {"runcmd": ["a"]}}))
-    pinned = meta(cloudinit.render("web01", {"user_data": {"runcmd": ["b"]}, "meta_data": {"instance-id": "i-1", "local-hostname": "w"}}))
+    pinned = meta(
+        cloudinit.render(
+            "web01",
+            {
+                "user_data": {"runcmd": ["b"]},
+                "meta_data": {"instance-id": "i-1", "local-hostname": "w"},
+            },
+        )
+    )
     assert pinned == {"instance-id": "i-1", "local-hostname": "w"}
-    net = cloudinit.render("web01", {"network_config": {"version": 2, "ethernets": {"eth0": {"dhcp4": True}}}})
-    assert yaml.safe_load(net["network-config"]) == {"version": 2, "ethernets": {"eth0": {"dhcp4": True}}}
+    net = cloudinit.render(
+        "web01", {"network_config": {"version": 2, "ethernets": {"eth0": {"dhcp4": True}}}}
+    )
+    assert yaml.safe_load(net["network-config"]) == {
+        "version": 2,
+        "ethernets": {"eth0": {"dhcp4": True}},
+    }
 
 
 def test_summary_shows_hashes_never_content():
@@ -53,13 +69,20 @@ def test_graphics_passwords_compare_but_never_show():
     root = etree.fromstring("<domain><os><type>hvm</type></os><devices/></domain>")
     vm_platform.set_graphics(root, {"type": "vnc", "password": "s3cret"})
     el = root.find("devices/graphics")
-    assert el.get("passwd") == "s3cret" and el.get("listen") == "127.0.0.1" and el.get("autoport") == "yes"
+    assert (
+        el.get("passwd") == "s3cret"
+        and el.get("listen") == "127.0.0.1"
+        and el.get("autoport") == "yes"
+    )
     have = vm_platform.graphics_of(root)
     assert "s3cret" not in repr(vm_platform.shown(have))
     other = etree.fromstring("<domain><devices/></domain>")
     vm_platform.set_graphics(other, {"type": "vnc", "password": "0ther"})
     change = vm_platform.shown_change(have, vm_platform.graphics_of(other))
-    assert change["old"][0]["password"] == "<hidden>" and change["new"][0]["password"] == "<hidden> (changed)"
+    assert (
+        change["old"][0]["password"] == "<hidden>"
+        and change["new"][0]["password"] == "<hidden> (changed)"
+    )
     assert "s3cret" not in repr(change) and "0ther" not in repr(change)
     vm_platform.set_graphics(root, {"type": "none"})
     assert root.find("devices/graphics") is None
@@ -67,9 +90,15 @@ def test_graphics_passwords_compare_but_never_show():
 
 def test_graphics_and_cloud_init_schema():
     assert schema.validate(schema.VM_GRAPHICS, "none", "g") == {"type": "none"}
-    assert schema.validate(schema.VM_GRAPHICS, {"type": "vnc", "port": "auto"}, "g") == {"type": "vnc", "port": "auto"}
+    assert schema.validate(schema.VM_GRAPHICS, {"type": "vnc", "port": "auto"}, "g") == {
+        "type": "vnc",
+        "port": "auto",
+    }
     for value, message in [
-        ({"type": "vnc", "password": "123456789"}, "g:password: VNC uses only the first 8 characters"),
+        (
+            {"type": "vnc", "password": "123456789"},
+            "g:password: VNC uses only the first 8 characters",
+        ),
         ({"type": "spice", "password": ""}, "g:password: is not a valid secret"),
         ({"type": "none", "port": 5900}, "g:port: is not used with type none"),
     ]:
@@ -79,7 +108,12 @@ def test_graphics_and_cloud_init_schema():
             assert message in str(exc) and "123456789" not in str(exc)
         else:
             raise AssertionError(value)
-    assert schema.validate(schema.VM_CLOUD_INIT, {"user_data": "x", "meta_data": {"a": 1}}, "c")["user_data"] == "x"
+    assert (
+        schema.validate(schema.VM_CLOUD_INIT, {"user_data": "x", "meta_data": {"a": 1}}, "c")[
+            "user_data"
+        ]
+        == "x"
+    )
 
 
 def test_firmware_edits():
@@ -89,7 +123,13 @@ def test_firmware_edits():
         vm_platform.set_firmware(root, "web01", "uefi")
         assert root.find("os").get("firmware") == "efi" and vm_platform.firmware_of(root) == "uefi"
         assert root.find("os/firmware/feature[@name='secure-boot']").get("enabled") == "no"
-    root.find("os").append(etree.fromstring("<loader type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>"))
+    root.find("os").append(
+        etree.fromstring("<loader type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd</loader>")
+    )
     assert vm_platform.firmware_of(root) == "uefi"
     vm_platform.set_firmware(root, "web01", "bios")
-    assert vm_platform.firmware_of(root) == "bios" and root.find("os/loader") is None and root.find("os").get("firmware") is None
+    assert (
+        vm_platform.firmware_of(root) == "bios"
+        and root.find("os/loader") is None
+        and root.find("os").get("firmware") is None
+    )
