@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYTEST := $(PY) -m pytest
 
-.PHONY: all host venv install dist test test-guest test-kernel test-robust test-unit test-functional test-integration demo docs docs-shots bench sweep clean
+.PHONY: all host venv install dist lint test test-guest test-kernel test-robust test-unit test-functional test-integration demo docs docs-shots bench sweep clean
 
 all: test
 
@@ -37,8 +37,17 @@ dist:
 sweep: venv
 	@$(PY) -m tests.support.sandbox
 
+# ruff (style, pyflakes, bugbear; pyproject.toml names the rules), mypy over the typed
+# library, bandit at medium severity and up: all three clean, or make test stops here
+LINTED := salt_kvm _modules _states _runners _grains _output tests demo bench scripts docs/conf.py
+lint: venv
+	$(VENV)/bin/ruff check -q $(LINTED)
+	$(VENV)/bin/ruff format -q --check $(LINTED)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/bandit -q -ll -r salt_kvm _modules _states _runners _grains _output
+
 # everything but the real-guest tier (make test-guest), which CI runs next
-test: install sweep
+test: lint install sweep
 	$(PYTEST) tests/unit tests/functional tests/integration --ignore-glob='*/test_guest_*.py' --durations=20
 
 # real Linux guests (Debian's kernel + a busybox initramfs, or a small debootstrap
