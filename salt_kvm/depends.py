@@ -25,6 +25,8 @@ image can hide, not from one spelling of its path:
 across calls: a destructive decision reads the host as it is now).
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import os
@@ -33,8 +35,9 @@ import stat
 import struct
 import subprocess  # nosec B404  # fixed argument lists, never a shell
 import urllib.parse
+from typing import Any, Iterable, Optional
 
-from salt_kvm.conn import libvirt
+from salt_kvm.conn import libvirt, libvirt_caught
 from salt_kvm.errors import Refused
 from salt_kvm.xml import storage as sxml
 from salt_kvm.xml.base import parse
@@ -47,7 +50,7 @@ MAX_DEPTH = 64
 FILE_POOLS = ("dir", "fs", "netfs")
 
 
-def identity(path):
+def identity(path: Any) -> Optional[tuple[Any, ...]]:
     """What ``path`` really is: ``("file", dev, ino)``, ``("blk", rdev)``, or
     ``("path", normalised path)`` for something that does not exist here."""
     if not path:
@@ -65,7 +68,7 @@ def identity(path):
     return ("file", st.st_dev, st.st_ino)
 
 
-def network_identity(protocol, name):
+def network_identity(protocol: Optional[str], name: Optional[str]) -> tuple[Any, ...]:
     """A network disk or volume (``rbd`` ``pool/image``, ``gluster`` ``volume/path``)."""
     return ("net", protocol, (name or "").strip("/"))
 
@@ -99,7 +102,7 @@ def _qemu_img_backing(path):
     return None
 
 
-def backing_file(path):
+def backing_file(path: str) -> Optional[str]:
     """The backing file recorded in the image at ``path`` itself (absolute), or None.
 
     qcow2 is read from its header (no subprocess); QED, VMDK and VHDX through
@@ -131,7 +134,7 @@ def backing_file(path):
     )
 
 
-def chain(path):
+def chain(path: Optional[str]) -> list[str]:
     """The backing files below ``path``, nearest first (read from the images)."""
     out, seen = [], {identity(path)}
     current = path
@@ -156,16 +159,24 @@ class Index:
     ``names[identity]``: a label for the object (``pool/volume`` where it is a volume).
     """
 
-    def __init__(self):
-        self.users = {}
-        self.built_on = {}
-        self.names = {}
+    def __init__(self) -> None:
+        self.users: dict[Any, set[str]] = {}
+        self.built_on: dict[Any, dict[str, Optional[str]]] = {}
+        self.names: dict[Any, str] = {}
 
-    def add_user(self, ident, label):
+    def add_user(self, ident: Any, label: str) -> None:
+        """Record that VM (or VM snapshot) ``label`` has ``ident`` as a disk."""
         if ident is not None:
             self.users.setdefault(ident, set()).add(label)
 
-    def add_image(self, path, label, ident=None, chain_of=None):
+    def add_image(
+        self,
+        path: Optional[str],
+        label: str,
+        *,
+        ident: Any = None,
+        chain_of: Optional[list[str]] = None,
+    ) -> None:
         """Record image ``path`` (named ``label``) and every image below it."""
         ident = ident or identity(path)
         if ident is None:
@@ -179,10 +190,11 @@ class Index:
         for base in below:
             self.built_on.setdefault(identity(base), {}).setdefault(label, path)
 
-    def used_by(self, ident):
+    def used_by(self, ident: Any) -> list[str]:
+        """Labels of the VMs (and VM snapshots) that have ``ident`` as a disk."""
         return sorted(self.users.get(ident, ()))
 
-    def backing_of(self, ident, exclude=()):
+    def backing_of(self, ident: Any, exclude: Iterable[str] = ()) -> list[str]:
         """Labels of images built on ``ident`` (but those whose identity is in ``exclude``)."""
         excluded = {identity(e) for e in exclude}
         return sorted(
@@ -191,14 +203,14 @@ class Index:
             if identity(top) not in excluded
         )
 
-    def others_than(self, ident, vm, exclude=()):
+    def others_than(self, ident: Any, vm: str, *, exclude: Iterable[str] = ()) -> list[str]:
         """Who uses or builds on ``ident`` besides VM ``vm`` itself (its disks and snapshots,
         labelled ``vm`` and ``vm (...)``) and the images in ``exclude``."""
         labels = self.used_by(ident) + self.backing_of(ident, exclude=exclude)
         return sorted({label for label in labels if not owned_by(label, vm)})
 
 
-def owned_by(label, vm):
+def owned_by(label: str, vm: str) -> bool:
     """Whether an :class:`Index` label is VM ``vm`` itself: its disks (``vm``, ``vm (disk vda)``)
     or its snapshots (``vm (snapshot s1)``)."""
     return label == vm or label.startswith(f"{vm} (")
@@ -212,7 +224,7 @@ def _disk_identity(session, source, disk_type, pools_by_name):
         entry = pools_by_name.get(source.get("pool"))
         if entry is None:
             return ("path", f"{source.get('pool')}/{source.get('volume')}")
-        with contextlib.suppress(libvirt.libvirtError):
+        with libvirt_caught():
             vol = entry["obj"].storageVolLookupByName(source.get("volume"))
             return _volume_identity(sxml.Pool(entry["xml"]).type, vol.path())
         target = sxml.Pool(entry["xml"]).target
@@ -226,7 +238,7 @@ def _disk_identity(session, source, disk_type, pools_by_name):
     return identity(source_path(source))
 
 
-def source_path(source):
+def source_path(source: Any) -> Optional[str]:
     """The file or device a domain ``<disk>``'s ``<source>`` element names (None: neither)."""
     return None if source is None else (source.get("file") or source.get("dev"))
 
@@ -234,12 +246,12 @@ def source_path(source):
 def _domain_xmls(dom):
     """The inactive definition and, for a running VM, the live one."""
     flags = [libvirt.VIR_DOMAIN_XML_INACTIVE]
-    with contextlib.suppress(libvirt.libvirtError):
+    with libvirt_caught():
         if dom.isActive():
             flags.append(0)
     out = []
     for flag in flags:
-        with contextlib.suppress(libvirt.libvirtError):
+        with libvirt_caught():
             out.append(parse(dom.XMLDesc(flag)))
     return out
 
@@ -272,7 +284,7 @@ def _target(disk):
     return node.get("dev") if node is not None else "?"
 
 
-def scan(session, pools=None):
+def scan(session: Any, pools: Optional[dict[str, Any]] = None) -> Index:
     """The :class:`Index` of this host: every VM (active and inactive), every VM
     snapshot, every volume of every running pool, every image file of every
     stopped file-backed pool. ``pools`` is :func:`salt_kvm.storage.pools`'s listing."""
@@ -311,15 +323,15 @@ def scan(session, pools=None):
                     if os.path.isfile(path):
                         index.add_image(path, f"{pname}/{fname}")
     for dom in session.conn.listAllDomains(0):
-        try:
+        with libvirt_caught() as caught:
             name = dom.name()
-        except libvirt.libvirtError:
+        if caught:
             continue
         for root in _domain_xmls(dom):
             _add_domain_disks(session, index, root, name, pools)
-        with contextlib.suppress(libvirt.libvirtError):
+        with libvirt_caught():
             for snap in dom.listAllSnapshots(0):
-                with contextlib.suppress(libvirt.libvirtError):
+                with libvirt_caught():
                     root = parse(snap.getXMLDesc(libvirt.VIR_DOMAIN_XML_SECURE))
                     label = f"{name} (snapshot {snap.getName()})"
                     for domain in root.findall("domain"):
@@ -332,18 +344,29 @@ def scan(session, pools=None):
 
 
 def guard(
-    index, ident, what, doing, force, flag="force: True", exclude_users=(), exclude_images=()
-):
-    """Refuse ``doing`` to ``what`` (identity ``ident``) while a VM uses it or an image builds on it."""
+    index: Index,
+    ident: Any,
+    what: str,
+    doing: str,
+    force: bool,
+    *,
+    flag: str = "force: True",
+    exclude_users: Iterable[str] = (),
+    exclude_images: Iterable[str] = (),
+) -> None:
+    """Refuse ``doing`` to ``what`` (identity ``ident``) while a VM uses it or an image
+    builds on it."""
     if force:
         return
     users = [u for u in index.used_by(ident) if u not in exclude_users]
     if users:
         raise Refused(
-            f"{what} is used by VM {', '.join(users)}; {doing} it would lose its data ({flag} to do it anyway)"
+            f"{what} is used by VM {', '.join(users)}; {doing} it would lose its data "
+            f"({flag} to do it anyway)"
         )
     backs = index.backing_of(ident, exclude=exclude_images)
     if backs:
         raise Refused(
-            f"{what} is the backing file of {', '.join(backs)}; {doing} it would break them ({flag} to do it anyway)"
+            f"{what} is the backing file of {', '.join(backs)}; {doing} it would break them "
+            f"({flag} to do it anyway)"
         )

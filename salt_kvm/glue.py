@@ -5,27 +5,33 @@ and it still touches no dunder: the loader modules pass ``__context__`` and
 their ``config.get`` in.
 """
 
+from __future__ import annotations
+
 import importlib.util
 import re
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from salt_kvm import conn
 from salt_kvm.errors import InvalidInput, KvmError
 
-try:
+if TYPE_CHECKING:
     from salt.exceptions import CommandExecutionError, SaltInvocationError
-except ImportError:  # pragma: no cover - the library is usable without Salt
+else:
+    try:
+        from salt.exceptions import CommandExecutionError, SaltInvocationError
+    except ImportError:  # pragma: no cover - the library is usable without Salt
 
-    class CommandExecutionError(Exception):
-        pass
+        class CommandExecutionError(Exception):
+            pass
 
-    class SaltInvocationError(Exception):
-        pass
+        class SaltInvocationError(Exception):
+            pass
 
 
 INSTALL_HINT = "install salt-kvm with pip / salt-pip (salt-pip install salt-kvm)"
 
 
-def missing_dependencies():
+def missing_dependencies() -> list[str]:
     """Names of the missing Python dependencies, found without importing them."""
     missing = []
     for module, dist in (("libvirt", "libvirt-python"), ("pyroute2", "pyroute2"), ("lxml", "lxml")):
@@ -34,7 +40,7 @@ def missing_dependencies():
     return missing
 
 
-def virtual(virtualname):
+def virtual(virtualname: str) -> Union[str, tuple[bool, str]]:
     """``__virtual__`` for every kvm loader module."""
     missing = missing_dependencies()
     if missing:
@@ -42,7 +48,11 @@ def virtual(virtualname):
     return virtualname
 
 
-def session(context, config_get, connection=None):
+def session(
+    context: dict[str, Any],
+    config_get: Callable[..., Any],
+    connection: Optional[str] = None,
+) -> conn.Session:
     """The run's :class:`~salt_kvm.conn.Session` (uri from ``kvm:connection:uri``).
 
     ``connection`` (a libvirt URI, an execution function's per-call override)
@@ -56,7 +66,7 @@ def session(context, config_get, connection=None):
     return conn.session_from_context(context, uri)
 
 
-def plain(value):
+def plain(value: Any) -> Any:
     """``value`` with every dict and list copied into a plain ``dict``/``list``.
 
     Salt 3008 hands pillar data over as ``MaskedDict``/``MaskedList``, whose
@@ -70,7 +80,7 @@ def plain(value):
     return value
 
 
-def check_pillar(func, *args, **kwargs):
+def check_pillar(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Like :func:`call` for a function that checks the pillar: a bad pillar is
     ``CommandExecutionError`` (every error on its own line), not
     ``SaltInvocationError``, which would make ``salt-call`` print the
@@ -86,13 +96,13 @@ def check_pillar(func, *args, **kwargs):
 _OPTION = re.compile(r"\b(force|purge|restart|children|external|overwrite): (True|False)\b")
 
 
-def cli_message(text):
+def cli_message(text: str) -> str:
     """A library message as an execution function's caller should read it:
     ``set force: True`` -> ``set force=True``."""
     return _OPTION.sub(r"\1=\2", text)
 
 
-def call(func, *args, **kwargs):
+def call(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """Run a library function for an execution module; map errors to Salt's
     (messages say ``force=True``, the CLI's syntax, see :func:`cli_message`)."""
     try:
@@ -102,6 +112,6 @@ def call(func, *args, **kwargs):
     except KvmError as exc:
         raise CommandExecutionError(cli_message(str(exc))) from None
     except Exception as exc:  # pylint: disable=broad-except
-        if conn.HAS_LIBVIRT and isinstance(exc, conn.libvirt.libvirtError):
+        if conn.is_libvirt_error(exc):
             raise CommandExecutionError(conn.libvirt_message(exc)) from None
         raise
