@@ -12,11 +12,15 @@ Two halves, both free of Salt dunders:
   (``batch: 10%``), and collects the returns.
 """
 
+from __future__ import annotations
+
 import fnmatch
 import time
+from typing import Any, Callable, Iterable, Optional, Union
 
 from salt_kvm import conn as _conn
-from salt_kvm.errors import InvalidInput, KvmError
+from salt_kvm.errors import InvalidInput
+from salt_kvm.errors import KvmError as KvmError  # the runner catches fleet.KvmError
 
 #: the drift check: what ``state.apply kvm test=True`` would change
 DRIFT_SLS = "kvm"
@@ -44,7 +48,7 @@ def _bridges():
         return []
     with IPRoute() as ipr:
         links = ipr.get_links()
-    names = {l["index"]: l.get_attr("IFLA_IFNAME") for l in links}
+    names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
     bridges = {}
     for link in links:
         info = link.get_attr("IFLA_LINKINFO")
@@ -67,11 +71,10 @@ def _bridges():
 def _networks(conn):
     out = []
     for net in conn.listAllNetworks(0):
-        try:
-            try:
+        with _conn.libvirt_caught():  # removed while we looked: left out
+            bridge = None
+            with _conn.libvirt_caught():
                 bridge = net.bridgeName()
-            except _conn.libvirt.libvirtError:
-                bridge = None
             out.append(
                 {
                     "name": net.name(),
@@ -80,8 +83,6 @@ def _networks(conn):
                     "bridge": bridge,
                 }
             )
-        except _conn.libvirt.libvirtError:
-            continue  # removed while we looked
     return sorted(out, key=lambda n: n["name"])
 
 
@@ -94,11 +95,8 @@ def _pool_type(pool):
 def _pools(conn):
     out = []
     for pool in conn.listAllStoragePools(0):
-        try:
-            entry = _pool(pool)
-        except _conn.libvirt.libvirtError:
-            continue  # removed while we looked
-        out.append(entry)
+        with _conn.libvirt_caught():  # removed while we looked: left out
+            out.append(_pool(pool))
     return sorted(out, key=lambda p: p["name"])
 
 
@@ -116,10 +114,8 @@ def _pool(pool):
         "volumes": None,
     }
     if active:
-        try:
+        with _conn.libvirt_caught():
             entry["volumes"] = pool.numOfVolumes()
-        except _conn.libvirt.libvirtError:
-            entry["volumes"] = None
     return entry
 
 
@@ -128,19 +124,17 @@ def _snapshot_times(dom):
 
     times = []
     for snap in dom.listAllSnapshots(0):
-        try:
+        with _conn.libvirt_caught():
             root = parse(snap.getXMLDesc(0))
-        except _conn.libvirt.libvirtError:
-            continue
-        created = root.findtext("creationTime")
-        times.append((int(created) if created else 0, snap.getName()))
+            created = root.findtext("creationTime")
+            times.append((int(created) if created else 0, snap.getName()))
     return sorted(times)
 
 
 def _vms(conn, now):
     out = []
     for dom in conn.listAllDomains(0):
-        try:
+        with _conn.libvirt_caught():  # removed while we looked: left out
             times = _snapshot_times(dom)
             info = dom.info()  # state, max memory KiB, memory KiB, vCPUs, CPU time
             entry = {
@@ -153,25 +147,21 @@ def _vms(conn, now):
                 "oldest_snapshot": times[0][1] if times else None,
                 "oldest_snapshot_age": max(0, int(now - times[0][0])) if times else None,
             }
-        except _conn.libvirt.libvirtError:
-            continue  # removed while we looked
-        out.append(entry)
+            out.append(entry)
     return sorted(out, key=lambda v: v["name"])
 
 
-def host_report(session, now=None):
+def host_report(session: _conn.Session, now: Optional[float] = None) -> dict[str, Any]:
     """One host's bridges, libvirt networks, pools (usage), VMs and snapshot ages."""
     now = time.time() if now is None else now
     conn = session.conn
-    try:
+    with _conn.libvirt_errors("host report"):
         return {
             "bridges": _bridges(),
             "networks": _networks(conn),
             "pools": _pools(conn),
             "vms": _vms(conn, now),
         }
-    except _conn.libvirt.libvirtError as exc:
-        raise KvmError(f"host report: {_conn.libvirt_message(exc)}") from None
 
 
 def _patterns(vms, path="vms"):
@@ -190,13 +180,20 @@ def _patterns(vms, path="vms"):
     return list(vms)
 
 
-def select_vms(names, vms):
+def select_vms(names: Iterable[str], vms: Any) -> list[str]:
     """The names (sorted) that match any of the glob patterns ``vms``."""
     patterns = _patterns(vms)
     return sorted(n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns))
 
 
-def each_vm(session, vms, func, *args, skip=None, **kwargs):
+def each_vm(
+    session: _conn.Session,
+    vms: Any,
+    func: Callable[..., Any],
+    *args: Any,
+    skip: Optional[Callable[[Any], Optional[str]]] = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """Call ``func(vm, *args, **kwargs)`` for every VM of this host matching ``vms``.
 
     ``func`` is an execution function (``kvm.snapshot_create``,
@@ -234,7 +231,9 @@ def _has_snapshot(name):
     return check
 
 
-def snapshot_vms(session, vms, name, create, **kwargs):
+def snapshot_vms(
+    session: _conn.Session, vms: Any, name: str, create: Callable[..., Any], **kwargs: Any
+) -> dict[str, Any]:
     """Snapshot the matching VMs with ``create(vm, name, **kwargs)`` (``kvm.snapshot_create``).
 
     A VM that already has a snapshot ``name`` is left alone (result True,
@@ -243,8 +242,11 @@ def snapshot_vms(session, vms, name, create, **kwargs):
     return each_vm(session, vms, create, name, skip=_has_snapshot(name), **kwargs)
 
 
-def revert_vms(session, vms, name, revert):
-    """Revert the matching VMs to snapshot ``name`` with ``revert(vm, name)`` (``kvm.snapshot_revert``)."""
+def revert_vms(
+    session: _conn.Session, vms: Any, name: Optional[str], revert: Callable[..., Any]
+) -> dict[str, Any]:
+    """Revert the matching VMs to snapshot ``name`` with ``revert(vm, name)``
+    (``kvm.snapshot_revert``)."""
     if not name:
         raise InvalidInput("name", "is required: the snapshot to revert to")
     return each_vm(session, vms, revert, name)
@@ -293,9 +295,9 @@ def _entry(value, drift):
     return entry
 
 
-def summarise(hosts):
+def summarise(hosts: dict[str, Any]) -> dict[str, Any]:
     """``{"hosts": n, "in_line": [...], "drifted": [...], "failed": [...]}``."""
-    summary = {"hosts": len(hosts), "in_line": [], "drifted": [], "failed": []}
+    summary: dict[str, Any] = {"hosts": len(hosts), "in_line": [], "drifted": [], "failed": []}
     for minion, entry in sorted(hosts.items()):
         drift = entry.get("drift") or {}
         if entry["error"] or drift.get("errors"):
@@ -307,7 +309,14 @@ def summarise(hosts):
     return summary
 
 
-def report(client, tgt="*", tgt_type="glob", drift=True, timeout=120):
+def report(
+    client: Any,
+    tgt: Union[str, list[str]] = "*",
+    *,
+    tgt_type: str = "glob",
+    drift: bool = True,
+    timeout: int = 120,
+) -> dict[str, Any]:
     """Gather :func:`host_report` (and the drift) from every targeted host.
 
     One job per host: ``kvm.host_report`` plus, with ``drift``,
@@ -315,7 +324,8 @@ def report(client, tgt="*", tgt_type="glob", drift=True, timeout=120):
     not answer within ``timeout`` is reported as such.
     Returns ``{"hosts": {minion: {"report", "drift", "error"}}, "summary": ...}``.
     """
-    funs, args = ["kvm.host_report"], [[]]
+    funs: list[str] = ["kvm.host_report"]
+    args: list[list[Any]] = [[]]
     if drift:
         funs.append("state.apply")
         args.append([DRIFT_SLS, {"test": True, "__kwarg__": True}])
@@ -329,23 +339,23 @@ def report(client, tgt="*", tgt_type="glob", drift=True, timeout=120):
     return {"hosts": hosts, "summary": summarise(hosts)}
 
 
-def default_snapshot_name(now=None):
+def default_snapshot_name(now: Optional[float] = None) -> str:
     """One name for a fleet-wide snapshot run: ``fleet-YYYYmmdd-HHMMSS`` (UTC)."""
     return time.strftime("fleet-%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
 
 
 def vm_action(
-    client,
-    tgt,
-    vms,
-    fun,
-    args=(),
-    kwargs=None,
-    tgt_type="glob",
-    batch="10%",
-    timeout=300,
-    expected=None,
-):
+    client: Any,
+    tgt: Union[str, list[str]],
+    vms: Any,
+    fun: str,
+    args: Iterable[Any] = (),
+    kwargs: Optional[dict[str, Any]] = None,
+    tgt_type: str = "glob",
+    batch: Union[str, int] = "10%",
+    timeout: int = 300,
+    expected: Optional[Iterable[str]] = None,
+) -> dict[str, Any]:
     """Run ``fun VMS *args **kwargs`` (``kvm.snapshot_vms`` / ``kvm.revert_vms``)
     on the targeted hosts, ``batch`` at a time (Salt's batch mode).
 
@@ -358,7 +368,8 @@ def vm_action(
     kwargs = {k: v for k, v in (kwargs or {}).items() if not str(k).startswith("__")}
     if kwargs:
         arg.append(dict(kwargs, __kwarg__=True))
-    per_vm, hosts = {}, {}
+    per_vm: dict[str, Any] = {}
+    hosts: dict[str, dict[str, Any]] = {}
     for ret in client.cmd_batch(
         tgt, fun, arg=arg, tgt_type=tgt_type, batch=str(batch), timeout=timeout
     ):
@@ -411,7 +422,7 @@ def _age(seconds):
     return f"{seconds}s"
 
 
-def _table(headers, rows, indent="  "):
+def _table(headers: list[str], rows: list[list[Any]], *, indent: str = "  ") -> list[str]:
     rows = [[str(c) for c in r] for r in rows]
     widths = [
         max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)
@@ -421,7 +432,7 @@ def _table(headers, rows, indent="  "):
     return lines
 
 
-def format_report(data):
+def format_report(data: dict[str, Any]) -> str:
     """:func:`report`'s data as text: one block of tables per host, then a summary."""
     lines = []
     for minion, entry in sorted(data["hosts"].items()):
@@ -497,9 +508,8 @@ def format_report(data):
             elif drift["pending"]:
                 lines.append(f"  drift: {len(drift['pending'])} state(s) would change")
                 for sid, changes in sorted(drift["pending"].items()):
-                    lines.append(
-                        f"    {sid}: {', '.join(sorted(changes)) if isinstance(changes, dict) else changes}"
-                    )
+                    what = ", ".join(sorted(changes)) if isinstance(changes, dict) else changes
+                    lines.append(f"    {sid}: {what}")
             else:
                 lines.append("  drift: none (in line with its pillar)")
         lines.append("")

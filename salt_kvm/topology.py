@@ -32,6 +32,8 @@ one shape per kind, one cluster per area, every name escaped, stable order).
 written with Graphviz's ``dot``.
 """
 
+from __future__ import annotations
+
 import contextlib
 import fnmatch
 import json
@@ -41,16 +43,16 @@ import shutil
 import socket
 import subprocess  # nosec B404  # fixed argument lists, never a shell
 import tempfile
+from typing import Any, Iterable, Optional, Union
 
 from salt_kvm import bridge as bridge_mod
 from salt_kvm import bridge_netlink as nl
-from salt_kvm import conn as _conn
 from salt_kvm import network as network_mod
 from salt_kvm import snapshot as snapshot_mod
 from salt_kvm import storage as storage_mod
 from salt_kvm import storage_volumes as volumes_mod
 from salt_kvm import units
-from salt_kvm.conn import libvirt_errors
+from salt_kvm.conn import libvirt_caught, libvirt_errors
 from salt_kvm.errors import InvalidInput, KvmError
 from salt_kvm.xml import domain as dxml
 from salt_kvm.xml import network as netxml
@@ -110,17 +112,26 @@ EDGE_STYLES = {
 class Graph:
     """Nodes, edges and clusters; :meth:`as_dict` is the model :func:`render_dot` draws."""
 
-    def __init__(self, title=None):
+    def __init__(self, title: Optional[str] = None) -> None:
         self.title = title
-        self.nodes = {}
-        self.edges = {}
-        self.clusters = {}
+        self.nodes: dict[str, dict[str, Any]] = {}
+        self.edges: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.clusters: dict[str, dict[str, Any]] = {}
 
-    def cluster(self, cid, label, parent=None):
+    def cluster(self, cid: str, label: str, *, parent: Optional[str] = None) -> str:
+        """Add cluster ``cid`` (drawn inside ``parent``); the first label stays."""
         self.clusters.setdefault(cid, {"id": cid, "label": label, "parent": parent})
         return cid
 
-    def node(self, nid, kind, name, cluster=None, details=(), **data):
+    def node(
+        self,
+        nid: str,
+        kind: str,
+        name: Any,
+        cluster: Optional[str] = None,
+        details: Iterable[Any] = (),
+        **data: Any,
+    ) -> str:
         """Add node ``nid`` (or add details/data to it: the first cluster and name stay)."""
         node = self.nodes.get(nid)
         if node is None:
@@ -139,16 +150,20 @@ class Graph:
                 node.setdefault(key, value)
         return nid
 
-    def edge(self, src, dst, kind, label=None):
+    def edge(
+        self, src: str, dst: str, kind: str, *, label: Optional[str] = None
+    ) -> tuple[str, str, str]:
+        """Add an edge ``src`` -> ``dst`` of ``kind`` (the first label stays)."""
         key = (src, dst, kind)
         if key not in self.edges:
             self.edges[key] = {"from": src, "to": dst, "kind": kind, "label": label}
         return key
 
-    def as_dict(self):
-        """``{title, clusters, nodes, edges}``: sorted; edges whose ends are missing are dropped."""
+    def as_dict(self) -> dict[str, Any]:
+        """``{title, clusters, nodes, edges}``: sorted; edges whose ends are missing are
+        dropped."""
         used = {n["cluster"] for n in self.nodes.values()}
-        clusters = {}
+        clusters: dict[str, dict[str, Any]] = {}
         for cid in sorted(used - {None}):
             while cid in self.clusters and cid not in clusters:  # a cluster's parents are drawn too
                 clusters[cid] = self.clusters[cid]
@@ -175,7 +190,7 @@ def _cluster_key(cluster):
 # --- DOT ---------------------------------------------------------------------------
 
 
-def quote(text):
+def quote(text: Any) -> str:
     """``text`` as a DOT quoted string: backslashes, quotes and line breaks escaped.
 
     Escaping every backslash also keeps Graphviz from reading a name's ``\\N``
@@ -223,18 +238,18 @@ def _edge_line(edge):
     return f"  {quote(src)} -> {quote(dst)}{tail};"
 
 
-def render_dot(model):
+def render_dot(model: dict[str, Any]) -> str:
     """The DOT text of a model (what :meth:`Graph.as_dict` returns, or the same shape).
 
     Clusters nest by ``parent`` and are drawn in :data:`CLUSTER_ORDER`; nodes
     sort by id and edges by (from, to, kind), so the same host gives the same text.
     """
     clusters = {c["id"]: c for c in model.get("clusters") or ()}
-    members = {}
+    members: dict[Optional[str], list[dict[str, Any]]] = {}
     for node in sorted(model.get("nodes") or (), key=lambda n: n["id"]):
         cid = node.get("cluster")
         members.setdefault(cid if cid in clusters else None, []).append(node)
-    children = {}
+    children: dict[Optional[str], list[dict[str, Any]]] = {}
     for cluster in sorted(clusters.values(), key=_cluster_key):
         parent = cluster.get("parent")
         children.setdefault(parent if parent in clusters else None, []).append(cluster)
@@ -258,9 +273,8 @@ def render_dot(model):
         for cluster in children.get(cid, ()):
             lines.append(f"{indent}subgraph {quote('cluster_' + cluster['id'])} {{")
             inner = indent + "  "
-            lines.append(
-                f'{inner}label={quote(cluster.get("label") or cluster["id"])}; style="rounded"; color="#999999";'
-            )
+            label = quote(cluster.get("label") or cluster["id"])
+            lines.append(f'{inner}label={label}; style="rounded"; color="#999999";')
             emit(cluster["id"], depth + 1)
             lines.append(f"{indent}}}")
         for node in members.get(cid, ()):
@@ -290,7 +304,7 @@ def _list_arg(value, path):
     return value
 
 
-def parse_parts(parts):
+def parse_parts(parts: Any) -> set[str]:
     """The areas to draw (every one by default), validated."""
     chosen = _list_arg(parts, "parts")
     if chosen is None or chosen == ["all"]:
@@ -301,7 +315,7 @@ def parse_parts(parts):
     return set(chosen)
 
 
-def check_output(fmt, path):
+def check_output(fmt: Any, path: Any) -> str:
     """Validate ``format`` and ``path``; return the format, lower case."""
     if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
         raise InvalidInput("format", f"{fmt!r} is not one of {', '.join(FORMATS)}")
@@ -346,16 +360,15 @@ class _Filter:
 
 def _read_vms(session):
     """``{name: {state, running, memory, vcpus, disks, interfaces}}`` of every VM."""
-    lv = _conn.libvirt
     with libvirt_errors("cannot list VMs"):
         doms = session.conn.listAllDomains(0)
     out = {}
     for dom in doms:
-        try:
+        with libvirt_caught() as caught:
             name = dom.name()
             state, max_kib, _mem, vcpus, _cpu = dom.info()
             xml = dom.XMLDesc(0)
-        except lv.libvirtError:  # removed while we looked
+        if caught:  # removed while we looked
             continue
         out[name] = {
             "state": _DOMAIN_STATES.get(state, "unknown"),
@@ -469,7 +482,7 @@ class _Builder:
         taps = self._taps() if not self.netns else {}
         cluster = self._net_cluster(self.ns)
         ns = self.ns
-        for name in sorted(n for n, l in host["links"].items() if l["kind"] == "bridge"):
+        for name in sorted(n for n, link in host["links"].items() if link["kind"] == "bridge"):
             if not self._bridge_kept(name, ns):
                 continue
             view = nl.bridge_view(host, name, taps)
@@ -559,7 +572,7 @@ class _Builder:
         if not self.netns:
             return  # the kernel's own view of this namespace has them
         cluster = self._net_cluster("")
-        for name, net in sorted(self.nets.items()):
+        for _name, net in sorted(self.nets.items()):
             if net["active"] and net["bridge"] and self._bridge_kept(net["bridge"], ""):
                 self.graph.node(_bridge_id("", net["bridge"]), "bridge", net["bridge"], cluster)
         for vm, info in sorted(self.vms.items()):
@@ -579,7 +592,8 @@ class _Builder:
     # --- VMs
     def _add_vms(self):
         cluster = self.graph.cluster("vms", "VMs")
-        # taps drawn bridge -> tap -> vm (their ids name the root namespace: libvirt's taps live there)
+        # taps drawn bridge -> tap -> vm (their ids name the root namespace: libvirt's taps
+        # live there)
         tapped = {
             (e["from"].replace(f"tap:{self.ns}/", "tap:/", 1), e["to"])
             for e in self.graph.edges.values()
@@ -634,7 +648,8 @@ class _Builder:
             details = [pool.type] + ([pool.target] if pool.target else [])
             if entry["active"] and pool.capacity:
                 details.append(
-                    f"{units.format_size(pool.allocation or 0)} of {units.format_size(pool.capacity)} used"
+                    f"{units.format_size(pool.allocation or 0)} of "
+                    f"{units.format_size(pool.capacity)} used"
                 )
             cluster = graph.cluster(f"pool:{name}", f"pool {name}", parent=storage)
             pid = graph.node(
@@ -743,7 +758,8 @@ class _Builder:
 
 
 def _vlans(vlans):
-    """An arrow's label for a port's VLANs (``{pvid, untagged, tagged}``, see :mod:`salt_kvm.bridge_netlink`)."""
+    """An arrow's label for a port's VLANs (``{pvid, untagged, tagged}``, see
+    :mod:`salt_kvm.bridge_netlink`)."""
     if not vlans:
         return None
     parts = []
@@ -755,7 +771,14 @@ def _vlans(vlans):
     return "VLAN " + "; ".join(parts) if parts else None
 
 
-def build(session, netns=None, parts=None, names=None, title=None):
+def build(
+    session: Any,
+    *,
+    netns: Optional[str] = None,
+    parts: Any = None,
+    names: Any = None,
+    title: Optional[str] = None,
+) -> dict[str, Any]:
     """The host as a graph model: ``{title, clusters, nodes, edges}`` (see the module doc)."""
     _check_netns(netns)
     chosen = parse_parts(parts)
@@ -782,17 +805,18 @@ def _write_atomic(path, data):
         raise KvmError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def dot_command():
+def dot_command() -> str:
     """The path of Graphviz's ``dot``; a clear error naming the package when it is missing."""
     found = shutil.which("dot")
     if not found:
         raise KvmError(
-            f"Graphviz's 'dot' command is not installed: install the package {GRAPHVIZ_PACKAGE} (apt-get install {GRAPHVIZ_PACKAGE})"
+            "Graphviz's 'dot' command is not installed: install the package "
+            f"{GRAPHVIZ_PACKAGE} (apt-get install {GRAPHVIZ_PACKAGE})"
         )
     return found
 
 
-def run_dot(text, fmt):
+def run_dot(text: str, fmt: str) -> bytes:
     """Render DOT ``text`` to ``fmt`` (svg, png) with Graphviz; return the bytes."""
     cmd = [dot_command(), f"-T{fmt}"]
     try:
@@ -811,7 +835,15 @@ def run_dot(text, fmt):
     return proc.stdout
 
 
-def topology(session, format="dot", path=None, netns=None, parts=None, names=None):  # pylint: disable=redefined-builtin
+def topology(  # pylint: disable=redefined-builtin
+    session: Any,
+    format: str = "dot",
+    *,
+    path: Optional[str] = None,
+    netns: Optional[str] = None,
+    parts: Any = None,
+    names: Any = None,
+) -> Union[str, dict[str, Any]]:
     """What ``kvm.topology`` returns: DOT text, the JSON model, or a summary of the file written."""
     fmt = check_output(format, path)
     if fmt in IMAGE_FORMATS:
