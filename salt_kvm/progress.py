@@ -24,6 +24,8 @@ Nothing here touches Salt: the loader modules pass ``__opts__`` and
 ``__salt__`` to :func:`salt_channel`. A sink that raises never fails the work.
 """
 
+from __future__ import annotations
+
 import contextlib
 import glob
 import logging
@@ -31,6 +33,7 @@ import os
 import stat
 import threading
 import time
+from typing import Any, Callable, Iterable, Optional, Union, cast
 
 from salt_kvm import units
 
@@ -46,20 +49,24 @@ POLL_MIN = 0.02
 
 START, PROGRESS, DONE, FAILED = "start", "progress", "done", "failed"
 
+#: where reports go: called with each report (a dict)
+Sink = Callable[[dict[str, Any]], Any]
+
 
 class Channel:
-    """Where reports go (``sink(data)``, or nowhere) and how often (``interval`` seconds; None: the default)."""
+    """Where reports go (``sink(data)``, or nowhere) and how often (``interval`` seconds;
+    None: the default)."""
 
-    def __init__(self, sink=None, interval=None):
+    def __init__(self, sink: Optional[Sink] = None, interval: Optional[float] = None) -> None:
         self.sink = sink
         self.interval = interval
 
-    def __call__(self, data):  # a Channel is itself a sink
+    def __call__(self, data: dict[str, Any]) -> None:  # a Channel is itself a sink
         if self.sink is not None:
             self.sink(data)
 
 
-def channel(progress):
+def channel(progress: Union[None, Sink, Channel]) -> Channel:
     """A :class:`Channel` from what the library functions take as ``progress``:
     None, a callable sink (``events.append``) or a Channel."""
     if isinstance(progress, Channel):
@@ -67,7 +74,7 @@ def channel(progress):
     return Channel(sink=progress)
 
 
-def percent_of(done, total):
+def percent_of(done: Optional[float], total: Optional[float]) -> Optional[int]:
     """``done`` of ``total`` in whole percent (0..100); None when ``total`` is unknown."""
     if total is None or done is None:
         return None
@@ -99,16 +106,17 @@ class Reporter:
 
     def __init__(
         self,
-        operation,
-        what,
-        total=None,
-        progress=None,
-        fields=None,
-        interval=None,
-        logger=None,
-        clock=time.monotonic,
-        cap=100,
-    ):
+        operation: str,
+        what: str,
+        total: Optional[int] = None,
+        progress: Union[None, Sink, Channel] = None,
+        *,
+        fields: Optional[dict[str, Any]] = None,
+        interval: Optional[float] = None,
+        logger: Optional[logging.Logger] = None,
+        clock: Callable[[], float] = time.monotonic,
+        cap: int = 100,
+    ) -> None:
         self.operation = operation
         self.what = what
         self.total = total
@@ -120,16 +128,16 @@ class Reporter:
         self.log = logger or log
         self.clock = clock
         self.cap = cap
-        self.started = None
-        self.last = None
-        self.done = None
+        self.started: Optional[float] = None
+        self.last: Optional[float] = None
+        self.done: Optional[int] = None
         self.base = 0
         self.reports = 0
         self.finished = False
 
     # --- what callers use ---------------------------------------------------------
 
-    def start(self, total=None, done=None):
+    def start(self, total: Optional[int] = None, done: Optional[int] = None) -> Reporter:
         """The work begins, or is first seen at ``done`` (always reported)."""
         if total is not None:
             self.total = total
@@ -139,8 +147,9 @@ class Reporter:
         self._report(START)
         return self
 
-    def update(self, done=None, total=None):
-        """The work got to ``done`` (of ``total``); reported when ``interval`` passed since the last report.
+    def update(self, done: Optional[int] = None, total: Optional[int] = None) -> bool:
+        """The work got to ``done`` (of ``total``); reported when ``interval`` passed since the
+        last report.
 
         Returns True when this call reported (the first call starts the work when
         :meth:`start` was not called).
@@ -153,14 +162,15 @@ class Reporter:
         if done is not None:
             self.done = done
         now = self.clock()
-        if now - self.last < self.interval:
+        if now - cast(float, self.last) < self.interval:  # set by start()
             return False
         self.last = now
         self._report(PROGRESS, now)
         return True
 
-    def finish(self, done=None, error=None):
-        """The work ended: done (``error`` None; ``done`` defaults to ``total``) or failed (always reported)."""
+    def finish(self, done: Optional[int] = None, error: Any = None) -> None:
+        """The work ended: done (``error`` None; ``done`` defaults to ``total``) or failed
+        (always reported)."""
         if self.finished:
             return
         if self.started is None:
@@ -174,10 +184,10 @@ class Reporter:
 
     # --- the reports ----------------------------------------------------------------
 
-    def data(self, stage, now=None, error=None):
+    def data(self, stage: str, now: Optional[float] = None, *, error: Any = None) -> dict[str, Any]:
         """The report of ``stage`` at ``now`` (a dict; see the module doc)."""
         now = self.clock() if now is None else now
-        elapsed = max(0.0, now - self.started)
+        elapsed = max(0.0, now - cast(float, self.started))  # set by start()
         pct = percent_of(self.done, self.total)
         if pct is not None and stage != DONE and pct >= 100 and self.cap < 100:
             pct = self.cap
@@ -205,7 +215,7 @@ class Reporter:
             out["error"] = str(error)
         return out
 
-    def line(self, data):
+    def line(self, data: dict[str, Any]) -> str:
         """The log line of a report."""
         stage, pct, done, total = data["stage"], data["percent"], data["bytes"], data["total"]
         if stage == START:
@@ -228,8 +238,8 @@ class Reporter:
             how = f"failed ({data.get('error')})" + (f" at {pct}%" if pct is not None else "")
         return f"{self.what}: {how} ({', '.join(parts)})"
 
-    def _report(self, stage, now=None, error=None):
-        data = self.data(stage, now, error)
+    def _report(self, stage, now=None, *, error=None):
+        data = self.data(stage, now, error=error)
         self.reports += 1
         self.log.info("%s", self.line(data))
         try:
@@ -242,12 +252,14 @@ class Reporter:
 # --- work in another thread ------------------------------------------------------------
 
 
-def poll_every(reporter):
+def poll_every(reporter: Reporter) -> float:
     """Seconds between two looks at watched work: its interval, within [POLL_MIN, POLL]."""
     return max(POLL_MIN, min(POLL, reporter.interval))
 
 
-def watch(work, probe, reporter, lazy=False):
+def watch(
+    work: Callable[[], Any], probe: Callable[[], Any], reporter: Reporter, *, lazy: bool = False
+) -> Any:
     """Run ``work()`` (a blocking call, e.g. libvirt's ``createXMLFrom``) in a worker
     thread; in the calling thread ask ``probe()`` for ``done`` (or ``(done, total)``;
     None when unknown) and report it until the work ends. Return ``work()``'s result,
@@ -257,12 +269,13 @@ def watch(work, probe, reporter, lazy=False):
     a call that often returns at once, or is refused and done another way).
     The reporting (and so the Salt event sink) stays in the calling thread.
     """
-    outcome = {}
+    outcome: dict[str, Any] = {}
 
-    def run():
+    def run() -> None:
         try:
             outcome["result"] = work()
-        except BaseException as exc:  # noqa: BLE001  # pylint: disable=broad-except  # re-raised in the caller's thread
+        # re-raised in the caller's thread
+        except BaseException as exc:  # noqa: BLE001  # pylint: disable=broad-except
             outcome["error"] = exc
 
     if reporter.started is None and not lazy:
@@ -297,7 +310,7 @@ def _short(exc):
     return text[0] if text else type(exc).__name__
 
 
-def allocated(path):
+def allocated(path: str) -> Optional[int]:
     """Bytes allocated on disk to regular file ``path``; None for anything else."""
     try:
         st = os.stat(path)
@@ -310,7 +323,7 @@ def allocated(path):
 STORAGE_DAEMONS = ("libvirtd", "virtstoraged")
 
 
-def daemon_pids(names=STORAGE_DAEMONS, proc="/proc"):
+def daemon_pids(names: Iterable[str] = STORAGE_DAEMONS, proc: str = "/proc") -> list[int]:
     """Pids of the local libvirt storage daemons (empty when none can be seen)."""
     pids = []
     for entry in glob.glob(os.path.join(proc, "[0-9]*", "comm")):
@@ -320,7 +333,7 @@ def daemon_pids(names=STORAGE_DAEMONS, proc="/proc"):
     return sorted(pids)
 
 
-def file_position(pids, path, proc="/proc"):
+def file_position(pids: Iterable[int], path: str, *, proc: str = "/proc") -> Optional[int]:
     """The offset of the first open file description of ``path`` among ``pids`` (from
     ``/proc/PID/fdinfo``); None when none of them has it open (or /proc is not readable)."""
     real = os.path.realpath(path)
@@ -346,7 +359,7 @@ def file_position(pids, path, proc="/proc"):
 # --- Salt events (used by the loader modules) ---------------------------------------------
 
 
-def tag(operation):
+def tag(operation: str) -> str:
     """``salt/kvm/progress/<operation>``."""
     return f"{TAG_PREFIX}{operation}"
 
@@ -382,7 +395,7 @@ class SaltEvents:
     at debug and sending stops for this sink; the work goes on.
     """
 
-    def __init__(self, opts, salt):
+    def __init__(self, opts: dict[str, Any], salt: Any) -> None:
         self.opts = opts
         self.salt = salt
         self.master = _has_master(opts)
@@ -392,7 +405,7 @@ class SaltEvents:
                 "no minion event bus in %s: progress goes to the log only", opts.get("sock_dir")
             )
 
-    def __call__(self, data):
+    def __call__(self, data: dict[str, Any]) -> None:
         if not self.enabled:
             return
         event_tag = tag(data.get("operation", "work"))
@@ -412,8 +425,9 @@ class SaltEvents:
             self.enabled = False
 
 
-def interval_from(config_get):
-    """``kvm:progress:interval`` (seconds or a duration like ``10s``) from ``config_get``; None when unset or bad."""
+def interval_from(config_get: Callable[..., Any]) -> Optional[float]:
+    """``kvm:progress:interval`` (seconds or a duration like ``10s``) from ``config_get``;
+    None when unset or bad."""
     value = config_get("kvm:progress:interval", None)
     if value in (None, ""):
         return None
@@ -439,15 +453,15 @@ class _SaltChannel(Channel):
         return self._resolved
 
     @property
-    def sink(self):
+    def sink(self) -> Sink:  # type: ignore[override]
         return self._resolve()[0]
 
     @property
-    def interval(self):
+    def interval(self) -> Optional[float]:  # type: ignore[override]
         return self._resolve()[1]
 
 
-def salt_channel(opts, salt):
+def salt_channel(opts: dict[str, Any], salt: Any) -> Channel:
     """The :class:`Channel` of a loader module: Salt events, interval from
     ``config.get`` (pillar or minion config); both looked up on the first report."""
     return _SaltChannel(opts, salt)

@@ -15,10 +15,13 @@ and, when the device is still there, reported (pending restart, or an error from
 ``kvm.vm_detach``) instead of hanging.
 """
 
+from __future__ import annotations
+
 import copy
 import logging
 import random
 import time
+from typing import Any, Optional
 
 from lxml import etree
 
@@ -26,7 +29,7 @@ from salt_kvm import depends, schema, units
 from salt_kvm import storage as pools_mod
 from salt_kvm import storage_volumes as vols_mod
 from salt_kvm import vm as vm_mod
-from salt_kvm.conn import libvirt, libvirt_errors
+from salt_kvm.conn import Session, libvirt_caught, libvirt_errors
 from salt_kvm.errors import InvalidInput, KvmError, NotFound
 from salt_kvm.xml.base import parse
 
@@ -42,14 +45,15 @@ class Op:
     """One live change: ``kind`` (detach, update, attach, memory, vcpus), what it says in
     ``changes``, and what it needs."""
 
-    def __init__(self, kind, text, **data):
+    def __init__(self, kind: str, text: str, **data: Any) -> None:
         self.kind, self.text, self.data = kind, text, data
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<live {self.kind}: {self.text}>"
 
 
-def pending_text(pending):
+def pending_text(pending: list[str]) -> str:
+    """The comment naming what only a restart applies."""
     return f"pending: {', '.join(pending)} (restart: true restarts it now)"
 
 
@@ -106,9 +110,8 @@ def _plan_nics(live, want, ops, pending):
             old, new = _nic_view(have[mac]), _nic_view(el)
             if old["type"] != new["type"] or old["model"] != new["model"]:
                 what = "kind" if old["type"] != new["type"] else "model"
-                pending.append(
-                    f"NIC {mac} {what} {old[what if what == 'model' else 'type']} -> {new[what if what == 'model' else 'type']}"
-                )
+                key = what if what == "model" else "type"
+                pending.append(f"NIC {mac} {what} {old[key]} -> {new[key]}")
                 continue
             said = []
             if old["source"] != new["source"]:
@@ -145,7 +148,8 @@ def _plan_disks(live, want, spec, ops, pending):
             pending.append(f"CD-ROM {label} (SATA takes no hotplug)")
         elif view["target"] in used:
             pending.append(
-                f"disk {label} as {view['target']} (the running VM has {used[view['target']]} there)"
+                f"disk {label} as {view['target']} "
+                f"(the running VM has {used[view['target']]} there)"
             )
         else:
             ops.append(
@@ -167,11 +171,14 @@ def _plan_disks(live, want, spec, ops, pending):
             )
 
 
-def plan(live, want, spec, keys, memory_changed=False):
+def plan(
+    live: Any, want: Any, spec: dict[str, Any], keys: Any, *, memory_changed: bool = False
+) -> tuple[list[Op], list[str]]:
     """``(ops, pending)``: the live changes that take the running VM (``live``, its XML root) to
     the declared definition ``want``, for the modelled ``keys`` that changed; ``pending``
     describes what only a restart applies."""
-    ops, pending = [], []
+    ops: list[Op] = []
+    pending: list[str] = []
     have, new = vm_mod._modelled(live), vm_mod._modelled(want)  # pylint: disable=protected-access
     if "type" in keys and spec.get("type") and have["type"] != new["type"]:
         pending.append(f"type {have['type']} -> {new['type']}")
@@ -190,13 +197,15 @@ def plan(live, want, spec, keys, memory_changed=False):
             pending.append(key)
     if ("max_memory" in keys or memory_changed) and have["max_memory"] != new["max_memory"]:
         pending.append(
-            f"max_memory {units.human_size(have['max_memory'])} -> {units.human_size(new['max_memory'])}"
+            f"max_memory {units.human_size(have['max_memory'])} -> "
+            f"{units.human_size(new['max_memory'])}"
         )
     if memory_changed:
         balloon = live.find("devices/memballoon")
         if new["memory"] > have["max_memory"]:
             pending.append(
-                f"memory {units.human_size(new['memory'])} (above the running maximum {units.human_size(have['max_memory'])})"
+                f"memory {units.human_size(new['memory'])} "
+                f"(above the running maximum {units.human_size(have['max_memory'])})"
             )
         elif balloon is None or balloon.get("model") == "none":
             pending.append(
@@ -252,16 +261,16 @@ def _present(dom, nic=None, target=None):
     return any(_disk_view(el)["target"] == target for el in root.findall("devices/disk"))
 
 
-def _detach_live(dom, element, nic=None, target=None, timeout=None):
+def _detach_live(dom, element, *, nic=None, target=None, timeout=None):
     """Ask the guest to release a device; ``None`` when it is gone, else why it is not."""
     timeout = DETACH_TIMEOUT if timeout is None else timeout
     end = time.monotonic() + timeout
-    try:
+    with libvirt_caught() as caught:
         dom.detachDeviceFlags(etree.tostring(element, encoding="unicode"), AFFECT_LIVE)
-    except libvirt.libvirtError as exc:
+    if caught:
         if not _present(dom, nic, target):
             return None
-        return f"libvirt refused the live detach: {exc.get_error_message()}"
+        return f"libvirt refused the live detach: {caught.message}"
     while time.monotonic() < end:
         if not _present(dom, nic, target):
             return None
@@ -271,10 +280,10 @@ def _detach_live(dom, element, nic=None, target=None, timeout=None):
     return f"the guest did not release it within {timeout:g}s (no answer to the hot-unplug request)"
 
 
-def apply_ops(dom, ops, inactive):
+def apply_ops(dom: Any, ops: list[Op], inactive: Any) -> list[tuple[Op, str]]:
     """Apply the live ``ops`` to ``dom`` (its persistent definition ``inactive`` already holds
     the declared one); ``[(op, why)]`` of the ops the guest did not complete."""
-    unfinished = []
+    unfinished: list[tuple[Op, str]] = []
     for op in ops:
         if op.kind == "detach":
             why = _detach_live(
@@ -301,16 +310,13 @@ def apply_ops(dom, ops, inactive):
             with libvirt_errors(f"setting the memory balloon to {op.text}"):
                 dom.setMemoryFlags(op.data["kib"], AFFECT_LIVE)
         elif op.kind == "vcpus":
-            try:
+            with libvirt_caught() as caught:
                 dom.setVcpusFlags(op.data["count"], AFFECT_LIVE)
-            except libvirt.libvirtError as exc:
+            if caught:
                 if not op.data["fewer"]:
-                    raise KvmError(f"setting {op.text} live: {exc.get_error_message()}") from None
+                    raise KvmError(f"setting {op.text} live: {caught.message}")
                 unfinished.append(
-                    (
-                        op,
-                        f"{op.text}: the guest did not release the vCPUs ({exc.get_error_message()})",
-                    )
+                    (op, f"{op.text}: the guest did not release the vCPUs ({caught.message})")
                 )
     return unfinished
 
@@ -318,9 +324,12 @@ def apply_ops(dom, ops, inactive):
 # --- volumes a disk entry makes -----------------------------------------------------------
 
 
-def new_volumes(session, vm, spec, test=False):
+def new_volumes(
+    session: Session, vm: str, spec: dict[str, Any], test: bool = False
+) -> list[dict[str, Any]]:
     """``[{index, disk, label}]``: the declared disks whose volume is missing and that say how to
-    make it (``size`` or ``backing``). A pool that does not exist (yet) is left to the disk check."""
+    make it (``size`` or ``backing``). A pool that does not exist (yet) is left to the disk
+    check."""
     out = []
     for index, disk in enumerate(spec.get("disks") or []):
         if not (disk.get("size") or disk.get("backing")) or disk.get("device") == "cdrom":
@@ -344,9 +353,15 @@ def new_volumes(session, vm, spec, test=False):
     return out
 
 
-def make_volumes(session, vm, spec, made=None):
-    """Make the missing volumes of :func:`new_volumes` with :func:`salt_kvm.storage_volumes.volume_create`;
-    each one made is appended to ``made`` as ``(pool, volume)``."""
+def make_volumes(
+    session: Session,
+    vm: str,
+    spec: dict[str, Any],
+    made: Optional[list[tuple[str, str]]] = None,
+) -> None:
+    """Make the missing volumes of :func:`new_volumes` with
+    :func:`salt_kvm.storage_volumes.volume_create`; each one made is appended to ``made`` as
+    ``(pool, volume)``."""
     made = [] if made is None else made
     for item in new_volumes(session, vm, spec):
         disk, where = item["disk"], f"{vm}:disks:{item['index']}"
@@ -404,17 +419,18 @@ def _roots(dom):
 
 
 def vm_attach(
-    session,
-    name,
-    device=None,
-    pool=None,
-    volume=None,
-    bridge=None,
-    network=None,
-    mac=None,
-    model=None,
-    link=None,
-):
+    session: Session,
+    name: str,
+    *,
+    device: Optional[str] = None,
+    pool: Optional[str] = None,
+    volume: Optional[str] = None,
+    bridge: Optional[str] = None,
+    network: Optional[str] = None,
+    mac: Optional[str] = None,
+    model: Optional[str] = None,
+    link: Optional[str] = None,
+) -> dict[str, Any]:
     """Attach a disk (``pool``, ``volume``) or a NIC (``bridge`` or ``network``, ``mac``, ``model``,
     ``link``) to a VM: live when it runs, and to its definition when it has one."""
     schema.validate(schema.Enum("disk", "nic"), device, "device")
@@ -491,8 +507,16 @@ def vm_attach(
 
 
 def vm_detach(
-    session, name, device=None, target=None, pool=None, volume=None, mac=None, timeout=None
-):
+    session: Session,
+    name: str,
+    *,
+    device: Optional[str] = None,
+    target: Optional[str] = None,
+    pool: Optional[str] = None,
+    volume: Optional[str] = None,
+    mac: Optional[str] = None,
+    timeout: Any = None,
+) -> dict[str, Any]:
     """Detach a disk (by ``target``, or ``pool`` and ``volume``; the volume is kept) or a NIC (by
     ``mac``) from a VM: live when it runs (waiting ``timeout`` seconds for the guest to release
     it), and from its definition when it has one."""
