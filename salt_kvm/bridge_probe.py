@@ -10,12 +10,15 @@ right after a migration the port may still be learning, so the first request
 can be lost.
 """
 
+from __future__ import annotations
+
 import ipaddress
 import os
 import select
 import socket
 import struct
 import time
+from typing import Any, Optional
 
 from salt_kvm.errors import KvmError
 
@@ -40,7 +43,7 @@ def _checksum(data):
     return ~total & 0xFFFF
 
 
-def ping(address, timeout=DEFAULT_TIMEOUT, netns=None):
+def ping(address: str, timeout: float = DEFAULT_TIMEOUT, *, netns: Optional[str] = None) -> bool:
     """True when ``address`` answers an ICMP echo within ``timeout`` seconds."""
     addr = ipaddress.ip_address(address)
     v6 = addr.version == 6
@@ -97,7 +100,7 @@ def ping(address, timeout=DEFAULT_TIMEOUT, netns=None):
         sock.close()
 
 
-def tcp(target, timeout=DEFAULT_TIMEOUT, netns=None):
+def tcp(target: str, timeout: float = DEFAULT_TIMEOUT, *, netns: Optional[str] = None) -> bool:
     """True when a TCP connection to ``host:port`` opens within ``timeout`` seconds."""
     host, _, port = target.rpartition(":")
     host = host.strip("[]")
@@ -127,14 +130,14 @@ def tcp(target, timeout=DEFAULT_TIMEOUT, netns=None):
     return False
 
 
-def run(spec, netns=None):
+def run(spec: dict[str, Any], netns: Optional[str] = None) -> None:
     """Run a declared probe ``{ping, tcp, timeout}``; raise KvmError saying what failed."""
     timeout = float(spec.get("timeout") or DEFAULT_TIMEOUT)
     start = time.monotonic()
     if spec.get("ping"):
-        if not ping(spec["ping"], timeout, netns):
+        if not ping(spec["ping"], timeout, netns=netns):
             raise KvmError(f"probe failed: no reply to ping {spec['ping']} within {timeout:g}s")
     if spec.get("tcp"):
         left = max(0.1, timeout - (time.monotonic() - start))
-        if not tcp(spec["tcp"], left, netns):
+        if not tcp(spec["tcp"], left, netns=netns):
             raise KvmError(f"probe failed: no TCP connection to {spec['tcp']} within {timeout:g}s")

@@ -1,7 +1,13 @@
 """Facts about the hypervisor host (``kvm.host_info``, the ``kvm`` grains)."""
 
+from __future__ import annotations
+
 import os
 import re
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from salt_kvm.conn import Session
 
 KVM_DEVICE = "/dev/kvm"
 _NESTED = ("/sys/module/kvm_intel/parameters/nested", "/sys/module/kvm_amd/parameters/nested")
@@ -25,7 +31,7 @@ def _library_dirs():
     return dirs
 
 
-def library_version():
+def library_version() -> Optional[str]:
     """The libvirt library's version ('9.0.0') from the file ``libvirt.so.0`` points to.
 
     What ``libvirt.getVersion()`` returns, without importing libvirt-python
@@ -41,7 +47,7 @@ def library_version():
     return None
 
 
-def nested():
+def nested() -> bool:
     """True when nested virtualisation is on in the loaded KVM module."""
     for path in _NESTED:
         try:
@@ -52,11 +58,13 @@ def nested():
     return False
 
 
-def has_kvm_device():
+def has_kvm_device() -> bool:
+    """Whether ``/dev/kvm`` exists."""
     return os.path.exists(KVM_DEVICE)
 
 
-def cpu_model():
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else the machine type."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
             for line in fh:
@@ -67,7 +75,7 @@ def cpu_model():
     return os.uname().machine
 
 
-def paths(uri):
+def paths(uri: str) -> dict[str, str]:
     """Where libvirt keeps its files for this connection URI."""
     if "/session" in uri:
         home = os.path.expanduser("~")
@@ -91,9 +99,10 @@ def paths(uri):
     }
 
 
-def info(session):
+def info(session: Session) -> dict[str, Any]:
     """Everything ``kvm.host_info`` reports, read from libvirt and /proc, /sys."""
-    from salt_kvm.xml.base import parse  # pylint: disable=import-outside-toplevel  (grains stay cheap)
+    # (grains stay cheap)
+    from salt_kvm.xml.base import parse  # pylint: disable=import-outside-toplevel
 
     conn = session.conn
     model, memory_mib, cpus, mhz, numa_nodes, sockets, cores, threads = conn.getInfo()[:8]
@@ -137,19 +146,17 @@ def info(session):
     }
 
 
-def grains():
+def grains() -> dict[str, Any]:
     """The ``kvm`` grains: cheap; no libvirt connection, and libvirt-python is not even imported
     when the library's file name tells its version (:func:`library_version`)."""
     import importlib.util  # pylint: disable=import-outside-toplevel
 
     kvm_dev = has_kvm_device()
-    result = {"hypervisor": "none", "libvirt_version": None, "nested": nested()}
+    result: dict[str, Any] = {"hypervisor": "none", "libvirt_version": None, "nested": nested()}
     if importlib.util.find_spec("libvirt") is None:
         return result
     version = library_version()
-    if (
-        version is None
-    ):  # not where the loader usually finds it: ask the bindings (loads the library)
+    if version is None:  # not where the loader usually finds it: ask the bindings (loads it)
         import libvirt  # pylint: disable=import-outside-toplevel
 
         version = _version(libvirt.getVersion())

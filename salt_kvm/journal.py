@@ -17,12 +17,15 @@ and inode, or the block device's number), so a volume deleted and made
 again by other means is not mistaken for the marked one.
 """
 
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import json
 import os
 import tempfile
 import time
+from typing import Any, Optional
 
 from salt_kvm import depends
 
@@ -39,11 +42,12 @@ def _ident(path):
     return list(ident) if ident and ident[0] in ("file", "blk") else None
 
 
-def volume_key(pool_uuid, name):
+def volume_key(pool_uuid: str, name: str) -> str:
+    """The journal key of volume ``name`` of the pool with ``pool_uuid``."""
     return f"{pool_uuid}/{name}"
 
 
-def read(key, path):
+def read(key: str, path: Optional[str]) -> Optional[dict[str, Any]]:
     """The record of volume ``key`` (:func:`volume_key`) at ``path``, or None
     (also when the record is of another object that had the same name)."""
     try:
@@ -56,8 +60,9 @@ def read(key, path):
     return record
 
 
-def write(key, path, **fields):
-    """Record ``fields`` for the volume (atomically: a crash leaves the old record or the new one)."""
+def write(key: str, path: Optional[str], **fields: Any) -> dict[str, Any]:
+    """Record ``fields`` for the volume (atomically: a crash leaves the old record or the new
+    one)."""
     os.makedirs(ROOT, mode=0o700, exist_ok=True)
     record = dict(
         fields,
@@ -80,17 +85,18 @@ def write(key, path, **fields):
     return record
 
 
-def begin(key, path, op, **fields):
+def begin(key: str, path: Optional[str], op: str, **fields: Any) -> dict[str, Any]:
     """Mark the volume incomplete: ``op`` (import, clone, wipe) is about to write it."""
     return write(key, path, state="incomplete", op=op, **fields)
 
 
-def drop(key):
+def drop(key: str) -> None:
+    """Forget the record of ``key`` (none: nothing to do)."""
     with contextlib.suppress(OSError):
         os.unlink(_file(key))
 
 
-def incomplete(key, path):
+def incomplete(key: str, path: Optional[str]) -> Optional[dict[str, Any]]:
     """The interrupted operation's record, or None."""
     record = read(key, path)
     return record if record and record.get("state") == "incomplete" else None

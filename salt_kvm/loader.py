@@ -9,7 +9,10 @@ which the tests use to prove that the file-root way (``saltutil.sync_all``)
 works on its own.
 """
 
+from __future__ import annotations
+
 import os
+from typing import Optional
 
 #: ext_type -> (directory inside the installed package, directory in a checkout)
 _KINDS = {
@@ -22,7 +25,7 @@ _KINDS = {
 }
 
 
-def get_loader_dirs():
+def get_loader_dirs() -> dict[str, list[str]]:
     """Return ``{ext_type: [directory]}`` for Salt's loader."""
     if os.environ.get("SALT_KVM_NO_ENTRY_POINT"):
         return {}
@@ -38,7 +41,7 @@ def get_loader_dirs():
     return dirs
 
 
-def formula_root():
+def formula_root() -> Optional[str]:
     """The Salt file root that holds the ``kvm`` formula (``kvm/init.sls``).
 
     In an installed wheel or sdist that is ``<site-packages>/salt_kvm/file_root``

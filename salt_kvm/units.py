@@ -8,8 +8,11 @@ bytes. Case does not matter. Durations accept ``90s``, ``30m``, ``12h``,
 ``7d``, ``2w``.
 """
 
+from __future__ import annotations
+
 import math
 import re
+from typing import Any, Union
 
 _SIZE_UNITS = {"": 1, "b": 1}
 for _power, _letter in enumerate("kmgtp", start=1):
@@ -18,7 +21,10 @@ for _power, _letter in enumerate("kmgtp", start=1):
 del _power, _letter
 
 #: what a size may look like, for error messages
-SIZE_HINT = "a number of bytes, or with a unit: K, M, G, T (or KiB, MiB, GiB, TiB) are powers of 1024, KB, MB, GB, TB powers of 1000, as in virsh"
+SIZE_HINT = (
+    "a number of bytes, or with a unit: K, M, G, T (or KiB, MiB, GiB, TiB) are powers of 1024, "
+    "KB, MB, GB, TB powers of 1000, as in virsh"
+)
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -37,7 +43,7 @@ def _shown(value):
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def parse_size(value):
+def parse_size(value: Any) -> int:
     """Return ``value`` (``512M``, ``20G``, ``1.5T``, ``10GB``, ``10737418240``) in bytes.
 
     ``G``/``GiB`` is 1024**3, ``GB`` 1000**3 (virsh's rule; see the module).
@@ -68,7 +74,7 @@ def parse_size(value):
     return result
 
 
-def format_size(num_bytes):
+def format_size(num_bytes: Union[int, float, str]) -> str:
     """``21474836480`` -> ``'20G'``; exact binary units when they divide evenly."""
     num_bytes = int(num_bytes)
     for unit, factor in (
@@ -85,8 +91,9 @@ def format_size(num_bytes):
     return str(num_bytes)
 
 
-def human_size(num_bytes):
-    """``536870912`` -> ``'512 MiB'``, ``1610612736`` -> ``'1.5 GiB'``, ``1000`` -> ``'1000 bytes'``.
+def human_size(num_bytes: Union[int, float, str]) -> str:
+    """``536870912`` -> ``'512 MiB'``, ``1610612736`` -> ``'1.5 GiB'``,
+    ``1000`` -> ``'1000 bytes'``.
 
     What a person reads in a state's ``changes``: binary units spelled out
     (``MiB``, never the ambiguous ``MB``), one decimal when not exact.
@@ -106,7 +113,7 @@ def human_size(num_bytes):
     return f"{num_bytes} bytes" if num_bytes != 1 else "1 byte"
 
 
-def parse_duration(value):
+def parse_duration(value: Any) -> float:
     """Return ``value`` (``30s``, ``30m``, ``12h``, ``7d``, ``2w`` or seconds) in seconds."""
     if isinstance(value, bool):
         raise ValueError(f"{_shown(value)} is not a duration")
@@ -126,7 +133,7 @@ def parse_duration(value):
     return seconds
 
 
-def format_duration(seconds):
+def format_duration(seconds: Union[int, float, str]) -> str:
     """``86400`` -> ``'1d'``; the largest unit that divides evenly."""
     seconds = float(seconds)
     for unit in ("w", "d", "h", "m"):
