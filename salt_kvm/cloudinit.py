@@ -26,12 +26,15 @@ output never shows the files (user data holds passwords and keys): only their
 SHA-256 prefixes and sizes (:func:`summary`).
 """
 
+from __future__ import annotations
+
 import contextlib
 import hashlib
 import io
 import logging
 import os
 import tempfile
+from typing import Any, Optional
 
 import yaml
 
@@ -42,25 +45,30 @@ log = logging.getLogger(__name__)
 #: where the seed ISOs live (one ``<vm>.iso`` each); not a storage pool, so no pool purge sees them
 SEED_DIR = "/var/lib/libvirt/salt-kvm/cloud-init"
 LABEL = "cidata"
-#: the files of a seed, with their ISO 9660 level-1 names (the Rock Ridge and Joliet names are the real ones)
+#: the files of a seed, with their ISO 9660 level-1 names (the Rock Ridge and Joliet names
+#: are the real ones)
 FILES = {"user-data": "/USERDATA.;1", "meta-data": "/METADATA.;1", "network-config": "/NETCONFI.;1"}
 
 
-def seed_path(name):
+def seed_path(name: str) -> str:
+    """Where the seed ISO of VM ``name`` is kept."""
     return os.path.join(SEED_DIR, f"{name}.iso")
 
 
-def is_seed(path):
+def is_seed(path: Optional[str]) -> bool:
     """Whether ``path`` is a seed this module manages (a file directly in :data:`SEED_DIR`)."""
-    return bool(path) and os.path.dirname(path) == SEED_DIR and path.endswith(".iso")
+    if not path:
+        return False
+    return os.path.dirname(path) == SEED_DIR and path.endswith(".iso")
 
 
 def _yaml(value):
     return yaml.safe_dump(value, default_flow_style=False, sort_keys=False, allow_unicode=True)
 
 
-def render(name, spec):
-    """``{file name: bytes}`` of the seed that ``spec`` (a validated ``cloud_init`` mapping) declares."""
+def render(name: str, spec: dict[str, Any]) -> dict[str, bytes]:
+    """``{file name: bytes}`` of the seed that ``spec`` (a validated ``cloud_init`` mapping)
+    declares."""
     user = spec.get("user_data")
     if user is None:
         user_bytes = b"#cloud-config\n{}\n"
@@ -79,8 +87,9 @@ def render(name, spec):
     return dict(sorted(files.items()))
 
 
-def read(path):
-    """``{file name: bytes}`` of the seed ISO at ``path``, or ``None`` when it is missing or not a seed."""
+def read(path: str) -> Optional[dict[str, bytes]]:
+    """``{file name: bytes}`` of the seed ISO at ``path``, or ``None`` when it is missing or not
+    a seed."""
     import pycdlib  # pylint: disable=import-outside-toplevel
 
     if not os.path.isfile(path):
@@ -109,7 +118,7 @@ def read(path):
             iso.close()
 
 
-def write(path, files):
+def write(path: str, files: dict[str, bytes]) -> None:
     """Write the seed ISO ``files`` to ``path`` (a new file renamed over the old one)."""
     import pycdlib  # pylint: disable=import-outside-toplevel
 
@@ -141,7 +150,7 @@ def write(path, files):
             os.remove(tmp)
 
 
-def ensure(name, spec):
+def ensure(name: str, spec: dict[str, Any]) -> bool:
     """Write the VM's seed when its files differ from the declared ones; True when written."""
     path, files = seed_path(name), render(name, spec)
     if read(path) == files:
@@ -150,7 +159,7 @@ def ensure(name, spec):
     return True
 
 
-def remove(name):
+def remove(name: str) -> bool:
     """Delete the VM's seed ISO; True when there was one."""
     try:
         os.remove(seed_path(name))
@@ -163,7 +172,7 @@ def remove(name):
     return True
 
 
-def summary(files):
+def summary(files: Optional[dict[str, bytes]]) -> Optional[dict[str, str]]:
     """What state output shows of a seed: per file its SHA-256 prefix and size, never its content
     (user data holds passwords and keys); the instance-id, which is no secret."""
     if files is None:

@@ -6,16 +6,23 @@ pillar first (a bad value anywhere fails the run before anything changes, also
 when one part is applied alone) and renders states in dependency order.
 """
 
+from __future__ import annotations
+
+from typing import Any, Iterable
+
 from salt_kvm import schema
 
 PARTS = ("bridges", "networks", "storage", "vms", "snapshots")
 
 
-def state_id(kind, *names):
+def state_id(kind: str, *names: Any) -> str:
+    """The id of a state the formula renders: ``kvm-<kind>-<name>[-<name>...]``."""
     return "kvm-" + kind + "-" + "-".join(str(n) for n in names)
 
 
-def _state(func, name, args, requires=()):
+def _state(
+    func: str, name: str, args: dict[str, Any], *, requires: Iterable[tuple[str, str]] = ()
+) -> dict[str, Any]:
     body = [{"name": name}]
     body.extend({key: value} for key, value in args.items())
     if requires:
@@ -23,7 +30,8 @@ def _state(func, name, args, requires=()):
     return {f"kvm.{func}": body}
 
 
-def render_bridges(tree):
+def render_bridges(tree: dict[str, Any]) -> dict[str, Any]:
+    """The ``bridge_present`` / ``bridge_absent`` states of a validated pillar."""
     out = {}
     for name, spec in tree.get("bridges", {}).items():
         args = {k: v for k, v in spec.items() if k != "absent"}
@@ -36,7 +44,8 @@ def render_bridges(tree):
     return out
 
 
-def render_networks(tree):
+def render_networks(tree: dict[str, Any]) -> dict[str, Any]:
+    """The ``network_present`` / ``network_absent`` states of a validated pillar."""
     out = {}
     for name, spec in tree.get("networks", {}).items():
         args = {k: v for k, v in spec.items() if k != "absent"}
@@ -67,7 +76,8 @@ def _volume_order(volumes):
     return ordered
 
 
-def render_storage(tree):
+def render_storage(tree: dict[str, Any]) -> dict[str, Any]:
+    """The pool and volume states of a validated pillar (backing volumes first)."""
     out = {}
     pools = tree.get("pools", {})
     for pname, spec in pools.items():
@@ -92,16 +102,16 @@ def render_storage(tree):
                     "volume_absent",
                     vname,
                     {"pool": pname, "force": vspec.get("force", False)},
-                    reqs,
+                    requires=reqs,
                 )
             else:
                 vargs = {"pool": pname}
                 vargs.update({k: v for k, v in vspec.items() if k != "absent"})
-                out[vid] = _state("volume_present", vname, vargs, reqs)
+                out[vid] = _state("volume_present", vname, vargs, requires=reqs)
     return out
 
 
-def render_vms(tree):
+def render_vms(tree: dict[str, Any]) -> dict[str, Any]:
     """One ``vm_present`` / ``vm_absent`` per VM; each requires the volumes, pools,
     bridges and networks of this pillar that it names (so ``kvm.vms`` applied alone
     works on what the host already has)."""
@@ -129,18 +139,21 @@ def render_vms(tree):
         args = {k: v for k, v in spec.items() if k not in ("absent", "purge", "state")}
         if "state" in spec:
             args["run_state"] = spec["state"]  # Salt reserves ``state`` in a state's arguments
-        out[state_id("vm", name)] = _state("vm_present", name, args, list(dict.fromkeys(reqs)))
+        out[state_id("vm", name)] = _state(
+            "vm_present", name, args, requires=list(dict.fromkeys(reqs))
+        )
     return out
 
 
-def render_snapshots(tree):
+def render_snapshots(tree: dict[str, Any]) -> dict[str, Any]:
+    """The ``snapshots_retained`` states of a validated pillar."""
     out = {}
     for vm, spec in tree.get("snapshots", {}).items():
         declared_vm = tree.get("vms", {}).get(vm)
         reqs = (
             [("kvm", state_id("vm", vm))] if declared_vm and not declared_vm.get("absent") else []
         )
-        out[state_id("snapshots", vm)] = _state("snapshots_retained", vm, dict(spec), reqs)
+        out[state_id("snapshots", vm)] = _state("snapshots_retained", vm, dict(spec), requires=reqs)
     return out
 
 
@@ -163,14 +176,14 @@ NO_PILLAR = (
 )
 
 
-def render(part, pillar):
+def render(part: str, pillar: Any) -> dict[str, Any]:
     """Validate the whole ``kvm`` pillar, then return the states of ``part``
     (``all``: every part's states, in the order ``state.apply kvm`` runs them)."""
     if part != ALL and part not in _RENDER:
         raise schema.InvalidInput("part", f"{part!r} is not one of {', '.join(PARTS)}, {ALL}")
     tree = schema.validate_pillar(pillar)
     if part == ALL:
-        out = {}
+        out: dict[str, Any] = {}
         for name in PARTS:
             out.update(_RENDER[name](tree))
         return out
@@ -185,7 +198,7 @@ def _missing(sid):
     return {sid: {"kvm.pillar_missing": [{"name": "kvm"}, {"message": NO_PILLAR}]}}
 
 
-def render_or_fail(part, pillar):
+def render_or_fail(part: str, pillar: Any) -> dict[str, Any]:
     """Like :func:`render`, but a bad pillar becomes one failed state (``kvm.pillar_invalid``)
     whose comment is the message with its path (every error on its own line): Salt's
     ``#!py`` renderer would otherwise show a Python traceback around it. Nothing
@@ -199,7 +212,7 @@ def render_or_fail(part, pillar):
         return _invalid(state_id("pillar", part), exc)
 
 
-def render_init(pillar):
+def render_init(pillar: Any) -> dict[str, Any]:
     """What ``kvm/init.sls`` renders: the four parts (``include``) for a valid
     pillar; for a bad one a single failed ``kvm.pillar_invalid`` state (so one
     typo is one failure, not one per part); for none a single succeeding

@@ -19,10 +19,13 @@ as ``uefi`` and is left as it is.
 Undeclared, ``firmware`` and ``graphics`` are left as they are.
 """
 
+from __future__ import annotations
+
 import glob
 import hashlib
 import json
 import os
+from typing import Any, Iterable, Optional
 
 from lxml import etree
 
@@ -36,7 +39,7 @@ HIDDEN = "<hidden>"
 # --- firmware ----------------------------------------------------------------------------
 
 
-def uefi_available(dirs=None):
+def uefi_available(dirs: Optional[Iterable[str]] = None) -> bool:
     """Whether a QEMU firmware descriptor offers UEFI for x86_64 (Debian: package ``ovmf``)."""
     for directory in FIRMWARE_DIRS if dirs is None else dirs:
         for path in sorted(glob.glob(os.path.join(directory, "*.json"))):
@@ -55,7 +58,7 @@ def uefi_available(dirs=None):
     return False
 
 
-def firmware_of(root):
+def firmware_of(root: Any) -> str:
     """``uefi`` or ``bios``: what a definition boots with."""
     os_el = root.find("os")
     if os_el is None:
@@ -66,7 +69,7 @@ def firmware_of(root):
     return "bios"
 
 
-def check_firmware(name, firmware):
+def check_firmware(name: str, firmware: Optional[str]) -> None:
     """Refuse ``uefi`` where no UEFI firmware is installed."""
     if firmware == "uefi" and not uefi_available():
         raise InvalidInput(
@@ -75,7 +78,7 @@ def check_firmware(name, firmware):
         )
 
 
-def set_firmware(root, name, firmware):
+def set_firmware(root: Any, name: str, firmware: Optional[str]) -> None:
     """Edit ``root`` to boot with ``firmware`` (``None``: leave it as it is)."""
     if firmware is None or firmware_of(root) == firmware:
         return
@@ -118,7 +121,7 @@ def _model(el):
     }
 
 
-def graphics_of(root):
+def graphics_of(root: Any) -> list[dict[str, Any]]:
     """The graphics devices of a definition as comparable values (passwords as tokens)."""
     return [_model(el) for el in root.findall("devices/graphics")]
 
@@ -136,7 +139,7 @@ def _wanted(graphics):
     ]
 
 
-def set_graphics(root, graphics):
+def set_graphics(root: Any, graphics: Optional[dict[str, Any]]) -> None:
     """Edit ``root`` to hold the declared graphics device (``None``: leave them as they are).
     Devices that already match are kept as libvirt wrote them."""
     if graphics is None:
@@ -161,22 +164,24 @@ def set_graphics(root, graphics):
     etree.SubElement(el, "listen", type="address", address=listen)
 
 
-def shown(models):
+def shown(models: Optional[list[dict[str, Any]]]) -> Optional[list[dict[str, Any]]]:
     """Graphics models as output shows them: the password ``<hidden>`` when set."""
     if models is None:
         return None
     return [dict(m, password=HIDDEN if m.get("password") else None) for m in models]
 
 
-def shown_change(old, new):
+def shown_change(
+    old: Optional[list[dict[str, Any]]], new: Optional[list[dict[str, Any]]]
+) -> dict[str, Any]:
     """``{old, new}`` for state output; a changed password shows as ``<hidden> (changed)``."""
     old_s, new_s = shown(old), shown(new)
-    if old_s == new_s:  # only a password differs
+    if old_s == new_s and new_s is not None:  # only a password differs
         new_s = [dict(m, password=f"{HIDDEN} (changed)" if m["password"] else None) for m in new_s]
     return {"old": old_s, "new": new_s}
 
 
-def shown_spec(graphics):
+def shown_spec(graphics: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     """A declared ``graphics`` value as output shows it."""
     if graphics is None:
         return None
