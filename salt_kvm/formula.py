@@ -23,7 +23,7 @@ def state_id(kind: str, *names: Any) -> str:
 def _state(
     func: str, name: str, args: dict[str, Any], *, requires: Iterable[tuple[str, str]] = ()
 ) -> dict[str, Any]:
-    body = [{"name": name}]
+    body: list[dict[str, Any]] = [{"name": name}]
     body.extend({key: value} for key, value in args.items())
     if requires:
         body.append({"require": [dict([req]) for req in requires]})
