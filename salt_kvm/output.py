@@ -41,8 +41,11 @@ module. An empty list or dict has no shape; the function's name says which
 Pure functions: no Salt dunders, no colour unless ``color=True``.
 """
 
+from __future__ import annotations
+
 import json
 import os
+from typing import Any, Callable, Iterable, Optional
 
 from salt_kvm import units
 
@@ -123,7 +126,7 @@ def _records(data):
     return isinstance(data, list) and all(isinstance(item, dict) for item in data)
 
 
-def fits(kind, data):
+def fits(kind: Optional[str], data: Any) -> bool:
     """Whether ``data`` is what function ``kind`` returns (an error string is not)."""
     if kind in (BRIDGES, SNAPSHOTS):
         return shape(data) == kind or data == []
@@ -159,7 +162,7 @@ def _all_values(data, keys):
     return all(isinstance(v, dict) and keys <= v.keys() for v in data.values())
 
 
-def shape(data, fun=None):
+def shape(data: Any, fun: Optional[str] = None) -> Optional[str]:
     """Which function's data this is (``bridge_list``, ``pool_list``,
     ``volume_list``, ``snapshot_tree``), or None.
 
@@ -183,7 +186,7 @@ def shape(data, fun=None):
     return None
 
 
-def is_state_return(data):
+def is_state_return(data: Any) -> bool:
     """True for ``{minion: {"mod_|-id_|-name_|-fun": {result, ...}}}`` (state runs)."""
     if not isinstance(data, dict) or not data:
         return False
@@ -214,10 +217,16 @@ def _cell(value):
     return str(value), None
 
 
-def table(headers, rows, color=False, right=()):
+def table(
+    headers: list[str],
+    rows: Iterable[Iterable[Any]],
+    *,
+    color: bool = False,
+    right: tuple[int, ...] = (),
+) -> list[str]:
     """Aligned columns (two spaces apart); ``right``: indexes of right-aligned columns."""
-    rows = [[_cell(c) for c in row] for row in rows]
-    widths = [max([len(h)] + [len(row[i][0]) for row in rows]) for i, h in enumerate(headers)]
+    body = [[_cell(c) for c in row] for row in rows]
+    widths = [max([len(h)] + [len(row[i][0]) for row in body]) for i, h in enumerate(headers)]
 
     def line(cells):
         parts = []
@@ -227,7 +236,7 @@ def table(headers, rows, color=False, right=()):
             parts.append(pad + painted if i in right else painted + pad)
         return "  ".join(parts).rstrip()
 
-    return [line([(h, "bold") for h in headers])] + [line(row) for row in rows]
+    return [line([(h, "bold") for h in headers])] + [line(row) for row in body]
 
 
 def _size(value):
@@ -265,7 +274,7 @@ def _stacked(head, *lists):
     return rows
 
 
-def bridge_lines(bridges, color=False):
+def bridge_lines(bridges: Any, color: bool = False) -> list[str]:
     """``kvm.bridge_list`` like ``brctl show``: bridge, id, STP, ports, addresses."""
     if not bridges:
         return [_NOTHING[BRIDGES]]
@@ -282,7 +291,7 @@ def bridge_lines(bridges, color=False):
             ports,
             addresses,
         )
-    return table(["BRIDGE", "ID", "STP", "PORTS", "ADDRESSES"], rows, color)
+    return table(["BRIDGE", "ID", "STP", "PORTS", "ADDRESSES"], rows, color=color)
 
 
 def _used(allocation, capacity):
@@ -294,7 +303,7 @@ def _used(allocation, capacity):
         return "-"
 
 
-def pool_lines(pools, color=False):
+def pool_lines(pools: Any, color: bool = False) -> list[str]:
     """``kvm.pool_list`` as a table: sizes in binary units, the share used."""
     if not pools:
         return [_NOTHING[POOLS]]
@@ -330,7 +339,7 @@ def pool_lines(pools, color=False):
         "USED",
         "TARGET",
     ]
-    return table(headers, rows, color, right=(4, 5, 6, 7))
+    return table(headers, rows, color=color, right=(4, 5, 6, 7))
 
 
 def _backing(backing, path):
@@ -342,7 +351,7 @@ def _backing(backing, path):
     return str(backing)
 
 
-def volume_lines(volumes, color=False):
+def volume_lines(volumes: Any, color: bool = False) -> list[str]:
     """``kvm.volume_list`` as a table: format, sizes, backing file, path."""
     if not volumes:
         return [_NOTHING[VOLUMES]]
@@ -360,7 +369,7 @@ def volume_lines(volumes, color=False):
             ]
         )
     headers = ["VOLUME", "FORMAT", "CAPACITY", "ALLOCATION", "BACKING", "PATH"]
-    return table(headers, rows, color, right=(2, 3))
+    return table(headers, rows, color=color, right=(2, 3))
 
 
 def _created(value):
@@ -370,7 +379,7 @@ def _created(value):
     return str(value).replace("T", " ").rstrip("Z")
 
 
-def snapshot_lines(roots, color=False):
+def snapshot_lines(roots: Any, color: bool = False) -> list[str]:
     """``kvm.snapshot_tree`` as a tree (``├──``, ``└──``) with kind, state,
     memory and creation time aligned beside it; the current snapshot marked."""
     if not roots:
@@ -396,7 +405,7 @@ def snapshot_lines(roots, color=False):
 
     for root in roots:
         walk(root, "", "")
-    return table(["SNAPSHOT", "KIND", "STATE", "MEMORY", "CREATED (UTC)", ""], rows, color)
+    return table(["SNAPSHOT", "KIND", "STATE", "MEMORY", "CREATED (UTC)", ""], rows, color=color)
 
 
 def _text(value):
@@ -407,7 +416,7 @@ def _text(value):
     return str(value)
 
 
-def network_lines(networks, color=False):
+def network_lines(networks: Any, color: bool = False) -> list[str]:
     """``kvm.network_list`` as a table: mode, bridge, active, autostart, persistent."""
     if not networks:
         return [_NOTHING[NETWORKS]]
@@ -425,7 +434,9 @@ def network_lines(networks, color=False):
                 _yes_no(net.get("persistent")),
             ]
         )
-    return table(["NETWORK", "MODE", "BRIDGE", "ACTIVE", "AUTOSTART", "PERSISTENT"], rows, color)
+    return table(
+        ["NETWORK", "MODE", "BRIDGE", "ACTIVE", "AUTOSTART", "PERSISTENT"], rows, color=color
+    )
 
 
 def _vm_disk(disk):
@@ -443,7 +454,7 @@ def _vm_nic(nic):
     return " ".join(p for p in parts if p)
 
 
-def vm_lines(vms, color=False):
+def vm_lines(vms: Any, color: bool = False) -> list[str]:
     """``kvm.vm_list`` like ``virsh list --all``, with each VM's disks and NICs."""
     if not vms:
         return [_NOTHING[VMS]]
@@ -462,11 +473,14 @@ def vm_lines(vms, color=False):
         ]
         rows += _stacked(head, disks, nics)
     return table(
-        ["VM", "STATE", "AUTOSTART", "VCPUS", "MEMORY", "DISKS", "NICS"], rows, color, right=(3, 4)
+        ["VM", "STATE", "AUTOSTART", "VCPUS", "MEMORY", "DISKS", "NICS"],
+        rows,
+        color=color,
+        right=(3, 4),
     )
 
 
-def snapshot_list_lines(snapshots, color=False):
+def snapshot_list_lines(snapshots: Any, color: bool = False) -> list[str]:
     """``kvm.snapshot_list`` as a table, oldest first: kind, state, memory, created, parent."""
     if not snapshots:
         return [_NOTHING[SNAPSHOT_LIST]]
@@ -485,11 +499,13 @@ def snapshot_list_lines(snapshots, color=False):
             ]
         )
     return table(
-        ["SNAPSHOT", "KIND", "STATE", "MEMORY", "CREATED (UTC)", "PARENT", ""], rows, color
+        ["SNAPSHOT", "KIND", "STATE", "MEMORY", "CREATED (UTC)", "PARENT", ""],
+        rows,
+        color=color,
     )
 
 
-def _generic_table(records, color=False, first=None):
+def _generic_table(records, color=False, *, first=None):
     """Records (dicts) as a table; columns in the order they first appear."""
     columns = []
     for rec in records:
@@ -498,17 +514,17 @@ def _generic_table(records, color=False, first=None):
         columns.remove(first)
         columns.insert(0, first)
     rows = [[_value(key, rec.get(key)) for key in columns] for rec in records]
-    return table([str(c).upper() for c in columns], rows, color)
+    return table([str(c).upper() for c in columns], rows, color=color)
 
 
-def leases_lines(leases, color=False):
+def leases_lines(leases: Any, color: bool = False) -> list[str]:
     """``kvm.network_leases`` as a table, one row per lease."""
     if not leases:
         return [_NOTHING[LEASES]]
     return _generic_table(leases, color, first="mac")
 
 
-def fdb_lines(entries, color=False):
+def fdb_lines(entries: Any, color: bool = False) -> list[str]:
     """``kvm.bridge_fdb`` as a table, one row per MAC."""
     if not entries:
         return [_NOTHING[FDB]]
@@ -541,7 +557,7 @@ units_keys = frozenset(("capacity", "allocation", "available", "size", "memory_b
 _SIZE_PARENTS = frozenset(("memory",))
 
 
-def detail_lines(data, color=False):
+def detail_lines(data: Any, color: bool = False) -> list[str]:
     """A ``*_show`` return: ``FIELD VALUE`` lines, then a table per list of
     records, a ``key:`` block per nested mapping, the XML last, as it is."""
     rows, extra, xml = [], [], None
@@ -577,7 +593,7 @@ def detail_lines(data, color=False):
             )
         else:
             rows.append([(str(key), "cyan"), _value(key, value)])
-    lines = table(["FIELD", "VALUE"], rows, color)
+    lines = table(["FIELD", "VALUE"], rows, color=color)
     for key, block in extra:
         lines.append("")
         lines.append(_paint(f"{key}:", "bold", color))
@@ -589,7 +605,7 @@ def detail_lines(data, color=False):
     return lines
 
 
-def xml_lines(text, color=False):  # pylint: disable=unused-argument
+def xml_lines(text: Any, color: bool = False) -> list[str]:  # pylint: disable=unused-argument
     """A ``*_dumpxml`` return: the XML as libvirt wrote it."""
     return text.rstrip("\n").splitlines()
 
@@ -609,7 +625,7 @@ _RENDER = {
 }
 
 
-def plain(data):
+def plain(data: Any) -> str:
     """The fallback without Salt: the data as indented JSON."""
     return json.dumps(data, indent=2, sort_keys=True, default=str)
 
@@ -619,7 +635,13 @@ def _block(minion, kind, ret, color):
     return "\n".join([_paint(f"{minion}:", "cyan", color)] + body)
 
 
-def render(data, color=False, fun=None, fallback=None):
+def render(
+    data: Any,
+    color: bool = False,
+    *,
+    fun: Optional[str] = None,
+    fallback: Optional[Callable[[Any], str]] = None,
+) -> str:
     """The text ``--out=kvm`` prints for ``data``.
 
     ``data`` is Salt's ``{minion_id: return}`` (``{"local": return}`` from
