@@ -6,6 +6,10 @@ chain, and can repoint a disk at another image (used when snapshots are merged
 by hand). Built with lxml through :mod:`salt_kvm.xml.base`.
 """
 
+from __future__ import annotations
+
+from typing import Any, Optional
+
 from lxml import etree
 
 from salt_kvm.xml.base import Attr, Text, XmlModel
@@ -28,44 +32,44 @@ def _source_path(source):
 class Disk:
     """One ``<disk>`` element of a domain (a live view: setters edit the XML)."""
 
-    def __init__(self, element):
+    def __init__(self, element: Any) -> None:
         self.element = element
 
     @property
-    def target(self):
+    def target(self) -> Optional[str]:
         node = self.element.find("target")
         return node.get("dev") if node is not None else None
 
     @property
-    def device(self):
+    def device(self) -> str:
         return self.element.get("device", "disk")
 
     @property
-    def type(self):
+    def type(self) -> str:
         return self.element.get("type", "file")
 
     @property
-    def format(self):
+    def format(self) -> Optional[str]:
         node = self.element.find("driver")
         return node.get("type") if node is not None else None
 
     @property
-    def source(self):
+    def source(self) -> Optional[str]:
         return _source_path(self.element.find("source"))
 
     @property
-    def readonly(self):
+    def readonly(self) -> bool:
         return self.element.find("readonly") is not None
 
     @property
-    def snapshot(self):
+    def snapshot(self) -> Optional[str]:
         """The disk's own ``snapshot=`` default (``internal``/``external``/``no``/None)."""
         return self.element.get("snapshot")
 
     @property
-    def backing_chain(self):
+    def backing_chain(self) -> list[dict[str, Optional[str]]]:
         """``[{"file", "format"}, ...]`` below the source, top first (as libvirt reports it)."""
-        chain = []
+        chain: list[dict[str, Optional[str]]] = []
         node = self.element.find("backingStore")
         while node is not None and len(node):
             fmt = node.find("format")
@@ -79,12 +83,14 @@ class Disk:
         return chain
 
     @property
-    def is_snapshottable(self):
-        """A writable disk device (cdroms, floppies and read-only disks are never snapshotted)."""
+    def is_snapshottable(self) -> bool:
+        """A writable disk device (cdroms, floppies and read-only disks are never
+        snapshotted)."""
         return self.device in ("disk", "lun") and not self.readonly and self.source is not None
 
-    def set_image(self, path, fmt):
-        """Point this disk at the image ``path`` of format ``fmt`` (a file) and drop the stale chain."""
+    def set_image(self, path: str, fmt: str) -> None:
+        """Point this disk at the image ``path`` of format ``fmt`` (a file) and drop the stale
+        chain."""
         self.element.set("type", "file")
         source = self.element.find("source")
         if source is None:
@@ -100,7 +106,8 @@ class Disk:
         for node in self.element.findall("backingStore"):
             self.element.remove(node)
 
-    def as_dict(self):
+    def as_dict(self) -> dict[str, Any]:
+        """The disk as plain data (what ``kvm`` functions return)."""
         return {
             "target": self.target,
             "device": self.device,
@@ -121,17 +128,18 @@ class Domain(XmlModel):
     type = Attr(".", "type")
 
     @property
-    def disks(self):
+    def disks(self) -> list[Disk]:
         return [Disk(node) for node in self.root.findall("devices/disk")]
 
-    def disk(self, target):
+    def disk(self, target: str) -> Optional[Disk]:
+        """The disk at ``target`` (``vda``), or None."""
         for disk in self.disks:
             if disk.target == target:
                 return disk
         return None
 
     @property
-    def guest_agent(self):
+    def guest_agent(self) -> Optional[str]:
         """``None`` (no channel), ``'connected'``, ``'disconnected'`` or ``'unknown'``."""
         for channel in self.root.findall("devices/channel"):
             target = channel.find("target")

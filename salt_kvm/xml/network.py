@@ -16,7 +16,10 @@ its addresses, DHCP, DNS domain, MAC, MTU and STP settings, which libvirt
 would refuse), so the XML stays valid across mode switches.
 """
 
+from __future__ import annotations
+
 import ipaddress
+from typing import Any, Iterable, Optional
 
 from lxml import etree
 
@@ -47,12 +50,12 @@ def _norm_ip(value):
     return str(ipaddress.ip_address(value)) if value else None
 
 
-def host_key(host):
+def host_key(host: dict[str, Any]) -> tuple[Any, str, str]:
     """Sort key of a DHCP host dict (by address)."""
     return (ipaddress.ip_address(host["ip"]), host.get("mac") or "", host.get("name") or "")
 
 
-def norm_hosts(hosts):
+def norm_hosts(hosts: Optional[Iterable[dict[str, Any]]]) -> list[dict[str, str]]:
     """DHCP hosts as sorted dicts with only the keys that are set (mac lower case)."""
     out = []
     for host in hosts or []:
@@ -77,7 +80,7 @@ class IP(XmlModel):
     range_end = Attr("dhcp/range", "end")
 
     @property
-    def version(self):
+    def version(self) -> int:
         if self.family == "ipv6":
             return 6
         if self.family == "ipv4":
@@ -85,7 +88,7 @@ class IP(XmlModel):
         return ipaddress.ip_address(self.address).version if self.address else 4
 
     @property
-    def interface(self):
+    def interface(self) -> Optional[str]:
         """``198.51.100.1/24`` (from prefix or netmask), or None."""
         if not self.address:
             return None
@@ -98,7 +101,7 @@ class IP(XmlModel):
         return str(ipaddress.ip_interface(f"{self.address}/{plen}"))
 
     @interface.setter
-    def interface(self, value):
+    def interface(self, value: str) -> None:
         iface = ipaddress.ip_interface(value)
         self.address = str(iface.ip)
         self.netmask = None
@@ -106,14 +109,14 @@ class IP(XmlModel):
         self.family = "ipv6" if iface.version == 6 else None
 
     @property
-    def hosts(self):
+    def hosts(self) -> list[dict[str, str]]:
         return norm_hosts(
             {"ip": h.get("ip"), "mac": h.get("mac"), "name": h.get("name")}
             for h in self.findall("dhcp/host")
             if h.get("ip")
         )
 
-    def host_elements(self):
+    def host_elements(self) -> Any:
         """``{normalised host as a tuple: element}`` of every static DHCP host."""
         out = {}
         for node in self.findall("dhcp/host"):
@@ -124,13 +127,13 @@ class IP(XmlModel):
                 out[host_tuple(host)] = node
         return out
 
-    def dhcp(self):
+    def dhcp(self) -> Optional[dict[str, Any]]:
         """``{start, end, hosts}`` or None when this address serves no DHCP."""
         if self.find("dhcp") is None:
             return None
         return {"start": self.range_start, "end": self.range_end, "hosts": self.hosts}
 
-    def set_dhcp(self, dhcp):
+    def set_dhcp(self, dhcp: Optional[dict[str, Any]]) -> None:
         """Set the range (when given) and exactly the declared hosts."""
         if dhcp is None:
             return
@@ -156,11 +159,12 @@ class IP(XmlModel):
                 node.append(host_element(host))
 
 
-def host_tuple(host):
+def host_tuple(host: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """``(ip, mac, name)`` of a DHCP host dict."""
     return (host["ip"], host.get("mac"), host.get("name"))
 
 
-def host_element(host):
+def host_element(host: dict[str, Any]) -> Any:
     """``<host mac=... name=... ip=.../>`` for a DHCP host dict."""
     node = etree.Element("host")
     if host.get("mac"):
@@ -171,7 +175,7 @@ def host_element(host):
     return node
 
 
-def range_xml(rng):
+def range_xml(rng: dict[str, Any]) -> str:
     """``<range start=... end=.../>`` for a ``{start, end}`` mapping."""
     node = etree.Element("range")
     node.set("start", _norm_ip(rng["start"]))
@@ -179,7 +183,7 @@ def range_xml(rng):
     return etree.tostring(node, encoding="unicode")
 
 
-def host_xml(host):
+def host_xml(host: dict[str, Any]) -> str:
     return etree.tostring(host_element(host), encoding="unicode")
 
 
@@ -199,32 +203,32 @@ class Network(XmlModel):
     # --- reading -----------------------------------------------------------
 
     @property
-    def mode(self):
+    def mode(self) -> str:
         """Pillar mode: nat, route, open, bridge, isolated (or libvirt's own, e.g. passthrough)."""
         if self.find("forward") is None:
             return "isolated"
         return self.forward_mode or "nat"  # libvirt's default forward mode is nat
 
-    def ips(self):
+    def ips(self) -> list[IP]:
         return [IP(node) for node in self.findall("ip")]
 
-    def ip(self, version):
+    def ip(self, version: int) -> Optional[IP]:
         """The first ``<ip>`` of that IP version, or None."""
         for item in self.ips():
             if item.version == version:
                 return item
         return None
 
-    def ip_index(self, version):
+    def ip_index(self, version: int) -> int:
         """Index of :meth:`ip` among all ``<ip>`` elements (libvirt's ``parentIndex``)."""
         for index, item in enumerate(self.ips()):
             if item.version == version:
                 return index
         return -1
 
-    def spec(self):
+    def spec(self) -> dict[str, Any]:
         """The network as pillar keys (only those that are set)."""
-        out = {"mode": self.mode}
+        out: dict[str, Any] = {"mode": self.mode}
         if self.bridge:
             out["bridge"] = self.bridge
         if self.forward_dev:
@@ -246,7 +250,7 @@ class Network(XmlModel):
 
     # --- building ----------------------------------------------------------
 
-    def set_mode(self, mode):
+    def set_mode(self, mode: str) -> None:
         """Switch the forward mode, dropping what the new mode cannot have."""
         old = self.mode
         forward = FORWARD_MODES[mode]
@@ -284,7 +288,9 @@ class Network(XmlModel):
                 return
         self.root.insert(0, node)
 
-    def set_ip(self, version, interface, dhcp=None):
+    def set_ip(
+        self, version: int, interface: Optional[str], *, dhcp: Optional[dict[str, Any]] = None
+    ) -> None:
         item = self.ip(version)
         if item is None:
             if interface is None:
@@ -297,7 +303,7 @@ class Network(XmlModel):
             item.interface = interface
         item.set_dhcp(dhcp)
 
-    def apply_spec(self, spec):
+    def apply_spec(self, spec: dict[str, Any]) -> Network:
         """Edit this network to match the declared keys of ``spec`` (others are kept)."""
         mode = spec.get("mode", "nat")
         self.set_mode(mode)
@@ -307,8 +313,8 @@ class Network(XmlModel):
             self.forward_dev = spec["dev"]
         if mode == "bridge":
             return self
-        self.set_ip(4, spec.get("address"), spec.get("dhcp"))
-        self.set_ip(6, spec.get("address6"), spec.get("dhcp6"))
+        self.set_ip(4, spec.get("address"), dhcp=spec.get("dhcp"))
+        self.set_ip(6, spec.get("address6"), dhcp=spec.get("dhcp6"))
         if spec.get("domain"):
             self.domain = spec["domain"]
         if spec.get("mtu"):
@@ -316,7 +322,7 @@ class Network(XmlModel):
         return self
 
     @classmethod
-    def build(cls, name, spec, base=None):
+    def build(cls, name: str, spec: dict[str, Any], *, base: Optional[str] = None) -> Network:
         """The XML for ``spec``: ``base`` (current XML) edited in place, or a new network."""
         net = cls(base) if base is not None else cls()
         if base is None:
@@ -324,12 +330,12 @@ class Network(XmlModel):
         return net.apply_spec(spec)
 
 
-def domain_interfaces(xml):
+def domain_interfaces(xml: str) -> list[dict[str, Any]]:
     """The network interfaces of a domain XML: ``[{type, network, bridge, dev, tap, mac}]``."""
     return interfaces_of(parse(xml))
 
 
-def interfaces_of(root):
+def interfaces_of(root: Any) -> list[dict[str, Any]]:
     """:func:`domain_interfaces` of an already parsed domain XML."""
     out = []
     for iface in root.findall("devices/interface"):

@@ -7,6 +7,10 @@ declared). The pool's source is exchanged as the same dict the pillar uses
 value never enters XML: pools reference the libvirt secret by its usage name.
 """
 
+from __future__ import annotations
+
+from typing import Any, Optional
+
 from lxml import etree
 
 from salt_kvm.xml.base import Attr, Text, XmlModel
@@ -15,7 +19,8 @@ from salt_kvm.xml.base import Attr, Text, XmlModel
 SECRET_USAGE_PREFIX = "salt-kvm/"
 
 
-def secret_usage(pool_name):
+def secret_usage(pool_name: str) -> str:
+    """The usage name of the libvirt secret salt-kvm keeps for pool ``pool_name``."""
     return SECRET_USAGE_PREFIX + pool_name
 
 
@@ -97,10 +102,10 @@ class Pool(XmlModel):
     available = Text("available", int)
 
     @property
-    def source(self):
+    def source(self) -> dict[str, Any]:
         """The source as the pillar writes it (only keys that are present)."""
         src = self.root.find("source")
-        out = {}
+        out: dict[str, Any] = {}
         if src is None:
             return out
         devices = [d.get("path") for d in src.findall("device") if d.get("path")]
@@ -137,7 +142,7 @@ class Pool(XmlModel):
         return out
 
     @source.setter
-    def source(self, spec):
+    def source(self, spec: Optional[dict[str, Any]]) -> None:
         """Replace ``<source>`` with one built from a pillar source dict.
 
         ``auth`` is written with a reference to its libvirt secret
@@ -145,9 +150,10 @@ class Pool(XmlModel):
         """
         old = self.root.find("source")
         src = etree.Element("source")
+        given = spec or {}
         for key in SOURCE_KEYS:
-            if (spec or {}).get(key):
-                for element in _source_elements(key, spec[key]):
+            if given.get(key):
+                for element in _source_elements(key, given[key]):
                     src.append(element)
         if old is not None:
             old.addprevious(src)
@@ -159,7 +165,7 @@ class Pool(XmlModel):
             else:
                 self.root.append(src)
 
-    def edit_source(self, spec):
+    def edit_source(self, spec: Optional[dict[str, Any]]) -> None:
         """Change only the declared keys of ``<source>`` in place: what salt-kvm does not
         model (``<protocol ver>``, ``<adapter>``, ``<config>``, vendor and product, mount
         options) stays as it is."""
@@ -180,7 +186,7 @@ class Pool(XmlModel):
             for element in old:
                 src.remove(element)
 
-    def edit(self, target=None, source=None):
+    def edit(self, target: Optional[str] = None, source: Optional[dict[str, Any]] = None) -> Pool:
         """The definition with the declared target path and source keys changed in
         place; everything else (``<permissions>``, a source's ``<protocol>``...) kept.
         The sizes libvirt reports are dropped (they are not part of a definition)."""
@@ -195,7 +201,14 @@ class Pool(XmlModel):
         return self
 
     @classmethod
-    def build(cls, name, ptype, target=None, source=None, uuid=None):
+    def build(
+        cls,
+        name: str,
+        ptype: str,
+        target: Optional[str] = None,
+        source: Optional[dict[str, Any]] = None,
+        uuid: Optional[str] = None,
+    ) -> Pool:
         """The XML of a declared pool (elements in libvirt's own order)."""
         pool = cls()
         pool.type = ptype
@@ -224,7 +237,8 @@ class Volume(XmlModel):
     backing_path = Text("backingStore/path")
     backing_format = Attr("backingStore/format", "type")
 
-    def set_sizes(self, capacity, allocation=None):
+    def set_sizes(self, capacity: int, allocation: Optional[int] = None) -> None:
+        """Set ``<capacity>`` (and ``<allocation>``) in bytes."""
         cap = self.sub("capacity")
         cap.set("unit", "bytes")
         cap.text = str(int(capacity))
@@ -235,8 +249,16 @@ class Volume(XmlModel):
 
     @classmethod
     def build(
-        cls, name, capacity, fmt=None, allocation=None, backing_path=None, backing_format=None
-    ):
+        cls,
+        name: str,
+        capacity: int,
+        *,
+        fmt: Optional[str] = None,
+        allocation: Optional[int] = None,
+        backing_path: Optional[str] = None,
+        backing_format: Optional[str] = None,
+    ) -> Volume:
+        """The XML of a declared volume."""
         vol = cls()
         vol.name = name
         vol.set_sizes(capacity, allocation)
@@ -258,7 +280,8 @@ class Secret(XmlModel):
     usage_type = Attr("usage", "type")
 
     @property
-    def usage(self):
+    def usage(self) -> Optional[str]:
+        """What the secret is for (an iSCSI target or a Ceph name), or None."""
         node = self.root.find("usage")
         if node is None:
             return None
@@ -269,7 +292,13 @@ class Secret(XmlModel):
         return None
 
     @classmethod
-    def build(cls, usage, usage_type, description=None, uuid=None):
+    def build(
+        cls,
+        usage: str,
+        usage_type: str,
+        description: Optional[str] = None,
+        uuid: Optional[str] = None,
+    ) -> Secret:
         """``usage_type`` ``iscsi`` (CHAP) or ``ceph``; private, persistent."""
         secret = cls()
         secret.root.set("ephemeral", "no")
