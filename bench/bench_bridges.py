@@ -67,7 +67,7 @@ def floor_run(host, specs):
 
     with IPRoute(netns=host, flags=0) as ipr:
         links = ipr.get_links()
-    byindex = {l["index"]: l.get_attr("IFLA_IFNAME") for l in links}
+    byindex = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
     ports, attrs = {}, {}
     for link in links:
         name = link.get_attr("IFLA_IFNAME")
@@ -132,10 +132,12 @@ def main():
         noop_loads = LOADS[0] / args.reps
         floor = timed(lambda: floor_run(host, specs), args.reps)
         print(
-            f"bridges: {args.bridges} x 2 ports, first apply {first * 1000:.1f} ms ({first_loads} namespace dumps)"
+            f"bridges: {args.bridges} x 2 ports, first apply {first * 1000:.1f} ms "
+            f"({first_loads} namespace dumps)"
         )
         print(
-            f"salt-kvm no-op apply: {ours * 1000:.1f} ms (median of {args.reps}; {noop_loads:g} namespace dumps per run)"
+            f"salt-kvm no-op apply: {ours * 1000:.1f} ms (median of {args.reps}; {noop_loads:g} "
+            "namespace dumps per run)"
         )
         print(f"pyroute2 floor (one dump + compare): {floor * 1000:.1f} ms (median of {args.reps})")
         print(f"ratio: {ours / floor:.1f}x")

@@ -34,13 +34,13 @@ import sys
 import threading
 import time
 
+import pytest
+import yaml
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = REPO / "bench" / "results"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
-
-import pytest
-import yaml
 
 #: set by main() for the pytest session it starts (the test module is imported anew there)
 OPTIONS_ENV = "KVT_BENCH_FLEET"
@@ -165,24 +165,33 @@ def _write_results(results):
     lines = [
         "# salt '*' state.apply kvm across a fleet on one machine",
         "",
-        f"{results['machine']}; each minion: 1 dir pool, {results['volumes']} qcow2 volumes, 1 bridge in its netns.",
+        f"{results['machine']}; each minion: 1 dir pool, {results['volumes']} qcow2 volumes, 1 "
+        "bridge in its netns.",
         (
-            "Wall time of the `salt` CLI (publish, all minions apply, all returns back); no-op is the median of "
-            f"{results['reps']} runs. Memory per minion: peak PSS of the minion and its job processes, sampled every 250 ms "
-            "during the applies (median and max over the minions), and the minion process's own peak RSS (VmHWM, median)."
+            "Wall time of the `salt` CLI (publish, all minions apply, all returns back); no-op "
+            "is the median of "
+            f"{results['reps']} runs. Memory per minion: peak PSS of the minion and its job "
+            "processes, sampled every 250 ms "
+            "during the applies (median and max over the minions), and the minion process's own "
+            "peak RSS (VmHWM, median)."
         ),
         "",
-        "The state columns are the time inside the states (Salt's per-state durations) on the slowest minion.",
+        "The state columns are the time inside the states (Salt's per-state durations) on the "
+        "slowest minion.",
         "",
-        "Load is the machine's 1-minute load average before and after the runs (other work skews wall times).",
+        "Load is the machine's 1-minute load average before and after the runs (other work skews "
+        "wall times).",
         "",
-        "| minions | first apply (s) | of which states (s) | no-op apply (s) | of which states (s) | peak PSS per minion, median (MiB) | max (MiB) | minion peak RSS (MiB) | load |",
+        "| minions | first apply (s) | of which states (s) | no-op apply (s) | of which states "
+        "(s) | peak PSS per minion, median (MiB) | max (MiB) | minion peak RSS (MiB) | load |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in results["rows"]:
         lines.append(
-            f"| {row['minions']} | {row['first_s']:.2f} | {row['first_states_s']:.2f} | {row['noop_s']:.2f} | {row['noop_states_s']:.2f} "
-            f"| {row['pss_median_mib']:.0f} | {row['pss_max_mib']:.0f} | {row['hwm_median_mib']:.0f} "
+            f"| {row['minions']} | {row['first_s']:.2f} | {row['first_states_s']:.2f} | "
+            f"{row['noop_s']:.2f} | {row['noop_states_s']:.2f} "
+            f"| {row['pss_median_mib']:.0f} | {row['pss_max_mib']:.0f} | "
+            f"{row['hwm_median_mib']:.0f} "
             f"| {row.get('load_before', 0):.1f} / {row.get('load_after', 0):.1f} |"
         )
     (RESULTS / "fleet.md").write_text("\n".join(lines) + "\n")
@@ -269,13 +278,16 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
                         "pss_median_mib": round(statistics.median(mib), 1),
                         "pss_max_mib": round(max(mib), 1),
                         "hwm_median_mib": round(statistics.median(hwm), 1),
-                        # other work on the machine skews wall times: the 1-minute load average around the runs
+                        # other work on the machine skews wall times: the 1-minute load average
+                        # around the runs
                         "load_before": round(load_before, 2),
                         "load_after": round(os.getloadavg()[0], 2),
                     }
                 )
                 print(
-                    f"{size} minion(s): first {first:.2f}s, no-op {statistics.median(noops):.2f}s, pss {statistics.median(mib):.0f} MiB, minion process peak RSS {statistics.median(hwm):.0f} MiB"
+                    f"{size} minion(s): first {first:.2f}s, no-op "
+                    f"{statistics.median(noops):.2f}s, pss {statistics.median(mib):.0f} MiB, "
+                    f"minion process peak RSS {statistics.median(hwm):.0f} MiB"
                 )
                 fleetlib.remove_objects(f"{net.prefix}-r{round_no}")  # this round's pools and files
             for factory in minions:
@@ -302,7 +314,9 @@ def test_bench_fleet(salt_factories):  # pylint: disable=too-many-locals
 
     _write_results(
         {
-            "machine": f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}",
+            "machine": (
+                f"{platform.node()}: {os.cpu_count()} cores, Python {platform.python_version()}"
+            ),
             "reps": reps,
             "volumes": volumes,
             "rows": rows,

@@ -145,7 +145,8 @@ def run(
                 if not f.filename.endswith(("subprocess.py", "counters.py"))
             ]
             where = " <- ".join(
-                f"{f.filename.rsplit('site-packages/', 1)[-1].rsplit('/work/main/', 1)[-1]}:{f.lineno}"
+                f.filename.rsplit("site-packages/", 1)[-1].rsplit("/work/main/", 1)[-1]
+                + f":{f.lineno}"
                 for f in frames[-4:][::-1]
             )
             spawned.append(

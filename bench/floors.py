@@ -3,17 +3,19 @@
 Run by ``bench/run.py`` under ``/usr/bin/time`` so their cost is measured the
 same way as ``salt-call``'s (whole process: interpreter start, imports, work)::
 
-    floors.py libvirt-read SPEC      list pools and volumes (and the VMs' snapshots, and the declared VMs'
-                                     definitions, live and persistent), parse XML, compare
-    floors.py libvirt-create SPEC    define/build/start the pools, create the volumes (and one snapshot per VM;
-                                     define and start the declared VMs)
+    floors.py libvirt-read SPEC      list pools and volumes (and the VMs' snapshots, and the
+                                     declared VMs' definitions, live and persistent), parse
+                                     XML, compare
+    floors.py libvirt-create SPEC    define/build/start the pools, create the volumes (and one
+                                     snapshot per VM; define and start the declared VMs)
     floors.py pyroute2-read SPEC     one netlink dump of the links, compare bridges and their ports
     floors.py pyroute2-create SPEC   create the bridges, enslave the ports, set them up
 
 SPEC is the JSON file ``run.py`` writes: ``{"pools": [{"name", "target",
 "volumes": [name, ...], "size": bytes}], "bridges": [{"name", "ports": [...]}],
-"vms": [name, ...], "decl_vms": [{"name", "path"}, ...], "vm_type"}``. The pyroute2 modes run inside the bench's netns
-(``ip netns exec``). Each prints one JSON line: objects seen, differences found.
+"vms": [name, ...], "decl_vms": [{"name", "path"}, ...], "vm_type"}``. The pyroute2 modes
+run inside the bench's netns (``ip netns exec``). Each prints one JSON line: objects seen,
+differences found.
 """
 
 import json
@@ -94,7 +96,8 @@ def _domain_xml(vm, dtype):
         "<currentMemory unit='KiB'>65536</currentMemory><vcpu>1</vcpu>"
         "<os><type arch='x86_64'>hvm</type><boot dev='hd'/></os><features><acpi/></features>"
         "<on_poweroff>destroy</on_poweroff><on_reboot>restart</on_reboot><on_crash>destroy</on_crash>"
-        f"<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{vm['path']}'/>"
+        "<devices><disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source "
+        f"file='{vm['path']}'/>"
         "<target dev='vda' bus='virtio'/></disk><memballoon model='virtio'/></devices></domain>"
     )
 

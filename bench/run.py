@@ -4,7 +4,7 @@ pyroute2 floors and saltext-virt, side by side in one run.
 
 Run from the repository root, as root (``make bench`` runs ``bench/run.py``)::
 
-    bench/run.py                               # the reference host, 5 repetitions (about 10 minutes)
+    bench/run.py                               # the reference host, 5 repetitions (about 10 min)
     bench/run.py --only storage,floors --reps 3  # a quick subset
     bench/run.py --scale                       # the 200 -> 2,000 volume curve (storage only)
 
@@ -100,7 +100,7 @@ def timed(cmd, env=None, cwd=None, timeout=3600):
             full, capture_output=True, text=True, env=env, cwd=cwd, timeout=timeout, check=False
         )
         wall = time.perf_counter() - start
-        lines = [l for l in pathlib.Path(tf.name).read_text().splitlines() if l.strip()]
+        lines = [x for x in pathlib.Path(tf.name).read_text().splitlines() if x.strip()]
     try:
         elapsed, user, system, rss = lines[-1].split()
     except (IndexError, ValueError):
@@ -228,7 +228,8 @@ class Recorder:
             except (ValueError, IndexError):
                 res["summary"] = {"error": (res["stdout"] + res["stderr"]).strip()[-400:]}
         log(
-            f"  {name} #{i + 1}: {res['wall']:.3f} s wall, {res['cpu']:.2f} s cpu, {res['maxrss_mb']} MB, rc {res['rc']}"
+            f"  {name} #{i + 1}: {res['wall']:.3f} s wall, {res['cpu']:.2f} s cpu, "
+            f"{res['maxrss_mb']} MB, rc {res['rc']}"
         )
         return res
 
@@ -267,7 +268,8 @@ def _judge(runs, kind, expect):
             if expect == "test" and summary.get("results", {}).get("None"):
                 return (
                     False,
-                    f"{summary['results']['None']} states predicted changes (result None) on a converged host",
+                    f"{summary['results']['None']} states predicted changes (result None) on a "
+                    "converged host",
                 )
         if kind == "json" and "error" in summary:
             return False, summary["error"]
@@ -309,7 +311,8 @@ class Host:
                 )
         self.vm_count = vms if "snapshots" in parts else 0
         self.vms = []
-        #: VMs declared under kvm:vms, each on a volume of the first pool (so the part needs storage)
+        #: VMs declared under kvm:vms, each on a volume of the first pool (so the part needs
+        #: storage)
         self.decl_vms = []
         if "vms" in parts and self.pools:
             pool = self.pools[0]
@@ -532,7 +535,8 @@ def nop_sls(root, count):
 
 
 def peer_sls(root, host):
-    """saltext-virt's states for the same pools and volumes (``virt.pool_running`` + ``virt.volume_defined``)."""
+    """saltext-virt's states for the same pools and volumes (``virt.pool_running`` +
+    ``virt.volume_defined``)."""
     import yaml  # pylint: disable=import-outside-toplevel
 
     root = pathlib.Path(root)
@@ -574,7 +578,8 @@ def peer_env():
 
 
 def ensure_peer_venv():
-    """The peer in its own venv (made once, kept in bench/.venv-saltext-virt); None or the reason it is missing."""
+    """The peer in its own venv (made once, kept in bench/.venv-saltext-virt); None or the
+    reason it is missing."""
     salt_call = PEER_VENV / "bin" / "salt-call"
     if salt_call.exists():
         check = subprocess.run(
@@ -710,7 +715,8 @@ def measure_startup(rec, work, reps):
         "t = time.perf_counter()\n"
         "import salt_kvm.glue, salt_kvm.conn\n"
         "dt = time.perf_counter() - t\n"
-        "print(json.dumps({'import_ms': round(1000 * dt, 2), 'heavy_modules_loaded': [m for m in ('pyroute2', 'lxml', 'libvirt', 'yaml') if m in sys.modules and m != 'yaml']}))\n"
+        "print(json.dumps({'import_ms': round(1000 * dt, 2), 'heavy_modules_loaded': [m for m in "
+        "('pyroute2', 'lxml', 'libvirt', 'yaml') if m in sys.modules and m != 'yaml']}))\n"
     )
     proc = subprocess.run(
         [PY, "-c", code], capture_output=True, text=True, env=our_env(), check=False
@@ -873,7 +879,8 @@ def run_main(args):
         if "floors" in only:
             if host.pools or host.vms:
                 log(
-                    "libvirt floor (create): define/build/start pools, create volumes, one snapshot per VM, define and start the declared VMs"
+                    "libvirt floor (create): define/build/start pools, create volumes, one "
+                    "snapshot per VM, define and start the declared VMs"
                 )
                 rec.measure(
                     "libvirt floor: create",
@@ -905,7 +912,8 @@ def run_main(args):
                 expect="first",
             )
             log(
-                "the converged host, interleaved rounds: Salt's floor, our no-op re-apply, test=True, the storage part alone, the read floors"
+                "the converged host, interleaved rounds: Salt's floor, our no-op re-apply, "
+                "test=True, the storage part alone, the read floors"
             )
             floors = "floors" in only
             rec.rounds(
@@ -978,12 +986,15 @@ def run_main(args):
                         out["counters"][mode] = {
                             "error": (proc.stderr or proc.stdout).strip()[-600:]
                         }
+                    got = out["counters"][mode]
                     log(
-                        f"  counters ({mode}): {out['counters'][mode].get('libvirt_calls_total', out['counters'][mode].get('error'))} libvirt calls"
+                        f"  counters ({mode}): "
+                        f"{got.get('libvirt_calls_total', got.get('error'))} libvirt calls"
                     )
             if "profile" in only:
                 log(
-                    "cProfile: the no-op and test=True, interleaved, 3 runs each (Python call totals)"
+                    "cProfile: the no-op and test=True, interleaved, 3 runs each (Python call "
+                    "totals)"
                 )
                 runs = {False: [], True: []}
                 for _ in range(3):
@@ -1023,7 +1034,8 @@ def run_main(args):
                 )
                 cmd = peer.command("state.apply", "peer")
                 log(
-                    f"saltext-virt {out['peer']['version']}: first apply (pools cleared before each)"
+                    f"saltext-virt {out['peer']['version']}: first apply (pools cleared before "
+                    "each)"
                 )
                 rec.measure(
                     "saltext-virt: first apply",
@@ -1153,11 +1165,13 @@ def ratios(out):
     pair = paired(ms, "ours: test=True, converged", "ours: no-op re-apply")
     res.append(
         _ratio(
-            "test=True on the converged host / no-op re-apply (median of the rounds' paired ratios)",
+            "test=True on the converged host / no-op re-apply (median of the rounds' paired "
+            "ratios)",
             pair["median"] if pair else None,
             TARGETS["test_vs_noop"],
             basis=(
-                f"{pair['n']} rounds, 95% CI {pair['ci'][0]:.3f} - {pair['ci'][1]:.3f}, ratio of the medians {testm} s / {noop} s = {testm / noop:.3f}"
+                f"{pair['n']} rounds, 95% CI {pair['ci'][0]:.3f} - {pair['ci'][1]:.3f}, ratio of "
+                f"the medians {testm} s / {noop} s = {testm / noop:.3f}"
                 if pair
                 else ""
             ),
@@ -1172,22 +1186,26 @@ def ratios(out):
     if salt_pair:
         res.append(
             {
-                "target": "Salt's own floor: test=True / no-op, same statistic (informational: the noise of this comparison)",
+                "target": "Salt's own floor: test=True / no-op, same statistic (informational: the "
+                "noise of this comparison)",
                 "value": round(salt_pair["median"], 3),
                 "limit": None,
                 "pass": None,
-                "basis": f"{salt_pair['n']} rounds, 95% CI {salt_pair['ci'][0]:.3f} - {salt_pair['ci'][1]:.3f}",
+                "basis": f"{salt_pair['n']} rounds, 95% CI {salt_pair['ci'][0]:.3f} - "
+                f"{salt_pair['ci'][1]:.3f}",
             }
         )
     prof, prof_test = out.get("profile") or {}, out.get("profile_test") or {}
     if prof.get("total_calls") and prof_test.get("total_calls"):
         res.append(
             {
-                "target": "test=True / no-op in Python function calls (cProfile of the whole salt-call; informational, no timing noise)",
+                "target": "test=True / no-op in Python function calls (cProfile of the whole "
+                "salt-call; informational, no timing noise)",
                 "value": round(prof_test["total_calls"] / prof["total_calls"], 5),
                 "limit": TARGETS["test_vs_noop"],
                 "pass": None,
-                "basis": f"{prof_test['total_calls']} / {prof['total_calls']} calls (medians of {_spread(prof_test)} and {_spread(prof)}); "
+                "basis": f"{prof_test['total_calls']} / {prof['total_calls']} calls (medians of "
+                f"{_spread(prof_test)} and {_spread(prof)}); "
                 f"bridge change locks taken: {prof_test.get('locks', 0)} / {prof.get('locks', 0)}",
             }
         )
@@ -1196,7 +1214,8 @@ def ratios(out):
         ours_test, ours_noop = testm - salt_floor_test, noop - salt_floor
         res.append(
             {
-                "target": "test=True / no-op, each above Salt's own floor in the same mode (informational)",
+                "target": "test=True / no-op, each above Salt's own floor in the same mode "
+                "(informational)",
                 "value": round(ours_test / ours_noop, 3) if ours_noop > 0 else None,
                 "limit": TARGETS["test_vs_noop"],
                 "pass": None,
@@ -1230,7 +1249,9 @@ def ratios(out):
     if cpu["first"] and cpu_first_floor:
         res.append(
             {
-                "target": "first apply in CPU time (informational; libvirtd's own work is not in it)",
+                "target": (
+                    "first apply in CPU time (informational; libvirtd's own work is not in it)"
+                ),
                 "value": round(cpu["first"] / cpu_first_floor, 3),
                 "limit": TARGETS["first_vs_floors"],
                 "pass": None,
@@ -1261,7 +1282,10 @@ def ratios(out):
     if st_noop and st_floor and lv_read:
         res.append(
             {
-                "target": "storage part alone: no-op re-apply of kvm.storage / (Salt floor + libvirt floor) (informational)",
+                "target": (
+                    "storage part alone: no-op re-apply of kvm.storage / "
+                    "(Salt floor + libvirt floor) (informational)"
+                ),
                 "value": round(st_noop / (st_floor + lv_read), 3),
                 "limit": TARGETS["noop_vs_floors"],
                 "pass": None,
@@ -1272,7 +1296,10 @@ def ratios(out):
     if peer_first and first and "storage" in out["reference"]["parts"]:
         res.append(
             {
-                "target": "saltext-virt first apply / ours (informational: ours also does bridges and snapshots)",
+                "target": (
+                    "saltext-virt first apply / ours "
+                    "(informational: ours also does bridges and snapshots)"
+                ),
                 "value": round(peer_first / first, 3),
                 "limit": None,
                 "pass": None,
@@ -1476,7 +1503,8 @@ def run_scale(args):
 
 
 def scale_analysis(out):
-    """Linearity of the no-op cost: marginal cost per volume in the upper half of the curve / the lower half."""
+    """Linearity of the no-op cost: marginal cost per volume in the upper half of the curve /
+    the lower half."""
     pts = out["points"]
     if len(pts) >= 3:
         a, b, c = pts[0], pts[len(pts) // 2], pts[-1]
@@ -1497,12 +1525,17 @@ def scale_analysis(out):
             out["slope_ratio"][key] = {
                 "value": value,
                 "limit": TARGETS["scale_slope_ratio"],
-                # a negative marginal cost means the machine's noise is larger than the growth: no verdict
+                # a negative marginal cost means the machine's noise is larger than the growth: no
+                # verdict
                 "pass": (value <= TARGETS["scale_slope_ratio"])
                 if value is not None and value > 0 and key != "salt_floor_cpu"
                 else None,
-                "basis": f"marginal cost per volume {b['volumes']}->{c['volumes']} ({scale * s2:.3f} {unit}) / {a['volumes']}->{b['volumes']} ({scale * s1:.3f} {unit}); "
-                f"1.0 is linear, quadratic growth would give about {quad:.1f}",
+                "basis": (
+                    f"marginal cost per volume {b['volumes']}->{c['volumes']} "
+                    f"({scale * s2:.3f} {unit}) / {a['volumes']}->{b['volumes']} "
+                    f"({scale * s1:.3f} {unit}); "
+                    f"1.0 is linear, quadratic growth would give about {quad:.1f}"
+                ),
             }
     return out
 
@@ -1536,16 +1569,20 @@ def markdown(out):
     lines = []
     h = out["host"]
     lines.append(
-        f"Measured {out['started']} with `{out['command']}` on {h.get('cpus')} cores, libvirt {h.get('libvirt')}, Salt {h.get('salt')}, "
-        f"Python {h.get('python')}, kernel {h.get('kernel')} (load average at start {', '.join(f'{x:.2f}' for x in h.get('loadavg_at_start', []))}). "
+        f"Measured {out['started']} with `{out['command']}` on {h.get('cpus')} cores, libvirt "
+        f"{h.get('libvirt')}, Salt {h.get('salt')}, "
+        f"Python {h.get('python')}, kernel {h.get('kernel')} (load average at start "
+        f"{', '.join(f'{x:.2f}' for x in h.get('loadavg_at_start', []))}). "
         f"The run took {out.get('duration_s')} s."
     )
     lines.append("")
     if out["kind"] == "reference":
         r = out["reference"]
         lines.append(
-            f"Reference host: {r['pools']} dir pools x {r['volumes_per_pool']} qcow2 volumes, {r['bridges']} bridges x {r['ports_per_bridge']} veth ports (in a netns), "
-            f"{r['vms']} tiny VMs with `snapshots_retained` -- parts measured: {', '.join(r['parts']) or 'none'}; {r.get('states')} states."
+            f"Reference host: {r['pools']} dir pools x {r['volumes_per_pool']} qcow2 volumes, "
+            f"{r['bridges']} bridges x {r['ports_per_bridge']} veth ports (in a netns), "
+            f"{r['vms']} tiny VMs with `snapshots_retained` -- parts measured: "
+            f"{', '.join(r['parts']) or 'none'}; {r.get('states')} states."
         )
         if out.get("skipped"):
             lines.append("")
@@ -1557,7 +1594,9 @@ def markdown(out):
         for name, m in out["measurements"].items():
             s = m["summary"]
             lines.append(
-                f"| {name} | {_fmt(s['wall'], ' s')} | {_fmt(s['wall_min'])} - {_fmt(s['wall_max'])} | {_fmt(s['cpu'], ' s')} | {_fmt(s['maxrss_mb'], ' MB')} | {s['reps']} | {'yes' if m['ok'] else 'NO: ' + str(m['problem'])[:160]} |"
+                f"| {name} | {_fmt(s['wall'], ' s')} | {_fmt(s['wall_min'])} - "
+                f"{_fmt(s['wall_max'])} | {_fmt(s['cpu'], ' s')} | {_fmt(s['maxrss_mb'], ' MB')} "
+                f"| {s['reps']} | {'yes' if m['ok'] else 'NO: ' + str(m['problem'])[:160]} |"
             )
         lines.append("")
         lines.append("| target | measured | limit | pass | basis |")
@@ -1570,17 +1609,27 @@ def markdown(out):
         if out.get("import"):
             lines.append("")
             lines.append(
-                f"Importing the loader modules' library (`salt_kvm.glue`, `salt_kvm.conn`) after Salt: {out['import'].get('import_ms')} ms; "
-                f"heavy modules imported by it: {', '.join(out['import'].get('heavy_modules_loaded', [])) or 'none'}."
+                "Importing the loader modules' library (`salt_kvm.glue`, `salt_kvm.conn`) after "
+                f"Salt: {out['import'].get('import_ms')} ms; "
+                "heavy modules imported by it: "
+                f"{', '.join(out['import'].get('heavy_modules_loaded', [])) or 'none'}."
             )
         for mode, c in (out.get("counters") or {}).items():
             lines.append("")
             if "error" in c:
                 lines.append(f"In-process counters ({mode}): failed: {c['error'][:300]}")
                 continue
+            run = {
+                "test": "test=True on the converged host",
+                "noop": "no-op re-apply",
+                "first": "first apply",
+            }.get(mode, mode)
             lines.append(
-                f"In-process counters, {dict(test='test=True on the converged host', noop='no-op re-apply', first='first apply').get(mode, mode)} (one run through Salt's loader, `bench/counters.py`): "
-                f"{c['libvirt_calls_total']} libvirt calls; listings loaded: {', '.join(f'{k} x{v}' for k, v in c['listing_loads'].items()) or 'none'}; "
+                "In-process counters, "
+                f"{run} "
+                "(one run through Salt's loader, `bench/counters.py`): "
+                f"{c['libvirt_calls_total']} libvirt calls; listings loaded: "
+                f"{', '.join(f'{k} x{v}' for k, v in c['listing_loads'].items()) or 'none'}; "
                 f"subprocesses started by the states: {len(c.get('subprocesses', []))}"
                 + (f" ({'; '.join(c['subprocesses'][:5])})" if c.get("subprocesses") else "")
                 + f"; results {c['results']}, {c['changed']} changed."
@@ -1603,18 +1652,26 @@ def markdown(out):
         )
         lines.append("")
         lines.append(
-            "| volumes | states | first apply | no-op re-apply | no-op CPU | Salt floor (test.nop) | no-op above floor | per volume above floor | libvirt floor | libvirt calls | per volume | peak RSS |"
+            "| volumes | states | first apply | no-op re-apply | no-op CPU | Salt floor "
+            "(test.nop) | no-op above floor | per volume above floor | libvirt floor | libvirt "
+            "calls | per volume | peak RSS |"
         )
         lines.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
         for p in out["points"]:
             lines.append(
-                f"| {p['volumes']} | {p['states']} | {_fmt(p['first_apply'], ' s')} | {_fmt(p['noop'], ' s')} | {_fmt(p.get('noop_cpu'), ' s')} | {_fmt(p['salt_floor'], ' s')} | {_fmt(p['noop_above_salt_floor'], ' s')} | "
-                f"{_fmt(p['ms_per_volume_above_salt_floor'], ' ms')} | {_fmt(p['libvirt_floor'], ' s')} | {_fmt(p['libvirt_calls'])} | {_fmt(p.get('libvirt_calls_per_volume'))} | {_fmt(p['noop_maxrss_mb'], ' MB')} |"
+                f"| {p['volumes']} | {p['states']} | {_fmt(p['first_apply'], ' s')} | "
+                f"{_fmt(p['noop'], ' s')} | {_fmt(p.get('noop_cpu'), ' s')} | "
+                f"{_fmt(p['salt_floor'], ' s')} | {_fmt(p['noop_above_salt_floor'], ' s')} | "
+                f"{_fmt(p['ms_per_volume_above_salt_floor'], ' ms')} | "
+                f"{_fmt(p['libvirt_floor'], ' s')} | {_fmt(p['libvirt_calls'])} | "
+                f"{_fmt(p.get('libvirt_calls_per_volume'))} | {_fmt(p['noop_maxrss_mb'], ' MB')} "
+                "|"
             )
         if out.get("slope_ratio"):
             lines.append("")
             lines.append(
-                "| linearity of the no-op re-apply | ratio of marginal costs | limit | pass | basis |"
+                "| linearity of the no-op re-apply | ratio of marginal costs | limit | pass | "
+                "basis |"
             )
             lines.append("|---|---|---|---|---|")
             for key, sr in out["slope_ratio"].items():
@@ -1730,7 +1787,8 @@ def main(argv=None):
     )
     parser.add_argument(
         "--host",
-        help=f"comma-separated host parts to build: {','.join(HOST_PARTS)} (default: all whose states exist)",
+        help=f"comma-separated host parts to build: {','.join(HOST_PARTS)} (default: all whose "
+        "states exist)",
     )
     parser.add_argument(
         "--reps",
@@ -1742,7 +1800,8 @@ def main(argv=None):
         "--rounds",
         type=int,
         default=15,
-        help="interleaved rounds on the converged host (no-op, test=True, Salt's floors, read floors; default 15: "
+        help="interleaved rounds on the converged host (no-op, test=True, Salt's floors, read "
+        "floors; default 15: "
         "test=True against the no-op is a comparison of two near-equal costs and needs them)",
     )
     parser.add_argument(

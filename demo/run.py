@@ -26,7 +26,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-#: the picture of the sandbox that the demo draws with kvm.topology (docs/_static/topology-demo.svg is one)
+#: the picture of the sandbox that the demo draws with kvm.topology (docs/_static/topology-demo.svg
+#: is one)
 TOPOLOGY_SVG = os.path.join(ROOT, "demo", "topology.svg")
 
 from tests.support import guest as guestlib  # noqa: E402
@@ -256,7 +257,8 @@ def main():
         banner("the demo pillar (kvm)")
         print(yaml.safe_dump({"kvm": pillar}, default_flow_style=False, sort_keys=False), end="")
         banner(
-            f"the host's NIC before (its far end is in the LAN namespace {lan.ns}, gateway {lan.gateway})"
+            f"the host's NIC before (its far end is in the LAN namespace {lan.ns}, gateway "
+            f"{lan.gateway})"
         )
         print(lan.addresses(), end="")
 

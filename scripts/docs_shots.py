@@ -120,7 +120,8 @@ def main():
             )
         if result["page"][0] > result["page"][1]:
             problems.append(
-                f"{page}: the page is {result['page'][0]} px wide in a {result['page'][1]} px window"
+                f"{page}: the page is {result['page'][0]} px wide in a {result['page'][1]} px "
+                "window"
             )
         for wide, box, line in result["clipped"]:
             problems.append(f"{page}: a code block is {wide} px wide in a {box} px box: {line!r}")
@@ -130,7 +131,8 @@ def main():
             elif "topology" in (src or "") and shown < natural * 0.95:
                 problems.append(f"{page}: {src} shown at {shown:.0f} px of its {natural} px")
         print(
-            f"{page}: {shot.relative_to(ROOT)}, {len(result['clipped'])} clipped code blocks, {len(result['images'])} images"
+            f"{page}: {shot.relative_to(ROOT)}, {len(result['clipped'])} clipped code blocks, "
+            f"{len(result['images'])} images"
         )
     for line in problems:
         print("FAIL", line)
