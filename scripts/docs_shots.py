@@ -41,18 +41,24 @@ WIDTH, HEIGHT = 1400, 1000
 CHECK = """
 <script>
 window.addEventListener('load', function () {
-  var out = {title: document.title, text: (document.querySelector('article') || document.body).innerText.length,
-             page: [document.documentElement.scrollWidth, window.innerWidth], clipped: [], images: []};
+  var out = {title: document.title,
+             text: (document.querySelector('article') || document.body).innerText.length,
+             page: [document.documentElement.scrollWidth, window.innerWidth],
+             clipped: [], images: []};
   document.querySelectorAll('pre').forEach(function (pre) {
     if (pre.scrollWidth > pre.clientWidth + 1) {
-      var line = pre.innerText.split('\\n').reduce(function (a, b) { return a.length >= b.length ? a : b; }, '');
+      var line = pre.innerText.split('\\n').reduce(function (a, b) {
+        return a.length >= b.length ? a : b;
+      }, '');
       out.clipped.push([pre.scrollWidth, pre.clientWidth, line.slice(0, 100)]);
     }
   });
   document.querySelectorAll('img').forEach(function (img) {
     out.images.push([img.getAttribute('src'), img.naturalWidth, img.getBoundingClientRect().width]);
   });
-  var el = document.createElement('pre'); el.id = 'kvm-shot-result'; el.textContent = JSON.stringify(out);
+  var el = document.createElement('pre');
+  el.id = 'kvm-shot-result';
+  el.textContent = JSON.stringify(out);
   document.body.appendChild(el);
 });
 </script>
