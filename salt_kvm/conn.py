@@ -216,7 +216,7 @@ class Session:
 
 
 def session_from_context(
-    context: dict[str, Any], uri: Optional[str] = DEFAULT_URI, key: str = CONTEXT_KEY
+    context: dict[str, Any], uri: Optional[str] = DEFAULT_URI, *, key: str = CONTEXT_KEY
 ) -> Session:
     """The session kept in a Salt ``__context__`` under ``key`` (created on first use)."""
     session = context.get(key)

@@ -55,7 +55,7 @@ def find_or_create(root: Any, path: str) -> Any:
 
 
 class _Property:
-    def __init__(self, path: str, conv: Callable[[Any], Any] = str, default: Any = None) -> None:
+    def __init__(self, path: str, conv: Callable[[Any], Any] = str, *, default: Any = None) -> None:
         self.path, self.conv, self.default = path, conv, default
         self.name: Optional[str] = None
 
@@ -93,9 +93,9 @@ class Attr(_Property):
     """The attribute ``attr`` of the element at ``path`` (``.`` is the root)."""
 
     def __init__(
-        self, path: str, attr: str, conv: Callable[[Any], Any] = str, default: Any = None
+        self, path: str, attr: str, conv: Callable[[Any], Any] = str, *, default: Any = None
     ) -> None:
-        super().__init__(path, conv, default)
+        super().__init__(path, conv, default=default)
         self.attr = attr
 
     def __get__(self, obj: Any, objtype: Optional[type] = None) -> Any:
