@@ -22,7 +22,6 @@ Volumes are checksummed before and after; nothing is lost.
 import contextlib
 import errno
 import hashlib
-import http.server
 import os
 import shutil
 import socket
@@ -33,7 +32,7 @@ import time
 import pytest
 
 from tests.conftest import REPO
-from tests.support import sandbox
+from tests.support import http_servers, sandbox
 from tests.support.saltcall import SaltCall, state_results
 
 M = 1024**2
@@ -280,7 +279,7 @@ def test_libvirtd_lost_as_a_snapshot_is_taken_keeps_the_disk_and_converges(
 # --- volume import interrupted --------------------------------------------------------------
 
 
-class _Image(http.server.BaseHTTPRequestHandler):
+class _Image(http_servers.QuietHandler):
     data = b""
     cut_at = None  # bytes sent before the connection drops
 
@@ -295,19 +294,11 @@ class _Image(http.server.BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
 def image_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Image)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with http_servers.serve(_Image) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize(

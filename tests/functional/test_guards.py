@@ -17,19 +17,17 @@
 import base64
 import contextlib
 import hashlib
-import http.server
 import os
 import pathlib
 import re
 import stat
-import threading
 import uuid
 
 import pytest
 from salt.exceptions import CommandExecutionError
 
 from tests.conftest import REPO
-from tests.support import sandbox
+from tests.support import http_servers, sandbox
 from tests.support.saltcall import SaltCall, state_results
 
 M = 1024**2
@@ -187,7 +185,7 @@ def test_chap_and_ceph_secrets_never_show(salt_call, names, conn, kvm):
     assert not leaks, leaks
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(http_servers.QuietHandler):
     body = b"kvt" * 1000
 
     def do_GET(self):  # noqa: N802
@@ -201,20 +199,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(self.body)
 
-    def log_message(self, *args):  # quiet
-        pass
-
 
 @pytest.fixture
 def auth_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_servers.serve(_Handler) as server:
         yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_password_in_an_image_url_never_shows(salt_call, names, auth_server, conn):

@@ -61,9 +61,7 @@ class FakePool:
 class FakeConnection:
     """A ``virConnect`` listing the fake domains and pools it was given."""
 
-    def __init__(
-        self, domains: Iterable[FakeDomain] = (), pools: Iterable[FakePool] = ()
-    ) -> None:
+    def __init__(self, domains: Iterable[FakeDomain] = (), pools: Iterable[FakePool] = ()) -> None:
         self.domains = list(domains)
         self.pools = list(pools)
 

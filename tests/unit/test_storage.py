@@ -57,7 +57,9 @@ def test_type_change_refused_unless_forced(tmp_path):
 
 
 def test_source_device_change_refused_unless_forced():
-    session = _session(fakes.pool_entry("logical", "/dev/vg", {"name": "vg", "devices": ["/dev/sdb"]}))
+    session = _session(
+        fakes.pool_entry("logical", "/dev/vg", {"name": "vg", "devices": ["/dev/sdb"]})
+    )
     res = _pool_resource(session, type="logical", source={"name": "vg", "devices": ["/dev/sdc"]})
     with pytest.raises(Refused, match=r"source.devices is \['/dev/sdb'\], declared \['/dev/sdc'\]"):
         res.changes(res.read())

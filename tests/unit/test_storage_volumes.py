@@ -54,7 +54,9 @@ def test_volume_grow_shrink_format():
 
 def test_volume_rounding_on_lvm_is_not_a_shrink():
     pool = fakes.pool_entry("logical", "/dev/vg", {"name": "vg"})
-    session = _session(pool, vols={"lv": fakes.volume_entry("lv", 12 * M, fmt=None, path_dir="/dev/vg")})
+    session = _session(
+        pool, vols={"lv": fakes.volume_entry("lv", 12 * M, fmt=None, path_dir="/dev/vg")}
+    )
     res = _vol_resource(session, name="lv", size="10M")
     assert res.changes(res.read()) == {}
 
@@ -190,6 +192,7 @@ def test_redirects_to_other_schemes_are_refused():
 
 # --- names can never escape the pool ------------------------------------------------------
 
+
 @given(
     st.lists(st.sampled_from(list("ab./_-:@+\\ \0\n") + ["..", "%2e", "/.."]), max_size=12).map(
         "".join
@@ -228,6 +231,7 @@ def test_a_bad_source_url_error_hides_its_password(bad):
 def test_a_download_without_content_length_is_spooled(tmp_path, monkeypatch):
     """No Content-Length: the image is spooled (its size must be known first); a spool that
     cannot be written is a clear error naming the URL without its password."""
+
     class Handler(http_servers.QuietHandler):
         def do_GET(self):  # noqa: N802
             self.send_response(200)  # HTTP/1.0: the end of the body is the end of the connection
