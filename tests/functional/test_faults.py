@@ -118,7 +118,8 @@ def test_libvirtd_unreachable_fails_every_state_clearly_and_changes_nothing(tmp_
 
 
 class Relay:
-    """A unix-socket relay to the real libvirtd that can be cut (all connections dropped) and restored."""
+    """A unix-socket relay to the real libvirtd that can be cut (all connections dropped) and
+    restored."""
 
     def __init__(self, path):
         self.path = path
@@ -312,7 +313,8 @@ def image_server():
 def test_an_interrupted_import_fails_clearly_and_the_next_apply_converges(
     kvm_state, kvm, dir_pool, image_server, checked
 ):
-    """Without sha256 only the Content-Length can tell the download was cut: it must be checked too."""
+    """Without sha256 only the Content-Length can tell the download was cut: it must be checked
+    too."""
     pname, path = dir_pool
     keep = os.path.join(path, "keep.raw")
     write_data(keep, 2 * M, "keep-import")
@@ -348,7 +350,8 @@ def test_an_interrupted_import_fails_clearly_and_the_next_apply_converges(
 
 @pytest.fixture
 def small_fs(names):
-    """A 24 MiB ext4 filesystem on a loop device, mounted under /var/tmp/kvt-files: its mount point."""
+    """A 24 MiB ext4 filesystem on a loop device, mounted under /var/tmp/kvt-files: its mount
+    point."""
     if not shutil.which("losetup") or not shutil.which("mkfs.ext4"):
         pytest.skip("needs losetup and mkfs.ext4 (util-linux, e2fsprogs)")
     base = sandbox.files_dir(names("ff-"))

@@ -71,7 +71,8 @@ def _used_subnets(conn):
 
 @pytest.fixture
 def subnet(conn):
-    """Factory: a /27 (``ipaddress.IPv4Network``) of the documentation ranges that is free on this host."""
+    """Factory: a /27 (``ipaddress.IPv4Network``) of the documentation ranges that is free on this
+    host."""
     taken = []
 
     def make(prefixlen=27):
@@ -486,7 +487,8 @@ def test_golden_xml_is_accepted_by_libvirt(conn, netname, golden):
 
 @pytest.fixture
 def busy_subnet(subnet):
-    """A free subnet put on a ``kvt-`` bridge in the root namespace: libvirt refuses a network on it."""
+    """A free subnet put on a ``kvt-`` bridge in the root namespace: libvirt refuses a network on
+    it."""
     from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
 
     name, net4 = sandbox.uid("dm-"), subnet()
@@ -515,7 +517,8 @@ def test_routed_subnet_is_refused_before_anything_changes(kvm_state, conn, netna
 
 
 def test_failed_apply_restores_the_host(kvm_state, conn, netname, subnet, monkeypatch):
-    """A change whose read-back does not verify is rolled back: old definition, running, autostart."""
+    """A change whose read-back does not verify is rolled back: old definition, running,
+    autostart."""
     from salt_kvm import network  # pylint: disable=import-outside-toplevel
 
     name, bridge, net4 = netname(), _bridge_name(), subnet()

@@ -333,7 +333,8 @@ def test_create_each_format(kvm, pool, fmt):
 
 
 class _AuthImage(http_servers.QuietHandler):
-    """``/img.raw`` needs Basic auth ``kvtuser:<password>``; ``/same``, ``/other`` and ``/ftp`` redirect."""
+    """``/img.raw`` needs Basic auth ``kvtuser:<password>``; ``/same``, ``/other`` and ``/ftp``
+    redirect."""
 
     body = os.urandom(64 * 1024)
     password = "kvt-" + os.urandom(6).hex()
@@ -420,8 +421,8 @@ def test_url_credentials_are_sent_as_basic_auth_and_never_shown(pool, auth_url, 
     assert [a is None for p, a in _AuthImage.seen if p == "/img.raw"][
         -1
     ]  # the request after the cross-origin redirect
-    for ret in (ret, other, ftp):
-        assert pw not in repr(ret)
+    for shown in (ret, other, ftp):
+        assert pw not in repr(shown)
     assert pw not in caplog.text and "kvtuser:***@" in caplog.text
     assert sorted(f for f in os.listdir(path) if f.startswith("kvt-au-")) == sorted(
         [names["direct"], names["same"]]
