@@ -12,6 +12,7 @@ import pytest
 
 from salt_kvm import network
 from salt_kvm.conn import Session
+from tests.support import fakes
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "network"
 REAL_HOST_ROUTES = network._host_routes  # pylint: disable=protected-access
@@ -59,7 +60,6 @@ def _xml(name):
 
 
 def _session(nets=(), doms=()):
-    session = Session("test:///nowhere")
     recs = {}
     for name, xml, active in nets:
         recs[name] = {
@@ -70,9 +70,8 @@ def _session(nets=(), doms=()):
             "xml": xml,
             "config": xml,
         }
-    session.cache[network.MEMO_NETWORKS] = recs
-    session.cache[network.MEMO_DOMAINS] = list(doms)
-    return session
+    cache = {network.MEMO_NETWORKS: recs, network.MEMO_DOMAINS: list(doms)}
+    return fakes.FakeSession(cache, uri="test:///nowhere")
 
 
 def _vm(name="kvt-vm-1", active=True):
