@@ -4,7 +4,8 @@ without a daemon.
 :class:`FakeSession` keeps ``Session``'s interface (``uri``, ``cache``,
 ``memo``, ``invalidate``, ``fresh``, ``close``, ``conn``). Its memoised
 listings are prefilled by the test (what the resources read); ``conn`` is a
-:class:`FakeConnection` holding fake domains and pools, or, when the test gives
+:class:`FakeConnection` holding fake domains (pools are :class:`FakePool` in the
+listings, :func:`pool_entry`), or, when the test gives
 none, a connection that fails the test on first use (a unit test that reaches
 libvirt is a bug)::
 
@@ -27,21 +28,17 @@ URI = "test:///fake"
 
 
 class FakeDomain:
-    """A ``virDomain``: its name, its snapshots' names and its XML."""
+    """A ``virDomain``: its name and its snapshots' names."""
 
-    def __init__(self, name: str, snapshots: Iterable[str] = (), xml: str = "") -> None:
+    def __init__(self, name: str, snapshots: Iterable[str] = ()) -> None:
         self._name = name
         self.snapshots = list(snapshots)
-        self.xml = xml
 
     def name(self) -> str:
         return self._name
 
     def snapshotListNames(self, flags: int = 0) -> list[str]:  # noqa: N802
         return list(self.snapshots)
-
-    def XMLDesc(self, flags: int = 0) -> str:  # noqa: N802
-        return self.xml
 
 
 class FakePool:
@@ -59,23 +56,13 @@ class FakePool:
 
 
 class FakeConnection:
-    """A ``virConnect`` listing the fake domains and pools it was given."""
+    """A ``virConnect`` listing the fake domains it was given."""
 
-    def __init__(self, domains: Iterable[FakeDomain] = (), pools: Iterable[FakePool] = ()) -> None:
+    def __init__(self, domains: Iterable[FakeDomain] = ()) -> None:
         self.domains = list(domains)
-        self.pools = list(pools)
-
-    def isAlive(self) -> bool:  # noqa: N802
-        return True
 
     def listAllDomains(self, flags: int = 0) -> list[FakeDomain]:  # noqa: N802
         return list(self.domains)
-
-    def listAllStoragePools(self, flags: int = 0) -> list[FakePool]:  # noqa: N802
-        return list(self.pools)
-
-    def close(self) -> None:
-        pass
 
 
 class NoConnection:
@@ -86,25 +73,18 @@ class NoConnection:
 
 
 class FakeSession:
-    """:class:`salt_kvm.conn.Session` over prefilled listings and a fake connection.
-
-    ``invalidate`` forgets listings as the real session does, unless the test
-    asks to keep them (``keep_listings=True``: a listing the test prefilled
-    stays what the resources read after a write).
-    """
+    """:class:`salt_kvm.conn.Session` over prefilled listings and a fake connection;
+    ``invalidate`` forgets listings as the real session does."""
 
     def __init__(
         self,
         cache: Optional[dict] = None,
         conn: Optional[FakeConnection] = None,
         uri: str = URI,
-        keep_listings: bool = False,
     ) -> None:
         self.uri = uri
         self.cache: dict = {} if cache is None else cache
         self._conn: Any = NoConnection() if conn is None else conn
-        self.keep_listings = keep_listings
-        self.invalidated: list[Optional[str]] = []
 
     @property
     def conn(self) -> Any:
@@ -116,9 +96,6 @@ class FakeSession:
         return self.cache[key]
 
     def invalidate(self, prefix: Optional[str] = None) -> None:
-        self.invalidated.append(prefix)
-        if self.keep_listings:
-            return
         if prefix is None:
             self.cache.clear()
             return
