@@ -294,7 +294,7 @@ def bridge_fdb(session: Any, name: str, *, netns: Optional[str] = None) -> list[
     schema.validate(schema.IFNAME, name, "name")
     host = nl.load(netns)
     link = _bridge_or_fail(host, name, netns)
-    byindex = {link["index"]: link for link in host["links"].values()}
+    byindex = {item["index"]: item for item in host["links"].values()}
     vms = _tap_owners(session, host, netns, name)
     bymac = {v["mac"]: {"vm": v["vm"], "tap": tap} for tap, v in vms.items() if v.get("mac")}
     out = []
@@ -440,6 +440,14 @@ def _guard_absent(session, host, name, force, netns):
 # --- the state -------------------------------------------------------------
 
 
+def _run(what, func, *args, **kwargs):
+    """``func(*args, **kwargs)``; a netlink error becomes ``KvmError("<what>: <message>")``."""
+    try:
+        return func(*args, **kwargs)
+    except Exception as exc:  # pylint: disable=broad-except
+        raise KvmError(f"{what}: {nl.netlink_message(exc)}") from None
+
+
 def _persist_changes(backend, files):
     """The ``persist`` change: the files not yet as rendered (``None``: all are)."""
     from salt_kvm import persist  # pylint: disable=import-outside-toplevel
@@ -481,6 +489,94 @@ def _default_routes(host, name, gateways):
         view["to"] = "::/0" if v6 else "0.0.0.0/0"
         out.append(view)
     return out
+
+
+def _plan_ports(spec, view, host, new_vlan_ports):
+    """``(the "ports" change or None, the uplinks)``: the declared ports whose declared
+    attributes differ, and ``{port: {"addresses", "routes"}}`` of the ports joining the
+    bridge that hold addresses or routes (what moves to the bridge)."""
+    members = {p["name"]: p for p in view.get("ports", [])}
+    old_ports, new_ports, uplinks = [], [], {}
+    for port in sorted(spec.get("ports", []), key=lambda p: p["name"]):
+        pname = port["name"]
+        want = {"name": pname}
+        for key in ("cost", "priority", "hairpin"):
+            if key in port:
+                want[key] = port[key]
+        if "vlans" in port:
+            want["vlans"] = nl.vlans_desired(port["vlans"])[0]
+        have = members.get(pname)
+        have_view = None
+        if have is not None:
+            have_view = {"name": pname}
+            for key in want:
+                if key != "name":
+                    have_view[key] = have.get(key)
+        if have_view != want:
+            old_ports.append(have_view or {"name": pname, "member": False})
+            new_ports.append(want)
+        if pname not in members and pname not in new_vlan_ports:
+            addrs = nl.global_addresses(host, pname)
+            routes = nl.static_routes(host, pname)
+            if addrs or routes:
+                uplinks[pname] = {"addresses": addrs, "routes": routes}
+    change = {"old": old_ports, "new": new_ports} if new_ports else None
+    return change, uplinks
+
+
+def _plan_addresses(spec, name, host, view, uplinks):
+    """``(changes, addresses, gateways, routes)``: what bridge ``name`` ends up with
+    (declared, else its own plus what moves from ``uplinks``) and how that differs."""
+    changes = {}
+    moved_addrs = [a["cidr"] for u in uplinks.values() for a in u["addresses"]]
+    moved_routes = [r for u in uplinks.values() for r in u["routes"]]
+    have_addrs = view.get("addresses", [])
+    want_addrs = (
+        spec["addresses"]
+        if "addresses" in spec
+        else have_addrs + [a for a in moved_addrs if a not in have_addrs]
+    )
+    if sorted(have_addrs) != sorted(want_addrs):
+        changes["addresses"] = {"old": have_addrs, "new": want_addrs}
+    want_gw = {}
+    for key, family in (("gateway", socket.AF_INET), ("gateway6", socket.AF_INET6)):
+        moved = [
+            r["via"]
+            for r in moved_routes
+            if r["dst"] == "default" and r["family"] == family and r["via"]
+        ]
+        want = spec.get(key) or (moved[0] if moved else view.get(key))
+        want_gw[key] = want
+        if want != view.get(key):
+            changes[key] = {"old": view.get(key), "new": want}
+    have_routes = view.get("routes", [])
+    if "routes" in spec:
+        want_routes = sorted((dict(r) for r in spec["routes"]), key=_route_key)
+        # a declared default route (a second one, with a metric) is not the gateway
+        have_routes = have_routes + _default_routes(host, name, want_gw)
+    else:
+        extra = [nl.route_view(r) for r in moved_routes if r["dst"] != "default"]
+        want_routes = sorted(
+            have_routes + [r for r in extra if r not in have_routes], key=_route_key
+        )
+    if sorted(map(_route_key, have_routes)) != sorted(map(_route_key, want_routes)):
+        changes["routes"] = {"old": have_routes, "new": want_routes}
+    return changes, want_addrs, want_gw, want_routes
+
+
+def _uplink_change(name, uplinks):
+    """The ``uplink`` change: what moves from each uplink to bridge ``name``."""
+    moved_routes = [r for u in uplinks.values() for r in u["routes"]]
+    return {
+        "old": {
+            p: [a["cidr"] for a in u["addresses"]] + [_route_text(r) for r in u["routes"]]
+            for p, u in uplinks.items()
+        },
+        "new": {
+            name: [a["cidr"] for u in uplinks.values() for a in u["addresses"]]
+            + [_route_text(r) for r in moved_routes]
+        },
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -626,69 +722,13 @@ class BridgeResource(plan.Resource):
         if "mtu" in spec and view.get("mtu") != spec["mtu"]:
             changes["mtu"] = {"old": view.get("mtu"), "new": spec["mtu"]}
 
-        # ports and uplinks
-        members = {p["name"]: p for p in view.get("ports", [])}
-        old_ports, new_ports, uplinks = [], [], {}
-        for port in sorted(spec.get("ports", []), key=lambda p: p["name"]):
-            pname = port["name"]
-            want = {"name": pname}
-            for key in ("cost", "priority", "hairpin"):
-                if key in port:
-                    want[key] = port[key]
-            if "vlans" in port:
-                want["vlans"] = nl.vlans_desired(port["vlans"])[0]
-            have = members.get(pname)
-            have_view = None
-            if have is not None:
-                have_view = {"name": pname}
-                for key in want:
-                    if key != "name":
-                        have_view[key] = have.get(key)
-            if have_view != want:
-                old_ports.append(have_view or {"name": pname, "member": False})
-                new_ports.append(want)
-            if pname not in members and pname not in new_vlan_ports:
-                addrs = nl.global_addresses(host, pname)
-                routes = nl.static_routes(host, pname)
-                if addrs or routes:
-                    uplinks[pname] = {"addresses": addrs, "routes": routes}
-        if new_ports:
-            changes["ports"] = {"old": old_ports, "new": new_ports}
-
-        # what the bridge ends up with: declared, else its own plus what moves from uplinks
-        moved_addrs = [a["cidr"] for u in uplinks.values() for a in u["addresses"]]
-        moved_routes = [r for u in uplinks.values() for r in u["routes"]]
-        have_addrs = view.get("addresses", [])
-        want_addrs = (
-            spec["addresses"]
-            if "addresses" in spec
-            else have_addrs + [a for a in moved_addrs if a not in have_addrs]
+        port_change, uplinks = _plan_ports(spec, view, host, new_vlan_ports)
+        if port_change:
+            changes["ports"] = port_change
+        moved, want_addrs, want_gw, want_routes = _plan_addresses(
+            spec, self.name, host, view, uplinks
         )
-        if sorted(have_addrs) != sorted(want_addrs):
-            changes["addresses"] = {"old": have_addrs, "new": want_addrs}
-        want_gw = {}
-        for key, family in (("gateway", socket.AF_INET), ("gateway6", socket.AF_INET6)):
-            moved = [
-                r["via"]
-                for r in moved_routes
-                if r["dst"] == "default" and r["family"] == family and r["via"]
-            ]
-            want = spec.get(key) or (moved[0] if moved else view.get(key))
-            want_gw[key] = want
-            if want != view.get(key):
-                changes[key] = {"old": view.get(key), "new": want}
-        have_routes = view.get("routes", [])
-        if "routes" in spec:
-            want_routes = sorted((dict(r) for r in spec["routes"]), key=_route_key)
-            # a declared default route (a second one, with a metric) is not the gateway
-            have_routes = have_routes + _default_routes(host, self.name, want_gw)
-        else:
-            extra = [nl.route_view(r) for r in moved_routes if r["dst"] != "default"]
-            want_routes = sorted(
-                have_routes + [r for r in extra if r not in have_routes], key=_route_key
-            )
-        if sorted(map(_route_key, have_routes)) != sorted(map(_route_key, want_routes)):
-            changes["routes"] = {"old": have_routes, "new": want_routes}
+        changes.update(moved)
 
         want_mac = spec.get("mac")
         if not want_mac and uplinks:
@@ -700,16 +740,7 @@ class BridgeResource(plan.Resource):
         if want_mac and nl.mac(want_mac) != view.get("mac"):
             changes["mac"] = {"old": view.get("mac"), "new": nl.mac(want_mac)}
         if uplinks:
-            changes["uplink"] = {
-                "old": {
-                    p: [a["cidr"] for a in u["addresses"]] + [_route_text(r) for r in u["routes"]]
-                    for p, u in uplinks.items()
-                },
-                "new": {
-                    self.name: [a["cidr"] for u in uplinks.values() for a in u["addresses"]]
-                    + [_route_text(r) for r in moved_routes]
-                },
-            }
+            changes["uplink"] = _uplink_change(self.name, uplinks)
 
         payload = BridgePlan(
             host=host,
@@ -870,12 +901,6 @@ class BridgeResource(plan.Resource):
         spec = self.spec
         name = self.name
 
-        def run(what, func, *args, **kwargs):
-            try:
-                return func(*args, **kwargs)
-            except Exception as exc:  # pylint: disable=broad-except
-                raise KvmError(f"{what}: {nl.netlink_message(exc)}") from None
-
         def link(ifname):
             found = reader.get_link(ifname)
             if found is None:
@@ -891,7 +916,7 @@ class BridgeResource(plan.Resource):
 
         # VLAN sub-interfaces for ports like eno1.100
         for vname, (parent, vid) in sorted(p.vlan_ports.items()):
-            run(
+            _run(
                 f"cannot create VLAN interface {vname} (is the 8021q module available?)",
                 ipr.link,
                 "add",
@@ -901,7 +926,7 @@ class BridgeResource(plan.Resource):
                 vlan_id=vid,
             )
             undo.record("created_vlans", (*undo.get("created_vlans", ()), vname))
-            run(f"cannot bring {vname} up", ipr.link, "set", index=index(vname), state="up")
+            _run(f"cannot bring {vname} up", ipr.link, "set", index=index(vname), state="up")
 
         br_kw = {}
         for key in ATTRS:
@@ -920,10 +945,10 @@ class BridgeResource(plan.Resource):
             what += " (vlan_filtering needs a kernel with CONFIG_BRIDGE_VLAN_FILTERING)"
         if not p.exists:
             extra = {"address": p.mac} if "mac" in changes else {}
-            run(what, ipr.link, "add", ifname=name, kind="bridge", **br_kw, **extra)
+            _run(what, ipr.link, "add", ifname=name, kind="bridge", **br_kw, **extra)
         else:
             if br_kw:
-                run(
+                _run(
                     f"cannot set attributes of {name}",
                     ipr.link,
                     "set",
@@ -932,7 +957,7 @@ class BridgeResource(plan.Resource):
                     **br_kw,
                 )
             if "mac" in changes:
-                run(
+                _run(
                     f"cannot set the MAC of {name}",
                     ipr.link,
                     "set",
@@ -946,7 +971,7 @@ class BridgeResource(plan.Resource):
         for pname, uplink in uplinks.items():
             pidx = index(pname)
             for addr in uplink["addresses"]:
-                run(
+                _run(
                     f"cannot remove {addr['cidr']} from {pname}",
                     ipr.addr,
                     "del",
@@ -957,7 +982,7 @@ class BridgeResource(plan.Resource):
         members = {port["name"] for port in p.current.get("ports", [])}
         for port in spec.get("ports", []):
             if port["name"] not in members:
-                run(
+                _run(
                     f"cannot add {port['name']} to {name}",
                     ipr.link,
                     "set",
@@ -969,27 +994,46 @@ class BridgeResource(plan.Resource):
                 if "addresses" in spec and addr["cidr"] not in spec["addresses"]:
                     continue
                 self._add_addr(
-                    ipr, run, br, addr["cidr"], nodad=True, broadcast=addr.get("broadcast")
+                    ipr, _run, br, addr["cidr"], nodad=True, broadcast=addr.get("broadcast")
                 )
         if uplinks:
-            run(f"cannot bring {name} up", ipr.link, "set", index=br, state="up")
+            _run(f"cannot bring {name} up", ipr.link, "set", index=br, state="up")
             for uplink in uplinks.values():
                 for route in uplink["routes"]:
                     self._add_route(
-                        ipr, run, br, route["family"], route["dst"], route["via"], route["metric"]
+                        ipr, _run, br, route["family"], route["dst"], route["via"], route["metric"]
                     )
 
-        # ports: up, attributes, VLANs
+        self._apply_ports(ipr, index, undo)
+
+        if "mtu" in changes:
+            for port in spec.get("ports", []):
+                if link(port["name"]).get_attr("IFLA_MTU") < spec["mtu"]:
+                    _run(
+                        f"cannot raise the MTU of {port['name']}",
+                        ipr.link,
+                        "set",
+                        index=index(port["name"]),
+                        mtu=spec["mtu"],
+                    )
+            _run(f"cannot set the MTU of {name}", ipr.link, "set", index=br, mtu=spec["mtu"])
+
+        self._apply_addresses(ipr, reader, br, p, changes)
+
+    def _apply_ports(self, ipr, index, undo):
+        """The declared ports: up, their attributes, their VLANs (the VLANs replaced
+        recorded in ``undo`` as ``vlans_before``)."""
+        spec = self.spec
         vlan_entries = None
         for port in spec.get("ports", []):
             pidx = index(port["name"])
-            run(f"cannot bring {port['name']} up", ipr.link, "set", index=pidx, state="up")
+            _run(f"cannot bring {port['name']} up", ipr.link, "set", index=pidx, state="up")
             kw = {}
             for key in ("cost", "priority", "hairpin"):
                 if key in port:
                     kw[nl.PORT_NLA[key][1]] = int(port[key])
             if kw:
-                run(
+                _run(
                     f"cannot set port attributes of {port['name']}",
                     ipr.brport,
                     "set",
@@ -1005,7 +1049,7 @@ class BridgeResource(plan.Resource):
                 undo.record("vlans_before", before)
                 want = nl.vlans_desired(port["vlans"])[1]
                 for vid in sorted(set(have) - set(want)):
-                    run(
+                    _run(
                         f"cannot remove VLAN {vid} from {port['name']}",
                         ipr.vlan_filter,
                         "del",
@@ -1014,7 +1058,7 @@ class BridgeResource(plan.Resource):
                     )
                 for vid, flags in sorted(want.items()):
                     if have.get(vid) != flags:
-                        run(
+                        _run(
                             f"cannot add VLAN {vid} to {port['name']}",
                             ipr.vlan_filter,
                             "add",
@@ -1022,19 +1066,10 @@ class BridgeResource(plan.Resource):
                             vlan_info={"vid": vid, "flags": flags},
                         )
 
-        if "mtu" in changes:
-            for port in spec.get("ports", []):
-                if link(port["name"]).get_attr("IFLA_MTU") < spec["mtu"]:
-                    run(
-                        f"cannot raise the MTU of {port['name']}",
-                        ipr.link,
-                        "set",
-                        index=index(port["name"]),
-                        mtu=spec["mtu"],
-                    )
-            run(f"cannot set the MTU of {name}", ipr.link, "set", index=br, mtu=spec["mtu"])
-
-        # addresses, gateways, routes on the bridge
+    def _apply_addresses(self, ipr, reader, br, p, changes):
+        """The bridge's addresses, gateways and routes as planned (``p``); the bridge up."""
+        spec = self.spec
+        name = self.name
         now = (
             {
                 a["cidr"]
@@ -1048,10 +1083,10 @@ class BridgeResource(plan.Resource):
         if "addresses" in changes:
             for cidr in p.addresses:
                 if cidr not in now:
-                    self._add_addr(ipr, run, br, cidr)
+                    self._add_addr(ipr, _run, br, cidr)
             for cidr in sorted(now - set(p.addresses)):
                 iface = ipaddress.ip_interface(cidr)
-                run(
+                _run(
                     f"cannot remove {cidr} from {name}",
                     ipr.addr,
                     "del",
@@ -1059,11 +1094,11 @@ class BridgeResource(plan.Resource):
                     address=str(iface.ip),
                     prefixlen=iface.network.prefixlen,
                 )
-        run(f"cannot bring {name} up", ipr.link, "set", index=br, state="up")
+        _run(f"cannot bring {name} up", ipr.link, "set", index=br, state="up")
         for key, family in (("gateway", socket.AF_INET), ("gateway6", socket.AF_INET6)):
             if key in changes and p.gateways[key]:
                 dst = "0.0.0.0/0" if family == socket.AF_INET else "::/0"
-                run(
+                _run(
                     f"cannot set {key} {p.gateways[key]}",
                     ipr.route,
                     "replace",
@@ -1098,7 +1133,7 @@ class BridgeResource(plan.Resource):
                 route = want[key]
                 family = nl.route_family(route["to"], route.get("via"))
                 self._add_route(
-                    ipr, run, br, family, route["to"], route.get("via"), route.get("metric")
+                    ipr, _run, br, family, route["to"], route.get("via"), route.get("metric")
                 )
 
     @staticmethod
@@ -1208,59 +1243,9 @@ class BridgeResource(plan.Resource):
                             vlans_restored = True
                 if vlans_restored:
                     done.append("port VLANs")
-            # addresses of the touched links
-            now = nl.dump(ipr)
-            then_addrs = _global_addresses(first, touched)
-            now_addrs = _global_addresses(now, touched)
-            for akey in sorted(set(now_addrs) - set(then_addrs)):
-                a = now_addrs[akey]
-                with contextlib.suppress(Exception):
-                    ipr.addr(
-                        "del",
-                        index=idx(a["ifname"]),
-                        address=a["address"],
-                        prefixlen=a["prefixlen"],
-                    )
-            for akey in sorted(set(then_addrs) - set(now_addrs)):
-                a = then_addrs[akey]
-                self._add_addr(
-                    ipr, None, idx(a["ifname"]), a["cidr"], nodad=True, broadcast=a.get("broadcast")
-                )
-            if then_addrs != now_addrs:
+            if _restore_addresses(ipr, first, touched, idx):
                 done.append("addresses")
-            # routes of the main table (not those an address makes by itself)
-            now = nl.dump(ipr)
-            then_routes, now_routes = _static_routes(first), _static_routes(now)
-            for rkey in set(now_routes) - set(then_routes):
-                r = now_routes[rkey]
-                with contextlib.suppress(Exception):
-                    kw = {"family": r["family"], "dst": _dst(r), "table": nl.RT_TABLE_MAIN}
-                    if r["via"]:
-                        kw["gateway"] = r["via"]
-                    if r["oif"] and idx(r["oif"]):
-                        kw["oif"] = idx(r["oif"])
-                    if r["metric"] is not None:
-                        kw["priority"] = r["metric"]
-                    ipr.route("del", **kw)
-            for rkey in set(then_routes) - set(now_routes):
-                r = then_routes[rkey]
-                kw = {
-                    "family": r["family"],
-                    "dst": _dst(r),
-                    "table": nl.RT_TABLE_MAIN,
-                    "proto": r["proto"],
-                    "scope": r["scope"],
-                }
-                if r["via"]:
-                    kw["gateway"] = r["via"]
-                if r["oif"]:
-                    kw["oif"] = idx(r["oif"])
-                if r["metric"] is not None:
-                    kw["priority"] = r["metric"]
-                if r["prefsrc"]:
-                    kw["prefsrc"] = r["prefsrc"]
-                ipr.route("replace", **kw)
-            if then_routes != now_routes:
+            if _restore_routes(ipr, first, idx):
                 done.append("routes")
         if undo.get("persist_backup"):
             from salt_kvm import persist  # pylint: disable=import-outside-toplevel
@@ -1269,6 +1254,66 @@ class BridgeResource(plan.Resource):
             done.append("persisted files")
         _invalidate(self.session, self.netns)
         return "the host as it was (" + ", ".join(done) + ")" if done else "the host as it was"
+
+
+def _restore_addresses(ipr, first, touched, idx):
+    """Put back the global addresses of the ``touched`` links as in dump ``first``;
+    whether any differed. ``idx(name)`` is a link's index now."""
+    now = nl.dump(ipr)
+    then_addrs = _global_addresses(first, touched)
+    now_addrs = _global_addresses(now, touched)
+    for akey in sorted(set(now_addrs) - set(then_addrs)):
+        a = now_addrs[akey]
+        with contextlib.suppress(Exception):
+            ipr.addr(
+                "del",
+                index=idx(a["ifname"]),
+                address=a["address"],
+                prefixlen=a["prefixlen"],
+            )
+    for akey in sorted(set(then_addrs) - set(now_addrs)):
+        a = then_addrs[akey]
+        BridgeResource._add_addr(
+            ipr, None, idx(a["ifname"]), a["cidr"], nodad=True, broadcast=a.get("broadcast")
+        )
+    return then_addrs != now_addrs
+
+
+def _restore_routes(ipr, first, idx):
+    """Put back the main table's routes (not those an address makes by itself) as in
+    dump ``first``; whether any differed."""
+    now = nl.dump(ipr)
+    then_routes, now_routes = _static_routes(first), _static_routes(now)
+    for rkey in set(now_routes) - set(then_routes):
+        r = now_routes[rkey]
+        with contextlib.suppress(Exception):
+            kw = {"family": r["family"], "dst": _dst(r), "table": nl.RT_TABLE_MAIN}
+            if r["via"]:
+                kw["gateway"] = r["via"]
+            if r["oif"] and idx(r["oif"]):
+                kw["oif"] = idx(r["oif"])
+            if r["metric"] is not None:
+                kw["priority"] = r["metric"]
+            ipr.route("del", **kw)
+    for rkey in set(then_routes) - set(now_routes):
+        r = then_routes[rkey]
+        kw = {
+            "family": r["family"],
+            "dst": _dst(r),
+            "table": nl.RT_TABLE_MAIN,
+            "proto": r["proto"],
+            "scope": r["scope"],
+        }
+        if r["via"]:
+            kw["gateway"] = r["via"]
+        if r["oif"]:
+            kw["oif"] = idx(r["oif"])
+        if r["metric"] is not None:
+            kw["priority"] = r["metric"]
+        if r["prefsrc"]:
+            kw["prefsrc"] = r["prefsrc"]
+        ipr.route("replace", **kw)
+    return then_routes != now_routes
 
 
 def _global_addresses(host, ifnames):

@@ -359,3 +359,43 @@ def test_lock_generation_drops_a_dump_older_than_another_change(tmp_path, monkey
     assert bridge._memo_key("kvt-other") in ours.cache, (
         "invalidating the host's dump dropped another namespace's"
     )  # pylint: disable=protected-access
+
+
+# --- apply records what restore needs in the undo log --------------------------------------
+
+
+class _FakeNetlink:
+    """Records the netlink calls a port's attributes and VLANs make."""
+
+    def __init__(self):
+        self.calls = []
+
+    def link(self, *args, **kwargs):
+        self.calls.append(("link", args, kwargs))
+
+    def brport(self, *args, **kwargs):
+        self.calls.append(("brport", args, kwargs))
+
+    def vlan_filter(self, *args, **kwargs):
+        self.calls.append(("vlan_filter", args, kwargs))
+
+
+def test_apply_records_the_port_vlans_it_replaces(monkeypatch):
+    from salt_kvm import plan  # pylint: disable=import-outside-toplevel
+
+    res = bridge.BridgeResource(
+        None,
+        "br0",
+        {"vlan_filtering": True, "ports": [{"name": "eno1", "vlans": {"pvid": 10}}]},
+    )
+    old = {1: nl.BRIDGE_VLAN_INFO_PVID | nl.BRIDGE_VLAN_INFO_UNTAGGED}
+    monkeypatch.setattr(nl, "_vlan_entries", lambda _ipr: {2: list(old.items())})
+    ipr, undo = _FakeNetlink(), plan.Undo()
+    before = dict(vars(res))
+    res._apply_ports(ipr, lambda _name: 2, undo)  # pylint: disable=protected-access
+    assert vars(res) == before, "apply kept state on the resource"
+    assert undo.get("vlans_before") == {"eno1": old}
+    vlan_calls = [
+        (args[0], kw["vlan_info"]["vid"]) for f, args, kw in ipr.calls if f == "vlan_filter"
+    ]
+    assert vlan_calls == [("del", 1), ("add", 10)]
