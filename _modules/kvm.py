@@ -161,7 +161,7 @@ def bridge_list(netns=None):
 
         salt '*' kvm.bridge_list
     """
-    return _call(_bridge().list_bridges, _session(), netns=netns)
+    return _call(_bridge().bridge_list, _session(), netns=netns)
 
 
 def bridge_show(name, netns=None):
@@ -177,7 +177,7 @@ def bridge_show(name, netns=None):
 
         salt '*' kvm.bridge_show br0
     """
-    return _call(_bridge().show, _session(), name, netns=netns)
+    return _call(_bridge().bridge_show, _session(), name, netns=netns)
 
 
 def bridge_fdb(name, netns=None):
@@ -191,7 +191,7 @@ def bridge_fdb(name, netns=None):
 
         salt '*' kvm.bridge_fdb br0
     """
-    return _call(_bridge().fdb, _session(), name, netns=netns)
+    return _call(_bridge().bridge_fdb, _session(), name, netns=netns)
 
 
 def bridge_create(name, netns=None, root=None, **kwargs):
@@ -207,7 +207,7 @@ def bridge_create(name, netns=None, root=None, **kwargs):
 
         salt '*' kvm.bridge_create br1 ports='[eno2]' stp=False forward_delay=0
     """
-    return _call(_bridge().create, _session(), name, netns=netns, root=root, **kwargs)
+    return _call(_bridge().bridge_create, _session(), name, netns=netns, root=root, **kwargs)
 
 
 def bridge_set(name, netns=None, root=None, **kwargs):
@@ -221,7 +221,7 @@ def bridge_set(name, netns=None, root=None, **kwargs):
 
         salt '*' kvm.bridge_set br0 stp=True forward_delay=4 mtu=9000
     """
-    return _call(_bridge().set_attrs, _session(), name, netns=netns, root=root, **kwargs)
+    return _call(_bridge().bridge_set, _session(), name, netns=netns, root=root, **kwargs)
 
 
 def bridge_delete(name, force=False, netns=None):
@@ -235,7 +235,7 @@ def bridge_delete(name, force=False, netns=None):
 
         salt '*' kvm.bridge_delete br1
     """
-    return _call(_bridge().delete, _session(), name, force=force, netns=netns)
+    return _call(_bridge().bridge_delete, _session(), name, force=force, netns=netns)
 
 
 def bridge_port_add(bridge, port, netns=None, **kwargs):
@@ -251,7 +251,7 @@ def bridge_port_add(bridge, port, netns=None, **kwargs):
 
         salt '*' kvm.bridge_port_add br0 eno2 cost=4
     """
-    return _call(_bridge().port_add, _session(), bridge, port, netns=netns, **kwargs)
+    return _call(_bridge().bridge_port_add, _session(), bridge, port, netns=netns, **kwargs)
 
 
 def bridge_port_remove(bridge, port, netns=None):
@@ -264,7 +264,7 @@ def bridge_port_remove(bridge, port, netns=None):
 
         salt '*' kvm.bridge_port_remove br0 eno2
     """
-    return _call(_bridge().port_remove, _session(), bridge, port, netns=netns)
+    return _call(_bridge().bridge_port_remove, _session(), bridge, port, netns=netns)
 
 
 # --- end bridges --------------------------------------------------------------

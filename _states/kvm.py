@@ -94,7 +94,7 @@ def bridge_present(name, netns=None, root=None, **kwargs):
     """
     from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
 
-    return bridge.present(
+    return bridge.bridge_present(
         _session(), name, test=_test(), netns=netns, root=root, master=_bridge_master(), **kwargs
     )
 
@@ -123,7 +123,7 @@ def bridge_absent(name, force=False, netns=None, persist=None, root=None):
     """
     from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
 
-    return bridge.absent(
+    return bridge.bridge_absent(
         _session(), name, force=force, test=_test(), netns=netns, persist=persist, root=root
     )
 

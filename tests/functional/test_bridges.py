@@ -458,7 +458,9 @@ def test_default_probe_checks_the_salt_master_behind_the_uplink(lan, monkeypatch
 
     monkeypatch.setattr(bridge_probe, "DEFAULT_TIMEOUT", 1.5)
     before = lan.dump()
-    ret = bridge.present(None, "kvt-br0", netns=lan.host, master=("192.0.2.1", 4506), **UPLINK)
+    ret = bridge.bridge_present(
+        None, "kvt-br0", netns=lan.host, master=("192.0.2.1", 4506), **UPLINK
+    )
     assert ret["result"] is False and "no TCP connection to 192.0.2.1:4506" in ret["comment"]
     assert lan.dump() == before
     listener = pr_netns.create_socket(
@@ -467,7 +469,9 @@ def test_default_probe_checks_the_salt_master_behind_the_uplink(lan, monkeypatch
     try:
         listener.bind(("192.0.2.1", 4506))
         listener.listen(4)
-        ret = bridge.present(None, "kvt-br0", netns=lan.host, master=("192.0.2.1", 4506), **UPLINK)
+        ret = bridge.bridge_present(
+            None, "kvt-br0", netns=lan.host, master=("192.0.2.1", 4506), **UPLINK
+        )
         assert ret["result"] is True, ret["comment"]
     finally:
         listener.close()
@@ -531,12 +535,13 @@ def test_a_change_by_another_process_is_seen_by_a_session_with_an_older_dump(lan
     session = conn.Session()
     spec = {"ports": ["eno2"], "stp": False, "forward_delay": 0}
     try:
-        assert bridge.present(session, "kvt-bra", netns=lan.host, **spec)["changes"]
-        assert bridge.present(session, "kvt-bra", netns=lan.host, **spec)["changes"] == {}
+        assert bridge.bridge_present(session, "kvt-bra", netns=lan.host, **spec)["changes"]
+        assert bridge.bridge_present(session, "kvt-bra", netns=lan.host, **spec)["changes"] == {}
         other = conn.Session()
-        bridge.delete(other, "kvt-bra", netns=lan.host)  # another salt-kvm process, in effect
+        # another salt-kvm process, in effect
+        bridge.bridge_delete(other, "kvt-bra", netns=lan.host)
         other.close()
-        ret = bridge.present(session, "kvt-bra", netns=lan.host, **spec)
+        ret = bridge.bridge_present(session, "kvt-bra", netns=lan.host, **spec)
         assert ret["result"] is True and "bridge" in ret["changes"], ret
         assert _ns_link(lan.host, "kvt-bra") is not None
     finally:
@@ -584,12 +589,12 @@ def test_first_apply_of_many_bridges_dumps_the_namespace_once(lan, monkeypatch):
     session = conn.Session()
     try:
         for name, spec in specs.items():
-            ret = bridge.present(session, name, netns=lan.host, **spec)
+            ret = bridge.bridge_present(session, name, netns=lan.host, **spec)
             assert ret["result"] is True and ret["changes"], ret
         assert len(loads) == 1, "a changed bridge made the run dump the namespace again"
         assert _comparable(session.cache[bridge._memo_key(lan.host)]) == _comparable(real(lan.host))  # pylint: disable=protected-access
         for name, spec in specs.items():
-            ret = bridge.present(session, name, netns=lan.host, **spec)
+            ret = bridge.bridge_present(session, name, netns=lan.host, **spec)
             assert ret["result"] is True and ret["changes"] == {}, ret
         assert len(loads) == 1
     finally:

@@ -436,7 +436,7 @@ def test_netlink_failure_mid_migration_restores_the_host(kvm_state, lan, monkeyp
     """The address has left eno1 (and, for ``_add_route``, is on the bridge) when netlink fails."""
     from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
 
-    real = getattr(bridge.Bridge, step)
+    real = getattr(bridge.BridgeResource, step)
     fired = []
 
     def failing(*args, **kwargs):
@@ -447,7 +447,7 @@ def test_netlink_failure_mid_migration_restores_the_host(kvm_state, lan, monkeyp
         return run(f"{step} (injected)", _injected_netlink_error)
 
     before = lan.dump()
-    monkeypatch.setattr(bridge.Bridge, step, staticmethod(failing))
+    monkeypatch.setattr(bridge.BridgeResource, step, staticmethod(failing))
     ret = kvm_state.bridge_present(name="kvt-brf", netns=lan.host, **UPLINK)
     assert ret.result is False, ret.comment
     assert fired and "injected" in ret.comment and "restored" in ret.comment, ret.comment
