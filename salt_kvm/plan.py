@@ -177,7 +177,7 @@ class Resource:
 
     Class attributes (constants, never changed by a run):
     ``what`` names the object in comments ("dir pool 'default'"); ``plural``
-    when it names several ("snapshots 'auto-*' of VM 'web01'": "are", "were");
+    when it names several (``snapshots 'auto-*' of VM 'web01'``: "are", "were");
     ``presence_key`` is the change key that only says "it is new"
     (``bridge``: ``{old: None, new: name}``), left out of the keys a creation lists.
     """
