@@ -288,7 +288,7 @@ def network_list():
 
         salt '*' kvm.network_list
     """
-    return _call(_network().list_networks, _session())
+    return _call(_network().network_list, _session())
 
 
 def network_show(name):
@@ -304,7 +304,7 @@ def network_show(name):
 
         salt '*' kvm.network_show default
     """
-    return _call(_network().show, _session(), name)
+    return _call(_network().network_show, _session(), name)
 
 
 def network_define(name, **kwargs):
@@ -320,10 +320,11 @@ def network_define(name, **kwargs):
 
     .. code-block:: bash
 
-        salt '*' kvm.network_define lab mode=nat address=198.51.100.1/24 dhcp='{start: 198.51.100.100, end: 198.51.100.200}'
+        salt '*' kvm.network_define lab mode=nat address=198.51.100.1/24 \\
+            dhcp='{start: 198.51.100.100, end: 198.51.100.200}'
         salt '*' kvm.network_define lan mode=bridge bridge=br0
     """
-    return _call(_network().define, _session(), name, **kwargs)
+    return _call(_network().network_define, _session(), name, **kwargs)
 
 
 def network_start(name):
@@ -336,7 +337,7 @@ def network_start(name):
 
         salt '*' kvm.network_start lab
     """
-    return _call(_network().start, _session(), name)
+    return _call(_network().network_start, _session(), name)
 
 
 def network_stop(name, force=False):
@@ -350,7 +351,7 @@ def network_stop(name, force=False):
 
         salt '*' kvm.network_stop lab
     """
-    return _call(_network().stop, _session(), name, force=force)
+    return _call(_network().network_stop, _session(), name, force=force)
 
 
 def network_undefine(name, force=False):
@@ -364,7 +365,7 @@ def network_undefine(name, force=False):
 
         salt '*' kvm.network_undefine lab
     """
-    return _call(_network().undefine, _session(), name, force=force)
+    return _call(_network().network_undefine, _session(), name, force=force)
 
 
 def network_autostart(name, enabled=True):
@@ -378,12 +379,13 @@ def network_autostart(name, enabled=True):
         salt '*' kvm.network_autostart lab
         salt '*' kvm.network_autostart lab enabled=False
     """
-    return _call(_network().set_autostart, _session(), name, enabled)
+    return _call(_network().network_autostart, _session(), name, enabled=enabled)
 
 
 def network_leases(name):
     """
-    The DHCP leases of a libvirt network: ``[{mac, ip, prefix, type, hostname, clientid, expiry, interface}]``.
+    The DHCP leases of a libvirt network:
+    ``[{mac, ip, prefix, type, hostname, clientid, expiry, interface}]``.
 
     CLI Example:
 
@@ -391,7 +393,7 @@ def network_leases(name):
 
         salt '*' kvm.network_leases default
     """
-    return _call(_network().leases, _session(), name)
+    return _call(_network().network_leases, _session(), name)
 
 
 def network_dumpxml(name, inactive=False):

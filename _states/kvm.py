@@ -159,9 +159,10 @@ def network_present(
     ``domain``, ``mtu``, ``autostart``.
 
     Static DHCP hosts (and an existing DHCP range) are changed live; other
-    changes need a restart of a running network, which happens only with ``restart: True`` when running
-    VMs are attached (the state fails naming them otherwise). Keys not given
-    are left as they are (a bridge name libvirt picked is not drift).
+    changes need a restart of a running network, which happens only with
+    ``restart: True`` when running VMs are attached (the state fails naming
+    them otherwise). Keys not given are left as they are (a bridge name
+    libvirt picked is not drift).
 
     .. code-block:: yaml
 
@@ -174,7 +175,7 @@ def network_present(
     """
     from salt_kvm import network  # pylint: disable=import-outside-toplevel
 
-    return network.present(
+    return network.network_present(
         _session(),
         name,
         test=_test(),
@@ -205,7 +206,7 @@ def network_absent(name, force=False):
     """
     from salt_kvm import network  # pylint: disable=import-outside-toplevel
 
-    return network.absent(_session(), name, force=force, test=_test())
+    return network.network_absent(_session(), name, force=force, test=_test())
 
 
 # --- end libvirt networks -----------------------------------------------------
