@@ -1018,7 +1018,7 @@ def snapshot_list(vm):
 
         salt '*' kvm.snapshot_list web01
     """
-    return _call(_snapshot().list_, _session(), vm)
+    return _call(_snapshot().snapshot_list, _session(), vm)
 
 
 def snapshot_tree(vm):
@@ -1031,7 +1031,7 @@ def snapshot_tree(vm):
 
         salt '*' kvm.snapshot_tree web01
     """
-    return _call(_snapshot().tree, _session(), vm)
+    return _call(_snapshot().snapshot_tree, _session(), vm)
 
 
 def snapshot_show(vm, name):
@@ -1044,7 +1044,7 @@ def snapshot_show(vm, name):
 
         salt '*' kvm.snapshot_show web01 before-upgrade
     """
-    return _call(_snapshot().show, _session(), vm, name)
+    return _call(_snapshot().snapshot_show, _session(), vm, name)
 
 
 def snapshot_create(
@@ -1069,7 +1069,15 @@ def snapshot_create(
         salt '*' kvm.snapshot_create web01 external=True memory=False
     """
     return _call(
-        _snapshot().create, _session(), vm, name, memory, disk_only, external, quiesce, description
+        _snapshot().snapshot_create,
+        _session(),
+        vm,
+        name=name,
+        memory=memory,
+        disk_only=disk_only,
+        external=external,
+        quiesce=quiesce,
+        description=description,
     )
 
 
@@ -1086,7 +1094,7 @@ def snapshot_revert(vm, name, running=None):
         salt '*' kvm.snapshot_revert web01 before-upgrade
         salt '*' kvm.snapshot_revert web01 before-upgrade running=True
     """
-    return _call(_snapshot().revert, _session(), vm, name, running)
+    return _call(_snapshot().snapshot_revert, _session(), vm, name, running=running)
 
 
 def snapshot_delete(vm, name, children=False):
@@ -1103,7 +1111,9 @@ def snapshot_delete(vm, name, children=False):
 
         salt '*' kvm.snapshot_delete web01 before-upgrade
     """
-    return _call(_snapshot().delete, _session(), vm, name, children, progress=_progress())
+    return _call(
+        _snapshot().snapshot_delete, _session(), vm, name, children=children, progress=_progress()
+    )
 
 
 def snapshot_prune(vm, keep, older_than=None, prefix="auto-"):
@@ -1119,7 +1129,15 @@ def snapshot_prune(vm, keep, older_than=None, prefix="auto-"):
         salt '*' kvm.snapshot_prune web01 keep=3
         salt '*' kvm.snapshot_prune web01 keep=0 older_than=30d prefix=nightly-
     """
-    return _call(_snapshot().prune, _session(), vm, keep, older_than, prefix, progress=_progress())
+    return _call(
+        _snapshot().snapshot_prune,
+        _session(),
+        vm,
+        keep,
+        older_than=older_than,
+        prefix=prefix,
+        progress=_progress(),
+    )
 
 
 # --- end snapshots ------------------------------------------------------------

@@ -406,7 +406,7 @@ def snapshot_present(name, snapshot, **kwargs):
             - name: web01
             - snapshot: before-upgrade
     """
-    return _snapshot().present(_session(), name, snapshot, test=_test(), **kwargs)
+    return _snapshot().snapshot_present(_session(), name, snapshot, test=_test(), **kwargs)
 
 
 def snapshot_absent(name, snapshot, children=False):
@@ -422,7 +422,7 @@ def snapshot_absent(name, snapshot, children=False):
             - name: web01
             - snapshot: before-upgrade
     """
-    return _snapshot().absent(
+    return _snapshot().snapshot_absent(
         _session(), name, snapshot, children=children, test=_test(), progress=_progress()
     )
 
@@ -444,7 +444,9 @@ def snapshots_retained(name, **kwargs):
             - every: 1d
             - keep: 7
     """
-    return _snapshot().retained(_session(), name, test=_test(), progress=_progress(), **kwargs)
+    return _snapshot().snapshots_retained(
+        _session(), name, test=_test(), progress=_progress(), **kwargs
+    )
 
 
 # --- end snapshots ------------------------------------------------------------
