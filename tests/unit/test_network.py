@@ -365,3 +365,34 @@ def test_flat_keys():
         "dhcp:end": None,
         "dhcp:hosts": [],
     }
+
+
+def test_the_plan_carries_what_apply_needs_and_verify_is_pure(monkeypatch):
+    session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), True)], [_vm()])
+    spec = network._validated("kvt-lab", dict(LAB, domain="other.test"))
+    resource = network.NetworkResource(session, "kvt-lab", spec, restart=True, test=True)
+    before = dict(vars(resource))
+    current = resource.read()
+    planned = resource.plan(current)
+    assert planned.existed and planned.notes == ()
+    assert isinstance(planned.payload, network.NetworkPlan)
+    assert planned.payload.restart_keys == ("domain",) and planned.payload.attached == ("kvt-vm-1",)
+    assert planned.payload.record is current["record"]
+    assert "<domain name='other.test'" in planned.payload.desired_xml.replace('"', "'")
+    # verify neither checks the host again nor looks for VMs: the same answer, minus the xml
+    monkeypatch.setattr(network, "_check_host", lambda *a: pytest.fail("verify checked the host"))
+    monkeypatch.setattr(network, "attached_vms", lambda *a, **k: pytest.fail("verify asked"))
+    remaining = resource.verify(planned, current)
+    assert remaining == {k: v for k, v in planned.changes.items() if k != "xml"}
+    assert vars(resource) == before, "the resource keeps no state"
+
+
+def test_a_note_found_while_planning_is_in_the_comment():
+    session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), False)])
+    spec = network._validated("kvt-lab", {"mode": "bridge", "bridge": "kvt-nosuchbr"})
+    resource = network.NetworkResource(session, "kvt-lab", spec, test=True)
+    planned = resource.plan(resource.read())
+    assert planned.notes == ("host bridge 'kvt-nosuchbr' does not exist yet",)
+    assert resource.summary(planned, True).endswith(
+        "(note: host bridge 'kvt-nosuchbr' does not exist yet)"
+    )
