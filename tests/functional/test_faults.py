@@ -259,12 +259,12 @@ def test_libvirtd_lost_as_a_snapshot_is_taken_keeps_the_disk_and_converges(
         raise libvirt.libvirtError("Cannot recv data: Connection reset by peer")
 
     monkeypatch.setattr(libvirt.virDomain, "snapshotCreateXML", answer_lost)
-    ret = snapshot.present(session_for(uri), dom.name(), "s1")
+    ret = snapshot.snapshot_present(session_for(uri), dom.name(), "s1")
     assert ret["result"] is False and "Connection reset" in ret["comment"], ret
     no_traceback(ret["comment"])
     monkeypatch.undo()
     relay.start()
-    ret = snapshot.present(session_for(uri), dom.name(), "s1")
+    ret = snapshot.snapshot_present(session_for(uri), dom.name(), "s1")
     assert ret["result"] is True and ret["changes"] == {}, ret
     assert [s.getName() for s in dom.listAllSnapshots(0)] == ["s1"]
     check = subprocess.run(

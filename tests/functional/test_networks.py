@@ -525,7 +525,9 @@ def test_failed_apply_restores_the_host(kvm_state, conn, netname, subnet, monkey
     spec = {"mode": "isolated", "bridge": bridge, "address": _a(net4), "autostart": True}
     assert kvm_state.network_present(name=name, **spec).result is True
     monkeypatch.setattr(
-        network.NetworkResource, "verify", lambda self, after: {"mtu": {"old": None, "new": 1400}}
+        network.NetworkResource,
+        "verify",
+        lambda self, plan, after: {"mtu": {"old": None, "new": 1400}},
     )
 
     new, new_bridge = netname(), _bridge_name()  # a new network is removed again
