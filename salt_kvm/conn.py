@@ -215,6 +215,16 @@ class Session:
             self.cache.clear()
 
 
+def memo_key(kind: str, *parts: str) -> str:
+    """The one shape of a ``session.memo`` key: ``kind:listing[:qualifier...]``.
+
+    ``kind`` is the library module that owns the listing (``bridge``, ``network``,
+    ``storage``, ``snapshot``, ``vm``), so ``session.invalidate(f"{kind}:")`` drops
+    everything that module read; e.g. ``memo_key("storage", "vols", pool)``.
+    """
+    return ":".join((kind, *parts))
+
+
 def session_from_context(
     context: dict[str, Any], uri: Optional[str] = DEFAULT_URI, *, key: str = CONTEXT_KEY
 ) -> Session:
