@@ -25,6 +25,8 @@ a run that creates many volumes reads the pool's listing once; it is dropped
 whole only after a failed write.
 """
 
+from __future__ import annotations
+
 import base64
 import contextlib
 import hashlib
@@ -38,12 +40,14 @@ import subprocess  # nosec B404  # fixed argument lists, never a shell
 import tempfile
 import urllib.parse
 import urllib.request
+from typing import Any, Optional
 
 from salt_kvm import depends, journal, plan, schema, units
 from salt_kvm import progress as progress_mod
 from salt_kvm import storage as pools_mod
 from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
+from salt_kvm.plan import Changes, Plan, Undo
 from salt_kvm.xml import storage as sxml
 from salt_kvm.xml.base import parse
 
@@ -933,12 +937,19 @@ def volume_delete(session, pool, name, force=False):
 
 
 class VolumeResource(plan.Resource):
-    def __init__(self, session, pool, name, spec, progress=None):
+    def __init__(
+        self,
+        session: Any,
+        pool: str,
+        name: str,
+        spec: dict[str, Any],
+        progress: Any = None,
+    ) -> None:
         self.session, self.pool, self.name, self.spec = session, pool, name, spec
         self.progress = progress
         self.what = f"volume '{name}' in pool '{pool}'"
 
-    def read(self):
+    def read(self) -> Optional[dict[str, Any]]:
         vols = volumes(self.session, self.pool)
         if self.name not in vols:
             return None
@@ -950,8 +961,9 @@ class VolumeResource(plan.Resource):
             info["imported_sha256"] = record.get("sha256")
         return info
 
-    def _size(self, fmt=None):
-        """The declared size as the pool will store it in format ``fmt`` (see :func:`stored_size`)."""
+    def _size(self, fmt: Optional[str] = None) -> Optional[int]:
+        """The declared size as the pool will store it in format ``fmt`` (see
+        :func:`stored_size`)."""
         try:
             ptype = _pool_type(self.session, self.pool)
         except NotFound:  # test=True before the pool's own state made it
@@ -962,7 +974,8 @@ class VolumeResource(plan.Resource):
             self.spec.get("size"),
         )
 
-    def _new(self):
+    def new(self) -> dict[str, Any]:
+        """What a new volume is shown as (``changes: {volume: {new: ...}}``)."""
         keys = ("source", "sha256", "size", "format", "backing", "preallocation")
         new = {k: self.spec[k] for k in keys if k in self.spec}
         if "source" in new:
@@ -971,18 +984,22 @@ class VolumeResource(plan.Resource):
             new["size"] = self._size()  # as it will be stored (a qcow2's 1.1G is 1181116416 bytes)
         return new
 
-    def changes(self, current):
+    def plan(self, current: Optional[dict[str, Any]]) -> Plan:
+        return Plan(self._changes(current), existed=current is not None, payload=current)
+
+    def _changes(self, current: Optional[dict[str, Any]]) -> Changes:
         spec = self.spec
         if current is None:
-            return {"volume": {"old": None, "new": self._new()}}
+            return {"volume": {"old": None, "new": self.new()}}
         changes = {}
         force = spec.get("force")
         if current.get("incomplete"):
             if not spec.get("source"):
                 raise KvmError(
-                    f"{current['incomplete']}; its content is not complete (run the operation again, or delete the volume)"
+                    f"{current['incomplete']}; its content is not complete (run the operation "
+                    "again, or delete the volume)"
                 )
-            return {"volume": {"old": f"incomplete ({current['incomplete']})", "new": self._new()}}
+            return {"volume": {"old": f"incomplete ({current['incomplete']})", "new": self.new()}}
         if (
             spec.get("format")
             and current["format"]
@@ -990,7 +1007,8 @@ class VolumeResource(plan.Resource):
             and _pool_type(self.session, self.pool) in FILE_POOLS
         ):
             raise Refused(
-                f"it is a {current['format']} volume, declared {spec['format']}; formats are never changed in place (clone it with kvm.volume_clone format={spec['format']})"
+                f"it is a {current['format']} volume, declared {spec['format']}; formats are "
+                f"never changed in place (clone it with kvm.volume_clone format={spec['format']})"
             )
         if spec.get("backing"):
             want = spec["backing"] if spec["backing"].startswith("/") else None
@@ -998,7 +1016,8 @@ class VolumeResource(plan.Resource):
                 want = sxml.Volume(volumes(self.session, self.pool)[spec["backing"]]["xml"]).path
             if current["backing"] != want:
                 raise Refused(
-                    f"its backing file is {current['backing']}, declared {spec['backing']}; the backing file of an existing volume is never changed"
+                    f"its backing file is {current['backing']}, declared {spec['backing']}; "
+                    "the backing file of an existing volume is never changed"
                 )
         if spec.get("sha256"):
             # what was imported (recorded then), so a declared grow since is no mismatch
@@ -1006,7 +1025,8 @@ class VolumeResource(plan.Resource):
             if have != spec["sha256"].lower():
                 if not force:
                     raise Refused(
-                        f"its content has sha256 {have}, declared {spec['sha256'].lower()}; re-importing would overwrite it (force: True to do it)"
+                        f"its content has sha256 {have}, declared {spec['sha256'].lower()}; "
+                        "re-importing would overwrite it (force: True to do it)"
                     )
                 changes["sha256"] = {"old": have, "new": spec["sha256"].lower()}
         size = self._size(current["format"])
@@ -1017,13 +1037,14 @@ class VolumeResource(plan.Resource):
             elif size < cap - _tolerance(self.session, self.pool):
                 if not force:
                     raise Refused(
-                        f"it is {units.format_size(cap)}; shrinking it to {units.format_size(size)} loses data (force: True to shrink)"
+                        f"it is {units.format_size(cap)}; shrinking it to "
+                        f"{units.format_size(size)} loses data (force: True to shrink)"
                     )
                 changes["size"] = {"old": cap, "new": size}
         return changes
 
-    def apply(self, current, changes):
-        spec = self.spec
+    def apply(self, plan: Plan, undo: Undo) -> None:
+        spec, changes, current = self.spec, plan.changes, plan.payload
         if "volume" in changes or "sha256" in changes:
             if current is not None:  # an interrupted import, or a forced re-import
                 if current.get("incomplete"):
@@ -1031,8 +1052,8 @@ class VolumeResource(plan.Resource):
                         self.session,
                         self.pool,
                         self.name,
-                        spec.get("force"),
-                        "redoing the interrupted import of",
+                        force=spec.get("force"),
+                        doing="redoing the interrupted import of",
                     )
                 _delete(self.session, self.pool, self.name, f"{self.what} to import it again")
             if spec.get("source"):
@@ -1043,7 +1064,9 @@ class VolumeResource(plan.Resource):
                     _resize(self.session, self.pool, self.name, size)
                 elif size and size < now["capacity"] - _tolerance(self.session, self.pool):
                     raise KvmError(
-                        f"the image from {redact(spec['source'])} is {units.format_size(now['capacity'])}, larger than the declared size {units.format_size(size)}"
+                        f"the image from {redact(spec['source'])} is "
+                        f"{units.format_size(now['capacity'])}, larger than the declared size "
+                        f"{units.format_size(size)}"
                     )
             else:
                 _create(self.session, self.pool, self.name, spec)
@@ -1057,32 +1080,30 @@ class VolumeResource(plan.Resource):
                 shrink=changes["size"]["new"] < changes["size"]["old"],
             )
 
-    def verify(self, after):
+    def verify(self, plan: Plan, after: Any) -> Changes:
         if after is None:
-            return {"volume": {"old": None, "new": self._new()}}
+            return {"volume": {"old": None, "new": self.new()}}
         try:
-            return self.changes(after)
+            return self._changes(after)
         except Refused as exc:  # e.g. an image larger than the declared size
-            return {"volume": {"old": after, "new": f"{self._new()} ({exc})"}}
+            return {"volume": {"old": after, "new": f"{self.new()} ({exc})"}}
 
-    def restore(self, before):
+    def restore(self, before: Any, undo: Undo) -> Optional[str]:
         if before is not None:
             return None  # a grow is not undone (shrinking could lose data)
-        with contextlib.suppress(KvmError, libvirt.libvirtError):
+        with contextlib.suppress(KvmError):
             _invalidate(self.session, self.pool)
-            vols = volumes(self.session, self.pool)
-            if self.name in vols:
-                vols[self.name]["obj"].delete(0)
-                _patch(self.session, self.pool, self.name)
+            if self.name in volumes(self.session, self.pool):
+                _delete(self.session, self.pool, self.name)
                 return f"removed the new volume '{self.name}'"
         return None
 
-    def summary(self, changes, test):
+    def summary(self, plan: Plan, test: bool) -> str:
         verb = "would be" if test else "was"
-        if "volume" in changes:
+        if "volume" in plan.changes:
             how = "imported" if self.spec.get("source") else "created"
             return f"{self.what} {verb} {how}"
-        return super().summary(changes, test)
+        return super().summary(plan, test)
 
 
 def volume_present(session, name, pool=None, test=False, progress=None, **kwargs):
@@ -1104,7 +1125,7 @@ def volume_present(session, name, pool=None, test=False, progress=None, **kwargs
             )
         if spec.get("backing") == name:
             raise InvalidInput(f"{name}:backing", "a volume cannot back itself")
-        spec.pop("absent", None)
+        spec = plan.declared(spec, state_only=("absent",))
     except InvalidInput as exc:
         return plan.state_return(name, False, comment=f"volume '{name}': {exc}")
     resource = VolumeResource(session, pool, name, spec, progress)
@@ -1112,9 +1133,12 @@ def volume_present(session, name, pool=None, test=False, progress=None, **kwargs
         _pool_entry(session, pool)
     except KvmError as exc:
         if test:  # the pool's own state (ordered first) would make it: predict the volume
-            changes = {"volume": {"old": None, "new": resource._new()}}  # pylint: disable=protected-access
+            predicted = Plan({"volume": {"old": None, "new": resource.new()}}, existed=False)
             return plan.state_return(
-                name, None, changes, f"{resource.summary(changes, True)} ({exc})"
+                name,
+                None,
+                predicted.salt_changes(),
+                f"{resource.summary(predicted, True)} ({exc})",
             )
         return plan.state_return(name, False, comment=f"volume '{name}': {exc}")
     return plan.ensure(name, resource, test)

@@ -30,11 +30,15 @@ keep them unless ``purge``, and even then a volume another VM uses, or that
 another image is built on, stays (:mod:`salt_kvm.depends`).
 """
 
+from __future__ import annotations
+
 import contextlib
 import copy
+import dataclasses
 import logging
 import os
 import time
+from typing import Any, Optional
 
 from lxml import etree
 
@@ -44,6 +48,7 @@ from salt_kvm import storage_volumes as vols_mod
 from salt_kvm import vm_platform as platform
 from salt_kvm.conn import libvirt, libvirt_errors, lookup_domain
 from salt_kvm.errors import InvalidInput, KvmError, NotFound
+from salt_kvm.plan import Changes, Plan, Undo
 from salt_kvm.xml.base import parse
 
 log = logging.getLogger(__name__)
@@ -624,6 +629,22 @@ KEYS = (
     "cloud_init",
 )
 
+#: what the changes of a new VM show of its declaration
+NEW_KEYS = (
+    "type",
+    "memory",
+    "max_memory",
+    "vcpus",
+    "max_vcpus",
+    "cpu",
+    "machine",
+    "firmware",
+    "disks",
+    "nics",
+    "boot",
+    "console",
+)
+
 
 def _same_machine(have, want):
     """libvirt stores ``pc`` as ``pc-i440fx-7.2`` and ``q35`` as ``pc-q35-7.2``."""
@@ -826,28 +847,38 @@ def vm_undefine(session, name, purge=False):
 # --- the states -------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class VmPlan:
+    """What :meth:`VmResource.apply` and its summary need beyond the changes: the VM as read
+    (``None``: new), the live half of a change to a running VM (:func:`salt_kvm.vm_live.plan`:
+    the ops applied live, what waits for a restart) and a note for the comment (a disk's volume
+    that ``test=True`` could not find yet)."""
+
+    current: Optional[dict[str, Any]]
+    ops: tuple[Any, ...] = ()
+    pending: tuple[str, ...] = ()
+    note: str = ""
+
+
 class VmResource(plan.Resource):
-    def __init__(self, session, name, spec, test=False):
+    def __init__(self, session: Any, name: str, spec: dict[str, Any], test: bool = False) -> None:
         self.session, self.name, self.spec, self.test = session, name, spec, test
         self.what = f"VM '{name}'"
-        self.note = ""
-        #: the live half of a change to a running VM (:func:`salt_kvm.vm_live.plan`)
-        self.ops, self.pending = [], []
-        #: ``(pool, volume)`` this run made for a disk entry (a failed run deletes them again: still empty)
-        self.made = []
 
-    def _check_disks(self):
+    def _check_disks(self) -> str:
         """Every declared disk's volume exists; under ``test=True`` a missing one is only
-        noted (the pool and volume states ordered before this one may make it)."""
+        noted (the pool and volume states ordered before this one may make it): the note."""
+        note = ""
         for index, disk in enumerate(self.spec.get("disks") or []):
             try:
                 _resolve_disk(self.session, self.name, index, disk, create=True)
             except KvmError as exc:
                 if not self.test:
                     raise
-                self.note = f" ({exc})"
+                note = f" ({exc})"
+        return note
 
-    def read(self):
+    def read(self) -> Optional[dict[str, Any]]:
         try:
             dom = _domain(self.session, self.name)
         except NotFound:
@@ -862,36 +893,18 @@ class VmResource(plan.Resource):
                 "live": live,
             }
 
-    def _want_state(self):
+    def _want_state(self) -> str:
         return self.spec.get("state", "running")
 
-    def changes(self, current):
+    def plan(self, current: Optional[dict[str, Any]]) -> Plan:
         spec = self.spec
-        self.ops, self.pending = [], []
         guard_new_disks(
             self.session, self.name, spec, (current["xml"], current["live"]) if current else ()
         )
         new_volumes = vm_live.new_volumes(self.session, self.name, spec, self.test)
         if current is None:
-            self._check_disks()
-            new = {
-                k: spec[k]
-                for k in (
-                    "type",
-                    "memory",
-                    "max_memory",
-                    "vcpus",
-                    "max_vcpus",
-                    "cpu",
-                    "machine",
-                    "firmware",
-                    "disks",
-                    "nics",
-                    "boot",
-                    "console",
-                )
-                if spec.get(k) is not None
-            }
+            note = self._check_disks()
+            new = {k: spec[k] for k in NEW_KEYS if spec.get(k) is not None}
             if spec.get("graphics"):
                 new["graphics"] = platform.shown_spec(spec["graphics"])
             platform.check_firmware(self.name, spec.get("firmware"))
@@ -899,14 +912,14 @@ class VmResource(plan.Resource):
                 new["cloud_init"] = cloudinit.summary(
                     cloudinit.render(self.name, spec["cloud_init"])
                 )
-            changes = {"vm": {"old": None, "new": new}}
+            changes: dict[str, Any] = {"vm": {"old": None, "new": new}}
             if new_volumes:
                 changes["volumes"] = {"old": None, "new": [v["label"] for v in new_volumes]}
             if spec.get("autostart"):
                 changes["autostart"] = {"old": False, "new": True}
             if self._want_state() != "stopped":
                 changes["state"] = {"old": None, "new": self._want_state()}
-            return changes
+            return Plan(changes, existed=False, payload=VmPlan(None, note=note))
         want_root = declared(self.session, self.name, spec, current["xml"])
         _keep_macs(want_root, parse(current["xml"]), spec)
         have = _modelled(parse(current["xml"]))
@@ -918,33 +931,35 @@ class VmResource(plan.Resource):
             )
         if new_volumes:
             changes["volumes"] = {"old": None, "new": [v["label"] for v in new_volumes]}
+        ops: list[Any] = []
+        pending: list[str] = []
         running = _normal_state(current["state"]) in ("running", "paused")
         if running and current["live"] and self._want_state() != "stopped":
             # what the running VM can take is applied live; the rest waits for a restart
             # with restart: true, also what an earlier run left pending (not the CPU: libvirt
             # expands a running VM's CPU, so only a changed definition says it changed)
             keys = (set(KEYS) - {"cpu"}) | set(changes) if spec.get("restart") else set(changes)
-            self.ops, self.pending = vm_live.plan(
+            ops, pending = vm_live.plan(
                 parse(current["live"]), want_root, spec, keys, memory_changed="memory" in changes
             )
-            if seed_changed and "cloud_init" not in self.pending:
-                self.pending.append("cloud_init")  # the guest reads its seed at boot
-            if spec.get("restart") and self.pending:
-                self.ops = []
+            if seed_changed and "cloud_init" not in pending:
+                pending.append("cloud_init")  # the guest reads its seed at boot
+            if spec.get("restart") and pending:
+                ops = []
                 changes["restart"] = {"old": "running an older definition", "new": "restarted"}
             else:
-                if self.ops:
-                    changes["live"] = {"old": None, "new": [op.text for op in self.ops]}
-                if self.pending:
-                    changes["restart"] = {"old": None, "new": vm_live.pending_text(self.pending)}
+                if ops:
+                    changes["live"] = {"old": None, "new": [op.text for op in ops]}
+                if pending:
+                    changes["restart"] = {"old": None, "new": vm_live.pending_text(pending)}
         if spec.get("autostart") is not None and current["autostart"] != spec["autostart"]:
             changes["autostart"] = {"old": current["autostart"], "new": spec["autostart"]}
         state = _normal_state(current["state"])
         if state != self._want_state() and changes.get("restart", {}).get("new") != "restarted":
             changes["state"] = {"old": state, "new": self._want_state()}
-        return changes
+        return Plan(changes, payload=VmPlan(current, tuple(ops), tuple(pending)))
 
-    def _seed_changes(self, have, changes):
+    def _seed_changes(self, have: dict[str, Any], changes: dict[str, Any]) -> bool:
         """Put the seed's change (content or attachment) into ``changes`` as summaries; whether
         its content changes (what a running guest only reads at its next boot)."""
         declared_seed = self.spec.get("cloud_init")
@@ -960,11 +975,13 @@ class VmResource(plan.Resource):
             }
         return bool(declared_seed) and old != new
 
-    def apply(self, current, changes):
-        spec = self.spec
+    def apply(self, plan: Plan, undo: Undo) -> Optional[Plan]:
+        spec, changes, current = self.spec, plan.changes, plan.payload.current
         if "volumes" in changes:
-            vm_live.make_volumes(self.session, self.name, spec, self.made)
-        self._old_seed = cloudinit.read(cloudinit.seed_path(self.name))
+            made: list[tuple[str, str]] = []
+            undo.record("made", made)  # filled as they are made: a failure half-way has the rest
+            vm_live.make_volumes(self.session, self.name, spec, made)
+        undo.record("old_seed", cloudinit.read(cloudinit.seed_path(self.name)))
         if spec.get("cloud_init"):
             cloudinit.ensure(self.name, spec["cloud_init"])
         definition = {
@@ -977,26 +994,35 @@ class VmResource(plan.Resource):
             with libvirt_errors(f"defining {self.what}"):
                 self.session.conn.defineXML(etree.tostring(root, encoding="unicode"))
         dom = _domain(self.session, self.name)
+        done = None
         with libvirt_errors(self.what):
             if "autostart" in changes:
                 dom.setAutostart(1 if spec["autostart"] else 0)
-            if self.ops:
-                self._apply_live(dom, changes)
-            if changes.get("restart", {}).get("new") == "restarted":
+            if plan.payload.ops:
+                done = self._apply_live(dom, plan)
+            restart = (done or plan).changes.get("restart", {})
+            if restart.get("new") == "restarted":
                 vm_shutdown(
-                    self.session, self.name, timeout=spec.get("shutdown_timeout", SHUTDOWN_TIMEOUT)
+                    self.session,
+                    self.name,
+                    timeout=spec.get("shutdown_timeout", SHUTDOWN_TIMEOUT),
                 )
             _to_state(dom, self._want_state())
         if not spec.get("cloud_init") and "cloud_init" in changes:
             cloudinit.remove(self.name)  # detached; a running guest keeps the file it has open
+        return done
 
-    def _apply_live(self, dom, changes):
+    def _apply_live(self, dom: Any, planned: Plan) -> Optional[Plan]:
         """The live half of the change; what the guest did not let go of becomes pending (or,
-        with ``restart: true``, is applied by a restart)."""
-        unfinished = vm_live.apply_ops(dom, self.ops, parse(dom.XMLDesc(XML_INACTIVE)))
+        with ``restart: true``, is applied by a restart): the plan as it was done, when that
+        differs from ``planned``."""
+        ops = planned.payload.ops
+        unfinished = vm_live.apply_ops(dom, ops, parse(dom.XMLDesc(XML_INACTIVE)))
         if not unfinished:
-            return
-        done = [op.text for op in self.ops if op not in [u for u, _ in unfinished]]
+            return None
+        changes = copy.deepcopy(dict(planned.changes))
+        pending = planned.payload.pending
+        done = [op.text for op in ops if op not in [u for u, _ in unfinished]]
         if done:
             changes["live"]["new"] = done
         else:
@@ -1004,38 +1030,38 @@ class VmResource(plan.Resource):
         if self.spec.get("restart"):
             changes["restart"] = {"old": "running an older definition", "new": "restarted"}
         else:
-            self.pending += [why for _, why in unfinished]
-            changes["restart"] = {"old": None, "new": vm_live.pending_text(self.pending)}
+            pending += tuple(why for _, why in unfinished)
+            changes["restart"] = {"old": None, "new": vm_live.pending_text(list(pending))}
+        return dataclasses.replace(
+            planned, changes=changes, payload=dataclasses.replace(planned.payload, pending=pending)
+        )
 
-    def verify(self, after):
-        planned = self.ops, self.pending  # what this run did and left pending: the summary says it
-        remaining = self.changes(after)
-        self.ops, self.pending = planned
+    def verify(self, plan: Plan, after: Any) -> Changes:
+        remaining = dict(self.plan(after).changes)
         if remaining.get("restart", {}).get("new", "").startswith("pending"):
             remaining = {}  # written to the definition; the restart is the operator's call
         return remaining
 
-    def _restore_seed(self):
-        old = getattr(self, "_old_seed", None)
+    def _restore_seed(self, old: Optional[str]) -> None:
         with contextlib.suppress(KvmError):
             if old is None:
                 cloudinit.remove(self.name)
             elif cloudinit.read(cloudinit.seed_path(self.name)) != old:
                 cloudinit.write(cloudinit.seed_path(self.name), old)
 
-    def restore(self, before):
-        self._restore_seed()
+    def restore(self, before: Any, undo: Undo) -> Optional[str]:
+        self._restore_seed(undo.get("old_seed"))
         restored = self._restore_definition(before)
         dropped = []
-        for pool, volume in reversed(self.made):
-            with contextlib.suppress(KvmError, libvirt.libvirtError):
+        for pool, volume in reversed(undo.get("made", [])):
+            with contextlib.suppress(KvmError):
                 vols_mod.volume_delete(self.session, pool, volume)
                 dropped.append(f"{pool}/{volume}")
         if restored and dropped:
             return f"{restored} (and deleted the new volume {', '.join(dropped)})"
         return restored
 
-    def _restore_definition(self, before):
+    def _restore_definition(self, before: Any) -> Optional[str]:
         if before is None:
             with contextlib.suppress(KvmError, libvirt.libvirtError):
                 dom = _domain(self.session, self.name)
@@ -1049,25 +1075,28 @@ class VmResource(plan.Resource):
             return "the previous definition"
         return None
 
-    def summary(self, changes, test):
+    def summary(self, plan: Plan, test: bool) -> str:
         verb = "would be" if test else "was"
+        changes = plan.changes
+        made = (
+            f"; {'would create' if test else 'created'} volume "
+            f"{', '.join(changes['volumes']['new'])}"
+            if "volumes" in changes
+            else ""
+        )
         if "vm" in changes:
             started = " and started" if changes.get("state", {}).get("new") == "running" else ""
-            made = (
-                f"; {'would create' if test else 'created'} volume {', '.join(changes['volumes']['new'])}"
-                if "volumes" in changes
-                else ""
-            )
-            return f"{self.what} {verb} defined{started}{made}{self.note}"
-        base = super().summary(changes, test)
-        if "volumes" in changes:
-            base += f"; {'would create' if test else 'created'} volume {', '.join(changes['volumes']['new'])}"
+            return f"{self.what} {verb} defined{started}{made}{plan.payload.note}"
+        base = super().summary(plan, test) + made
         if "live" in changes:
             base += (
                 f"; {'would be ' if test else ''}applied live: {', '.join(changes['live']['new'])}"
             )
         if changes.get("restart", {}).get("new", "").startswith("pending"):
-            base += f"; {', '.join(self.pending)}: written to its definition, takes effect when it restarts (restart: true restarts it now)"
+            base += (
+                f"; {', '.join(plan.payload.pending)}: written to its definition, takes effect "
+                "when it restarts (restart: true restarts it now)"
+            )
         return base
 
 
@@ -1107,8 +1136,7 @@ def vm_present(session, name, test=False, run_state=None, **kwargs):
         if run_state is not None:
             kwargs["state"] = run_state
         spec = schema.validate_args(schema.VM, name, kwargs, name_field=schema.OBJNAME)
-        spec.pop("absent", None)
-        spec.pop("purge", None)
+        spec = plan.declared(spec, state_only=("absent", "purge"))
     except InvalidInput as exc:
         return plan.state_return(name, False, comment=f"VM '{name}': {exc}")
     return plan.ensure(name, VmResource(session, name, spec, test), test)

@@ -78,7 +78,7 @@ def test_pool_no_changes_when_as_declared(tmp_path):
     target = str(tmp_path)
     session = _session(_pool_entry(target=target, autostart=True))
     res = _pool_resource(session, type="dir", target=target, autostart=True)
-    assert res.changes(res.read()) == {}
+    assert res.plan(res.read()).changes == {}
 
 
 def test_new_pool_changes_are_the_same_in_test_mode(tmp_path):
@@ -102,7 +102,7 @@ def test_type_change_refused_unless_forced(tmp_path):
         session, type="fs", target=str(tmp_path), source={"devices": ["/dev/sdb"], "format": "ext4"}
     )
     with pytest.raises(Refused, match="changing its type to fs"):
-        res.changes(res.read())
+        res.plan(res.read()).changes
     ret = plan.ensure("p", res, test=True)
     assert (
         ret["result"] is False and "refused" in ret["comment"] and "force: True" in ret["comment"]
@@ -113,7 +113,7 @@ def test_source_device_change_refused_unless_forced():
     session = _session(_pool_entry("logical", "/dev/vg", {"name": "vg", "devices": ["/dev/sdb"]}))
     res = _pool_resource(session, type="logical", source={"name": "vg", "devices": ["/dev/sdc"]})
     with pytest.raises(Refused, match=r"source.devices is \['/dev/sdb'\], declared \['/dev/sdc'\]"):
-        res.changes(res.read())
+        res.plan(res.read()).changes
 
 
 def test_target_drift_is_a_diff_and_a_restart(tmp_path, monkeypatch):
@@ -122,13 +122,14 @@ def test_target_drift_is_a_diff_and_a_restart(tmp_path, monkeypatch):
     os.makedirs(new)
     session = _session(_pool_entry(target=old))
     res = _pool_resource(session, type="dir", target=new)
-    changes = res.changes(res.read())
+    planned = res.plan(res.read())
+    changes = planned.changes
     assert changes["target"] == {"old": old, "new": new}
     assert changes["running"] == {
         "old": "running the old definition",
         "new": "restarted with the declared one",
     }
-    comment = res.summary(changes, True)
+    comment = res.summary(planned, True)
     assert f"-    <path>{old}</path>" in comment and f"+    <path>{new}</path>" in comment
 
 
@@ -145,7 +146,7 @@ def test_auth_drift_is_not_a_data_change():
         target="/dev/disk/by-path",
         source=dict(source, auth={"type": "chap", "username": "b", "secret_usage": "u"}),
     )
-    changes = res.changes(res.read())
+    changes = res.plan(res.read()).changes
     assert changes["source"] == {
         "old": {"auth": source["auth"]},
         "new": {"auth": {"type": "chap", "username": "b", "secret_usage": "u"}},
@@ -155,7 +156,7 @@ def test_auth_drift_is_not_a_data_change():
 def test_stopped_pool_started_and_autostart(tmp_path):
     session = _session(_pool_entry(target=str(tmp_path), active=False, autostart=True))
     res = _pool_resource(session, type="dir", target=str(tmp_path), autostart=False)
-    assert res.changes(res.read()) == {
+    assert res.plan(res.read()).changes == {
         "running": {"old": False, "new": True},
         "autostart": {"old": True, "new": False},
     }
@@ -247,31 +248,31 @@ def _vol_resource(session, name="v.qcow2", **kwargs):
 def test_volume_new_and_no_op():
     session = _session(vols={"v.qcow2": _vol_entry("v.qcow2", 16 * M)})
     res = _vol_resource(session, size="16M", format="qcow2")
-    assert res.changes(res.read()) == {}
+    assert res.plan(res.read()).changes == {}
     new = _vol_resource(session, name="w.qcow2", size="1G", backing="v.qcow2")
-    assert new.changes(new.read()) == {
+    assert new.plan(new.read()).changes == {
         "volume": {"old": None, "new": {"size": 1024**3, "backing": "v.qcow2"}}
     }
 
 
 def test_volume_grow_shrink_format():
     session = _session(vols={"v.qcow2": _vol_entry("v.qcow2", 16 * M)})
-    assert _vol_resource(session, size="32M").changes(_vol_resource(session).read()) == {
+    assert _vol_resource(session, size="32M").plan(_vol_resource(session).read()).changes == {
         "size": {"old": 16 * M, "new": 32 * M}
     }
     with pytest.raises(Refused, match="shrinking it to 8M loses data"):
-        _vol_resource(session, size="8M").changes(_vol_resource(session).read())
+        _vol_resource(session, size="8M").plan(_vol_resource(session).read()).changes
     forced = _vol_resource(session, size="8M", force=True)
-    assert forced.changes(forced.read()) == {"size": {"old": 16 * M, "new": 8 * M}}
+    assert forced.plan(forced.read()).changes == {"size": {"old": 16 * M, "new": 8 * M}}
     with pytest.raises(Refused, match="never changed in place"):
-        _vol_resource(session, size="16M", format="raw").changes(_vol_resource(session).read())
+        _vol_resource(session, size="16M", format="raw").plan(_vol_resource(session).read()).changes
 
 
 def test_volume_rounding_on_lvm_is_not_a_shrink():
     pool = _pool_entry("logical", "/dev/vg", {"name": "vg"})
     session = _session(pool, vols={"lv": _vol_entry("lv", 12 * M, fmt=None, path_dir="/dev/vg")})
     res = _vol_resource(session, name="lv", size="10M")
-    assert res.changes(res.read()) == {}
+    assert res.plan(res.read()).changes == {}
 
 
 def test_volume_backing_change_refused():
@@ -283,7 +284,7 @@ def test_volume_backing_change_refused():
     )
     res = _vol_resource(session, backing="b.qcow2")
     with pytest.raises(Refused, match="backing file of an existing volume is never changed"):
-        res.changes(res.read())
+        res.plan(res.read()).changes
 
 
 def test_volume_state_argument_errors():
