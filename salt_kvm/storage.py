@@ -73,16 +73,18 @@ def _load_pools(session):
     return out
 
 
-def pools(session):
+def pools(session: Any) -> dict[str, dict[str, Any]]:
     """``{name: {obj, xml, active, autostart, persistent}}``, once per run."""
     return session.memo(POOLS_KEY, lambda: _load_pools(session))
 
 
-def invalidate(session):
+def invalidate(session: Any) -> None:
+    """Forget every storage listing of the run (pools, volumes, parsed definitions)."""
     session.invalidate("storage:")
 
 
-def lookup_pool(session, name):
+def lookup_pool(session: Any, name: str) -> dict[str, Any]:
+    """The listing entry of pool ``name`` (:func:`pools`); NotFound when it is not defined."""
     entry = pools(session).get(name)
     if entry is None:
         raise NotFound(f"pool '{name}' does not exist on {session.uri}")
@@ -126,7 +128,7 @@ def _public_source(source):
 # --- execution functions ---------------------------------------------------------
 
 
-def pool_list(session):
+def pool_list(session: Any) -> dict[str, dict[str, Any]]:
     """``{name: {type, state, autostart, capacity, allocation, available, target}}``."""
     out = {}
     for name, entry in sorted(pools(session).items()):
@@ -147,8 +149,9 @@ def pool_list(session):
     return out
 
 
-def pool_show(session, name):
-    """Everything about one pool: type, state, autostart, sizes, target, source, volume count, XML."""
+def pool_show(session: Any, name: str) -> dict[str, Any]:
+    """Everything about one pool: type, state, autostart, sizes, target, source, volume count,
+    XML."""
     schema.validate(schema.OBJNAME, name, "name")
     entry = lookup_pool(session, name)
     info = _describe(entry, with_volumes=True)
@@ -176,14 +179,22 @@ def _spec(name, kwargs, path=None):
     return spec
 
 
-def pool_define(session, name, type=None, target=None, source=None, autostart=None):  # pylint: disable=redefined-builtin
+def pool_define(  # pylint: disable=redefined-builtin
+    session: Any,
+    name: str,
+    *,
+    type: Optional[str] = None,
+    target: Optional[str] = None,
+    source: Optional[dict[str, Any]] = None,
+    autostart: Optional[bool] = None,
+) -> dict[str, Any]:
     """Define (not start) a pool; its secret is stored first. Returns :func:`pool_show`."""
     spec = _spec(name, {"type": type, "target": target, "source": source, "autostart": autostart})
     if name in pools(session):
         raise KvmError(f"pool '{name}' is already defined (use kvm.pool_present to change it)")
     _define(session, name, spec)
     if autostart is not None:
-        pool_autostart(session, name, autostart)
+        pool_autostart(session, name, enable=autostart)
     invalidate(session)
     return pool_show(session, name)
 
@@ -193,7 +204,7 @@ def _pool_obj(session, name):
     return lookup_pool(session, name)["obj"]
 
 
-def pool_build(session, name, overwrite=False):
+def pool_build(session: Any, name: str, *, overwrite: bool = False) -> bool:
     """Build the pool's storage; existing storage is never overwritten unless ``overwrite``."""
     pool = _pool_obj(session, name)
     flags = (
@@ -207,7 +218,8 @@ def pool_build(session, name, overwrite=False):
     return True
 
 
-def pool_start(session, name, build=False):
+def pool_start(session: Any, name: str, *, build: bool = False) -> bool:
+    """Start the pool (building its storage first with ``build``); True."""
     pool = _pool_obj(session, name)
     with libvirt_errors(f"starting pool '{name}'"):
         if not pool.isActive():
@@ -218,7 +230,8 @@ def pool_start(session, name, build=False):
     return True
 
 
-def pool_stop(session, name):
+def pool_stop(session: Any, name: str) -> bool:
+    """Stop the pool (its storage and volumes stay); True."""
     pool = _pool_obj(session, name)
     with libvirt_errors(f"stopping pool '{name}'"):
         if pool.isActive():
@@ -227,7 +240,8 @@ def pool_stop(session, name):
     return True
 
 
-def pool_refresh(session, name):
+def pool_refresh(session: Any, name: str) -> bool:
+    """Let libvirt read the pool's volumes again; True."""
     pool = _pool_obj(session, name)
     with libvirt_errors(f"refreshing pool '{name}'"):
         pool.refresh(0)
@@ -235,7 +249,8 @@ def pool_refresh(session, name):
     return True
 
 
-def pool_autostart(session, name, enable=True):
+def pool_autostart(session: Any, name: str, *, enable: bool = True) -> bool:
+    """Start the pool when libvirt starts (or not); ``enable``."""
     pool = _pool_obj(session, name)
     with libvirt_errors(f"setting autostart of pool '{name}'"):
         pool.setAutostart(1 if enable else 0)
@@ -261,14 +276,14 @@ def _undefine(
         invalidate(session)
 
 
-def pool_undefine(session, name):
+def pool_undefine(session: Any, name: str) -> bool:
     """Stop and undefine the pool (its storage and volumes stay); drop salt-kvm's secret."""
     schema.validate(schema.OBJNAME, name, "name")
     _undefine(session, name, what=f"undefining pool '{name}'")
     return True
 
 
-def pool_delete(session, name, force=False):
+def pool_delete(session: Any, name: str, *, force: bool = False) -> bool:
     """Delete the pool's volumes and its storage (the directory, the VG...), then undefine it.
 
     Refused while a volume is in use by a VM, unless ``force``.
@@ -344,7 +359,8 @@ def _find_secret(session, pool_name):
 
 
 def _secret_state(session, pool_name, auth):
-    """``None`` if salt-kvm's secret for the pool holds ``auth['secret']``, else what must change."""
+    """``None`` if salt-kvm's secret for the pool holds ``auth['secret']``, else what must
+    change."""
     secret = _find_secret(session, pool_name)
     if secret is None:
         return "create"
@@ -368,7 +384,8 @@ def _store_secret(session, pool_name, auth):
     usage = sxml.secret_usage(pool_name)
     usage_type = "ceph" if auth["type"] == "ceph" else "iscsi"
     secret = _find_secret(session, pool_name)
-    try:
+    # libvirt's message names the usage, never the value
+    with libvirt_errors(f"storing the secret of pool '{pool_name}'"):
         if secret is not None and sxml.Secret(secret.XMLDesc(0)).usage_type != usage_type:
             secret.undefine()
             secret = None
@@ -389,11 +406,6 @@ def _store_secret(session, pool_name, auth):
         else:
             value = auth["secret"].encode()
         secret.setValue(value, 0)
-    except libvirt.libvirtError as exc:
-        # libvirt's message names the usage, never the value
-        raise KvmError(
-            f"storing the secret of pool '{pool_name}': {libvirt_message(exc)}"
-        ) from None
     return usage
 
 
@@ -476,7 +488,7 @@ def _vg_exists(vg_name):
     return proc.returncode == 0 and proc.stdout.strip() == vg_name
 
 
-def build_plan(spec):
+def build_plan(spec: Any) -> Optional[tuple[str, int]]:
     """What building the declared pool would do: ``(description, flags)`` or ``None``.
 
     Existing storage of the declared kind is used as it is. Storage of another
@@ -532,7 +544,8 @@ def build_plan(spec):
                 BUILD_FLAGS["overwrite"],
             )
         raise Refused(
-            f"{device} holds a {have} partition table, declared {want}; set build: force to overwrite it"
+            f"{device} holds a {have} partition table, declared {want}; set build: force to "
+            "overwrite it"
         )
     if ptype == "logical":
         vg_name = source["name"]
@@ -541,13 +554,15 @@ def build_plan(spec):
         devices = source.get("devices")
         if not devices:
             raise KvmError(
-                f"volume group {vg_name} does not exist and source.devices is not given to create it"
+                f"volume group {vg_name} does not exist and source.devices is not given "
+                "to create it"
             )
         for device in devices:
             have = _probe(device, "TYPE")
             if have and not force:
                 raise Refused(
-                    f"{device} holds {have} data; set build: force to make it a physical volume of {vg_name}"
+                    f"{device} holds {have} data; set build: force to make it a physical volume "
+                    f"of {vg_name}"
                 )
         return (
             f"create volume group {vg_name} on {', '.join(devices)}",
@@ -813,7 +828,7 @@ class PoolResource(plan.Resource):
         return base
 
 
-def pool_present(session, name, test=False, **kwargs):
+def pool_present(session: Any, name: str, *, test: bool = False, **kwargs: Any) -> dict[str, Any]:
     """State: the pool is defined as declared, built when needed, running, autostart as declared."""
     try:
         spec = _spec(name, kwargs)
@@ -845,7 +860,10 @@ def _pool_images(session, name, entry):
 
 
 def _guard_purge(session, name, entry):
-    """Refuse to purge a pool while a VM uses one of its volumes or an image outside it builds on one."""
+    """Refuse to purge a pool while a VM uses one of its volumes or an image outside it builds on
+    one."""
+    from salt_kvm import storage_volumes  # pylint: disable=import-outside-toplevel  # imports this
+
     images = _pool_images(session, name, entry)
     if not images:
         return
@@ -853,15 +871,15 @@ def _guard_purge(session, name, entry):
     mine = list(images.values())
     busy = []
     for vname, ident in sorted(images.items()):
-        users = index.used_by(ident)
+        users, backs = storage_volumes.in_use(index, ident, exclude_images=mine)
         if users:
             busy.append(f"{vname} (used by {', '.join(users)})")
-        backs = index.backing_of(ident, exclude=mine)
         if backs:
             busy.append(f"{vname} (the backing file of {', '.join(backs)})")
     if busy:
         raise Refused(
-            f"purging would delete volumes in use: {'; '.join(busy)}; set force: True to delete them anyway"
+            f"purging would delete volumes in use: {'; '.join(busy)}; set force: True to delete "
+            "them anyway"
         )
 
 
@@ -897,7 +915,9 @@ def _purge(session, name, entry, force):
     session.invalidate()
 
 
-def pool_absent(session, name, purge=False, force=False, test=False):
+def pool_absent(
+    session: Any, name: str, *, purge: bool = False, force: bool = False, test: bool = False
+) -> dict[str, Any]:
     """State: the pool is not defined. ``purge`` also deletes its volumes and storage.
 
     Purging is refused while a volume is in use by a VM unless ``force``.
@@ -942,6 +962,7 @@ def pool_absent(session, name, purge=False, force=False, test=False):
             ret["comment"] = f"{what} {verb} removed with its volumes and storage"
         else:
             ret["comment"] = (
-                f"{what} {verb} undefined; its volumes and storage are kept (purge: True deletes them)"
+                f"{what} {verb} undefined; its volumes and storage are kept "
+                "(purge: True deletes them)"
             )
     return ret

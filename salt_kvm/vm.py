@@ -1,7 +1,8 @@
 """VMs: the ``kvm.vm_*`` functions and the ``vm_present`` / ``vm_absent`` states.
 
 A VM is declared with the keys of a ``kvm:vms`` pillar entry: ``type``,
-``memory``, ``max_memory``, ``vcpus``, ``max_vcpus``, ``cpu``, ``machine``, ``disks`` (volumes of pools),
+``memory``, ``max_memory``, ``vcpus``, ``max_vcpus``, ``cpu``, ``machine``, ``disks`` (volumes of
+pools),
 ``nics`` (on host bridges or libvirt networks), ``boot`` (direct kernel boot),
 ``console`` (the serial console written to a file), ``autostart``, ``state``
 and ``restart``.
@@ -71,11 +72,12 @@ XML_SECURE = 1  # VIR_DOMAIN_XML_SECURE: with the graphics passwords (compared, 
 UNDEFINE_FLAGS = 1 | 2 | 4  # MANAGED_SAVE | SNAPSHOTS_METADATA | NVRAM
 
 
-def console_path(name):
+def console_path(name: str) -> str:
+    """Where the serial console of VM ``name`` is written (``console: {log: true}``)."""
     return os.path.join(CONSOLE_DIR, f"{name}.console.log")
 
 
-def default_type():
+def default_type() -> str:
     """``kvm`` where /dev/kvm exists, else ``qemu`` (software emulation)."""
     return "kvm" if os.path.exists("/dev/kvm") else "qemu"
 
@@ -93,7 +95,8 @@ def _state(dom):
 
 
 def _volume_of(session, path):
-    """``(pool, volume)`` holding the file or device at ``path`` (by identity), or ``(None, None)``."""
+    """``(pool, volume)`` holding the file or device at ``path`` (by identity), or ``(None,
+    None)``."""
     want = depends.identity(path)
     for pname, entry in pools_mod.pools(session).items():
         if not entry["active"]:
@@ -227,7 +230,7 @@ def _console_file(root):
     return None
 
 
-def vm_list(session):
+def vm_list(session: Any) -> dict[str, dict[str, Any]]:
     """``{name: {state, autostart, vcpus, memory, disks, nics, ...}}`` of every VM."""
     out = {}
     with libvirt_errors("listing VMs"):
@@ -238,7 +241,7 @@ def vm_list(session):
     return dict(sorted(out.items()))
 
 
-def vm_show(session, name):
+def vm_show(session: Any, name: str) -> dict[str, Any]:
     """One VM: as :func:`vm_list` shows it, with its persistent definition's differences pending."""
     dom = _domain(session, name)
     with libvirt_errors(f"VM '{name}'"):
@@ -266,14 +269,17 @@ def _resolve_disk(session, vm, index, disk, create=False):
             return _predicted_volume(session, where, disk)
         raise InvalidInput(
             f"{where}:volume",
-            f"volume '{volume}' does not exist in pool '{pool}' (declare it under kvm:pools, give size or backing, or create it)",
+            f"volume '{volume}' does not exist in pool '{pool}' (declare it under kvm:pools, give "
+            "size or backing, or create it)",
         )
     model = sxml.Volume(vols[volume]["xml"])
     if disk.get("size") and (model.capacity or 0) < disk["size"]:
         raise InvalidInput(
             f"{where}:size",
-            f"volume {pool}/{volume} has {units.human_size(model.capacity or 0)}, less than the declared {units.human_size(disk['size'])}: "
-            f"a VM never resizes a volume (grow it with kvm.volume_resize, or declare it under kvm:pools:{pool}:volumes)",
+            f"volume {pool}/{volume} has {units.human_size(model.capacity or 0)}, less than the "
+            f"declared {units.human_size(disk['size'])}: "
+            "a VM never resizes a volume (grow it with kvm.volume_resize, or declare it under "
+            f"kvm:pools:{pool}:volumes)",
         )
     path = model.path
     kind = "block" if path and path.startswith("/dev/") else "file"
@@ -302,7 +308,14 @@ def _own_disks(xmls):
     return out
 
 
-def guard_new_disks(session, name, spec, current_xmls=(), targets=None):
+def guard_new_disks(
+    session: Any,
+    name: str,
+    spec: dict[str, Any],
+    *,
+    current_xmls: Any = (),
+    targets: Optional[list[str]] = None,
+) -> None:
     """Refuse a writable disk the VM does not have yet when another VM uses its volume (two
     writers corrupt it; ``shareable: true`` declares a disk meant for that, raw only) or
     when another image is built on it (a write to a base image corrupts every child). The
@@ -324,17 +337,22 @@ def guard_new_disks(session, name, spec, current_xmls=(), targets=None):
             continue  # already one of its disks
         index = index or depends.scan(session)
         where = f"{name}:disks:{i}:volume"
-        users = [u for u in index.used_by(ident) if not depends.owned_by(u, name)]
+        users, children = vols_mod.in_use(
+            index, ident, exclude_images=own.get(target, []), owner=name
+        )
         if users and not disk.get("shareable"):
             raise InvalidInput(
                 where,
-                f"volume {disk['pool']}/{disk['volume']} is a disk of VM {', '.join(users)}: a second VM writing to it would corrupt it (shareable: true for a disk meant to be shared)",
+                f"volume {disk['pool']}/{disk['volume']} is a disk of VM {', '.join(users)}: a "
+                "second VM writing to it would corrupt it (shareable: true for a disk meant to "
+                "be shared)",
             )
-        children = index.backing_of(ident, exclude=own.get(target, []))
         if children:
             raise InvalidInput(
                 where,
-                f"volume {disk['pool']}/{disk['volume']} is the backing file of {', '.join(children)}: a VM writing to it would corrupt them (give the VM a copy-on-write child: backing: {disk['volume']})",
+                f"volume {disk['pool']}/{disk['volume']} is the backing file of "
+                f"{', '.join(children)}: a VM writing to it would corrupt them (give the VM a "
+                f"copy-on-write child: backing: {disk['volume']})",
             )
 
 
@@ -351,7 +369,8 @@ def _predicted_volume(session, where, disk):
     if path is None:
         raise InvalidInput(
             f"{where}:pool",
-            f"a VM disk makes volumes in file pools only, not in a {model.type} pool (declare the volume under kvm:pools)",
+            f"a VM disk makes volumes in file pools only, not in a {model.type} pool (declare the "
+            "volume under kvm:pools)",
         )
     return ("block" if path.startswith("/dev/") else "file"), path, fmt
 
@@ -427,7 +446,9 @@ def _set_child_text(parent, tag, text, before=None, **attrs):
         node.set(key, value)
 
 
-def declared(session, name, spec, current_xml=None):
+def declared(
+    session: Any, name: str, spec: dict[str, Any], *, current_xml: Optional[str] = None
+) -> Any:
     """The declared definition: ``current_xml`` (the persistent one) edited in place,
     or a new one. Returns the lxml root."""
     root = parse(current_xml) if current_xml else _new_domain(name, spec)
@@ -524,7 +545,8 @@ def _on_top_of(current, path):
 
 
 def _set_vcpus(root, current, maximum):
-    """``<vcpu current=N>MAX</vcpu>``; a per-vCPU ``<vcpus>`` list that no longer fits is dropped."""
+    """``<vcpu current=N>MAX</vcpu>``; a per-vCPU ``<vcpus>`` list that no longer fits is
+    dropped."""
     node = root.find("vcpu")
     old = (_vcpus(node), int(node.text or 0)) if node is not None else None
     _set_child_text(root, "vcpu", maximum)
@@ -654,8 +676,17 @@ def _same_machine(have, want):
     return bool(have) and have.startswith(alias)
 
 
+def _without_undeclared_macs(nics, declared_macs):
+    """The NICs with the MAC only where the pillar declares one (by position)."""
+    return [
+        dict(n, mac=n["mac"] if i < len(declared_macs) and declared_macs[i] else None)
+        for i, n in enumerate(nics)
+    ]
+
+
 def _compare(have, want, spec, keys=KEYS):
-    """``{key: {old, new}}`` of the modelled parts that differ (undeclared keys and MACs ignored)."""
+    """``{key: {old, new}}`` of the modelled parts that differ (undeclared keys and MACs
+    ignored)."""
     changes = {}
     for key in keys:
         if key in ("type", "cpu", "machine", "firmware", "graphics") and not spec.get(key):
@@ -664,11 +695,9 @@ def _compare(have, want, spec, keys=KEYS):
             continue
         if key == "nics":
             declared_macs = [bool(n.get("mac")) for n in spec.get("nics") or []]
-            strip = lambda nics: [
-                dict(n, mac=n["mac"] if i < len(declared_macs) and declared_macs[i] else None)
-                for i, n in enumerate(nics)
-            ]  # noqa: E731
-            if strip(have["nics"]) != strip(want["nics"]):
+            if _without_undeclared_macs(have["nics"], declared_macs) != _without_undeclared_macs(
+                want["nics"], declared_macs
+            ):
                 changes["nics"] = {"old": have["nics"], "new": want["nics"]}
             continue
         if have[key] != want[key]:
@@ -689,7 +718,7 @@ def _keep_macs(root, current_root, spec):
 # --- execution functions -------------------------------------------------------------------
 
 
-def vm_define(session, name, **spec):
+def vm_define(session: Any, name: str, **spec: Any) -> dict[str, Any]:
     """Define (or redefine in place) a VM from a pillar-style spec (making the volumes its disk
     entries give ``size`` or ``backing`` for); its description."""
     spec = schema.validate_args(schema.VM, name, spec, name_field=schema.OBJNAME)
@@ -698,9 +727,9 @@ def vm_define(session, name, **spec):
         dom = _domain(session, name)
         current = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
         live = dom.XMLDesc(0) if dom.isActive() else None
-    guard_new_disks(session, name, spec, (current, live))
+    guard_new_disks(session, name, spec, current_xmls=(current, live))
     vm_live.make_volumes(session, name, spec)
-    root = declared(session, name, spec, current)
+    root = declared(session, name, spec, current_xml=current)
     if current:
         _keep_macs(root, parse(current), spec)
     if spec.get("cloud_init"):
@@ -713,7 +742,7 @@ def vm_define(session, name, **spec):
     return vm_show(session, name)
 
 
-def vm_start(session, name):
+def vm_start(session: Any, name: str) -> bool:
     """Start a VM (resume a paused one); True."""
     dom = _domain(session, name)
     with libvirt_errors(f"starting VM '{name}'"):
@@ -734,8 +763,11 @@ def _wait_off(dom, timeout):
     return not dom.isActive()
 
 
-def vm_shutdown(session, name, timeout=SHUTDOWN_TIMEOUT, force=False):
-    """Shut a VM down by ACPI and wait ``timeout`` seconds; then power it off only with ``force``."""
+def vm_shutdown(
+    session: Any, name: str, *, timeout: Any = SHUTDOWN_TIMEOUT, force: bool = False
+) -> bool:
+    """Shut a VM down by ACPI and wait ``timeout`` seconds; then power it off only with
+    ``force``."""
     timeout = (
         schema.validate(schema.Duration(), timeout, "timeout")
         if isinstance(timeout, str)
@@ -750,13 +782,14 @@ def vm_shutdown(session, name, timeout=SHUTDOWN_TIMEOUT, force=False):
             return True
         if not force:
             raise KvmError(
-                f"VM '{name}' did not shut down within {timeout}s (its guest ignored ACPI); force=True powers it off"
+                f"VM '{name}' did not shut down within {timeout}s (its guest ignored ACPI); "
+                "force=True powers it off"
             )
         dom.destroy()
     return True
 
 
-def vm_stop(session, name):
+def vm_stop(session: Any, name: str) -> bool:
     """Power a VM off at once (like pulling the plug); True."""
     dom = _domain(session, name)
     with libvirt_errors(f"stopping VM '{name}'"):
@@ -765,7 +798,7 @@ def vm_stop(session, name):
     return True
 
 
-def vm_reboot(session, name):
+def vm_reboot(session: Any, name: str) -> bool:
     """Ask a running VM to reboot (ACPI); True."""
     dom = _domain(session, name)
     with libvirt_errors(f"rebooting VM '{name}'"):
@@ -775,7 +808,7 @@ def vm_reboot(session, name):
     return True
 
 
-def vm_autostart(session, name, enabled=True):
+def vm_autostart(session: Any, name: str, *, enabled: bool = True) -> bool:
     """Start the VM when the host boots (or not); True."""
     schema.validate(schema.Bool(), enabled, "enabled")
     dom = _domain(session, name)
@@ -784,7 +817,7 @@ def vm_autostart(session, name, enabled=True):
     return True
 
 
-def vm_console(session, name, lines=50):
+def vm_console(session: Any, name: str, *, lines: int = 50) -> str:
     """The last ``lines`` lines of the VM's serial console (``console: {log: true}``)."""
     schema.validate(schema.Int(1, 100000), lines, "lines")
     dom = _domain(session, name)
@@ -807,7 +840,8 @@ def vm_console(session, name, lines=50):
 
 
 def _purge_plan(session, name, root):
-    """``([(pool, volume)], [kept: reason])``: the VM's volumes that purging deletes, and why others stay."""
+    """``([(pool, volume)], [kept: reason])``: the VM's volumes that purging deletes, and why
+    others stay."""
     index = depends.scan(session)
     delete, kept = [], []
     for disk in root.findall("devices/disk"):
@@ -827,9 +861,10 @@ def _purge_plan(session, name, root):
     return delete, kept
 
 
-def vm_undefine(session, name, purge=False):
+def vm_undefine(session: Any, name: str, *, purge: bool = False) -> dict[str, Any]:
     """Power off and undefine a VM (with its snapshot metadata); ``purge`` also deletes its
-    volumes, but never one another VM uses or another image is built on. ``{removed, deleted, kept}``."""
+    volumes, but never one another VM uses or another image is built on. ``{removed, deleted,
+    kept}``."""
     schema.validate(schema.Bool(), purge, "purge")
     dom = _domain(session, name)
     root = parse(dom.XMLDesc(XML_INACTIVE))
@@ -899,7 +934,10 @@ class VmResource(plan.Resource):
     def plan(self, current: Optional[dict[str, Any]]) -> Plan:
         spec = self.spec
         guard_new_disks(
-            self.session, self.name, spec, (current["xml"], current["live"]) if current else ()
+            self.session,
+            self.name,
+            spec,
+            current_xmls=(current["xml"], current["live"]) if current else (),
         )
         new_volumes = vm_live.new_volumes(self.session, self.name, spec, self.test)
         if current is None:
@@ -920,7 +958,7 @@ class VmResource(plan.Resource):
             if self._want_state() != "stopped":
                 changes["state"] = {"old": None, "new": self._want_state()}
             return Plan(changes, existed=False, payload=VmPlan(None, note=note))
-        want_root = declared(self.session, self.name, spec, current["xml"])
+        want_root = declared(self.session, self.name, spec, current_xml=current["xml"])
         _keep_macs(want_root, parse(current["xml"]), spec)
         have = _modelled(parse(current["xml"]))
         changes = _compare(have, _modelled(want_root), spec)
@@ -988,7 +1026,9 @@ class VmResource(plan.Resource):
             k for k in changes if k not in ("state", "autostart", "restart", "live", "volumes")
         }
         if definition:
-            root = declared(self.session, self.name, spec, current["xml"] if current else None)
+            root = declared(
+                self.session, self.name, spec, current_xml=current["xml"] if current else None
+            )
             if current:
                 _keep_macs(root, parse(current["xml"]), spec)
             with libvirt_errors(f"defining {self.what}"):
@@ -1126,7 +1166,14 @@ def _to_state(dom, want):
         dom.destroy()
 
 
-def vm_present(session, name, test=False, run_state=None, **kwargs):
+def vm_present(
+    session: Any,
+    name: str,
+    *,
+    test: bool = False,
+    run_state: Optional[str] = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """State: the VM is defined as declared, in its declared run state and autostart.
 
     The pillar's ``state`` arrives as ``run_state``: Salt reserves the argument
@@ -1142,7 +1189,9 @@ def vm_present(session, name, test=False, run_state=None, **kwargs):
     return plan.ensure(name, VmResource(session, name, spec, test), test)
 
 
-def vm_absent(session, name, purge=False, test=False):
+def vm_absent(
+    session: Any, name: str, *, purge: bool = False, test: bool = False
+) -> dict[str, Any]:
     """State: the VM is not defined; ``purge`` also deletes its volumes that nothing else uses."""
     try:
         schema.validate(schema.OBJNAME, name, name)
@@ -1150,8 +1199,9 @@ def vm_absent(session, name, purge=False, test=False):
     except InvalidInput as exc:
         return plan.state_return(name, False, comment=f"VM '{name}': {exc}")
     what = f"VM '{name}'"
-    volumes = {"delete": [], "kept": []}
-    seed, seed_found = cloudinit.seed_path(name), []
+    volumes: dict[str, list[str]] = {"delete": [], "kept": []}
+    seed = cloudinit.seed_path(name)
+    seed_found: list[bool] = []
 
     def exists():
         try:
