@@ -10,6 +10,7 @@ return dict (``name``, ``result``, ``changes``, ``comment``)::
     if test:              -> result None, plan.changes, resource.summary(plan, test=True)
     undo = Undo()
     resource.apply(plan, undo)                 # does what the plan says, records in undo
+                                               # (returns a revised Plan if not all was done)
     after = resource.read()
     resource.verify(plan, after)               # what still differs (default: plan(after))
     failure -> resource.restore(current, undo) # puts the host back, says what it did
@@ -79,6 +80,18 @@ def diff(
         if normalise(have) != normalise(want):
             changes[key] = {"old": have, "new": want}
     return changes
+
+
+#: keys of a pillar entry that steer its state (remove it, allow a loss, delete its data),
+#: not part of what the object is
+STATE_ONLY = ("absent", "force", "purge")
+
+
+def declared(spec: Mapping[str, Any], state_only: tuple[str, ...] = STATE_ONLY) -> dict[str, Any]:
+    """A validated declaration without its ``state_only`` keys (the one way to strip them):
+    what a resource compares with the host. A kind that reads one of them itself (a pool's
+    ``force`` redefines it) names the ones it strips."""
+    return {key: value for key, value in spec.items() if key not in state_only}
 
 
 def state_return(
@@ -197,8 +210,14 @@ class Resource:
         """
         raise NotImplementedError
 
-    def apply(self, plan: Plan, undo: Undo) -> None:
-        """Make the planned changes, recording in ``undo`` what restore would undo."""
+    def apply(self, plan: Plan, undo: Undo) -> Optional[Plan]:
+        """Make the planned changes, recording in ``undo`` what restore would undo.
+
+        Return ``None``, or, when part of the plan could not be done and that is no
+        failure (a running VM's guest that does not release a device: the change
+        waits for its restart), the :class:`Plan` of what was done, which the state
+        return then reports.
+        """
         raise NotImplementedError
 
     def verify(self, plan: Plan, after: Any) -> Changes:
@@ -288,7 +307,9 @@ def ensure(name: str, resource: Resource, test: bool = False) -> dict[str, Any]:
 
     undo = Undo()
     try:
-        resource.apply(planned, undo)
+        done = resource.apply(planned, undo)
+        if done is not None:  # it did not all go as planned (see Resource.apply)
+            planned = done
         after = resource.read()
         remaining = resource.verify(planned, after)
         _check_unchanged(resource, fingerprint, "apply")

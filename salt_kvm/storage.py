@@ -16,8 +16,11 @@ references it, and the value never appears in returns, changes, logs or errors.
 Volumes live in :mod:`salt_kvm.storage_volumes`.
 """
 
+from __future__ import annotations
+
 import base64
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -25,16 +28,18 @@ import os
 import shutil
 import subprocess  # nosec B404  # fixed argument lists, never a shell
 import tempfile
+from typing import Any, Optional
 
 from salt_kvm import depends, plan, schema
-from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message
+from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message, memo_key
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
+from salt_kvm.plan import Changes, Plan, Undo
 from salt_kvm.xml import storage as sxml
 from salt_kvm.xml.base import xml_diff
 
 log = logging.getLogger(__name__)
 
-POOLS_KEY = "storage:pools"
+POOLS_KEY = memo_key("storage", "pools")
 
 _STATES = {0: "inactive", 1: "building", 2: "running", 3: "degraded", 4: "inaccessible"}
 
@@ -47,10 +52,6 @@ BUILD_FLAGS = {"none": 0, "no_overwrite": 4, "overwrite": 8}  # VIR_STORAGE_POOL
 HIDDEN = "(hidden)"
 
 INACTIVE_XML = 1  # VIR_STORAGE_XML_INACTIVE: the persistent definition
-
-
-def _fail(what, exc):
-    return KvmError(f"{what}: {libvirt_message(exc)}")
 
 
 # --- listings ------------------------------------------------------------------
@@ -72,16 +73,18 @@ def _load_pools(session):
     return out
 
 
-def pools(session):
+def pools(session: Any) -> dict[str, dict[str, Any]]:
     """``{name: {obj, xml, active, autostart, persistent}}``, once per run."""
     return session.memo(POOLS_KEY, lambda: _load_pools(session))
 
 
-def invalidate(session):
+def invalidate(session: Any) -> None:
+    """Forget every storage listing of the run (pools, volumes, parsed definitions)."""
     session.invalidate("storage:")
 
 
-def lookup_pool(session, name):
+def lookup_pool(session: Any, name: str) -> dict[str, Any]:
+    """The listing entry of pool ``name`` (:func:`pools`); NotFound when it is not defined."""
     entry = pools(session).get(name)
     if entry is None:
         raise NotFound(f"pool '{name}' does not exist on {session.uri}")
@@ -125,7 +128,7 @@ def _public_source(source):
 # --- execution functions ---------------------------------------------------------
 
 
-def pool_list(session):
+def pool_list(session: Any) -> dict[str, dict[str, Any]]:
     """``{name: {type, state, autostart, capacity, allocation, available, target}}``."""
     out = {}
     for name, entry in sorted(pools(session).items()):
@@ -146,8 +149,9 @@ def pool_list(session):
     return out
 
 
-def pool_show(session, name):
-    """Everything about one pool: type, state, autostart, sizes, target, source, volume count, XML."""
+def pool_show(session: Any, name: str) -> dict[str, Any]:
+    """Everything about one pool: type, state, autostart, sizes, target, source, volume count,
+    XML."""
     schema.validate(schema.OBJNAME, name, "name")
     entry = lookup_pool(session, name)
     info = _describe(entry, with_volumes=True)
@@ -161,7 +165,7 @@ def _spec(name, kwargs, path=None):
         raise InvalidInput(
             f"{path or name}:volumes", "declare volumes with kvm.volume_present (the formula does)"
         )
-    spec.pop("purge", None)  # only meaningful with absent (kvm.pool_absent)
+    spec = plan.declared(spec, state_only=("purge",))  # purge: only kvm.pool_absent's
     if spec.get("target"):
         spec["target"] = os.path.normpath(
             spec["target"]
@@ -175,14 +179,22 @@ def _spec(name, kwargs, path=None):
     return spec
 
 
-def pool_define(session, name, type=None, target=None, source=None, autostart=None):  # pylint: disable=redefined-builtin
+def pool_define(  # pylint: disable=redefined-builtin
+    session: Any,
+    name: str,
+    *,
+    type: Optional[str] = None,
+    target: Optional[str] = None,
+    source: Optional[dict[str, Any]] = None,
+    autostart: Optional[bool] = None,
+) -> dict[str, Any]:
     """Define (not start) a pool; its secret is stored first. Returns :func:`pool_show`."""
     spec = _spec(name, {"type": type, "target": target, "source": source, "autostart": autostart})
     if name in pools(session):
         raise KvmError(f"pool '{name}' is already defined (use kvm.pool_present to change it)")
     _define(session, name, spec)
     if autostart is not None:
-        pool_autostart(session, name, autostart)
+        pool_autostart(session, name, enable=autostart)
     invalidate(session)
     return pool_show(session, name)
 
@@ -192,7 +204,7 @@ def _pool_obj(session, name):
     return lookup_pool(session, name)["obj"]
 
 
-def pool_build(session, name, overwrite=False):
+def pool_build(session: Any, name: str, *, overwrite: bool = False) -> bool:
     """Build the pool's storage; existing storage is never overwritten unless ``overwrite``."""
     pool = _pool_obj(session, name)
     flags = (
@@ -206,7 +218,8 @@ def pool_build(session, name, overwrite=False):
     return True
 
 
-def pool_start(session, name, build=False):
+def pool_start(session: Any, name: str, *, build: bool = False) -> bool:
+    """Start the pool (building its storage first with ``build``); True."""
     pool = _pool_obj(session, name)
     with libvirt_errors(f"starting pool '{name}'"):
         if not pool.isActive():
@@ -217,7 +230,8 @@ def pool_start(session, name, build=False):
     return True
 
 
-def pool_stop(session, name):
+def pool_stop(session: Any, name: str) -> bool:
+    """Stop the pool (its storage and volumes stay); True."""
     pool = _pool_obj(session, name)
     with libvirt_errors(f"stopping pool '{name}'"):
         if pool.isActive():
@@ -226,7 +240,8 @@ def pool_stop(session, name):
     return True
 
 
-def pool_refresh(session, name):
+def pool_refresh(session: Any, name: str) -> bool:
+    """Let libvirt read the pool's volumes again; True."""
     pool = _pool_obj(session, name)
     with libvirt_errors(f"refreshing pool '{name}'"):
         pool.refresh(0)
@@ -234,7 +249,8 @@ def pool_refresh(session, name):
     return True
 
 
-def pool_autostart(session, name, enable=True):
+def pool_autostart(session: Any, name: str, *, enable: bool = True) -> bool:
+    """Start the pool when libvirt starts (or not); ``enable``."""
     pool = _pool_obj(session, name)
     with libvirt_errors(f"setting autostart of pool '{name}'"):
         pool.setAutostart(1 if enable else 0)
@@ -242,19 +258,32 @@ def pool_autostart(session, name, enable=True):
     return bool(enable)
 
 
-def pool_undefine(session, name):
+def _undefine(
+    session: Any, name: str, *, what: Optional[str] = None, drop_secret: bool = True
+) -> None:
+    """Stop pool ``name`` and undefine it (its storage and volumes stay), drop salt-kvm's
+    secret of it (unless not ``drop_secret``: it is defined again at once) and forget the
+    listings; a libvirt error is raised as ``KvmError("<what>: <libvirt's message>")``."""
+    pool = lookup_pool(session, name)["obj"]
+    try:
+        with libvirt_errors(what or f"pool '{name}'"):
+            if pool.isActive():
+                pool.destroy()
+            pool.undefine()
+        if drop_secret:
+            _drop_secret(session, name)
+    finally:
+        invalidate(session)
+
+
+def pool_undefine(session: Any, name: str) -> bool:
     """Stop and undefine the pool (its storage and volumes stay); drop salt-kvm's secret."""
-    pool = _pool_obj(session, name)
-    with libvirt_errors(f"undefining pool '{name}'"):
-        if pool.isActive():
-            pool.destroy()
-        pool.undefine()
-    _drop_secret(session, name)
-    invalidate(session)
+    schema.validate(schema.OBJNAME, name, "name")
+    _undefine(session, name, what=f"undefining pool '{name}'")
     return True
 
 
-def pool_delete(session, name, force=False):
+def pool_delete(session: Any, name: str, *, force: bool = False) -> bool:
     """Delete the pool's volumes and its storage (the directory, the VG...), then undefine it.
 
     Refused while a volume is in use by a VM, unless ``force``.
@@ -330,7 +359,8 @@ def _find_secret(session, pool_name):
 
 
 def _secret_state(session, pool_name, auth):
-    """``None`` if salt-kvm's secret for the pool holds ``auth['secret']``, else what must change."""
+    """``None`` if salt-kvm's secret for the pool holds ``auth['secret']``, else what must
+    change."""
     secret = _find_secret(session, pool_name)
     if secret is None:
         return "create"
@@ -354,7 +384,8 @@ def _store_secret(session, pool_name, auth):
     usage = sxml.secret_usage(pool_name)
     usage_type = "ceph" if auth["type"] == "ceph" else "iscsi"
     secret = _find_secret(session, pool_name)
-    try:
+    # libvirt's message names the usage, never the value
+    with libvirt_errors(f"storing the secret of pool '{pool_name}'"):
         if secret is not None and sxml.Secret(secret.XMLDesc(0)).usage_type != usage_type:
             secret.undefine()
             secret = None
@@ -375,11 +406,6 @@ def _store_secret(session, pool_name, auth):
         else:
             value = auth["secret"].encode()
         secret.setValue(value, 0)
-    except libvirt.libvirtError as exc:
-        # libvirt's message names the usage, never the value
-        raise KvmError(
-            f"storing the secret of pool '{pool_name}': {libvirt_message(exc)}"
-        ) from None
     return usage
 
 
@@ -418,11 +444,12 @@ def _define(session, name, spec, uuid=None, xml=None):
         ).to_xml()
     )
     try:
-        return session.conn.storagePoolDefineXML(xml, 0)
-    except libvirt.libvirtError as exc:
+        with libvirt_errors(f"defining pool '{name}'"):
+            return session.conn.storagePoolDefineXML(xml, 0)
+    except KvmError:
         if name not in _load_pools(session):
             _drop_secret(session, name)  # nothing references it
-        raise _fail(f"defining pool '{name}'", exc) from None
+        raise
 
 
 # --- building storage without overwriting it ----------------------------------------
@@ -461,7 +488,7 @@ def _vg_exists(vg_name):
     return proc.returncode == 0 and proc.stdout.strip() == vg_name
 
 
-def build_plan(spec):
+def build_plan(spec: Any) -> Optional[tuple[str, int]]:
     """What building the declared pool would do: ``(description, flags)`` or ``None``.
 
     Existing storage of the declared kind is used as it is. Storage of another
@@ -517,7 +544,8 @@ def build_plan(spec):
                 BUILD_FLAGS["overwrite"],
             )
         raise Refused(
-            f"{device} holds a {have} partition table, declared {want}; set build: force to overwrite it"
+            f"{device} holds a {have} partition table, declared {want}; set build: force to "
+            "overwrite it"
         )
     if ptype == "logical":
         vg_name = source["name"]
@@ -526,13 +554,15 @@ def build_plan(spec):
         devices = source.get("devices")
         if not devices:
             raise KvmError(
-                f"volume group {vg_name} does not exist and source.devices is not given to create it"
+                f"volume group {vg_name} does not exist and source.devices is not given "
+                "to create it"
             )
         for device in devices:
             have = _probe(device, "TYPE")
             if have and not force:
                 raise Refused(
-                    f"{device} holds {have} data; set build: force to make it a physical volume of {vg_name}"
+                    f"{device} holds {have} data; set build: force to make it a physical volume "
+                    f"of {vg_name}"
                 )
         return (
             f"create volume group {vg_name} on {', '.join(devices)}",
@@ -569,17 +599,24 @@ def _source_changes(current, declared):
     return diffs
 
 
+@dataclasses.dataclass(frozen=True)
+class PoolPlan:
+    """What :meth:`PoolResource.apply` needs beyond the changes: the pool as read
+    (``None``: new) and what building it does (:func:`build_plan`, when it is built)."""
+
+    current: Optional[dict[str, Any]]
+    build: Optional[tuple[str, int]] = None
+
+
 class PoolResource(plan.Resource):
-    def __init__(self, session, name, spec):
+    def __init__(self, session: Any, name: str, spec: dict[str, Any]) -> None:
         self.session = session
         self.name = name
         self.spec = spec
         self.what = f"{spec.get('type', '')} pool '{name}'".strip()
-        self._built = None
-        self._made_dir = False
 
     # -- read
-    def read(self):
+    def read(self) -> Optional[dict[str, Any]]:
         entry = pools(self.session).get(self.name)
         if entry is None:
             return None
@@ -594,12 +631,13 @@ class PoolResource(plan.Resource):
             "xml": entry["xml"],
         }
 
-    def _definition(self):
-        """The pool's persistent definition as libvirt keeps it (all of it, also what salt-kvm does not model)."""
+    def _definition(self) -> str:
+        """The pool's persistent definition as libvirt keeps it (all of it, also what
+        salt-kvm does not model)."""
         with libvirt_errors(f"pool '{self.name}'"):
             return lookup_pool(self.session, self.name)["obj"].XMLDesc(INACTIVE_XML)
 
-    def declared_xml(self, current=None):
+    def declared_xml(self, current: Optional[dict[str, Any]] = None) -> str:
         """The declared definition: the current one edited in place (its ``<permissions>``,
         a source's ``<protocol>`` or mount options are kept), or a new one for a new pool
         or a (forced) change of type."""
@@ -612,11 +650,11 @@ class PoolResource(plan.Resource):
             ).to_xml()
         return sxml.Pool(self._definition()).edit(target=spec.get("target"), source=source).to_xml()
 
-    def current_xml(self, current):
+    def current_xml(self, current: Optional[dict[str, Any]]) -> str:
         """The current definition as libvirt keeps it (for the diff)."""
         return sxml.Pool(self._definition()).edit().to_xml()
 
-    def _summary(self):
+    def _summary(self) -> dict[str, Any]:
         out = {"type": self.spec["type"]}
         if self.spec.get("target"):
             out["target"] = self.spec["target"]
@@ -624,10 +662,10 @@ class PoolResource(plan.Resource):
             out["source"] = _public_source(_declared_source(self.name, self.spec["source"]))
         return out
 
-    # -- diff
-    def changes(self, current):
+    # -- plan
+    def plan(self, current: Optional[dict[str, Any]]) -> Plan:
         spec = self.spec
-        changes = {}
+        changes: dict[str, Any] = {}
         auth = (spec.get("source") or {}).get("auth") or {}
         if current is None:
             changes["pool"] = {"old": None, "new": self._summary()}
@@ -639,13 +677,14 @@ class PoolResource(plan.Resource):
             changes["running"] = {"old": False, "new": True}
             if spec.get("autostart"):
                 changes["autostart"] = {"old": False, "new": True}
-            return changes
+            return plan.Plan(changes, existed=False, payload=PoolPlan(None, build))
 
         force = spec.get("force")
         if current["type"] != spec["type"]:
             if not force:
                 raise Refused(
-                    f"it is a {current['type']} pool; changing its type to {spec['type']} changes what holds its data (set force: True to redefine it)"
+                    f"it is a {current['type']} pool; changing its type to {spec['type']} "
+                    "changes what holds its data (set force: True to redefine it)"
                 )
             changes["type"] = {"old": current["type"], "new": spec["type"]}
         if spec.get("target") and current["target"] != spec["target"]:
@@ -675,6 +714,7 @@ class PoolResource(plan.Resource):
                 "old": self.current_xml(current),
                 "new": self.declared_xml(current),
             }
+        build = None
         if redefine or not current["running"]:
             build = build_plan(spec)
             if build:
@@ -695,60 +735,52 @@ class PoolResource(plan.Resource):
             }
         if spec.get("autostart") is not None and current["autostart"] != spec["autostart"]:
             changes["autostart"] = {"old": current["autostart"], "new": spec["autostart"]}
-        return changes
+        return plan.Plan(changes, payload=PoolPlan(current, build))
 
-    def verify(self, after):
-        remaining = self.changes(after)
+    def verify(self, plan: Plan, after: Any) -> Changes:
+        remaining = dict(self.plan(after).changes)
         remaining.pop("build", None)
         remaining.pop("secret", None)
         return remaining
 
     # -- apply
-    def apply(self, current, changes):
-        spec = self.spec
+    def apply(self, plan: Plan, undo: Undo) -> None:
+        spec, changes, current = self.spec, plan.changes, plan.payload.current
         conn = self.session.conn
         try:
-            if current is None or "type" in changes:
-                if current is not None:
-                    old = lookup_pool(self.session, self.name)["obj"]
-                    if old.isActive():
-                        old.destroy()
-                    old.undefine()
-                    invalidate(self.session)
-                pool = _define(
-                    self.session, self.name, spec, uuid=current["uuid"] if current else None
-                )
-            elif "target" in changes or "source" in changes or "secret" in changes:
-                pool = _define(
-                    self.session,
-                    self.name,
-                    spec,
-                    uuid=current["uuid"],
-                    xml=self.declared_xml(current),
-                )
-            else:
-                pool = conn.storagePoolLookupByName(self.name)
-            invalidate(self.session)
-            if "running" in changes:
-                if pool.isActive():
-                    pool.destroy()
-                if "build" in changes:
-                    flags = build_plan(spec)
-                    if flags:
-                        self._made_dir = bool(spec.get("target")) and not os.path.isdir(
-                            spec["target"]
-                        )
-                        pool.build(flags[1])
-                        self._built = flags[0]
-                pool.create(0)
-            if "autostart" in changes:
-                pool.setAutostart(1 if spec["autostart"] else 0)
-        except libvirt.libvirtError as exc:
-            raise _fail(f"pool '{self.name}'", exc) from None
+            with libvirt_errors(f"pool '{self.name}'"):
+                if current is None or "type" in changes:
+                    if current is not None:
+                        _undefine(self.session, self.name, drop_secret=False)
+                    pool = _define(
+                        self.session, self.name, spec, uuid=current["uuid"] if current else None
+                    )
+                elif "target" in changes or "source" in changes or "secret" in changes:
+                    pool = _define(
+                        self.session,
+                        self.name,
+                        spec,
+                        uuid=current["uuid"],
+                        xml=self.declared_xml(current),
+                    )
+                else:
+                    pool = conn.storagePoolLookupByName(self.name)
+                invalidate(self.session)
+                if "running" in changes:
+                    if pool.isActive():
+                        pool.destroy()
+                    build = plan.payload.build
+                    if "build" in changes and build:
+                        if spec.get("target") and not os.path.isdir(spec["target"]):
+                            undo.record("made_dir", spec["target"])
+                        pool.build(build[1])
+                    pool.create(0)
+                if "autostart" in changes:
+                    pool.setAutostart(1 if spec["autostart"] else 0)
         finally:
             invalidate(self.session)
 
-    def restore(self, before):
+    def restore(self, before: Any, undo: Undo) -> Optional[str]:
         conn = self.session.conn
         done = []
         with contextlib.suppress(libvirt.libvirtError):
@@ -760,14 +792,11 @@ class PoolResource(plan.Resource):
                 done.append("removed the new pool definition")
         if before is None:
             _drop_secret(self.session, self.name)
-            if (
-                self._made_dir
-                and self.spec.get("target")
-                and self.spec["type"] in ("dir", "netfs", "fs")
-            ):
+            made_dir = undo.get("made_dir")
+            if made_dir and self.spec["type"] in ("dir", "netfs", "fs"):
                 with contextlib.suppress(OSError):
-                    os.rmdir(self.spec["target"])
-                    done.append(f"removed directory {self.spec['target']}")
+                    os.rmdir(made_dir)
+                    done.append(f"removed directory {made_dir}")
         else:
             try:
                 with contextlib.suppress(libvirt.libvirtError):
@@ -777,14 +806,15 @@ class PoolResource(plan.Resource):
                     pool.create(0)
                 pool.setAutostart(1 if before["autostart"] else 0)
                 done.append("the previous definition" + (", running" if before["running"] else ""))
-            except libvirt.libvirtError as exc:
+            except libvirt.libvirtError as exc:  # logged, not raised: restore says it could not
                 log.warning("restoring pool %s failed: %s", self.name, libvirt_message(exc))
                 return None
         invalidate(self.session)
         return "; ".join(done) or None
 
-    def summary(self, changes, test):
-        base = super().summary(changes, test)
+    def summary(self, plan: Plan, test: bool) -> str:
+        changes = plan.changes
+        base = super().summary(plan, test)
         if "pool" in changes:
             base = (
                 f"{self.what} {'would be' if test else 'was'} defined"
@@ -798,7 +828,7 @@ class PoolResource(plan.Resource):
         return base
 
 
-def pool_present(session, name, test=False, **kwargs):
+def pool_present(session: Any, name: str, *, test: bool = False, **kwargs: Any) -> dict[str, Any]:
     """State: the pool is defined as declared, built when needed, running, autostart as declared."""
     try:
         spec = _spec(name, kwargs)
@@ -830,7 +860,10 @@ def _pool_images(session, name, entry):
 
 
 def _guard_purge(session, name, entry):
-    """Refuse to purge a pool while a VM uses one of its volumes or an image outside it builds on one."""
+    """Refuse to purge a pool while a VM uses one of its volumes or an image outside it builds on
+    one."""
+    from salt_kvm import storage_volumes  # pylint: disable=import-outside-toplevel  # imports this
+
     images = _pool_images(session, name, entry)
     if not images:
         return
@@ -838,15 +871,15 @@ def _guard_purge(session, name, entry):
     mine = list(images.values())
     busy = []
     for vname, ident in sorted(images.items()):
-        users = index.used_by(ident)
+        users, backs = storage_volumes.in_use(index, ident, exclude_images=mine)
         if users:
             busy.append(f"{vname} (used by {', '.join(users)})")
-        backs = index.backing_of(ident, exclude=mine)
         if backs:
             busy.append(f"{vname} (the backing file of {', '.join(backs)})")
     if busy:
         raise Refused(
-            f"purging would delete volumes in use: {'; '.join(busy)}; set force: True to delete them anyway"
+            f"purging would delete volumes in use: {'; '.join(busy)}; set force: True to delete "
+            "them anyway"
         )
 
 
@@ -882,7 +915,9 @@ def _purge(session, name, entry, force):
     session.invalidate()
 
 
-def pool_absent(session, name, purge=False, force=False, test=False):
+def pool_absent(
+    session: Any, name: str, *, purge: bool = False, force: bool = False, test: bool = False
+) -> dict[str, Any]:
     """State: the pool is not defined. ``purge`` also deletes its volumes and storage.
 
     Purging is refused while a volume is in use by a VM unless ``force``.
@@ -913,14 +948,9 @@ def pool_absent(session, name, purge=False, force=False, test=False):
         entry = pools(session)[name]
         if purge:
             _purge(session, name, entry, force)
+            invalidate(session)
         else:
-            pool = entry["obj"]
-            with libvirt_errors(f"pool '{name}'"):
-                if pool.isActive():
-                    pool.destroy()
-                pool.undefine()
-            _drop_secret(session, name)
-        invalidate(session)
+            _undefine(session, name)
 
     what = f"pool '{name}'"
     ret = plan.absent(name, what, exists, remove, test=test, guard=guard)
@@ -932,6 +962,7 @@ def pool_absent(session, name, purge=False, force=False, test=False):
             ret["comment"] = f"{what} {verb} removed with its volumes and storage"
         else:
             ret["comment"] = (
-                f"{what} {verb} undefined; its volumes and storage are kept (purge: True deletes them)"
+                f"{what} {verb} undefined; its volumes and storage are kept "
+                "(purge: True deletes them)"
             )
     return ret

@@ -25,6 +25,8 @@ a run that creates many volumes reads the pool's listing once; it is dropped
 whole only after a failed write.
 """
 
+from __future__ import annotations
+
 import base64
 import contextlib
 import hashlib
@@ -38,12 +40,15 @@ import subprocess  # nosec B404  # fixed argument lists, never a shell
 import tempfile
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterator
+from typing import Any, Optional
 
 from salt_kvm import depends, journal, plan, schema, units
 from salt_kvm import progress as progress_mod
 from salt_kvm import storage as pools_mod
-from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message
+from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message, memo_key
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
+from salt_kvm.plan import Changes, Plan, Undo
 from salt_kvm.xml import storage as sxml
 from salt_kvm.xml.base import parse
 
@@ -60,10 +65,6 @@ BLOCK_RESIZE_BYTES = 1  # VIR_DOMAIN_BLOCK_RESIZE_BYTES
 RESIZE_SHRINK = 4  # VIR_STORAGE_VOL_RESIZE_SHRINK
 
 
-def _fail(what, exc):
-    return KvmError(f"{what}: {libvirt_message(exc)}")
-
-
 def _names(pool, name=None):
     schema.validate(schema.OBJNAME, pool, "pool")
     if name is not None:
@@ -73,16 +74,38 @@ def _names(pool, name=None):
 # --- listings ----------------------------------------------------------------------
 
 
+def _vols_key(pool: str) -> str:
+    return memo_key("storage", "vols", pool)
+
+
 def _invalidate(session, pool):
-    """Forget the listing of one pool's volumes (after a failed write to it: what is there is unknown)."""
-    session.invalidate(f"storage:vols:{pool}")
+    """Forget the listing of one pool's volumes (after a failed write to it: what is there is
+    unknown)."""
+    session.invalidate(_vols_key(pool))
+
+
+@contextlib.contextmanager
+def _writing(
+    session: Any, pool: str, what: str, undo: Optional[Callable[[], Any]] = None
+) -> Iterator[None]:
+    """Around a libvirt write to ``pool`` (create, clone, resize, wipe, delete a volume): when
+    libvirt fails, what the pool holds is unknown, so its volume listing is forgotten, ``undo``
+    runs (drop a journal mark, let the pool read its volumes again), and the error is raised as
+    ``KvmError("<what>: <libvirt's message>")``, as :func:`salt_kvm.conn.libvirt_errors` does."""
+    try:
+        yield
+    except libvirt.libvirtError as exc:  # raw: only libvirt's own failure makes it unknown
+        _invalidate(session, pool)
+        if undo is not None:
+            undo()
+        raise KvmError(f"{what}: {libvirt_message(exc)}") from None
 
 
 def _patch(session, pool, name, vol=None):
     """After a successful write: update volume ``name`` in the memoised listing of
     ``pool`` (``vol``), or drop it (``vol`` None, after a delete), instead of
     reloading the whole listing (every volume's XML) at the next read."""
-    listing = session.cache.get(f"storage:vols:{pool}")
+    listing = session.cache.get(_vols_key(pool))
     if listing is None:
         return
     if vol is None:
@@ -103,7 +126,7 @@ def _pool_entry(session, pool):
     return entry
 
 
-def volumes(session, pool):
+def volumes(session: Any, pool: str) -> dict[str, dict[str, Any]]:
     """``{name: {obj, xml}}`` of a running pool, once per run."""
 
     def load():
@@ -115,13 +138,14 @@ def volumes(session, pool):
                     out[vol.name()] = {"obj": vol, "xml": vol.XMLDesc(0)}
         return out
 
-    return session.memo(f"storage:vols:{pool}", load)
+    return session.memo(_vols_key(pool), load)
 
 
 def _pool_model(session, pool):
     """The parsed definition of ``pool`` (once per run: forgotten with the pool listing)."""
     return session.memo(
-        f"storage:model:{pool}", lambda: sxml.Pool(pools_mod.lookup_pool(session, pool)["xml"])
+        memo_key("storage", "model", pool),
+        lambda: sxml.Pool(pools_mod.lookup_pool(session, pool)["xml"]),
     )
 
 
@@ -138,7 +162,7 @@ def _mark(session, pool, name):
 SECTOR_FORMATS = ("qcow2", "vmdk", "qed", "vdi", "vpc", "vhdx")
 
 
-def stored_size(ptype, fmt, size):
+def stored_size(ptype: str, fmt: Optional[str], size: Optional[int]) -> Optional[int]:
     """``size`` as the pool will store it: file images in an image format are rounded
     up to a whole KiB (libvirt hands qemu-img the size in KiB: ``size: 1.1G`` of a qcow2
     is 1181116416 bytes, ``3.3M`` is 3461120); LVs, partitions and RBD images round up
@@ -168,7 +192,7 @@ def _lookup(session, pool, name):
     return vols[name]
 
 
-def identity_of(session, pool, name):
+def identity_of(session: Any, pool: str, name: str) -> Any:
     """The identity (see :mod:`salt_kvm.depends`) of volume ``name`` of ``pool``."""
     # pylint: disable-next=protected-access
     return depends._volume_identity(
@@ -176,7 +200,7 @@ def identity_of(session, pool, name):
     )
 
 
-def backing_chain(path):
+def backing_chain(path: str) -> list[dict[str, Any]]:
     """``[{path, format, virtual_size}]`` from the image down to its base (``qemu-img info``)."""
     if not shutil.which("qemu-img") or not os.path.exists(path):
         return []
@@ -204,7 +228,7 @@ def backing_chain(path):
 # --- execution functions ---------------------------------------------------------------
 
 
-def volume_list(session, pool):
+def volume_list(session: Any, pool: str) -> dict[str, dict[str, Any]]:
     """``{name: {path, format, capacity, allocation, backing}}`` of a pool's volumes."""
     _names(pool)
     return {
@@ -212,7 +236,7 @@ def volume_list(session, pool):
     }
 
 
-def volume_show(session, pool, name):
+def volume_show(session: Any, pool: str, name: str) -> dict[str, Any]:
     """One volume: format, sizes, path, backing chain, VMs using it, volumes it backs."""
     _names(pool, name)
     vol = _lookup(session, pool, name)
@@ -263,7 +287,7 @@ def _prealloc(fmt, preallocation, capacity):
     return capacity, (PREALLOC_METADATA if fmt == "qcow2" else 0)
 
 
-def interrupted(session, pool, name):
+def interrupted(session: Any, pool: str, name: str) -> Optional[dict[str, Any]]:
     """The journal record of an interrupted import, clone or wipe of the volume, or None."""
     vol = volumes(session, pool).get(name)
     if vol is None:
@@ -273,7 +297,8 @@ def interrupted(session, pool, name):
 
 def _must_be_new(session, pool, name, redo=None):
     """Refuse to make volume ``name`` over an existing one, but for one that an interrupted
-    ``redo`` (import, clone) left behind: that one is deleted (if nothing uses it) and made again."""
+    ``redo`` (import, clone) left behind: that one is deleted (if nothing uses it) and made
+    again."""
     if name not in volumes(session, pool):
         return
     record = interrupted(session, pool, name)
@@ -289,15 +314,26 @@ def _must_be_new(session, pool, name, redo=None):
         _delete(session, pool, name)
         return
     hint = (
-        f" (its {record['op']} was interrupted at {record['at']}: run it again or delete the volume)"
+        f" (its {record['op']} was interrupted at {record['at']}: run it again or delete the "
+        "volume)"
         if record
         else ""
     )
     raise KvmError(f"volume '{name}' already exists in pool '{pool}'{hint}")
 
 
-def volume_create(session, pool, name, size=None, format=None, backing=None, preallocation=None):  # pylint: disable=redefined-builtin
-    """Create a volume (``raw``/``qcow2``/``vmdk``) of ``size``; ``backing`` is a volume of the pool or a path."""
+def volume_create(  # pylint: disable=redefined-builtin
+    session: Any,
+    pool: str,
+    name: str,
+    *,
+    size: Any = None,
+    format: Optional[str] = None,
+    backing: Optional[str] = None,
+    preallocation: Any = None,
+) -> dict[str, Any]:
+    """Create a volume (``raw``/``qcow2``/``vmdk``) of ``size``; ``backing`` is a volume of the
+    pool or a path."""
     _names(pool, name)
     spec = schema.validate(
         schema.VOLUME,
@@ -354,11 +390,8 @@ def _create(session, pool, name, spec):
         backing_path=backing_path,
         backing_format=backing_format,
     )
-    try:
+    with _writing(session, pool, f"creating volume '{name}' in pool '{pool}'"):
         vol = _pool_entry(session, pool)["obj"].createXML(xml.to_xml(), flags)
-    except libvirt.libvirtError as exc:
-        _invalidate(session, pool)
-        raise _fail(f"creating volume '{name}' in pool '{pool}'", exc) from None
     _patch(session, pool, name, vol)
 
 
@@ -379,7 +412,7 @@ def _userinfo(url):
     return f"{match.group(1)}{host}{url[match.end() :]}", userinfo
 
 
-def redact(source):
+def redact(source: Any) -> Any:
     """``source`` as it may be shown: the password of a URL's userinfo replaced by ``***``.
 
     ``http://user:secret@host/img`` is shown as ``http://user:***@host/img``; a
@@ -416,7 +449,9 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     """Follows redirects to http and https only (urllib also follows ``ftp://``), and
     sends the credentials along only to the same scheme, host and port."""
 
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
+    def redirect_request(
+        self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+    ) -> Any:
         target = urllib.parse.urlsplit(newurl)
         if target.scheme.lower() not in ("http", "https"):
             raise KvmError(
@@ -457,7 +492,8 @@ def _interrupted(shown, sent, length, why=None):
 
 
 def _open_source(source):
-    """``(readable, length, shown)``; http(s) URLs without a Content-Length are spooled to a temp file.
+    """``(readable, length, shown)``; http(s) URLs without a Content-Length are spooled to a temp
+    file.
 
     ``shown`` is the source as messages show it (see :func:`redact`).
     """
@@ -465,7 +501,8 @@ def _open_source(source):
     if source.startswith(("http://", "https://")):
         opener = urllib.request.build_opener(_Redirects)
         try:
-            # http(s) only: the schema checks the URL, _Redirects every redirect (urllib also follows ftp://)
+            # http(s) only: the schema checks the URL, _Redirects every redirect (urllib also
+            # follows ftp://)
             resp = opener.open(_request(source), timeout=60)
         except KvmError as exc:
             raise KvmError(f"cannot download {shown}: {exc}") from None
@@ -497,7 +534,8 @@ def _open_source(source):
                 except OSError as exc:
                     spool.close()
                     raise KvmError(
-                        f"cannot download {shown}: spooling it to {SPOOL_DIR} failed: {exc.strerror}"
+                        f"cannot download {shown}: spooling it to {SPOOL_DIR} failed: "
+                        f"{exc.strerror}"
                     ) from None
         length = spool.tell()
         spool.seek(0)
@@ -516,7 +554,7 @@ def _remember_digest(path, digest):
         os.setxattr(path, XATTR, f"{digest}:{st.st_size}:{st.st_mtime_ns}".encode())
 
 
-def volume_digest(path, compute=True):
+def volume_digest(path: str, *, compute: bool = True) -> Optional[str]:
     """The sha256 of a volume's content (remembered one when its size and mtime still match)."""
     with contextlib.suppress(OSError, TypeError, ValueError):
         st = os.stat(path)
@@ -571,11 +609,11 @@ def _stream_upload(session, vol, src, length, label, progress=None, source=None)
             sent += len(chunk)
             reporter.update(sent)
         stream.finish()
-    except libvirt.libvirtError as exc:
+    except libvirt.libvirtError as exc:  # raw: the stream is aborted, the reporter told why
         with contextlib.suppress(libvirt.libvirtError):
             stream.abort()
         reporter.finish(sent, error=libvirt_message(exc))
-        raise _fail(f"importing {label}", exc) from None
+        raise KvmError(f"importing {label}: {libvirt_message(exc)}") from None
     except BaseException as exc:
         with contextlib.suppress(libvirt.libvirtError):
             stream.abort()
@@ -585,7 +623,16 @@ def _stream_upload(session, vol, src, length, label, progress=None, source=None)
     return sha.hexdigest()
 
 
-def volume_import(session, pool, name, source, sha256=None, format=None, progress=None):  # pylint: disable=redefined-builtin
+def volume_import(  # pylint: disable=redefined-builtin
+    session: Any,
+    pool: str,
+    name: str,
+    source: str,
+    *,
+    sha256: Optional[str] = None,
+    format: Optional[str] = None,
+    progress: Any = None,
+) -> dict[str, Any]:
     """Stream a local file or an http(s) URL into a new volume, checking its sha256.
 
     On a sha256 mismatch (or a format other than a declared one) the new
@@ -614,52 +661,51 @@ def _import(session, pool, name, spec, progress=None):
     mark = _mark(session, pool, name)
     vol = None
     try:
-        with src:
-            xml = sxml.Volume.build(
-                name, length, fmt="raw" if _pool_type(session, pool) in FILE_POOLS else None
+        with libvirt_errors(f"importing {label}"):
+            with src:
+                xml = sxml.Volume.build(
+                    name, length, fmt="raw" if _pool_type(session, pool) in FILE_POOLS else None
+                )
+                # marked before libvirt makes the volume: a kill at any point from here leaves it
+                # incomplete
+                journal.begin(mark, None, "import", source=shown)
+                what = f"creating volume '{name}' in pool '{pool}'"
+                with _writing(session, pool, what, undo=lambda: journal.drop(mark)):
+                    vol = entry["obj"].createXML(xml.to_xml(), 0)
+                journal.begin(mark, vol.path(), "import", source=shown)
+                log.info("importing %s from %s (%s)", label, shown, units.format_size(length))
+                try:
+                    digest = _stream_upload(session, vol, src, length, label, progress, source)
+                except KvmError as exc:
+                    raise KvmError(f"importing {label}: {exc}; the volume was removed") from None
+            want = spec.get("sha256")
+            if want and digest != want.lower():
+                raise KvmError(
+                    f"importing {label} from {shown}: sha256 is {digest}, expected {want.lower()}; "
+                    "the volume was removed"
+                )
+            entry["obj"].refresh(0)
+            vol = entry["obj"].storageVolLookupByName(name)
+            model = sxml.Volume(vol.XMLDesc(0))
+            if spec.get("format") and model.format and model.format != spec["format"]:
+                raise KvmError(
+                    f"importing {label}: {shown} is a {model.format} image, declared "
+                    f"{spec['format']}; the volume was removed"
+                )
+            _remember_digest(model.path, digest)
+            # what was imported, for a later sha256 check after a declared grow
+            journal.write(
+                mark,
+                model.path,
+                state="complete",
+                op="import",
+                sha256=digest,
+                length=length,
+                source=shown,
             )
-            # marked before libvirt makes the volume: a kill at any point from here leaves it incomplete
-            journal.begin(mark, None, "import", source=shown)
-            try:
-                vol = entry["obj"].createXML(xml.to_xml(), 0)
-            except libvirt.libvirtError as exc:
-                _invalidate(session, pool)
-                journal.drop(mark)
-                raise _fail(f"creating volume '{name}' in pool '{pool}'", exc) from None
-            journal.begin(mark, vol.path(), "import", source=shown)
-            log.info("importing %s from %s (%s)", label, shown, units.format_size(length))
-            try:
-                digest = _stream_upload(session, vol, src, length, label, progress, source)
-            except KvmError as exc:
-                raise KvmError(f"importing {label}: {exc}; the volume was removed") from None
-        want = spec.get("sha256")
-        if want and digest != want.lower():
-            raise KvmError(
-                f"importing {label} from {shown}: sha256 is {digest}, expected {want.lower()}; the volume was removed"
-            )
-        entry["obj"].refresh(0)
-        vol = entry["obj"].storageVolLookupByName(name)
-        model = sxml.Volume(vol.XMLDesc(0))
-        if spec.get("format") and model.format and model.format != spec["format"]:
-            raise KvmError(
-                f"importing {label}: {shown} is a {model.format} image, declared {spec['format']}; the volume was removed"
-            )
-        _remember_digest(model.path, digest)
-        # what was imported, for a later sha256 check after a declared grow
-        journal.write(
-            mark,
-            model.path,
-            state="complete",
-            op="import",
-            sha256=digest,
-            length=length,
-            source=shown,
-        )
-        _patch(session, pool, name, vol)
-        vol = None  # keep it
-        return digest
-    except libvirt.libvirtError as exc:
-        raise _fail(f"importing {label}", exc) from None
+            _patch(session, pool, name, vol)
+            vol = None  # keep it
+            return digest
     finally:
         if vol is not None:
             with contextlib.suppress(libvirt.libvirtError):
@@ -691,8 +737,17 @@ def _clone_allocation(ptype, capacity):
     return 0 if ptype in FILE_POOLS else capacity
 
 
-def volume_clone(session, pool, source, name, format=None, progress=None):  # pylint: disable=redefined-builtin
-    """Copy volume ``source`` to a new volume ``name`` in the same pool, optionally converting its format.
+def volume_clone(  # pylint: disable=redefined-builtin
+    session: Any,
+    pool: str,
+    source: str,
+    name: str,
+    *,
+    format: Optional[str] = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Copy volume ``source`` to a new volume ``name`` in the same pool, optionally converting its
+    format.
 
     Progress (``progress``: see :mod:`salt_kvm.progress`) is estimated from the
     space the new file takes against the source's allocation; libvirt's copy
@@ -722,16 +777,15 @@ def volume_clone(session, pool, source, name, format=None, progress=None):  # py
     )
     mark = _mark(session, pool, name)
     journal.begin(mark, None, "clone", source=f"{pool}/{source}")
-    try:
+    # libvirt removes a volume whose copy failed: its mark goes too
+    with _writing(
+        session, pool, f"cloning volume '{source}' to '{name}'", undo=lambda: journal.drop(mark)
+    ):
         vol = progress_mod.watch(
             lambda: entry["obj"].createXMLFrom(xml.to_xml(), src["obj"], 0),
             _copied(entry["xml"], name),
             reporter,
         )
-    except libvirt.libvirtError as exc:
-        _invalidate(session, pool)
-        journal.drop(mark)  # libvirt removes a volume whose copy failed
-        raise _fail(f"cloning volume '{source}' to '{name}'", exc) from None
     journal.drop(mark)
     _patch(session, pool, name, vol)
     return volume_show(session, pool, name)
@@ -761,7 +815,12 @@ def _running_disk_targets(session, path):
 def _resize(session, pool, name, capacity, shrink=False):
     vol = _lookup(session, pool, name)
     path = sxml.Volume(vol["xml"]).path
-    try:
+
+    def refresh():
+        with contextlib.suppress(libvirt.libvirtError):
+            pools_mod.lookup_pool(session, pool)["obj"].refresh(0)
+
+    with _writing(session, pool, f"resizing volume '{name}' in pool '{pool}'", undo=refresh):
         running = _running_disk_targets(session, path)
         if running and not shrink:
             for dom, dev in running:
@@ -774,19 +833,14 @@ def _resize(session, pool, name, capacity, shrink=False):
                     dom.name(),
                     dev,
                 )
-            # the storage driver did not make this change (the VM's qemu did): let it read the volume again
-            with contextlib.suppress(libvirt.libvirtError):
-                pools_mod.lookup_pool(session, pool)["obj"].refresh(0)
+            # the storage driver did not make this change (the VM's qemu did): let it read the
+            # volume again
+            refresh()
         elif _pool_type(session, pool) == "logical" and not shrink:
             _lvextend(path, capacity)  # libvirt's logical backend cannot change a volume's capacity
             pools_mod.lookup_pool(session, pool)["obj"].refresh(0)
         else:
             vol["obj"].resize(capacity, RESIZE_SHRINK if shrink else 0)
-    except libvirt.libvirtError as exc:
-        with contextlib.suppress(libvirt.libvirtError):
-            pools_mod.lookup_pool(session, pool)["obj"].refresh(0)
-        _invalidate(session, pool)
-        raise _fail(f"resizing volume '{name}' in pool '{pool}'", exc) from None
     _patch(session, pool, name, vol["obj"])
 
 
@@ -804,7 +858,9 @@ def _tolerance(session, pool):
     return ROUNDING.get(_pool_type(session, pool), 0)
 
 
-def volume_resize(session, pool, name, size, force=False):
+def volume_resize(
+    session: Any, pool: str, name: str, size: Any, *, force: bool = False
+) -> dict[str, Any]:
     """Grow a volume to ``size`` (online through the running VM that has it attached).
 
     Shrinking is refused unless ``force`` (data past the new end is lost).
@@ -817,7 +873,8 @@ def volume_resize(session, pool, name, size, force=False):
     if capacity < current - _tolerance(session, pool):
         if not force:
             raise Refused(
-                f"volume '{name}' is {units.format_size(current)}; shrinking it to {units.format_size(capacity)} loses data (force: True to shrink)"
+                f"volume '{name}' is {units.format_size(current)}; shrinking it to "
+                f"{units.format_size(capacity)} loses data (force: True to shrink)"
             )
         _resize(session, pool, name, capacity, shrink=True)
     elif capacity > current:
@@ -825,12 +882,34 @@ def volume_resize(session, pool, name, size, force=False):
     return volume_show(session, pool, name)
 
 
+def in_use(
+    index: Any, ident: Any, *, exclude_images: Any = (), owner: Optional[str] = None
+) -> tuple[list[str], list[str]]:
+    """The one rule of what keeps an image busy: ``(VMs that have it as a disk, images built
+    on it)``, from a :func:`salt_kvm.depends.scan` index. Images in ``exclude_images`` (the
+    volume itself, its own pool, a VM's own chain) are no children; with ``owner``, VM
+    ``owner`` itself (its disks and snapshots) is no user."""
+    users = [u for u in index.used_by(ident) if not (owner and depends.owned_by(u, owner))]
+    return users, index.backing_of(ident, exclude=exclude_images)
+
+
 def _guard_in_use(session, pool, name, force, doing):
     """Refuse ``doing`` to a volume a VM (or a VM's snapshot) uses or another image builds on."""
+    if force:
+        return
     ident = identity_of(session, pool, name)
-    depends.guard(
-        depends.scan(session), ident, f"volume '{name}'", doing, force, exclude_images=[ident]
-    )
+    users, children = in_use(depends.scan(session), ident, exclude_images=[ident])
+    what, flag = f"volume '{name}'", "force: True"
+    if users:
+        raise Refused(
+            f"{what} is used by VM {', '.join(users)}; {doing} it would lose its data "
+            f"({flag} to do it anyway)"
+        )
+    if children:
+        raise Refused(
+            f"{what} is the backing file of {', '.join(children)}; {doing} it would break them "
+            f"({flag} to do it anyway)"
+        )
 
 
 def _wiped(path):
@@ -841,7 +920,9 @@ def _wiped(path):
     return lambda: progress_mod.file_position(pids, path) if pids else None
 
 
-def volume_wipe(session, pool, name, force=False, progress=None):
+def volume_wipe(
+    session: Any, pool: str, name: str, *, force: bool = False, progress: Any = None
+) -> bool:
     """Overwrite a volume's data with zeros; refused while it is in use or backs another volume.
 
     Progress (``progress``: see :mod:`salt_kvm.progress`): libvirt reports none;
@@ -871,13 +952,10 @@ def volume_wipe(session, pool, name, force=False, progress=None):
     )
     mark = _mark(session, pool, name)
     journal.begin(mark, model.path, "wipe")
-    try:
+    with _writing(
+        session, pool, f"wiping volume '{name}' (it is partly wiped: wipe it again or delete it)"
+    ):
         progress_mod.watch(lambda: vol.wipe(0), _wiped(model.path), reporter)
-    except libvirt.libvirtError as exc:
-        _invalidate(session, pool)
-        raise _fail(
-            f"wiping volume '{name}' (it is partly wiped: wipe it again or delete it)", exc
-        ) from None
     _empty_image(session, pool, name, model)
     journal.drop(mark)
     _patch(session, pool, name, vol)
@@ -902,7 +980,8 @@ def _empty_image(session, pool, name, model):
         ) from None
     if proc.returncode != 0:
         raise KvmError(
-            f"wiping volume '{name}': cannot make it an empty {model.format} image again: {proc.stderr.strip()}"
+            f"wiping volume '{name}': cannot make it an empty {model.format} image again: "
+            f"{proc.stderr.strip()}"
         )
     with contextlib.suppress(libvirt.libvirtError):
         pools_mod.lookup_pool(session, pool)["obj"].refresh(0)
@@ -912,16 +991,13 @@ def _empty_image(session, pool, name, model):
 def _delete(session, pool, name, what=None):
     """Delete volume ``name`` of ``pool`` (guards are the caller's), with its journal mark."""
     mark = _mark(session, pool, name)
-    try:
+    with _writing(session, pool, f"deleting {what or f'volume {name!r}'}"):
         _lookup(session, pool, name)["obj"].delete(0)
-    except libvirt.libvirtError as exc:
-        _invalidate(session, pool)
-        raise _fail(f"deleting {what or f'volume {name!r}'}", exc) from None
     journal.drop(mark)
     _patch(session, pool, name)
 
 
-def volume_delete(session, pool, name, force=False):
+def volume_delete(session: Any, pool: str, name: str, *, force: bool = False) -> bool:
     """Delete a volume; refused while a VM uses it or it backs another volume, unless ``force``."""
     _names(pool, name)
     _guard_in_use(session, pool, name, force, "deleting")
@@ -933,12 +1009,19 @@ def volume_delete(session, pool, name, force=False):
 
 
 class VolumeResource(plan.Resource):
-    def __init__(self, session, pool, name, spec, progress=None):
+    def __init__(
+        self,
+        session: Any,
+        pool: str,
+        name: str,
+        spec: dict[str, Any],
+        progress: Any = None,
+    ) -> None:
         self.session, self.pool, self.name, self.spec = session, pool, name, spec
         self.progress = progress
         self.what = f"volume '{name}' in pool '{pool}'"
 
-    def read(self):
+    def read(self) -> Optional[dict[str, Any]]:
         vols = volumes(self.session, self.pool)
         if self.name not in vols:
             return None
@@ -950,8 +1033,9 @@ class VolumeResource(plan.Resource):
             info["imported_sha256"] = record.get("sha256")
         return info
 
-    def _size(self, fmt=None):
-        """The declared size as the pool will store it in format ``fmt`` (see :func:`stored_size`)."""
+    def _size(self, fmt: Optional[str] = None) -> Optional[int]:
+        """The declared size as the pool will store it in format ``fmt`` (see
+        :func:`stored_size`)."""
         try:
             ptype = _pool_type(self.session, self.pool)
         except NotFound:  # test=True before the pool's own state made it
@@ -962,7 +1046,8 @@ class VolumeResource(plan.Resource):
             self.spec.get("size"),
         )
 
-    def _new(self):
+    def new(self) -> dict[str, Any]:
+        """What a new volume is shown as (``changes: {volume: {new: ...}}``)."""
         keys = ("source", "sha256", "size", "format", "backing", "preallocation")
         new = {k: self.spec[k] for k in keys if k in self.spec}
         if "source" in new:
@@ -971,18 +1056,22 @@ class VolumeResource(plan.Resource):
             new["size"] = self._size()  # as it will be stored (a qcow2's 1.1G is 1181116416 bytes)
         return new
 
-    def changes(self, current):
+    def plan(self, current: Optional[dict[str, Any]]) -> Plan:
+        return Plan(self._changes(current), existed=current is not None, payload=current)
+
+    def _changes(self, current: Optional[dict[str, Any]]) -> Changes:
         spec = self.spec
         if current is None:
-            return {"volume": {"old": None, "new": self._new()}}
+            return {"volume": {"old": None, "new": self.new()}}
         changes = {}
         force = spec.get("force")
         if current.get("incomplete"):
             if not spec.get("source"):
                 raise KvmError(
-                    f"{current['incomplete']}; its content is not complete (run the operation again, or delete the volume)"
+                    f"{current['incomplete']}; its content is not complete (run the operation "
+                    "again, or delete the volume)"
                 )
-            return {"volume": {"old": f"incomplete ({current['incomplete']})", "new": self._new()}}
+            return {"volume": {"old": f"incomplete ({current['incomplete']})", "new": self.new()}}
         if (
             spec.get("format")
             and current["format"]
@@ -990,7 +1079,8 @@ class VolumeResource(plan.Resource):
             and _pool_type(self.session, self.pool) in FILE_POOLS
         ):
             raise Refused(
-                f"it is a {current['format']} volume, declared {spec['format']}; formats are never changed in place (clone it with kvm.volume_clone format={spec['format']})"
+                f"it is a {current['format']} volume, declared {spec['format']}; formats are "
+                f"never changed in place (clone it with kvm.volume_clone format={spec['format']})"
             )
         if spec.get("backing"):
             want = spec["backing"] if spec["backing"].startswith("/") else None
@@ -998,7 +1088,8 @@ class VolumeResource(plan.Resource):
                 want = sxml.Volume(volumes(self.session, self.pool)[spec["backing"]]["xml"]).path
             if current["backing"] != want:
                 raise Refused(
-                    f"its backing file is {current['backing']}, declared {spec['backing']}; the backing file of an existing volume is never changed"
+                    f"its backing file is {current['backing']}, declared {spec['backing']}; "
+                    "the backing file of an existing volume is never changed"
                 )
         if spec.get("sha256"):
             # what was imported (recorded then), so a declared grow since is no mismatch
@@ -1006,7 +1097,8 @@ class VolumeResource(plan.Resource):
             if have != spec["sha256"].lower():
                 if not force:
                     raise Refused(
-                        f"its content has sha256 {have}, declared {spec['sha256'].lower()}; re-importing would overwrite it (force: True to do it)"
+                        f"its content has sha256 {have}, declared {spec['sha256'].lower()}; "
+                        "re-importing would overwrite it (force: True to do it)"
                     )
                 changes["sha256"] = {"old": have, "new": spec["sha256"].lower()}
         size = self._size(current["format"])
@@ -1017,13 +1109,14 @@ class VolumeResource(plan.Resource):
             elif size < cap - _tolerance(self.session, self.pool):
                 if not force:
                     raise Refused(
-                        f"it is {units.format_size(cap)}; shrinking it to {units.format_size(size)} loses data (force: True to shrink)"
+                        f"it is {units.format_size(cap)}; shrinking it to "
+                        f"{units.format_size(size)} loses data (force: True to shrink)"
                     )
                 changes["size"] = {"old": cap, "new": size}
         return changes
 
-    def apply(self, current, changes):
-        spec = self.spec
+    def apply(self, plan: Plan, undo: Undo) -> None:
+        spec, changes, current = self.spec, plan.changes, plan.payload
         if "volume" in changes or "sha256" in changes:
             if current is not None:  # an interrupted import, or a forced re-import
                 if current.get("incomplete"):
@@ -1031,8 +1124,8 @@ class VolumeResource(plan.Resource):
                         self.session,
                         self.pool,
                         self.name,
-                        spec.get("force"),
-                        "redoing the interrupted import of",
+                        force=spec.get("force"),
+                        doing="redoing the interrupted import of",
                     )
                 _delete(self.session, self.pool, self.name, f"{self.what} to import it again")
             if spec.get("source"):
@@ -1043,7 +1136,9 @@ class VolumeResource(plan.Resource):
                     _resize(self.session, self.pool, self.name, size)
                 elif size and size < now["capacity"] - _tolerance(self.session, self.pool):
                     raise KvmError(
-                        f"the image from {redact(spec['source'])} is {units.format_size(now['capacity'])}, larger than the declared size {units.format_size(size)}"
+                        f"the image from {redact(spec['source'])} is "
+                        f"{units.format_size(now['capacity'])}, larger than the declared size "
+                        f"{units.format_size(size)}"
                     )
             else:
                 _create(self.session, self.pool, self.name, spec)
@@ -1057,35 +1152,41 @@ class VolumeResource(plan.Resource):
                 shrink=changes["size"]["new"] < changes["size"]["old"],
             )
 
-    def verify(self, after):
+    def verify(self, plan: Plan, after: Any) -> Changes:
         if after is None:
-            return {"volume": {"old": None, "new": self._new()}}
+            return {"volume": {"old": None, "new": self.new()}}
         try:
-            return self.changes(after)
+            return self._changes(after)
         except Refused as exc:  # e.g. an image larger than the declared size
-            return {"volume": {"old": after, "new": f"{self._new()} ({exc})"}}
+            return {"volume": {"old": after, "new": f"{self.new()} ({exc})"}}
 
-    def restore(self, before):
+    def restore(self, before: Any, undo: Undo) -> Optional[str]:
         if before is not None:
             return None  # a grow is not undone (shrinking could lose data)
-        with contextlib.suppress(KvmError, libvirt.libvirtError):
+        with contextlib.suppress(KvmError):
             _invalidate(self.session, self.pool)
-            vols = volumes(self.session, self.pool)
-            if self.name in vols:
-                vols[self.name]["obj"].delete(0)
-                _patch(self.session, self.pool, self.name)
+            if self.name in volumes(self.session, self.pool):
+                _delete(self.session, self.pool, self.name)
                 return f"removed the new volume '{self.name}'"
         return None
 
-    def summary(self, changes, test):
+    def summary(self, plan: Plan, test: bool) -> str:
         verb = "would be" if test else "was"
-        if "volume" in changes:
+        if "volume" in plan.changes:
             how = "imported" if self.spec.get("source") else "created"
             return f"{self.what} {verb} {how}"
-        return super().summary(changes, test)
+        return super().summary(plan, test)
 
 
-def volume_present(session, name, pool=None, test=False, progress=None, **kwargs):
+def volume_present(
+    session: Any,
+    name: str,
+    *,
+    pool: Optional[str] = None,
+    test: bool = False,
+    progress: Any = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """State: the volume exists (created, or imported from ``source``), at least ``size``."""
     try:
         if pool is None:
@@ -1104,7 +1205,7 @@ def volume_present(session, name, pool=None, test=False, progress=None, **kwargs
             )
         if spec.get("backing") == name:
             raise InvalidInput(f"{name}:backing", "a volume cannot back itself")
-        spec.pop("absent", None)
+        spec = plan.declared(spec, state_only=("absent",))
     except InvalidInput as exc:
         return plan.state_return(name, False, comment=f"volume '{name}': {exc}")
     resource = VolumeResource(session, pool, name, spec, progress)
@@ -1112,16 +1213,27 @@ def volume_present(session, name, pool=None, test=False, progress=None, **kwargs
         _pool_entry(session, pool)
     except KvmError as exc:
         if test:  # the pool's own state (ordered first) would make it: predict the volume
-            changes = {"volume": {"old": None, "new": resource._new()}}  # pylint: disable=protected-access
+            predicted = Plan({"volume": {"old": None, "new": resource.new()}}, existed=False)
             return plan.state_return(
-                name, None, changes, f"{resource.summary(changes, True)} ({exc})"
+                name,
+                None,
+                predicted.salt_changes(),
+                f"{resource.summary(predicted, True)} ({exc})",
             )
         return plan.state_return(name, False, comment=f"volume '{name}': {exc}")
     return plan.ensure(name, resource, test)
 
 
-def volume_absent(session, name, pool=None, force=False, test=False):
-    """State: the volume does not exist; refused while a VM uses it or it backs another volume, unless ``force``."""
+def volume_absent(
+    session: Any,
+    name: str,
+    *,
+    pool: Optional[str] = None,
+    force: bool = False,
+    test: bool = False,
+) -> dict[str, Any]:
+    """State: the volume does not exist; refused while a VM uses it or it backs another volume,
+    unless ``force``."""
     try:
         if pool is None:
             raise InvalidInput(f"{name}:pool", "is required")

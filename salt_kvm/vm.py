@@ -1,7 +1,8 @@
 """VMs: the ``kvm.vm_*`` functions and the ``vm_present`` / ``vm_absent`` states.
 
 A VM is declared with the keys of a ``kvm:vms`` pillar entry: ``type``,
-``memory``, ``max_memory``, ``vcpus``, ``max_vcpus``, ``cpu``, ``machine``, ``disks`` (volumes of pools),
+``memory``, ``max_memory``, ``vcpus``, ``max_vcpus``, ``cpu``, ``machine``, ``disks`` (volumes of
+pools),
 ``nics`` (on host bridges or libvirt networks), ``boot`` (direct kernel boot),
 ``console`` (the serial console written to a file), ``autostart``, ``state``
 and ``restart``.
@@ -30,11 +31,15 @@ keep them unless ``purge``, and even then a volume another VM uses, or that
 another image is built on, stays (:mod:`salt_kvm.depends`).
 """
 
+from __future__ import annotations
+
 import contextlib
 import copy
+import dataclasses
 import logging
 import os
 import time
+from typing import Any, Optional
 
 from lxml import etree
 
@@ -44,6 +49,7 @@ from salt_kvm import storage_volumes as vols_mod
 from salt_kvm import vm_platform as platform
 from salt_kvm.conn import libvirt, libvirt_errors, lookup_domain
 from salt_kvm.errors import InvalidInput, KvmError, NotFound
+from salt_kvm.plan import Changes, Plan, Undo
 from salt_kvm.xml.base import parse
 
 log = logging.getLogger(__name__)
@@ -66,11 +72,12 @@ XML_SECURE = 1  # VIR_DOMAIN_XML_SECURE: with the graphics passwords (compared, 
 UNDEFINE_FLAGS = 1 | 2 | 4  # MANAGED_SAVE | SNAPSHOTS_METADATA | NVRAM
 
 
-def console_path(name):
+def console_path(name: str) -> str:
+    """Where the serial console of VM ``name`` is written (``console: {log: true}``)."""
     return os.path.join(CONSOLE_DIR, f"{name}.console.log")
 
 
-def default_type():
+def default_type() -> str:
     """``kvm`` where /dev/kvm exists, else ``qemu`` (software emulation)."""
     return "kvm" if os.path.exists("/dev/kvm") else "qemu"
 
@@ -88,7 +95,8 @@ def _state(dom):
 
 
 def _volume_of(session, path):
-    """``(pool, volume)`` holding the file or device at ``path`` (by identity), or ``(None, None)``."""
+    """``(pool, volume)`` holding the file or device at ``path`` (by identity), or ``(None,
+    None)``."""
     want = depends.identity(path)
     for pname, entry in pools_mod.pools(session).items():
         if not entry["active"]:
@@ -222,7 +230,7 @@ def _console_file(root):
     return None
 
 
-def vm_list(session):
+def vm_list(session: Any) -> dict[str, dict[str, Any]]:
     """``{name: {state, autostart, vcpus, memory, disks, nics, ...}}`` of every VM."""
     out = {}
     with libvirt_errors("listing VMs"):
@@ -233,7 +241,7 @@ def vm_list(session):
     return dict(sorted(out.items()))
 
 
-def vm_show(session, name):
+def vm_show(session: Any, name: str) -> dict[str, Any]:
     """One VM: as :func:`vm_list` shows it, with its persistent definition's differences pending."""
     dom = _domain(session, name)
     with libvirt_errors(f"VM '{name}'"):
@@ -261,14 +269,17 @@ def _resolve_disk(session, vm, index, disk, create=False):
             return _predicted_volume(session, where, disk)
         raise InvalidInput(
             f"{where}:volume",
-            f"volume '{volume}' does not exist in pool '{pool}' (declare it under kvm:pools, give size or backing, or create it)",
+            f"volume '{volume}' does not exist in pool '{pool}' (declare it under kvm:pools, give "
+            "size or backing, or create it)",
         )
     model = sxml.Volume(vols[volume]["xml"])
     if disk.get("size") and (model.capacity or 0) < disk["size"]:
         raise InvalidInput(
             f"{where}:size",
-            f"volume {pool}/{volume} has {units.human_size(model.capacity or 0)}, less than the declared {units.human_size(disk['size'])}: "
-            f"a VM never resizes a volume (grow it with kvm.volume_resize, or declare it under kvm:pools:{pool}:volumes)",
+            f"volume {pool}/{volume} has {units.human_size(model.capacity or 0)}, less than the "
+            f"declared {units.human_size(disk['size'])}: "
+            "a VM never resizes a volume (grow it with kvm.volume_resize, or declare it under "
+            f"kvm:pools:{pool}:volumes)",
         )
     path = model.path
     kind = "block" if path and path.startswith("/dev/") else "file"
@@ -297,7 +308,14 @@ def _own_disks(xmls):
     return out
 
 
-def guard_new_disks(session, name, spec, current_xmls=(), targets=None):
+def guard_new_disks(
+    session: Any,
+    name: str,
+    spec: dict[str, Any],
+    *,
+    current_xmls: Any = (),
+    targets: Optional[list[str]] = None,
+) -> None:
     """Refuse a writable disk the VM does not have yet when another VM uses its volume (two
     writers corrupt it; ``shareable: true`` declares a disk meant for that, raw only) or
     when another image is built on it (a write to a base image corrupts every child). The
@@ -319,17 +337,22 @@ def guard_new_disks(session, name, spec, current_xmls=(), targets=None):
             continue  # already one of its disks
         index = index or depends.scan(session)
         where = f"{name}:disks:{i}:volume"
-        users = [u for u in index.used_by(ident) if not depends.owned_by(u, name)]
+        users, children = vols_mod.in_use(
+            index, ident, exclude_images=own.get(target, []), owner=name
+        )
         if users and not disk.get("shareable"):
             raise InvalidInput(
                 where,
-                f"volume {disk['pool']}/{disk['volume']} is a disk of VM {', '.join(users)}: a second VM writing to it would corrupt it (shareable: true for a disk meant to be shared)",
+                f"volume {disk['pool']}/{disk['volume']} is a disk of VM {', '.join(users)}: a "
+                "second VM writing to it would corrupt it (shareable: true for a disk meant to "
+                "be shared)",
             )
-        children = index.backing_of(ident, exclude=own.get(target, []))
         if children:
             raise InvalidInput(
                 where,
-                f"volume {disk['pool']}/{disk['volume']} is the backing file of {', '.join(children)}: a VM writing to it would corrupt them (give the VM a copy-on-write child: backing: {disk['volume']})",
+                f"volume {disk['pool']}/{disk['volume']} is the backing file of "
+                f"{', '.join(children)}: a VM writing to it would corrupt them (give the VM a "
+                f"copy-on-write child: backing: {disk['volume']})",
             )
 
 
@@ -346,7 +369,8 @@ def _predicted_volume(session, where, disk):
     if path is None:
         raise InvalidInput(
             f"{where}:pool",
-            f"a VM disk makes volumes in file pools only, not in a {model.type} pool (declare the volume under kvm:pools)",
+            f"a VM disk makes volumes in file pools only, not in a {model.type} pool (declare the "
+            "volume under kvm:pools)",
         )
     return ("block" if path.startswith("/dev/") else "file"), path, fmt
 
@@ -422,7 +446,9 @@ def _set_child_text(parent, tag, text, before=None, **attrs):
         node.set(key, value)
 
 
-def declared(session, name, spec, current_xml=None):
+def declared(
+    session: Any, name: str, spec: dict[str, Any], *, current_xml: Optional[str] = None
+) -> Any:
     """The declared definition: ``current_xml`` (the persistent one) edited in place,
     or a new one. Returns the lxml root."""
     root = parse(current_xml) if current_xml else _new_domain(name, spec)
@@ -519,7 +545,8 @@ def _on_top_of(current, path):
 
 
 def _set_vcpus(root, current, maximum):
-    """``<vcpu current=N>MAX</vcpu>``; a per-vCPU ``<vcpus>`` list that no longer fits is dropped."""
+    """``<vcpu current=N>MAX</vcpu>``; a per-vCPU ``<vcpus>`` list that no longer fits is
+    dropped."""
     node = root.find("vcpu")
     old = (_vcpus(node), int(node.text or 0)) if node is not None else None
     _set_child_text(root, "vcpu", maximum)
@@ -624,6 +651,22 @@ KEYS = (
     "cloud_init",
 )
 
+#: what the changes of a new VM show of its declaration
+NEW_KEYS = (
+    "type",
+    "memory",
+    "max_memory",
+    "vcpus",
+    "max_vcpus",
+    "cpu",
+    "machine",
+    "firmware",
+    "disks",
+    "nics",
+    "boot",
+    "console",
+)
+
 
 def _same_machine(have, want):
     """libvirt stores ``pc`` as ``pc-i440fx-7.2`` and ``q35`` as ``pc-q35-7.2``."""
@@ -633,8 +676,17 @@ def _same_machine(have, want):
     return bool(have) and have.startswith(alias)
 
 
+def _without_undeclared_macs(nics, declared_macs):
+    """The NICs with the MAC only where the pillar declares one (by position)."""
+    return [
+        dict(n, mac=n["mac"] if i < len(declared_macs) and declared_macs[i] else None)
+        for i, n in enumerate(nics)
+    ]
+
+
 def _compare(have, want, spec, keys=KEYS):
-    """``{key: {old, new}}`` of the modelled parts that differ (undeclared keys and MACs ignored)."""
+    """``{key: {old, new}}`` of the modelled parts that differ (undeclared keys and MACs
+    ignored)."""
     changes = {}
     for key in keys:
         if key in ("type", "cpu", "machine", "firmware", "graphics") and not spec.get(key):
@@ -643,11 +695,9 @@ def _compare(have, want, spec, keys=KEYS):
             continue
         if key == "nics":
             declared_macs = [bool(n.get("mac")) for n in spec.get("nics") or []]
-            strip = lambda nics: [
-                dict(n, mac=n["mac"] if i < len(declared_macs) and declared_macs[i] else None)
-                for i, n in enumerate(nics)
-            ]  # noqa: E731
-            if strip(have["nics"]) != strip(want["nics"]):
+            if _without_undeclared_macs(have["nics"], declared_macs) != _without_undeclared_macs(
+                want["nics"], declared_macs
+            ):
                 changes["nics"] = {"old": have["nics"], "new": want["nics"]}
             continue
         if have[key] != want[key]:
@@ -668,7 +718,7 @@ def _keep_macs(root, current_root, spec):
 # --- execution functions -------------------------------------------------------------------
 
 
-def vm_define(session, name, **spec):
+def vm_define(session: Any, name: str, **spec: Any) -> dict[str, Any]:
     """Define (or redefine in place) a VM from a pillar-style spec (making the volumes its disk
     entries give ``size`` or ``backing`` for); its description."""
     spec = schema.validate_args(schema.VM, name, spec, name_field=schema.OBJNAME)
@@ -677,9 +727,9 @@ def vm_define(session, name, **spec):
         dom = _domain(session, name)
         current = dom.XMLDesc(XML_INACTIVE | XML_SECURE)
         live = dom.XMLDesc(0) if dom.isActive() else None
-    guard_new_disks(session, name, spec, (current, live))
+    guard_new_disks(session, name, spec, current_xmls=(current, live))
     vm_live.make_volumes(session, name, spec)
-    root = declared(session, name, spec, current)
+    root = declared(session, name, spec, current_xml=current)
     if current:
         _keep_macs(root, parse(current), spec)
     if spec.get("cloud_init"):
@@ -692,7 +742,7 @@ def vm_define(session, name, **spec):
     return vm_show(session, name)
 
 
-def vm_start(session, name):
+def vm_start(session: Any, name: str) -> bool:
     """Start a VM (resume a paused one); True."""
     dom = _domain(session, name)
     with libvirt_errors(f"starting VM '{name}'"):
@@ -713,8 +763,11 @@ def _wait_off(dom, timeout):
     return not dom.isActive()
 
 
-def vm_shutdown(session, name, timeout=SHUTDOWN_TIMEOUT, force=False):
-    """Shut a VM down by ACPI and wait ``timeout`` seconds; then power it off only with ``force``."""
+def vm_shutdown(
+    session: Any, name: str, *, timeout: Any = SHUTDOWN_TIMEOUT, force: bool = False
+) -> bool:
+    """Shut a VM down by ACPI and wait ``timeout`` seconds; then power it off only with
+    ``force``."""
     timeout = (
         schema.validate(schema.Duration(), timeout, "timeout")
         if isinstance(timeout, str)
@@ -729,13 +782,14 @@ def vm_shutdown(session, name, timeout=SHUTDOWN_TIMEOUT, force=False):
             return True
         if not force:
             raise KvmError(
-                f"VM '{name}' did not shut down within {timeout}s (its guest ignored ACPI); force=True powers it off"
+                f"VM '{name}' did not shut down within {timeout}s (its guest ignored ACPI); "
+                "force=True powers it off"
             )
         dom.destroy()
     return True
 
 
-def vm_stop(session, name):
+def vm_stop(session: Any, name: str) -> bool:
     """Power a VM off at once (like pulling the plug); True."""
     dom = _domain(session, name)
     with libvirt_errors(f"stopping VM '{name}'"):
@@ -744,7 +798,7 @@ def vm_stop(session, name):
     return True
 
 
-def vm_reboot(session, name):
+def vm_reboot(session: Any, name: str) -> bool:
     """Ask a running VM to reboot (ACPI); True."""
     dom = _domain(session, name)
     with libvirt_errors(f"rebooting VM '{name}'"):
@@ -754,7 +808,7 @@ def vm_reboot(session, name):
     return True
 
 
-def vm_autostart(session, name, enabled=True):
+def vm_autostart(session: Any, name: str, *, enabled: bool = True) -> bool:
     """Start the VM when the host boots (or not); True."""
     schema.validate(schema.Bool(), enabled, "enabled")
     dom = _domain(session, name)
@@ -763,7 +817,7 @@ def vm_autostart(session, name, enabled=True):
     return True
 
 
-def vm_console(session, name, lines=50):
+def vm_console(session: Any, name: str, *, lines: int = 50) -> str:
     """The last ``lines`` lines of the VM's serial console (``console: {log: true}``)."""
     schema.validate(schema.Int(1, 100000), lines, "lines")
     dom = _domain(session, name)
@@ -786,7 +840,8 @@ def vm_console(session, name, lines=50):
 
 
 def _purge_plan(session, name, root):
-    """``([(pool, volume)], [kept: reason])``: the VM's volumes that purging deletes, and why others stay."""
+    """``([(pool, volume)], [kept: reason])``: the VM's volumes that purging deletes, and why
+    others stay."""
     index = depends.scan(session)
     delete, kept = [], []
     for disk in root.findall("devices/disk"):
@@ -806,9 +861,10 @@ def _purge_plan(session, name, root):
     return delete, kept
 
 
-def vm_undefine(session, name, purge=False):
+def vm_undefine(session: Any, name: str, *, purge: bool = False) -> dict[str, Any]:
     """Power off and undefine a VM (with its snapshot metadata); ``purge`` also deletes its
-    volumes, but never one another VM uses or another image is built on. ``{removed, deleted, kept}``."""
+    volumes, but never one another VM uses or another image is built on. ``{removed, deleted,
+    kept}``."""
     schema.validate(schema.Bool(), purge, "purge")
     dom = _domain(session, name)
     root = parse(dom.XMLDesc(XML_INACTIVE))
@@ -826,28 +882,38 @@ def vm_undefine(session, name, purge=False):
 # --- the states -------------------------------------------------------------------------------
 
 
+@dataclasses.dataclass(frozen=True)
+class VmPlan:
+    """What :meth:`VmResource.apply` and its summary need beyond the changes: the VM as read
+    (``None``: new), the live half of a change to a running VM (:func:`salt_kvm.vm_live.plan`:
+    the ops applied live, what waits for a restart) and a note for the comment (a disk's volume
+    that ``test=True`` could not find yet)."""
+
+    current: Optional[dict[str, Any]]
+    ops: tuple[Any, ...] = ()
+    pending: tuple[str, ...] = ()
+    note: str = ""
+
+
 class VmResource(plan.Resource):
-    def __init__(self, session, name, spec, test=False):
+    def __init__(self, session: Any, name: str, spec: dict[str, Any], test: bool = False) -> None:
         self.session, self.name, self.spec, self.test = session, name, spec, test
         self.what = f"VM '{name}'"
-        self.note = ""
-        #: the live half of a change to a running VM (:func:`salt_kvm.vm_live.plan`)
-        self.ops, self.pending = [], []
-        #: ``(pool, volume)`` this run made for a disk entry (a failed run deletes them again: still empty)
-        self.made = []
 
-    def _check_disks(self):
+    def _check_disks(self) -> str:
         """Every declared disk's volume exists; under ``test=True`` a missing one is only
-        noted (the pool and volume states ordered before this one may make it)."""
+        noted (the pool and volume states ordered before this one may make it): the note."""
+        note = ""
         for index, disk in enumerate(self.spec.get("disks") or []):
             try:
                 _resolve_disk(self.session, self.name, index, disk, create=True)
             except KvmError as exc:
                 if not self.test:
                     raise
-                self.note = f" ({exc})"
+                note = f" ({exc})"
+        return note
 
-    def read(self):
+    def read(self) -> Optional[dict[str, Any]]:
         try:
             dom = _domain(self.session, self.name)
         except NotFound:
@@ -862,36 +928,21 @@ class VmResource(plan.Resource):
                 "live": live,
             }
 
-    def _want_state(self):
+    def _want_state(self) -> str:
         return self.spec.get("state", "running")
 
-    def changes(self, current):
+    def plan(self, current: Optional[dict[str, Any]]) -> Plan:
         spec = self.spec
-        self.ops, self.pending = [], []
         guard_new_disks(
-            self.session, self.name, spec, (current["xml"], current["live"]) if current else ()
+            self.session,
+            self.name,
+            spec,
+            current_xmls=(current["xml"], current["live"]) if current else (),
         )
         new_volumes = vm_live.new_volumes(self.session, self.name, spec, self.test)
         if current is None:
-            self._check_disks()
-            new = {
-                k: spec[k]
-                for k in (
-                    "type",
-                    "memory",
-                    "max_memory",
-                    "vcpus",
-                    "max_vcpus",
-                    "cpu",
-                    "machine",
-                    "firmware",
-                    "disks",
-                    "nics",
-                    "boot",
-                    "console",
-                )
-                if spec.get(k) is not None
-            }
+            note = self._check_disks()
+            new = {k: spec[k] for k in NEW_KEYS if spec.get(k) is not None}
             if spec.get("graphics"):
                 new["graphics"] = platform.shown_spec(spec["graphics"])
             platform.check_firmware(self.name, spec.get("firmware"))
@@ -899,15 +950,15 @@ class VmResource(plan.Resource):
                 new["cloud_init"] = cloudinit.summary(
                     cloudinit.render(self.name, spec["cloud_init"])
                 )
-            changes = {"vm": {"old": None, "new": new}}
+            changes: dict[str, Any] = {"vm": {"old": None, "new": new}}
             if new_volumes:
                 changes["volumes"] = {"old": None, "new": [v["label"] for v in new_volumes]}
             if spec.get("autostart"):
                 changes["autostart"] = {"old": False, "new": True}
             if self._want_state() != "stopped":
                 changes["state"] = {"old": None, "new": self._want_state()}
-            return changes
-        want_root = declared(self.session, self.name, spec, current["xml"])
+            return Plan(changes, existed=False, payload=VmPlan(None, note=note))
+        want_root = declared(self.session, self.name, spec, current_xml=current["xml"])
         _keep_macs(want_root, parse(current["xml"]), spec)
         have = _modelled(parse(current["xml"]))
         changes = _compare(have, _modelled(want_root), spec)
@@ -918,33 +969,35 @@ class VmResource(plan.Resource):
             )
         if new_volumes:
             changes["volumes"] = {"old": None, "new": [v["label"] for v in new_volumes]}
+        ops: list[Any] = []
+        pending: list[str] = []
         running = _normal_state(current["state"]) in ("running", "paused")
         if running and current["live"] and self._want_state() != "stopped":
             # what the running VM can take is applied live; the rest waits for a restart
             # with restart: true, also what an earlier run left pending (not the CPU: libvirt
             # expands a running VM's CPU, so only a changed definition says it changed)
             keys = (set(KEYS) - {"cpu"}) | set(changes) if spec.get("restart") else set(changes)
-            self.ops, self.pending = vm_live.plan(
+            ops, pending = vm_live.plan(
                 parse(current["live"]), want_root, spec, keys, memory_changed="memory" in changes
             )
-            if seed_changed and "cloud_init" not in self.pending:
-                self.pending.append("cloud_init")  # the guest reads its seed at boot
-            if spec.get("restart") and self.pending:
-                self.ops = []
+            if seed_changed and "cloud_init" not in pending:
+                pending.append("cloud_init")  # the guest reads its seed at boot
+            if spec.get("restart") and pending:
+                ops = []
                 changes["restart"] = {"old": "running an older definition", "new": "restarted"}
             else:
-                if self.ops:
-                    changes["live"] = {"old": None, "new": [op.text for op in self.ops]}
-                if self.pending:
-                    changes["restart"] = {"old": None, "new": vm_live.pending_text(self.pending)}
+                if ops:
+                    changes["live"] = {"old": None, "new": [op.text for op in ops]}
+                if pending:
+                    changes["restart"] = {"old": None, "new": vm_live.pending_text(pending)}
         if spec.get("autostart") is not None and current["autostart"] != spec["autostart"]:
             changes["autostart"] = {"old": current["autostart"], "new": spec["autostart"]}
         state = _normal_state(current["state"])
         if state != self._want_state() and changes.get("restart", {}).get("new") != "restarted":
             changes["state"] = {"old": state, "new": self._want_state()}
-        return changes
+        return Plan(changes, payload=VmPlan(current, tuple(ops), tuple(pending)))
 
-    def _seed_changes(self, have, changes):
+    def _seed_changes(self, have: dict[str, Any], changes: dict[str, Any]) -> bool:
         """Put the seed's change (content or attachment) into ``changes`` as summaries; whether
         its content changes (what a running guest only reads at its next boot)."""
         declared_seed = self.spec.get("cloud_init")
@@ -960,43 +1013,56 @@ class VmResource(plan.Resource):
             }
         return bool(declared_seed) and old != new
 
-    def apply(self, current, changes):
-        spec = self.spec
+    def apply(self, plan: Plan, undo: Undo) -> Optional[Plan]:
+        spec, changes, current = self.spec, plan.changes, plan.payload.current
         if "volumes" in changes:
-            vm_live.make_volumes(self.session, self.name, spec, self.made)
-        self._old_seed = cloudinit.read(cloudinit.seed_path(self.name))
+            made: list[tuple[str, str]] = []
+            undo.record("made", made)  # filled as they are made: a failure half-way has the rest
+            vm_live.make_volumes(self.session, self.name, spec, made)
+        undo.record("old_seed", cloudinit.read(cloudinit.seed_path(self.name)))
         if spec.get("cloud_init"):
             cloudinit.ensure(self.name, spec["cloud_init"])
         definition = {
             k for k in changes if k not in ("state", "autostart", "restart", "live", "volumes")
         }
         if definition:
-            root = declared(self.session, self.name, spec, current["xml"] if current else None)
+            root = declared(
+                self.session, self.name, spec, current_xml=current["xml"] if current else None
+            )
             if current:
                 _keep_macs(root, parse(current["xml"]), spec)
             with libvirt_errors(f"defining {self.what}"):
                 self.session.conn.defineXML(etree.tostring(root, encoding="unicode"))
         dom = _domain(self.session, self.name)
+        done = None
         with libvirt_errors(self.what):
             if "autostart" in changes:
                 dom.setAutostart(1 if spec["autostart"] else 0)
-            if self.ops:
-                self._apply_live(dom, changes)
-            if changes.get("restart", {}).get("new") == "restarted":
+            if plan.payload.ops:
+                done = self._apply_live(dom, plan)
+            restart = (done or plan).changes.get("restart", {})
+            if restart.get("new") == "restarted":
                 vm_shutdown(
-                    self.session, self.name, timeout=spec.get("shutdown_timeout", SHUTDOWN_TIMEOUT)
+                    self.session,
+                    self.name,
+                    timeout=spec.get("shutdown_timeout", SHUTDOWN_TIMEOUT),
                 )
             _to_state(dom, self._want_state())
         if not spec.get("cloud_init") and "cloud_init" in changes:
             cloudinit.remove(self.name)  # detached; a running guest keeps the file it has open
+        return done
 
-    def _apply_live(self, dom, changes):
+    def _apply_live(self, dom: Any, planned: Plan) -> Optional[Plan]:
         """The live half of the change; what the guest did not let go of becomes pending (or,
-        with ``restart: true``, is applied by a restart)."""
-        unfinished = vm_live.apply_ops(dom, self.ops, parse(dom.XMLDesc(XML_INACTIVE)))
+        with ``restart: true``, is applied by a restart): the plan as it was done, when that
+        differs from ``planned``."""
+        ops = planned.payload.ops
+        unfinished = vm_live.apply_ops(dom, ops, parse(dom.XMLDesc(XML_INACTIVE)))
         if not unfinished:
-            return
-        done = [op.text for op in self.ops if op not in [u for u, _ in unfinished]]
+            return None
+        changes = copy.deepcopy(dict(planned.changes))
+        pending = planned.payload.pending
+        done = [op.text for op in ops if op not in [u for u, _ in unfinished]]
         if done:
             changes["live"]["new"] = done
         else:
@@ -1004,38 +1070,38 @@ class VmResource(plan.Resource):
         if self.spec.get("restart"):
             changes["restart"] = {"old": "running an older definition", "new": "restarted"}
         else:
-            self.pending += [why for _, why in unfinished]
-            changes["restart"] = {"old": None, "new": vm_live.pending_text(self.pending)}
+            pending += tuple(why for _, why in unfinished)
+            changes["restart"] = {"old": None, "new": vm_live.pending_text(list(pending))}
+        return dataclasses.replace(
+            planned, changes=changes, payload=dataclasses.replace(planned.payload, pending=pending)
+        )
 
-    def verify(self, after):
-        planned = self.ops, self.pending  # what this run did and left pending: the summary says it
-        remaining = self.changes(after)
-        self.ops, self.pending = planned
+    def verify(self, plan: Plan, after: Any) -> Changes:
+        remaining = dict(self.plan(after).changes)
         if remaining.get("restart", {}).get("new", "").startswith("pending"):
             remaining = {}  # written to the definition; the restart is the operator's call
         return remaining
 
-    def _restore_seed(self):
-        old = getattr(self, "_old_seed", None)
+    def _restore_seed(self, old: Optional[str]) -> None:
         with contextlib.suppress(KvmError):
             if old is None:
                 cloudinit.remove(self.name)
             elif cloudinit.read(cloudinit.seed_path(self.name)) != old:
                 cloudinit.write(cloudinit.seed_path(self.name), old)
 
-    def restore(self, before):
-        self._restore_seed()
+    def restore(self, before: Any, undo: Undo) -> Optional[str]:
+        self._restore_seed(undo.get("old_seed"))
         restored = self._restore_definition(before)
         dropped = []
-        for pool, volume in reversed(self.made):
-            with contextlib.suppress(KvmError, libvirt.libvirtError):
+        for pool, volume in reversed(undo.get("made", [])):
+            with contextlib.suppress(KvmError):
                 vols_mod.volume_delete(self.session, pool, volume)
                 dropped.append(f"{pool}/{volume}")
         if restored and dropped:
             return f"{restored} (and deleted the new volume {', '.join(dropped)})"
         return restored
 
-    def _restore_definition(self, before):
+    def _restore_definition(self, before: Any) -> Optional[str]:
         if before is None:
             with contextlib.suppress(KvmError, libvirt.libvirtError):
                 dom = _domain(self.session, self.name)
@@ -1049,25 +1115,28 @@ class VmResource(plan.Resource):
             return "the previous definition"
         return None
 
-    def summary(self, changes, test):
+    def summary(self, plan: Plan, test: bool) -> str:
         verb = "would be" if test else "was"
+        changes = plan.changes
+        made = (
+            f"; {'would create' if test else 'created'} volume "
+            f"{', '.join(changes['volumes']['new'])}"
+            if "volumes" in changes
+            else ""
+        )
         if "vm" in changes:
             started = " and started" if changes.get("state", {}).get("new") == "running" else ""
-            made = (
-                f"; {'would create' if test else 'created'} volume {', '.join(changes['volumes']['new'])}"
-                if "volumes" in changes
-                else ""
-            )
-            return f"{self.what} {verb} defined{started}{made}{self.note}"
-        base = super().summary(changes, test)
-        if "volumes" in changes:
-            base += f"; {'would create' if test else 'created'} volume {', '.join(changes['volumes']['new'])}"
+            return f"{self.what} {verb} defined{started}{made}{plan.payload.note}"
+        base = super().summary(plan, test) + made
         if "live" in changes:
             base += (
                 f"; {'would be ' if test else ''}applied live: {', '.join(changes['live']['new'])}"
             )
         if changes.get("restart", {}).get("new", "").startswith("pending"):
-            base += f"; {', '.join(self.pending)}: written to its definition, takes effect when it restarts (restart: true restarts it now)"
+            base += (
+                f"; {', '.join(plan.payload.pending)}: written to its definition, takes effect "
+                "when it restarts (restart: true restarts it now)"
+            )
         return base
 
 
@@ -1097,7 +1166,14 @@ def _to_state(dom, want):
         dom.destroy()
 
 
-def vm_present(session, name, test=False, run_state=None, **kwargs):
+def vm_present(
+    session: Any,
+    name: str,
+    *,
+    test: bool = False,
+    run_state: Optional[str] = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """State: the VM is defined as declared, in its declared run state and autostart.
 
     The pillar's ``state`` arrives as ``run_state``: Salt reserves the argument
@@ -1107,14 +1183,15 @@ def vm_present(session, name, test=False, run_state=None, **kwargs):
         if run_state is not None:
             kwargs["state"] = run_state
         spec = schema.validate_args(schema.VM, name, kwargs, name_field=schema.OBJNAME)
-        spec.pop("absent", None)
-        spec.pop("purge", None)
+        spec = plan.declared(spec, state_only=("absent", "purge"))
     except InvalidInput as exc:
         return plan.state_return(name, False, comment=f"VM '{name}': {exc}")
     return plan.ensure(name, VmResource(session, name, spec, test), test)
 
 
-def vm_absent(session, name, purge=False, test=False):
+def vm_absent(
+    session: Any, name: str, *, purge: bool = False, test: bool = False
+) -> dict[str, Any]:
     """State: the VM is not defined; ``purge`` also deletes its volumes that nothing else uses."""
     try:
         schema.validate(schema.OBJNAME, name, name)
@@ -1122,8 +1199,9 @@ def vm_absent(session, name, purge=False, test=False):
     except InvalidInput as exc:
         return plan.state_return(name, False, comment=f"VM '{name}': {exc}")
     what = f"VM '{name}'"
-    volumes = {"delete": [], "kept": []}
-    seed, seed_found = cloudinit.seed_path(name), []
+    volumes: dict[str, list[str]] = {"delete": [], "kept": []}
+    seed = cloudinit.seed_path(name)
+    seed_found: list[bool] = []
 
     def exists():
         try:

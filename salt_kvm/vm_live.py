@@ -474,7 +474,7 @@ def vm_attach(
                 session,
                 name,
                 {"disks": [disk]},
-                [etree.tostring(root, encoding="unicode") for root in roots],
+                current_xmls=[etree.tostring(root, encoding="unicode") for root in roots],
                 targets=[target],
             )
         except InvalidInput as exc:

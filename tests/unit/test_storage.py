@@ -25,7 +25,7 @@ def test_pool_no_changes_when_as_declared(tmp_path):
     target = str(tmp_path)
     session = _session(fakes.pool_entry(target=target, autostart=True))
     res = _pool_resource(session, type="dir", target=target, autostart=True)
-    assert res.changes(res.read()) == {}
+    assert res.plan(res.read()).changes == {}
 
 
 def test_new_pool_changes_are_the_same_in_test_mode(tmp_path):
@@ -49,7 +49,7 @@ def test_type_change_refused_unless_forced(tmp_path):
         session, type="fs", target=str(tmp_path), source={"devices": ["/dev/sdb"], "format": "ext4"}
     )
     with pytest.raises(Refused, match="changing its type to fs"):
-        res.changes(res.read())
+        res.plan(res.read()).changes
     ret = plan.ensure("p", res, test=True)
     assert (
         ret["result"] is False and "refused" in ret["comment"] and "force: True" in ret["comment"]
@@ -62,7 +62,7 @@ def test_source_device_change_refused_unless_forced():
     )
     res = _pool_resource(session, type="logical", source={"name": "vg", "devices": ["/dev/sdc"]})
     with pytest.raises(Refused, match=r"source.devices is \['/dev/sdb'\], declared \['/dev/sdc'\]"):
-        res.changes(res.read())
+        res.plan(res.read()).changes
 
 
 def test_target_drift_is_a_diff_and_a_restart(tmp_path, monkeypatch):
@@ -71,13 +71,14 @@ def test_target_drift_is_a_diff_and_a_restart(tmp_path, monkeypatch):
     os.makedirs(new)
     session = _session(fakes.pool_entry(target=old))
     res = _pool_resource(session, type="dir", target=new)
-    changes = res.changes(res.read())
+    planned = res.plan(res.read())
+    changes = planned.changes
     assert changes["target"] == {"old": old, "new": new}
     assert changes["running"] == {
         "old": "running the old definition",
         "new": "restarted with the declared one",
     }
-    comment = res.summary(changes, True)
+    comment = res.summary(planned, True)
     assert f"-    <path>{old}</path>" in comment and f"+    <path>{new}</path>" in comment
 
 
@@ -94,7 +95,7 @@ def test_auth_drift_is_not_a_data_change():
         target="/dev/disk/by-path",
         source=dict(source, auth={"type": "chap", "username": "b", "secret_usage": "u"}),
     )
-    changes = res.changes(res.read())
+    changes = res.plan(res.read()).changes
     assert changes["source"] == {
         "old": {"auth": source["auth"]},
         "new": {"auth": {"type": "chap", "username": "b", "secret_usage": "u"}},
@@ -104,7 +105,7 @@ def test_auth_drift_is_not_a_data_change():
 def test_stopped_pool_started_and_autostart(tmp_path):
     session = _session(fakes.pool_entry(target=str(tmp_path), active=False, autostart=True))
     res = _pool_resource(session, type="dir", target=str(tmp_path), autostart=False)
-    assert res.changes(res.read()) == {
+    assert res.plan(res.read()).changes == {
         "running": {"old": False, "new": True},
         "autostart": {"old": True, "new": False},
     }

@@ -32,24 +32,24 @@ def _vol_resource(session, name="v.qcow2", **kwargs):
 def test_volume_new_and_no_op():
     session = _session(vols={"v.qcow2": fakes.volume_entry("v.qcow2", 16 * M)})
     res = _vol_resource(session, size="16M", format="qcow2")
-    assert res.changes(res.read()) == {}
+    assert res.plan(res.read()).changes == {}
     new = _vol_resource(session, name="w.qcow2", size="1G", backing="v.qcow2")
-    assert new.changes(new.read()) == {
+    assert new.plan(new.read()).changes == {
         "volume": {"old": None, "new": {"size": 1024**3, "backing": "v.qcow2"}}
     }
 
 
 def test_volume_grow_shrink_format():
     session = _session(vols={"v.qcow2": fakes.volume_entry("v.qcow2", 16 * M)})
-    assert _vol_resource(session, size="32M").changes(_vol_resource(session).read()) == {
+    assert _vol_resource(session, size="32M").plan(_vol_resource(session).read()).changes == {
         "size": {"old": 16 * M, "new": 32 * M}
     }
     with pytest.raises(Refused, match="shrinking it to 8M loses data"):
-        _vol_resource(session, size="8M").changes(_vol_resource(session).read())
+        _vol_resource(session, size="8M").plan(_vol_resource(session).read()).changes
     forced = _vol_resource(session, size="8M", force=True)
-    assert forced.changes(forced.read()) == {"size": {"old": 16 * M, "new": 8 * M}}
+    assert forced.plan(forced.read()).changes == {"size": {"old": 16 * M, "new": 8 * M}}
     with pytest.raises(Refused, match="never changed in place"):
-        _vol_resource(session, size="16M", format="raw").changes(_vol_resource(session).read())
+        _vol_resource(session, size="16M", format="raw").plan(_vol_resource(session).read()).changes
 
 
 def test_volume_rounding_on_lvm_is_not_a_shrink():
@@ -58,7 +58,7 @@ def test_volume_rounding_on_lvm_is_not_a_shrink():
         pool, vols={"lv": fakes.volume_entry("lv", 12 * M, fmt=None, path_dir="/dev/vg")}
     )
     res = _vol_resource(session, name="lv", size="10M")
-    assert res.changes(res.read()) == {}
+    assert res.plan(res.read()).changes == {}
 
 
 def test_volume_backing_change_refused():
@@ -70,7 +70,7 @@ def test_volume_backing_change_refused():
     )
     res = _vol_resource(session, backing="b.qcow2")
     with pytest.raises(Refused, match="backing file of an existing volume is never changed"):
-        res.changes(res.read())
+        res.plan(res.read()).changes
 
 
 def test_volume_state_argument_errors():
