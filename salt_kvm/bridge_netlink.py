@@ -25,6 +25,7 @@ import socket
 import struct
 import threading
 
+from salt_kvm import bridge_attrs
 from salt_kvm.errors import KvmError
 
 AF_BRIDGE = 7
@@ -43,19 +44,10 @@ BRIDGE_VLAN_INFO_UNTAGGED = 0x4
 
 PORT_STATES = {0: "disabled", 1: "listening", 2: "learning", 3: "forwarding", 4: "blocking"}
 
-#: declared key -> (IFLA_BR_* attribute, pyroute2 keyword, kind) for bridge attributes
-BRIDGE_NLA = {
-    "stp": ("IFLA_BR_STP_STATE", "br_stp_state", "bool"),
-    "forward_delay": ("IFLA_BR_FORWARD_DELAY", "br_forward_delay", "timer"),
-    "hello_time": ("IFLA_BR_HELLO_TIME", "br_hello_time", "timer"),
-    "max_age": ("IFLA_BR_MAX_AGE", "br_max_age", "timer"),
-    "ageing_time": ("IFLA_BR_AGEING_TIME", "br_ageing_time", "timer"),
-    "priority": ("IFLA_BR_PRIORITY", "br_priority", "int"),
-    "vlan_filtering": ("IFLA_BR_VLAN_FILTERING", "br_vlan_filtering", "bool"),
-    "default_pvid": ("IFLA_BR_VLAN_DEFAULT_PVID", "br_vlan_default_pvid", "int"),
-    "mcast_snooping": ("IFLA_BR_MCAST_SNOOPING", "br_mcast_snooping", "bool"),
-}
-TIMERS = ("forward_delay", "hello_time", "max_age", "ageing_time")
+#: declared key -> (IFLA_BR_* attribute, pyroute2 keyword, kind) for bridge attributes,
+#: from the rows of :mod:`salt_kvm.bridge_attrs`
+BRIDGE_NLA = {a.key: (a.nla, a.pyroute2, a.kind) for a in bridge_attrs.ATTRS}
+TIMERS = bridge_attrs.TIMERS
 #: declared key -> (IFLA_BRPORT_* attribute, pyroute2 keyword, kind) for port attributes
 PORT_NLA = {
     "cost": ("IFLA_BRPORT_COST", "cost", "int"),
@@ -126,7 +118,9 @@ def _info(link):
 #: what a bridge has when the kernel does not report the attribute: a new
 #: bridge's value, and what a kernel built without the feature (no
 #: CONFIG_BRIDGE_VLAN_FILTERING) means by leaving it out
-ABSENT_DEFAULTS = {"vlan_filtering": False, "default_pvid": 1}
+ABSENT_DEFAULTS = {
+    a.key: a.absent_default for a in bridge_attrs.ATTRS if a.absent_default is not None
+}
 
 
 def _bridge_attrs(data):
@@ -449,19 +443,13 @@ def _attrs(data, table):
     return out
 
 
+_WIDTHS = {"u8": _u8, "u16": _u16, "u32": _u32}
+#: the IFLA_BR_* attributes decoded: the table's rows, and what the reader needs besides
 _BRIDGE_DATA = {
-    1: ("IFLA_BR_FORWARD_DELAY", _u32),
-    2: ("IFLA_BR_HELLO_TIME", _u32),
-    3: ("IFLA_BR_MAX_AGE", _u32),
-    4: ("IFLA_BR_AGEING_TIME", _u32),
-    5: ("IFLA_BR_STP_STATE", _u32),
-    6: ("IFLA_BR_PRIORITY", _u16),
-    7: ("IFLA_BR_VLAN_FILTERING", _u8),
+    **{a.nla_type: (a.nla, _WIDTHS[a.nla_width]) for a in bridge_attrs.ATTRS},
     11: ("IFLA_BR_BRIDGE_ID", _bridge_id),
     14: ("IFLA_BR_TOPOLOGY_CHANGE", _u8),
     15: ("IFLA_BR_TOPOLOGY_CHANGE_DETECTED", _u8),
-    23: ("IFLA_BR_MCAST_SNOOPING", _u8),
-    39: ("IFLA_BR_VLAN_DEFAULT_PVID", _u16),
 }
 _BRPORT_DATA = {
     1: ("IFLA_BRPORT_STATE", _u8),

@@ -12,6 +12,7 @@ daemon, ``systemd-analyze verify`` does not read them), so the tests compare
 golden files.
 """
 
+from salt_kvm import bridge_attrs
 from salt_kvm.persist import _common
 
 DIR = "/etc/systemd/network"
@@ -53,25 +54,12 @@ def render(spec, read):
             ("MTUBytes", spec.get("mtu")),
         ],
     )
-    bridge = []
-    for key, opt in (
-        ("hello_time", "HelloTimeSec"),
-        ("max_age", "MaxAgeSec"),
-        ("forward_delay", "ForwardDelaySec"),
-        ("ageing_time", "AgeingTimeSec"),
-    ):
-        if key in spec:
-            bridge.append((opt, _common.num(spec[key])))
-    if "priority" in spec:
-        bridge.append(("Priority", spec["priority"]))
-    if "stp" in spec:
-        bridge.append(("STP", _bool(spec["stp"])))
-    if "vlan_filtering" in spec:
-        bridge.append(("VLANFiltering", _bool(spec["vlan_filtering"])))
-    if "default_pvid" in spec:
-        bridge.append(("DefaultPVID", spec["default_pvid"] or "none"))
-    if "mcast_snooping" in spec:
-        bridge.append(("MulticastSnooping", _bool(spec["mcast_snooping"])))
+    bridge = [
+        (how.name, value)
+        for _order, _attr, how, value in bridge_attrs.persisted(
+            "networkd", spec, words=("no", "yes"), timer=_common.num
+        )
+    ]
     if bridge:
         netdev += [""] + _section("Bridge", bridge)
     files[_name(name) + ".netdev"] = "\n".join(netdev) + "\n"

@@ -11,6 +11,7 @@ The tests check the files with ``nmcli --offline`` when it is installed.
 
 import uuid
 
+from salt_kvm import bridge_attrs
 from salt_kvm.persist import _common
 
 DIR = "/etc/NetworkManager/system-connections"
@@ -36,6 +37,11 @@ def owned_files(name, listdir):
 
 def _uuid(*parts):
     return str(uuid.uuid5(_NS, "/".join(parts)))
+
+
+def _whole_seconds(value):
+    """NetworkManager's bridge timers are whole seconds."""
+    return int(round(float(value)))
 
 
 def _bool(value):
@@ -75,26 +81,12 @@ def render(spec, read):
     head = _common.header(spec)
     v4, v6 = _common.split_addresses(spec.get("addresses"))
     r4, r6 = _common.split_routes(spec.get("routes"))
-    bridge = []
-    for key, opt in (
-        ("stp", "stp"),
-        ("vlan_filtering", "vlan-filtering"),
-        ("mcast_snooping", "multicast-snooping"),
-    ):
-        if key in spec:
-            bridge.append((opt, _bool(spec[key])))
-    for key, opt in (
-        ("forward_delay", "forward-delay"),
-        ("hello_time", "hello-time"),
-        ("max_age", "max-age"),
-        ("ageing_time", "ageing-time"),
-    ):
-        if key in spec:
-            bridge.append((opt, int(round(float(spec[key])))))
-    if "priority" in spec:
-        bridge.append(("priority", spec["priority"]))
-    if "default_pvid" in spec:
-        bridge.append(("vlan-default-pvid", spec["default_pvid"]))
+    bridge = [
+        (how.name, value)
+        for _order, _attr, how, value in bridge_attrs.persisted(
+            "networkmanager", spec, words=("false", "true"), timer=_whole_seconds
+        )
+    ]
     sections = [
         (
             "connection",

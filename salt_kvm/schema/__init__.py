@@ -94,6 +94,7 @@ from salt_kvm.schema.storage import (
     POOL_TYPES,
     SOURCE,
     VOLUME,
+    check_volume,
 )
 from salt_kvm.schema.vms import (
     VM,
@@ -158,6 +159,7 @@ __all__ = [
     "AUTH",
     "SOURCE",
     "VOLUME",
+    "check_volume",
     "_POOL_NEEDS",
     "POOL",
     "RETENTION",

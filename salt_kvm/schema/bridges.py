@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from salt_kvm import bridge_attrs
 from salt_kvm.schema.fields import (
     _INVALID,
     Address,
@@ -154,7 +155,7 @@ def _check_bridge(rec, path, errors):
             gw = ipaddress.ip_address(gateway)
             if gw.version != version:
                 errors.add(_join(path, key), f"{gateway!r} is not an IPv{version} address")
-    stp_timers = {"forward_delay": (2, 30), "hello_time": (1, 10), "max_age": (6, 40)}
+    stp_timers = {a.key: a.stp_range for a in bridge_attrs.ATTRS if a.stp_range}
     if rec.get("stp"):
         for key, (lo, hi) in stp_timers.items():
             if key in rec and not lo <= rec[key] <= hi:
@@ -163,25 +164,27 @@ def _check_bridge(rec, path, errors):
                 )
 
 
+def attr_field(attr: bridge_attrs.BridgeAttr) -> Field:
+    """The schema field of a bridge attribute row."""
+    if attr.kind == "bool":
+        return Bool()
+    if attr.kind == "timer":
+        return Number(attr.minimum, attr.maximum)
+    return Int(attr.minimum, attr.maximum)
+
+
 BRIDGE = Record(
     {
         "ports": Ports(),
-        "stp": Bool(),
-        "forward_delay": Number(0, 30),
-        "hello_time": Number(1, 10),
-        "max_age": Number(6, 40),
-        "ageing_time": Number(0, 1000000),
-        "priority": Int(0, 65535),
-        "vlan_filtering": Bool(),
-        "default_pvid": Int(0, 4094),
-        "mcast_snooping": Bool(),
+        # the kernel bridge attributes: one row each in salt_kvm.bridge_attrs
+        **{a.key: attr_field(a) for a in bridge_attrs.ATTRS},
         "mtu": Int(68, 65535),
         "mac": Mac(),
         "addresses": List(Interface(), unique=True),
         "gateway": Address(4),
         "gateway6": Address(6),
         "routes": List(ROUTE),
-        "persist": Enum("auto", "ifupdown", "networkd", "networkmanager", "none"),
+        "persist": Enum("auto", *bridge_attrs.BACKENDS, "none"),
         "probe": PROBE,
         "absent": Bool(),
         "force": Bool(),
@@ -191,16 +194,8 @@ BRIDGE = Record(
 describe(
     BRIDGE,
     {
+        **{a.key: a.doc for a in bridge_attrs.ATTRS},
         "ports": "The bridge's ports: a list of names or of mappings ``{name, cost, priority, hairpin, vlans}``, or a mapping of names to those settings. A port holding the host's addresses hands them (with its routes and MAC) to the bridge, then the probe runs. Only declared ports are managed: the taps of VMs are never removed.",
-        "stp": "Spanning Tree Protocol on the bridge.",
-        "forward_delay": "STP forward delay in seconds: 2-30 while ``stp`` is on; ``0`` forwards at once without STP.",
-        "hello_time": "STP hello time in seconds (1-10).",
-        "max_age": "STP max age in seconds (6-40).",
-        "ageing_time": "Seconds a learned MAC address stays in the bridge's forwarding database.",
-        "priority": "Bridge priority for the STP root election (lower wins).",
-        "vlan_filtering": "Make the bridge VLAN-aware (needed for the ports' ``vlans``).",
-        "default_pvid": "The PVID a new port of a VLAN-aware bridge gets (0: none).",
-        "mcast_snooping": "IGMP/MLD snooping.",
         "mtu": "The bridge's MTU; ports with a smaller MTU are raised to it.",
         "mac": (
             "The bridge's MAC address.",

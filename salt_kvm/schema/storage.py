@@ -5,9 +5,11 @@ What each pool ``type`` needs comes from :mod:`salt_kvm.pool_types`, one row per
 
 from __future__ import annotations
 
+from salt_kvm import pool_types
 from salt_kvm.schema.fields import (
     Bool,
     Enum,
+    Errors,
     List,
     Map,
     Record,
@@ -19,7 +21,8 @@ from salt_kvm.schema.fields import (
 )
 from salt_kvm.schema.names import ABSPATH, HOSTNAME, SHA256, URL_OR_PATH, VOLNAME
 
-POOL_TYPES = ("dir", "fs", "netfs", "logical", "disk", "iscsi", "iscsi-direct", "rbd", "gluster")
+#: the pool types the pillar accepts (the rows of :mod:`salt_kvm.pool_types`)
+POOL_TYPES = pool_types.NAMES
 
 AUTH = Record(
     {
@@ -104,7 +107,7 @@ describe(
         ),
         "format": (
             "``raw``, ``qcow2`` or ``vmdk``; never changed in place (clone the volume instead).",
-            "qcow2 in file pools (dir, fs, netfs, gluster), raw in the others",
+            f"qcow2 in file pools ({pool_types.listed(pool_types.FILE_BACKED)}), raw in the others",
         ),
         "backing": "A volume of the same pool (created first) or an absolute path: the new qcow2 volume is an overlay on it.",
         "source": "Import a local file or an http(s) URL into the volume (a password in the URL is never shown).",
@@ -124,17 +127,28 @@ describe(
     },
 )
 
-_POOL_NEEDS = {
-    "dir": ("target",),
-    "fs": ("target", "source.devices"),
-    "netfs": ("target", "source.hosts", "source.dir"),
-    "logical": ("source.name",),
-    "disk": ("target", "source.devices"),
-    "iscsi": ("target", "source.hosts", "source.devices"),
-    "iscsi-direct": ("source.hosts", "source.devices", "source.initiator"),
-    "rbd": ("source.hosts", "source.name"),
-    "gluster": ("source.hosts", "source.name"),
-}
+#: pool type -> the keys it needs (``target``, ``source.<key>``), from the table
+_POOL_NEEDS = {t.name: t.needs for t in pool_types.TYPES}
+
+
+def check_volume(vol: dict, vname: str, vpath: str, errors: Errors) -> None:
+    """The cross-field rules of one volume ``vname`` (declared at ``vpath``).
+
+    Used by the pillar (every volume of a pool) and by the ``kvm.volume_present``
+    state, so both refuse the same volumes with the same messages.
+    """
+    if "size" not in vol and "source" not in vol and "backing" not in vol:
+        errors.add(_join(vpath, "size"), "is required (or give source or backing)")
+    if "sha256" in vol and "source" not in vol:
+        errors.add(_join(vpath, "sha256"), "needs source")
+    if "source" in vol and "backing" in vol:
+        errors.add(_join(vpath, "backing"), "cannot be combined with source")
+    backing = vol.get("backing")
+    if backing and not backing.startswith("/"):
+        if backing == vname:
+            errors.add(_join(vpath, "backing"), "a volume cannot back itself")
+    if vol.get("format") == "raw" and backing:
+        errors.add(_join(vpath, "backing"), "a raw volume cannot have a backing file (use qcow2)")
 
 
 def _check_pool(rec, path, errors):
@@ -153,23 +167,9 @@ def _check_pool(rec, path, errors):
             errors.add(_join(path, need), f"is required for a {ptype} pool")
     vols = rec.get("volumes", {})
     for vname, vol in vols.items():
-        vpath = _join(_join(path, "volumes"), vname)
         if vol.get("absent"):
             continue
-        if "size" not in vol and "source" not in vol and "backing" not in vol:
-            errors.add(_join(vpath, "size"), "is required (or give source or backing)")
-        if "sha256" in vol and "source" not in vol:
-            errors.add(_join(vpath, "sha256"), "needs source")
-        if "source" in vol and "backing" in vol:
-            errors.add(_join(vpath, "backing"), "cannot be combined with source")
-        backing = vol.get("backing")
-        if backing and not backing.startswith("/"):
-            if backing == vname:
-                errors.add(_join(vpath, "backing"), "a volume cannot back itself")
-        if vol.get("format") == "raw" and backing:
-            errors.add(
-                _join(vpath, "backing"), "a raw volume cannot have a backing file (use qcow2)"
-            )
+        check_volume(vol, vname, _join(_join(path, "volumes"), vname), errors)
     # backing chains within the pool must not loop
     for vname in vols:
         seen, cur = [], vname
