@@ -2,8 +2,10 @@
 
 It walks :data:`salt_kvm.schema.PILLAR` and writes, for every key of every
 section, its path (``kvm:bridges:<bridge>:stp``), type, allowed values,
-default and description (the descriptions are data in ``salt_kvm/schema.py``,
-attached with :func:`salt_kvm.schema.describe`). So the reference cannot drift
+default and description (the descriptions are data in ``salt_kvm/schema/``,
+attached with :func:`salt_kvm.schema.describe`), and after the bridges, networks
+and pools the rows of their tables (:mod:`salt_kvm.bridge_attrs`,
+:mod:`salt_kvm.network_modes`, :mod:`salt_kvm.pool_types`). So the reference cannot drift
 from what validation accepts; tests/unit/test_docs_reference.py checks that
 every key has a description and appears here.
 
@@ -11,6 +13,8 @@ every key has a description and appears here.
 and by the tests.
 """
 
+import glob
+import os
 from collections import namedtuple
 
 from docutils import nodes
@@ -18,7 +22,7 @@ from docutils.parsers.rst import Directive
 from docutils.statemachine import StringList
 from sphinx.util.nodes import nested_parse_with_titles
 
-from salt_kvm import schema
+from salt_kvm import bridge_attrs, network_modes, pool_types, schema
 
 #: what a name stands for in a path, by the key of the mapping it is in
 PLACEHOLDERS = {
@@ -159,24 +163,84 @@ def _entry_rst(entry):
     ]
 
 
-def _pool_types_rst():
-    needs = getattr(schema, "_POOL_NEEDS", {})
-    lines = [
-        "Keys each pool type needs",
-        "^^^^^^^^^^^^^^^^^^^^^^^^^",
-        "",
-        "Checked before anything changes (paths below ``kvm:pools:<pool>``):",
-        "",
-        ".. list-table::",
-        "   :header-rows: 1",
-        "",
-        "   * - ``type``",
-        "     - required keys",
-    ]
-    for ptype in schema.POOL_TYPES:
-        keys = ", ".join(f"``{k.replace('.', ':')}``" for k in needs.get(ptype, ())) or "—"
-        lines += [f"   * - ``{ptype}``", f"     - {keys}"]
+def _list_table(title, intro, header, rows):
+    lines = [title, "^" * len(title), "", intro, "", ".. list-table::", "   :header-rows: 1", ""]
+    for i, row in enumerate([header] + rows):
+        lines += [f"   {'*' if j == 0 else ' '} - {cell}" for j, cell in enumerate(row)]
     return lines + [""]
+
+
+def _keys(words):
+    return ", ".join(f"``{k.replace('.', ':')}``" for k in words) or "—"
+
+
+def _pool_types_rst():
+    """The rows of :mod:`salt_kvm.pool_types`."""
+    rows = []
+    for ptype in pool_types.TYPES:
+        volumes = (
+            "image files (" + ", ".join(ptype.volume_formats) + ")"
+            if ptype.file_backed
+            else "raw"
+        )
+        rows.append([f"``{ptype.name}``", _keys(ptype.needs), volumes, ptype.doc])
+    return _list_table(
+        "Keys each pool type needs",
+        "Checked before anything changes (paths below ``kvm:pools:<pool>``):",
+        ["``type``", "required keys", "volumes", "what it is"],
+        rows,
+    )
+
+
+def _network_modes_rst():
+    """The rows of :mod:`salt_kvm.network_modes`."""
+    rows = []
+    for mode in network_modes.MODES:
+        needs = [k for k, _why in mode.requires]
+        needs += [" or ".join(f"``{k}``" for k in keys) for keys, _why in mode.requires_any]
+        needs = [n if n.startswith("``") else f"``{n}``" for n in needs]
+        refuses = [k for k, _why in mode.forbids]
+        if not mode.dev:
+            refuses.append("dev")
+        rows.append(
+            [f"``{mode.name}``", ", ".join(needs) or "—", _keys(refuses), mode.doc]
+        )
+    return _list_table(
+        "What each network mode needs",
+        "Checked before anything changes (paths below ``kvm:networks:<network>``):",
+        ["``mode``", "required keys", "refused keys", "what it is"],
+        rows,
+    )
+
+
+def _bridge_attrs_rst():
+    """The rows of :mod:`salt_kvm.bridge_attrs`: how each attribute is persisted."""
+    rows = [
+        [
+            f"``{attr.key}``",
+            f"``{attr.nla}``",
+            f"``{attr.ifupdown.name}``",
+            f"``{attr.networkd.name}``",
+            f"``{attr.networkmanager.name}``",
+        ]
+        for attr in bridge_attrs.ATTRS
+    ]
+    return _list_table(
+        "Bridge attributes in netlink and the persisted files",
+        "Each bridge attribute, the netlink attribute it sets, and its name in the files "
+        "``persist`` writes (ifupdown, systemd-networkd ``[Bridge]``, NetworkManager "
+        "``[bridge]``):",
+        ["key", "netlink", "ifupdown", "networkd", "NetworkManager"],
+        rows,
+    )
+
+
+#: tables of the kinds, rendered after the section of the pillar key
+KIND_TABLES = {
+    "bridges": _bridge_attrs_rst,
+    "networks": _network_modes_rst,
+    "pools": _pool_types_rst,
+}
 
 
 def render(record=schema.PILLAR, root="kvm"):
@@ -190,8 +254,8 @@ def render(record=schema.PILLAR, root="kvm"):
         lines += [f":Type: {ftype}", f":Allowed: {allowed}", ""]
         for entry in top[1:]:
             lines += _entry_rst(entry)
-        if key == "pools":
-            lines += _pool_types_rst()
+        if key in KIND_TABLES:
+            lines += KIND_TABLES[key]()
     return lines
 
 
@@ -203,10 +267,13 @@ class PillarReference(Directive):
     def run(self):
         # rebuild the page when the schema (its descriptions) or this extension changes
         env = self.state.document.settings.env
-        env.note_dependency(schema.__file__)
+        for module in (schema, bridge_attrs, network_modes, pool_types):
+            env.note_dependency(module.__file__)
+        for path in sorted(glob.glob(os.path.join(os.path.dirname(schema.__file__), "*.py"))):
+            env.note_dependency(path)
         env.note_dependency(__file__)
         container = nodes.section()
-        nested_parse_with_titles(self.state, StringList(render(), source="salt_kvm/schema.py"), container)
+        nested_parse_with_titles(self.state, StringList(render(), source="salt_kvm/schema"), container)
         return container.children
 
 

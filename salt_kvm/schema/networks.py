@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from salt_kvm import network_modes
 from salt_kvm.schema.fields import (
     Address,
     Bool,
@@ -99,19 +100,14 @@ def _check_dhcp(rec, addr_key, dhcp_key, path, errors):
 
 
 def _check_network(rec, path, errors):
-    mode = rec.get("mode", "nat")
-    if mode == "bridge":
-        if not rec.get("bridge"):
-            errors.add(
-                _join(path, "bridge"),
-                "is required in mode bridge (the host bridge to attach VMs to)",
-            )
-        for key in ("address", "address6", "dhcp", "dhcp6", "domain"):
-            if key in rec:
-                errors.add(
-                    _join(path, key),
-                    "cannot be set in mode bridge (libvirt does not manage the host bridge's addresses)",
-                )
+    mode = rec.get("mode", network_modes.DEFAULT)
+    row = network_modes.get(mode)
+    for key, why in row.requires:
+        if not rec.get(key):
+            errors.add(_join(path, key), f"is required in mode {mode} ({why})")
+    for key, why in row.forbids:
+        if key in rec:
+            errors.add(_join(path, key), f"cannot be set in mode {mode} ({why})")
     _check_dhcp(rec, "address", "dhcp", path, errors)
     _check_dhcp(rec, "address6", "dhcp6", path, errors)
     _check_network_more(rec, mode, path, errors)
@@ -119,18 +115,15 @@ def _check_network(rec, path, errors):
 
 def _check_network_more(rec, mode, path, errors):
     """What libvirt would refuse, said with the pillar path (added for the networks issue)."""
-    if "dev" in rec and mode not in ("nat", "route"):
-        errors.add(_join(path, "dev"), f"can only be set in mode nat or route, not {mode}")
-    if mode == "route" and not rec.get("address") and not rec.get("address6"):
+    row = network_modes.get(mode)
+    if "dev" in rec and not row.dev:
         errors.add(
-            _join(path, "address"),
-            "is required in mode route (address or address6: the subnet to route)",
+            _join(path, "dev"),
+            f"can only be set in mode {' or '.join(network_modes.WITH_DEV)}, not {mode}",
         )
-    if "mtu" in rec and mode == "bridge":
-        errors.add(
-            _join(path, "mtu"),
-            "cannot be set in mode bridge (set the MTU of the host bridge instead)",
-        )
+    for keys, why in row.requires_any:
+        if not any(rec.get(key) for key in keys):
+            errors.add(_join(path, keys[0]), f"is required in mode {mode} ({why})")
     for addr_key, dhcp_key, version in (("address", "dhcp", 4), ("address6", "dhcp6", 6)):
         address = rec.get(addr_key)
         if not address:
@@ -178,7 +171,7 @@ def _check_network_more(rec, mode, path, errors):
 
 NETWORK = Record(
     {
-        "mode": Enum("nat", "route", "isolated", "open", "bridge"),
+        "mode": Enum(*network_modes.NAMES),
         "bridge": IFNAME,
         "dev": IFNAME,
         "address": Interface(4),
@@ -198,8 +191,9 @@ describe(
     NETWORK,
     {
         "mode": (
-            "``nat``, ``route``, ``isolated`` (no forwarding), ``open`` (forwarding without libvirt's firewall rules) or ``bridge`` (VMs straight onto a host bridge).",
-            "nat",
+            ", ".join(f"``{m}``" for m in network_modes.NAMES)
+            + "; what each mode is, needs and refuses is listed below.",
+            network_modes.DEFAULT,
         ),
         "bridge": "In mode ``bridge``, the host bridge to use (required). In the other modes, the name of the bridge libvirt creates (left out: libvirt picks ``virbrN``).",
         "dev": "Modes ``nat`` and ``route`` only: forward through this host interface only.",
