@@ -244,8 +244,8 @@ def _link_entry(link, byindex):
 
 def _set_vlans(ipr, links):
     """Fill ``vlans`` of ``links`` (in place) as one full dump does."""
-    if any(l["bridge"] and l["bridge"].get("vlan_filtering") for l in links.values()):
-        byindex = {l["index"]: n for n, l in links.items()}
+    if any(link["bridge"] and link["bridge"].get("vlan_filtering") for link in links.values()):
+        byindex = {link["index"]: n for n, link in links.items()}
         for index, entries in _vlan_entries(ipr).items():
             name = byindex.get(index)
             if name in links:
@@ -293,9 +293,10 @@ def _routes(ipr, byindex):
 
 
 def dump(ipr):
-    """One dump of the namespace: ``{"links": {name: ...}, "addresses": [...], "routes": [...]}``."""
+    """One dump of the namespace:
+    ``{"links": {name: ...}, "addresses": [...], "routes": [...]}``."""
     raw_links = ipr.get_links()
-    byindex = {l["index"]: l.get_attr("IFLA_IFNAME") for l in raw_links}
+    byindex = {link["index"]: link.get_attr("IFLA_IFNAME") for link in raw_links}
     links = {}
     for link in raw_links:
         entry = _link_entry(link, byindex)
@@ -308,8 +309,9 @@ def refresh(reader, host, names, addresses=False):
     """``host`` (a dump) with the links ``names`` read again; a new dump, ``host`` is not changed.
 
     ``reader`` is a :class:`Reader`. Only what one change of a bridge can
-    touch is read: its own link and its ports' (one RTM_GETLINK each), bridge VLANs when a bridge filters VLANs,
-    and, with ``addresses``, the addresses and routes of the namespace.
+    touch is read: its own link and its ports' (one RTM_GETLINK each), bridge VLANs
+    when a bridge filters VLANs, and, with ``addresses``, the addresses and routes of
+    the namespace.
     Names that no longer exist are dropped. Much cheaper than :func:`dump`
     for a namespace with many links, which is what a run of many bridge
     states would otherwise pay once per changed bridge.
@@ -322,19 +324,21 @@ def refresh(reader, host, names, addresses=False):
             links.pop(name, None)
             continue
         fresh.append(link)
-    byindex = {l["index"]: n for n, l in links.items()}
-    byindex.update((l["index"], l.get_attr("IFLA_IFNAME")) for l in fresh)
+    byindex = {link["index"]: n for n, link in links.items()}
+    byindex.update((link["index"], link.get_attr("IFLA_IFNAME")) for link in fresh)
     for link in fresh:
         entry = _link_entry(link, byindex)
-        stale = [n for n, l in links.items() if l["index"] == entry["index"] and n != entry["name"]]
+        stale = [
+            n for n, link in links.items() if link["index"] == entry["index"] and n != entry["name"]
+        ]
         for n in stale:  # renamed: drop the old name
             del links[n]
         links[entry["name"]] = entry
-    if any(l["bridge"] and l["bridge"].get("vlan_filtering") for l in links.values()):
-        links = {n: dict(l, vlans=None) for n, l in links.items()}
+    if any(link["bridge"] and link["bridge"].get("vlan_filtering") for link in links.values()):
+        links = {n: dict(link, vlans=None) for n, link in links.items()}
         _set_vlans(reader, links)
-    elif any(l["vlans"] is not None for l in links.values()):
-        links = {n: dict(l, vlans=None) for n, l in links.items()}
+    elif any(link["vlans"] is not None for link in links.values()):
+        links = {n: dict(link, vlans=None) for n, link in links.items()}
     out = {"links": links, "addresses": host["addresses"], "routes": host["routes"]}
     if addresses:
         out["addresses"] = _addresses(reader, byindex)
@@ -360,7 +364,10 @@ def load(netns=None):
             return dump(opened)
         except Exception as exc:  # pylint: disable=broad-except
             raise KvmError(
-                f"cannot read links of network namespace {netns or 'current'}: {netlink_message(exc)}"
+                (
+                    f"cannot read links of network namespace {netns or 'current'}: "
+                    f"{netlink_message(exc)}"
+                )
             ) from None
 
 
@@ -801,7 +808,8 @@ def bridge_view(host, name, vms=None):
     view["up"] = link["up"]
     ports = []
     for port in sorted(
-        (l for l in host["links"].values() if l["master"] == name), key=lambda l: l["name"]
+        (link for link in host["links"].values() if link["master"] == name),
+        key=lambda link: link["name"],
     ):
         entry = {"name": port["name"]}
         entry.update(port["port"] or {})

@@ -92,7 +92,13 @@ def describe_type(field):
         return "port", f"``auto`` or {_range(field)}"
     if isinstance(field, schema.MappingOrText):
         if field.text:
-            return "mapping or string", f"a mapping (written as YAML) or a string used as it is, at most {field.max_len // 1024 // 1024} MiB"
+            return (
+                "mapping or string",
+                (
+                    "a mapping (written as YAML) or a string used as it is, at most "
+                    f"{field.max_len // 1024 // 1024} MiB"
+                ),
+            )
         return "mapping", "a mapping (written as YAML)"
     if isinstance(field, schema.Number):
         return "number", _range(field)
@@ -106,11 +112,17 @@ def describe_type(field):
         return "duration", "``90s``, ``30m``, ``12h``, ``7d``, ``2w`` or a number of seconds"
     if isinstance(field, schema.Interface):
         version = f"IPv{field.version} " if field.version else "IPv4 or IPv6 "
-        return "address with prefix", f"an {version}address with its prefix length (``192.0.2.10/24``)"
+        return (
+            "address with prefix",
+            f"an {version}address with its prefix length (``192.0.2.10/24``)",
+        )
     if isinstance(field, schema.Network):
         return "network", "a network (``198.51.100.0/24``) or ``default``"
     if isinstance(field, schema.Address):
-        return "IP address", f"an IPv{field.version} address" if field.version else "an IPv4 or IPv6 address"
+        return (
+            "IP address",
+            f"an IPv{field.version} address" if field.version else "an IPv4 or IPv6 address",
+        )
     if isinstance(field, schema.Mac):
         return "MAC address", "six hex pairs separated by ``:`` or ``-``"
     if isinstance(field, schema.VlanList):
@@ -122,7 +134,13 @@ def describe_type(field):
             return "string", f"{field.what}, at most {field.max_len} characters"
         return "string", f"{field.min_len}-{field.max_len} characters"
     if isinstance(field, schema.Ports):
-        return "list or mapping of ports", "names, ``{name: ..., ...}`` mappings, or a mapping of names to settings (the keys below)"
+        return (
+            "list or mapping of ports",
+            (
+                "names, ``{name: ..., ...}`` mappings, or a mapping of names to settings (the "
+                "keys below)"
+            ),
+        )
     if isinstance(field, schema.List):
         itype, allowed = describe_type(field.item)
         extra = []
@@ -134,7 +152,11 @@ def describe_type(field):
             allowed = "mappings with the keys below"
         return f"list of {itype}", "; ".join([allowed] + extra)
     if isinstance(field, schema.Map):
-        what = field.key.what if isinstance(field.key, schema.Str) and field.key.pattern else "any name"
+        what = (
+            field.key.what
+            if isinstance(field.key, schema.Str) and field.key.pattern
+            else "any name"
+        )
         return "mapping of names", f"names: {what}; values: the keys below"
     if isinstance(field, schema.Record):
         return "mapping", "the keys below"
@@ -165,7 +187,7 @@ def _entry_rst(entry):
 
 def _list_table(title, intro, header, rows):
     lines = [title, "^" * len(title), "", intro, "", ".. list-table::", "   :header-rows: 1", ""]
-    for i, row in enumerate([header] + rows):
+    for row in [header] + rows:
         lines += [f"   {'*' if j == 0 else ' '} - {cell}" for j, cell in enumerate(row)]
     return lines + [""]
 
@@ -179,9 +201,7 @@ def _pool_types_rst():
     rows = []
     for ptype in pool_types.TYPES:
         volumes = (
-            "image files (" + ", ".join(ptype.volume_formats) + ")"
-            if ptype.file_backed
-            else "raw"
+            "image files (" + ", ".join(ptype.volume_formats) + ")" if ptype.file_backed else "raw"
         )
         rows.append([f"``{ptype.name}``", _keys(ptype.needs), volumes, ptype.doc])
     return _list_table(
@@ -202,9 +222,7 @@ def _network_modes_rst():
         refuses = [k for k, _why in mode.forbids]
         if not mode.dev:
             refuses.append("dev")
-        rows.append(
-            [f"``{mode.name}``", ", ".join(needs) or "—", _keys(refuses), mode.doc]
-        )
+        rows.append([f"``{mode.name}``", ", ".join(needs) or "—", _keys(refuses), mode.doc])
     return _list_table(
         "What each network mode needs",
         "Checked before anything changes (paths below ``kvm:networks:<network>``):",
@@ -247,7 +265,11 @@ def render(record=schema.PILLAR, root="kvm"):
     """The reference as reStructuredText lines: one section per top-level key."""
     lines = []
     for key in record.fields:
-        top = [e for e in entries(record, root) if e.path == f"{root}:{key}" or e.path.startswith(f"{root}:{key}:")]
+        top = [
+            e
+            for e in entries(record, root)
+            if e.path == f"{root}:{key}" or e.path.startswith(f"{root}:{key}:")
+        ]
         title = f"``{root}:{key}``"
         ftype, allowed = describe_type(top[0].field)
         lines += [title, "~" * len(title), "", top[0].description or "(no description)", ""]
@@ -273,7 +295,9 @@ class PillarReference(Directive):
             env.note_dependency(path)
         env.note_dependency(__file__)
         container = nodes.section()
-        nested_parse_with_titles(self.state, StringList(render(), source="salt_kvm/schema"), container)
+        nested_parse_with_titles(
+            self.state, StringList(render(), source="salt_kvm/schema"), container
+        )
         return container.children
 
 

@@ -52,7 +52,10 @@ PORT_VLANS = Record(
 describe(
     PORT_VLANS,
     {
-        "pvid": "The port VLAN id: untagged frames arriving on the port join this VLAN. It is egress-untagged unless it is also listed under ``tagged``.",
+        "pvid": (
+            "The port VLAN id: untagged frames arriving on the port join this VLAN. It is "
+            "egress-untagged unless it is also listed under ``tagged``."
+        ),
         "untagged": "VLANs sent out of the port untagged: ids or ranges (``[300, 400-410]``).",
         "tagged": "VLANs carried tagged on the port (a trunk): ids or ranges (``[100-110, 200]``).",
     },
@@ -72,11 +75,19 @@ PORT = Record(
 describe(
     PORT,
     {
-        "name": "The port: an existing link (``eno1``) or a VLAN sub-interface ``PARENT.VID`` (``eno1.300``), created when missing.",
+        "name": (
+            "The port: an existing link (``eno1``) or a VLAN sub-interface ``PARENT.VID`` "
+            "(``eno1.300``), created when missing."
+        ),
         "cost": "STP path cost of the port.",
         "priority": "STP priority of the port.",
-        "hairpin": "Hairpin mode: frames may leave through the port they came in on (reflective relay).",
-        "vlans": "The port's VLANs ``{pvid, untagged, tagged}``; needs ``vlan_filtering: true``. The declared set is exact.",
+        "hairpin": (
+            "Hairpin mode: frames may leave through the port they came in on (reflective relay)."
+        ),
+        "vlans": (
+            "The port's VLANs ``{pvid, untagged, tagged}``; needs ``vlan_filtering: true``. The "
+            "declared set is exact."
+        ),
     },
 )
 
@@ -125,7 +136,10 @@ ROUTE = Record(
 describe(
     ROUTE,
     {
-        "to": "The destination network (``203.0.113.0/24``), or ``default`` (IPv4's 0.0.0.0/0; write ``::/0`` for an IPv6 default route).",
+        "to": (
+            "The destination network (``203.0.113.0/24``), or ``default`` (IPv4's 0.0.0.0/0; "
+            "write ``::/0`` for an IPv6 default route)."
+        ),
         "via": "The gateway, of the same IP version as ``to``.",
         "metric": ("The route's metric.", "the kernel's: none for IPv4, 1024 for IPv6"),
     },
@@ -142,7 +156,10 @@ describe(
     PROBE,
     {
         "ping": "An address that must answer an ICMP echo (the gateway, say).",
-        "tcp": "``host:port`` that must accept a TCP connection (the Salt master's ``salt.example.net:4506``, say).",
+        "tcp": (
+            "``host:port`` that must accept a TCP connection (the Salt master's "
+            "``salt.example.net:4506``, say)."
+        ),
         "timeout": ("The total time the probe may take before the change is rolled back.", "10s"),
     },
 )
@@ -195,14 +212,22 @@ describe(
     BRIDGE,
     {
         **{a.key: a.doc for a in bridge_attrs.ATTRS},
-        "ports": "The bridge's ports: a list of names or of mappings ``{name, cost, priority, hairpin, vlans}``, or a mapping of names to those settings. A port holding the host's addresses hands them (with its routes and MAC) to the bridge, then the probe runs. Only declared ports are managed: the taps of VMs are never removed.",
+        "ports": (
+            "The bridge's ports: a list of names or of mappings ``{name, cost, priority, "
+            "hairpin, vlans}``, or a mapping of names to those settings. A port holding the "
+            "host's addresses hands them (with its routes and MAC) to the bridge, then the probe "
+            "runs. Only declared ports are managed: the taps of VMs are never removed."
+        ),
         "mtu": "The bridge's MTU; ports with a smaller MTU are raised to it.",
         "mac": (
             "The bridge's MAC address.",
             "the uplink's MAC when addresses move to the bridge, else the kernel's choice",
         ),
         "addresses": (
-            "The bridge's IPv4 and IPv6 addresses with prefix (``192.0.2.10/24``); when given, the list is exact.",
+            (
+                "The bridge's IPv4 and IPv6 addresses with prefix (``192.0.2.10/24``); when "
+                "given, the list is exact."
+            ),
             "what the bridge has plus what moved from an uplink",
         ),
         "gateway": (
@@ -215,16 +240,28 @@ describe(
         ),
         "routes": "Extra routes ``{to, via, metric}``; when given, the list is exact.",
         "persist": (
-            "Write the host's own network configuration so the bridge survives a reboot; ``auto`` picks the network manager in use.",
+            (
+                "Write the host's own network configuration so the bridge survives a reboot; "
+                "``auto`` picks the network manager in use."
+            ),
             "none",
         ),
         "probe": (
-            "What must still answer after a risky change (moving an uplink, changing a gateway); if it does not, everything is put back as it was.",
-            "ping the gateway, and connect to the Salt master when it is reached through the moving uplink",
+            (
+                "What must still answer after a risky change (moving an uplink, changing a "
+                "gateway); if it does not, everything is put back as it was."
+            ),
+            (
+                "ping the gateway, and connect to the Salt master when it is reached through the "
+                "moving uplink"
+            ),
         ),
         "absent": ("Remove the bridge (``kvm.bridge_absent``).", "false"),
         "force": (
-            "With ``absent``: remove the bridge even with VM taps attached or the host's addresses on it.",
+            (
+                "With ``absent``: remove the bridge even with VM taps attached or the host's "
+                "addresses on it."
+            ),
             "false",
         ),
     },

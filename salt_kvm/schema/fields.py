@@ -132,7 +132,10 @@ class Secret(Str):
         if found:
             errors.add(
                 path,
-                f"is not a valid secret (a string of {self.min_len}-{self.max_len} characters; the value is not shown)",
+                (
+                    f"is not a valid secret (a string of {self.min_len}-{self.max_len} "
+                    "characters; the value is not shown)"
+                ),
             )
         return result
 
@@ -188,7 +191,8 @@ class Address(Field):
         except ValueError:
             errors.add(
                 path,
-                f"{_show(value)} is not an IP{'v%d' % self.version if self.version else ''} address",
+                f"{_show(value)} is not an "
+                f"IP{'v%d' % self.version if self.version else ''} address",
             )
             return _INVALID
         if self.version and addr.version != self.version:

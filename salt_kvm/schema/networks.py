@@ -136,9 +136,10 @@ def _check_network_more(rec, mode, path, errors):
         elif version == 6 and net.prefixlen < 127:
             special = {net.network_address}
         if iface.ip in special:
+            kind = "broadcast" if iface.ip == net.broadcast_address and version == 4 else "network"
             errors.add(
                 _join(path, addr_key),
-                f"{iface.ip} is the network's {'broadcast' if iface.ip == net.broadcast_address and version == 4 else 'network'} address, not a host address",
+                f"{iface.ip} is the network's {kind} address, not a host address",
             )
         dhcp = rec.get(dhcp_key) or {}
         dpath = _join(path, dhcp_key)
@@ -163,7 +164,10 @@ def _check_network_more(rec, mode, path, errors):
                 if host.get("mac"):
                     errors.add(
                         _join(hpath, "mac"),
-                        "cannot be set for an IPv6 host (DHCPv6 identifies hosts by name; libvirt's rule)",
+                        (
+                            "cannot be set for an IPv6 host (DHCPv6 identifies hosts by name; "
+                            "libvirt's rule)"
+                        ),
                     )
                 elif not host.get("name"):
                     errors.add(hpath, "needs name (libvirt's rule for IPv6 hosts)")
@@ -195,17 +199,29 @@ describe(
             + "; what each mode is, needs and refuses is listed below.",
             network_modes.DEFAULT,
         ),
-        "bridge": "In mode ``bridge``, the host bridge to use (required). In the other modes, the name of the bridge libvirt creates (left out: libvirt picks ``virbrN``).",
+        "bridge": (
+            "In mode ``bridge``, the host bridge to use (required). In the other modes, the name "
+            "of the bridge libvirt creates (left out: libvirt picks ``virbrN``)."
+        ),
         "dev": "Modes ``nat`` and ``route`` only: forward through this host interface only.",
-        "address": "The network's own IPv4 address with prefix (``198.51.100.1/24``): a host address of its subnet, which must not overlap another network.",
+        "address": (
+            "The network's own IPv4 address with prefix (``198.51.100.1/24``): a host address of "
+            "its subnet, which must not overlap another network."
+        ),
         "address6": "The network's own IPv6 address with prefix (``2001:db8:1::1/64``).",
         "dhcp": "The IPv4 DHCP range and static hosts (needs ``address``).",
         "dhcp6": "The IPv6 DHCP range and static hosts (needs ``address6``).",
         "domain": "The DNS domain dnsmasq serves for the network.",
-        "mtu": "The MTU of the network's bridge (not in mode ``bridge``: set the host bridge's ``mtu``).",
+        "mtu": (
+            "The MTU of the network's bridge (not in mode ``bridge``: set the host bridge's "
+            "``mtu``)."
+        ),
         "autostart": "Start the network when libvirtd starts.",
         "restart": (
-            "Allow the state to restart the network, when a change needs it, while running VMs are attached.",
+            (
+                "Allow the state to restart the network, when a change needs it, while running "
+                "VMs are attached."
+            ),
             "false",
         ),
         "force": ("With ``absent``: remove the network even with running VMs attached.", "false"),

@@ -42,7 +42,10 @@ def _check_vms(vms, path, errors):
             ):
                 errors.add(
                     _join(_join(_join(_join(path, "vms"), vname), "disks"), i),
-                    f"volume {key[0]}/{key[1]} is already a disk of VM {users[key][0]!r} (shareable: true on both for a disk meant to be shared)",
+                    (
+                        f"volume {key[0]}/{key[1]} is already a disk of VM {users[key][0]!r} "
+                        "(shareable: true on both for a disk meant to be shared)"
+                    ),
                 )
             users.setdefault(key, (vname, bool(disk.get("shareable"))))
 
@@ -54,7 +57,10 @@ describe(
     CONNECTION,
     {
         "uri": (
-            "The libvirt URI the ``kvm`` modules connect to; also settable in the minion config (read with ``config.get``).",
+            (
+                "The libvirt URI the ``kvm`` modules connect to; also settable in the minion "
+                "config (read with ``config.get``)."
+            ),
             "qemu:///system",
         ),
     },
@@ -65,7 +71,11 @@ describe(
     PROGRESS,
     {
         "interval": (
-            "Seconds (or a duration like ``10s``) between two progress reports of a long import, clone, wipe or snapshot merge; also settable in the minion config (read with ``config.get``).",
+            (
+                "Seconds (or a duration like ``10s``) between two progress reports of a long "
+                "import, clone, wipe or snapshot merge; also settable in the minion config (read "
+                "with ``config.get``)."
+            ),
             "5s",
         ),
     },
@@ -93,7 +103,10 @@ def _check_vm_volumes(rec, path, errors):
             if disk["volume"] in vols:
                 errors.add(
                     _join(dpath, "volume"),
-                    f"{disk['pool']}/{disk['volume']} is also declared under kvm:pools:{disk['pool']}:volumes; declare how to make it in one place",
+                    (
+                        f"{disk['pool']}/{disk['volume']} is also declared under "
+                        f"kvm:pools:{disk['pool']}:volumes; declare how to make it in one place"
+                    ),
                 )
             if disk.get("backing") in vols and vols[disk["backing"]].get("absent"):
                 errors.add(
@@ -168,11 +181,19 @@ describe(
     PILLAR,
     {
         "connection": "How the minion reaches libvirt.",
-        "progress": "How often long work reports its progress (minion log and ``salt/kvm/progress/*`` events).",
-        "bridges": "Kernel bridges by name (a Linux link name, at most 15 characters); applied first.",
+        "progress": (
+            "How often long work reports its progress (minion log and ``salt/kvm/progress/*`` "
+            "events)."
+        ),
+        "bridges": (
+            "Kernel bridges by name (a Linux link name, at most 15 characters); applied first."
+        ),
         "networks": "libvirt networks by name; applied after the bridges.",
         "pools": "libvirt storage pools by name, with their volumes; applied after the networks.",
-        "vms": "VMs by name, with their disks (volumes of pools) and NICs; applied after the volumes, before snapshots.",
+        "vms": (
+            "VMs by name, with their disks (volumes of pools) and NICs; applied after the "
+            "volumes, before snapshots."
+        ),
         "snapshots": "Snapshot retention by VM name; applied last.",
     },
 )

@@ -23,7 +23,10 @@ describe(
         "every": "Take a snapshot when the newest one named with ``prefix`` is older than this.",
         "keep": "How many snapshots named with ``prefix`` to keep, counting the one just taken.",
         "prefix": (
-            "The managed snapshots' names start with it (then the UTC time); other snapshots are never touched.",
+            (
+                "The managed snapshots' names start with it (then the UTC time); other snapshots "
+                "are never touched."
+            ),
             "auto-",
         ),
         "memory": ("Include the RAM of a running VM.", "true"),

@@ -68,7 +68,10 @@ describe(
     {
         "type": "``chap`` (iSCSI) or ``ceph`` (rbd).",
         "username": "The user name.",
-        "secret": "The secret itself, kept in a libvirt secret that salt-kvm manages; never shown in output or errors.",
+        "secret": (
+            "The secret itself, kept in a libvirt secret that salt-kvm manages; never shown in "
+            "output or errors."
+        ),
         "secret_uuid": "Instead of ``secret``: a libvirt secret you manage, by UUID.",
         "secret_usage": "Instead of ``secret``: a libvirt secret you manage, by usage name.",
     },
@@ -76,11 +79,19 @@ describe(
 describe(
     SOURCE,
     {
-        "devices": "Block devices (``fs``, ``disk``, ``logical``); the target IQN for ``iscsi`` and ``iscsi-direct``.",
+        "devices": (
+            "Block devices (``fs``, ``disk``, ``logical``); the target IQN for ``iscsi`` and "
+            "``iscsi-direct``."
+        ),
         "dir": "The NFS export or Gluster directory (absolute), or a CIFS share name.",
-        "name": "The volume group (``logical``), Ceph pool (``rbd``) or Gluster volume (``gluster``).",
+        "name": (
+            "The volume group (``logical``), Ceph pool (``rbd``) or Gluster volume (``gluster``)."
+        ),
         "hosts": "The servers: ``host`` or ``host:port`` (``[2001:db8::1]:3260`` for IPv6).",
-        "format": "The source's format: ``ext4``, ``xfs`` ... (``fs``), ``nfs``, ``glusterfs``, ``cifs`` (``netfs``), ``lvm2`` (``logical``), ``dos``, ``gpt`` (``disk``).",
+        "format": (
+            "The source's format: ``ext4``, ``xfs`` ... (``fs``), ``nfs``, ``glusterfs``, "
+            "``cifs`` (``netfs``), ``lvm2`` (``logical``), ``dos``, ``gpt`` (``disk``)."
+        ),
         "initiator": "The initiator IQN of an ``iscsi-direct`` pool.",
         "auth": "Credentials: CHAP for iSCSI, cephx for rbd.",
     },
@@ -102,26 +113,48 @@ describe(
     VOLUME,
     {
         "size": (
-            "The capacity: ``512M``, ``20G``, ``1.5T`` or bytes: ``K``/``M``/``G``/``T`` and ``KiB``/``MiB``/``GiB``/``TiB`` are powers of 1024, ``KB``/``MB``/``GB``/``TB`` powers of 1000 (as in virsh). The volume grows to it; a smaller size fails unless ``force``. Required unless ``source`` or ``backing`` is given.",
+            (
+                "The capacity: ``512M``, ``20G``, ``1.5T`` or bytes: ``K``/``M``/``G``/``T`` and "
+                "``KiB``/``MiB``/``GiB``/``TiB`` are powers of 1024, ``KB``/``MB``/``GB``/``TB`` "
+                "powers of 1000 (as in virsh). The volume grows to it; a smaller size fails "
+                "unless ``force``. Required unless ``source`` or ``backing`` is given."
+            ),
             "the size of the source or backing image",
         ),
         "format": (
             "``raw``, ``qcow2`` or ``vmdk``; never changed in place (clone the volume instead).",
             f"qcow2 in file pools ({pool_types.listed(pool_types.FILE_BACKED)}), raw in the others",
         ),
-        "backing": "A volume of the same pool (created first) or an absolute path: the new qcow2 volume is an overlay on it.",
-        "source": "Import a local file or an http(s) URL into the volume (a password in the URL is never shown).",
-        "sha256": "The sha256 the imported ``source`` must have; a mismatch removes the volume again.",
+        "backing": (
+            "A volume of the same pool (created first) or an absolute path: the new qcow2 volume "
+            "is an overlay on it."
+        ),
+        "source": (
+            "Import a local file or an http(s) URL into the volume (a password in the URL is "
+            "never shown)."
+        ),
+        "sha256": (
+            "The sha256 the imported ``source`` must have; a mismatch removes the volume again."
+        ),
         "preallocation": (
-            "``off`` (sparse), ``metadata`` (qcow2), ``falloc`` / ``full`` / ``true`` (every byte allocated now).",
+            (
+                "``off`` (sparse), ``metadata`` (qcow2), ``falloc`` / ``full`` / ``true`` (every "
+                "byte allocated now)."
+            ),
             "off",
         ),
         "force": (
-            "Allow a shrink, a re-import of a changed image, deleting a volume in use or backing another.",
+            (
+                "Allow a shrink, a re-import of a changed image, deleting a volume in use or "
+                "backing another."
+            ),
             "false",
         ),
         "absent": (
-            "Delete the volume (refused while a VM uses it or it backs another volume, unless ``force``).",
+            (
+                "Delete the volume (refused while a VM uses it or it backs another volume, "
+                "unless ``force``)."
+            ),
             "false",
         ),
     },
@@ -200,17 +233,30 @@ POOL = Record(
 describe(
     POOL,
     {
-        "type": "The libvirt pool type (required unless ``absent``); what each type needs is listed below.",
-        "target": "The directory (``dir``; the mount point of ``fs`` and ``netfs``) or the device directory (``/dev`` for ``disk``, ``/dev/disk/by-path`` for ``iscsi``).",
+        "type": (
+            "The libvirt pool type (required unless ``absent``); what each type needs is listed "
+            "below."
+        ),
+        "target": (
+            "The directory (``dir``; the mount point of ``fs`` and ``netfs``) or the device "
+            "directory (``/dev`` for ``disk``, ``/dev/disk/by-path`` for ``iscsi``)."
+        ),
         "source": "Where the data lives; which keys each type needs is listed below.",
         "autostart": "Start the pool when libvirtd starts.",
         "build": (
-            "``true`` builds what is missing (a directory, a filesystem, a disk label, a volume group) and never overwrites existing storage; ``false`` never builds; ``force`` also overwrites storage of another kind.",
+            (
+                "``true`` builds what is missing (a directory, a filesystem, a disk label, a "
+                "volume group) and never overwrites existing storage; ``false`` never builds; "
+                "``force`` also overwrites storage of another kind."
+            ),
             "true",
         ),
         "force": ("Allow a change of ``type`` or ``source`` (the pool is redefined).", "false"),
         "purge": ("With ``absent``: also delete the volumes and the storage.", "false"),
         "absent": ("Stop and undefine the pool; its storage stays unless ``purge``.", "false"),
-        "volumes": "The pool's volumes by name (a file name in the pool, never a path); backing volumes are created first.",
+        "volumes": (
+            "The pool's volumes by name (a file name in the pool, never a path); backing volumes "
+            "are created first."
+        ),
     },
 )

@@ -61,20 +61,33 @@ VM_DISK = Record(
 describe(
     VM_DISK,
     {
-        "pool": "The pool holding the volume (declared under ``kvm:pools`` or existing on the host).",
+        "pool": (
+            "The pool holding the volume (declared under ``kvm:pools`` or existing on the host)."
+        ),
         "volume": "The volume's name in that pool.",
         "device": ("``disk`` (virtio) or ``cdrom`` (SATA, read-only).", "disk"),
         "size": (
-            "Make the volume with this capacity when it does not exist (``20G``). An existing volume is never re-created or resized by the VM: one smaller than ``size`` fails the state (grow it with ``kvm.volume_resize`` or declare it under ``kvm:pools``).",
+            (
+                "Make the volume with this capacity when it does not exist (``20G``). An "
+                "existing volume is never re-created or resized by the VM: one smaller than "
+                "``size`` fails the state (grow it with ``kvm.volume_resize`` or declare it "
+                "under ``kvm:pools``)."
+            ),
             "the volume must exist",
         ),
         "format": (
             "The format of a volume made from ``size``: ``raw``, ``qcow2`` or ``vmdk``.",
             "qcow2 in file pools, raw in the others",
         ),
-        "backing": "Make the volume, when it does not exist, as a qcow2 copy-on-write child of this volume of the same pool (its size is the base's unless ``size`` says more).",
+        "backing": (
+            "Make the volume, when it does not exist, as a qcow2 copy-on-write child of this "
+            "volume of the same pool (its size is the base's unless ``size`` says more)."
+        ),
         "shareable": (
-            "A disk meant to be written by several VMs at once (a cluster filesystem's disk; raw volumes). Without it, a volume another VM has as a disk is refused.",
+            (
+                "A disk meant to be written by several VMs at once (a cluster filesystem's disk; "
+                "raw volumes). Without it, a volume another VM has as a disk is refused."
+            ),
             "false",
         ),
     },
@@ -126,7 +139,9 @@ describe(
     {
         "kernel": "The kernel image to boot (a file on the host).",
         "initrd": "The initramfs to boot with it.",
-        "cmdline": "The kernel command line (``console=ttyS0`` sends its console to the serial port).",
+        "cmdline": (
+            "The kernel command line (``console=ttyS0`` sends its console to the serial port)."
+        ),
     },
 )
 VM_CONSOLE = Record({"log": Bool()})
@@ -134,7 +149,10 @@ describe(
     VM_CONSOLE,
     {
         "log": (
-            "Write the serial console to ``/var/log/libvirt/qemu/<name>.console.log`` (read it with ``kvm.vm_console``).",
+            (
+                "Write the serial console to ``/var/log/libvirt/qemu/<name>.console.log`` (read "
+                "it with ``kvm.vm_console``)."
+            ),
             "false",
         )
     },
@@ -152,11 +170,17 @@ describe(
     VM_CLOUD_INIT,
     {
         "user_data": (
-            "cloud-init's user data: a mapping (written as ``#cloud-config`` YAML) or a string used as it is (a script, a MIME multipart).",
+            (
+                "cloud-init's user data: a mapping (written as ``#cloud-config`` YAML) or a "
+                "string used as it is (a script, a MIME multipart)."
+            ),
             "an empty ``#cloud-config``",
         ),
         "meta_data": (
-            "Merged over the defaults ``instance-id: <vm>-<hash of user-data and network-config>`` and ``local-hostname: <vm>``.",
+            (
+                "Merged over the defaults ``instance-id: <vm>-<hash of user-data and "
+                "network-config>`` and ``local-hostname: <vm>``."
+            ),
             "instance-id and local-hostname",
         ),
         "network_config": (
@@ -193,9 +217,15 @@ VM_GRAPHICS = Record(
 describe(
     VM_GRAPHICS,
     {
-        "type": "``vnc``, ``spice`` or ``none`` (no graphics device); ``graphics: none`` and ``graphics: vnc`` are short for ``{type: ...}``.",
+        "type": (
+            "``vnc``, ``spice`` or ``none`` (no graphics device); ``graphics: none`` and "
+            "``graphics: vnc`` are short for ``{type: ...}``."
+        ),
         "password": (
-            "The console's password (VNC: at most 8 characters); never shown in state output, ``vm_show`` or logs.",
+            (
+                "The console's password (VNC: at most 8 characters); never shown in state "
+                "output, ``vm_show`` or logs."
+            ),
             "no password",
         ),
         "listen": ("The address the console listens on.", "127.0.0.1"),
@@ -218,7 +248,11 @@ def _check_vm(rec, path, errors):
         if disk.get("backing") and (disk["pool"], disk["backing"]) in seen:
             errors.add(
                 _join(_join(_join(path, "disks"), i), "backing"),
-                f"{disk['pool']}/{disk['backing']} is also disk {seen[(disk['pool'], disk['backing'])]} of this VM (a base is read-only under its children)",
+                (
+                    f"{disk['pool']}/{disk['backing']} is also disk "
+                    f"{seen[(disk['pool'], disk['backing'])]} of this VM (a base is read-only "
+                    "under its children)"
+                ),
             )
     if "max_memory" in rec and "memory" in rec and rec["memory"] > rec["max_memory"]:
         errors.add(
@@ -261,38 +295,68 @@ describe(
     VM,
     {
         "type": (
-            "``kvm`` (hardware virtualisation) or ``qemu`` (software emulation, where KVM is missing).",
+            (
+                "``kvm`` (hardware virtualisation) or ``qemu`` (software emulation, where KVM is "
+                "missing)."
+            ),
             "kvm where /dev/kvm exists, else qemu",
         ),
-        "memory": "The VM's RAM: ``512M``, ``2G`` (binary units). Up to ``max_memory`` it changes live (the balloon); above it at a restart.",
+        "memory": (
+            "The VM's RAM: ``512M``, ``2G`` (binary units). Up to ``max_memory`` it changes live "
+            "(the balloon); above it at a restart."
+        ),
         "max_memory": (
-            "The most RAM the VM can be given without a restart (libvirt's ``<memory>``; ``memory`` is its ``<currentMemory>``).",
+            (
+                "The most RAM the VM can be given without a restart (libvirt's ``<memory>``; "
+                "``memory`` is its ``<currentMemory>``)."
+            ),
             "memory",
         ),
-        "vcpus": "The number of virtual CPUs. Up to ``max_vcpus`` more are plugged in live; fewer are unplugged live when the guest lets them go.",
+        "vcpus": (
+            "The number of virtual CPUs. Up to ``max_vcpus`` more are plugged in live; fewer are "
+            "unplugged live when the guest lets them go."
+        ),
         "max_vcpus": ("The most vCPUs the VM can have without a restart.", "vcpus"),
         "cpu": ("``host-model``, ``host-passthrough`` or a named CPU model.", "libvirt's default"),
         "machine": ("The machine type (``pc``, ``q35``).", "libvirt's default"),
-        "disks": "Volumes of pools as disks (``vda``, ``vdb``... in order) or CD-ROMs; a disk removed from the list is detached, its volume kept.",
+        "disks": (
+            "Volumes of pools as disks (``vda``, ``vdb``... in order) or CD-ROMs; a disk removed "
+            "from the list is detached, its volume kept."
+        ),
         "nics": "NICs on host bridges or libvirt networks, in order.",
         "boot": "Direct kernel boot: ``kernel``, ``initrd``, ``cmdline``.",
-        "console": "``log: true`` writes the serial console to a file (read it with ``kvm.vm_console``).",
+        "console": (
+            "``log: true`` writes the serial console to a file (read it with ``kvm.vm_console``)."
+        ),
         "firmware": (
-            "``bios`` or ``uefi`` (OVMF, Debian's ``ovmf`` package, chosen by libvirt, Secure Boot off, NVRAM per VM); a change waits for a restart.",
+            (
+                "``bios`` or ``uefi`` (OVMF, Debian's ``ovmf`` package, chosen by libvirt, "
+                "Secure Boot off, NVRAM per VM); a change waits for a restart."
+            ),
             "left as it is (bios for a new VM)",
         ),
         "graphics": (
-            "``none`` or ``{type: vnc|spice, password, listen, port}``; a change waits for a restart.",
+            (
+                "``none`` or ``{type: vnc|spice, password, listen, port}``; a change waits for a "
+                "restart."
+            ),
             "left as it is (none for a new VM)",
         ),
         "cloud_init": (
-            "A NoCloud seed ISO (``/var/lib/libvirt/salt-kvm/cloud-init/<vm>.iso``) from ``user_data``, ``meta_data``, ``network_config``, attached as a read-only CD-ROM; rewritten only when its content changes, which waits for a restart.",
+            (
+                "A NoCloud seed ISO (``/var/lib/libvirt/salt-kvm/cloud-init/<vm>.iso``) from "
+                "``user_data``, ``meta_data``, ``network_config``, attached as a read-only "
+                "CD-ROM; rewritten only when its content changes, which waits for a restart."
+            ),
             "no seed",
         ),
         "autostart": "Start the VM when the host boots.",
         "state": ("``running``, ``stopped`` or ``paused``.", "running"),
         "restart": (
-            "Restart the VM (ACPI shutdown, then start) for a change that needs it; otherwise the change waits in the definition and is reported as pending.",
+            (
+                "Restart the VM (ACPI shutdown, then start) for a change that needs it; "
+                "otherwise the change waits in the definition and is reported as pending."
+            ),
             "false",
         ),
         "shutdown_timeout": ("How long a restart waits for the guest to shut down.", "120s"),
@@ -301,7 +365,10 @@ describe(
             "false",
         ),
         "purge": (
-            "With ``absent``: also delete its volumes that no other VM uses and no other image is built on.",
+            (
+                "With ``absent``: also delete its volumes that no other VM uses and no other "
+                "image is built on."
+            ),
             "false",
         ),
     },
