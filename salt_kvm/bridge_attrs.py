@@ -211,7 +211,9 @@ TIMERS: tuple[str, ...] = tuple(a.key for a in ATTRS if a.kind == "timer")
 BACKENDS = ("ifupdown", "networkd", "networkmanager")
 
 
-def persisted(backend: str, spec: dict, *, words: tuple[str, str], timer: Callable[[Any], Any]):
+def persisted(
+    backend: str, spec: dict, *, words: tuple[str, str], timer: Callable[[Any], Any]
+) -> list[tuple[int, BridgeAttr, Persisted, Any]]:
     """``[(order, attr, persisted, value)]`` of the attributes ``spec`` declares, as
     back end ``backend`` writes them, in the back end's order.
 

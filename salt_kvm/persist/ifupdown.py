@@ -11,6 +11,7 @@ option for them). Checked with ``ifquery -i FILE`` in the tests.
 """
 
 import re
+from typing import Callable, Iterable, Optional
 
 from salt_kvm import bridge_attrs
 from salt_kvm.persist import _common
@@ -21,11 +22,11 @@ MARK = "# salt-kvm: "
 _STANZA = re.compile(r"^(iface|mapping|auto|allow-[\w-]+|source|source-directory|rename)\b")
 
 
-def path(name):
+def path(name: str) -> str:
     return f"{DIR}/salt-kvm-{name}"
 
 
-def owned_files(name, _listdir):
+def owned_files(name: str, _listdir: Callable[[str], list[str]]) -> list[str]:
     return [path(name)]
 
 
@@ -83,7 +84,7 @@ def _routes(spec, routes):
     return out
 
 
-def render_bridge(spec):
+def render_bridge(spec: dict) -> str:
     name = spec["name"]
     lines = [_common.header(spec).rstrip(), ""]
     for port in spec.get("ports", []):
@@ -119,7 +120,7 @@ def render_bridge(spec):
     return "\n".join(lines) + "\n"
 
 
-def disable_ports(text, ports):
+def disable_ports(text: Optional[str], ports: Iterable[str]) -> Optional[str]:
     """Comment out the stanzas of ``ports`` in the main interfaces file (idempotent)."""
     if text is None:
         return None
@@ -151,12 +152,12 @@ def disable_ports(text, ports):
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")
 
 
-def render(spec, read):
+def render(spec: dict, read: Callable[[str], Optional[str]]) -> dict[str, str]:
     files = {path(spec["name"]): render_bridge(spec)}
     main = read(MAIN)
     ports = [p["name"] for p in spec.get("ports", [])]
     if main is not None and ports:
         changed = disable_ports(main, ports)
-        if changed != main:
+        if changed is not None and changed != main:
             files[MAIN] = changed
     return files

@@ -12,6 +12,8 @@ daemon, ``systemd-analyze verify`` does not read them), so the tests compare
 golden files.
 """
 
+from typing import Any, Callable
+
 from salt_kvm import bridge_attrs
 from salt_kvm.persist import _common
 
@@ -22,7 +24,7 @@ def _name(*parts):
     return f"{DIR}/10-salt-kvm-{'-'.join(parts)}"
 
 
-def owned_files(name, listdir):
+def owned_files(name: str, listdir: Callable[[str], list[str]]) -> list[str]:
     prefix = f"10-salt-kvm-{name}"
     return [
         f"{DIR}/{f}"
@@ -41,7 +43,7 @@ def _bool(value):
     return "yes" if value else "no"
 
 
-def render(spec, read):
+def render(spec: dict, read: Any) -> dict[str, str]:
     name = spec["name"]
     head = _common.header(spec).rstrip()
     files = {}
@@ -82,7 +84,7 @@ def render(spec, read):
         )
     files[_name(name) + ".network"] = "\n".join(network) + "\n"
 
-    vlan_children = {}
+    vlan_children: dict[str, list[str]] = {}
     for port in spec.get("ports", []):
         pname = port["name"]
         vlan = (spec.get("vlan_ports") or {}).get(pname)

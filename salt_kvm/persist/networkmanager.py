@@ -10,6 +10,7 @@ The tests check the files with ``nmcli --offline`` when it is installed.
 """
 
 import uuid
+from typing import Any, Callable
 
 from salt_kvm import bridge_attrs
 from salt_kvm.persist import _common
@@ -26,7 +27,7 @@ def _file(name):
     return f"{DIR}/salt-kvm-{name}.nmconnection"
 
 
-def owned_files(name, listdir):
+def owned_files(name: str, listdir: Callable[[str], list[str]]) -> list[str]:
     prefix = f"salt-kvm-{name}"
     return [
         f"{DIR}/{f}"
@@ -76,7 +77,7 @@ def _ip(addresses, gateway, routes, v6):
     return items
 
 
-def render(spec, read):
+def render(spec: dict, read: Any) -> dict[str, str]:
     name = spec["name"]
     head = _common.header(spec)
     v4, v6 = _common.split_addresses(spec.get("addresses"))

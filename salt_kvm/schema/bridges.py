@@ -7,6 +7,7 @@ The bridge attributes (``stp``, ``forward_delay`` ...) come from
 from __future__ import annotations
 
 import ipaddress
+import typing
 
 from salt_kvm import bridge_attrs
 from salt_kvm.schema.fields import (
@@ -15,6 +16,7 @@ from salt_kvm.schema.fields import (
     Bool,
     Duration,
     Enum,
+    Errors,
     Field,
     Int,
     Interface,
@@ -95,7 +97,7 @@ describe(
 class Ports(Field):
     """``[eno1, {name: eno2, cost: 4}]`` or ``{eno1: {}, eno2: {cost: 4}}`` -> list of dicts."""
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         if isinstance(value, dict):
             items = []
             for k, v in value.items():

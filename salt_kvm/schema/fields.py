@@ -13,6 +13,8 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import typing
+from typing import Callable, Iterable, Optional
 
 from salt_kvm import units
 from salt_kvm.errors import InvalidInput
@@ -21,7 +23,7 @@ _INVALID = object()
 
 
 class Errors(list):
-    def add(self, path, message):
+    def add(self, path: str, message: str) -> None:
         self.append((path, message))
 
 
@@ -40,21 +42,23 @@ def _show(value):
 class Field:
     """A typed value. ``check`` returns the normalised value or ``_INVALID``."""
 
-    def __init__(self, default=None, doc=""):
+    def __init__(self, default: typing.Any = None, doc: str = "") -> None:
         self.default = default
         self.doc = doc
 
-    def check(self, value, path, errors):  # pragma: no cover - abstract
+    def check(
+        self, value: typing.Any, path: str, errors: Errors
+    ) -> typing.Any:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 class Any(Field):
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         return value
 
 
 class Bool(Field):
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         if isinstance(value, bool):
             return value
         errors.add(path, f"{_show(value)} is not true or false")
@@ -62,11 +66,13 @@ class Bool(Field):
 
 
 class Int(Field):
-    def __init__(self, minimum=None, maximum=None, **kw):
+    def __init__(
+        self, minimum: Optional[float] = None, maximum: Optional[float] = None, **kw: typing.Any
+    ) -> None:
         super().__init__(**kw)
         self.minimum, self.maximum = minimum, maximum
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         if isinstance(value, bool) or not isinstance(value, int):
             if isinstance(value, str) and re.fullmatch(r"-?\d{1,12}", value.strip()):
                 value = int(value)
@@ -87,7 +93,7 @@ class Int(Field):
 class Number(Int):
     """A whole or decimal number (STP timers in seconds, ...)."""
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             errors.add(path, f"{_show(value)} is not a number")
             return _INVALID
@@ -102,12 +108,19 @@ class Number(Int):
 
 
 class Str(Field):
-    def __init__(self, pattern=None, max_len=255, what="a valid value", min_len=1, **kw):
+    def __init__(
+        self,
+        pattern: Optional[str] = None,
+        max_len: int = 255,
+        what: str = "a valid value",
+        min_len: int = 1,
+        **kw: typing.Any,
+    ) -> None:
         super().__init__(**kw)
         self.pattern = re.compile(pattern) if pattern else None
         self.max_len, self.min_len, self.what = max_len, min_len, what
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         if not isinstance(value, str):
             errors.add(path, f"{_show(value)} is not a string")
             return _INVALID
@@ -126,7 +139,7 @@ class Str(Field):
 class Secret(Str):
     """A password or key: checked like :class:`Str`, but an error never shows the value."""
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         found = Errors()
         result = super().check(value, path, found)
         if found:
@@ -141,11 +154,11 @@ class Secret(Str):
 
 
 class Enum(Field):
-    def __init__(self, *choices, **kw):
+    def __init__(self, *choices: typing.Any, **kw: typing.Any) -> None:
         super().__init__(**kw)
         self.choices = choices
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         # compare by type too: 1, 0 and 1.0 are not the choices True / False
         if any(
             c is value
@@ -161,7 +174,7 @@ class Enum(Field):
 
 
 class Size(Field):
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         try:
             return units.parse_size(value)
         except ValueError as exc:
@@ -170,7 +183,7 @@ class Size(Field):
 
 
 class Duration(Field):
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         try:
             return units.parse_duration(value)
         except ValueError as exc:
@@ -181,11 +194,11 @@ class Duration(Field):
 class Address(Field):
     """An IP address (``version`` 4, 6 or None for either)."""
 
-    def __init__(self, version=None, **kw):
+    def __init__(self, version: Optional[int] = None, **kw: typing.Any) -> None:
         super().__init__(**kw)
         self.version = version
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         try:
             addr = ipaddress.ip_address(value if isinstance(value, str) else "")
         except ValueError:
@@ -204,7 +217,7 @@ class Address(Field):
 class Interface(Address):
     """An address with its prefix (``192.0.2.10/24``), kept as given but normalised."""
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         if not isinstance(value, str) or "/" not in value:
             errors.add(
                 path, f"{_show(value)} is not an address with a prefix length (like 192.0.2.10/24)"
@@ -224,7 +237,7 @@ class Interface(Address):
 class Network(Address):
     """A network (``198.51.100.0/24``) or ``default``."""
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         if value == "default":
             return value
         try:
@@ -237,7 +250,7 @@ class Network(Address):
 class Mac(Field):
     _RE = re.compile(r"([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}")
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         if not isinstance(value, str) or not self._RE.fullmatch(value):
             errors.add(path, f"{_show(value)} is not a MAC address")
             return _INVALID
@@ -247,9 +260,9 @@ class Mac(Field):
 class VlanList(Field):
     """VLAN ids as ``[10, '100-110']`` -> sorted unique list of ints in 1-4094."""
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         items = value if isinstance(value, list) else [value]
-        out = set()
+        out: set[int] = set()
         for i, item in enumerate(items):
             ipath = _join(path, i) if isinstance(value, list) else path
             if isinstance(item, bool):
@@ -271,11 +284,13 @@ class VlanList(Field):
 
 
 class List(Field):
-    def __init__(self, item, min_len=0, unique=False, **kw):
+    def __init__(
+        self, item: Field, min_len: int = 0, unique: bool = False, **kw: typing.Any
+    ) -> None:
         super().__init__(**kw)
         self.item, self.min_len, self.unique = item, min_len, unique
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         if isinstance(value, (str, dict)) or not isinstance(value, (list, tuple)):
             errors.add(path, f"{_show(value)} is not a list")
             return _INVALID
@@ -302,11 +317,11 @@ class List(Field):
 class Map(Field):
     """A mapping of names (checked by ``key``) to values (checked by ``value``)."""
 
-    def __init__(self, key, value, **kw):
+    def __init__(self, key: Field, value: Field, **kw: typing.Any) -> None:
         super().__init__(**kw)
         self.key, self.value = key, value
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -332,7 +347,14 @@ class Record(Field):
     the normalised record.
     """
 
-    def __init__(self, fields, required=(), check_all=None, shorthand=None, **kw):
+    def __init__(
+        self,
+        fields: dict[str, Field],
+        required: Iterable[str] = (),
+        check_all: Optional[Callable[[dict, str, Errors], None]] = None,
+        shorthand: Optional[str] = None,
+        **kw: typing.Any,
+    ) -> None:
         super().__init__(**kw)
         self.fields = fields
         self.required = tuple(required)
@@ -341,9 +363,10 @@ class Record(Field):
         self.shorthand = shorthand
         #: per key: its description and its default as shown in the pillar reference
         #: (set with :func:`describe`; documentation only, never read by validation)
-        self.docs, self.defaults = {}, {}
+        self.docs: dict[str, str] = {}
+        self.defaults: dict[str, typing.Any] = {}
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         if self.shorthand and isinstance(value, str):
             value = {self.shorthand: value}
         if not isinstance(value, dict):
@@ -382,7 +405,7 @@ def _suggest(word, choices):
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def describe(record, docs):
+def describe(record: Record, docs: dict[str, typing.Any]) -> Record:
     """Attach the pillar reference's text to the keys of ``record`` and return it.
 
     ``docs`` maps every key to its description, or to ``(description, default)``
@@ -404,7 +427,7 @@ class UrlOrPath(Str):
     """A path or an http(s) URL, which may carry a password (``user:pw@host``):
     an error shows the URL with its userinfo as ``***``."""
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         found = Errors()
         result = super().check(value, path, found)
         if found and isinstance(value, str):
@@ -417,11 +440,11 @@ class UrlOrPath(Str):
 class MappingOrText(Field):
     """A mapping (written as YAML) or a string used as it is: cloud-init's files."""
 
-    def __init__(self, max_len=1024 * 1024, text=True, **kw):
+    def __init__(self, max_len: int = 1024 * 1024, text: bool = True, **kw: typing.Any) -> None:
         super().__init__(**kw)
         self.max_len, self.text = max_len, text
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         if isinstance(value, dict):
             bad = [k for k in value if not isinstance(k, str)]
             if bad:
@@ -443,11 +466,11 @@ class MappingOrText(Field):
 class PortOrAuto(Int):
     """A TCP port, or ``auto``."""
 
-    def check(self, value, path, errors):
+    def check(self, value: typing.Any, path: str, errors: Errors) -> typing.Any:
         return value if value == "auto" else super().check(value, path, errors)
 
 
-def validate(schema, value, path):
+def validate(schema: Field, value: typing.Any, path: str) -> typing.Any:
     """Check ``value`` against ``schema``; return the normalised value.
 
     Raise :class:`~salt_kvm.errors.InvalidInput` listing every error, each with its path.

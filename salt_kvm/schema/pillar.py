@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any, Optional
 
 from salt_kvm.schema.bridges import BRIDGE
-from salt_kvm.schema.fields import Duration, Map, Record, Str, _join, describe, validate
+from salt_kvm.schema.fields import Duration, Field, Map, Record, Str, _join, describe, validate
 from salt_kvm.schema.names import IFNAME, OBJNAME
 from salt_kvm.schema.networks import NETWORK
 from salt_kvm.schema.snapshots import RETENTION
@@ -199,12 +200,18 @@ describe(
 )
 
 
-def validate_pillar(pillar, root="kvm"):
+def validate_pillar(pillar: Optional[dict], root: str = "kvm") -> dict:
     """Validate the whole ``kvm`` pillar tree (``None`` is an empty tree)."""
     return validate(PILLAR, {} if pillar is None else pillar, root)
 
 
-def validate_args(schema, name, kwargs, name_field=None, path=None):
+def validate_args(
+    schema: Field,
+    name: Any,
+    kwargs: dict,
+    name_field: Optional[Field] = None,
+    path: Optional[str] = None,
+) -> Any:
     """Validate a state's keyword arguments (Salt's own ``__*`` keys dropped)."""
     args = {k: v for k, v in kwargs.items() if not k.startswith("__") and v is not None}
     path = path or str(name)
