@@ -801,7 +801,7 @@ def _lvextend(path, capacity):
 
 
 def _tolerance(session, pool):
-    return ROUNDING.get(_pool_type(session, pool), 0)
+    return pool_types.get(_pool_type(session, pool)).size_rounding
 
 
 def volume_resize(session, pool, name, size, force=False):
