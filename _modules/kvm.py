@@ -161,7 +161,7 @@ def bridge_list(netns=None):
 
         salt '*' kvm.bridge_list
     """
-    return _call(_bridge().list_bridges, _session(), netns=netns)
+    return _call(_bridge().bridge_list, _session(), netns=netns)
 
 
 def bridge_show(name, netns=None):
@@ -177,7 +177,7 @@ def bridge_show(name, netns=None):
 
         salt '*' kvm.bridge_show br0
     """
-    return _call(_bridge().show, _session(), name, netns=netns)
+    return _call(_bridge().bridge_show, _session(), name, netns=netns)
 
 
 def bridge_fdb(name, netns=None):
@@ -191,7 +191,7 @@ def bridge_fdb(name, netns=None):
 
         salt '*' kvm.bridge_fdb br0
     """
-    return _call(_bridge().fdb, _session(), name, netns=netns)
+    return _call(_bridge().bridge_fdb, _session(), name, netns=netns)
 
 
 def bridge_create(name, netns=None, root=None, **kwargs):
@@ -207,7 +207,7 @@ def bridge_create(name, netns=None, root=None, **kwargs):
 
         salt '*' kvm.bridge_create br1 ports='[eno2]' stp=False forward_delay=0
     """
-    return _call(_bridge().create, _session(), name, netns=netns, root=root, **kwargs)
+    return _call(_bridge().bridge_create, _session(), name, netns=netns, root=root, **kwargs)
 
 
 def bridge_set(name, netns=None, root=None, **kwargs):
@@ -221,7 +221,7 @@ def bridge_set(name, netns=None, root=None, **kwargs):
 
         salt '*' kvm.bridge_set br0 stp=True forward_delay=4 mtu=9000
     """
-    return _call(_bridge().set_attrs, _session(), name, netns=netns, root=root, **kwargs)
+    return _call(_bridge().bridge_set, _session(), name, netns=netns, root=root, **kwargs)
 
 
 def bridge_delete(name, force=False, netns=None):
@@ -235,7 +235,7 @@ def bridge_delete(name, force=False, netns=None):
 
         salt '*' kvm.bridge_delete br1
     """
-    return _call(_bridge().delete, _session(), name, force=force, netns=netns)
+    return _call(_bridge().bridge_delete, _session(), name, force=force, netns=netns)
 
 
 def bridge_port_add(bridge, port, netns=None, **kwargs):
@@ -251,7 +251,7 @@ def bridge_port_add(bridge, port, netns=None, **kwargs):
 
         salt '*' kvm.bridge_port_add br0 eno2 cost=4
     """
-    return _call(_bridge().port_add, _session(), bridge, port, netns=netns, **kwargs)
+    return _call(_bridge().bridge_port_add, _session(), bridge, port, netns=netns, **kwargs)
 
 
 def bridge_port_remove(bridge, port, netns=None):
@@ -264,7 +264,7 @@ def bridge_port_remove(bridge, port, netns=None):
 
         salt '*' kvm.bridge_port_remove br0 eno2
     """
-    return _call(_bridge().port_remove, _session(), bridge, port, netns=netns)
+    return _call(_bridge().bridge_port_remove, _session(), bridge, port, netns=netns)
 
 
 # --- end bridges --------------------------------------------------------------
@@ -288,7 +288,7 @@ def network_list():
 
         salt '*' kvm.network_list
     """
-    return _call(_network().list_networks, _session())
+    return _call(_network().network_list, _session())
 
 
 def network_show(name):
@@ -304,7 +304,7 @@ def network_show(name):
 
         salt '*' kvm.network_show default
     """
-    return _call(_network().show, _session(), name)
+    return _call(_network().network_show, _session(), name)
 
 
 def network_define(name, **kwargs):
@@ -320,10 +320,11 @@ def network_define(name, **kwargs):
 
     .. code-block:: bash
 
-        salt '*' kvm.network_define lab mode=nat address=198.51.100.1/24 dhcp='{start: 198.51.100.100, end: 198.51.100.200}'
+        salt '*' kvm.network_define lab mode=nat address=198.51.100.1/24 \\
+            dhcp='{start: 198.51.100.100, end: 198.51.100.200}'
         salt '*' kvm.network_define lan mode=bridge bridge=br0
     """
-    return _call(_network().define, _session(), name, **kwargs)
+    return _call(_network().network_define, _session(), name, **kwargs)
 
 
 def network_start(name):
@@ -336,7 +337,7 @@ def network_start(name):
 
         salt '*' kvm.network_start lab
     """
-    return _call(_network().start, _session(), name)
+    return _call(_network().network_start, _session(), name)
 
 
 def network_stop(name, force=False):
@@ -350,7 +351,7 @@ def network_stop(name, force=False):
 
         salt '*' kvm.network_stop lab
     """
-    return _call(_network().stop, _session(), name, force=force)
+    return _call(_network().network_stop, _session(), name, force=force)
 
 
 def network_undefine(name, force=False):
@@ -364,7 +365,7 @@ def network_undefine(name, force=False):
 
         salt '*' kvm.network_undefine lab
     """
-    return _call(_network().undefine, _session(), name, force=force)
+    return _call(_network().network_undefine, _session(), name, force=force)
 
 
 def network_autostart(name, enabled=True):
@@ -378,12 +379,13 @@ def network_autostart(name, enabled=True):
         salt '*' kvm.network_autostart lab
         salt '*' kvm.network_autostart lab enabled=False
     """
-    return _call(_network().set_autostart, _session(), name, enabled)
+    return _call(_network().network_autostart, _session(), name, enabled=enabled)
 
 
 def network_leases(name):
     """
-    The DHCP leases of a libvirt network: ``[{mac, ip, prefix, type, hostname, clientid, expiry, interface}]``.
+    The DHCP leases of a libvirt network:
+    ``[{mac, ip, prefix, type, hostname, clientid, expiry, interface}]``.
 
     CLI Example:
 
@@ -391,7 +393,7 @@ def network_leases(name):
 
         salt '*' kvm.network_leases default
     """
-    return _call(_network().leases, _session(), name)
+    return _call(_network().network_leases, _session(), name)
 
 
 def network_dumpxml(name, inactive=False):
@@ -1016,7 +1018,7 @@ def snapshot_list(vm):
 
         salt '*' kvm.snapshot_list web01
     """
-    return _call(_snapshot().list_, _session(), vm)
+    return _call(_snapshot().snapshot_list, _session(), vm)
 
 
 def snapshot_tree(vm):
@@ -1029,7 +1031,7 @@ def snapshot_tree(vm):
 
         salt '*' kvm.snapshot_tree web01
     """
-    return _call(_snapshot().tree, _session(), vm)
+    return _call(_snapshot().snapshot_tree, _session(), vm)
 
 
 def snapshot_show(vm, name):
@@ -1042,7 +1044,7 @@ def snapshot_show(vm, name):
 
         salt '*' kvm.snapshot_show web01 before-upgrade
     """
-    return _call(_snapshot().show, _session(), vm, name)
+    return _call(_snapshot().snapshot_show, _session(), vm, name)
 
 
 def snapshot_create(
@@ -1067,7 +1069,15 @@ def snapshot_create(
         salt '*' kvm.snapshot_create web01 external=True memory=False
     """
     return _call(
-        _snapshot().create, _session(), vm, name, memory, disk_only, external, quiesce, description
+        _snapshot().snapshot_create,
+        _session(),
+        vm,
+        name=name,
+        memory=memory,
+        disk_only=disk_only,
+        external=external,
+        quiesce=quiesce,
+        description=description,
     )
 
 
@@ -1084,7 +1094,7 @@ def snapshot_revert(vm, name, running=None):
         salt '*' kvm.snapshot_revert web01 before-upgrade
         salt '*' kvm.snapshot_revert web01 before-upgrade running=True
     """
-    return _call(_snapshot().revert, _session(), vm, name, running)
+    return _call(_snapshot().snapshot_revert, _session(), vm, name, running=running)
 
 
 def snapshot_delete(vm, name, children=False):
@@ -1101,7 +1111,9 @@ def snapshot_delete(vm, name, children=False):
 
         salt '*' kvm.snapshot_delete web01 before-upgrade
     """
-    return _call(_snapshot().delete, _session(), vm, name, children, progress=_progress())
+    return _call(
+        _snapshot().snapshot_delete, _session(), vm, name, children=children, progress=_progress()
+    )
 
 
 def snapshot_prune(vm, keep, older_than=None, prefix="auto-"):
@@ -1117,7 +1129,15 @@ def snapshot_prune(vm, keep, older_than=None, prefix="auto-"):
         salt '*' kvm.snapshot_prune web01 keep=3
         salt '*' kvm.snapshot_prune web01 keep=0 older_than=30d prefix=nightly-
     """
-    return _call(_snapshot().prune, _session(), vm, keep, older_than, prefix, progress=_progress())
+    return _call(
+        _snapshot().snapshot_prune,
+        _session(),
+        vm,
+        keep,
+        older_than=older_than,
+        prefix=prefix,
+        progress=_progress(),
+    )
 
 
 # --- end snapshots ------------------------------------------------------------

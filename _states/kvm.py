@@ -94,7 +94,7 @@ def bridge_present(name, netns=None, root=None, **kwargs):
     """
     from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
 
-    return bridge.present(
+    return bridge.bridge_present(
         _session(), name, test=_test(), netns=netns, root=root, master=_bridge_master(), **kwargs
     )
 
@@ -123,7 +123,7 @@ def bridge_absent(name, force=False, netns=None, persist=None, root=None):
     """
     from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
 
-    return bridge.absent(
+    return bridge.bridge_absent(
         _session(), name, force=force, test=_test(), netns=netns, persist=persist, root=root
     )
 
@@ -159,9 +159,10 @@ def network_present(
     ``domain``, ``mtu``, ``autostart``.
 
     Static DHCP hosts (and an existing DHCP range) are changed live; other
-    changes need a restart of a running network, which happens only with ``restart: True`` when running
-    VMs are attached (the state fails naming them otherwise). Keys not given
-    are left as they are (a bridge name libvirt picked is not drift).
+    changes need a restart of a running network, which happens only with
+    ``restart: True`` when running VMs are attached (the state fails naming
+    them otherwise). Keys not given are left as they are (a bridge name
+    libvirt picked is not drift).
 
     .. code-block:: yaml
 
@@ -174,7 +175,7 @@ def network_present(
     """
     from salt_kvm import network  # pylint: disable=import-outside-toplevel
 
-    return network.present(
+    return network.network_present(
         _session(),
         name,
         test=_test(),
@@ -205,7 +206,7 @@ def network_absent(name, force=False):
     """
     from salt_kvm import network  # pylint: disable=import-outside-toplevel
 
-    return network.absent(_session(), name, force=force, test=_test())
+    return network.network_absent(_session(), name, force=force, test=_test())
 
 
 # --- end libvirt networks -----------------------------------------------------
@@ -405,7 +406,7 @@ def snapshot_present(name, snapshot, **kwargs):
             - name: web01
             - snapshot: before-upgrade
     """
-    return _snapshot().present(_session(), name, snapshot, test=_test(), **kwargs)
+    return _snapshot().snapshot_present(_session(), name, snapshot, test=_test(), **kwargs)
 
 
 def snapshot_absent(name, snapshot, children=False):
@@ -421,7 +422,7 @@ def snapshot_absent(name, snapshot, children=False):
             - name: web01
             - snapshot: before-upgrade
     """
-    return _snapshot().absent(
+    return _snapshot().snapshot_absent(
         _session(), name, snapshot, children=children, test=_test(), progress=_progress()
     )
 
@@ -443,7 +444,9 @@ def snapshots_retained(name, **kwargs):
             - every: 1d
             - keep: 7
     """
-    return _snapshot().retained(_session(), name, test=_test(), progress=_progress(), **kwargs)
+    return _snapshot().snapshots_retained(
+        _session(), name, test=_test(), progress=_progress(), **kwargs
+    )
 
 
 # --- end snapshots ------------------------------------------------------------

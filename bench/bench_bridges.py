@@ -7,7 +7,7 @@ Run from the repository root, as root::
 
 Builds a ``kvt-`` network namespace holding ``--bridges`` bridges with two
 veth ports each (the far ends sit in a second namespace), applies them once
-with :func:`salt_kvm.bridge.present`, then times:
+with :func:`salt_kvm.bridge.bridge_present`, then times:
 
 * **salt-kvm**: one "run" = a fresh session and one ``bridge_present`` per
   bridge, all no-ops (the session memoises one netlink dump for the run);
@@ -57,7 +57,7 @@ def build(host, far, count):
 def salt_kvm_run(host, specs):
     session = conn.Session()
     for name, spec in specs.items():
-        ret = bridge.present(session, name, netns=host, **spec)
+        ret = bridge.bridge_present(session, name, netns=host, **spec)
         assert ret["result"] is True and not ret["changes"], ret
     session.close()
 
@@ -124,7 +124,7 @@ def main():
         start = time.perf_counter()
         session = conn.Session()
         for name, spec in specs.items():
-            ret = bridge.present(session, name, netns=host, **spec)
+            ret = bridge.bridge_present(session, name, netns=host, **spec)
             assert ret["result"] is True, ret
         first = time.perf_counter() - start
         first_loads, LOADS[0] = LOADS[0], 0

@@ -6,7 +6,8 @@ lookups and read-backs) through :class:`salt_kvm.bridge_netlink.Reader`.
 Every function takes ``netns`` (an ``ip netns`` name; ``None`` is the current
 namespace), so the same code runs the host and the tests' throwaway namespaces.
 
-The state :func:`present` runs :class:`Bridge` through :func:`salt_kvm.plan.ensure`:
+The state :func:`bridge_present` runs :class:`BridgeResource` through
+:func:`salt_kvm.plan.ensure`:
 
 * only declared keys and declared ports are compared; ports nobody declared
   (the taps libvirt attaches for VMs) are never removed;
@@ -23,7 +24,7 @@ The state :func:`present` runs :class:`Bridge` through :func:`salt_kvm.plan.ensu
 * ``persist`` writes the host's own network configuration
   (:mod:`salt_kvm.persist`) so the bridge survives a reboot.
 
-:func:`absent` refuses while VM taps are attached (``force`` overrides) and
+:func:`bridge_absent` refuses while VM taps are attached (``force`` overrides) and
 while the bridge carries the host's addresses or default route.
 
 Every change (the states outside ``test=True``, and the execution functions
@@ -34,7 +35,10 @@ is read back into that dump (:func:`salt_kvm.bridge_netlink.refresh`) rather
 than dropping it, and only a failure drops the whole dump.
 """
 
+from __future__ import annotations
+
 import contextlib
+import dataclasses
 import fcntl
 import ipaddress
 import logging
@@ -42,10 +46,13 @@ import os
 import re
 import socket
 import time
+from collections.abc import Iterator, Mapping
+from typing import Any, Optional
 
-from salt_kvm import bridge_attrs, plan, schema
+from salt_kvm import bridge_attrs, conn, plan, schema
 from salt_kvm import bridge_netlink as nl
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
+from salt_kvm.plan import Changes, Plan, Undo
 
 log = logging.getLogger(__name__)
 
@@ -60,18 +67,18 @@ EXTRA_ARGS = ("netns", "root")
 # --- reading ---------------------------------------------------------------
 
 
-def _memo_key(netns):
-    return f"bridge:host:{netns or ''}"
+def _memo_key(netns: Optional[str]) -> str:
+    return conn.memo_key("bridge", "host", netns or "")
 
 
-def host_state(session, netns=None):
+def host_state(session: Any, netns: Optional[str] = None) -> dict[str, Any]:
     """One dump of ``netns`` per run (memoised in the session)."""
     if session is None:
         return nl.load(netns)
     return session.memo(_memo_key(netns), lambda: nl.load(netns))
 
 
-def _invalidate(session, netns):
+def _invalidate(session: Any, netns: Optional[str]) -> None:
     """Forget the memoised dump of ``netns`` (only that namespace's)."""
     if session is not None:
         session.cache.pop(_memo_key(netns), None)
@@ -85,7 +92,7 @@ LOCK_TIMEOUT = 120.0
 _LOCK_POLL = 0.05
 
 
-def lock_path(netns=None):
+def lock_path(netns: Optional[str] = None) -> str:
     """``/run/salt-kvm/bridge-<netns or host>.lock``."""
     label = re.sub(r"[^A-Za-z0-9_.-]", "_", netns) if netns else "host"
     return os.path.join(LOCK_DIR, f"bridge-{label}.lock")
@@ -111,7 +118,9 @@ def _lock_write(fd, pid, generation):
 
 
 @contextlib.contextmanager
-def change_lock(session, netns=None, timeout=None):
+def change_lock(
+    session: Any, netns: Optional[str] = None, *, timeout: Optional[float] = None
+) -> Iterator[_ChangeLock]:
     """Exclusive ``flock`` on :func:`lock_path` around one change of bridges in ``netns``.
 
     Held from the first read to the end of the probe and the rollback, so two
@@ -145,14 +154,15 @@ def change_lock(session, netns=None, timeout=None):
                     content = _lock_content(fd)
                     holder = content[0] if content and content[0].isdigit() else "unknown"
                     raise KvmError(
-                        f"another salt-kvm bridge change is running (pid {holder}); gave up after {timeout:g} s waiting for {path}"
+                        f"another salt-kvm bridge change is running (pid {holder}); "
+                        f"gave up after {timeout:g} s waiting for {path}"
                     ) from None
                 time.sleep(_LOCK_POLL)
         content = _lock_content(fd)
         generation = content[1] if len(content) > 1 else "0"
         if content[:1] != [str(os.getpid())]:
             _lock_write(fd, os.getpid(), generation)
-        gen_key = f"bridge:lockgen:{netns or ''}"
+        gen_key = conn.memo_key("bridge", "lockgen", netns or "")
         if session is not None and session.cache.get(gen_key) != generation:
             _invalidate(session, netns)  # changed by another process since our dump
             session.cache[gen_key] = generation
@@ -169,7 +179,7 @@ def change_lock(session, netns=None, timeout=None):
         os.close(fd)  # releases the flock
 
 
-def vm_taps(session):
+def vm_taps(session: Any) -> dict[str, dict[str, Any]]:
     """``{tap: {"vm": name, "mac": mac}}`` for the interfaces of running libvirt VMs."""
     if session is None:
         return {}
@@ -202,7 +212,7 @@ def vm_taps(session):
         return out
 
     try:
-        return session.memo("bridge:vmtaps", loader)
+        return session.memo(conn.memo_key("bridge", "vmtaps"), loader)
     except KvmError as exc:  # libvirt not reachable: taps are still shown, without owners
         log.debug("no VM owners for taps: %s", exc)
         return {}
@@ -239,7 +249,7 @@ def _where(netns):
 # --- execution functions ---------------------------------------------------
 
 
-def list_bridges(session, netns=None):
+def bridge_list(session: Any, netns: Optional[str] = None) -> list[dict[str, Any]]:
     """What ``brctl show`` shows (bridge, id, STP, ports) plus addresses, and
     ``vms``: the VM behind each tap port (``{tap: vm}``)."""
     host = nl.load(netns)
@@ -261,20 +271,21 @@ def list_bridges(session, netns=None):
     return out
 
 
-def show(session, name, netns=None):
-    """Every attribute of bridge ``name``, its ports (VM taps with their VM), addresses and routes."""
+def bridge_show(session: Any, name: str, *, netns: Optional[str] = None) -> dict[str, Any]:
+    """Every attribute of bridge ``name``, its ports (VM taps with their VM),
+    addresses and routes."""
     schema.validate(schema.IFNAME, name, "name")
     host = nl.load(netns)
     _bridge_or_fail(host, name, netns)
     return _view(session, host, name, netns)
 
 
-def fdb(session, name, netns=None):
+def bridge_fdb(session: Any, name: str, *, netns: Optional[str] = None) -> list[dict[str, Any]]:
     """The bridge's MAC table: mac, port, vlan, kind (local/static/learned), VM where known."""
     schema.validate(schema.IFNAME, name, "name")
     host = nl.load(netns)
     link = _bridge_or_fail(host, name, netns)
-    byindex = {l["index"]: l for l in host["links"].values()}
+    byindex = {item["index"]: item for item in host["links"].values()}
     vms = _tap_owners(session, host, netns, name)
     bymac = {v["mac"]: {"vm": v["vm"], "tap": tap} for tap, v in vms.items() if v.get("mac")}
     out = []
@@ -290,11 +301,10 @@ def fdb(session, name, netns=None):
 
 
 def _imperative(session, name, kwargs, netns, root, must_exist=None):
-    resource = Bridge(session, name, kwargs, netns=netns, root=root, path=name)
+    resource = BridgeResource(session, name, kwargs, netns=netns, root=root, path=name)
     with change_lock(session, netns):
-        resource.changes(
-            resource.read()
-        )  # bad input raises InvalidInput here, before anything changes
+        # bad input raises InvalidInput here, before anything changes
+        resource.plan(resource.read())
         if must_exist is not None:
             exists = name in host_state(session, netns)["links"]
             if must_exist and not exists:
@@ -307,26 +317,51 @@ def _imperative(session, name, kwargs, netns, root, must_exist=None):
     return {"changes": ret["changes"], "comment": ret["comment"]}
 
 
-def create(session, name, netns=None, root=None, **attrs):
+def bridge_create(
+    session: Any,
+    name: str,
+    *,
+    netns: Optional[str] = None,
+    root: Optional[str] = None,
+    **attrs: Any,
+) -> dict[str, Any]:
     """Create bridge ``name`` with ``attrs`` (the pillar keys); validated like the state."""
     return _imperative(session, name, attrs, netns, root, must_exist=False)
 
 
-def set_attrs(session, name, netns=None, root=None, **attrs):
+def bridge_set(
+    session: Any,
+    name: str,
+    *,
+    netns: Optional[str] = None,
+    root: Optional[str] = None,
+    **attrs: Any,
+) -> dict[str, Any]:
     """Change attributes (the pillar keys) of existing bridge ``name``."""
     return _imperative(session, name, attrs, netns, root, must_exist=True)
 
 
-def port_add(session, bridge, port, netns=None, root=None, **attrs):
-    """Add ``port`` (with cost, priority, hairpin, vlans) to existing ``bridge``; moves its addresses."""
-    spec = {"name": port}
+def bridge_port_add(
+    session: Any,
+    bridge: str,
+    port: str,
+    *,
+    netns: Optional[str] = None,
+    root: Optional[str] = None,
+    **attrs: Any,
+) -> dict[str, Any]:
+    """Add ``port`` (with cost, priority, hairpin, vlans) to existing ``bridge``;
+    moves its addresses."""
+    spec: dict[str, Any] = {"name": port}
     spec.update({k: v for k, v in attrs.items() if k in PORT_KEYS})
     rest = {k: v for k, v in attrs.items() if k not in PORT_KEYS}
     rest["ports"] = [spec]
     return _imperative(session, bridge, rest, netns, root, must_exist=True)
 
 
-def port_remove(session, bridge, port, netns=None):
+def bridge_port_remove(
+    session: Any, bridge: str, port: str, *, netns: Optional[str] = None
+) -> dict[str, Any]:
     """Take ``port`` out of ``bridge`` (its addresses are not moved back)."""
     schema.validate(schema.IFNAME, bridge, "bridge")
     schema.validate(schema.IFNAME, port, "port")
@@ -349,8 +384,11 @@ def port_remove(session, bridge, port, netns=None):
     return {"bridge": bridge, "removed": port}
 
 
-def delete(session, name, force=False, netns=None):
-    """Delete bridge ``name``; refused with VM taps attached or host addresses on it, unless ``force``."""
+def bridge_delete(
+    session: Any, name: str, *, force: bool = False, netns: Optional[str] = None
+) -> dict[str, Any]:
+    """Delete bridge ``name``; refused with VM taps attached or host addresses on
+    it, unless ``force``."""
     schema.validate(schema.IFNAME, name, "name")
     with change_lock(session, netns):
         host = nl.load(netns)
@@ -385,11 +423,30 @@ def _guard_absent(session, host, name, force, netns):
             + [f"default via {g}" for g in (view["gateway"], view["gateway6"]) if g]
         )
         raise Refused(
-            f"it carries the host's addresses/routes ({held}); deleting it could cut the host off; give force: True"
+            f"it carries the host's addresses/routes ({held}); deleting it could cut "
+            "the host off; give force: True"
         )
 
 
 # --- the state -------------------------------------------------------------
+
+
+def _run(what, func, *args, **kwargs):
+    """``func(*args, **kwargs)``; a netlink error becomes ``KvmError("<what>: <message>")``."""
+    try:
+        return func(*args, **kwargs)
+    except Exception as exc:  # pylint: disable=broad-except
+        raise KvmError(f"{what}: {nl.netlink_message(exc)}") from None
+
+
+def _persist_changes(backend, files):
+    """The ``persist`` change: the files not yet as rendered (``None``: all are)."""
+    from salt_kvm import persist  # pylint: disable=import-outside-toplevel
+
+    stale = persist.pending(files)
+    if not stale:
+        return None
+    return {"old": stale, "new": {"backend": backend, "files": sorted(files)}}
 
 
 def _port_name_ok(name):
@@ -425,12 +482,153 @@ def _default_routes(host, name, gateways):
     return out
 
 
-class Bridge(plan.Resource):
-    """A kernel bridge as declared (the pillar keys of :data:`salt_kvm.schema.BRIDGE`)."""
+def _plan_ports(spec, view, host, new_vlan_ports):
+    """``(the "ports" change or None, the uplinks)``: the declared ports whose declared
+    attributes differ, and ``{port: {"addresses", "routes"}}`` of the ports joining the
+    bridge that hold addresses or routes (what moves to the bridge)."""
+    members = {p["name"]: p for p in view.get("ports", [])}
+    old_ports, new_ports, uplinks = [], [], {}
+    for port in sorted(spec.get("ports", []), key=lambda p: p["name"]):
+        pname = port["name"]
+        want = {"name": pname}
+        for key in ("cost", "priority", "hairpin"):
+            if key in port:
+                want[key] = port[key]
+        if "vlans" in port:
+            want["vlans"] = nl.vlans_desired(port["vlans"])[0]
+        have = members.get(pname)
+        have_view = None
+        if have is not None:
+            have_view = {"name": pname}
+            for key in want:
+                if key != "name":
+                    have_view[key] = have.get(key)
+        if have_view != want:
+            old_ports.append(have_view or {"name": pname, "member": False})
+            new_ports.append(want)
+        if pname not in members and pname not in new_vlan_ports:
+            addrs = nl.global_addresses(host, pname)
+            routes = nl.static_routes(host, pname)
+            if addrs or routes:
+                uplinks[pname] = {"addresses": addrs, "routes": routes}
+    change = {"old": old_ports, "new": new_ports} if new_ports else None
+    return change, uplinks
+
+
+def _plan_addresses(spec, name, host, view, uplinks):
+    """``(changes, addresses, gateways, routes)``: what bridge ``name`` ends up with
+    (declared, else its own plus what moves from ``uplinks``) and how that differs."""
+    changes = {}
+    moved_addrs = [a["cidr"] for u in uplinks.values() for a in u["addresses"]]
+    moved_routes = [r for u in uplinks.values() for r in u["routes"]]
+    have_addrs = view.get("addresses", [])
+    want_addrs = (
+        spec["addresses"]
+        if "addresses" in spec
+        else have_addrs + [a for a in moved_addrs if a not in have_addrs]
+    )
+    if sorted(have_addrs) != sorted(want_addrs):
+        changes["addresses"] = {"old": have_addrs, "new": want_addrs}
+    want_gw = {}
+    for key, family in (("gateway", socket.AF_INET), ("gateway6", socket.AF_INET6)):
+        moved = [
+            r["via"]
+            for r in moved_routes
+            if r["dst"] == "default" and r["family"] == family and r["via"]
+        ]
+        want = spec.get(key) or (moved[0] if moved else view.get(key))
+        want_gw[key] = want
+        if want != view.get(key):
+            changes[key] = {"old": view.get(key), "new": want}
+    have_routes = view.get("routes", [])
+    if "routes" in spec:
+        want_routes = sorted((dict(r) for r in spec["routes"]), key=_route_key)
+        # a declared default route (a second one, with a metric) is not the gateway
+        have_routes = have_routes + _default_routes(host, name, want_gw)
+    else:
+        extra = [nl.route_view(r) for r in moved_routes if r["dst"] != "default"]
+        want_routes = sorted(
+            have_routes + [r for r in extra if r not in have_routes], key=_route_key
+        )
+    if sorted(map(_route_key, have_routes)) != sorted(map(_route_key, want_routes)):
+        changes["routes"] = {"old": have_routes, "new": want_routes}
+    return changes, want_addrs, want_gw, want_routes
+
+
+def _uplink_change(name, uplinks):
+    """The ``uplink`` change: what moves from each uplink to bridge ``name``."""
+    moved_routes = [r for u in uplinks.values() for r in u["routes"]]
+    return {
+        "old": {
+            p: [a["cidr"] for a in u["addresses"]] + [_route_text(r) for r in u["routes"]]
+            for p, u in uplinks.items()
+        },
+        "new": {
+            name: [a["cidr"] for u in uplinks.values() for a in u["addresses"]]
+            + [_route_text(r) for r in moved_routes]
+        },
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgeSnapshot:
+    """What :meth:`BridgeResource.read` returns: the namespace as dumped, and the
+    bridge's view of it (``None``: no such bridge)."""
+
+    host: Mapping[str, Any]
+    view: Optional[dict[str, Any]]
+
+
+@dataclasses.dataclass(frozen=True)
+class BridgePlan:
+    """The payload of a bridge's :class:`~salt_kvm.plan.Plan`: what apply does.
+
+    ``host`` is the dump the plan was made from (apply looks up the uplinks'
+    addresses and indexes in it, and patches the memoised dump from it);
+    ``current`` the bridge's view then (``{}`` when it did not exist);
+    ``uplinks`` ``{port: {"addresses", "routes"}}`` that move to the bridge;
+    ``vlan_ports`` ``{name: (parent, vid)}`` VLAN sub-interfaces to create;
+    ``addresses``, ``gateways``, ``routes``, ``mac`` what the bridge ends with;
+    ``persist_backend`` and ``persist_files`` (``{path: content}``) the
+    persisted configuration to write when ``persist`` is among the changes.
+    """
+
+    host: Mapping[str, Any]
+    current: Mapping[str, Any]
+    exists: bool
+    uplinks: Mapping[str, Any]
+    vlan_ports: Mapping[str, tuple[str, int]]
+    addresses: tuple[str, ...]
+    gateways: Mapping[str, Optional[str]]
+    routes: tuple[dict[str, Any], ...]
+    mac: Optional[str]
+    persist_backend: Optional[str] = None
+    persist_files: Mapping[str, Optional[str]] = dataclasses.field(default_factory=dict)
+
+
+class BridgeResource(plan.Resource):
+    """A kernel bridge as declared (the pillar keys of :data:`salt_kvm.schema.BRIDGE`).
+
+    ``read`` returns a :class:`BridgeSnapshot`, ``plan`` a Plan whose payload is
+    a :class:`BridgePlan`; apply records in the undo log the VLAN interfaces it
+    created (``created_vlans``), the port VLANs it replaced (``vlans_before``)
+    and the persisted files it overwrote (``persist_backup``), and restore puts
+    back the whole namespace as the snapshot read before the change had it.
+    """
 
     presence_key = "bridge"
 
-    def __init__(self, session, name, kwargs, netns=None, root=None, path=None, master=None):
+    def __init__(
+        self,
+        session: Any,
+        name: str,
+        kwargs: Mapping[str, Any],
+        *,
+        netns: Optional[str] = None,
+        root: Optional[str] = None,
+        path: Optional[str] = None,
+        master: Optional[tuple[str, int]] = None,
+    ) -> None:
         self.session = session
         #: ``(host, port)`` of the Salt master: probed when its path moves with an uplink
         self.master = master
@@ -445,21 +643,12 @@ class Bridge(plan.Resource):
         )
         self.spec.pop("absent", None)
         self.spec.pop("force", None)
-        self._first = None
-        self._host = None
-        self._plan = None
-        self._persist_backup = None
-        self._created_vlans = []
-        self._vlans_before = {}  # {port: {vid: flags}} as they were before apply changed them
 
     # -- read / compare ----------------------------------------------------
 
-    def read(self):
+    def read(self) -> BridgeSnapshot:
         host = host_state(self.session, self.netns)
-        self._host = host
-        if self._first is None:
-            self._first = host
-        return nl.bridge_view(host, self.name)
+        return BridgeSnapshot(host, nl.bridge_view(host, self.name))
 
     def _check(self, host):
         """Bad input against the host: unknown port, port of another bridge, not a bridge."""
@@ -500,91 +689,37 @@ class Bridge(plan.Resource):
             return self.spec["vlan_filtering"]
         return bool(link and link["bridge"] and link["bridge"].get("vlan_filtering"))
 
-    def changes(self, current):
-        host = self._host
+    def plan(self, current: BridgeSnapshot) -> Plan:
+        """The changes from ``current`` (a :class:`BridgeSnapshot`) to the declared
+        bridge, with a :class:`BridgePlan` as payload."""
+        host = current.host
         new_vlan_ports = self._check(host)
         spec = self.spec
-        current = current or {}
-        exists = bool(current)
-        changes = {}
+        view = current.view or {}
+        exists = bool(view)
+        changes: Changes = {}
         if not exists:
             changes["bridge"] = {"old": None, "new": self.name}
         for key in ATTRS:
             if key not in spec:
                 continue
-            have = current.get(key)
+            have = view.get(key)
             want = spec[key]
-            if key == "ageing_time" and have is None and current.get("topology_change"):
+            if key == "ageing_time" and have is None and view.get("topology_change"):
                 continue  # hidden by the kernel during an STP topology change (see bridge_netlink)
             equal = nl.same_timer(have, want) if key in nl.TIMERS else have == want
             if not equal:
                 changes[key] = {"old": have, "new": want}
-        if "mtu" in spec and current.get("mtu") != spec["mtu"]:
-            changes["mtu"] = {"old": current.get("mtu"), "new": spec["mtu"]}
+        if "mtu" in spec and view.get("mtu") != spec["mtu"]:
+            changes["mtu"] = {"old": view.get("mtu"), "new": spec["mtu"]}
 
-        # ports and uplinks
-        members = {p["name"]: p for p in current.get("ports", [])}
-        old_ports, new_ports, uplinks = [], [], {}
-        for port in sorted(spec.get("ports", []), key=lambda p: p["name"]):
-            pname = port["name"]
-            want = {"name": pname}
-            for key in ("cost", "priority", "hairpin"):
-                if key in port:
-                    want[key] = port[key]
-            if "vlans" in port:
-                want["vlans"] = nl.vlans_desired(port["vlans"])[0]
-            have = members.get(pname)
-            have_view = None
-            if have is not None:
-                have_view = {"name": pname}
-                for key in want:
-                    if key != "name":
-                        have_view[key] = have.get(key)
-            if have_view != want:
-                old_ports.append(have_view or {"name": pname, "member": False})
-                new_ports.append(want)
-            if pname not in members and pname not in new_vlan_ports:
-                addrs = nl.global_addresses(host, pname)
-                routes = nl.static_routes(host, pname)
-                if addrs or routes:
-                    uplinks[pname] = {"addresses": addrs, "routes": routes}
-        if new_ports:
-            changes["ports"] = {"old": old_ports, "new": new_ports}
-
-        # what the bridge ends up with: declared, else its own plus what moves from uplinks
-        moved_addrs = [a["cidr"] for u in uplinks.values() for a in u["addresses"]]
-        moved_routes = [r for u in uplinks.values() for r in u["routes"]]
-        have_addrs = current.get("addresses", [])
-        want_addrs = (
-            spec["addresses"]
-            if "addresses" in spec
-            else have_addrs + [a for a in moved_addrs if a not in have_addrs]
+        port_change, uplinks = _plan_ports(spec, view, host, new_vlan_ports)
+        if port_change:
+            changes["ports"] = port_change
+        moved, want_addrs, want_gw, want_routes = _plan_addresses(
+            spec, self.name, host, view, uplinks
         )
-        if sorted(have_addrs) != sorted(want_addrs):
-            changes["addresses"] = {"old": have_addrs, "new": want_addrs}
-        want_gw = {}
-        for key, family in (("gateway", socket.AF_INET), ("gateway6", socket.AF_INET6)):
-            moved = [
-                r["via"]
-                for r in moved_routes
-                if r["dst"] == "default" and r["family"] == family and r["via"]
-            ]
-            want = spec.get(key) or (moved[0] if moved else current.get(key))
-            want_gw[key] = want
-            if want != current.get(key):
-                changes[key] = {"old": current.get(key), "new": want}
-        have_routes = current.get("routes", [])
-        if "routes" in spec:
-            want_routes = sorted((dict(r) for r in spec["routes"]), key=_route_key)
-            # a declared default route (a second one, with a metric) is not the gateway
-            have_routes = have_routes + _default_routes(host, self.name, want_gw)
-        else:
-            extra = [nl.route_view(r) for r in moved_routes if r["dst"] != "default"]
-            want_routes = sorted(
-                have_routes + [r for r in extra if r not in have_routes], key=_route_key
-            )
-        if sorted(map(_route_key, have_routes)) != sorted(map(_route_key, want_routes)):
-            changes["routes"] = {"old": have_routes, "new": want_routes}
+        changes.update(moved)
 
         want_mac = spec.get("mac")
         if not want_mac and uplinks:
@@ -593,33 +728,29 @@ class Bridge(plan.Resource):
             # what the kernel would pick (the lowest port MAC), set explicitly so it
             # does not flap when ports come and go
             want_mac = min(self._port_macs(host).values(), default=None)
-        if want_mac and nl.mac(want_mac) != current.get("mac"):
-            changes["mac"] = {"old": current.get("mac"), "new": nl.mac(want_mac)}
+        if want_mac and nl.mac(want_mac) != view.get("mac"):
+            changes["mac"] = {"old": view.get("mac"), "new": nl.mac(want_mac)}
         if uplinks:
-            changes["uplink"] = {
-                "old": {
-                    p: [a["cidr"] for a in u["addresses"]] + [_route_text(r) for r in u["routes"]]
-                    for p, u in uplinks.items()
-                },
-                "new": {
-                    self.name: [a["cidr"] for u in uplinks.values() for a in u["addresses"]]
-                    + [_route_text(r) for r in moved_routes]
-                },
-            }
+            changes["uplink"] = _uplink_change(self.name, uplinks)
 
-        self._plan = {
-            "exists": exists,
-            "uplinks": uplinks,
-            "vlan_ports": new_vlan_ports,
-            "addresses": want_addrs,
-            "gateways": want_gw,
-            "routes": want_routes,
-            "mac": nl.mac(want_mac) if want_mac else current.get("mac"),
-        }
-        persist_changes = self._persist_changes()
-        if persist_changes:
-            changes["persist"] = persist_changes
-        return changes
+        payload = BridgePlan(
+            host=host,
+            current=view,
+            exists=exists,
+            uplinks=uplinks,
+            vlan_ports=new_vlan_ports,
+            addresses=tuple(want_addrs),
+            gateways=want_gw,
+            routes=tuple(want_routes),
+            mac=nl.mac(want_mac) if want_mac else view.get("mac"),
+        )
+        backend, files = self._persist_files(payload)
+        if files:
+            payload = dataclasses.replace(payload, persist_backend=backend, persist_files=files)
+            persist_changes = _persist_changes(backend, files)
+            if persist_changes:
+                changes["persist"] = persist_changes
+        return Plan(changes, existed=current.view is not None, payload=payload)
 
     def _port_macs(self, host):
         """MACs of the declared ports (a VLAN sub-interface to be made has its parent's)."""
@@ -633,37 +764,38 @@ class Bridge(plan.Resource):
                 out[port["name"]] = link["mac"]
         return out
 
-    def verify(self, after):
-        remaining = self.changes(after)
+    def verify(self, plan: Plan, after: BridgeSnapshot) -> Changes:
+        """What still differs in the read-back (the uplink migration is not a difference)."""
+        remaining = dict(self.plan(after).changes)
         remaining.pop("uplink", None)
         return remaining
 
     # -- persistence -------------------------------------------------------
 
-    def persist_spec(self):
-        """What the persisted configuration describes (declared + what moved)."""
-        p = self._plan
+    def persist_spec(self, p: BridgePlan) -> dict[str, Any]:
+        """What the persisted configuration describes (declared + what moved), for plan ``p``."""
         spec = {k: self.spec[k] for k in ATTRS + ("mtu",) if k in self.spec}
         spec.update(
             {
                 "name": self.name,
                 "ports": sorted(self.spec.get("ports", []), key=lambda port: port["name"]),
-                "addresses": p["addresses"],
-                "gateway": p["gateways"]["gateway"],
-                "gateway6": p["gateways"]["gateway6"],
-                "routes": p["routes"],
-                "mac": p["mac"]
-                if (self.spec.get("mac") or p["mac"] in self._port_macs(self._host).values())
+                "addresses": list(p.addresses),
+                "gateway": p.gateways["gateway"],
+                "gateway6": p.gateways["gateway6"],
+                "routes": list(p.routes),
+                "mac": p.mac
+                if (self.spec.get("mac") or p.mac in self._port_macs(p.host).values())
                 else None,
-                "vlan_ports": {k: {"parent": v[0], "id": v[1]} for k, v in p["vlan_ports"].items()},
+                "vlan_ports": {k: {"parent": v[0], "id": v[1]} for k, v in p.vlan_ports.items()},
             }
         )
-        for pname, link in self._host["links"].items():
+        for pname, link in p.host["links"].items():
             if link["kind"] == "vlan" and pname in {port["name"] for port in spec["ports"]}:
                 spec["vlan_ports"][pname] = {"parent": link["parent"], "id": link["vlan_id"]}
         return spec
 
-    def _persist_files(self):
+    def _persist_files(self, p):
+        """``(backend, {path: content})`` of the persisted configuration (``{}``: none)."""
         backend = self.spec.get("persist", "none")
         if backend == "none":
             return None, {}
@@ -671,29 +803,19 @@ class Bridge(plan.Resource):
 
         if backend == "auto":
             backend = persist.detect(self.root)
-        return backend, persist.render(backend, self.persist_spec(), self.root)
-
-    def _persist_changes(self):
-        backend, files = self._persist_files()
-        if not files:
-            return None
-        from salt_kvm import persist  # pylint: disable=import-outside-toplevel
-
-        stale = persist.pending(files)
-        if not stale:
-            return None
-        return {"old": stale, "new": {"backend": backend, "files": sorted(files)}}
+        return backend, persist.render(backend, self.persist_spec(p), self.root)
 
     # -- apply -------------------------------------------------------------
 
-    def apply(self, current, changes):
-        probe_spec = self._probe(
-            changes
-        )  # before: it asks the kernel how the master is reached now
+    def apply(self, plan: Plan, undo: Undo) -> None:
+        p = plan.payload
+        changes = plan.changes
+        # before: it asks the kernel how the master is reached now
+        probe_spec = self._probe(p, changes)
         try:
             with nl.netlink(self.netns) as ipr, nl.reader(self.netns) as reader:
-                self._apply(ipr, reader, current or {}, changes)
-                self._refresh(reader, changes)
+                self._apply(ipr, reader, p, changes, undo)
+                self._refresh(reader, p, changes)
         except BaseException:
             _invalidate(self.session, self.netns)  # the host is half changed: read it all again
             raise
@@ -704,10 +826,9 @@ class Bridge(plan.Resource):
         if "persist" in changes:
             from salt_kvm import persist  # pylint: disable=import-outside-toplevel
 
-            _backend, files = self._persist_files()
-            self._persist_backup = persist.write(files)
+            undo.record("persist_backup", persist.write(p.persist_files))
 
-    def _refresh(self, reader, changes):
+    def _refresh(self, reader, p, changes):
         """Patch the memoised dump with what this change touched (not a full dump per bridge).
 
         The bridge and its declared ports are read again, and the addresses and
@@ -722,7 +843,7 @@ class Bridge(plan.Resource):
             {"addresses", "gateway", "gateway6", "routes", "uplink", "mtu"} & set(changes)
         )
         try:
-            fresh = nl.refresh(reader, self._host, names, addresses=addresses)
+            fresh = nl.refresh(reader, p.host, names, addresses=addresses)
         except Exception as exc:  # pylint: disable=broad-except
             log.debug(
                 "cannot refresh the dump of %s, reading it again: %s",
@@ -733,23 +854,22 @@ class Bridge(plan.Resource):
             return
         self.session.cache[_memo_key(self.netns)] = fresh
 
-    def _probe(self, changes):
+    def _probe(self, p, changes):
         if self.spec.get("probe"):
             return self.spec["probe"]
         probe = {}
         risky = "uplink" in changes or "gateway" in changes or "gateway6" in changes
-        gw = self._plan["gateways"]
-        target = gw.get("gateway") or gw.get("gateway6")
+        target = p.gateways.get("gateway") or p.gateways.get("gateway6")
         if risky and target:
             probe["ping"] = target
-        master = self._master_via_uplink()
+        master = self._master_via_uplink(p)
         if master:
             probe["tcp"] = master
         return probe or None
 
-    def _master_via_uplink(self):
+    def _master_via_uplink(self, p):
         """``ip:port`` of the Salt master when the kernel routes to it through a moving uplink."""
-        if not self.master or not self._plan["uplinks"]:
+        if not self.master or not p.uplinks:
             return None
         host, port = self.master
         try:
@@ -760,26 +880,17 @@ class Bridge(plan.Resource):
         except Exception as exc:  # pylint: disable=broad-except
             log.debug("no route to the Salt master %s: %s", host, exc)
             return None
-        uplinks = {
-            self._first["links"][p]["index"]
-            for p in self._plan["uplinks"]
-            if p in self._first["links"]
-        }
+        links = p.host["links"]
+        uplinks = {links[name]["index"] for name in p.uplinks if name in links}
         if oif in uplinks:
             return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         return None
 
-    def _apply(self, ipr, reader, current, changes):
-        """The changes, written with pyroute2 (``ipr``); links looked up and read back with ``reader``."""
-        p = self._plan
+    def _apply(self, ipr, reader, p, changes, undo):
+        """The changes of plan ``p``, written with pyroute2 (``ipr``); links looked up
+        and read back with ``reader``; what restore must undo recorded in ``undo``."""
         spec = self.spec
         name = self.name
-
-        def run(what, func, *args, **kwargs):
-            try:
-                return func(*args, **kwargs)
-            except Exception as exc:  # pylint: disable=broad-except
-                raise KvmError(f"{what}: {nl.netlink_message(exc)}") from None
 
         def link(ifname):
             found = reader.get_link(ifname)
@@ -795,8 +906,8 @@ class Bridge(plan.Resource):
             return known[ifname]
 
         # VLAN sub-interfaces for ports like eno1.100
-        for vname, (parent, vid) in sorted(p["vlan_ports"].items()):
-            run(
+        for vname, (parent, vid) in sorted(p.vlan_ports.items()):
+            _run(
                 f"cannot create VLAN interface {vname} (is the 8021q module available?)",
                 ipr.link,
                 "add",
@@ -805,14 +916,15 @@ class Bridge(plan.Resource):
                 link=index(parent),
                 vlan_id=vid,
             )
-            self._created_vlans.append(vname)
-            run(f"cannot bring {vname} up", ipr.link, "set", index=index(vname), state="up")
+            undo.record("created_vlans", (*undo.get("created_vlans", ()), vname))
+            _run(f"cannot bring {vname} up", ipr.link, "set", index=index(vname), state="up")
 
         br_kw = {}
         for key in ATTRS:
-            if not p["exists"] and spec.get(key) == nl.ABSENT_DEFAULTS.get(key, object()):
-                continue  # a new bridge has it already (and a kernel without the feature refuses it)
-            if key in changes or (not p["exists"] and key in spec):
+            if not p.exists and spec.get(key) == nl.ABSENT_DEFAULTS.get(key, object()):
+                # a new bridge has it already (and a kernel without the feature refuses it)
+                continue
+            if key in changes or (not p.exists and key in spec):
                 _nla, kw, kind = nl.BRIDGE_NLA[key]
                 value = spec[key]
                 br_kw[kw] = nl.centiseconds(value) if kind == "timer" else int(value)
@@ -822,12 +934,12 @@ class Bridge(plan.Resource):
             or nl.BRIDGE_NLA["default_pvid"][1] in br_kw
         ):
             what += " (vlan_filtering needs a kernel with CONFIG_BRIDGE_VLAN_FILTERING)"
-        if not p["exists"]:
-            extra = {"address": p["mac"]} if "mac" in changes else {}
-            run(what, ipr.link, "add", ifname=name, kind="bridge", **br_kw, **extra)
+        if not p.exists:
+            extra = {"address": p.mac} if "mac" in changes else {}
+            _run(what, ipr.link, "add", ifname=name, kind="bridge", **br_kw, **extra)
         else:
             if br_kw:
-                run(
+                _run(
                     f"cannot set attributes of {name}",
                     ipr.link,
                     "set",
@@ -836,21 +948,21 @@ class Bridge(plan.Resource):
                     **br_kw,
                 )
             if "mac" in changes:
-                run(
+                _run(
                     f"cannot set the MAC of {name}",
                     ipr.link,
                     "set",
                     index=index(name),
-                    address=p["mac"],
+                    address=p.mac,
                 )
         br = index(name)
 
         # uplink migration: everything in one burst
-        uplinks = p["uplinks"]
+        uplinks = p.uplinks
         for pname, uplink in uplinks.items():
             pidx = index(pname)
             for addr in uplink["addresses"]:
-                run(
+                _run(
                     f"cannot remove {addr['cidr']} from {pname}",
                     ipr.addr,
                     "del",
@@ -858,42 +970,61 @@ class Bridge(plan.Resource):
                     address=addr["address"],
                     prefixlen=addr["prefixlen"],
                 )
-        members = {port["name"] for port in current.get("ports", [])}
+        members = {port["name"] for port in p.current.get("ports", [])}
         for port in spec.get("ports", []):
             if port["name"] not in members:
-                run(
+                _run(
                     f"cannot add {port['name']} to {name}",
                     ipr.link,
                     "set",
                     index=index(port["name"]),
                     master=br,
                 )
-        for pname, uplink in uplinks.items():
+        for uplink in uplinks.values():
             for addr in uplink["addresses"]:
                 if "addresses" in spec and addr["cidr"] not in spec["addresses"]:
                     continue
                 self._add_addr(
-                    ipr, run, br, addr["cidr"], nodad=True, broadcast=addr.get("broadcast")
+                    ipr, _run, br, addr["cidr"], nodad=True, broadcast=addr.get("broadcast")
                 )
         if uplinks:
-            run(f"cannot bring {name} up", ipr.link, "set", index=br, state="up")
-            for pname, uplink in uplinks.items():
+            _run(f"cannot bring {name} up", ipr.link, "set", index=br, state="up")
+            for uplink in uplinks.values():
                 for route in uplink["routes"]:
                     self._add_route(
-                        ipr, run, br, route["family"], route["dst"], route["via"], route["metric"]
+                        ipr, _run, br, route["family"], route["dst"], route["via"], route["metric"]
                     )
 
-        # ports: up, attributes, VLANs
+        self._apply_ports(ipr, index, undo)
+
+        if "mtu" in changes:
+            for port in spec.get("ports", []):
+                if link(port["name"]).get_attr("IFLA_MTU") < spec["mtu"]:
+                    _run(
+                        f"cannot raise the MTU of {port['name']}",
+                        ipr.link,
+                        "set",
+                        index=index(port["name"]),
+                        mtu=spec["mtu"],
+                    )
+            _run(f"cannot set the MTU of {name}", ipr.link, "set", index=br, mtu=spec["mtu"])
+
+        self._apply_addresses(ipr, reader, br, p, changes)
+
+    def _apply_ports(self, ipr, index, undo):
+        """The declared ports: up, their attributes, their VLANs (the VLANs replaced
+        recorded in ``undo`` as ``vlans_before``)."""
+        spec = self.spec
         vlan_entries = None
         for port in spec.get("ports", []):
             pidx = index(port["name"])
-            run(f"cannot bring {port['name']} up", ipr.link, "set", index=pidx, state="up")
+            _run(f"cannot bring {port['name']} up", ipr.link, "set", index=pidx, state="up")
             kw = {}
             for key in ("cost", "priority", "hairpin"):
                 if key in port:
                     kw[nl.PORT_NLA[key][1]] = int(port[key])
             if kw:
-                run(
+                _run(
                     f"cannot set port attributes of {port['name']}",
                     ipr.brport,
                     "set",
@@ -904,10 +1035,12 @@ class Bridge(plan.Resource):
                 if vlan_entries is None:
                     vlan_entries = nl._vlan_entries(ipr)  # pylint: disable=protected-access
                 have = dict(vlan_entries.get(pidx, []))
-                self._vlans_before.setdefault(port["name"], dict(have))
+                before = dict(undo.get("vlans_before", {}))
+                before.setdefault(port["name"], dict(have))
+                undo.record("vlans_before", before)
                 want = nl.vlans_desired(port["vlans"])[1]
                 for vid in sorted(set(have) - set(want)):
-                    run(
+                    _run(
                         f"cannot remove VLAN {vid} from {port['name']}",
                         ipr.vlan_filter,
                         "del",
@@ -916,7 +1049,7 @@ class Bridge(plan.Resource):
                     )
                 for vid, flags in sorted(want.items()):
                     if have.get(vid) != flags:
-                        run(
+                        _run(
                             f"cannot add VLAN {vid} to {port['name']}",
                             ipr.vlan_filter,
                             "add",
@@ -924,36 +1057,27 @@ class Bridge(plan.Resource):
                             vlan_info={"vid": vid, "flags": flags},
                         )
 
-        if "mtu" in changes:
-            for port in spec.get("ports", []):
-                if link(port["name"]).get_attr("IFLA_MTU") < spec["mtu"]:
-                    run(
-                        f"cannot raise the MTU of {port['name']}",
-                        ipr.link,
-                        "set",
-                        index=index(port["name"]),
-                        mtu=spec["mtu"],
-                    )
-            run(f"cannot set the MTU of {name}", ipr.link, "set", index=br, mtu=spec["mtu"])
-
-        # addresses, gateways, routes on the bridge
+    def _apply_addresses(self, ipr, reader, br, p, changes):
+        """The bridge's addresses, gateways and routes as planned (``p``); the bridge up."""
+        spec = self.spec
+        name = self.name
         now = (
             {
                 a["cidr"]
                 for a in nl.global_addresses(
-                    nl.refresh(reader, self._host, [name], addresses=True), name
+                    nl.refresh(reader, p.host, [name], addresses=True), name
                 )
             }
             if "addresses" in changes
             else set()
         )
         if "addresses" in changes:
-            for cidr in p["addresses"]:
+            for cidr in p.addresses:
                 if cidr not in now:
-                    self._add_addr(ipr, run, br, cidr)
-            for cidr in sorted(now - set(p["addresses"])):
+                    self._add_addr(ipr, _run, br, cidr)
+            for cidr in sorted(now - set(p.addresses)):
                 iface = ipaddress.ip_interface(cidr)
-                run(
+                _run(
                     f"cannot remove {cidr} from {name}",
                     ipr.addr,
                     "del",
@@ -961,29 +1085,28 @@ class Bridge(plan.Resource):
                     address=str(iface.ip),
                     prefixlen=iface.network.prefixlen,
                 )
-        run(f"cannot bring {name} up", ipr.link, "set", index=br, state="up")
+        _run(f"cannot bring {name} up", ipr.link, "set", index=br, state="up")
         for key, family in (("gateway", socket.AF_INET), ("gateway6", socket.AF_INET6)):
-            if key in changes and p["gateways"][key]:
+            if key in changes and p.gateways[key]:
                 dst = "0.0.0.0/0" if family == socket.AF_INET else "::/0"
-                run(
-                    f"cannot set {key} {p['gateways'][key]}",
+                _run(
+                    f"cannot set {key} {p.gateways[key]}",
                     ipr.route,
                     "replace",
                     family=family,
                     dst=dst,
-                    gateway=p["gateways"][key],
+                    gateway=p.gateways[key],
                     oif=br,
                     table=nl.RT_TABLE_MAIN,
                 )
         if "routes" in changes:
-            fresh = nl.refresh(reader, self._host, [name], addresses=True)
+            fresh = nl.refresh(reader, p.host, [name], addresses=True)
             have_routes = (nl.bridge_view(fresh, name) or {}).get("routes", [])
-            if (
-                "routes" in spec
-            ):  # declared routes are all the routes: extra default routes included
-                have_routes = have_routes + _default_routes(fresh, name, p["gateways"])
+            if "routes" in spec:
+                # declared routes are all the routes: extra default routes included
+                have_routes = have_routes + _default_routes(fresh, name, p.gateways)
             have = {_route_key(r): r for r in have_routes}
-            want = {_route_key(r): r for r in p["routes"]}
+            want = {_route_key(r): r for r in p.routes}
             for key in sorted(set(have) - set(want), key=str):
                 route = have[key]
                 family = nl.route_family(route["to"], route.get("via"))
@@ -1001,7 +1124,7 @@ class Bridge(plan.Resource):
                 route = want[key]
                 family = nl.route_family(route["to"], route.get("via"))
                 self._add_route(
-                    ipr, run, br, family, route["to"], route.get("via"), route.get("metric")
+                    ipr, _run, br, family, route["to"], route.get("via"), route.get("metric")
                 )
 
     @staticmethod
@@ -1032,12 +1155,12 @@ class Bridge(plan.Resource):
 
     # -- restore -------------------------------------------------------------
 
-    def restore(self, before):
-        """Put back links, addresses and routes exactly as in the first read."""
-        _invalidate(
-            self.session, self.netns
-        )  # first: even a restore that fails half-way leaves no stale dump
-        first = self._first
+    def restore(self, before: BridgeSnapshot, undo: Undo) -> Optional[str]:
+        """Put back links, addresses and routes exactly as in ``before`` (the read
+        the plan was made from), and the files apply overwrote."""
+        # first: even a restore that fails half-way leaves no stale dump
+        _invalidate(self.session, self.netns)
+        first = before.host
         done = []
         with nl.netlink(self.netns) as ipr:
             now = nl.dump(ipr)
@@ -1056,14 +1179,13 @@ class Bridge(plan.Resource):
                 if cur["master"] != then["master"]:
                     master = idx(then["master"]) if then["master"] else 0
                     ipr.link("set", index=cur["index"], master=master or 0)
-                    done.append(
-                        f"{pname} {'back in ' + then['master'] if then['master'] else 'out of ' + self.name}"
-                    )
+                    back = f"back in {then['master']}" if then["master"] else f"out of {self.name}"
+                    done.append(f"{pname} {back}")
                 if cur["mtu"] != then["mtu"]:
                     ipr.link("set", index=cur["index"], mtu=then["mtu"])
                 if cur["up"] != then["up"]:
                     ipr.link("set", index=cur["index"], state="up" if then["up"] else "down")
-            for vname in self._created_vlans:
+            for vname in undo.get("created_vlans", ()):
                 with contextlib.suppress(Exception):
                     ipr.link("del", index=idx(vname))
                 done.append(f"VLAN interface {vname} removed")
@@ -1096,7 +1218,7 @@ class Bridge(plan.Resource):
                 # the VLAN table of the ports that were already its ports
                 entries = nl._vlan_entries(ipr)  # pylint: disable=protected-access
                 vlans_restored = False
-                for pname, then_vlans in sorted(self._vlans_before.items()):
+                for pname, then_vlans in sorted(undo.get("vlans_before", {}).items()):
                     pidx = idx(pname)
                     if pidx is None or (links_then.get(pname) or {}).get("master") != self.name:
                         continue
@@ -1112,80 +1234,95 @@ class Bridge(plan.Resource):
                             vlans_restored = True
                 if vlans_restored:
                     done.append("port VLANs")
-            # addresses of the touched links
-            now = nl.dump(ipr)
-            addr_key = lambda a: (a["ifname"], a["cidr"])  # noqa: E731
-            then_addrs = {
-                addr_key(a): a
-                for a in first["addresses"]
-                if a["ifname"] in touched and a["scope"] == 0
-            }
-            now_addrs = {
-                addr_key(a): a
-                for a in now["addresses"]
-                if a["ifname"] in touched and a["scope"] == 0
-            }
-            for key in sorted(set(now_addrs) - set(then_addrs)):
-                a = now_addrs[key]
-                with contextlib.suppress(Exception):
-                    ipr.addr(
-                        "del",
-                        index=idx(a["ifname"]),
-                        address=a["address"],
-                        prefixlen=a["prefixlen"],
-                    )
-            for key in sorted(set(then_addrs) - set(now_addrs)):
-                a = then_addrs[key]
-                self._add_addr(
-                    ipr, None, idx(a["ifname"]), a["cidr"], nodad=True, broadcast=a.get("broadcast")
-                )
-            if then_addrs != now_addrs:
+            if _restore_addresses(ipr, first, touched, idx):
                 done.append("addresses")
-            # routes of the main table (not those an address makes by itself)
-            now = nl.dump(ipr)
-            route_key = lambda r: (r["family"], r["dst"], r["via"], r["oif"], r["metric"])  # noqa: E731
-            static = lambda host: {
-                route_key(r): r for r in host["routes"] if r["proto"] != nl.RTPROT_KERNEL
-            }  # noqa: E731
-            then_routes, now_routes = static(first), static(now)
-            for key in set(now_routes) - set(then_routes):
-                r = now_routes[key]
-                with contextlib.suppress(Exception):
-                    kw = {"family": r["family"], "dst": _dst(r), "table": nl.RT_TABLE_MAIN}
-                    if r["via"]:
-                        kw["gateway"] = r["via"]
-                    if r["oif"] and idx(r["oif"]):
-                        kw["oif"] = idx(r["oif"])
-                    if r["metric"] is not None:
-                        kw["priority"] = r["metric"]
-                    ipr.route("del", **kw)
-            for key in set(then_routes) - set(now_routes):
-                r = then_routes[key]
-                kw = {
-                    "family": r["family"],
-                    "dst": _dst(r),
-                    "table": nl.RT_TABLE_MAIN,
-                    "proto": r["proto"],
-                    "scope": r["scope"],
-                }
-                if r["via"]:
-                    kw["gateway"] = r["via"]
-                if r["oif"]:
-                    kw["oif"] = idx(r["oif"])
-                if r["metric"] is not None:
-                    kw["priority"] = r["metric"]
-                if r["prefsrc"]:
-                    kw["prefsrc"] = r["prefsrc"]
-                ipr.route("replace", **kw)
-            if then_routes != now_routes:
+            if _restore_routes(ipr, first, idx):
                 done.append("routes")
-        if self._persist_backup:
+        if undo.get("persist_backup"):
             from salt_kvm import persist  # pylint: disable=import-outside-toplevel
 
-            persist.restore(self._persist_backup)
+            persist.restore(undo.get("persist_backup"))
             done.append("persisted files")
         _invalidate(self.session, self.netns)
         return "the host as it was (" + ", ".join(done) + ")" if done else "the host as it was"
+
+
+def _restore_addresses(ipr, first, touched, idx):
+    """Put back the global addresses of the ``touched`` links as in dump ``first``;
+    whether any differed. ``idx(name)`` is a link's index now."""
+    now = nl.dump(ipr)
+    then_addrs = _global_addresses(first, touched)
+    now_addrs = _global_addresses(now, touched)
+    for akey in sorted(set(now_addrs) - set(then_addrs)):
+        a = now_addrs[akey]
+        with contextlib.suppress(Exception):
+            ipr.addr(
+                "del",
+                index=idx(a["ifname"]),
+                address=a["address"],
+                prefixlen=a["prefixlen"],
+            )
+    for akey in sorted(set(then_addrs) - set(now_addrs)):
+        a = then_addrs[akey]
+        BridgeResource._add_addr(
+            ipr, None, idx(a["ifname"]), a["cidr"], nodad=True, broadcast=a.get("broadcast")
+        )
+    return then_addrs != now_addrs
+
+
+def _restore_routes(ipr, first, idx):
+    """Put back the main table's routes (not those an address makes by itself) as in
+    dump ``first``; whether any differed."""
+    now = nl.dump(ipr)
+    then_routes, now_routes = _static_routes(first), _static_routes(now)
+    for rkey in set(now_routes) - set(then_routes):
+        r = now_routes[rkey]
+        with contextlib.suppress(Exception):
+            kw = {"family": r["family"], "dst": _dst(r), "table": nl.RT_TABLE_MAIN}
+            if r["via"]:
+                kw["gateway"] = r["via"]
+            if r["oif"] and idx(r["oif"]):
+                kw["oif"] = idx(r["oif"])
+            if r["metric"] is not None:
+                kw["priority"] = r["metric"]
+            ipr.route("del", **kw)
+    for rkey in set(then_routes) - set(now_routes):
+        r = then_routes[rkey]
+        kw = {
+            "family": r["family"],
+            "dst": _dst(r),
+            "table": nl.RT_TABLE_MAIN,
+            "proto": r["proto"],
+            "scope": r["scope"],
+        }
+        if r["via"]:
+            kw["gateway"] = r["via"]
+        if r["oif"]:
+            kw["oif"] = idx(r["oif"])
+        if r["metric"] is not None:
+            kw["priority"] = r["metric"]
+        if r["prefsrc"]:
+            kw["prefsrc"] = r["prefsrc"]
+        ipr.route("replace", **kw)
+    return then_routes != now_routes
+
+
+def _global_addresses(host, ifnames):
+    """``{(ifname, cidr): address}`` of the global addresses of ``ifnames`` in dump ``host``."""
+    return {
+        (a["ifname"], a["cidr"]): a
+        for a in host["addresses"]
+        if a["ifname"] in ifnames and a["scope"] == 0
+    }
+
+
+def _static_routes(host):
+    """``{key: route}`` of the main table's routes in dump ``host`` that no address made."""
+    return {
+        (r["family"], r["dst"], r["via"], r["oif"], r["metric"]): r
+        for r in host["routes"]
+        if r["proto"] != nl.RTPROT_KERNEL
+    }
 
 
 def _dst(route):
@@ -1201,14 +1338,23 @@ def _route_text(route):
     return text
 
 
-def present(session, name, test=False, netns=None, root=None, master=None, **kwargs):
+def bridge_present(
+    session: Any,
+    name: str,
+    *,
+    test: bool = False,
+    netns: Optional[str] = None,
+    root: Optional[str] = None,
+    master: Optional[tuple[str, int]] = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
     """State ``kvm.bridge_present``: the bridge as declared (see the module docstring).
 
     ``master``: ``(host, port)`` of the Salt master; when the route to it goes
     through an uplink that moves, the default probe also connects to it.
     """
     try:
-        resource = Bridge(session, name, kwargs, netns=netns, root=root, master=master)
+        resource = BridgeResource(session, name, kwargs, netns=netns, root=root, master=master)
     except InvalidInput as exc:
         return plan.state_return(name, False, comment=f"bridge {name!r}: {exc}")
     if test:  # reads only: no lock
@@ -1229,7 +1375,16 @@ def _locked(session, netns, name, what, run):
         return plan.state_return(name, False, comment=f"{what}: {exc}")
 
 
-def absent(session, name, force=False, test=False, netns=None, persist=None, root=None):
+def bridge_absent(
+    session: Any,
+    name: str,
+    *,
+    force: bool = False,
+    test: bool = False,
+    netns: Optional[str] = None,
+    persist: Optional[str] = None,
+    root: Optional[str] = None,
+) -> dict[str, Any]:
     """State ``kvm.bridge_absent``: no bridge ``name``; refuses with VM taps unless ``force``."""
     try:
         schema.validate(schema.IFNAME, name, str(name))

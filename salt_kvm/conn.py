@@ -169,6 +169,16 @@ class Session:
             self.cache.clear()
 
 
+def memo_key(kind, *parts):
+    """The one shape of a ``session.memo`` key: ``kind:listing[:qualifier...]``.
+
+    ``kind`` is the library module that owns the listing (``bridge``, ``network``,
+    ``storage``, ``snapshot``, ``vm``), so ``session.invalidate(f"{kind}:")`` drops
+    everything that module read; e.g. ``memo_key("storage", "vols", pool)``.
+    """
+    return ":".join((kind, *parts))
+
+
 def session_from_context(context, uri=DEFAULT_URI, key=CONTEXT_KEY):
     """The session kept in a Salt ``__context__`` under ``key`` (created on first use)."""
     session = context.get(key)

@@ -1,11 +1,12 @@
 """libvirt networks: NAT, routed, isolated, open and bridged, declared per host.
 
-Execution functions (:func:`list_networks`, :func:`show`, :func:`define`,
-:func:`start`, :func:`stop`, :func:`undefine`, :func:`set_autostart`,
-:func:`leases`) and the states :func:`present` / :func:`absent`. Every function
+Execution functions (:func:`network_list`, :func:`network_show`,
+:func:`network_define`, :func:`network_start`, :func:`network_stop`,
+:func:`network_undefine`, :func:`network_autostart`, :func:`network_leases`) and
+the states :func:`network_present` / :func:`network_absent`. Every function
 takes the run's :class:`~salt_kvm.conn.Session` first; nothing here touches Salt.
 
-How :func:`present` applies a change:
+How :func:`network_present` applies a change:
 
 * static DHCP hosts (``dhcp:hosts``, ``dhcp6:hosts``) of a running network are
   added and removed live with ``virNetworkUpdate`` (live and persistent), and so
@@ -22,22 +23,27 @@ The bridge name libvirt picks itself (``virbrN``) is never reported as drift
 when no ``bridge`` is declared; undeclared keys are left as they are.
 """
 
+from __future__ import annotations
+
+import dataclasses
 import ipaddress
 import logging
 import os
+from typing import Any, Optional
 
 from salt_kvm import conn as _conn
 from salt_kvm import network_modes, plan, schema
 from salt_kvm.conn import libvirt_errors
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
+from salt_kvm.plan import Changes, Plan, Undo
 from salt_kvm.xml import network as netxml
 from salt_kvm.xml.base import xml_diff
 
 log = logging.getLogger(__name__)
 
 #: session.memo keys (invalidated with the prefix ``network:`` after every write)
-MEMO_NETWORKS = "network:list"
-MEMO_DOMAINS = "network:domains"
+MEMO_NETWORKS = _conn.memo_key("network", "list")
+MEMO_DOMAINS = _conn.memo_key("network", "domains")
 
 #: pillar keys of a network state that are not part of the network itself
 STATE_ONLY_KEYS = ("restart", "force", "absent")
@@ -63,11 +69,11 @@ LIVE_RANGE_KEYS = {"dhcp": 4, "dhcp6": 6}
 SYS_NET = "/sys/class/net"
 
 
-def _lv():
+def _lv() -> Any:
     return _conn.libvirt
 
 
-def _msg(exc):
+def _msg(exc: Any) -> str:
     return _conn.libvirt_message(exc)
 
 
@@ -100,7 +106,7 @@ def _load_networks(session):
     return out
 
 
-def networks(session):
+def networks(session: Any) -> dict[str, dict[str, Any]]:
     """``{name: {name, active, persistent, autostart, xml, config}}`` (one listing per run)."""
     return session.memo(MEMO_NETWORKS, lambda: _load_networks(session))
 
@@ -119,12 +125,12 @@ def _load_domains(session):
                     "interfaces": netxml.domain_interfaces(dom.XMLDesc(0)),
                 }
             )
-        except lv.libvirtError:
+        except lv.libvirtError:  # it went away while we listed (another run); skip it
             continue
     return out
 
 
-def domains(session):
+def domains(session: Any) -> list[dict[str, Any]]:
     """``[{name, active, interfaces}]`` of every VM (one listing per run)."""
     return session.memo(MEMO_DOMAINS, lambda: _load_domains(session))
 
@@ -140,7 +146,7 @@ def _lookup(session, name):
     lv = _lv()
     try:
         return session.conn.networkLookupByName(name)
-    except lv.libvirtError as exc:
+    except lv.libvirtError as exc:  # raw: "no such network" becomes NotFound
         if exc.get_error_code() == lv.VIR_ERR_NO_NETWORK:
             raise NotFound(f"libvirt network '{name}' does not exist on {session.uri}") from None
         raise KvmError(f"network '{name}': {_msg(exc)}") from None
@@ -161,7 +167,7 @@ def _link_exists(name):
     return os.path.exists(os.path.join(SYS_NET, name))
 
 
-def vm_interfaces(session, name, xml=None):
+def vm_interfaces(session: Any, name: str, *, xml: Optional[str] = None) -> list[dict[str, Any]]:
     """Interfaces of VMs on network ``name``: ``[{vm, running, mac, tap}]``.
 
     Found from domain XML (interfaces of type network with that source) and
@@ -192,15 +198,16 @@ def vm_interfaces(session, name, xml=None):
     return sorted(out, key=lambda i: (i["vm"], i["mac"] or ""))
 
 
-def attached_vms(session, name, xml=None):
-    """Names of the running VMs attached to network ``name`` (they lose their link on a restart)."""
-    return sorted({i["vm"] for i in vm_interfaces(session, name, xml) if i["running"]})
+def attached_vms(session: Any, name: str, *, xml: Optional[str] = None) -> list[str]:
+    """Names of the running VMs attached to network ``name`` (they lose their link on a
+    restart)."""
+    return sorted({i["vm"] for i in vm_interfaces(session, name, xml=xml) if i["running"]})
 
 
 # --- execution functions --------------------------------------------------------
 
 
-def list_networks(session):
+def network_list(session: Any) -> dict[str, dict[str, Any]]:
     """``{name: {mode, bridge, active, autostart, persistent}}``."""
     out = {}
     for name, rec in sorted(networks(session).items()):
@@ -215,7 +222,7 @@ def list_networks(session):
     return out
 
 
-def show(session, name):
+def network_show(session: Any, name: str) -> dict[str, Any]:
     """Everything about one network: pillar keys, state, and the VMs attached."""
     schema.validate(schema.OBJNAME, name, "name")
     rec = _record(session, name)
@@ -234,11 +241,11 @@ def show(session, name):
             "autostart": rec["autostart"],
             "persistent": rec["persistent"],
             "bridge_ports": _bridge_ports(net.bridge) if net.bridge and rec["active"] else [],
-            "interfaces": vm_interfaces(session, name, rec["xml"]),
+            "interfaces": vm_interfaces(session, name, xml=rec["xml"]),
         }
     )
     out["vms"] = sorted({i["vm"] for i in out["interfaces"]})
-    out["attached"] = attached_vms(session, name, rec["xml"])
+    out["attached"] = attached_vms(session, name, xml=rec["xml"])
     if rec["config"] != rec["xml"] and rec["active"]:
         pending = _flat(netxml.Network(rec["config"]).spec())
         now = _flat(net.spec())
@@ -255,7 +262,7 @@ def _validated(name, kwargs):
     return {k: v for k, v in spec.items() if k not in STATE_ONLY_KEYS}
 
 
-def define(session, name, **kwargs):
+def network_define(session: Any, name: str, **kwargs: Any) -> dict[str, Any]:
     """Define network ``name`` (or update its persistent definition); it is not started."""
     spec = _validated(name, kwargs)
     autostart = spec.pop("autostart", None)
@@ -263,28 +270,24 @@ def define(session, name, **kwargs):
     base = rec["config"] if rec else None
     _check_host(session, name, spec, rec, test=False)
     xml = netxml.Network.build(name, spec, base=base).to_xml()
-    lv = _lv()
     try:
-        net = session.conn.networkDefineXML(xml)
-        if autostart is not None:
-            net.setAutostart(1 if autostart else 0)
-    except lv.libvirtError as exc:
-        raise KvmError(f"cannot define network '{name}': {_msg(exc)}") from None
+        with libvirt_errors(f"cannot define network '{name}'"):
+            net = session.conn.networkDefineXML(xml)
+            if autostart is not None:
+                net.setAutostart(1 if autostart else 0)
     finally:
         session.invalidate("network:")
-    return show(session, name)
+    return network_show(session, name)
 
 
-def start(session, name):
+def network_start(session: Any, name: str) -> bool:
     """Start network ``name``; returns True (also when it was running)."""
     schema.validate(schema.OBJNAME, name, "name")
     net = _lookup(session, name)
-    lv = _lv()
     try:
-        if not net.isActive():
-            net.create()
-    except lv.libvirtError as exc:
-        raise KvmError(f"cannot start network '{name}': {_msg(exc)}") from None
+        with libvirt_errors(f"cannot start network '{name}'"):
+            if not net.isActive():
+                net.create()
     finally:
         session.invalidate("network:")
     return True
@@ -294,22 +297,21 @@ def _guard_vms(session, name, force, action):
     vms = attached_vms(session, name)
     if vms and not force:
         raise Refused(
-            f"network '{name}' has running VMs attached ({', '.join(vms)}); {action} would cut their link (force: True to do it anyway)"
+            f"network '{name}' has running VMs attached ({', '.join(vms)}); {action} would "
+            "cut their link (force: True to do it anyway)"
         )
 
 
-def stop(session, name, force=False):
+def network_stop(session: Any, name: str, *, force: bool = False) -> bool:
     """Stop (destroy) network ``name``; refuses with running VMs attached unless ``force``."""
     schema.validate(schema.OBJNAME, name, "name")
     net = _lookup(session, name)
     if not net.isActive():
         return True
     _guard_vms(session, name, force, "stopping it")
-    lv = _lv()
     try:
-        net.destroy()
-    except lv.libvirtError as exc:
-        raise KvmError(f"cannot stop network '{name}': {_msg(exc)}") from None
+        with libvirt_errors(f"cannot stop network '{name}'"):
+            net.destroy()
     finally:
         session.invalidate("network:")
     return True
@@ -317,20 +319,19 @@ def stop(session, name, force=False):
 
 def _remove(session, name):
     net = _lookup(session, name)
-    lv = _lv()
     try:
-        if net.isActive():
-            net.destroy()
-        if net.isPersistent():
-            net.undefine()
-    except lv.libvirtError as exc:
-        raise KvmError(f"cannot remove network '{name}': {_msg(exc)}") from None
+        with libvirt_errors(f"cannot remove network '{name}'"):
+            if net.isActive():
+                net.destroy()
+            if net.isPersistent():
+                net.undefine()
     finally:
         session.invalidate("network:")
 
 
-def undefine(session, name, force=False):
-    """Stop (if running) and undefine network ``name``; refuses with running VMs attached unless ``force``."""
+def network_undefine(session: Any, name: str, *, force: bool = False) -> bool:
+    """Stop (if running) and undefine network ``name``; refuses with running VMs attached
+    unless ``force``."""
     schema.validate(schema.OBJNAME, name, "name")
     _record(session, name)
     _guard_vms(session, name, force, "removing it")
@@ -338,23 +339,21 @@ def undefine(session, name, force=False):
     return True
 
 
-def set_autostart(session, name, enabled=True):
+def network_autostart(session: Any, name: str, *, enabled: bool = True) -> bool:
     """Start network ``name`` at boot (or not)."""
     schema.validate(schema.OBJNAME, name, "name")
     if not isinstance(enabled, bool):
         raise InvalidInput("enabled", f"{enabled!r} is not true or false")
     net = _lookup(session, name)
-    lv = _lv()
     try:
-        net.setAutostart(1 if enabled else 0)
-    except lv.libvirtError as exc:
-        raise KvmError(f"cannot set autostart of network '{name}': {_msg(exc)}") from None
+        with libvirt_errors(f"cannot set autostart of network '{name}'"):
+            net.setAutostart(1 if enabled else 0)
     finally:
         session.invalidate("network:")
     return enabled
 
 
-def leases(session, name):
+def network_leases(session: Any, name: str) -> list[dict[str, Any]]:
     """The DHCP leases dnsmasq handed out on network ``name``."""
     schema.validate(schema.OBJNAME, name, "name")
     net = _lookup(session, name)
@@ -377,14 +376,15 @@ def leases(session, name):
                 "interface": lease.get("iface"),
             }
         )
-    return sorted(out, key=lambda l: (l["type"], l["ip"] or ""))
+    return sorted(out, key=lambda lease: (lease["type"], lease["ip"] or ""))
 
 
 # --- the states ------------------------------------------------------------------
 
 
 def _flat(spec, declared=False):
-    """Pillar keys -> comparable flat keys (``dhcp`` becomes ``dhcp:start``, ``dhcp:end``, ``dhcp:hosts``)."""
+    """Pillar keys -> comparable flat keys (``dhcp`` becomes ``dhcp:start``, ``dhcp:end``,
+    ``dhcp:hosts``)."""
     out = {}
     for key, value in spec.items():
         if key in ("dhcp", "dhcp6"):
@@ -403,7 +403,8 @@ def _flat(spec, declared=False):
 
 
 def _host_routes(path="/proc/net/route"):
-    """``[(interface, IPv4Network)]`` of the host's routes (what libvirt checks before starting a network)."""
+    """``[(interface, IPv4Network)]`` of the host's routes (what libvirt checks before
+    starting a network)."""
     out = []
     try:
         with open(path, encoding="ascii") as fh:
@@ -426,7 +427,8 @@ def _host_routes(path="/proc/net/route"):
 
 
 def _host_routes6(path="/proc/net/ipv6_route"):
-    """``[(interface, IPv6Network)]`` of the host's IPv6 routes (default and host routes left out)."""
+    """``[(interface, IPv6Network)]`` of the host's IPv6 routes (default and host routes
+    left out)."""
     out = []
     try:
         with open(path, encoding="ascii") as fh:
@@ -465,7 +467,8 @@ def _check_host(session, name, spec, rec, test):
             ):
                 raise InvalidInput(
                     f"{name}:{key}",
-                    f"{mine} overlaps libvirt network '{other}' ({ipaddress.ip_interface(oip.interface).network})",
+                    f"{mine} overlaps libvirt network '{other}' "
+                    f"({ipaddress.ip_interface(oip.interface).network})",
                 )
     current = netxml.Network(rec["xml"]) if rec and rec["active"] else None
     running = current.spec() if current is not None else {}
@@ -478,7 +481,8 @@ def _check_host(session, name, spec, rec, test):
             if routed == mine and not (current is not None and iface == current.bridge):
                 raise InvalidInput(
                     f"{name}:{key}",
-                    f"{mine} is already routed on the host through {iface}; libvirt would refuse to start the network",
+                    f"{mine} is already routed on the host through {iface}; libvirt would "
+                    "refuse to start the network",
                 )
     bridge = spec.get("bridge")
     if not bridge:
@@ -503,15 +507,39 @@ def _check_host(session, name, spec, rec, test):
     if bridge != current_bridge and _link_exists(bridge):
         raise InvalidInput(
             f"{name}:bridge",
-            f"'{bridge}' already exists on the host; libvirt must create its own bridge in mode {mode} (use mode: bridge for a host bridge)",
+            f"'{bridge}' already exists on the host; libvirt must create its own bridge in "
+            f"mode {mode} (use mode: bridge for a host bridge)",
         )
     return None
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkPlan:
+    """What :meth:`NetworkResource.plan` found, for apply and summary.
+
+    ``record`` is the network's listing when the plan was made (None: absent),
+    ``desired_xml`` the definition to write, ``restart_keys`` the changed keys
+    that need a restart of the running network, ``attached`` the running VMs
+    it reconnects afterwards.
+    """
+
+    record: Optional[dict[str, Any]]
+    desired_xml: str
+    restart_keys: tuple[str, ...] = ()
+    attached: tuple[str, ...] = ()
 
 
 class NetworkResource(plan.Resource):
     """One declared libvirt network for :func:`salt_kvm.plan.ensure`."""
 
-    def __init__(self, session, name, spec, restart=False, test=False):
+    def __init__(
+        self,
+        session: Any,
+        name: str,
+        spec: dict[str, Any],
+        restart: bool = False,
+        test: bool = False,
+    ) -> None:
         self.session = session
         self.name = name
         self.spec = spec
@@ -519,16 +547,10 @@ class NetworkResource(plan.Resource):
         self.restart = bool(restart)
         self.test = test
         self.what = f"{self.mode} network '{name}'"
-        self.note = None
-        self.restart_keys = []
-        self.attached = []
-        self.desired_xml = None
-        self._verifying = False
-        self._touched_live = False
 
     # desired -> current -----------------------------------------------------
 
-    def read(self):
+    def read(self) -> Optional[dict[str, Any]]:
         rec = networks(self.session).get(self.name)
         if rec is None:
             return None
@@ -542,11 +564,10 @@ class NetworkResource(plan.Resource):
         flat["active"] = True
         return flat
 
-    def changes(self, current):
-        rec = current["record"] if current else None
-        if not self._verifying:
-            self.note = _check_host(self.session, self.name, self.spec, rec, self.test)
-        have = {}
+    def _diff(self, current: Optional[dict[str, Any]]) -> tuple[Changes, str, tuple[str, ...]]:
+        """``(changes, desired_xml, restart_keys)`` from ``current``; pure (no host checks)."""
+        rec: Any = current["record"] if current else None
+        have: dict[str, Any] = {}
         if current:
             have = _flat(current["spec"])
             have["autostart"] = rec["autostart"]
@@ -555,43 +576,50 @@ class NetworkResource(plan.Resource):
         net_spec = {k: v for k, v in self.spec.items() if k != "autostart"}
         net_spec["mode"] = self.mode
         base = rec["config"] if rec else None
-        self.desired_xml = netxml.Network.build(self.name, net_spec, base=base).to_xml()
+        desired_xml = netxml.Network.build(self.name, net_spec, base=base).to_xml()
         if rec and not rec["persistent"]:
             changes["persistent"] = {"old": False, "new": True}
-        text = xml_diff(base, self.desired_xml)
+        text = xml_diff(base, desired_xml)
         if text and changes:
             changes["xml"] = {"diff": text}
-        self.restart_keys = []
-        if rec and rec["active"]:
+        restart_keys: list[str] = []
+        if current and rec["active"]:
             live_range = {
                 f"{d}:{b}"
                 for d in LIVE_RANGE_KEYS
                 if (current["spec"].get(d) or {}).get("start")
                 for b in ("start", "end")
             }
-            self.restart_keys = sorted(
-                k for k in changes if k in RESTART_KEYS and k not in live_range
-            )
-        self.attached = []
-        if self.restart_keys and not self._verifying:
-            self.attached = attached_vms(self.session, self.name, rec["xml"])
-            if self.attached and not self.restart:
+            restart_keys = sorted(k for k in changes if k in RESTART_KEYS and k not in live_range)
+        return changes, desired_xml, tuple(restart_keys)
+
+    def plan(self, current: Optional[dict[str, Any]]) -> Plan:
+        rec = current["record"] if current else None
+        note = _check_host(self.session, self.name, self.spec, rec, self.test)
+        changes, desired_xml, restart_keys = self._diff(current)
+        attached: list[str] = []
+        if restart_keys and rec is not None:
+            attached = attached_vms(self.session, self.name, xml=rec["xml"])
+            if attached and not self.restart:
                 raise Refused(
-                    f"changing {', '.join(self.restart_keys)} needs a restart of the network, which would cut the link of "
-                    f"running VM(s) {', '.join(self.attached)}; set restart: True to restart it anyway"
+                    f"changing {', '.join(restart_keys)} needs a restart of the network, which "
+                    f"would cut the link of running VM(s) {', '.join(attached)}; set "
+                    "restart: True to restart it anyway"
                 )
-        return changes
+        return Plan(
+            changes,
+            existed=current is not None,
+            payload=NetworkPlan(rec, desired_xml, restart_keys, tuple(attached)),
+            notes=(note,) if note else (),
+        )
 
-    def verify(self, after):
-        saved = (self.restart_keys, self.attached, self.desired_xml)
-        self._verifying = True
-        try:
-            return {k: v for k, v in self.changes(after).items() if k != "xml"}
-        finally:
-            self._verifying = False
-            self.restart_keys, self.attached, self.desired_xml = saved
+    def verify(self, plan: Plan, after: Optional[dict[str, Any]]) -> Changes:
+        changes, _xml, _restart = self._diff(after)
+        return {k: v for k, v in changes.items() if k != "xml"}
 
-    def summary(self, changes, test):
+    def summary(self, plan: Plan, test: bool) -> str:
+        changes = plan.changes
+        payload = plan.payload
         keys = ", ".join(sorted(k for k in changes if k not in ("xml", "active")))
         created = "active" in changes and changes["active"]["old"] is None
         started = "active" in changes and changes["active"]["old"] is False
@@ -602,49 +630,54 @@ class NetworkResource(plan.Resource):
             text = f"{self.what} {would} changed ({keys})" + (" and started" if started else "")
         else:
             text = f"{self.what} {would} started"
-        if self.restart_keys:
+        if payload.restart_keys:
             verb = "would be restarted" if test else "was restarted"
-            text += f" and {verb} to apply {', '.join(self.restart_keys)}"
-            if self.attached:
-                text += f" (VMs {', '.join(self.attached)} {'would be' if test else 'were'} reconnected)"
-        if self.note:
-            text += f" (note: {self.note})"
-        return text
+            text += f" and {verb} to apply {', '.join(payload.restart_keys)}"
+            if payload.attached:
+                were = "would be" if test else "were"
+                text += f" (VMs {', '.join(payload.attached)} {were} reconnected)"
+        return text + "".join(f" (note: {note})" for note in plan.notes)
 
     # apply / restore -----------------------------------------------------------
 
-    def apply(self, current, changes):
+    def apply(self, plan: Plan, undo: Undo) -> None:
+        payload = plan.payload
+        changes = plan.changes
         lv = _lv()
         conn = self.session.conn
+        undo.record("desired_xml", payload.desired_xml)
         try:
-            if current is None:
-                net = conn.networkDefineXML(self.desired_xml)
+            if payload.record is None:
+                net = conn.networkDefineXML(payload.desired_xml)
                 if self.spec.get("autostart") is not None:
                     net.setAutostart(1 if self.spec["autostart"] else 0)
                 net.create()
                 return
-            rec = current["record"]
+            rec = payload.record
             net = conn.networkLookupByName(self.name)
             xml_changes = [
                 k for k in changes if k not in ("active", "autostart", "xml", "persistent")
             ]
-            live_only = bool(xml_changes) and rec["active"] and not self.restart_keys
+            live_only = bool(xml_changes) and rec["active"] and not payload.restart_keys
             if ("xml" in changes or "persistent" in changes) and not (
                 live_only and rec["persistent"]
             ):
-                net = conn.networkDefineXML(self.desired_xml)
+                net = conn.networkDefineXML(payload.desired_xml)
             if live_only:
                 # DHCP hosts / range only: live, and in the definition when it differs there too
-                self._update_dhcp(net, rec, changes, config="xml" in changes and rec["persistent"])
+                self._update_dhcp(
+                    net, rec, changes, undo, config="xml" in changes and rec["persistent"]
+                )
             if "autostart" in changes:
                 net.setAutostart(1 if self.spec["autostart"] else 0)
-            if rec["active"] and self.restart_keys:
-                self._touched_live = True
+            if rec["active"] and payload.restart_keys:
+                undo.record("touched_live")
                 net.destroy()
                 net.create()
-                self._replug(self._live_bridge(net))
+                self._replug(self._live_bridge(net), payload.desired_xml)
             elif not net.isActive():
                 net.create()
+        # raw: the engine names the network, the comment carries libvirt's message alone
         except lv.libvirtError as exc:
             raise KvmError(_msg(exc)) from None
         finally:
@@ -653,8 +686,9 @@ class NetworkResource(plan.Resource):
     def _live_bridge(self, net):
         return netxml.Network(net.XMLDesc(0)).bridge
 
-    def _update_dhcp(self, net, rec, changes, config=True):
-        """Change the DHCP range and add and remove static hosts live (and in the persistent definition)."""
+    def _update_dhcp(self, net, rec, changes, undo, config=True):
+        """Change the DHCP range and add and remove static hosts live (and in the persistent
+        definition)."""
         lv = _lv()
         flags = lv.VIR_NETWORK_UPDATE_AFFECT_LIVE | (
             lv.VIR_NETWORK_UPDATE_AFFECT_CONFIG if config else 0
@@ -666,7 +700,7 @@ class NetworkResource(plan.Resource):
             index = live.ip_index(version)
             old_range = live.ip(version).find("dhcp/range")
             want = {"start": self.spec[dkey]["start"], "end": self.spec[dkey]["end"]}
-            self._touched_live = True
+            undo.record("touched_live")
             net.update(
                 lv.VIR_NETWORK_UPDATE_COMMAND_DELETE,
                 lv.VIR_NETWORK_SECTION_IP_DHCP_RANGE,
@@ -689,7 +723,7 @@ class NetworkResource(plan.Resource):
             new = {netxml.host_tuple(h): h for h in changes[key]["new"] or []}
             for tup, host in old.items():
                 if tup not in new:
-                    self._touched_live = True
+                    undo.record("touched_live")
                     net.update(
                         lv.VIR_NETWORK_UPDATE_COMMAND_DELETE,
                         lv.VIR_NETWORK_SECTION_IP_DHCP_HOST,
@@ -699,7 +733,7 @@ class NetworkResource(plan.Resource):
                     )
             for tup, host in new.items():
                 if tup not in old:
-                    self._touched_live = True
+                    undo.record("touched_live")
                     net.update(
                         lv.VIR_NETWORK_UPDATE_COMMAND_ADD_LAST,
                         lv.VIR_NETWORK_SECTION_IP_DHCP_HOST,
@@ -708,17 +742,18 @@ class NetworkResource(plan.Resource):
                         flags,
                     )
 
-    def _replug(self, bridge):
-        """Put the taps of running VMs on this network back on its bridge after a restart."""
+    def _replug(self, bridge: Optional[str], xml: Optional[str]) -> list[str]:
+        """Put the taps of running VMs on this network back on its bridge after a restart
+        (the VMs found from ``xml``, the network's declared definition)."""
         if not bridge or not _is_bridge(bridge):
             return []
         self.session.invalidate(MEMO_DOMAINS)
         taps = [
             i["tap"]
-            for i in vm_interfaces(self.session, self.name, self.desired_xml)
+            for i in vm_interfaces(self.session, self.name, xml=xml)
             if i["running"] and i["tap"]
         ]
-        moved = []
+        moved: list[str] = []
         if not taps:
             return moved
         from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
@@ -737,20 +772,21 @@ class NetworkResource(plan.Resource):
                         moved.append(tap)
         except Exception as exc:  # pylint: disable=broad-except
             raise KvmError(
-                f"network '{self.name}' restarted, but putting the VM taps back on {bridge} failed: {exc}"
+                f"network '{self.name}' restarted, but putting the VM taps back on {bridge} "
+                f"failed: {exc}"
             ) from None
         if moved:
             log.info("network %s: reconnected taps %s to %s", self.name, ", ".join(moved), bridge)
         return moved
 
-    def restore(self, before):
+    def restore(self, before: Optional[dict[str, Any]], undo: Undo) -> Optional[str]:
         lv = _lv()
         conn = self.session.conn
         self.session.invalidate("network:")
         try:
             try:
                 net = conn.networkLookupByName(self.name)
-            except lv.libvirtError:
+            except lv.libvirtError:  # raw: not there (any more) is an answer, not an error
                 net = None
             if before is None:
                 if net is not None:
@@ -767,11 +803,11 @@ class NetworkResource(plan.Resource):
             if rec["persistent"]:
                 net.setAutostart(1 if rec["autostart"] else 0)
             if rec["active"]:
-                if net.isActive() and self._touched_live:
+                if net.isActive() and "touched_live" in undo:
                     net.destroy()
                 if not net.isActive():
                     net.create()
-                    self._replug(netxml.Network(net.XMLDesc(0)).bridge)
+                    self._replug(netxml.Network(net.XMLDesc(0)).bridge, undo.get("desired_xml"))
             elif net.isActive():
                 net.destroy()
             return f"network '{self.name}' as it was"
@@ -779,7 +815,9 @@ class NetworkResource(plan.Resource):
             self.session.invalidate("network:")
 
 
-def present(session, name, test=False, **kwargs):
+def network_present(
+    session: Any, name: str, *, test: bool = False, **kwargs: Any
+) -> dict[str, Any]:
     """State: network ``name`` is defined as declared, running, with its autostart flag."""
     try:
         full = schema.validate_args(schema.NETWORK, name, kwargs, name_field=schema.OBJNAME)
@@ -790,8 +828,11 @@ def present(session, name, test=False, **kwargs):
     return plan.ensure(name, resource, test)
 
 
-def absent(session, name, force=False, test=False):
-    """State: network ``name`` does not exist (refuses with running VMs attached unless ``force``)."""
+def network_absent(
+    session: Any, name: str, *, force: bool = False, test: bool = False
+) -> dict[str, Any]:
+    """State: network ``name`` does not exist (refuses with running VMs attached unless
+    ``force``)."""
     try:
         schema.validate(schema.OBJNAME, name, name)
         schema.validate(schema.Bool(), force, f"{name}:force")
@@ -810,7 +851,8 @@ def absent(session, name, force=False, test=False):
         vms = attached_vms(session, name)
         if vms and not force:
             raise Refused(
-                f"running VMs are attached ({', '.join(vms)}) and would lose their link; set force: True to remove it anyway"
+                f"running VMs are attached ({', '.join(vms)}) and would lose their link; set "
+                "force: True to remove it anyway"
             )
 
     def remove(_current):

@@ -1,6 +1,13 @@
 """VM snapshots: every kind, a real tree, safe delete and revert, retention.
 
-Kinds (what :func:`create` takes, by the VM's state):
+Entry points (named after the loader functions): :func:`snapshot_list`,
+:func:`snapshot_show`, :func:`snapshot_tree`, :func:`snapshot_create`,
+:func:`snapshot_revert`, :func:`snapshot_delete`, :func:`snapshot_prune` and the
+states :func:`snapshot_present` (:class:`SnapshotResource`),
+:func:`snapshot_absent` and :func:`snapshots_retained`
+(:class:`RetentionResource`).
+
+Kinds (what :func:`snapshot_create` takes, by the VM's state):
 
 * running VM, defaults: **internal** snapshot of the disks and the RAM, inside
   the qcow2 images (state ``running``);
@@ -35,6 +42,9 @@ would rewrite their base image under them), and reverting to an external
 snapshot that newer external snapshots build on (their data would be lost).
 """
 
+from __future__ import annotations
+
+import dataclasses
 import datetime
 import json
 import logging
@@ -44,19 +54,23 @@ import selectors
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Iterable
+from typing import Any, Optional
 
 from salt_kvm import conn as _conn
 from salt_kvm import depends, schema, units
 from salt_kvm import progress as _progress
+from salt_kvm.conn import libvirt_errors
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
-from salt_kvm.plan import Resource, ensure, state_return
+from salt_kvm.plan import Changes, Plan, Resource, Undo, ensure, state_return
 from salt_kvm.plan import absent as _plan_absent
 from salt_kvm.xml import snapshot as xsnap
 from salt_kvm.xml.domain import Domain
 
 log = logging.getLogger(__name__)
 
-MEMO_PREFIX = "snapshot:"
+#: session.memo keys: ``memo_key("snapshot", "list", vm)``, all dropped with this prefix
+MEMO_PREFIX = _conn.memo_key("snapshot", "")
 DEFAULT_PREFIX = "auto-"
 NAME_FORMAT = "%Y%m%d-%H%M%S"
 #: how long a block commit may take before salt-kvm gives up waiting (seconds)
@@ -67,11 +81,11 @@ INTERNAL = xsnap.INTERNAL
 EXTERNAL = xsnap.EXTERNAL
 
 
-def _lv():
+def _lv() -> Any:
     return _conn.libvirt
 
 
-def _err(exc):
+def _err(exc: Any) -> str:
     return _conn.libvirt_message(exc)
 
 
@@ -92,21 +106,22 @@ def _iso(ts):
 class Entry:
     """One snapshot: the libvirt object, its parsed XML and whether it is current."""
 
-    def __init__(self, obj, model, current):
+    def __init__(self, obj: Any, model: xsnap.Snapshot, current: bool) -> None:
         self.obj, self.model, self.current = obj, model, current
 
     @property
-    def name(self):
+    def name(self) -> str:
         return self.model.name
 
     @property
-    def created(self):
+    def created(self) -> int:
         return self.model.created or 0
 
-    def base_images(self):
-        """``{target: (image, format)}``: the image each disk used when this snapshot was taken."""
+    def base_images(self) -> dict[str, tuple[Optional[str], Optional[str]]]:
+        """``{target: (image, format)}``: the image each disk used when this snapshot was
+        taken."""
         dom = self.model.domain
-        out = {}
+        out: dict[str, tuple[Optional[str], Optional[str]]] = {}
         if dom is None:
             return out
         for disk in dom.disks:
@@ -114,11 +129,11 @@ class Entry:
                 out[disk.target] = (disk.source, disk.format)
         return out
 
-    def overlays(self):
+    def overlays(self) -> dict[str, str]:
         """``{target: file}`` of the external overlays this snapshot created."""
         return {d.name: d.file for d in self.model.external_disks if d.file}
 
-    def describe(self, children=()):
+    def describe(self, children: Iterable[str] = ()) -> dict[str, Any]:
         model = self.model
         bases = self.base_images()
         disks = []
@@ -157,17 +172,17 @@ class Entry:
 def _load(session, dom):
     """``{name: Entry}`` of a VM's snapshots (one listing per VM per run)."""
 
+    vm = dom.name()
+
     def loader():
         out = {}
-        try:
+        with libvirt_errors(f"VM '{vm}': cannot list snapshots"):
             for obj in dom.listAllSnapshots(0):
                 model = xsnap.Snapshot(obj.getXMLDesc(0))
                 out[model.name] = Entry(obj, model, bool(obj.isCurrent(0)))
-        except _lv().libvirtError as exc:
-            raise KvmError(f"VM '{dom.name()}': cannot list snapshots: {_err(exc)}") from None
         return out
 
-    return session.memo(f"{MEMO_PREFIX}{dom.name()}", loader)
+    return session.memo(_conn.memo_key("snapshot", "list", vm), loader)
 
 
 def _invalidate(session):
@@ -205,7 +220,7 @@ def _entry(entries, vm, name):
         raise NotFound(f"VM '{vm}' has no snapshot '{name}'") from None
 
 
-def list_(session, vm):
+def snapshot_list(session: Any, vm: str) -> list[dict[str, Any]]:
     """Every snapshot of ``vm``, oldest first (see :meth:`Entry.describe` for the keys)."""
     dom = _domain(session, vm)
     entries = _load(session, dom)
@@ -213,8 +228,8 @@ def list_(session, vm):
     return [e.describe(kids[e.name]) for e in _ordered(entries)]
 
 
-def show(session, vm, name):
-    """One snapshot of ``vm`` (the keys of :func:`list_`, plus ``xml``)."""
+def snapshot_show(session: Any, vm: str, name: str) -> dict[str, Any]:
+    """One snapshot of ``vm`` (the keys of :func:`snapshot_list`, plus ``xml``)."""
     dom = _domain(session, vm)
     entries = _load(session, dom)
     entry = _entry(entries, vm, name)
@@ -223,8 +238,9 @@ def show(session, vm, name):
     return info
 
 
-def tree(session, vm):
-    """The snapshot tree of ``vm``: ``[{name, kind, state, memory, created, current, children: [...]}]``.
+def snapshot_tree(session: Any, vm: str) -> list[dict[str, Any]]:
+    """The snapshot tree of ``vm``:
+    ``[{name, kind, state, memory, created, current, children: [...]}]``.
 
     Roots (snapshots without a parent) first, oldest first at every level.
     """
@@ -321,8 +337,9 @@ def _percent_to(reporter):
     return on_percent
 
 
-def image_chain(path):
-    """``[{"file", "format", "backing", "virtual_size"}, ...]`` of an image and its backing files, top first (``qemu-img info``)."""
+def image_chain(path: str) -> list[dict[str, Any]]:
+    """``[{"file", "format", "backing", "virtual_size"}, ...]`` of an image and its backing
+    files, top first (``qemu-img info``)."""
     out = _run("qemu-img", "info", "-U", "--backing-chain", "--output=json", path)
     data = json.loads(out)
     if isinstance(data, dict):
@@ -339,10 +356,8 @@ def image_chain(path):
 
 
 def _is_active(dom):
-    try:
+    with libvirt_errors(f"VM '{dom.name()}'"):
         return bool(dom.isActive())
-    except _lv().libvirtError as exc:
-        raise KvmError(f"VM '{dom.name()}': {_err(exc)}") from None
 
 
 def _xml(dom, inactive=False):
@@ -408,16 +423,17 @@ def _external_overlay_owner(entries, path):
 
 
 def plan_create(
-    vm,
-    running,
-    domain,
-    entries,
-    memory=True,
-    disk_only=False,
-    external=False,
-    quiesce=False,
-    name=None,
-):
+    vm: str,
+    running: bool,
+    domain: Domain,
+    entries: dict[str, Entry],
+    *,
+    memory: bool = True,
+    disk_only: bool = False,
+    external: bool = False,
+    quiesce: bool = False,
+    name: Optional[str] = None,
+) -> dict[str, Any]:
     """Decide the kind of snapshot and check it can be deleted and reverted later.
 
     Returns ``{"kind", "memory", "disk_only", "quiesce", "overlays", "memory_file"}``; raises
@@ -436,7 +452,8 @@ def plan_create(
             )
         if agent == "disconnected":
             raise KvmError(
-                f"quiesce needs the QEMU guest agent, and the agent in VM '{vm}' does not answer (is qemu-guest-agent running?); nothing was changed"
+                f"quiesce needs the QEMU guest agent, and the agent in VM '{vm}' does not "
+                "answer (is qemu-guest-agent running?); nothing was changed"
             )
     quiesce = bool(quiesce and running)
     if running:
@@ -445,7 +462,7 @@ def plan_create(
     else:
         is_external = bool(external)
         with_memory = False
-    plan = {
+    plan: dict[str, Any] = {
         "kind": EXTERNAL if is_external else INTERNAL,
         "memory": with_memory,
         "quiesce": quiesce,
@@ -457,15 +474,18 @@ def plan_create(
         for disk in disks:
             if disk.format != "qcow2":
                 raise KvmError(
-                    f"internal snapshots need qcow2 disks: disk {disk.target} of VM '{vm}' is {disk.format or 'of unknown format'} "
-                    f"({disk.source}); take an external snapshot (external: True) instead; nothing was changed"
+                    f"internal snapshots need qcow2 disks: disk {disk.target} of VM '{vm}' is "
+                    f"{disk.format or 'of unknown format'} ({disk.source}); take an external "
+                    "snapshot (external: True) instead; nothing was changed"
                 )
             owner = _external_overlay_owner(entries, disk.source)
             if owner is not None:
                 raise Refused(
-                    f"disk {disk.target} of VM '{vm}' is the overlay of external snapshot '{owner.name}': an internal snapshot "
-                    "would be stored inside that overlay, which libvirt cannot delete while the VM runs and which deleting "
-                    f"'{owner.name}' (merging its overlay) would destroy; delete '{owner.name}' first or take an external snapshot"
+                    f"disk {disk.target} of VM '{vm}' is the overlay of external snapshot "
+                    f"'{owner.name}': an internal snapshot would be stored inside that overlay, "
+                    "which libvirt cannot delete while the VM runs and which deleting "
+                    f"'{owner.name}' (merging its overlay) would destroy; delete '{owner.name}' "
+                    "first or take an external snapshot"
                 )
     else:
         for disk in disks:
@@ -476,18 +496,20 @@ def plan_create(
     return plan
 
 
-def create(
-    session,
-    vm,
-    name=None,
-    memory=True,
-    disk_only=False,
-    external=False,
-    quiesce=False,
-    description=None,
-    prefix="",
-):
-    """Take a snapshot of ``vm``; return it as :func:`show` describes it (without ``xml``)."""
+def snapshot_create(
+    session: Any,
+    vm: str,
+    *,
+    name: Optional[str] = None,
+    memory: bool = True,
+    disk_only: bool = False,
+    external: bool = False,
+    quiesce: bool = False,
+    description: Optional[str] = None,
+    prefix: str = "",
+) -> dict[str, Any]:
+    """Take a snapshot of ``vm``; return it as :func:`snapshot_show` describes it (without
+    ``xml``)."""
     args = schema.validate_args(
         schema.SNAPSHOT,
         vm,
@@ -513,11 +535,11 @@ def create(
         running,
         domain,
         entries,
-        args.get("memory", True),
-        args.get("disk_only", False),
-        args.get("external", False),
-        args.get("quiesce", False),
-        name,
+        memory=args.get("memory", True),
+        disk_only=args.get("disk_only", False),
+        external=args.get("external", False),
+        quiesce=args.get("quiesce", False),
+        name=name,
     )
     for path in list(plan["overlays"].values()) + (
         [plan["memory_file"]] if plan["memory_file"] else []
@@ -528,7 +550,7 @@ def create(
             )
     lv = _lv()
     flags = lv.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
-    disks = []
+    disks: list[tuple[Any, ...]] = []
     if plan["kind"] == EXTERNAL:
         for disk in domain.disks:
             if disk.target in plan["overlays"]:
@@ -551,7 +573,7 @@ def create(
     )
     try:
         dom.snapshotCreateXML(xml, flags)
-    except lv.libvirtError as exc:
+    except lv.libvirtError as exc:  # raw: a memory file left behind is removed first
         _invalidate(session)
         if (
             plan["memory_file"]
@@ -585,13 +607,16 @@ def _check_internal_revert(vm, entry, entries):
                 users.append(other.name)
     if users:
         raise Refused(
-            f"reverting VM '{vm}' to internal snapshot '{entry.name}' would rewrite {', '.join(sorted(images))}, which external "
-            f"snapshot(s) {', '.join(repr(u) for u in sorted(set(users)))} are built on (their data would be corrupted); "
-            "delete those first (salt-kvm merges their overlays)"
+            f"reverting VM '{vm}' to internal snapshot '{entry.name}' would rewrite "
+            f"{', '.join(sorted(images))}, which external snapshot(s) "
+            f"{', '.join(repr(u) for u in sorted(set(users)))} are built on (their data would "
+            "be corrupted); delete those first (salt-kvm merges their overlays)"
         )
 
 
-def revert(session, vm, name, running=None):
+def snapshot_revert(
+    session: Any, vm: str, name: str, *, running: Optional[bool] = None
+) -> dict[str, Any]:
     """Revert ``vm`` to snapshot ``name``; return ``{"snapshot", "state"}``.
 
     The VM ends in the snapshot's state (running, paused or shut off; a
@@ -611,12 +636,8 @@ def revert(session, vm, name, running=None):
         else:
             _check_internal_revert(vm, entry, entries)
             flags = lv.VIR_DOMAIN_SNAPSHOT_REVERT_RUNNING if running else 0
-            try:
+            with libvirt_errors(f"cannot revert VM '{vm}' to snapshot '{name}'"):
                 dom.revertToSnapshot(entry.obj, flags)
-            except lv.libvirtError as exc:
-                raise KvmError(
-                    f"cannot revert VM '{vm}' to snapshot '{name}': {_err(exc)}"
-                ) from None
             if running is False and dom.isActive():
                 dom.destroy()
     finally:
@@ -648,18 +669,20 @@ def _revert_external(dom, vm, entry, entries, running):
         disk = current.disk(target)
         if disk is None or target not in bases:
             raise KvmError(
-                f"cannot revert VM '{vm}' to snapshot '{entry.name}': disk {target} is gone from the VM"
+                f"cannot revert VM '{vm}' to snapshot '{entry.name}': disk {target} is gone "
+                "from the VM"
             )
         later = [e.name for e in _built_on(entries, overlay, exclude=(entry.name,))]
         if later:
             raise Refused(
-                f"cannot revert VM '{vm}' to external snapshot '{entry.name}': snapshot(s) {', '.join(repr(n) for n in sorted(later))} "
-                f"were taken on top of its overlay {overlay} and their data would be lost; revert to or delete them first"
+                f"cannot revert VM '{vm}' to external snapshot '{entry.name}': snapshot(s) "
+                f"{', '.join(repr(n) for n in sorted(later))} were taken on top of its overlay "
+                f"{overlay} and their data would be lost; revert to or delete them first"
             )
         if disk.source != overlay:
             raise KvmError(
-                f"cannot revert VM '{vm}' to external snapshot '{entry.name}': disk {target} uses {disk.source}, "
-                f"not the snapshot's overlay {overlay}"
+                f"cannot revert VM '{vm}' to external snapshot '{entry.name}': disk {target} "
+                f"uses {disk.source}, not the snapshot's overlay {overlay}"
             )
     with_memory = (
         model.memory_snapshot == EXTERNAL
@@ -669,14 +692,14 @@ def _revert_external(dom, vm, entry, entries, running):
     snap_running = model.state in ("running", "paused")
     want_running = running if running is not None else bool(with_memory and snap_running)
     if active:
-        try:
+        with libvirt_errors(f"cannot stop VM '{vm}' to revert it"):
             dom.destroy()
-        except lv.libvirtError as exc:
-            raise KvmError(f"cannot stop VM '{vm}' to revert it: {_err(exc)}") from None
     for target, overlay in overlays.items():
         base, fmt = bases[target]
         _run("qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", fmt or "raw", overlay)
-    try:
+    with libvirt_errors(
+        f"VM '{vm}': the disks were reverted to snapshot '{entry.name}' but the VM did not start"
+    ):
         if want_running and with_memory:
             inactive = dom.XMLDesc(lv.VIR_DOMAIN_XML_INACTIVE | lv.VIR_DOMAIN_XML_SECURE)
             flag = (
@@ -687,16 +710,12 @@ def _revert_external(dom, vm, entry, entries, running):
             dom.connect().restoreFlags(model.memory_file, inactive, flag)
         elif want_running:
             dom.create()
-    except lv.libvirtError as exc:
-        raise KvmError(
-            f"VM '{vm}': the disks were reverted to snapshot '{entry.name}' but the VM did not start: {_err(exc)}"
-        ) from None
     try:  # make it the current snapshot again
         dom.snapshotCreateXML(
             entry.obj.getXMLDesc(0),
             lv.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE | lv.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT,
         )
-    except lv.libvirtError as exc:
+    except lv.libvirtError as exc:  # raw: only a warning, the revert itself succeeded
         log.warning("could not mark snapshot %s current: %s", entry.name, _err(exc))
 
 
@@ -716,8 +735,16 @@ def _descendants(entries, name):
     return out
 
 
-def delete(session, vm, name, children=False, progress=None):
-    """Delete snapshot ``name`` (and its descendants with ``children``); return ``{"deleted": [...], "merged": [...]}``.
+def snapshot_delete(
+    session: Any,
+    vm: str,
+    name: str,
+    *,
+    children: bool = False,
+    progress: Optional[Callable[[dict[str, Any]], Any]] = None,
+) -> dict[str, list[str]]:
+    """Delete snapshot ``name`` (and its descendants with ``children``); return
+    ``{"deleted": [...], "merged": [...]}``.
 
     External snapshots libvirt cannot delete are merged by salt-kvm (see the module doc),
     reporting the merge's progress to ``progress`` (see :func:`merge_external`).
@@ -736,7 +763,7 @@ def delete(session, vm, name, children=False, progress=None):
             key=lambda n: (entries[n].created, _depth(entries, entries[n]), n),
             reverse=True,
         )
-    result = {"deleted": [], "merged": []}
+    result: dict[str, list[str]] = {"deleted": [], "merged": []}
     try:
         for item in order:
             _invalidate(session)
@@ -757,12 +784,13 @@ def _delete_one(session, dom, vm, entry, entries, progress=None):
     if entry.model.kind != EXTERNAL:
         try:
             entry.obj.delete(0)
-        except lv.libvirtError as exc:
+        except lv.libvirtError as exc:  # raw: one of libvirt's messages gets our explanation
             msg = _err(exc)
             if "not the same as disk image currently used" in msg:
                 msg = (
-                    f"libvirt cannot delete internal snapshot '{entry.name}' while VM '{vm}' runs on the overlay of a later "
-                    "external snapshot; stop the VM, or delete the external snapshot(s) first"
+                    f"libvirt cannot delete internal snapshot '{entry.name}' while VM '{vm}' "
+                    "runs on the overlay of a later external snapshot; stop the VM, or delete "
+                    "the external snapshot(s) first"
                 )
                 raise KvmError(msg) from None
             raise KvmError(f"cannot delete snapshot '{entry.name}' of VM '{vm}': {msg}") from None
@@ -776,15 +804,16 @@ def _delete_one(session, dom, vm, entry, entries, progress=None):
         ]
         if inside:
             raise Refused(
-                f"internal snapshot(s) {', '.join(repr(n) for n in sorted(inside))} are stored in the overlay {overlay} of "
-                f"external snapshot '{entry.name}'; delete them first (or use children: True)"
+                f"internal snapshot(s) {', '.join(repr(n) for n in sorted(inside))} are stored "
+                f"in the overlay {overlay} of external snapshot '{entry.name}'; delete them "
+                "first (or use children: True)"
             )
     _guard_shared_bases(session, dom, vm, entry)
     try:
         _libvirt_delete_external(dom, vm, entry, progress)
         _cleanup_files(entry)
         return None
-    except lv.libvirtError as exc:
+    except lv.libvirtError as exc:  # raw: an unsupported delete is merged by salt-kvm
         code = exc.get_error_code()
         if code not in (
             lv.VIR_ERR_OPERATION_UNSUPPORTED,
@@ -796,7 +825,7 @@ def _delete_one(session, dom, vm, entry, entries, progress=None):
                 f"cannot delete snapshot '{entry.name}' of VM '{vm}': {_err(exc)}"
             ) from None
         log.info("libvirt refused to delete %s (%s); merging it", entry.name, _err(exc))
-    merge_external(dom, vm, entry, entries, progress)
+    merge_external(dom, vm, entry, entries, progress=progress)
     return entry.name
 
 
@@ -829,9 +858,10 @@ def _guard_shared_bases(session, dom, vm, entry):
         others = index.others_than(ident, vm, exclude=files[: files.index(overlay) + 1])
         if others:
             raise Refused(
-                f"merging snapshot '{entry.name}' of VM '{vm}' would write its overlay {overlay} into {base}, which "
-                f"{', '.join(others)} also build(s) on; their content would change (delete or flatten them first, "
-                f"e.g. kvm.volume_clone to a standalone copy)"
+                f"merging snapshot '{entry.name}' of VM '{vm}' would write its overlay "
+                f"{overlay} into {base}, which {', '.join(others)} also build(s) on; their "
+                "content would change (delete or flatten them first, e.g. kvm.volume_clone "
+                "to a standalone copy)"
             )
 
 
@@ -844,7 +874,8 @@ def _libvirt_delete_external(dom, vm, entry, progress=None):
     active = _is_active(dom)
     reporter = _progress.Reporter(
         "merge",
-        f"deleting external snapshot '{entry.name}' of VM '{vm}' (libvirt merges {', '.join(targets)})",
+        f"deleting external snapshot '{entry.name}' of VM '{vm}' "
+        f"(libvirt merges {', '.join(targets)})",
         None,
         progress,
         fields={"vm": vm, "snapshot": entry.name, "disk": ",".join(targets)},
@@ -871,13 +902,10 @@ def _cleanup_files(entry):
 
 
 def _wait_job(dom, target, until_ready, timeout=BLOCK_JOB_TIMEOUT, reporter=None):
-    lv = _lv()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
+        with libvirt_errors(f"block job on {target}"):
             info = dom.blockJobInfo(target, 0)
-        except lv.libvirtError as exc:
-            raise KvmError(f"block job on {target}: {_err(exc)}") from None
         if not info:
             return "gone"
         if reporter is not None and info.get("end", 0) > 0:
@@ -897,7 +925,7 @@ def _pivot(dom, target):
         try:
             dom.blockJobAbort(target, lv.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
             break
-        except lv.libvirtError as exc:
+        except lv.libvirtError as exc:  # raw: retried until the job is ready to pivot
             last = exc
             time.sleep(0.1)
             _wait_job(dom, target, until_ready=True)
@@ -906,7 +934,14 @@ def _pivot(dom, target):
     _wait_job(dom, target, until_ready=False, timeout=60)
 
 
-def merge_external(dom, vm, entry, entries, progress=None):
+def merge_external(
+    dom: Any,
+    vm: str,
+    entry: Entry,
+    entries: dict[str, Entry],
+    *,
+    progress: Optional[Callable[[dict[str, Any]], Any]] = None,
+) -> None:
     """Delete external snapshot ``entry`` by merging each overlay into the image below it.
 
     Running VM: block commit (active commit + pivot when the overlay is the top
@@ -940,15 +975,17 @@ def merge_external(dom, vm, entry, entries, progress=None):
             users = [e.name for e in _built_on(entries, overlay, exclude=(entry.name,))]
             if users:
                 raise Refused(
-                    f"overlay {overlay} of snapshot '{entry.name}' is not in VM '{vm}''s current chain but snapshot(s) "
-                    f"{', '.join(repr(n) for n in sorted(users))} build on it; delete them first"
+                    f"overlay {overlay} of snapshot '{entry.name}' is not in VM '{vm}''s "
+                    f"current chain but snapshot(s) {', '.join(repr(n) for n in sorted(users))} "
+                    "build on it; delete them first"
                 )
             steps.append(("dangling", target, overlay, base, base_fmt, None))
             continue
         index = files.index(overlay)
         if index + 1 >= len(files) or files[index + 1] != base:
             raise KvmError(
-                f"overlay {overlay} of snapshot '{entry.name}' is not backed by {base} (found {files[index + 1 : index + 2]}); not merging"
+                f"overlay {overlay} of snapshot '{entry.name}' is not backed by {base} "
+                f"(found {files[index + 1 : index + 2]}); not merging"
             )
         others = [
             e.name
@@ -959,7 +996,8 @@ def merge_external(dom, vm, entry, entries, progress=None):
         ]
         if others:
             raise Refused(
-                f"image {base} also backs snapshot(s) {', '.join(repr(n) for n in others)} outside the VM's current chain; merging {overlay} into it would corrupt them"
+                f"image {base} also backs snapshot(s) {', '.join(repr(n) for n in others)} "
+                f"outside the VM's current chain; merging {overlay} into it would corrupt them"
             )
         above = files[index - 1] if index > 0 else None
         steps.append(("top" if index == 0 else "middle", target, overlay, base, base_fmt, above))
@@ -1022,20 +1060,22 @@ def merge_external(dom, vm, entry, entries, progress=None):
                         base_fmt or "raw",
                         above,
                     )
-        except lv.libvirtError as exc:
+        except lv.libvirtError as exc:  # raw: the progress report is closed with the error
             reporter.finish(error=_err(exc))
             raise KvmError(
-                f"merging overlay {overlay} of snapshot '{entry.name}' into {base} failed: {_err(exc)}"
+                f"merging overlay {overlay} of snapshot '{entry.name}' into {base} failed: "
+                f"{_err(exc)}"
             ) from None
         except KvmError as exc:
             reporter.finish(error=str(exc))
             raise
         reporter.finish()
 
-    # the VM definition: point the disk at the merged image (a running VM's was updated by the pivot)
+    # the VM definition: point the disk at the merged image (a running VM's was updated by
+    # the pivot)
     inactive = _xml(dom, inactive=True)
     changed = False
-    for kind, target, overlay, base, base_fmt, above in steps:
+    for kind, target, overlay, base, base_fmt, _above in steps:
         disk = inactive.disk(target)
         if disk is None:
             continue
@@ -1046,33 +1086,27 @@ def merge_external(dom, vm, entry, entries, progress=None):
             disk.set_image(disk.source, disk.format or "qcow2")
             changed = True
     if changed:
-        try:
+        with libvirt_errors(f"cannot point VM '{vm}' at the merged image"):
             dom.connect().defineXML(inactive.to_xml(pretty=False))
-        except lv.libvirtError as exc:
-            raise KvmError(f"cannot point VM '{vm}' at the merged image: {_err(exc)}") from None
 
     # later snapshots that were taken on top of the overlay now build on the base image
-    for kind, target, overlay, base, base_fmt, above in steps:
+    for _kind, target, overlay, base, base_fmt, _above in steps:
         for later in _built_on(entries, overlay, exclude=(entry.name,)):
             if later.model.set_domain_disk_image(target, base, base_fmt or "raw"):
-                try:
+                with libvirt_errors(
+                    f"cannot update the metadata of snapshot '{later.name}' after merging"
+                ):
                     dom.snapshotCreateXML(
                         later.model.to_xml(pretty=False),
                         lv.VIR_DOMAIN_SNAPSHOT_CREATE_REDEFINE
                         | (lv.VIR_DOMAIN_SNAPSHOT_CREATE_CURRENT if later.current else 0),
                     )
-                except lv.libvirtError as exc:
-                    raise KvmError(
-                        f"cannot update the metadata of snapshot '{later.name}' after merging: {_err(exc)}"
-                    ) from None
 
-    try:
+    with libvirt_errors(
+        f"merged snapshot '{entry.name}' of VM '{vm}' but cannot drop its metadata"
+    ):
         entry.obj.delete(lv.VIR_DOMAIN_SNAPSHOT_DELETE_METADATA_ONLY)
-    except lv.libvirtError as exc:
-        raise KvmError(
-            f"merged snapshot '{entry.name}' of VM '{vm}' but cannot drop its metadata: {_err(exc)}"
-        ) from None
-    for kind, target, overlay, *_rest in steps:
+    for _kind, _target, overlay, *_rest in steps:
         if os.path.exists(overlay):
             os.unlink(overlay)
     _cleanup_files(entry)
@@ -1082,7 +1116,8 @@ def merge_external(dom, vm, entry, entries, progress=None):
 
 
 def _prune_candidates(entries, keep, older_than=None, prefix=DEFAULT_PREFIX, now=None, extra=0):
-    """Names to delete: matching ``prefix``, beyond the newest ``keep`` (``extra`` more are about to be taken)."""
+    """Names to delete: matching ``prefix``, beyond the newest ``keep`` (``extra`` more are
+    about to be taken)."""
     now = time.time() if now is None else now
     managed = sorted(
         (e for e in entries.values() if e.name.startswith(prefix)),
@@ -1095,8 +1130,17 @@ def _prune_candidates(entries, keep, older_than=None, prefix=DEFAULT_PREFIX, now
     return [e.name for e in sorted(beyond, key=lambda e: (e.created, e.name))]
 
 
-def prune(session, vm, keep, older_than=None, prefix=DEFAULT_PREFIX, progress=None):
-    """Delete the snapshots of ``vm`` named ``prefix*`` beyond the newest ``keep`` (only those older than ``older_than``).
+def snapshot_prune(
+    session: Any,
+    vm: str,
+    keep: int,
+    *,
+    older_than: Any = None,
+    prefix: str = DEFAULT_PREFIX,
+    progress: Optional[Callable[[dict[str, Any]], Any]] = None,
+) -> dict[str, list[str]]:
+    """Delete the snapshots of ``vm`` named ``prefix*`` beyond the newest ``keep`` (only those
+    older than ``older_than``).
 
     Snapshots without the prefix are never touched. Returns ``{"deleted": [...], "kept": [...]}``.
     """
@@ -1112,7 +1156,7 @@ def prune(session, vm, keep, older_than=None, prefix=DEFAULT_PREFIX, progress=No
     doomed = _prune_candidates(entries, args["keep"], args.get("older_than"), prefix)
     deleted = []
     for name in doomed:
-        delete(session, vm, name, progress=progress)
+        snapshot_delete(session, vm, name, progress=progress)
         deleted.append(name)
     _invalidate(session)
     left = _load(session, dom)
@@ -1122,8 +1166,11 @@ def prune(session, vm, keep, older_than=None, prefix=DEFAULT_PREFIX, progress=No
 # --- states ----------------------------------------------------------------
 
 
-def present(session, vm, snapshot, test=False, **kwargs):
-    """State ``snapshot_present``: snapshot ``snapshot`` of ``vm`` exists (taken once, never retaken)."""
+def snapshot_present(
+    session: Any, vm: str, snapshot: str, *, test: bool = False, **kwargs: Any
+) -> dict[str, Any]:
+    """State ``snapshot_present``: snapshot ``snapshot`` of ``vm`` exists (taken once, never
+    retaken)."""
     what = f"snapshot '{snapshot}' of VM '{vm}'"
     try:
         args = schema.validate_args(
@@ -1133,76 +1180,90 @@ def present(session, vm, snapshot, test=False, **kwargs):
         return state_return(vm, False, comment=f"{what}: {exc}")
     if "snapshot" not in args:
         return state_return(vm, False, comment=f"VM '{vm}': snapshot is required")
-    return ensure(vm, _Present(session, vm, args), test)
+    return ensure(vm, SnapshotResource(session, vm, args), test)
 
 
-class _Present(Resource):
-    def __init__(self, session, vm, args):
+class SnapshotResource(Resource):
+    """One named snapshot of a VM: taken once when it is missing, never retaken.
+
+    ``read`` describes the snapshot (None: missing); ``plan`` decides its kind
+    (and refuses what could not be deleted or reverted later); ``restore``
+    deletes a snapshot a failed run left behind.
+    """
+
+    def __init__(self, session: Any, vm: str, args: dict[str, Any]) -> None:
         self.session, self.vm, self.args = session, vm, args
         self.name = args["snapshot"]
         self.what = f"snapshot '{self.name}' of VM '{vm}'"
 
-    def read(self):
+    def read(self) -> Optional[dict[str, Any]]:
         dom = _domain(self.session, self.vm)
         entries = _load(self.session, dom)
         return entries[self.name].describe() if self.name in entries else None
 
-    def changes(self, current):
+    def plan(self, current: Optional[dict[str, Any]]) -> Plan:
         if current is not None:
-            return {}
+            return Plan({})
         dom = _domain(self.session, self.vm)
         running = _is_active(dom)
-        plan = plan_create(
+        decided = plan_create(
             self.vm,
             running,
             _xml(dom, inactive=not running),
             _load(self.session, dom),
-            self.args.get("memory", True),
-            self.args.get("disk_only", False),
-            self.args.get("external", False),
-            self.args.get("quiesce", False),
-            self.name,
+            memory=self.args.get("memory", True),
+            disk_only=self.args.get("disk_only", False),
+            external=self.args.get("external", False),
+            quiesce=self.args.get("quiesce", False),
+            name=self.name,
         )
-        new = {"name": self.name, "kind": plan["kind"], "memory": plan["memory"]}
-        return {"snapshot": {"old": None, "new": new}}
+        new = {"name": self.name, "kind": decided["kind"], "memory": decided["memory"]}
+        return Plan({"snapshot": {"old": None, "new": new}}, existed=False)
 
-    def apply(self, current, changes):
+    def apply(self, plan: Plan, undo: Undo) -> None:
         a = self.args
-        create(
+        snapshot_create(
             self.session,
             self.vm,
-            self.name,
-            a.get("memory", True),
-            a.get("disk_only", False),
-            a.get("external", False),
-            a.get("quiesce", False),
-            a.get("description"),
+            name=self.name,
+            memory=a.get("memory", True),
+            disk_only=a.get("disk_only", False),
+            external=a.get("external", False),
+            quiesce=a.get("quiesce", False),
+            description=a.get("description"),
         )
 
-    def verify(self, after):
+    def verify(self, plan: Plan, after: Optional[dict[str, Any]]) -> Changes:
         if after is None:
             return {"snapshot": {"old": None, "new": self.name}}
         return {}
 
-    def restore(self, before):
+    def restore(self, before: Optional[dict[str, Any]], undo: Undo) -> Optional[str]:
+        # also when the create itself failed: libvirt may have taken it before the error
         dom = _domain(self.session, self.vm)
         _invalidate(self.session)
         if before is None and self.name in _load(self.session, dom):
-            delete(self.session, self.vm, self.name)
+            snapshot_delete(self.session, self.vm, self.name)
             return f"by deleting snapshot '{self.name}'"
         return None
 
-    def summary(self, changes, test):
-        kind = (
-            changes["snapshot"]["new"]["kind"]
-            if isinstance(changes["snapshot"]["new"], dict)
-            else ""
-        )
+    def summary(self, plan: Plan, test: bool) -> str:
+        new = plan.changes["snapshot"]["new"]
+        kind = new["kind"] if isinstance(new, dict) else ""
         return f"{self.what} {'would be' if test else 'was'} taken ({kind})"
 
 
-def absent(session, vm, snapshot, children=False, test=False, progress=None):
-    """State ``snapshot_absent``: snapshot ``snapshot`` of ``vm`` does not exist (external ones are merged)."""
+def snapshot_absent(
+    session: Any,
+    vm: str,
+    snapshot: str,
+    *,
+    children: bool = False,
+    test: bool = False,
+    progress: Optional[Callable[[dict[str, Any]], Any]] = None,
+) -> dict[str, Any]:
+    """State ``snapshot_absent``: snapshot ``snapshot`` of ``vm`` does not exist (external
+    ones are merged)."""
     what = f"snapshot '{snapshot}' of VM '{vm}'"
     try:
         args = schema.validate_args(
@@ -1231,40 +1292,66 @@ def absent(session, vm, snapshot, children=False, test=False, progress=None):
         }
 
     def remove(_current):
-        delete(session, vm, snapshot, children=args.get("children", False), progress=progress)
+        snapshot_delete(
+            session, vm, snapshot, children=args.get("children", False), progress=progress
+        )
         _invalidate(session)
 
     return _plan_absent(vm, what, exists, remove, test)
 
 
-def retained(session, vm, test=False, progress=None, **kwargs):
-    """State ``snapshots_retained``: rolling snapshots named ``prefix*`` (see :class:`_Retained`)."""
+def snapshots_retained(
+    session: Any,
+    vm: str,
+    *,
+    test: bool = False,
+    progress: Optional[Callable[[dict[str, Any]], Any]] = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """State ``snapshots_retained``: rolling snapshots named ``prefix*`` (see
+    :class:`RetentionResource`)."""
     what = f"snapshots of VM '{vm}'"
     try:
         args = schema.validate_args(schema.RETENTION, vm, kwargs, name_field=schema.OBJNAME)
     except InvalidInput as exc:
         return state_return(vm, False, comment=f"{what}: {exc}")
-    return ensure(vm, _Retained(session, vm, args, progress), test)
+    return ensure(vm, RetentionResource(session, vm, args, progress=progress), test)
 
 
-class _Retained(Resource):
-    """Take a snapshot when the newest ``prefix*`` one is older than ``every``; keep the newest ``keep``.
+@dataclasses.dataclass(frozen=True)
+class RetentionPlan:
+    """What :meth:`RetentionResource.plan` decided: the snapshot to take (None: none is
+    due) and the ones to delete, oldest first."""
+
+    take: Optional[str] = None
+    delete: tuple[str, ...] = ()
+
+
+class RetentionResource(Resource):
+    """Take a snapshot when the newest ``prefix*`` one is older than ``every``; keep the
+    newest ``keep``.
 
     Snapshots without the prefix are never touched; with ``older_than`` only
-    snapshots at least that old are pruned.
+    snapshots at least that old are pruned. The snapshot is taken under the
+    name the plan chose (``prefix`` + UTC time), so the changes ``test=True``
+    predicts name it; ``restore`` deletes it again (the undo log says it was taken).
     """
 
     plural = True
 
-    def __init__(self, session, vm, args, progress=None):
+    def __init__(
+        self,
+        session: Any,
+        vm: str,
+        args: dict[str, Any],
+        progress: Optional[Callable[[dict[str, Any]], Any]] = None,
+    ) -> None:
         self.session, self.vm, self.args = session, vm, args
         self.progress = progress
         self.prefix = args.get("prefix", DEFAULT_PREFIX)
         self.what = f"snapshots '{self.prefix}*' of VM '{vm}'"
-        self.taken = None
-        self.planned = None
 
-    def read(self):
+    def read(self) -> dict[str, Any]:
         dom = _domain(self.session, self.vm)
         entries = _load(self.session, dom)
         return {
@@ -1272,13 +1359,14 @@ class _Retained(Resource):
             "names": sorted(n for n in entries if n.startswith(self.prefix)),
         }
 
-    def changes(self, current):
+    def plan(self, current: dict[str, Any]) -> Plan:
         entries = current["entries"]
         now = time.time()
         managed = [e for e in entries.values() if e.name.startswith(self.prefix)]
         newest = max((e.created for e in managed), default=None)
         take = newest is None or now - newest >= self.args["every"]
-        changes = {}
+        changes: Changes = {}
+        name = None
         if take:
             dom = _domain(self.session, self.vm)
             running = _is_active(dom)
@@ -1288,13 +1376,12 @@ class _Retained(Resource):
                 running,
                 _xml(dom, inactive=not running),
                 entries,
-                self.args.get("memory", True),
-                False,
-                self.args.get("external", False),
-                self.args.get("quiesce", False),
-                name,
+                memory=self.args.get("memory", True),
+                disk_only=False,
+                external=self.args.get("external", False),
+                quiesce=self.args.get("quiesce", False),
+                name=name,
             )
-            self.planned = name
             changes["taken"] = {"old": None, "new": name}
         doomed = _prune_candidates(
             entries,
@@ -1306,50 +1393,52 @@ class _Retained(Resource):
         )
         if doomed:
             changes["deleted"] = {"old": doomed, "new": None}
-        return changes
+        return Plan(changes, payload=RetentionPlan(name, tuple(doomed)))
 
-    def apply(self, current, changes):
-        if "taken" in changes:
-            info = create(
+    def apply(self, plan: Plan, undo: Undo) -> None:
+        payload = plan.payload
+        if payload.take:
+            every = units.format_duration(self.args["every"])
+            info = snapshot_create(
                 self.session,
                 self.vm,
-                None,
-                self.args.get("memory", True),
-                False,
-                self.args.get("external", False),
-                self.args.get("quiesce", False),
-                f"taken by salt-kvm snapshots_retained (every {units.format_duration(self.args['every'])}, keep {self.args['keep']})",
-                prefix=self.prefix,
+                name=payload.take,
+                memory=self.args.get("memory", True),
+                disk_only=False,
+                external=self.args.get("external", False),
+                quiesce=self.args.get("quiesce", False),
+                description=(
+                    f"taken by salt-kvm snapshots_retained (every {every}, "
+                    f"keep {self.args['keep']})"
+                ),
             )
-            self.taken = info["name"]
-            changes["taken"]["new"] = self.taken
-        self._changes_deleted = list((changes.get("deleted") or {}).get("old") or [])
-        for name in self._changes_deleted:
-            delete(self.session, self.vm, name, progress=self.progress)
+            undo.record("taken", info["name"])
+        for name in payload.delete:
+            snapshot_delete(self.session, self.vm, name, progress=self.progress)
         _invalidate(self.session)
 
-    def verify(self, after):
-        missing = {}
-        if self.taken and self.taken not in after["names"]:
-            missing["taken"] = {"old": None, "new": self.taken}
-        gone = set((self._changes_deleted or []))
-        still = sorted(gone & set(after["names"]))
+    def verify(self, plan: Plan, after: dict[str, Any]) -> Changes:
+        payload = plan.payload
+        missing: Changes = {}
+        if payload.take and payload.take not in after["names"]:
+            missing["taken"] = {"old": None, "new": payload.take}
+        still = sorted(set(payload.delete) & set(after["names"]))
         if still:
             missing["deleted"] = {"old": still, "new": None}
         return missing
 
-    _changes_deleted = None
-
-    def restore(self, before):
-        if self.taken:
+    def restore(self, before: dict[str, Any], undo: Undo) -> Optional[str]:
+        taken = undo.get("taken")
+        if taken:
             _invalidate(self.session)
             dom = _domain(self.session, self.vm)
-            if self.taken in _load(self.session, dom):
-                delete(self.session, self.vm, self.taken)
-                return f"by deleting the new snapshot '{self.taken}'"
+            if taken in _load(self.session, dom):
+                snapshot_delete(self.session, self.vm, taken)
+                return f"by deleting the new snapshot '{taken}'"
         return None
 
-    def summary(self, changes, test):
+    def summary(self, plan: Plan, test: bool) -> str:
+        changes = plan.changes
         parts = []
         if "taken" in changes:
             parts.append(f"{'would take' if test else 'took'} {changes['taken']['new']}")

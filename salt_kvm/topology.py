@@ -712,7 +712,7 @@ class _Builder:
     def _add_snapshots(self):
         for vm in sorted(self.vms):
             try:
-                roots = snapshot_mod.tree(self.session, vm)
+                roots = snapshot_mod.snapshot_tree(self.session, vm)
             except KvmError as exc:  # removed while we looked, or a name salt-kvm does not take
                 log.debug("topology: snapshots of %s: %s", vm, exc)
                 continue

@@ -1,6 +1,6 @@
 """Make a bridge survive a reboot: the host's own network configuration.
 
-Three renderers turn one bridge description (what :class:`salt_kvm.bridge.Bridge`
+Three renderers turn one bridge description (what :class:`salt_kvm.bridge.BridgeResource`
 applied: declared keys plus the addresses and routes that moved from the
 uplink) into whole files:
 

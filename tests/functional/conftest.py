@@ -72,7 +72,8 @@ def guest_image():
 
 @pytest.fixture(scope="session")
 def guest_type(conn, guest_image):
-    """``kvm`` where a KVM guest boots Linux on this host, else ``qemu`` (TCG); probed once and cached."""
+    """``kvm`` where a KVM guest boots Linux on this host, else ``qemu`` (TCG); probed once and
+    cached."""
     from tests.support import guest  # pylint: disable=import-outside-toplevel
 
     return guest.domain_type(conn, guest_image)

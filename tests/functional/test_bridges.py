@@ -67,8 +67,8 @@ def test_uplink_migration_moves_address_and_default_route(kvm_state, kvm, lan, t
     assert ("kvt-br0", "192.0.2.10", 24) in dump["addresses"]
     assert ("eno1", "192.0.2.10", 24) not in dump["addresses"]
     assert ("None", 0, "192.0.2.1", "kvt-br0", 254) in dump["routes"]
-    eno1_mac = [l[1] for l in before["links"] if l[0] == "eno1"][0]
-    assert [l for l in dump["links"] if l[0] == "kvt-br0"][0][1] == eno1_mac, (
+    eno1_mac = [link[1] for link in before["links"] if link[0] == "eno1"][0]
+    assert [link for link in dump["links"] if link[0] == "kvt-br0"][0][1] == eno1_mac, (
         "the bridge took the uplink's MAC"
     )
     assert lan.run("ping", "-c", "1", "-W", "2", "192.0.2.1").returncode == 0
@@ -197,7 +197,8 @@ def test_ipv6_addresses_and_gateway(kvm_state, kvm, lan):
 def test_vlan_filtering_trunk_and_access_ports(kvm_state, kvm, lan):
     if not kernel.has_bridge_vlan_filtering():
         pytest.skip(
-            "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING is off); make test-kernel runs this test"
+            "this kernel has no bridge VLAN filtering (CONFIG_BRIDGE_VLAN_FILTERING is off); "
+            "make test-kernel runs this test"
         )
     lan.add_nic("eno2")
     lan.add_nic("eno3")
@@ -221,7 +222,8 @@ def test_vlan_filtering_trunk_and_access_ports(kvm_state, kvm, lan):
 def test_vlan_subinterface_port_is_created(kvm_state, lan):
     if not kernel.has_8021q():
         pytest.skip(
-            "this kernel has no 802.1Q VLAN interfaces (CONFIG_VLAN_8021Q is off); make test-kernel runs this test"
+            "this kernel has no 802.1Q VLAN interfaces (CONFIG_VLAN_8021Q is off); make "
+            "test-kernel runs this test"
         )
     lan.add_nic("eno2")
     ret = kvm_state.bridge_present(name="kvt-b100", netns=lan.host, ports=["eno2.100"], stp=False)
@@ -350,7 +352,8 @@ def test_persist_ifupdown_files_are_valid_and_stable(kvm_state, lan, tmp_path):
     etc = tmp_path / "etc" / "network"
     (etc / "interfaces.d").mkdir(parents=True)
     (etc / "interfaces").write_text(
-        "auto lo\niface lo inet loopback\n\nauto eno1\niface eno1 inet static\n    address 192.0.2.10/24\n    gateway 192.0.2.1\n"
+        "auto lo\niface lo inet loopback\n\nauto eno1\niface eno1 inet static\n    address "
+        "192.0.2.10/24\n    gateway 192.0.2.1\n"
     )
     spec = dict(UPLINK, persist="auto")
     ret = kvm_state.bridge_present(name="kvt-br0", netns=lan.host, root=str(tmp_path), **spec)
@@ -445,7 +448,8 @@ def test_vm_tap_is_shown_kept_and_guarded(kvm_state, kvm, tiny_vm, root_bridge):
 
 
 def test_default_probe_checks_the_salt_master_behind_the_uplink(lan, monkeypatch):
-    """The state passes the minion's master; when it is reached through the uplink, it is probed too."""
+    """The state passes the minion's master; when it is reached through the uplink, it is probed
+    too."""
     import socket  # pylint: disable=import-outside-toplevel
 
     from pyroute2 import netns as pr_netns  # pylint: disable=import-outside-toplevel
@@ -454,7 +458,9 @@ def test_default_probe_checks_the_salt_master_behind_the_uplink(lan, monkeypatch
 
     monkeypatch.setattr(bridge_probe, "DEFAULT_TIMEOUT", 1.5)
     before = lan.dump()
-    ret = bridge.present(None, "kvt-br0", netns=lan.host, master=("192.0.2.1", 4506), **UPLINK)
+    ret = bridge.bridge_present(
+        None, "kvt-br0", netns=lan.host, master=("192.0.2.1", 4506), **UPLINK
+    )
     assert ret["result"] is False and "no TCP connection to 192.0.2.1:4506" in ret["comment"]
     assert lan.dump() == before
     listener = pr_netns.create_socket(
@@ -463,7 +469,9 @@ def test_default_probe_checks_the_salt_master_behind_the_uplink(lan, monkeypatch
     try:
         listener.bind(("192.0.2.1", 4506))
         listener.listen(4)
-        ret = bridge.present(None, "kvt-br0", netns=lan.host, master=("192.0.2.1", 4506), **UPLINK)
+        ret = bridge.bridge_present(
+            None, "kvt-br0", netns=lan.host, master=("192.0.2.1", 4506), **UPLINK
+        )
         assert ret["result"] is True, ret["comment"]
     finally:
         listener.close()
@@ -481,7 +489,8 @@ with bridge.change_lock(None, sys.argv[1]):
 
 
 def test_a_held_bridge_lock_fails_clearly_and_changes_nothing(kvm_state, kvm, lan, monkeypatch):
-    """Another salt-kvm process changing bridges in the namespace: wait, then fail naming it; nothing changes."""
+    """Another salt-kvm process changing bridges in the namespace: wait, then fail naming it;
+    nothing changes."""
     from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
 
     monkeypatch.setattr(bridge, "LOCK_TIMEOUT", 1.0)
@@ -518,19 +527,21 @@ def test_a_held_bridge_lock_fails_clearly_and_changes_nothing(kvm_state, kvm, la
 
 
 def test_a_change_by_another_process_is_seen_by_a_session_with_an_older_dump(lan):
-    """The lock's generation: a run whose memoised dump predates another process's change reads again."""
+    """The lock's generation: a run whose memoised dump predates another process's change reads
+    again."""
     from salt_kvm import bridge, conn  # pylint: disable=import-outside-toplevel
 
     lan.add_nic("eno2")
     session = conn.Session()
     spec = {"ports": ["eno2"], "stp": False, "forward_delay": 0}
     try:
-        assert bridge.present(session, "kvt-bra", netns=lan.host, **spec)["changes"]
-        assert bridge.present(session, "kvt-bra", netns=lan.host, **spec)["changes"] == {}
+        assert bridge.bridge_present(session, "kvt-bra", netns=lan.host, **spec)["changes"]
+        assert bridge.bridge_present(session, "kvt-bra", netns=lan.host, **spec)["changes"] == {}
         other = conn.Session()
-        bridge.delete(other, "kvt-bra", netns=lan.host)  # another salt-kvm process, in effect
+        # another salt-kvm process, in effect
+        bridge.bridge_delete(other, "kvt-bra", netns=lan.host)
         other.close()
-        ret = bridge.present(session, "kvt-bra", netns=lan.host, **spec)
+        ret = bridge.bridge_present(session, "kvt-bra", netns=lan.host, **spec)
         assert ret["result"] is True and "bridge" in ret["changes"], ret
         assert _ns_link(lan.host, "kvt-bra") is not None
     finally:
@@ -556,7 +567,8 @@ def _comparable(host):
 
 def test_first_apply_of_many_bridges_dumps_the_namespace_once(lan, monkeypatch):
     """Each changed bridge patches the run's dump (its link, its ports, addresses/routes when they
-    changed) instead of dropping it: one full dump per run, and the patched dump is what the kernel has."""
+    changed) instead of dropping it: one full dump per run, and the patched dump is what the kernel
+    has."""
     from salt_kvm import bridge, conn  # pylint: disable=import-outside-toplevel
     from salt_kvm import bridge_netlink as nl  # pylint: disable=import-outside-toplevel
 
@@ -577,12 +589,12 @@ def test_first_apply_of_many_bridges_dumps_the_namespace_once(lan, monkeypatch):
     session = conn.Session()
     try:
         for name, spec in specs.items():
-            ret = bridge.present(session, name, netns=lan.host, **spec)
+            ret = bridge.bridge_present(session, name, netns=lan.host, **spec)
             assert ret["result"] is True and ret["changes"], ret
         assert len(loads) == 1, "a changed bridge made the run dump the namespace again"
         assert _comparable(session.cache[bridge._memo_key(lan.host)]) == _comparable(real(lan.host))  # pylint: disable=protected-access
         for name, spec in specs.items():
-            ret = bridge.present(session, name, netns=lan.host, **spec)
+            ret = bridge.bridge_present(session, name, netns=lan.host, **spec)
             assert ret["result"] is True and ret["changes"] == {}, ret
         assert len(loads) == 1
     finally:
@@ -590,8 +602,10 @@ def test_first_apply_of_many_bridges_dumps_the_namespace_once(lan, monkeypatch):
 
 
 def test_default_routes_in_routes_and_ipv6_routes_without_metric_converge(kvm_state, kvm, lan):
-    """``to: default`` / ``0.0.0.0/0`` / ``::/0`` in ``routes`` (a second default route, with a metric)
-    and an IPv6 route without a metric (the kernel shows 1024) apply, re-apply as no-ops, and go away."""
+    """``to: default`` / ``0.0.0.0/0`` / ``::/0`` in ``routes`` (a second default route, with a
+    metric)
+    and an IPv6 route without a metric (the kernel shows 1024) apply, re-apply as no-ops, and go
+    away."""
     lan.add_nic("eno2")
     spec = {
         "ports": ["eno2"],

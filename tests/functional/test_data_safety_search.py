@@ -87,7 +87,8 @@ class DataSafety(RuleBasedStateMachine):
             pool, path = sandbox.make_dir_pool(self.conn)
             self.pools[pool.name()] = {"path": path, "running": True, "alive": True}
         self.images = []
-        self.vms = {}  # name -> {"top": Image, "running", "snapshots": {name: (overlay Image, base Image)}}
+        # name -> {"top": Image, "running", "snapshots": {name: (overlay Image, base Image)}}
+        self.vms = {}
         self.counter = 0
 
     def teardown(self):
@@ -146,7 +147,8 @@ class DataSafety(RuleBasedStateMachine):
         )
 
     def refresh_states(self):
-        self.loaders.reset_state()  # the state module's listings are per run: each call here is a run
+        # the state module's listings are per run: each call here is a run
+        self.loaders.reset_state()
 
     # --- building ---------------------------------------------------------------------------
 
@@ -292,7 +294,8 @@ class DataSafety(RuleBasedStateMachine):
             if running:
                 assert (predicted["result"] is None) == done, (predicted, ret)
         self.seen[
-            f"delete ({how}): {'done' if done else 'not done'}, {'needed' if needed else 'unneeded'}"
+            f"delete ({how}): {'done' if done else 'not done'}, "
+            f"{'needed' if needed else 'unneeded'}"
         ] += 1
         if running and not needed:
             assert done, f"deleting image {image.index} (nothing needs it) was refused"

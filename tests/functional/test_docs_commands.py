@@ -241,7 +241,8 @@ def parse(path):
 
 #: output lines worth comparing (the rest holds times, ids and sizes that differ per run)
 _CHECKED = re.compile(
-    r"^\s*(Result:|Comment:|Succeeded:|Failed:|Passed invalid arguments|ERROR|\[ERROR\]|[A-Z][A-Z()]+(  +[A-Z][A-Z ()]+)+$)"
+    r"^\s*(Result:|Comment:|Succeeded:|Failed:|Passed invalid "
+    r"arguments|ERROR|\[ERROR\]|[A-Z][A-Z()]+(  +[A-Z][A-Z ()]+)+$)"
 )
 
 
@@ -259,9 +260,11 @@ def _norm(text):
 def test_the_parser_finds_commands_marks_and_output(tmp_path):
     doc = tmp_path / "page.rst"
     doc.write_text(
-        "Title\n=====\n\n.. docs-pillar: docs/examples/quickstart.sls\n\n.. code-block:: console\n\n"
+        "Title\n=====\n\n.. docs-pillar: docs/examples/quickstart.sls\n\n.. code-block:: "
+        "console\n\n"
         "    # salt-call state.apply kvm test=True\n    local:\n         Comment: done\n\n"
-        "Run::\n\n    salt '*' kvm.pool_list   # a comment\n    salt-run kvm.report \\\n        'hv*'\n\n"
+        "Run::\n\n    salt '*' kvm.pool_list   # a comment\n    salt-run kvm.report \\\n        "
+        "'hv*'\n\n"
         ".. not-run: no network here\n\n::\n\n    pip install x\n\n"
         ".. code-block:: yaml\n\n    salt: not a command\n"
     )
@@ -324,7 +327,8 @@ def test_the_commands_of_a_page_run_as_written(page, host):
             proc = host.sh(command)
             if proc.returncode != 0:
                 problems.append(
-                    f"{page}:{block.line}: set-up `{command}` -> {proc.returncode}\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}"
+                    f"{page}:{block.line}: set-up `{command}` -> "
+                    f"{proc.returncode}\n{proc.stdout[-1500:]}{proc.stderr[-1500:]}"
                 )
         for line, command, output in block.commands:
             proc = host.sh(command)
@@ -342,7 +346,8 @@ def test_the_commands_of_a_page_run_as_written(page, host):
             missing = [x for x in expected_lines(output) if x not in have]
             if missing:
                 problems.append(
-                    f"{where}: the documented output has lines the real one lacks: {missing}\n{text[-3000:]}"
+                    f"{where}: the documented output has lines the real one lacks: "
+                    f"{missing}\n{text[-3000:]}"
                 )
     assert not problems, (
         f"{len(problems)} of {ran} commands differ from the docs:\n\n" + "\n\n".join(problems)

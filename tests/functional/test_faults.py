@@ -22,7 +22,6 @@ Volumes are checksummed before and after; nothing is lost.
 import contextlib
 import errno
 import hashlib
-import http.server
 import os
 import shutil
 import socket
@@ -33,7 +32,7 @@ import time
 import pytest
 
 from tests.conftest import REPO
-from tests.support import sandbox
+from tests.support import http_servers, sandbox
 from tests.support.saltcall import SaltCall, state_results
 
 M = 1024**2
@@ -119,7 +118,8 @@ def test_libvirtd_unreachable_fails_every_state_clearly_and_changes_nothing(tmp_
 
 
 class Relay:
-    """A unix-socket relay to the real libvirtd that can be cut (all connections dropped) and restored."""
+    """A unix-socket relay to the real libvirtd that can be cut (all connections dropped) and
+    restored."""
 
     def __init__(self, path):
         self.path = path
@@ -259,12 +259,12 @@ def test_libvirtd_lost_as_a_snapshot_is_taken_keeps_the_disk_and_converges(
         raise libvirt.libvirtError("Cannot recv data: Connection reset by peer")
 
     monkeypatch.setattr(libvirt.virDomain, "snapshotCreateXML", answer_lost)
-    ret = snapshot.present(session_for(uri), dom.name(), "s1")
+    ret = snapshot.snapshot_present(session_for(uri), dom.name(), "s1")
     assert ret["result"] is False and "Connection reset" in ret["comment"], ret
     no_traceback(ret["comment"])
     monkeypatch.undo()
     relay.start()
-    ret = snapshot.present(session_for(uri), dom.name(), "s1")
+    ret = snapshot.snapshot_present(session_for(uri), dom.name(), "s1")
     assert ret["result"] is True and ret["changes"] == {}, ret
     assert [s.getName() for s in dom.listAllSnapshots(0)] == ["s1"]
     check = subprocess.run(
@@ -280,7 +280,7 @@ def test_libvirtd_lost_as_a_snapshot_is_taken_keeps_the_disk_and_converges(
 # --- volume import interrupted --------------------------------------------------------------
 
 
-class _Image(http.server.BaseHTTPRequestHandler):
+class _Image(http_servers.QuietHandler):
     data = b""
     cut_at = None  # bytes sent before the connection drops
 
@@ -295,19 +295,11 @@ class _Image(http.server.BaseHTTPRequestHandler):
             self.connection.shutdown(socket.SHUT_RDWR)
             self.close_connection = True
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
 def image_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Image)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with http_servers.serve(_Image) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.mark.parametrize(
@@ -321,7 +313,8 @@ def image_server():
 def test_an_interrupted_import_fails_clearly_and_the_next_apply_converges(
     kvm_state, kvm, dir_pool, image_server, checked
 ):
-    """Without sha256 only the Content-Length can tell the download was cut: it must be checked too."""
+    """Without sha256 only the Content-Length can tell the download was cut: it must be checked
+    too."""
     pname, path = dir_pool
     keep = os.path.join(path, "keep.raw")
     write_data(keep, 2 * M, "keep-import")
@@ -357,7 +350,8 @@ def test_an_interrupted_import_fails_clearly_and_the_next_apply_converges(
 
 @pytest.fixture
 def small_fs(names):
-    """A 24 MiB ext4 filesystem on a loop device, mounted under /var/tmp/kvt-files: its mount point."""
+    """A 24 MiB ext4 filesystem on a loop device, mounted under /var/tmp/kvt-files: its mount
+    point."""
     if not shutil.which("losetup") or not shutil.which("mkfs.ext4"):
         pytest.skip("needs losetup and mkfs.ext4 (util-linux, e2fsprogs)")
     base = sandbox.files_dir(names("ff-"))
@@ -442,7 +436,7 @@ def test_netlink_failure_mid_migration_restores_the_host(kvm_state, lan, monkeyp
     """The address has left eno1 (and, for ``_add_route``, is on the bridge) when netlink fails."""
     from salt_kvm import bridge  # pylint: disable=import-outside-toplevel
 
-    real = getattr(bridge.Bridge, step)
+    real = getattr(bridge.BridgeResource, step)
     fired = []
 
     def failing(*args, **kwargs):
@@ -453,7 +447,7 @@ def test_netlink_failure_mid_migration_restores_the_host(kvm_state, lan, monkeyp
         return run(f"{step} (injected)", _injected_netlink_error)
 
     before = lan.dump()
-    monkeypatch.setattr(bridge.Bridge, step, staticmethod(failing))
+    monkeypatch.setattr(bridge.BridgeResource, step, staticmethod(failing))
     ret = kvm_state.bridge_present(name="kvt-brf", netns=lan.host, **UPLINK)
     assert ret.result is False, ret.comment
     assert fired and "injected" in ret.comment and "restored" in ret.comment, ret.comment

@@ -86,8 +86,11 @@ BAD = {
 }
 ERRORS = [
     "kvm:bridges:kvt-br0:stpp: unknown key 'stpp' (did you mean 'stp'?)",
-    "kvm:pools:images:type: 'dri' is not one of dir, fs, netfs, logical, disk, iscsi, iscsi-direct, rbd, gluster (did you mean 'dir'?)",
-    "kvm:pools:images:volumes:a.qcow2:size: '20X' is not a size (a number of bytes, or with a unit: K, M, G, T (or KiB, MiB, GiB, TiB) are powers of 1024, KB, MB, GB, TB powers of 1000, as in virsh)",
+    "kvm:pools:images:type: 'dri' is not one of dir, fs, netfs, logical, disk, iscsi, "
+    "iscsi-direct, rbd, gluster (did you mean 'dir'?)",
+    "kvm:pools:images:volumes:a.qcow2:size: '20X' is not a size (a number of bytes, or with a "
+    "unit: K, M, G, T (or KiB, MiB, GiB, TiB) are powers of 1024, KB, MB, GB, TB powers of 1000, "
+    "as in virsh)",
 ]
 
 
@@ -170,8 +173,8 @@ def test_changes_show_sizes_for_people_and_json_keeps_bytes(tmp_path, made):
     ret = state_results(data)[f"kvm-pool-{pool}"]
     assert ret["result"] is None, ret
     assert (
-        ret["comment"]
-        == f"pool '{pool}' would be undefined; its volumes and storage are kept (purge: True deletes them)"
+        ret["comment"] == f"pool '{pool}' would be undefined; its volumes and storage are kept "
+        "(purge: True deletes them)"
     )
     assert not {"capacity", "allocation", "available"} & set(ret["changes"]["removed"]["old"]), ret[
         "changes"

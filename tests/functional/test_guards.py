@@ -17,19 +17,17 @@
 import base64
 import contextlib
 import hashlib
-import http.server
 import os
 import pathlib
 import re
 import stat
-import threading
 import uuid
 
 import pytest
 from salt.exceptions import CommandExecutionError
 
 from tests.conftest import REPO
-from tests.support import sandbox
+from tests.support import http_servers, sandbox
 from tests.support.saltcall import SaltCall, state_results
 
 M = 1024**2
@@ -49,7 +47,8 @@ SALT_OWN = ("highstate.cache.p", "minion.log")
 
 
 def minion_log(root):
-    """The minion log without Salt's own dump of the rendered pillar SLS (Salt's, not salt-kvm's)."""
+    """The minion log without Salt's own dump of the rendered pillar SLS (Salt's, not
+    salt-kvm's)."""
     lines, skipping = [], False
     stamp = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
     for line in (pathlib.Path(root) / "minion.log").read_text(errors="replace").splitlines():
@@ -121,7 +120,8 @@ def test_chap_and_ceph_secrets_never_show(salt_call, names, conn, kvm):
     iscsi, rbd = names("sc-"), names("sr-")
     pillar = {
         "pools": {
-            # nothing listens on port 1: the pool is defined with its secret, then fails to start and is rolled back
+            # nothing listens on port 1: the pool is defined with its secret, then fails to start
+            # and is rolled back
             iscsi: {
                 "type": "iscsi-direct",
                 "source": {
@@ -143,7 +143,8 @@ def test_chap_and_ceph_secrets_never_show(salt_call, names, conn, kvm):
     }
     call = salt_call(pillar)
     texts = {}
-    # test=True for the whole formula (the rbd pool would wait for a monitor), then the iscsi pool for real
+    # test=True for the whole formula (the rbd pool would wait for a monitor), then the iscsi pool
+    # for real
     rc, data, err = call.run("state.apply", "kvm.storage", "test=True")
     texts["test-mode output"], texts["test-mode stderr"] = data, err
     assert rc == 0 or state_results(data), (rc, data, err)
@@ -187,7 +188,7 @@ def test_chap_and_ceph_secrets_never_show(salt_call, names, conn, kvm):
     assert not leaks, leaks
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class _Handler(http_servers.QuietHandler):
     body = b"kvt" * 1000
 
     def do_GET(self):  # noqa: N802
@@ -201,20 +202,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(self.body)
 
-    def log_message(self, *args):  # quiet
-        pass
-
 
 @pytest.fixture
 def auth_server():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with http_servers.serve(_Handler) as server:
         yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_password_in_an_image_url_never_shows(salt_call, names, auth_server, conn):
@@ -244,7 +236,8 @@ def test_a_password_in_an_image_url_never_shows(salt_call, names, auth_server, c
 
 
 def test_import_events_carry_no_source(conn, names, auth_server):
-    """The progress events of an import (``salt/kvm/volume/import``) name the volume, never the URL."""
+    """The progress events of an import (``salt/kvm/volume/import``) name the volume, never the
+    URL."""
     from salt_kvm import conn as kconn  # pylint: disable=import-outside-toplevel
     from salt_kvm import storage_volumes  # pylint: disable=import-outside-toplevel
 
@@ -299,7 +292,8 @@ def _sha(path):
 
 
 def test_deleting_an_external_snapshot_whose_overlay_holds_internal_ones_is_refused(kvm, tiny_vm):
-    """snapshot.py's guard: merging away an overlay would destroy the internal snapshots stored in it.
+    """snapshot.py's guard: merging away an overlay would destroy the internal snapshots stored in
+    it.
 
     salt-kvm itself never stores an internal snapshot in an overlay (``snapshot_create`` refuses),
     so the internal one is made behind its back, as ``virsh snapshot-create`` would.
@@ -358,7 +352,8 @@ def test_a_bad_pillar_fails_the_run_naming_the_path_and_changes_nothing(bad_pill
 
 
 def test_a_bad_pillar_fails_the_run_without_a_traceback(bad_pillar_run):
-    """One failed state (kvm-pillar, not one per formula part) with the error and its path (no render traceback)."""
+    """One failed state (kvm-pillar, not one per formula part) with the error and its path (no
+    render traceback)."""
     assert "Traceback" not in f"{bad_pillar_run['data']}{bad_pillar_run['err']}"
     results = state_results(bad_pillar_run["data"])
     assert list(results) == ["kvm-pillar"], bad_pillar_run["data"]

@@ -134,8 +134,10 @@ def test_uplink_address_moves_onto_the_bridge_with_a_guest_on_it(kvm_state, kvm,
     replies = sorted({int(s.split("=")[1]) for s in out.split() if s.startswith("icmp_seq=")})
     host_gap = guestlib.longest_gap(replies, interval=0.05)
     print(
-        f"\nuplink migration with a guest attached: apply {applied:.2f}s, host's longest ping gap {host_gap:.2f}s "
-        f"({len(replies)} replies), guest's first replies within {first_reply:.2f}s of the apply, then gap {guestlib.longest_gap(seqs):.2f}s"
+        f"\nuplink migration with a guest attached: apply {applied:.2f}s, host's longest ping "
+        f"gap {host_gap:.2f}s "
+        f"({len(replies)} replies), guest's first replies within {first_reply:.2f}s of the "
+        f"apply, then gap {guestlib.longest_gap(seqs):.2f}s"
     )
     assert host_gap <= 5.0, f"the host was cut off for {host_gap:.2f}s"
     assert guestlib.longest_gap(seqs) <= 1.0

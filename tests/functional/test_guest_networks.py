@@ -18,7 +18,8 @@ OTHER_MAC = "52:54:00:17:00:06"
 
 @pytest.fixture
 def net_factory(conn):
-    """Factory: ``net_factory()`` -> ``(name, bridge, subnet)``; the networks are removed afterwards."""
+    """Factory: ``net_factory()`` -> ``(name, bridge, subnet)``; the networks are removed
+    afterwards."""
     made, taken = [], []
 
     def make(prefixlen=27):
@@ -66,7 +67,7 @@ def test_nat_guest_gets_its_reserved_lease_and_reaches_the_gateway(
     assert subnet[10] <= ipaddress.ip_address(lease[1]) <= subnet[20] and lease[3] == gateway, lease
     first.wait_replies(3, source=gateway)
     second.wait_replies(3, source=gateway)
-    leases = {l["mac"]: l for l in kvm.network_leases(name)}
+    leases = {lease["mac"]: lease for lease in kvm.network_leases(name)}
     assert leases[RESERVED_MAC]["ip"] == reserved, leases
     assert leases[OTHER_MAC]["ip"] == lease[1], leases
 

@@ -52,7 +52,7 @@ def _assert_resumed(g, mark, low, high, ticks=5):
     assert not g.mismatches(mark), (
         f"RAM and disk out of step after the revert: {g.mismatches(mark)}"
     )
-    assert not [l for l in lines if l.startswith(("boot", "counter-start"))], (
+    assert not [line for line in lines if line.startswith(("boot", "counter-start"))], (
         f"the guest was rebooted, not resumed: {lines}"
     )
     assert low + 1 <= values[0] <= high + 1, (
@@ -149,7 +149,8 @@ def test_quiesce_without_a_guest_agent_fails_clearly_and_changes_nothing(kvm, gu
 
 @pytest.fixture(scope="session")
 def debian_rootfs(guest_image):  # pylint: disable=unused-argument
-    """The cached Debian root filesystem with qemu-guest-agent (built once with debootstrap: ~3 min)."""
+    """The cached Debian root filesystem with qemu-guest-agent (built once with debootstrap: ~3
+    min)."""
     try:
         return guestlib.rootfs()
     except (guestlib.GuestError, subprocess.CalledProcessError) as exc:
@@ -183,7 +184,7 @@ def test_quiesce_with_a_real_guest_agent_freezes_the_filesystem(kvm, guests, deb
         "the guest agent did not connect"
     )
     g.wait(
-        lambda lines: len([l for l in lines if l.startswith("fs ")]) >= 3,
+        lambda lines: len([line for line in lines if line.startswith("fs ")]) >= 3,
         timeout=30,
         what="3 writes to the filesystem",
     )
@@ -198,7 +199,7 @@ def test_quiesce_with_a_real_guest_agent_freezes_the_filesystem(kvm, guests, deb
     log = g.text(mark)
     assert log.index('"execute":"guest-fsfreeze-freeze"') < log.index(thawed), log[-3000:]
     g.wait(
-        lambda lines: len([l for l in lines if l.startswith("fs ")]) >= 3,
+        lambda lines: len([line for line in lines if line.startswith("fs ")]) >= 3,
         since=mark,
         timeout=30,
         what="writes after the thaw",
@@ -210,7 +211,7 @@ def test_quiesce_with_a_real_guest_agent_freezes_the_filesystem(kvm, guests, deb
     header = subprocess.run(
         ["dumpe2fs", "-h", raw], capture_output=True, text=True, check=True
     ).stdout
-    features = next(l for l in header.splitlines() if l.startswith("Filesystem features:"))
+    features = next(line for line in header.splitlines() if line.startswith("Filesystem features:"))
     assert "needs_recovery" not in features, features
     fsck = subprocess.run(["e2fsck", "-fn", raw], capture_output=True, text=True, check=False)
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr

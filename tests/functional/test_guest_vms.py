@@ -20,13 +20,13 @@ BRIDGE = {"stp": False, "forward_delay": 0}
 
 def _mem(lines):
     """The guest's MemTotal (kB) as it last printed it, or None."""
-    values = [int(l.split()[1]) for l in lines if l.startswith("mem ")]
+    values = [int(line.split()[1]) for line in lines if line.startswith("mem ")]
     return values[-1] if values else None
 
 
 def _ifaces(lines):
     """The interface lists the guest printed, newest last."""
-    return [l.split()[1:] for l in lines if l.startswith("ifaces")]
+    return [line.split()[1:] for line in lines if line.startswith("ifaces")]
 
 
 def test_declared_guest_boots_reaches_the_lan_and_takes_a_nic_live(
@@ -42,7 +42,10 @@ def test_declared_guest_boots_reaches_the_lan_and_takes_a_nic_live(
         kvm_state.bridge_present(name=root_lan.bridge, ports=[root_lan.uplink], **BRIDGE)["result"]
         is True
     )
-    cmdline = f"console=ttyS0 quiet panic=-1 no_timer_check kvt.ip={root_lan.guest} kvt.work=ping:{root_lan.gateway} kvt.work=ifaces kvt.work=cpus kvt.work=mem"
+    cmdline = (
+        f"console=ttyS0 quiet panic=-1 no_timer_check kvt.ip={root_lan.guest} "
+        f"kvt.work=ping:{root_lan.gateway} kvt.work=ifaces kvt.work=cpus kvt.work=mem"
+    )
     spec = {
         "type": guest_type,
         "memory": f"{guestlib.MEMORY_MIB - 32}M",
@@ -60,12 +63,14 @@ def test_declared_guest_boots_reaches_the_lan_and_takes_a_nic_live(
     g.wait_line("ready", timeout=120 if guest_type == "qemu" else 30)
     g.wait_replies(3, timeout=60, source=root_lan.gateway)
     assert _ifaces(g.lines())[-1] == ["eth0", "lo"], g.lines()
-    assert [l for l in g.lines() if l.startswith("cpus")][-1] == "cpus 0", g.lines()
+    assert [line for line in g.lines() if line.startswith("cpus")][-1] == "cpus 0", g.lines()
     assert kvm_state.vm_present(vm_name, **spec)["changes"] == {}
 
-    # the pillar gains a NIC and a vCPU (within max_vcpus): plugged into the running guest, no restart
+    # the pillar gains a NIC and a vCPU (within max_vcpus): plugged into the running guest, no
+    # restart
     mark = g.offset()
-    # the balloon took the guest down to its declared memory at boot (libvirt sees it as the actual size)
+    # the balloon took the guest down to its declared memory at boot (libvirt sees it as the actual
+    # size)
     dom = conn.lookupByName(vm_name)
     assert sandbox.wait_for(
         lambda: dom.info()[2] <= (guestlib.MEMORY_MIB - 31) * 1024, timeout=60
@@ -133,7 +138,8 @@ def test_declared_guest_boots_reaches_the_lan_and_takes_a_nic_live(
     assert ret["result"] is True and "live" not in ret["changes"], ret
     assert (
         ret["changes"]["restart"]["new"]
-        == "pending: max_vcpus 2 -> 3, vcpus 3 (above the running maximum 2) (restart: true restarts it now)"
+        == "pending: max_vcpus 2 -> 3, vcpus 3 (above the running maximum 2) "
+        "(restart: true restarts it now)"
     ), ret
     assert (
         "takes effect when it restarts" in ret["comment"]

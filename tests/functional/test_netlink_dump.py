@@ -59,7 +59,10 @@ def test_reader_dump_equals_the_pyroute2_dump(lan):
 def test_reader_does_not_import_pyroute2(lan):
     import subprocess  # pylint: disable=import-outside-toplevel
 
-    code = f"import sys; from salt_kvm import bridge_netlink as nl; h = nl.load({lan.host!r}); print(len(h['links']), 'pyroute2' in sys.modules)"
+    code = (
+        f"import sys; from salt_kvm import bridge_netlink as nl; h = nl.load({lan.host!r}); "
+        "print(len(h['links']), 'pyroute2' in sys.modules)"
+    )
     repo = pathlib.Path(__file__).resolve().parents[2]
     out = subprocess.run(
         [sys.executable, "-c", code],

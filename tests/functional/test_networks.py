@@ -71,7 +71,8 @@ def _used_subnets(conn):
 
 @pytest.fixture
 def subnet(conn):
-    """Factory: a /27 (``ipaddress.IPv4Network``) of the documentation ranges that is free on this host."""
+    """Factory: a /27 (``ipaddress.IPv4Network``) of the documentation ranges that is free on this
+    host."""
     taken = []
 
     def make(prefixlen=27):
@@ -486,7 +487,8 @@ def test_golden_xml_is_accepted_by_libvirt(conn, netname, golden):
 
 @pytest.fixture
 def busy_subnet(subnet):
-    """A free subnet put on a ``kvt-`` bridge in the root namespace: libvirt refuses a network on it."""
+    """A free subnet put on a ``kvt-`` bridge in the root namespace: libvirt refuses a network on
+    it."""
     from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
 
     name, net4 = sandbox.uid("dm-"), subnet()
@@ -515,14 +517,17 @@ def test_routed_subnet_is_refused_before_anything_changes(kvm_state, conn, netna
 
 
 def test_failed_apply_restores_the_host(kvm_state, conn, netname, subnet, monkeypatch):
-    """A change whose read-back does not verify is rolled back: old definition, running, autostart."""
+    """A change whose read-back does not verify is rolled back: old definition, running,
+    autostart."""
     from salt_kvm import network  # pylint: disable=import-outside-toplevel
 
     name, bridge, net4 = netname(), _bridge_name(), subnet()
     spec = {"mode": "isolated", "bridge": bridge, "address": _a(net4), "autostart": True}
     assert kvm_state.network_present(name=name, **spec).result is True
     monkeypatch.setattr(
-        network.NetworkResource, "verify", lambda self, after: {"mtu": {"old": None, "new": 1400}}
+        network.NetworkResource,
+        "verify",
+        lambda self, plan, after: {"mtu": {"old": None, "new": 1400}},
     )
 
     new, new_bridge = netname(), _bridge_name()  # a new network is removed again

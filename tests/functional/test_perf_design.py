@@ -97,7 +97,7 @@ def hosts(conn):
     """Three converged dir pools (5, 10 and 20 qcow2 volumes), made by the states themselves."""
     made = []
     try:
-        for n in SIZES:
+        for _ in SIZES:
             name = sandbox.uid("pd-")
             made.append((name, sandbox.files_dir(name)))
         yield {n: _spec(name, path, n) for n, (name, path) in zip(SIZES, made)}

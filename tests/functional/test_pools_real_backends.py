@@ -476,4 +476,5 @@ def test_rbd_pool_with_a_ceph_key_from_pillar(
         if not r.name.startswith("saltfactories")
         and (ceph.key in r.getMessage() or WRONG_KEY in r.getMessage())
     ]
-    assert not leaked  # (the test harness itself logs the call's arguments; salt-kvm and Salt's state system must not)
+    # (the test harness itself logs the call's arguments; salt-kvm and Salt's state system must not)
+    assert not leaked

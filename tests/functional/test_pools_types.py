@@ -197,7 +197,8 @@ def test_logical_pool_builds_a_volume_group(kvm_state, kvm, conn, loop, pool_nam
         assert ret["result"] is True and "build" not in ret["changes"], ret["comment"]
         if not kernel.has_device_mapper():
             print(
-                "logical volumes: skipped, the kernel has no device-mapper (test_real_kernel.py::test_lvm_logical_volumes_for_real in make test-kernel)"
+                "logical volumes: skipped, the kernel has no device-mapper "
+                "(test_real_kernel.py::test_lvm_logical_volumes_for_real in make test-kernel)"
             )
         else:  # pragma: no cover - machines with device-mapper
             assert kvm_state.volume_present("lv1", pool=pool_name, size="8M")["result"] is True

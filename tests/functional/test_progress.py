@@ -18,7 +18,8 @@ M = 1024**2
 SIZE = 64 * M
 #: a progress line: "<what>: 42% (27M of 64M, 5.3M/s, ETA 7.0s, 5.1s elapsed)"
 TICK = re.compile(
-    r": (\d+)% \(([\d.]+[KMGT]?) of ([\d.]+[KMGT]?), ([\d.]+[KMGT]?)/s, ETA [\dhms.]+, [\dhms.]+ elapsed\)$"
+    r": (\d+)% \(([\d.]+[KMGT]?) of ([\d.]+[KMGT]?), ([\d.]+[KMGT]?)/s, ETA [\dhms.]+, [\dhms.]+ "
+    r"elapsed\)$"
 )
 DONE = re.compile(
     r": done, 100% \(([\d.]+[KMGT]?) of ([\d.]+[KMGT]?), ([\d.]+[KMGT]?)/s, [\dhms.]+ elapsed\)$"
@@ -52,7 +53,8 @@ def info_lines(call, what):
 
 
 def assert_reported(lines, what, ticks=0):
-    """``lines`` hold a start, at least ``ticks`` progress lines with percent and rate, and a done line."""
+    """``lines`` hold a start, at least ``ticks`` progress lines with percent and rate, and a done
+    line."""
     assert lines and lines[0].startswith(f"{what}: started"), lines
     done = [m for m in map(DONE.search, lines) if m]
     assert len(done) == 1 and lines[-1] == done[0].string, lines

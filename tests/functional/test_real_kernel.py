@@ -288,7 +288,8 @@ def test_lvm_logical_volumes_for_real(kvm_state, kvm, conn, loop_dev, tiny_vm):
         pytest.skip("lvm2 is not installed (apt-get install lvm2)")
     if not kernel.has_device_mapper():
         pytest.skip(
-            f"logical volumes need device-mapper, which this kernel lacks (no device-mapper in /proc/misc); {TIER}"
+            "logical volumes need device-mapper, which this kernel lacks (no device-mapper in "
+            f"/proc/misc); {TIER}"
         )
     pool, vg = sandbox.uid("pool-"), sandbox.uid("vg-")
     spec = {"type": "logical", "source": {"devices": [loop_dev], "name": vg}}
@@ -436,7 +437,8 @@ class Nfs:
 def test_nfs_netfs_pool_for_real(kvm_state, kvm, conn):
     if not kernel.has_filesystem("nfs"):
         pytest.skip(
-            f"netfs nfs pool not started for real: the kernel has no nfs filesystem (not in /proc/filesystems); {TIER}"
+            "netfs nfs pool not started for real: the kernel has no nfs filesystem (not in "
+            f"/proc/filesystems); {TIER}"
         )
     if not IN_GUEST or not shutil.which("rpc.nfsd"):
         pytest.skip(f"starts the kernel's NFS server: {TIER}")
@@ -500,7 +502,8 @@ def test_iscsi_pool_with_chap_for_real(kvm_state, kvm, conn, caplog):
     err = kernel.netlink_iscsi_error()
     if err:
         pytest.skip(
-            f"iscsi pool not started for real: socket(AF_NETLINK, SOCK_RAW, NETLINK_ISCSI) fails here ({err}); {TIER}"
+            "iscsi pool not started for real: socket(AF_NETLINK, SOCK_RAW, NETLINK_ISCSI) fails "
+            f"here ({err}); {TIER}"
         )
     if not IN_GUEST or not shutil.which("iscsiadm"):
         pytest.skip(f"logs the kernel's iSCSI initiator in to a target: {TIER}")
@@ -663,12 +666,14 @@ def test_networkmanager_loads_the_keyfiles_and_brings_the_bridge_back(
         stderr=subprocess.STDOUT,
     )
     try:
-        # as at boot: NetworkManager autoconnects both profiles, the bridge with its port and address
+        # as at boot: NetworkManager autoconnects both profiles, the bridge with its port and
+        # address
         up = sandbox.wait_for(
             lambda: _bridge_state(lan, "kvt-brn") == want, timeout=120, interval=1
         )
         assert up, (
-            f"NetworkManager did not bring kvt-brn back with its port: {_bridge_state(lan, 'kvt-brn')}\n{_nm_diag(tmp_path)}"
+            "NetworkManager did not bring kvt-brn back with its port: "
+            f"{_bridge_state(lan, 'kvt-brn')}\n{_nm_diag(tmp_path)}"
         )
         assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), (
             "the host does not reach its gateway through the bridge"
@@ -690,7 +695,8 @@ def test_networkmanager_loads_the_keyfiles_and_brings_the_bridge_back(
         )
         up = sandbox.wait_for(lambda: _bridge_state(lan, "kvt-brn") == want, timeout=90, interval=1)
         assert up, (
-            f"nmcli connection up did not bring kvt-brn back with its port: {_bridge_state(lan, 'kvt-brn')}\n{tried}\n{_nm_diag(tmp_path)}"
+            "nmcli connection up did not bring kvt-brn back with its port: "
+            f"{_bridge_state(lan, 'kvt-brn')}\n{tried}\n{_nm_diag(tmp_path)}"
         )
         assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), (
             "the host does not reach its gateway after nmcli connection up"
@@ -726,7 +732,8 @@ def test_ifupdown_ifup_brings_the_bridge_back_from_the_written_file(kvm_state, k
         f"{etc}/interfaces", "w", encoding="utf-8"
     ) as fh:  # the guest's own /etc (an overlay)
         fh.write(
-            "auto lo\niface lo inet loopback\n\nauto eno1\niface eno1 inet static\n    address 192.0.2.10/24\n    gateway 192.0.2.1\n\nsource /etc/network/interfaces.d/*\n"
+            "auto lo\niface lo inet loopback\n\nauto eno1\niface eno1 inet static\n    address "
+            "192.0.2.10/24\n    gateway 192.0.2.1\n\nsource /etc/network/interfaces.d/*\n"
         )
     ret = kvm_state.bridge_present(name="kvt-bri", netns=lan.host, persist="ifupdown", **UPLINK)
     assert ret.result is True, ret.comment
@@ -794,10 +801,13 @@ class Networkd:
     def ctl(self, *args):
         return _ns(self.ns, "networkctl", "--no-pager", *args, check=False)
 
+    def _state(self):
+        if self.proc and self.proc.poll() is None:
+            return "running"
+        return f"exited {self.proc.returncode if self.proc else None}"
+
     def diag(self):
-        out = [
-            f"networkd: {'running' if self.proc and self.proc.poll() is None else f'exited {self.proc.returncode if self.proc else None}'}"
-        ]
+        out = [f"networkd: {self._state()}"]
         for args in (("list",), ("status", "eno1"), ("status", "kvt-brd")):
             res = self.ctl(*args)
             out.append(f"$ networkctl {' '.join(args)}\n{res.stdout}{res.stderr}")
@@ -838,7 +848,8 @@ def test_networkd_brings_the_bridge_back_from_the_written_files(kvm_state, kvm, 
             lambda: _bridge_state(lan, "kvt-brd") == want, timeout=120, interval=1
         )
         assert back, (
-            f"networkd did not bring kvt-brd back: {_bridge_state(lan, 'kvt-brd')}\n{networkd.diag()}"
+            "networkd did not bring kvt-brd back: "
+            f"{_bridge_state(lan, 'kvt-brd')}\n{networkd.diag()}"
         )
         assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), (
             "the host does not reach its gateway through the bridge"
@@ -859,7 +870,8 @@ def test_networkd_brings_the_bridge_back_from_the_written_files(kvm_state, kvm, 
             lambda: _bridge_state(lan, "kvt-brd") == want, timeout=120, interval=1
         )
         assert back, (
-            f"restarting networkd did not bring kvt-brd back: {_bridge_state(lan, 'kvt-brd')}\n{networkd.diag()}"
+            "restarting networkd did not bring kvt-brd back: "
+            f"{_bridge_state(lan, 'kvt-brd')}\n{networkd.diag()}"
         )
         assert sandbox.wait_for(lambda: _pings(lan.host, lan.gateway), timeout=30, interval=1), (
             "the host does not reach its gateway after the restart"

@@ -2,19 +2,16 @@
 and every refusal leaving the data untouched."""
 
 import contextlib
-import functools
 import hashlib
-import http.server
 import json
 import os
 import shutil
 import subprocess
-import threading
 
 import pytest
 from salt.exceptions import CommandExecutionError, SaltInvocationError
 
-from tests.support import sandbox
+from tests.support import http_servers, sandbox
 
 M = 1024**2
 
@@ -76,17 +73,8 @@ def image(pool):
 @pytest.fixture(scope="module")
 def http_root(image):
     """An HTTP server on 127.0.0.1 serving the image's directory: its base URL."""
-    directory = os.path.dirname(image[0])
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=directory)
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_servers.FileServer(os.path.dirname(image[0])) as server:
+        yield server.url
 
 
 def test_volume_present_create_grow_and_refusals(kvm_state, kvm, pool, vname, testmode):
@@ -344,8 +332,9 @@ def test_create_each_format(kvm, pool, fmt):
 # --- credentials in an image URL, redirects ---------------------------------------------------
 
 
-class _AuthImage(http.server.BaseHTTPRequestHandler):
-    """``/img.raw`` needs Basic auth ``kvtuser:<password>``; ``/same``, ``/other`` and ``/ftp`` redirect."""
+class _AuthImage(http_servers.QuietHandler):
+    """``/img.raw`` needs Basic auth ``kvtuser:<password>``; ``/same``, ``/other`` and ``/ftp``
+    redirect."""
 
     body = os.urandom(64 * 1024)
     password = "kvt-" + os.urandom(6).hex()
@@ -380,20 +369,12 @@ class _AuthImage(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(self.body)
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
 def auth_url():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AuthImage)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    _AuthImage.seen.clear()
-    try:
+    with http_servers.serve(_AuthImage) as server:
+        _AuthImage.seen.clear()
         yield f"http://kvtuser:{_AuthImage.password}@127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_url_credentials_are_sent_as_basic_auth_and_never_shown(pool, auth_url, caplog):
@@ -440,8 +421,8 @@ def test_url_credentials_are_sent_as_basic_auth_and_never_shown(pool, auth_url, 
     assert [a is None for p, a in _AuthImage.seen if p == "/img.raw"][
         -1
     ]  # the request after the cross-origin redirect
-    for ret in (ret, other, ftp):
-        assert pw not in repr(ret)
+    for shown in (ret, other, ftp):
+        assert pw not in repr(shown)
     assert pw not in caplog.text and "kvtuser:***@" in caplog.text
     assert sorted(f for f in os.listdir(path) if f.startswith("kvt-au-")) == sorted(
         [names["direct"], names["same"]]

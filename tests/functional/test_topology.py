@@ -150,8 +150,8 @@ def test_graph_of_real_objects(kvm, host):
     assert dot.startswith("digraph ") and "rankdir=LR" in dot
     assert f'  "tap:/{tap}" -> "vm:{vm}";' in dot
     assert (
-        f'  "volume:{pool}/base.qcow2" -> "volume:{pool}/top.qcow2" [label="backing", style="dashed", dir=back];'
-        in dot
+        f'  "volume:{pool}/base.qcow2" -> "volume:{pool}/top.qcow2" '
+        '[label="backing", style="dashed", dir=back];' in dot
     )
     assert f'"snapshot:{vm}/s2" [label="s2\\ninternal, running\\n' in dot and "(current)" in dot
     assert f'subgraph "cluster_pool:{pool}"' in dot
@@ -170,7 +170,8 @@ def test_whole_host_unfiltered(kvm, host):
 
 
 def test_netns_bridge_and_libvirt_taps(kvm, host, ns_bridge):
-    """With netns: the namespace's bridge and NIC, and the VM's bridge and tap as libvirt reports them."""
+    """With netns: the namespace's bridge and NIC, and the VM's bridge and tap as libvirt reports
+    them."""
     vm, bridge, tap, ns = host["vm"], host["bridge"], host["tap"], ns_bridge
     model = kvm.topology(format="json", netns=ns, names=["kvt-tbr0", bridge, vm])
     found, links = nodes(model), edges(model)

@@ -223,8 +223,8 @@ def test_uefi_without_ovmf_is_a_clear_error_and_changes_nothing(
         ret = kvm_state.vm_present(vm_name, test=test, **_spec(pname, firmware="uefi"))
         assert ret["result"] is False, ret
         assert (
-            f"{vm_name}:firmware: no UEFI firmware for x86_64 on this host (install Debian's ovmf package)"
-            in ret["comment"]
+            f"{vm_name}:firmware: no UEFI firmware for x86_64 on this host (install Debian's "
+            "ovmf package)" in ret["comment"]
         )
         assert vm_name not in kvm.vm_list()
 
@@ -275,7 +275,8 @@ def test_vnc_password_is_in_the_definition_and_nowhere_else(
     assert "pending" in ret["changes"]["restart"]["new"]
     assert _xml(conn, vm_name, 2 | 1).find("devices/graphics").get("passwd") == "kvtN3w"
     assert kvm_state.vm_present(vm_name, **spec)["changes"] == {}
-    # what the minion logs (the test harness's own log line of the call it makes is not the minion's)
+    # what the minion logs (the test harness's own log line of the call it makes is not the
+    # minion's)
     minion_log = "\n".join(
         r.getMessage() for r in caplog.records if not r.name.startswith("saltfactories")
     )

@@ -225,7 +225,8 @@ def test_a_vm_disk_declared_here_is_guarded_like_any_other(kvm_state, kvm, pool,
 
 @pytest.fixture
 def bridges():
-    """Factory: a fresh ``kvt-`` kernel bridge in the root namespace (where VM taps go); removed afterwards."""
+    """Factory: a fresh ``kvt-`` kernel bridge in the root namespace (where VM taps go); removed
+    afterwards."""
     from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
 
     made = []
@@ -350,7 +351,8 @@ def test_what_a_running_vm_can_take_is_applied_live_and_persisted(
     ), pending
     assert (
         "live" not in ret["changes"]
-        and "max_vcpus 2 -> 4, vcpus 4 (above the running maximum 2): written to its definition, takes effect when it restarts"
+        and "max_vcpus 2 -> 4, vcpus 4 (above the running maximum 2): written to its definition, "
+        "takes effect when it restarts"
         in ret["comment"]
     ), ret
     assert dom.info()[1] == 128 * 1024 and dom.vcpusFlags(1) == 2
@@ -467,7 +469,8 @@ def test_disk_entries_make_missing_volumes_and_never_resize(kvm_state, kvm, pool
     ret = kvm_state.vm_present(vm_name, **bigger)
     assert (
         ret["result"] is False
-        and f"{vm_name}:disks:1:size: volume {pname}/new.raw has 16 MiB, less than the declared 64 MiB"
+        and f"{vm_name}:disks:1:size: volume {pname}/new.raw has 16 MiB, less than the "
+        "declared 64 MiB"
         in ret["comment"]
     ), ret
     assert (
@@ -491,7 +494,8 @@ def test_a_failed_new_vm_takes_its_new_volumes_with_it(kvm_state, kvm, pool, vm_
     ret = kvm_state.vm_present(vm_name, **spec)
     assert (
         ret["result"] is False
-        and f"restored removed the new VM '{vm_name}' (and deleted the new volume {pname}/fresh.qcow2)"
+        and f"restored removed the new VM '{vm_name}' (and deleted the new volume "
+        f"{pname}/fresh.qcow2)"
         in ret["comment"]
     ), ret
     vols = kvm.volume_list(pname)
@@ -623,7 +627,10 @@ def test_vm_attach_and_detach(kvm_state, kvm, conn, pool, vm_name, bridges):
     # a guest without an OS keeps the NIC: a clear error, the definition no longer has it
     with pytest.raises(
         CommandExecutionError,
-        match=f"NIC {mac} is still attached: the guest did not release it within 1s.*leaves at the next restart",
+        match=(
+            f"NIC {mac} is still attached: the guest did not release it within 1s.*leaves at the "
+            "next restart"
+        ),
     ):
         kvm.vm_detach(vm_name, device="nic", mac=mac, timeout=1)
     assert mac not in dom.XMLDesc(2)
@@ -664,7 +671,8 @@ def test_a_disk_moved_onto_an_external_snapshot_overlay_stays_there(
     assert etree.fromstring(dom.XMLDesc(2)).find("devices/disk/source").get("file") == overlay
     if running:
         assert etree.fromstring(dom.XMLDesc(0)).find("devices/disk/source").get("file") == overlay
-    # a real change still applies (to the definition; pending while it runs), and the overlay stays the disk
+    # a real change still applies (to the definition; pending while it runs), and the overlay stays
+    # the disk
     more = kvm_state.vm_present(vm_name, **dict(spec, memory="96M"))
     assert more["result"] is True and more["changes"], more
     assert ("when it restarts" in more["comment"]) is running, more["comment"]
@@ -745,7 +753,8 @@ def test_a_second_writer_on_a_volume_is_refused(
         conn.storagePoolLookupByName(pname).refresh(0)
         shared = {"pool": pname, "volume": "shared.raw", "shareable": True}
         conn.lookupByName(other).attachDeviceFlags(
-            f"<disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='{os.path.join(path, 'shared.raw')}'/>"
+            "<disk type='file' device='disk'><driver name='qemu' type='raw'/><source "
+            f"file='{os.path.join(path, 'shared.raw')}'/>"
             "<target dev='vdb' bus='virtio'/><shareable/></disk>",
             2,
         )

@@ -36,7 +36,10 @@ def _need_states(*names):
 def host_pillar(fleet, minion_id, i, subnet):
     """Host i's pillar: its own bridge (in its netns), pool, volumes, network (on a free
     documentation ``subnet``) and snapshot policy."""
-    name = lambda kind: fleet.name(minion_id, kind)
+
+    def name(kind):
+        return fleet.name(minion_id, kind)
+
     pool = name("p")
     volumes = {
         f"disk{j}.qcow2": {"size": "16M", "format": "qcow2"} for j in range(1, i)

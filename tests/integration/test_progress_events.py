@@ -63,7 +63,8 @@ class Listener:
         self.result = self.cli.run(*self.args)
 
     def events(self, timeout=150):
-        """``[(tag, minion id, report)]`` it printed (the report is the ``data`` of the minion's event)."""
+        """``[(tag, minion id, report)]`` it printed (the report is the ``data`` of the minion's
+        event)."""
         self.thread.join(timeout)
         assert self.result is not None, "salt-run state.event did not end"
         if os.environ.get("KVT_SHOW"):

@@ -58,7 +58,8 @@ def _run(*cmd, **kwargs):
         [str(c) for c in cmd], capture_output=True, text=True, check=False, cwd="/", **kwargs
     )
     assert proc.returncode == 0, (
-        f"{' '.join(map(str, cmd))} -> {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        f"{' '.join(map(str, cmd))} -> "
+        f"{proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     )
     return proc.stdout
 

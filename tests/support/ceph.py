@@ -97,7 +97,8 @@ osd memory target = 1073741824
         busy = [p for p in MON_PORTS if port_in_use(p)]
         if busy:
             raise Unavailable(
-                f"something already listens on 127.0.0.1:{busy[0]} (a Ceph monitor?); not starting a second one"
+                f"something already listens on 127.0.0.1:{busy[0]} (a Ceph monitor?); not "
+                "starting a second one"
             )
         self.dir = sandbox.files_dir(self.name)
         for sub in ("mon", "osd0", "run", "log"):

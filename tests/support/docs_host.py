@@ -97,7 +97,8 @@ class DocsHost:
             (self.root / "srv" / sub).mkdir(exist_ok=True)
         self._salt_config(formula_root)
         ready = self.root / "ready"
-        # (an empty mount point is made where missing, e.g. /etc/salt on a host without Salt's packages)
+        # (an empty mount point is made where missing, e.g. /etc/salt on a host without Salt's
+        # packages)
         binds = " && ".join(
             f"mkdir -p {target} && mount --bind {self.root / name} {target}"
             for name, target in BINDS.items()
@@ -133,7 +134,8 @@ class DocsHost:
         )
         if not sandbox.wait_for(ready.exists, timeout=20):
             raise RuntimeError(
-                f"the docs host's namespaces did not come up: {self.holder.stderr.read().decode()[-500:]}"
+                "the docs host's namespaces did not come up: "
+                f"{self.holder.stderr.read().decode()[-500:]}"
             )
         self.must("virtlogd -d -p /run/libvirt/virtlogd.pid")
         self.must("libvirtd -d -p /run/libvirt/libvirtd.pid")
@@ -219,7 +221,8 @@ class DocsHost:
         proc = self.sh(command, timeout)
         if proc.returncode != 0:
             raise RuntimeError(
-                f"docs host: `{command}` -> {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+                f"docs host: `{command}` -> "
+                f"{proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
             )
         return proc
 
@@ -244,7 +247,8 @@ class DocsHost:
         disk = f"/var/lib/libvirt/images/{name}.qcow2"
         self.write(f"/srv/{name}.xml", sandbox.tiny_vm_xml(name, disk))
         self.must(
-            f"qemu-img create -q -f qcow2 {disk} 64M && virsh -q -c qemu:///system define /srv/{name}.xml >/dev/null "
+            f"qemu-img create -q -f qcow2 {disk} 64M && virsh -q -c qemu:///system define "
+            f"/srv/{name}.xml >/dev/null "
             f"&& virsh -q -c qemu:///system start {name} >/dev/null && rm /srv/{name}.xml"
         )
 
@@ -255,12 +259,16 @@ class DocsHost:
         self.must(
             f"for d in $({virsh} list --all --name); do {virsh} destroy $d >/dev/null 2>&1; "
             f"{virsh} undefine $d --snapshots-metadata --remove-all-storage >/dev/null; done; "
-            f"for n in $({virsh} net-list --all --name); do {virsh} net-destroy $n >/dev/null 2>&1; "
+            f"for n in $({virsh} net-list --all --name); do {virsh} net-destroy $n >/dev/null "
+            "2>&1; "
             f"[ $n = default ] || {virsh} net-undefine $n >/dev/null; done; "
-            f"for p in $({virsh} pool-list --all --name); do {virsh} pool-destroy $p >/dev/null 2>&1; "
+            f"for p in $({virsh} pool-list --all --name); do {virsh} pool-destroy $p >/dev/null "
+            "2>&1; "
             f"{virsh} pool-undefine $p >/dev/null; done; "
-            "for b in $(ip -o link show type bridge | awk -F': ' '{print $2}'); do ip link del $b; done; "
-            "ip addr flush dev eno1 && ip addr add 192.0.2.10/24 dev eno1 && ip route replace default via 192.0.2.1; "
+            "for b in $(ip -o link show type bridge | awk -F': ' '{print $2}'); do ip link del "
+            "$b; done; "
+            "ip addr flush dev eno1 && ip addr add 192.0.2.10/24 dev eno1 && ip route replace "
+            "default via 192.0.2.1; "
             "rm -rf /srv/kvm /var/lib/libvirt/images/*; mkdir -p /var/lib/libvirt/images; true"
         )
         self.write("/srv/pillar/top.sls", "base: {}\n")
@@ -276,9 +284,12 @@ class DocsHost:
         if self.holder is not None and self.holder.poll() is None:
             # VMs and networks first, so libvirtd ends its qemu and dnsmasq itself
             self.sh(
-                "for d in $(virsh -q -c qemu:///system list --name); do virsh -c qemu:///system destroy $d; done; "
-                "for n in $(virsh -q -c qemu:///system net-list --name); do virsh -c qemu:///system net-destroy $n; done; "
-                "for p in $(virsh -q -c qemu:///system pool-list --name); do virsh -c qemu:///system pool-destroy $p; done",
+                "for d in $(virsh -q -c qemu:///system list --name); do virsh -c qemu:///system "
+                "destroy $d; done; "
+                "for n in $(virsh -q -c qemu:///system net-list --name); do virsh -c "
+                "qemu:///system net-destroy $n; done; "
+                "for p in $(virsh -q -c qemu:///system pool-list --name); do virsh -c "
+                "qemu:///system pool-destroy $p; done",
                 timeout=120,
             )
             for pidfile in (

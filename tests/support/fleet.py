@@ -84,7 +84,8 @@ class FleetNet:
 
     @classmethod
     def free(cls, candidates=(("198.51.100", 128), ("198.51.100", 192))):
-        """A FleetNet on the first of ``candidates`` ``(net, base)`` no other fleet on this machine uses."""
+        """A FleetNet on the first of ``candidates`` ``(net, base)`` no other fleet on this machine
+        uses."""
         for net, base in candidates:
             fleet = cls(net=net, base=base)
             if not fleet.in_use():
@@ -149,7 +150,8 @@ class FleetNet:
         }
 
     def remove(self):
-        """Remove the namespaces, links, and every libvirt object and file named with :attr:`prefix`."""
+        """Remove the namespaces, links, and every libvirt object and file named with
+        :attr:`prefix`."""
         from pyroute2 import IPRoute, netns  # pylint: disable=import-outside-toplevel
 
         remove_objects(self.prefix)
@@ -199,7 +201,8 @@ def free_subnets(count, prefixlen=28, exclude=(), parents=(sandbox.ROOT_NS_RANGE
 
 
 def remove_objects(prefix):
-    """Remove libvirt VMs, networks, pools and files under FILES_ROOT whose names start with ``prefix``."""
+    """Remove libvirt VMs, networks, pools and files under FILES_ROOT whose names start with
+    ``prefix``."""
     import libvirt  # pylint: disable=import-outside-toplevel
 
     try:

@@ -98,21 +98,25 @@ INIT = r"""#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
-for m in $(cat /etc/kvt-modules); do insmod /lib/modules/$m.ko 2>/dev/null; done  # (button: no ACPI under PVH)
+# (button: no ACPI under PVH)
+for m in $(cat /etc/kvt-modules); do insmod /lib/modules/$m.ko 2>/dev/null; done
 say() { echo "KVT $*" > /dev/ttyS0; }
 params() { for w in $(cat /proc/cmdline); do case "$w" in "$1="*) echo "${w#*=}";; esac; done; }
 say boot $(uname -r) $(cut -d' ' -f1 /proc/uptime)
 wait_disk() {
     i=0
     # writing to a missing /dev/vda would only make a file in devtmpfs
-    while [ ! -b /dev/vda ]; do i=$((i+1)); [ $i -gt 100 ] && { say error no /dev/vda; return 1; }; sleep 0.1; done
+    while [ ! -b /dev/vda ]; do
+        i=$((i+1)); [ $i -gt 100 ] && { say error no /dev/vda; return 1; }; sleep 0.1
+    done
 }
 rsec() {  # the text in sector $1 of /dev/vda, read past the page cache
     v=$(dd if=/dev/vda bs=512 count=1 skip=$1 iflag=direct 2>/dev/null | tr -d '\000' | tr -d ' \n')
     echo "${v:-0}"
 }
 wsec() {  # write $2 to sector $1 of /dev/vda, acknowledged by the device
-    printf '%-511s\n' "$2" | dd of=/dev/vda bs=512 count=1 seek=$1 iflag=fullblock oflag=direct conv=notrunc,fsync 2>/dev/null
+    printf '%-511s\n' "$2" | dd of=/dev/vda bs=512 count=1 seek=$1 \
+        iflag=fullblock oflag=direct conv=notrunc,fsync 2>/dev/null
 }
 w_ping() { ping -i 0.2 "$1" > /dev/ttyS0 2>&1; }
 w_counter() {
@@ -137,17 +141,22 @@ watch() {  # watch LABEL COMMAND...: print "KVT LABEL value" whenever the comman
     done
 }
 w_size() { wait_disk && watch size cat /sys/block/vda/size; }
-w_acpi() {  # the ACPI power button powers the guest off (a graceful shutdown); needs the non-PVH kernel
+# the ACPI power button powers the guest off (a graceful shutdown); needs the non-PVH kernel
+w_acpi() {
     mkdir -p /etc/acpi/PWRF
-    printf '#!/bin/sh\necho "KVT acpi poweroff" > /dev/ttyS0\nsync\npoweroff -f\n' > /etc/acpi/PWRF/00000080
+    printf '#!/bin/sh\necho "KVT acpi poweroff" > /dev/ttyS0\nsync\npoweroff -f\n' \
+        > /etc/acpi/PWRF/00000080
     chmod +x /etc/acpi/PWRF/00000080
     i=0  # acpid opens the event devices there are when it starts: wait for the power button's
     while :; do
-        ev=$(awk '/Power Button/ {f=1} f && /Handlers/ {for (i = 1; i <= NF; i++) if ($i ~ /^event/) print $i; exit}' /proc/bus/input/devices)
+        ev=$(awk '/Power Button/ {f=1}
+            f && /Handlers/ {for (i = 1; i <= NF; i++) if ($i ~ /^event/) print $i; exit}' \
+            /proc/bus/input/devices)
         [ -n "$ev" ] && [ -e /dev/input/$ev ] && break
         i=$((i+1)); [ $i -gt 100 ] && { say error no power button; return; }; sleep 0.1
     done
-    acpid -d -c /etc/acpi > /dev/ttyS0 2>&1 &  # in the foreground (as a daemon it logs to a /var/log there is not)
+    # in the foreground (as a daemon it logs to a /var/log there is not)
+    acpid -d -c /etc/acpi > /dev/ttyS0 2>&1 &
     say acpid $ev
 }
 w_scan() {
@@ -162,7 +171,9 @@ w_agent() {  # the Debian root filesystem on /dev/vda: its qemu-guest-agent on t
     mount -t ext4 /dev/vda /mnt || { say error cannot mount /dev/vda; return; }
     mount -t proc proc /mnt/proc; mount -t sysfs sysfs /mnt/sys; mount -t devtmpfs devtmpfs /mnt/dev
     port=
-    for p in /sys/class/virtio-ports/*; do [ "$(cat $p/name 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}; done
+    for p in /sys/class/virtio-ports/*; do
+        [ "$(cat $p/name 2>/dev/null)" = org.qemu.guest_agent.0 ] && port=/dev/${p##*/}
+    done
     [ -n "$port" ] || { say error no agent port; return; }
     chroot /mnt /usr/sbin/qemu-ga -m virtio-serial -p "$port" -v -l /dev/ttyS0 &
     say agent $port
@@ -174,7 +185,8 @@ w_agent() {  # the Debian root filesystem on /dev/vda: its qemu-guest-agent on t
 w_ifaces() { watch ifaces ls /sys/class/net; }
 w_cpus() { watch cpus cat /sys/devices/system/cpu/present; }
 w_mem() { watch mem awk '/^MemTotal/ {print $2}' /proc/meminfo; }
-w_cloudinit() {  # the Debian root filesystem on /dev/vda: its real cloud-init, the four stages its units run
+# the Debian root filesystem on /dev/vda: its real cloud-init, the four stages its units run
+w_cloudinit() {
     wait_disk || return
     mkdir -p /mnt
     mount -t ext4 /dev/vda /mnt || { say error cannot mount /dev/vda; return; }
@@ -233,7 +245,9 @@ case "$1" in
         ip addr flush dev "$interface"
         ip addr add "$ip/${mask:-24}" dev "$interface"
         echo "$ip" > /tmp/lease
-        for r in $router; do ip route add default via "$r" dev "$interface"; echo "$r" > /tmp/router; break; done
+        for r in $router; do
+            ip route add default via "$r" dev "$interface"; echo "$r" > /tmp/router; break
+        done
         ;;
 esac
 exit 0
@@ -248,7 +262,8 @@ class GuestError(RuntimeError):
 
 
 def kernel_version():
-    """The newest Debian kernel with its modules (``/boot/vmlinuz-V`` and ``/lib/modules/V``), or None."""
+    """The newest Debian kernel with its modules (``/boot/vmlinuz-V`` and ``/lib/modules/V``), or
+    None."""
     found = []
     for path in pathlib.Path("/boot").glob("vmlinuz-*"):
         ver = path.name[len("vmlinuz-") :]
@@ -260,7 +275,10 @@ def kernel_version():
 def missing():
     """Why no guest can be built here (a sentence), or None."""
     if kernel_version() is None:
-        return "no Debian kernel with modules in /boot and /lib/modules (package linux-image-amd64; scripts/host-packages.txt)"
+        return (
+            "no Debian kernel with modules in /boot and /lib/modules (package linux-image-amd64; "
+            "scripts/host-packages.txt)"
+        )
     if not os.path.exists(BUSYBOX):
         return f"no {BUSYBOX} (package busybox-static; scripts/host-packages.txt)"
     return None
@@ -299,8 +317,8 @@ def module_order(moddir, wanted=WANTED_MODULES):
 def _builtin(moddir, name):
     path = pathlib.Path(moddir) / "modules.builtin"
     return path.exists() and any(
-        re.sub(r"\.ko$", "", os.path.basename(l)).replace("-", "_") == name
-        for l in path.read_text().split()
+        re.sub(r"\.ko$", "", os.path.basename(word)).replace("-", "_") == name
+        for word in path.read_text().split()
     )
 
 
@@ -383,12 +401,14 @@ def build_initramfs(version):
     return gzip.compress(cpio.finish(), compresslevel=6, mtime=0)
 
 
-#: an ELF note ``Xen`` of type XEN_ELFNOTE_PHYS32_ENTRY (18): QEMU boots such an ELF kernel directly (PVH)
+#: an ELF note ``Xen`` of type XEN_ELFNOTE_PHYS32_ENTRY (18): QEMU boots such an ELF kernel
+#: directly (PVH)
 _PVH_NOTES = tuple(struct.pack("<III4s", 4, size, 18, b"Xen\0") for size in (4, 8))
 
 
 def unpacked_kernel(bzimage):
-    """The ELF kernel inside ``bzimage`` (xz, gzip or zstd payload) if it has a PVH entry, else None."""
+    """The ELF kernel inside ``bzimage`` (xz, gzip or zstd payload) if it has a PVH entry, else
+    None."""
     data = pathlib.Path(bzimage).read_bytes()
     for magic, unpack in (
         (b"\xfd7zXZ\x00", lambda b: lzma.LZMADecompressor().decompress(b)),
@@ -420,7 +440,8 @@ class Image:
         self.dir = pathlib.Path(directory)
         self.version = version
         self.kernel = str(self.dir / "vmlinuz")
-        #: the compressed kernel, booted without PVH: slower under TCG, but with ACPI (a power button)
+        #: the compressed kernel, booted without PVH: slower under TCG, but with ACPI (a power
+        #: button)
         self.bzimage = str(self.dir / "bzImage")
         self.initrd = str(self.dir / "initrd.img")
         self.seconds = seconds
@@ -432,7 +453,8 @@ class Image:
     def __repr__(self):
         return (
             f"<guest image {self.version}: kernel {os.path.getsize(self.kernel) // 1024} KiB, "
-            f"initramfs {os.path.getsize(self.initrd) // 1024} KiB, {'built' if self.built else 'cached'} in {self.seconds:.2f}s>"
+            f"initramfs {os.path.getsize(self.initrd) // 1024} KiB, "
+            f"{'built' if self.built else 'cached'} in {self.seconds:.2f}s>"
         )
 
 
@@ -479,7 +501,8 @@ def image():
 #: 3 min 39 s here, once) runs a real ``cloud-init`` (22.4.2 in bookworm).
 ROOTFS_VARIANTS = {
     "agent": (("qemu-guest-agent",), "512M"),
-    # python3-cffi-backend: debootstrap does not resolve the virtual packages python3-cryptography needs
+    # python3-cffi-backend: debootstrap does not resolve the virtual packages python3-cryptography
+    # needs
     "cloud-init": (("qemu-guest-agent", "cloud-init", "python3-cffi-backend"), "1G"),
 }
 #: bump when the way a rootfs variant is built changes (the ``agent`` variant keeps its old key)
@@ -681,22 +704,22 @@ class Guest:
         """The first line starting with ``prefix`` after ``since``, waited for."""
 
         def find(lines):
-            return next((l for l in lines if l.startswith(prefix)), None)
+            return next((line for line in lines if line.startswith(prefix)), None)
 
         return self.wait(find, timeout=timeout, since=since, what=f"'KVT {prefix}' line")
 
     def mismatches(self, since=0):
-        return [l for l in self.lines(since) if l.startswith("MISMATCH")]
+        return [line for line in self.lines(since) if line.startswith("MISMATCH")]
 
     def counters(self, since=0):
         """Acknowledged counter values written after ``since``, in console order."""
-        return [int(l.split()[1]) for l in self.lines(since) if l.startswith("counter ")]
+        return [int(line.split()[1]) for line in self.lines(since) if line.startswith("counter ")]
 
     def wait_counter(self, n=1, since=0, timeout=60):
         """The last counter value once ``n`` ticks were seen after ``since``."""
         return self.wait(
             lambda lines: (
-                [int(l.split()[1]) for l in lines if l.startswith("counter ")][n - 1 :]
+                [int(line.split()[1]) for line in lines if line.startswith("counter ")][n - 1 :]
                 and self.counters(since)[-1]
             ),
             timeout=timeout,
@@ -705,7 +728,8 @@ class Guest:
         )
 
     def ping_seqs(self, since=0, source=None):
-        """Sequence numbers of the ping replies (from ``source``, or any) the guest got after byte ``since``."""
+        """Sequence numbers of the ping replies (from ``source``, or any) the guest got after byte
+        ``since``."""
         return [
             int(m.group(2))
             for m in PING_REPLY.finditer(self.text(since))
@@ -721,7 +745,8 @@ class Guest:
             time.sleep(0.1)
         tail = "\n".join(self.text().splitlines()[-25:])
         raise GuestError(
-            f"guest {self.name}: fewer than {n} ping replies within {timeout}s; console ends:\n{tail}"
+            f"guest {self.name}: fewer than {n} ping replies within {timeout}s; console "
+            f"ends:\n{tail}"
         )
 
 
@@ -749,7 +774,8 @@ def _used_subnets(conn):
 
 
 def free_subnet(conn, prefixlen=28, taken=()):
-    """A subnet of the root namespace's documentation range that no route or libvirt network uses (or None)."""
+    """A subnet of the root namespace's documentation range that no route or libvirt network uses
+    (or None)."""
     used = _used_subnets(conn) + list(taken)
     for cand in reversed(
         list(ipaddress.ip_network(sandbox.ROOT_NS_RANGE).subnets(new_prefix=prefixlen))
@@ -809,7 +835,12 @@ def _probe_key(img):
     cpu = ""
     with contextlib.suppress(OSError):
         cpu = next(
-            (l for l in open("/proc/cpuinfo", encoding="utf-8") if l.startswith("model name")), ""
+            (
+                line
+                for line in open("/proc/cpuinfo", encoding="utf-8")
+                if line.startswith("model name")
+            ),
+            "",
         )
     qemu = subprocess.run(
         ["qemu-system-x86_64", "--version"], capture_output=True, text=True, check=False
@@ -893,7 +924,8 @@ def disk(directory, name="disk.qcow2", size="64M", fmt="qcow2"):
 
 
 def read_sectors(path, first=0, count=1, fmt="qcow2"):
-    """The text in ``count`` sectors of an image from ``first`` on, as the counter wrote them (``qemu-io -r -U``)."""
+    """The text in ``count`` sectors of an image from ``first`` on, as the counter wrote them
+    (``qemu-io -r -U``)."""
     out = subprocess.run(
         ["qemu-io", "-r", "-U", "-f", fmt, "-c", f"read -v {first * 512} {count * 512}", path],
         capture_output=True,

@@ -44,7 +44,8 @@ def reads(path, expected, fmt="qcow2"):
 
 
 def spell(path, how, workdir):
-    """Another way to write ``path``: through a symlinked directory, ``//``, ``/./``, a bind mount."""
+    """Another way to write ``path``: through a symlinked directory, ``//``, ``/./``, a bind
+    mount."""
     directory, base = os.path.split(path)
     if how == "plain":
         return path

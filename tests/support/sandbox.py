@@ -136,16 +136,16 @@ class Lan:
         with NetNS(self.host) as ns:
             links = sorted(
                 (
-                    l.get_attr("IFLA_IFNAME"),
-                    l.get_attr("IFLA_ADDRESS"),
-                    l.get_attr("IFLA_MTU"),
-                    l.get_attr("IFLA_MASTER")
-                    and ns.get_links(l.get_attr("IFLA_MASTER"))[0].get_attr("IFLA_IFNAME"),
-                    l["flags"] & 1,
+                    link.get_attr("IFLA_IFNAME"),
+                    link.get_attr("IFLA_ADDRESS"),
+                    link.get_attr("IFLA_MTU"),
+                    link.get_attr("IFLA_MASTER")
+                    and ns.get_links(link.get_attr("IFLA_MASTER"))[0].get_attr("IFLA_IFNAME"),
+                    link["flags"] & 1,
                 )
-                for l in ns.get_links()
+                for link in ns.get_links()
             )
-            idx = {l["index"]: l.get_attr("IFLA_IFNAME") for l in ns.get_links()}
+            idx = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ns.get_links()}
             addrs = sorted(
                 (idx.get(a["index"]), a.get_attr("IFA_ADDRESS"), a["prefixlen"])
                 for a in ns.get_addr()

@@ -3,18 +3,16 @@
 its progress several times."""
 
 import contextlib
-import http.server
 import os
 import shutil
-import threading
 import time
 
-from tests.support import sandbox
+from tests.support import http_servers, sandbox
 
 M = 1024**2
 
 
-class _Slow(http.server.BaseHTTPRequestHandler):
+class _Slow(http_servers.QuietHandler):
     def do_GET(self):  # noqa: N802
         self.send_response(200)
         self.send_header("Content-Length", str(os.path.getsize(self.server.image)))
@@ -24,9 +22,6 @@ class _Slow(http.server.BaseHTTPRequestHandler):
                 self.wfile.write(chunk)
                 time.sleep(0.03)
 
-    def log_message(self, *args):
-        pass
-
 
 @contextlib.contextmanager
 def slow_image_url(size):
@@ -35,12 +30,8 @@ def slow_image_url(size):
     image = os.path.join(directory, "image.raw")
     with open(image, "wb") as fh:
         fh.writelines(os.urandom(M) for _ in range(size // M))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Slow)
-    server.image = image
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/image.raw"
+        with http_servers.serve(_Slow, image=image) as server:
+            yield f"{http_servers.url(server)}/image.raw"
     finally:
-        server.shutdown()
-        server.server_close()
         shutil.rmtree(directory, ignore_errors=True)

@@ -85,7 +85,8 @@ def wait_until(predicate, timeout, what):
 
 
 def backend_missing(conn, ptype):
-    """Why libvirtd here cannot define a pool of ``ptype`` (its storage backend is not loaded), or ``None``."""
+    """Why libvirtd here cannot define a pool of ``ptype`` (its storage backend is not loaded), or
+    ``None``."""
     import libvirt  # pylint: disable=import-outside-toplevel
 
     probe = sandbox.uid("probe-")
@@ -101,7 +102,10 @@ def backend_missing(conn, ptype):
     except libvirt.libvirtError as exc:
         msg = exc.get_error_message()
         if "missing backend" in msg:
-            return f"libvirtd here has no {ptype} storage backend (install libvirt-daemon-driver-storage-{ptype} and restart libvirtd): {msg}"
+            return (
+                f"libvirtd here has no {ptype} storage backend (install "
+                f"libvirt-daemon-driver-storage-{ptype} and restart libvirtd): {msg}"
+            )
     return None
 
 
@@ -253,7 +257,8 @@ class Gluster(Server):
                 raise Unavailable(f"{tool} is not installed (apt-get install glusterfs-server)")
         if port_in_use(GLUSTERD_PORT):
             raise Unavailable(
-                f"a glusterd already listens on 127.0.0.1:{GLUSTERD_PORT}; not starting a second one"
+                f"a glusterd already listens on 127.0.0.1:{GLUSTERD_PORT}; not starting a second "
+                "one"
             )
         self._run_before = set(glob.glob(os.path.join(GLUSTER_RUN, "*.socket")))
         self.dir = sandbox.files_dir(self.name)

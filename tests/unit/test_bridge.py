@@ -149,10 +149,18 @@ def _host(with_bridge=False):
     return {"links": links, "addresses": addresses, "routes": routes}
 
 
+def _snapshot(host, name="br0"):
+    return bridge.BridgeSnapshot(host, nl.bridge_view(host, name))
+
+
+def _plan(host, **spec):
+    res = bridge.BridgeResource(None, "br0", spec)
+    return res, res.plan(_snapshot(host))
+
+
 def _changes(host, **spec):
-    res = bridge.Bridge(None, "br0", spec)
-    res._host = host  # pylint: disable=protected-access
-    return res, res.changes(nl.bridge_view(host, "br0"))
+    res, planned = _plan(host, **spec)
+    return res, dict(planned.changes)
 
 
 def test_view_is_sorted_and_normalised():
@@ -166,7 +174,8 @@ def test_view_is_sorted_and_normalised():
 
 
 def test_migration_is_predicted():
-    res, changes = _changes(_host(), ports=["eno1"], stp=False)
+    res, planned = _plan(_host(), ports=["eno1"], stp=False)
+    changes = planned.changes
     assert changes["uplink"] == {
         "old": {"eno1": ["192.0.2.10/24", "default via 192.0.2.1"]},
         "new": {"br0": ["192.0.2.10/24", "default via 192.0.2.1"]},
@@ -174,7 +183,26 @@ def test_migration_is_predicted():
     assert changes["addresses"] == {"old": [], "new": ["192.0.2.10/24"]}
     assert changes["gateway"] == {"old": None, "new": "192.0.2.1"}
     assert changes["mac"]["new"] == "02:00:00:00:00:aa"
-    assert res._probe(changes) == {"ping": "192.0.2.1"}  # pylint: disable=protected-access
+    assert not planned.existed and set(planned.payload.uplinks) == {"eno1"}
+    probe = res._probe(planned.payload, changes)  # pylint: disable=protected-access
+    assert probe == {"ping": "192.0.2.1"}
+
+
+def test_plan_is_a_value_and_the_resource_keeps_no_state():
+    host = _host()
+    res = bridge.BridgeResource(None, "br0", {"ports": ["eno1"], "stp": False})
+    before = dict(vars(res))
+    first, second = res.plan(_snapshot(host)), res.plan(_snapshot(host))
+    assert vars(res) == before
+    assert dict(first.changes) == dict(second.changes) and first.payload == second.payload
+    assert first.payload.host is host and first.payload.mac == "02:00:00:00:00:aa"
+    with pytest.raises(AttributeError):
+        first.payload.mac = "02:00:00:00:00:bb"  # frozen
+    with pytest.raises(TypeError):
+        first.changes["stp"] = {}  # read-only
+    # verify: the migration itself is not a difference left after apply
+    remaining = res.verify(first, _snapshot(host))
+    assert "uplink" not in remaining and "bridge" in remaining
 
 
 def test_applied_state_is_a_no_op_with_kernel_rounding():
@@ -197,18 +225,17 @@ def test_bad_input():
         _changes(_host(), ports=["eno9"])
     host = _host(with_bridge=True)
     host["links"]["br1"] = _link("br1", 5, "bridge", bridge_attrs=dict(BR_ATTRS))
-    res = bridge.Bridge(None, "br1", {"ports": ["eno1"]})
-    res._host = host  # pylint: disable=protected-access
+    res = bridge.BridgeResource(None, "br1", {"ports": ["eno1"]})
     with pytest.raises(InvalidInput, match="already a port of bridge 'br0'"):
-        res.changes(nl.bridge_view(host, "br1"))
+        res.plan(_snapshot(host, "br1"))
     with pytest.raises(InvalidInput, match="longer than 15"):
-        bridge.Bridge(None, "br-with-a-long-name", {})
+        bridge.BridgeResource(None, "br-with-a-long-name", {})
     with pytest.raises(InvalidInput, match="VLAN 5000 of 'eno1.5000' is out of range"):
         _changes(_host(), ports=["eno1.5000"])
 
 
 def test_present_reports_bad_input_as_a_failed_state():
-    ret = bridge.present(None, "br0", addresses=["192.0.2.1"])
+    ret = bridge.bridge_present(None, "br0", addresses=["192.0.2.1"])
     assert ret["result"] is False and "is not an address with a prefix length" in ret["comment"]
 
 
@@ -332,3 +359,43 @@ def test_lock_generation_drops_a_dump_older_than_another_change(tmp_path, monkey
     assert bridge._memo_key("kvt-other") in ours.cache, (
         "invalidating the host's dump dropped another namespace's"
     )  # pylint: disable=protected-access
+
+
+# --- apply records what restore needs in the undo log --------------------------------------
+
+
+class _FakeNetlink:
+    """Records the netlink calls a port's attributes and VLANs make."""
+
+    def __init__(self):
+        self.calls = []
+
+    def link(self, *args, **kwargs):
+        self.calls.append(("link", args, kwargs))
+
+    def brport(self, *args, **kwargs):
+        self.calls.append(("brport", args, kwargs))
+
+    def vlan_filter(self, *args, **kwargs):
+        self.calls.append(("vlan_filter", args, kwargs))
+
+
+def test_apply_records_the_port_vlans_it_replaces(monkeypatch):
+    from salt_kvm import plan  # pylint: disable=import-outside-toplevel
+
+    res = bridge.BridgeResource(
+        None,
+        "br0",
+        {"vlan_filtering": True, "ports": [{"name": "eno1", "vlans": {"pvid": 10}}]},
+    )
+    old = {1: nl.BRIDGE_VLAN_INFO_PVID | nl.BRIDGE_VLAN_INFO_UNTAGGED}
+    monkeypatch.setattr(nl, "_vlan_entries", lambda _ipr: {2: list(old.items())})
+    ipr, undo = _FakeNetlink(), plan.Undo()
+    before = dict(vars(res))
+    res._apply_ports(ipr, lambda _name: 2, undo)  # pylint: disable=protected-access
+    assert vars(res) == before, "apply kept state on the resource"
+    assert undo.get("vlans_before") == {"eno1": old}
+    vlan_calls = [
+        (args[0], kw["vlan_info"]["vid"]) for f, args, kw in ipr.calls if f == "vlan_filter"
+    ]
+    assert vlan_calls == [("del", 1), ("add", 10)]

@@ -211,8 +211,8 @@ def test_a_vm_disk_can_make_its_volume_on_a_base_declared_here():
         formula.render("vms", bad)
     text = str(err.value)
     assert (
-        "kvm:vms:web01:disks:0:volume: default/base.qcow2 is also declared under kvm:pools:default:volumes"
-        in text
+        "kvm:vms:web01:disks:0:volume: default/base.qcow2 is also declared under "
+        "kvm:pools:default:volumes" in text
     )
     assert "kvm:vms:web01:disks:1:backing: default/gone.qcow2 is declared absent" in text
     with pytest.raises(

@@ -1229,7 +1229,8 @@ SECRETS = st.one_of(
 )
 @settings(max_examples=EXAMPLES // 2)
 def test_a_secret_is_never_shown_in_an_error(secret, extra, fuzz_tally):
-    """Bad or not, the value of ``source:auth:secret`` never appears in a message (a numeric password too)."""
+    """Bad or not, the value of ``source:auth:secret`` never appears in a message (a numeric
+    password too)."""
     auth = {"type": "chap", "username": "u", "secret": secret, **extra}
     pillar = {
         "pools": {

@@ -1,4 +1,5 @@
-"""What the loader modules share: messages in the caller's syntax, the per-call connection, plain pillar data."""
+"""What the loader modules share: messages in the caller's syntax, the per-call connection, plain
+pillar data."""
 
 import pytest
 
@@ -22,7 +23,8 @@ def test_exec_messages_name_options_as_keyword_arguments():
 
     def refuse():
         raise Refused(
-            "purging would delete volumes in use: a (used by vm1); set force: True to delete them anyway"
+            "purging would delete volumes in use: a (used by vm1); set force: True to delete "
+            "them anyway"
         )
 
     with pytest.raises(glue.CommandExecutionError) as err:

@@ -1,7 +1,7 @@
 """salt_kvm.network: the state's diff, restart and guard logic, without a libvirt daemon.
 
 The session's memoised listings are filled from golden files, so ``read``,
-``changes`` and the test-mode path run exactly as against libvirtd (test mode
+``plan`` and the test-mode path run exactly as against libvirtd (test mode
 and refusals never touch the connection).
 """
 
@@ -12,6 +12,7 @@ import pytest
 
 from salt_kvm import network
 from salt_kvm.conn import Session
+from tests.support import fakes
 
 GOLDEN = pathlib.Path(__file__).parent / "golden" / "network"
 REAL_HOST_ROUTES = network._host_routes  # pylint: disable=protected-access
@@ -29,10 +30,13 @@ def test_host_routes6(tmp_path):
     table = tmp_path / "ipv6_route"
     zero = "0" * 32
     table.write_text(
-        f"fd000000000000000000000000000000 40 {zero} 00 {zero} 00000100 00000001 00000000 00000001     eth0\n"
+        f"fd000000000000000000000000000000 40 {zero} 00 {zero} "
+        "00000100 00000001 00000000 00000001     eth0\n"
         f"{zero} 00 {zero} 00 {zero} 00000400 00000001 00000000 00000003     eth0\n"
-        f"20010db8005100000000000000000001 80 {zero} 00 {zero} 00000000 00000001 00000000 80200001 kvt-x\n"
-        f"20010db8005100000000000000000000 40 {zero} 00 {zero} 00000100 00000001 00000000 00000001 kvt-x\n"
+        f"20010db8005100000000000000000001 80 {zero} 00 {zero} "
+        "00000000 00000001 00000000 80200001 kvt-x\n"
+        f"20010db8005100000000000000000000 40 {zero} 00 {zero} "
+        "00000100 00000001 00000000 00000001 kvt-x\n"
     )
     assert REAL_HOST_ROUTES6(str(table)) == [
         ("eth0", ipaddress.ip_network("fd00::/64")),
@@ -59,7 +63,6 @@ def _xml(name):
 
 
 def _session(nets=(), doms=()):
-    session = Session("test:///nowhere")
     recs = {}
     for name, xml, active in nets:
         recs[name] = {
@@ -70,9 +73,8 @@ def _session(nets=(), doms=()):
             "xml": xml,
             "config": xml,
         }
-    session.cache[network.MEMO_NETWORKS] = recs
-    session.cache[network.MEMO_DOMAINS] = list(doms)
-    return session
+    cache = {network.MEMO_NETWORKS: recs, network.MEMO_DOMAINS: list(doms)}
+    return fakes.FakeSession(cache, uri="test:///nowhere")
 
 
 def _vm(name="kvt-vm-1", active=True):
@@ -107,13 +109,15 @@ LAB = {
 
 def test_no_drift_when_libvirt_picked_the_bridge():
     session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), True)])
-    ret = network.present(session, "kvt-lab", test=True, **LAB)
+    ret = network.network_present(session, "kvt-lab", test=True, **LAB)
     assert ret["result"] is True and ret["changes"] == {}, ret
 
 
 def test_new_network_in_test_mode_lists_every_key():
     session = _session()
-    ret = network.present(session, "kvt-new", test=True, mode="isolated", address="203.0.113.1/25")
+    ret = network.network_present(
+        session, "kvt-new", test=True, mode="isolated", address="203.0.113.1/25"
+    )
     assert ret["result"] is None
     assert ret["changes"]["mode"] == {"old": None, "new": "isolated"}
     assert ret["changes"]["address"] == {"old": None, "new": "203.0.113.1/25"}
@@ -131,7 +135,7 @@ def test_hosts_change_is_live_no_restart():
             hosts=LAB["dhcp"]["hosts"] + [{"mac": "52:54:00:00:00:09", "ip": "198.51.100.9"}],
         ),
     )
-    ret = network.present(session, "kvt-lab", test=True, **spec)
+    ret = network.network_present(session, "kvt-lab", test=True, **spec)
     assert ret["result"] is None, ret
     assert set(ret["changes"]) == {"dhcp:hosts", "xml"}
     assert ret["changes"]["dhcp:hosts"]["new"][-1] == {
@@ -144,12 +148,12 @@ def test_hosts_change_is_live_no_restart():
 def test_existing_range_changes_live_a_first_one_needs_a_restart():
     session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), True)], [_vm()])
     spec = dict(LAB, dhcp=dict(LAB["dhcp"], start="198.51.100.110", end="198.51.100.120"))
-    ret = network.present(session, "kvt-lab", test=True, **spec)
+    ret = network.network_present(session, "kvt-lab", test=True, **spec)
     assert ret["result"] is None and "restart" not in ret["comment"], ret
     assert ret["changes"]["dhcp:start"] == {"old": "198.51.100.100", "new": "198.51.100.110"}
 
     session = _session([("kvt-iso", _xml("libvirt_isolated.xml"), True)], [])
-    ret = network.present(
+    ret = network.network_present(
         session,
         "kvt-iso",
         test=True,
@@ -165,7 +169,7 @@ def test_existing_range_changes_live_a_first_one_needs_a_restart():
 
 def test_restart_guard_names_the_attached_vm():
     session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), True)], [_vm()])
-    ret = network.present(session, "kvt-lab", test=True, **dict(LAB, domain="other.test"))
+    ret = network.network_present(session, "kvt-lab", test=True, **dict(LAB, domain="other.test"))
     assert ret["result"] is False
     assert (
         "kvt-vm-1" in ret["comment"]
@@ -176,7 +180,7 @@ def test_restart_guard_names_the_attached_vm():
 
 def test_restart_allowed_says_so_in_test_mode():
     session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), True)], [_vm()])
-    ret = network.present(
+    ret = network.network_present(
         session, "kvt-lab", test=True, restart=True, **dict(LAB, domain="other.test")
     )
     assert ret["result"] is None
@@ -187,13 +191,13 @@ def test_restart_allowed_says_so_in_test_mode():
 
 def test_stopped_vm_does_not_block_a_restart():
     session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), True)], [_vm(active=False)])
-    ret = network.present(session, "kvt-lab", test=True, **dict(LAB, mtu=1500))
+    ret = network.network_present(session, "kvt-lab", test=True, **dict(LAB, mtu=1500))
     assert ret["result"] is None and "would be restarted" in ret["comment"]
 
 
 def test_inactive_network_change_needs_no_restart():
     session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), False)], [_vm()])
-    ret = network.present(session, "kvt-lab", test=True, **dict(LAB, domain="other.test"))
+    ret = network.network_present(session, "kvt-lab", test=True, **dict(LAB, domain="other.test"))
     assert ret["result"] is None
     assert ret["changes"]["active"] == {"old": False, "new": True}
     assert "restart" not in ret["comment"]
@@ -201,7 +205,9 @@ def test_inactive_network_change_needs_no_restart():
 
 def test_mode_switch_to_bridge_diff():
     session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), False)])
-    ret = network.present(session, "kvt-lab", test=True, mode="bridge", bridge="kvt-nosuchbr")
+    ret = network.network_present(
+        session, "kvt-lab", test=True, mode="bridge", bridge="kvt-nosuchbr"
+    )
     assert ret["result"] is None, ret
     assert ret["changes"]["mode"] == {"old": "nat", "new": "bridge"}
     assert '-  <ip address="198.51.100.1" prefix="24">' in ret["changes"]["xml"]["diff"]
@@ -210,13 +216,15 @@ def test_mode_switch_to_bridge_diff():
 
 def test_mode_bridge_needs_the_host_bridge_outside_test_mode():
     session = _session()
-    ret = network.present(session, "kvt-lan", test=False, mode="bridge", bridge="kvt-nosuchbr")
+    ret = network.network_present(
+        session, "kvt-lan", test=False, mode="bridge", bridge="kvt-nosuchbr"
+    )
     assert ret["result"] is False and "host bridge 'kvt-nosuchbr' does not exist" in ret["comment"]
 
 
 def test_overlap_with_another_libvirt_network():
     session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), True)])
-    ret = network.present(
+    ret = network.network_present(
         session, "kvt-other", test=True, mode="isolated", address="198.51.100.129/25"
     )
     assert ret["result"] is False
@@ -227,14 +235,15 @@ def test_overlap_with_another_libvirt_network():
 
 def test_bridge_name_of_another_network():
     session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), True)])
-    ret = network.present(session, "kvt-other", test=True, mode="isolated", bridge="virbr7")
+    ret = network.network_present(session, "kvt-other", test=True, mode="isolated", bridge="virbr7")
     assert ret["result"] is False and "already used by libvirt network 'kvt-lab'" in ret["comment"]
 
 
 BAD = [
     (
         {"mode": "nated"},
-        "kvt-x:mode: 'nated' is not one of nat, route, isolated, open, bridge (did you mean 'nat'?)",
+        "kvt-x:mode: 'nated' is not one of nat, route, isolated, open, bridge "
+        "(did you mean 'nat'?)",
     ),
     (
         {"bridge": "kvt-0123456789abc"},
@@ -313,26 +322,26 @@ BAD = [
 @pytest.mark.parametrize("test", [False, True], ids=["apply", "test-mode"])
 def test_bad_input_fails_before_touching_libvirt(kwargs, message, test):
     session = Session("test:///nowhere")  # never opened: validation comes first
-    ret = network.present(session, "kvt-x", test=test, **kwargs)
+    ret = network.network_present(session, "kvt-x", test=test, **kwargs)
     assert ret["result"] is False and ret["changes"] == {}
     assert message in ret["comment"], ret["comment"]
     assert session._conn is None  # pylint: disable=protected-access
 
 
 def test_bad_name():
-    ret = network.present(Session("test:///nowhere"), "../etc", test=True)
+    ret = network.network_present(Session("test:///nowhere"), "../etc", test=True)
     assert ret["result"] is False and "is not a name" in ret["comment"]
 
 
 def test_absent_guard_and_force():
     session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), True)], [_vm()])
-    ret = network.absent(session, "kvt-lab", test=True)
+    ret = network.network_absent(session, "kvt-lab", test=True)
     assert (
         ret["result"] is False and "kvt-vm-1" in ret["comment"] and "force: True" in ret["comment"]
     )
-    ret = network.absent(session, "kvt-lab", force=True, test=True)
+    ret = network.network_absent(session, "kvt-lab", force=True, test=True)
     assert ret["result"] is None and ret["changes"]["removed"]["old"]["mode"] == "nat"
-    assert network.absent(_session(), "kvt-lab", test=True)["result"] is True
+    assert network.network_absent(_session(), "kvt-lab", test=True)["result"] is True
 
 
 def test_vm_interfaces_from_domain_xml_and_bridge():
@@ -355,3 +364,34 @@ def test_flat_keys():
         "dhcp:end": None,
         "dhcp:hosts": [],
     }
+
+
+def test_the_plan_carries_what_apply_needs_and_verify_is_pure(monkeypatch):
+    session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), True)], [_vm()])
+    spec = network._validated("kvt-lab", dict(LAB, domain="other.test"))
+    resource = network.NetworkResource(session, "kvt-lab", spec, restart=True, test=True)
+    before = dict(vars(resource))
+    current = resource.read()
+    planned = resource.plan(current)
+    assert planned.existed and planned.notes == ()
+    assert isinstance(planned.payload, network.NetworkPlan)
+    assert planned.payload.restart_keys == ("domain",) and planned.payload.attached == ("kvt-vm-1",)
+    assert planned.payload.record is current["record"]
+    assert "<domain name='other.test'" in planned.payload.desired_xml.replace('"', "'")
+    # verify neither checks the host again nor looks for VMs: the same answer, minus the xml
+    monkeypatch.setattr(network, "_check_host", lambda *a: pytest.fail("verify checked the host"))
+    monkeypatch.setattr(network, "attached_vms", lambda *a, **k: pytest.fail("verify asked"))
+    remaining = resource.verify(planned, current)
+    assert remaining == {k: v for k, v in planned.changes.items() if k != "xml"}
+    assert vars(resource) == before, "the resource keeps no state"
+
+
+def test_a_note_found_while_planning_is_in_the_comment():
+    session = _session([("kvt-lab", _xml("libvirt_nat_live.xml"), False)])
+    spec = network._validated("kvt-lab", {"mode": "bridge", "bridge": "kvt-nosuchbr"})
+    resource = network.NetworkResource(session, "kvt-lab", spec, test=True)
+    planned = resource.plan(resource.read())
+    assert planned.notes == ("host bridge 'kvt-nosuchbr' does not exist yet",)
+    assert resource.summary(planned, True).endswith(
+        "(note: host bridge 'kvt-nosuchbr' does not exist yet)"
+    )

@@ -138,7 +138,8 @@ def test_parse_netmask_isolated_and_bridge():
 
 
 def test_unchanged_spec_leaves_libvirt_xml_alone():
-    """Declaring what is there changes nothing in the XML (netmask stays netmask, UUID and MAC stay)."""
+    """Declaring what is there changes nothing in the XML (netmask stays netmask, UUID and MAC
+    stay)."""
     for name in ("libvirt_netmask.xml", "libvirt_isolated.xml", "libvirt_bridge.xml"):
         xml = (GOLDEN / name).read_text()
         spec = netxml.Network(xml).spec()

@@ -1,37 +1,59 @@
-"""The shared state engine, with a resource made of plain dicts."""
+"""The shared state engine, with a resource made of plain dicts, and the contract it checks."""
+
+import dataclasses
+
+import pytest
 
 from salt_kvm import plan
 from salt_kvm.errors import KvmError, Refused
 
 
+class World:
+    """What a resource manages, outside the resource (like the libvirt connection): the
+    engine compares it by identity, so changing it is not the resource changing itself."""
+
+    def __init__(self, data):
+        self.data = data
+        self.calls = []
+
+
 class Box(plan.Resource):
+    """A resource over a plain dict: every step follows the contract."""
+
     what = "box 'b'"
 
     def __init__(self, host, desired, fail_apply=False, drift=False, guard=False):
-        self.host, self.desired = host, desired
+        self.world = World(host)
+        self.desired = desired
         self.fail_apply, self.drift, self.guard = fail_apply, drift, guard
-        self.applied = 0
+
+    @property
+    def applied(self):
+        return self.world.calls.count("apply")
 
     def read(self):
-        return dict(self.host) if self.host is not None else None
+        return dict(self.world.data) if self.world.data is not None else None
 
-    def changes(self, current):
+    def plan(self, current):
         if self.guard and current and current.get("size", 0) > self.desired.get("size", 0):
             raise Refused("shrinking would lose data; force: True to allow")
-        return plan.diff(current, self.desired)
+        return plan.Plan(plan.diff(current, self.desired), existed=current is not None)
 
-    def apply(self, current, changes):
-        self.applied += 1
-        for key, change in changes.items():
-            self.host[key] = change["new"]
+    def apply(self, planned, undo):
+        self.world.calls.append("apply")
+        host = self.world.data
+        undo.record("before", dict(host))
+        for key, change in planned.changes.items():
+            host[key] = change["new"]
         if self.drift:
-            self.host["size"] = -1
+            host["size"] = -1
         if self.fail_apply:
             raise KvmError("disk on fire")
 
-    def restore(self, before):
-        self.host.clear()
-        self.host.update(before)
+    def restore(self, before, undo):
+        assert undo.get("before") == before, "restore gets what apply recorded"
+        self.world.data.clear()
+        self.world.data.update(before)
         return "the box as it was"
 
 
@@ -118,19 +140,20 @@ class Created(Box):
     presence_key = "box"
 
     def __init__(self, desired):
-        super().__init__(None, desired)
-        self.made = None
+        super().__init__({}, desired)
 
     def read(self):
-        return dict(self.made) if self.made is not None else None
+        made = self.world.data.get("made")
+        return dict(made) if made is not None else None
 
-    def changes(self, current):
+    def plan(self, current):
         if current is None:
-            return dict({"box": {"old": None, "new": "b"}}, **plan.diff({}, self.desired))
-        return plan.diff(current, self.desired)
+            changes = dict({"box": {"old": None, "new": "b"}}, **plan.diff({}, self.desired))
+            return plan.Plan(changes, existed=False)
+        return plan.Plan(plan.diff(current, self.desired))
 
-    def apply(self, current, changes):
-        self.made = dict(self.desired)
+    def apply(self, planned, undo):
+        self.world.data["made"] = dict(self.desired)
 
 
 def test_a_new_object_was_created_not_changed():
@@ -200,3 +223,117 @@ def test_sizes_in_changes_are_for_people_and_the_bytes_are_kept():
     plain = plan.state_return("b", True, {"stp": {"old": False, "new": True}})
     assert plan.for_people(plain) is plain and "bytes" not in plain
     assert plan.for_people("not a return") == "not a return"
+
+
+# --- the contract itself -----------------------------------------------------
+
+
+def test_a_plan_is_frozen():
+    planned = plan.Plan({"size": {"old": 1, "new": 2}}, payload=("p",), notes=("n",))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        planned.changes = {}  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        planned.payload = None  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        planned.changes["size"] = {"old": 1, "new": 3}  # type: ignore[index]
+    with pytest.raises(TypeError):
+        del planned.changes["size"]  # type: ignore[attr-defined]
+    # the engine hands Salt a plain copy: changing that does not change the plan
+    salt = planned.salt_changes()
+    salt["other"] = 1
+    assert dict(planned.changes) == {"size": {"old": 1, "new": 2}}
+
+
+def test_a_plan_copies_the_changes_it_is_given():
+    changes = {"size": {"old": 1, "new": 2}}
+    planned = plan.Plan(changes)
+    changes["later"] = {"old": None, "new": 1}
+    assert set(planned.changes) == {"size"}
+
+
+class Recorder(Box):
+    """Keeps the Undo apply got (in the world, not in itself) and checks restore gets it."""
+
+    def apply(self, planned, undo):
+        self.world.calls.append(("apply", undo))
+        undo.record("step", 1)
+        raise KvmError("half way")
+
+    def restore(self, before, undo):
+        self.world.calls.append(("restore", undo))
+        return "the box as it was" if undo.get("step") == 1 else None
+
+
+def test_the_engine_passes_the_same_undo_to_restore():
+    box = Recorder({"size": 1}, {"size": 2})
+    ret = plan.ensure("b", box)
+    assert ret["result"] is False and "restored the box as it was" in ret["comment"]
+    (step1, undo1), (step2, undo2) = box.world.calls
+    assert (step1, step2) == ("apply", "restore") and undo1 is undo2
+    assert "step" in undo1 and undo1.get("step") == 1 and undo1
+
+
+def test_an_empty_undo_is_false_and_unknown_steps_are_absent():
+    undo = plan.Undo()
+    assert not undo and "x" not in undo and undo.get("x", 7) == 7
+
+
+class SelfishPlan(Box):
+    def plan(self, current):
+        self.seen = current  # state kept between the engine's calls: not allowed
+        return super().plan(current)
+
+
+class SelfishApply(Box):
+    def apply(self, planned, undo):
+        super().apply(planned, undo)
+        self.done = True  # ditto
+
+
+@pytest.mark.parametrize("test", [False, True], ids=["apply", "test-mode"])
+def test_assigning_to_self_in_plan_breaks_the_contract(monkeypatch, test):
+    monkeypatch.setenv("KVT_STRICT_CONTRACT", "1")
+    host = {"size": 1}
+    ret = plan.ensure("b", SelfishPlan(host, {"size": 2}), test=test)
+    assert ret["result"] is False and ret["changes"] == {}
+    assert "SelfishPlan.plan changed the resource's own state (seen)" in ret["comment"]
+    assert host == {"size": 1}, "nothing was applied"
+
+
+def test_assigning_to_self_in_apply_breaks_the_contract_and_restores(monkeypatch):
+    monkeypatch.setenv("KVT_STRICT_CONTRACT", "1")
+    host = {"size": 1}
+    ret = plan.ensure("b", SelfishApply(host, {"size": 2}))
+    assert ret["result"] is False
+    assert "SelfishApply.apply changed the resource's own state (done)" in ret["comment"]
+    assert "restored the box as it was" in ret["comment"] and host == {"size": 1}
+    assert isinstance(plan.ContractBroken("x"), KvmError)
+
+
+def test_without_the_strict_switch_the_engine_does_not_check(monkeypatch):
+    monkeypatch.delenv("KVT_STRICT_CONTRACT", raising=False)
+    assert plan.ensure("b", SelfishPlan({"size": 1}, {"size": 2}))["result"] is True
+    assert plan.ensure("b", SelfishApply({"size": 1}, {"size": 2}))["result"] is True
+
+
+class Noted(Box):
+    def plan(self, current):
+        found = super().plan(current)
+        return plan.Plan(found.changes, found.existed, notes=("the lid is loose", "it hums"))
+
+
+def test_summary_says_the_notes_of_the_plan():
+    ret = plan.ensure("b", Noted({"size": 1}, {"size": 2}), test=True)
+    assert ret["comment"] == (
+        "box 'b' would be changed (size) (note: the lid is loose) (note: it hums)"
+    )
+    ret = plan.ensure("b", Noted({"size": 1}, {"size": 2}))
+    assert ret["result"] is True
+    assert ret["comment"] == "box 'b' was changed (size) (note: the lid is loose) (note: it hums)"
+
+
+def test_verify_defaults_to_the_changes_of_a_new_plan():
+    box = Box({"size": 1}, {"size": 2})
+    planned = box.plan(box.read())
+    assert box.verify(planned, {"size": 2}) == {}
+    assert box.verify(planned, {"size": 3}) == {"size": {"old": 3, "new": 2}}

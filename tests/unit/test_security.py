@@ -203,7 +203,9 @@ def test_subprocesses_take_argument_lists():
                 )
                 if first is None or not _list_like(first, assignments):
                     problems.append(
-                        f"{rel}:{node.lineno}: {dotted(node.func)}({ast.unparse(first) if first else ''}) is not given an argument list"
+                        f"{rel}:{node.lineno}: "
+                        f"{dotted(node.func)}({ast.unparse(first) if first else ''}) is not "
+                        "given an argument list"
                     )
     assert not problems, "\n".join(sorted(set(problems)))
     assert seen, "found no subprocess call at all: the scan is broken"
@@ -211,7 +213,8 @@ def test_subprocesses_take_argument_lists():
 
 def test_the_argument_list_check_bites():
     tree = ast.parse(
-        "import subprocess\ndef f(name):\n    subprocess.run('qemu-img info ' + name)\n    cmd = f'rm {name}'\n    subprocess.check_call(cmd)\n"
+        "import subprocess\ndef f(name):\n    subprocess.run('qemu-img info ' + name)\n    cmd = "
+        "f'rm {name}'\n    subprocess.check_call(cmd)\n"
     )
     bad = [
         c
@@ -308,7 +311,8 @@ def test_xml_is_parsed_only_by_lxml_without_entities_or_network():
                         ["xml", "sax"],
                     ) or name.startswith("xml.parsers"):
                         problems.append(
-                            f"{rel}:{node.lineno}: imports {name} (use lxml with salt_kvm.xml.base.PARSER)"
+                            f"{rel}:{node.lineno}: imports {name} (use lxml with "
+                            "salt_kvm.xml.base.PARSER)"
                         )
             if isinstance(node, ast.Call) and dotted(node.func) in (
                 "etree.XMLParser",
@@ -320,7 +324,8 @@ def test_xml_is_parsed_only_by_lxml_without_entities_or_network():
                     or kws.get("no_network", "True") != "True"
                 ):
                     problems.append(
-                        f"{rel}:{node.lineno}: XMLParser must have resolve_entities=False, no_network=True"
+                        f"{rel}:{node.lineno}: XMLParser must have resolve_entities=False, "
+                        "no_network=True"
                     )
     assert not problems, "\n".join(problems)
     from salt_kvm.xml import base  # pylint: disable=import-outside-toplevel
@@ -365,7 +370,8 @@ def test_bandit_finds_nothing_at_medium_severity():
 
 
 def test_rendered_network_files_get_safe_modes(tmp_path):
-    """NetworkManager keyfiles 0600 (NM ignores others), the rest 0644; never group/world-writable."""
+    """NetworkManager keyfiles 0600 (NM ignores others), the rest 0644; never
+    group/world-writable."""
     from salt_kvm import persist  # pylint: disable=import-outside-toplevel
 
     files = {

@@ -2,6 +2,7 @@
 the kind decision and its refusals, pruning, and the description of a snapshot."""
 
 import pathlib
+import time
 
 import pytest
 
@@ -261,3 +262,96 @@ def test_formula_renders_one_retention_state_per_vm():
         "keep": 7,
         "memory": True,
     }
+
+
+# --- the states' resources (the host's snapshots faked) -----------------------
+
+
+class Snaps(dict):
+    """``{name: created}`` of the fake VM, with the calls made and the names that fail."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+        self.undeletable = set()
+
+
+@pytest.fixture
+def fake_vm(monkeypatch):
+    """VM web01, shut off, with the snapshots in the returned :class:`Snaps`."""
+    monkeypatch.setenv("KVT_STRICT_CONTRACT", "1")
+    snaps = Snaps()
+
+    def create(session, vm, *, name=None, description=None, **options):
+        snaps.calls.append(("create", name, description, options))
+        snaps[name] = time.time()
+        return {"name": name}
+
+    def delete(session, vm, name, **options):
+        snaps.calls.append(("delete", name))
+        if name in snaps.undeletable:
+            raise KvmError(f"cannot delete {name}")
+        del snaps[name]
+
+    monkeypatch.setattr(snapshot, "_domain", lambda session, vm: vm)
+    monkeypatch.setattr(snapshot, "_is_active", lambda dom: False)
+    monkeypatch.setattr(snapshot, "_xml", lambda dom, inactive=False: tiny_domain())
+    monkeypatch.setattr(
+        snapshot, "_load", lambda session, dom: {n: _named(n, int(t)) for n, t in snaps.items()}
+    )
+    monkeypatch.setattr(snapshot, "_invalidate", lambda session: None)
+    monkeypatch.setattr(snapshot, "snapshot_create", create)
+    monkeypatch.setattr(snapshot, "snapshot_delete", delete)
+    return snaps
+
+
+def test_retention_takes_the_snapshot_it_planned_and_prunes(fake_vm):
+    now = time.time()
+    fake_vm.update({"hand": now - 900, "auto-old": now - 800, "auto-mid": now - 700})
+    predicted = snapshot.snapshots_retained(None, "web01", test=True, every=600, keep=2)
+    assert predicted["result"] is None, predicted
+    taken = predicted["changes"]["taken"]["new"]
+    assert taken.startswith("auto-") and predicted["changes"]["deleted"]["old"] == ["auto-old"]
+    assert predicted["comment"] == (
+        f"snapshots 'auto-*' of VM 'web01': would take {taken}; would delete auto-old"
+    )
+    ret = snapshot.snapshots_retained(None, "web01", every=600, keep=2)
+    assert ret["result"] is True, ret
+    assert ret["changes"]["taken"]["new"] in fake_vm and "auto-old" not in fake_vm
+    assert set(fake_vm) == {"hand", "auto-mid", ret["changes"]["taken"]["new"]}
+    assert ret["comment"].endswith(f"took {ret['changes']['taken']['new']}; deleted auto-old")
+    kind, name, description, options = fake_vm.calls[0]
+    assert (kind, name) == ("create", ret["changes"]["taken"]["new"])
+    assert description == "taken by salt-kvm snapshots_retained (every 10m, keep 2)"
+    assert options == {"memory": True, "disk_only": False, "external": False, "quiesce": False}
+    # nothing due: no change
+    again = snapshot.snapshots_retained(None, "web01", every=600, keep=2)
+    assert again["result"] is True and again["changes"] == {}, again
+
+
+def test_retention_restore_deletes_the_snapshot_apply_took(fake_vm):
+    # a prune that fails after the new snapshot was taken: the new one is deleted again
+    fake_vm.update({"auto-a": time.time() - 7200})
+    fake_vm.undeletable.add("auto-a")
+    ret = snapshot.snapshots_retained(None, "web01", every=600, keep=1)
+    assert ret["result"] is False, ret
+    taken = fake_vm.calls[0][1]
+    assert ret["comment"] == (
+        "snapshots 'auto-*' of VM 'web01': cannot delete auto-a; "
+        f"restored by deleting the new snapshot '{taken}'"
+    )
+    assert set(fake_vm) == {"auto-a"} and fake_vm.calls[-1] == ("delete", taken)
+
+
+def test_snapshot_present_takes_it_once(fake_vm):
+    ret = snapshot.snapshot_present(None, "web01", "s1", test=True)
+    assert ret["result"] is None
+    assert ret["changes"] == {
+        "snapshot": {"old": None, "new": {"name": "s1", "kind": "internal", "memory": False}}
+    }
+    assert ret["comment"] == "snapshot 's1' of VM 'web01' would be taken (internal)"
+    ret = snapshot.snapshot_present(None, "web01", "s1", description="before")
+    assert ret["result"] is True and ret["comment"].endswith("was taken (internal)"), ret
+    assert fake_vm.calls[0][:3] == ("create", "s1", "before")
+    ret = snapshot.snapshot_present(None, "web01", "s1")
+    assert ret["result"] is True and ret["changes"] == {}

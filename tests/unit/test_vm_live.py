@@ -1,15 +1,23 @@
-"""What a running VM takes live and what waits for a restart (salt_kvm.vm_live.plan), on XML alone."""
+"""What a running VM takes live and what waits for a restart (salt_kvm.vm_live.plan),
+on XML alone."""
 
 from salt_kvm import vm_live
 from salt_kvm.xml.base import parse
 
-LIVE = """<domain type='qemu'><name>v</name><memory unit='KiB'>131072</memory><currentMemory unit='KiB'>131072</currentMemory>
-<vcpu placement='static' current='1'>2</vcpu><os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type><boot dev='hd'/></os>
+LIVE = """\
+<domain type='qemu'><name>v</name><memory unit='KiB'>131072</memory>\
+<currentMemory unit='KiB'>131072</currentMemory>
+<vcpu placement='static' current='1'>2</vcpu>\
+<os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type><boot dev='hd'/></os>
 <devices>
-<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/p/a.qcow2'/><target dev='vda' bus='virtio'/><alias name='virtio-disk0'/></disk>
-<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/p/b.qcow2'/><target dev='vdb' bus='virtio'/></disk>
-<interface type='network'><mac address='52:54:00:00:00:01'/><source network='default' portid='x' bridge='virbr0'/><model type='virtio'/></interface>
-<interface type='bridge'><mac address='52:54:00:00:00:02'/><source bridge='br0'/><model type='virtio'/></interface>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/p/a.qcow2'/>\
+<target dev='vda' bus='virtio'/><alias name='virtio-disk0'/></disk>
+<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/p/b.qcow2'/>\
+<target dev='vdb' bus='virtio'/></disk>
+<interface type='network'><mac address='52:54:00:00:00:01'/>\
+<source network='default' portid='x' bridge='virbr0'/><model type='virtio'/></interface>
+<interface type='bridge'><mac address='52:54:00:00:00:02'/><source bridge='br0'/>\
+<model type='virtio'/></interface>
 <memballoon model='virtio'/></devices></domain>"""
 
 
@@ -20,16 +28,22 @@ def _want(
         nics
         if nics is not None
         else [
-            "<interface type='network'><mac address='52:54:00:00:00:01'/><source network='default'/><model type='virtio'/></interface>",
-            "<interface type='bridge'><mac address='52:54:00:00:00:02'/><source bridge='br0'/><model type='virtio'/></interface>",
+            "<interface type='network'><mac address='52:54:00:00:00:01'/><source "
+            "network='default'/><model type='virtio'/></interface>",
+            "<interface type='bridge'><mac address='52:54:00:00:00:02'/><source "
+            "bridge='br0'/><model type='virtio'/></interface>",
         ]
     )
     disk_xml = "".join(
-        f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='/p/{d}.qcow2'/><target dev='vd{chr(97 + i)}' bus='virtio'/></disk>"
+        "<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source "
+        f"file='/p/{d}.qcow2'/><target dev='vd{chr(97 + i)}' bus='virtio'/></disk>"
         for i, d in enumerate(disks)
     )
-    return parse(f"""<domain type='qemu'><name>v</name><memory unit='KiB'>{maximum}</memory><currentMemory unit='KiB'>{memory}</currentMemory>
-{vcpu}<os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type><boot dev='hd'/></os><devices>{disk_xml}{"".join(nics)}<memballoon model='virtio'/></devices></domain>""")
+    return parse(f"""\
+<domain type='qemu'><name>v</name><memory unit='KiB'>{maximum}</memory>\
+<currentMemory unit='KiB'>{memory}</currentMemory>
+{vcpu}<os><type arch='x86_64' machine='pc-i440fx-7.2'>hvm</type><boot dev='hd'/></os>\
+<devices>{disk_xml}{"".join(nics)}<memballoon model='virtio'/></devices></domain>""")
 
 
 def _texts(ops):
@@ -48,8 +62,10 @@ def test_a_running_network_nic_is_not_a_change():
 
 def test_live_and_pending_parts():
     nics = [
-        "<interface type='network'><mac address='52:54:00:00:00:01'/><source network='other'/><model type='virtio'/><link state='down'/></interface>",
-        "<interface type='bridge'><mac address='52:54:00:00:00:02'/><source bridge='br0'/><model type='e1000'/></interface>",
+        "<interface type='network'><mac address='52:54:00:00:00:01'/><source "
+        "network='other'/><model type='virtio'/><link state='down'/></interface>",
+        "<interface type='bridge'><mac address='52:54:00:00:00:02'/><source bridge='br0'/><model "
+        "type='e1000'/></interface>",
         "<interface type='bridge'><source bridge='br1'/><model type='virtio'/></interface>",
     ]
     want = _want(memory=98304, vcpu="<vcpu>2</vcpu>", disks=("a", "c", "b"), nics=nics)

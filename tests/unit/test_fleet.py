@@ -5,6 +5,7 @@ import pytest
 
 from salt_kvm import fleet
 from salt_kvm.errors import InvalidInput
+from tests.support import fakes
 
 HOST = {
     "bridges": [{"name": "br0", "state": "up", "ports": ["eno1", "vnet0"]}],
@@ -225,29 +226,16 @@ def test_vm_action_with_no_host_fails():
     )
 
 
-class FakeDom:
-    def __init__(self, name, snaps=()):
-        self._name, self.snaps = name, list(snaps)
-
-    def name(self):
-        return self._name
-
-    def snapshotListNames(self, _flags):
-        return list(self.snaps)
-
-
-class FakeSession:
-    def __init__(self, doms):
-        self.conn = self
-        self.doms = doms
-
-    def listAllDomains(self, _flags):
-        return self.doms
+def _session(*domains):
+    return fakes.FakeSession(conn=fakes.FakeConnection(domains=domains))
 
 
 def test_snapshot_vms_skips_taken_and_isolates_failures():
-    session = FakeSession(
-        [FakeDom("web01", ["pre"]), FakeDom("web02"), FakeDom("web03"), FakeDom("db01")]
+    session = _session(
+        fakes.FakeDomain("web01", ["pre"]),
+        fakes.FakeDomain("web02"),
+        fakes.FakeDomain("web03"),
+        fakes.FakeDomain("db01"),
     )
     calls = []
 
@@ -273,7 +261,7 @@ def test_snapshot_vms_skips_taken_and_isolates_failures():
 
 def test_revert_vms_needs_a_name():
     with pytest.raises(InvalidInput) as err:
-        fleet.revert_vms(FakeSession([]), "web*", None, lambda *a: None)
+        fleet.revert_vms(_session(), "web*", None, lambda *a: None)
     assert err.value.path == "name"
 
 

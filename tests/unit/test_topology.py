@@ -156,8 +156,8 @@ def test_dot_edges():
     assert '  "snapshot:web01/s1" -> "snapshot:web01/s2";' in dot
     # drawn with their ends swapped so the picture flows left to right, arrow kept
     assert (
-        '  "volume:images/base.qcow2" -> "volume:images/web01.qcow2" [label="backing", style="dashed", dir=back];'
-        in dot
+        '  "volume:images/base.qcow2" -> "volume:images/web01.qcow2" '
+        '[label="backing", style="dashed", dir=back];' in dot
     )
     assert (
         '  "network:lab" -> "vm:web01" [label="52:54:00:00:00:02", style="dashed", dir=back];'

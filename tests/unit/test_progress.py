@@ -412,12 +412,18 @@ def test_run_progress_parses_what_qemu_img_prints():
 
     from salt_kvm import snapshot  # pylint: disable=import-outside-toplevel
 
-    script = "import sys\nfor p in ('0.00', '12.50', '100.00'):\n    sys.stdout.write(f'    ({p}/100%)\\r'); sys.stdout.flush()\nprint('Image committed.')"
+    script = (
+        "import sys\nfor p in ('0.00', '12.50', '100.00'):\n    sys.stdout.write(f'    "
+        "({p}/100%)\\r'); sys.stdout.flush()\nprint('Image committed.')"
+    )
     seen = []
     snapshot._run_progress(seen.append, sys.executable, "-c", script)  # pylint: disable=protected-access
     assert seen == [0.0, 12.5, 100.0]
 
-    failing = "import sys\nsys.stdout.write('    (3.00/100%)\\r'); sys.stderr.write('qemu-img: Could not open x\\n'); sys.exit(1)"
+    failing = (
+        "import sys\nsys.stdout.write('    (3.00/100%)\\r'); sys.stderr.write('qemu-img: Could "
+        "not open x\\n'); sys.exit(1)"
+    )
     seen = []
     with pytest.raises(snapshot.KvmError, match="failed: qemu-img: Could not open x"):
         snapshot._run_progress(seen.append, sys.executable, "-c", failing)  # pylint: disable=protected-access
