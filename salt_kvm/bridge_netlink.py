@@ -800,7 +800,7 @@ def route_view(route: dict) -> dict:
     return out
 
 
-def bridge_view(host: dict, name: str, vms: Optional[dict] = None) -> Optional[dict]:
+def bridge_view(host: dict, name: str, vms: Optional[dict] = None) -> Any:  # dict or None
     """Everything ``kvm.bridge_show`` reports about bridge ``name`` (``None`` if absent)."""
     link = host["links"].get(name)
     if link is None or link["kind"] != "bridge":

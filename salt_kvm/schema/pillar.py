@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from typing import Any, Optional
 
 from salt_kvm.schema.bridges import BRIDGE
@@ -208,7 +209,7 @@ def validate_pillar(pillar: Optional[dict], root: str = "kvm") -> dict:
 def validate_args(
     schema: Field,
     name: Any,
-    kwargs: dict,
+    kwargs: Mapping[str, Any],
     name_field: Optional[Field] = None,
     path: Optional[str] = None,
 ) -> Any:
