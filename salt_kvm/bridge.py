@@ -49,24 +49,15 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any, Optional
 
+from salt_kvm import bridge_attrs, conn, plan, schema
 from salt_kvm import bridge_netlink as nl
-from salt_kvm import conn, plan, schema
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
 from salt_kvm.plan import Changes, Plan, Undo
 
 log = logging.getLogger(__name__)
 
-ATTRS = (
-    "stp",
-    "forward_delay",
-    "hello_time",
-    "max_age",
-    "ageing_time",
-    "priority",
-    "vlan_filtering",
-    "default_pvid",
-    "mcast_snooping",
-)
+#: the kernel bridge attributes (pillar keys), one row each in :mod:`salt_kvm.bridge_attrs`
+ATTRS = bridge_attrs.KEYS
 PORT_KEYS = ("cost", "priority", "hairpin", "vlans")
 _VLAN_PORT = re.compile(r"^(?P<parent>.+)\.(?P<vid>\d{1,4})$")
 #: keys the state takes besides the pillar record (not pillar keys)

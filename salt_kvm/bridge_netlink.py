@@ -18,13 +18,17 @@ costs tens of milliseconds and several MB, is imported only by
 network namespace (``ip netns`` name or path, or ``None`` for the current one).
 """
 
+from __future__ import annotations
+
 import contextlib
 import ipaddress
 import os
 import socket
 import struct
 import threading
+from typing import Any, Iterable, Iterator, Optional, Union
 
+from salt_kvm import bridge_attrs
 from salt_kvm.errors import KvmError
 
 AF_BRIDGE = 7
@@ -43,19 +47,10 @@ BRIDGE_VLAN_INFO_UNTAGGED = 0x4
 
 PORT_STATES = {0: "disabled", 1: "listening", 2: "learning", 3: "forwarding", 4: "blocking"}
 
-#: declared key -> (IFLA_BR_* attribute, pyroute2 keyword, kind) for bridge attributes
-BRIDGE_NLA = {
-    "stp": ("IFLA_BR_STP_STATE", "br_stp_state", "bool"),
-    "forward_delay": ("IFLA_BR_FORWARD_DELAY", "br_forward_delay", "timer"),
-    "hello_time": ("IFLA_BR_HELLO_TIME", "br_hello_time", "timer"),
-    "max_age": ("IFLA_BR_MAX_AGE", "br_max_age", "timer"),
-    "ageing_time": ("IFLA_BR_AGEING_TIME", "br_ageing_time", "timer"),
-    "priority": ("IFLA_BR_PRIORITY", "br_priority", "int"),
-    "vlan_filtering": ("IFLA_BR_VLAN_FILTERING", "br_vlan_filtering", "bool"),
-    "default_pvid": ("IFLA_BR_VLAN_DEFAULT_PVID", "br_vlan_default_pvid", "int"),
-    "mcast_snooping": ("IFLA_BR_MCAST_SNOOPING", "br_mcast_snooping", "bool"),
-}
-TIMERS = ("forward_delay", "hello_time", "max_age", "ageing_time")
+#: declared key -> (IFLA_BR_* attribute, pyroute2 keyword, kind) for bridge attributes,
+#: from the rows of :mod:`salt_kvm.bridge_attrs`
+BRIDGE_NLA = {a.key: (a.nla, a.pyroute2, a.kind) for a in bridge_attrs.ATTRS}
+TIMERS = bridge_attrs.TIMERS
 #: declared key -> (IFLA_BRPORT_* attribute, pyroute2 keyword, kind) for port attributes
 PORT_NLA = {
     "cost": ("IFLA_BRPORT_COST", "cost", "int"),
@@ -64,29 +59,29 @@ PORT_NLA = {
 }
 
 
-def seconds(centiseconds):
+def seconds(centiseconds: float) -> Union[int, float]:
     """Kernel clock_t (1/100 s) -> seconds, as a whole number when it is one."""
     value = round(centiseconds / 100.0, 2)
     return int(value) if value == int(value) else value
 
 
-def centiseconds(value):
+def centiseconds(value: Any) -> int:
     return int(round(float(value) * 100))
 
 
-def same_timer(have, want):
+def same_timer(have: Any, want: Any) -> bool:
     """A declared timer equals the kernel's read-back, allowing its 1/100 s rounding."""
     if have is None or want is None:
         return have == want
     return abs(centiseconds(have) - centiseconds(want)) <= 1
 
 
-def mac(value):
+def mac(value: Any) -> Any:
     return value.lower().replace("-", ":") if isinstance(value, str) else value
 
 
 @contextlib.contextmanager
-def netlink(netns=None):
+def netlink(netns: Optional[str] = None) -> Iterator[Any]:
     """An ``IPRoute`` socket in ``netns`` (``None``: this namespace)."""
     from pyroute2 import IPRoute  # pylint: disable=import-outside-toplevel
 
@@ -101,7 +96,7 @@ def netlink(netns=None):
             ipr.close()
 
 
-def netlink_message(exc):
+def netlink_message(exc: BaseException) -> str:
     """One line from a NetlinkError / OSError."""
     code = getattr(exc, "code", None)
     if code is None and exc.args and isinstance(exc.args[0], int):
@@ -126,7 +121,9 @@ def _info(link):
 #: what a bridge has when the kernel does not report the attribute: a new
 #: bridge's value, and what a kernel built without the feature (no
 #: CONFIG_BRIDGE_VLAN_FILTERING) means by leaving it out
-ABSENT_DEFAULTS = {"vlan_filtering": False, "default_pvid": 1}
+ABSENT_DEFAULTS = {
+    a.key: a.absent_default for a in bridge_attrs.ATTRS if a.absent_default is not None
+}
 
 
 def _bridge_attrs(data):
@@ -172,9 +169,11 @@ def _port_attrs(data):
     return out
 
 
-def vlans_from_entries(entries):
+def vlans_from_entries(entries: Iterable[dict]) -> dict:
     """Kernel VLAN entries [(vid, flags)] -> ``{pvid, untagged, tagged}`` (sorted)."""
-    pvid, untagged, tagged = None, set(), set()
+    untagged: set[int] = set()
+    tagged: set[int] = set()
+    pvid = None
     for vid, flags in entries:
         if flags & BRIDGE_VLAN_INFO_PVID:
             pvid = vid
@@ -182,7 +181,7 @@ def vlans_from_entries(entries):
     return {"pvid": pvid, "untagged": sorted(untagged), "tagged": sorted(tagged)}
 
 
-def vlans_desired(spec):
+def vlans_desired(spec: dict) -> tuple[dict, dict[int, int]]:
     """Declared port VLANs -> the comparable form and the kernel entries {vid: flags}.
 
     The pvid is egress-untagged unless it is listed as tagged (an access port).
@@ -250,8 +249,8 @@ def _link_entry(link, byindex):
 
 def _set_vlans(ipr, links):
     """Fill ``vlans`` of ``links`` (in place) as one full dump does."""
-    if any(l["bridge"] and l["bridge"].get("vlan_filtering") for l in links.values()):
-        byindex = {l["index"]: n for n, l in links.items()}
+    if any(link["bridge"] and link["bridge"].get("vlan_filtering") for link in links.values()):
+        byindex = {link["index"]: n for n, link in links.items()}
         for index, entries in _vlan_entries(ipr).items():
             name = byindex.get(index)
             if name in links:
@@ -298,10 +297,11 @@ def _routes(ipr, byindex):
     return routes
 
 
-def dump(ipr):
-    """One dump of the namespace: ``{"links": {name: ...}, "addresses": [...], "routes": [...]}``."""
+def dump(ipr: Any) -> dict:
+    """One dump of the namespace:
+    ``{"links": {name: ...}, "addresses": [...], "routes": [...]}``."""
     raw_links = ipr.get_links()
-    byindex = {l["index"]: l.get_attr("IFLA_IFNAME") for l in raw_links}
+    byindex = {link["index"]: link.get_attr("IFLA_IFNAME") for link in raw_links}
     links = {}
     for link in raw_links:
         entry = _link_entry(link, byindex)
@@ -310,12 +310,13 @@ def dump(ipr):
     return {"links": links, "addresses": _addresses(ipr, byindex), "routes": _routes(ipr, byindex)}
 
 
-def refresh(reader, host, names, addresses=False):
+def refresh(reader: Reader, host: dict, names: Iterable[str], addresses: bool = False) -> dict:
     """``host`` (a dump) with the links ``names`` read again; a new dump, ``host`` is not changed.
 
     ``reader`` is a :class:`Reader`. Only what one change of a bridge can
-    touch is read: its own link and its ports' (one RTM_GETLINK each), bridge VLANs when a bridge filters VLANs,
-    and, with ``addresses``, the addresses and routes of the namespace.
+    touch is read: its own link and its ports' (one RTM_GETLINK each), bridge VLANs
+    when a bridge filters VLANs, and, with ``addresses``, the addresses and routes of
+    the namespace.
     Names that no longer exist are dropped. Much cheaper than :func:`dump`
     for a namespace with many links, which is what a run of many bridge
     states would otherwise pay once per changed bridge.
@@ -328,19 +329,21 @@ def refresh(reader, host, names, addresses=False):
             links.pop(name, None)
             continue
         fresh.append(link)
-    byindex = {l["index"]: n for n, l in links.items()}
-    byindex.update((l["index"], l.get_attr("IFLA_IFNAME")) for l in fresh)
+    byindex = {link["index"]: n for n, link in links.items()}
+    byindex.update((link["index"], link.get_attr("IFLA_IFNAME")) for link in fresh)
     for link in fresh:
         entry = _link_entry(link, byindex)
-        stale = [n for n, l in links.items() if l["index"] == entry["index"] and n != entry["name"]]
+        stale = [
+            n for n, link in links.items() if link["index"] == entry["index"] and n != entry["name"]
+        ]
         for n in stale:  # renamed: drop the old name
             del links[n]
         links[entry["name"]] = entry
-    if any(l["bridge"] and l["bridge"].get("vlan_filtering") for l in links.values()):
-        links = {n: dict(l, vlans=None) for n, l in links.items()}
+    if any(link["bridge"] and link["bridge"].get("vlan_filtering") for link in links.values()):
+        links = {n: dict(link, vlans=None) for n, link in links.items()}
         _set_vlans(reader, links)
-    elif any(l["vlans"] is not None for l in links.values()):
-        links = {n: dict(l, vlans=None) for n, l in links.items()}
+    elif any(link["vlans"] is not None for link in links.values()):
+        links = {n: dict(link, vlans=None) for n, link in links.items()}
     out = {"links": links, "addresses": host["addresses"], "routes": host["routes"]}
     if addresses:
         out["addresses"] = _addresses(reader, byindex)
@@ -349,7 +352,7 @@ def refresh(reader, host, names, addresses=False):
 
 
 @contextlib.contextmanager
-def reader(netns=None):
+def reader(netns: Optional[str] = None) -> Iterator[Reader]:
     """A :class:`Reader` in ``netns`` (``None``: this namespace); no pyroute2."""
     try:
         opened = Reader(netns)
@@ -359,14 +362,17 @@ def reader(netns=None):
         yield opened
 
 
-def load(netns=None):
+def load(netns: Optional[str] = None) -> dict:
     """One :func:`dump` of ``netns``, read with :class:`Reader` (no pyroute2)."""
     with reader(netns) as opened:
         try:
             return dump(opened)
         except Exception as exc:  # pylint: disable=broad-except
             raise KvmError(
-                f"cannot read links of network namespace {netns or 'current'}: {netlink_message(exc)}"
+                (
+                    f"cannot read links of network namespace {netns or 'current'}: "
+                    f"{netlink_message(exc)}"
+                )
             ) from None
 
 
@@ -392,7 +398,7 @@ _RECV_SIZE = 1 << 16  # the kernel fills dump messages of at most 32 KiB
 class Attrs(dict):
     """Decoded netlink attributes by pyroute2's names, with its ``get_attr``."""
 
-    def get_attr(self, name, default=None):
+    def get_attr(self, name: str, default: Any = None) -> Any:
         return self.get(name, default)
 
 
@@ -401,11 +407,11 @@ class Message(dict):
 
     __slots__ = ("attrs",)
 
-    def __init__(self, fields, attrs):
+    def __init__(self, fields: dict, attrs: Attrs) -> None:
         super().__init__(fields)
         self.attrs = attrs
 
-    def get_attr(self, name, default=None):
+    def get_attr(self, name: str, default: Any = None) -> Any:
         return self.attrs.get(name, default)
 
 
@@ -449,19 +455,13 @@ def _attrs(data, table):
     return out
 
 
+_WIDTHS = {"u8": _u8, "u16": _u16, "u32": _u32}
+#: the IFLA_BR_* attributes decoded: the table's rows, and what the reader needs besides
 _BRIDGE_DATA = {
-    1: ("IFLA_BR_FORWARD_DELAY", _u32),
-    2: ("IFLA_BR_HELLO_TIME", _u32),
-    3: ("IFLA_BR_MAX_AGE", _u32),
-    4: ("IFLA_BR_AGEING_TIME", _u32),
-    5: ("IFLA_BR_STP_STATE", _u32),
-    6: ("IFLA_BR_PRIORITY", _u16),
-    7: ("IFLA_BR_VLAN_FILTERING", _u8),
+    **{a.nla_type: (a.nla, _WIDTHS[a.nla_width]) for a in bridge_attrs.ATTRS},
     11: ("IFLA_BR_BRIDGE_ID", _bridge_id),
     14: ("IFLA_BR_TOPOLOGY_CHANGE", _u8),
     15: ("IFLA_BR_TOPOLOGY_CHANGE_DETECTED", _u8),
-    23: ("IFLA_BR_MCAST_SNOOPING", _u8),
-    39: ("IFLA_BR_VLAN_DEFAULT_PVID", _u16),
 }
 _BRPORT_DATA = {
     1: ("IFLA_BRPORT_STATE", _u8),
@@ -621,7 +621,7 @@ class Reader:
     for :func:`refresh`.
     """
 
-    def __init__(self, netns=None):
+    def __init__(self, netns: Optional[str] = None) -> None:
         self.sock = _socket_in(netns)
         self.seq = 0
 
@@ -631,7 +631,7 @@ class Reader:
     def __exit__(self, *exc):
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         self.sock.close()
 
     def _dump(self, msg_type, body, parse, retries=3):
@@ -683,13 +683,13 @@ class Reader:
             if msg is not None:
                 yield msg
 
-    def get_links(self, family=socket.AF_UNSPEC, ext_mask=0):
+    def get_links(self, family: int = socket.AF_UNSPEC, ext_mask: int = 0) -> list[Message]:
         body = _IFINFO.pack(family, 0, 0, 0, 0)
         if ext_mask:
             body += _NLA.pack(8, IFLA_EXT_MASK) + _U32.pack(ext_mask)
         return self._dump(RTM_GETLINK, body, _parse_link)
 
-    def get_link(self, ifname):
+    def get_link(self, ifname: str) -> Optional[Message]:
         """The link called ``ifname`` (one RTM_GETLINK, not a dump), ``None`` when there is none."""
         name = ifname.encode() + b"\0"
         body = (
@@ -707,7 +707,7 @@ class Reader:
             return _parse_link(payload)
         return None  # pragma: no cover
 
-    def get_addr(self):
+    def get_addr(self) -> list[Message]:
         def parse(payload):
             family, prefixlen, flags, scope, index = _IFADDR.unpack_from(payload)
             table = _ADDR.get(family)
@@ -724,7 +724,7 @@ class Reader:
 
         return self._dump(RTM_GETADDR, _IFADDR.pack(socket.AF_UNSPEC, 0, 0, 0, 0), parse)
 
-    def get_routes(self, table=None):
+    def get_routes(self, table: Optional[int] = None) -> list[Message]:
         def parse(payload):
             family, dst_len, src_len, tos, rtable, proto, scope, rtype, flags = _RTMSG.unpack_from(
                 payload
@@ -754,7 +754,7 @@ class Reader:
         return out
 
 
-def global_addresses(host, ifname):
+def global_addresses(host: dict, ifname: str) -> list[dict]:
     """The addresses of ``ifname`` that carry traffic (not link-local), sorted v4 first."""
     found = [a for a in host["addresses"] if a["ifname"] == ifname and a["scope"] == 0]
     return sorted(
@@ -762,7 +762,7 @@ def global_addresses(host, ifname):
     )
 
 
-def static_routes(host, ifname):
+def static_routes(host: dict, ifname: str) -> list[dict]:
     """Main-table routes through ``ifname`` that an address does not create by itself."""
     return [
         r
@@ -777,21 +777,21 @@ def _is_kernel_like(route):
     return route["family"] == socket.AF_INET6 and route["dst"] in ("fe80::/64", "ff00::/8")
 
 
-def route_family(to, via=None):
+def route_family(to: str, via: Optional[str] = None) -> int:
     """Socket family of a declared route: ``default`` takes its gateway's (IPv4 without one)."""
     if to == "default":
         return socket.AF_INET6 if via and ":" in via else socket.AF_INET
     return socket.AF_INET6 if ":" in to else socket.AF_INET
 
 
-def route_prefix(to, via=None):
+def route_prefix(to: str, via: Optional[str] = None) -> str:
     """A declared destination as a prefix: ``default`` -> ``0.0.0.0/0`` or ``::/0`` (by ``via``)."""
     if to == "default":
         return "::/0" if route_family(to, via) == socket.AF_INET6 else "0.0.0.0/0"
     return to
 
 
-def route_view(route):
+def route_view(route: dict) -> dict:
     out = {"to": route["dst"]}
     if route["via"]:
         out["via"] = route["via"]
@@ -800,7 +800,7 @@ def route_view(route):
     return out
 
 
-def bridge_view(host, name, vms=None):
+def bridge_view(host: dict, name: str, vms: Optional[dict] = None) -> Any:  # dict or None
     """Everything ``kvm.bridge_show`` reports about bridge ``name`` (``None`` if absent)."""
     link = host["links"].get(name)
     if link is None or link["kind"] != "bridge":
@@ -813,7 +813,8 @@ def bridge_view(host, name, vms=None):
     view["up"] = link["up"]
     ports = []
     for port in sorted(
-        (l for l in host["links"].values() if l["master"] == name), key=lambda l: l["name"]
+        (link for link in host["links"].values() if link["master"] == name),
+        key=lambda link: link["name"],
     ):
         entry = {"name": port["name"]}
         entry.update(port["port"] or {})
@@ -847,7 +848,7 @@ def bridge_view(host, name, vms=None):
     return view
 
 
-def fdb(netns, bridge_index):
+def fdb(netns: Optional[str], bridge_index: int) -> list:
     """Raw FDB entries of one bridge: [(mac, port index, vlan, kind)]."""
     out = []
     with netlink(netns) as ipr:

@@ -37,6 +37,7 @@ import subprocess  # nosec B404  # fixed argument lists, never a shell
 import urllib.parse
 from typing import Any, Iterable, Optional
 
+from salt_kvm import pool_types
 from salt_kvm.conn import libvirt, libvirt_caught
 from salt_kvm.errors import Refused
 from salt_kvm.xml import storage as sxml
@@ -47,7 +48,7 @@ QCOW2_MAGIC = b"QFI\xfb"
 OTHER_MAGICS = (b"QED\x00", b"KDMV", b"# Disk Descriptor", b"vhdxfile")
 MAX_DEPTH = 64
 #: file-backed pool types: a stopped one's target directory is scanned for images
-FILE_POOLS = ("dir", "fs", "netfs")
+FILE_POOLS = pool_types.LOCAL_FILES
 
 
 def identity(path: Any) -> Optional[tuple[Any, ...]]:

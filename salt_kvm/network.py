@@ -32,7 +32,7 @@ import os
 from typing import Any, Optional
 
 from salt_kvm import conn as _conn
-from salt_kvm import plan, schema
+from salt_kvm import network_modes, plan, schema
 from salt_kvm.conn import libvirt_errors
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
 from salt_kvm.plan import Changes, Plan, Undo
@@ -473,7 +473,8 @@ def _check_host(session, name, spec, rec, test):
     current = netxml.Network(rec["xml"]) if rec and rec["active"] else None
     running = current.spec() if current is not None else {}
     for key, routes in (("address", _host_routes), ("address6", _host_routes6)):
-        if not spec.get(key) or mode == "bridge" or running.get(key) == spec[key]:
+        host_bridge = network_modes.get(mode).host_bridge
+        if not spec.get(key) or host_bridge or running.get(key) == spec[key]:
             continue
         mine = ipaddress.ip_interface(spec[key]).network
         for iface, routed in routes():
@@ -486,7 +487,7 @@ def _check_host(session, name, spec, rec, test):
     bridge = spec.get("bridge")
     if not bridge:
         return None
-    if mode == "bridge":
+    if network_modes.get(mode).host_bridge:
         if not _is_bridge(bridge):
             if test:
                 return f"host bridge '{bridge}' does not exist yet"

@@ -30,7 +30,7 @@ import subprocess  # nosec B404  # fixed argument lists, never a shell
 import tempfile
 from typing import Any, Optional
 
-from salt_kvm import depends, plan, schema
+from salt_kvm import depends, plan, pool_types, schema
 from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message, memo_key
 from salt_kvm.errors import InvalidInput, KvmError, NotFound, Refused
 from salt_kvm.plan import Changes, Plan, Undo
@@ -456,7 +456,7 @@ def _define(session, name, spec, uuid=None, xml=None):
 
 
 def _build_flags_for(ptype):
-    return BUILD_FLAGS["no_overwrite"] if ptype in ("fs", "disk", "logical") else 0
+    return BUILD_FLAGS["no_overwrite"] if pool_types.get(ptype).build_no_overwrite else 0
 
 
 def _probe(device, what):
@@ -500,9 +500,10 @@ def build_plan(spec: Any) -> Optional[tuple[str, int]]:
     ptype, target, source = spec["type"], spec.get("target"), spec.get("source", {})
     force = spec.get("build") == "force"
     mkdir = bool(target) and not os.path.isdir(target)
-    if ptype in ("dir", "netfs"):
+    build = pool_types.get(ptype).build
+    if build == "mkdir":
         return (f"create directory {target}", 0) if mkdir else None
-    if ptype == "fs":
+    if build == "filesystem":
         device = source["devices"][0]
         want = source.get("format") or "auto"
         have = _probe(device, "TYPE")
@@ -527,7 +528,7 @@ def build_plan(spec: Any) -> Optional[tuple[str, int]]:
         raise Refused(
             f"{device} holds a {have} filesystem, declared {want}; set build: force to overwrite it"
         )
-    if ptype == "disk":
+    if build == "label":
         device = source["devices"][0]
         want = source.get("format")
         have = _probe(os.path.realpath(device), "PTTYPE")
@@ -547,7 +548,7 @@ def build_plan(spec: Any) -> Optional[tuple[str, int]]:
             f"{device} holds a {have} partition table, declared {want}; set build: force to "
             "overwrite it"
         )
-    if ptype == "logical":
+    if build == "volume_group":
         vg_name = source["name"]
         if _vg_exists(vg_name):
             return None
@@ -793,7 +794,7 @@ class PoolResource(plan.Resource):
         if before is None:
             _drop_secret(self.session, self.name)
             made_dir = undo.get("made_dir")
-            if made_dir and self.spec["type"] in ("dir", "netfs", "fs"):
+            if made_dir and pool_types.get(self.spec["type"]).makes_target_dir:
                 with contextlib.suppress(OSError):
                     os.rmdir(made_dir)
                     done.append(f"removed directory {made_dir}")
@@ -895,17 +896,18 @@ def _purge(session, name, entry, force):
         _guard_purge(session, name, pools(session)[name])
     ptype = sxml.Pool(entry["xml"]).type
     with libvirt_errors(f"purging pool '{name}'"):
-        if ptype not in ("disk", "iscsi", "iscsi-direct"):
+        row = pool_types.get(ptype)
+        if row.purge_volumes:
             for vol in vols:
-                if ptype == "fs" and vol.name() == "lost+found":
+                if vol.name() in row.purge_keeps:
                     continue
                 vol.delete(0)
         pool.destroy()
-        if ptype in ("dir", "fs", "netfs", "logical", "disk"):
+        if row.purge_storage:
             try:
                 pool.delete(0)
             except libvirt.libvirtError as exc:
-                if ptype != "fs":
+                if not row.purge_storage_may_fail:
                     raise
                 log.debug(
                     "pool %s: delete of the mount point failed: %s", name, libvirt_message(exc)

@@ -43,7 +43,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any, Optional
 
-from salt_kvm import depends, journal, plan, schema, units
+from salt_kvm import depends, journal, plan, pool_types, schema, units
 from salt_kvm import progress as progress_mod
 from salt_kvm import storage as pools_mod
 from salt_kvm.conn import libvirt, libvirt_errors, libvirt_message, memo_key
@@ -56,10 +56,10 @@ log = logging.getLogger(__name__)
 
 XATTR = "user.salt_kvm.sha256"
 CHUNK = 1024 * 1024
-#: file-backed pool types (volumes are image files with a format)
-FILE_POOLS = ("dir", "fs", "netfs", "gluster")
+#: file-backed pool types (volumes are image files with a format): rows of the pool type table
+FILE_POOLS = pool_types.FILE_BACKED
 #: pool types that round volume sizes up (LVM extents, partition alignment)
-ROUNDING = {"logical": 4 * 1024**2, "disk": 2 * 1024**2, "rbd": 4 * 1024**2}
+ROUNDING = {t.name: t.size_rounding for t in pool_types.TYPES if t.size_rounding}
 PREALLOC_METADATA = 1  # VIR_STORAGE_VOL_CREATE_PREALLOC_METADATA
 BLOCK_RESIZE_BYTES = 1  # VIR_DOMAIN_BLOCK_RESIZE_BYTES
 RESIZE_SHRINK = 4  # VIR_STORAGE_VOL_RESIZE_SHRINK
@@ -855,7 +855,7 @@ def _lvextend(path, capacity):
 
 
 def _tolerance(session, pool):
-    return ROUNDING.get(_pool_type(session, pool), 0)
+    return pool_types.get(_pool_type(session, pool)).size_rounding
 
 
 def volume_resize(
@@ -1193,18 +1193,10 @@ def volume_present(
             raise InvalidInput(f"{name}:pool", "is required")
         schema.validate(schema.OBJNAME, pool, f"{name}:pool")
         spec = schema.validate_args(schema.VOLUME, name, kwargs, name_field=schema.VOLNAME)
-        if "size" not in spec and "source" not in spec and "backing" not in spec:
-            raise InvalidInput(f"{name}:size", "is required (or give source or backing)")
-        if "sha256" in spec and "source" not in spec:
-            raise InvalidInput(f"{name}:sha256", "needs source")
-        if "source" in spec and "backing" in spec:
-            raise InvalidInput(f"{name}:backing", "cannot be combined with source")
-        if spec.get("format") == "raw" and spec.get("backing"):
-            raise InvalidInput(
-                f"{name}:backing", "a raw volume cannot have a backing file (use qcow2)"
-            )
-        if spec.get("backing") == name:
-            raise InvalidInput(f"{name}:backing", "a volume cannot back itself")
+        found = schema.Errors()
+        schema.check_volume(spec, name, name, found)  # the pillar's own rules
+        if found:
+            raise InvalidInput(found[0][0], found[0][1], list(found))
         spec = plan.declared(spec, state_only=("absent",))
     except InvalidInput as exc:
         return plan.state_return(name, False, comment=f"volume '{name}': {exc}")

@@ -2,8 +2,10 @@
 
 It walks :data:`salt_kvm.schema.PILLAR` and writes, for every key of every
 section, its path (``kvm:bridges:<bridge>:stp``), type, allowed values,
-default and description (the descriptions are data in ``salt_kvm/schema.py``,
-attached with :func:`salt_kvm.schema.describe`). So the reference cannot drift
+default and description (the descriptions are data in ``salt_kvm/schema/``,
+attached with :func:`salt_kvm.schema.describe`), and after the bridges, networks
+and pools the rows of their tables (:mod:`salt_kvm.bridge_attrs`,
+:mod:`salt_kvm.network_modes`, :mod:`salt_kvm.pool_types`). So the reference cannot drift
 from what validation accepts; tests/unit/test_docs_reference.py checks that
 every key has a description and appears here.
 
@@ -11,6 +13,8 @@ every key has a description and appears here.
 and by the tests.
 """
 
+import glob
+import os
 from collections import namedtuple
 
 from docutils import nodes
@@ -18,7 +22,7 @@ from docutils.parsers.rst import Directive
 from docutils.statemachine import StringList
 from sphinx.util.nodes import nested_parse_with_titles
 
-from salt_kvm import schema
+from salt_kvm import bridge_attrs, network_modes, pool_types, schema
 
 #: what a name stands for in a path, by the key of the mapping it is in
 PLACEHOLDERS = {
@@ -88,7 +92,13 @@ def describe_type(field):
         return "port", f"``auto`` or {_range(field)}"
     if isinstance(field, schema.MappingOrText):
         if field.text:
-            return "mapping or string", f"a mapping (written as YAML) or a string used as it is, at most {field.max_len // 1024 // 1024} MiB"
+            return (
+                "mapping or string",
+                (
+                    "a mapping (written as YAML) or a string used as it is, at most "
+                    f"{field.max_len // 1024 // 1024} MiB"
+                ),
+            )
         return "mapping", "a mapping (written as YAML)"
     if isinstance(field, schema.Number):
         return "number", _range(field)
@@ -102,11 +112,17 @@ def describe_type(field):
         return "duration", "``90s``, ``30m``, ``12h``, ``7d``, ``2w`` or a number of seconds"
     if isinstance(field, schema.Interface):
         version = f"IPv{field.version} " if field.version else "IPv4 or IPv6 "
-        return "address with prefix", f"an {version}address with its prefix length (``192.0.2.10/24``)"
+        return (
+            "address with prefix",
+            f"an {version}address with its prefix length (``192.0.2.10/24``)",
+        )
     if isinstance(field, schema.Network):
         return "network", "a network (``198.51.100.0/24``) or ``default``"
     if isinstance(field, schema.Address):
-        return "IP address", f"an IPv{field.version} address" if field.version else "an IPv4 or IPv6 address"
+        return (
+            "IP address",
+            f"an IPv{field.version} address" if field.version else "an IPv4 or IPv6 address",
+        )
     if isinstance(field, schema.Mac):
         return "MAC address", "six hex pairs separated by ``:`` or ``-``"
     if isinstance(field, schema.VlanList):
@@ -118,7 +134,13 @@ def describe_type(field):
             return "string", f"{field.what}, at most {field.max_len} characters"
         return "string", f"{field.min_len}-{field.max_len} characters"
     if isinstance(field, schema.Ports):
-        return "list or mapping of ports", "names, ``{name: ..., ...}`` mappings, or a mapping of names to settings (the keys below)"
+        return (
+            "list or mapping of ports",
+            (
+                "names, ``{name: ..., ...}`` mappings, or a mapping of names to settings (the "
+                "keys below)"
+            ),
+        )
     if isinstance(field, schema.List):
         itype, allowed = describe_type(field.item)
         extra = []
@@ -130,7 +152,11 @@ def describe_type(field):
             allowed = "mappings with the keys below"
         return f"list of {itype}", "; ".join([allowed] + extra)
     if isinstance(field, schema.Map):
-        what = field.key.what if isinstance(field.key, schema.Str) and field.key.pattern else "any name"
+        what = (
+            field.key.what
+            if isinstance(field.key, schema.Str) and field.key.pattern
+            else "any name"
+        )
         return "mapping of names", f"names: {what}; values: the keys below"
     if isinstance(field, schema.Record):
         return "mapping", "the keys below"
@@ -159,39 +185,99 @@ def _entry_rst(entry):
     ]
 
 
-def _pool_types_rst():
-    needs = getattr(schema, "_POOL_NEEDS", {})
-    lines = [
-        "Keys each pool type needs",
-        "^^^^^^^^^^^^^^^^^^^^^^^^^",
-        "",
-        "Checked before anything changes (paths below ``kvm:pools:<pool>``):",
-        "",
-        ".. list-table::",
-        "   :header-rows: 1",
-        "",
-        "   * - ``type``",
-        "     - required keys",
-    ]
-    for ptype in schema.POOL_TYPES:
-        keys = ", ".join(f"``{k.replace('.', ':')}``" for k in needs.get(ptype, ())) or "—"
-        lines += [f"   * - ``{ptype}``", f"     - {keys}"]
+def _list_table(title, intro, header, rows):
+    lines = [title, "^" * len(title), "", intro, "", ".. list-table::", "   :header-rows: 1", ""]
+    for row in [header] + rows:
+        lines += [f"   {'*' if j == 0 else ' '} - {cell}" for j, cell in enumerate(row)]
     return lines + [""]
+
+
+def _keys(words):
+    return ", ".join(f"``{k.replace('.', ':')}``" for k in words) or "—"
+
+
+def _pool_types_rst():
+    """The rows of :mod:`salt_kvm.pool_types`."""
+    rows = []
+    for ptype in pool_types.TYPES:
+        volumes = (
+            "image files (" + ", ".join(ptype.volume_formats) + ")" if ptype.file_backed else "raw"
+        )
+        rows.append([f"``{ptype.name}``", _keys(ptype.needs), volumes, ptype.doc])
+    return _list_table(
+        "Keys each pool type needs",
+        "Checked before anything changes (paths below ``kvm:pools:<pool>``):",
+        ["``type``", "required keys", "volumes", "what it is"],
+        rows,
+    )
+
+
+def _network_modes_rst():
+    """The rows of :mod:`salt_kvm.network_modes`."""
+    rows = []
+    for mode in network_modes.MODES:
+        needs = [k for k, _why in mode.requires]
+        needs += [" or ".join(f"``{k}``" for k in keys) for keys, _why in mode.requires_any]
+        needs = [n if n.startswith("``") else f"``{n}``" for n in needs]
+        refuses = [k for k, _why in mode.forbids]
+        if not mode.dev:
+            refuses.append("dev")
+        rows.append([f"``{mode.name}``", ", ".join(needs) or "—", _keys(refuses), mode.doc])
+    return _list_table(
+        "What each network mode needs",
+        "Checked before anything changes (paths below ``kvm:networks:<network>``):",
+        ["``mode``", "required keys", "refused keys", "what it is"],
+        rows,
+    )
+
+
+def _bridge_attrs_rst():
+    """The rows of :mod:`salt_kvm.bridge_attrs`: how each attribute is persisted."""
+    rows = [
+        [
+            f"``{attr.key}``",
+            f"``{attr.nla}``",
+            f"``{attr.ifupdown.name}``",
+            f"``{attr.networkd.name}``",
+            f"``{attr.networkmanager.name}``",
+        ]
+        for attr in bridge_attrs.ATTRS
+    ]
+    return _list_table(
+        "Bridge attributes in netlink and the persisted files",
+        "Each bridge attribute, the netlink attribute it sets, and its name in the files "
+        "``persist`` writes (ifupdown, systemd-networkd ``[Bridge]``, NetworkManager "
+        "``[bridge]``):",
+        ["key", "netlink", "ifupdown", "networkd", "NetworkManager"],
+        rows,
+    )
+
+
+#: tables of the kinds, rendered after the section of the pillar key
+KIND_TABLES = {
+    "bridges": _bridge_attrs_rst,
+    "networks": _network_modes_rst,
+    "pools": _pool_types_rst,
+}
 
 
 def render(record=schema.PILLAR, root="kvm"):
     """The reference as reStructuredText lines: one section per top-level key."""
     lines = []
     for key in record.fields:
-        top = [e for e in entries(record, root) if e.path == f"{root}:{key}" or e.path.startswith(f"{root}:{key}:")]
+        top = [
+            e
+            for e in entries(record, root)
+            if e.path == f"{root}:{key}" or e.path.startswith(f"{root}:{key}:")
+        ]
         title = f"``{root}:{key}``"
         ftype, allowed = describe_type(top[0].field)
         lines += [title, "~" * len(title), "", top[0].description or "(no description)", ""]
         lines += [f":Type: {ftype}", f":Allowed: {allowed}", ""]
         for entry in top[1:]:
             lines += _entry_rst(entry)
-        if key == "pools":
-            lines += _pool_types_rst()
+        if key in KIND_TABLES:
+            lines += KIND_TABLES[key]()
     return lines
 
 
@@ -203,10 +289,15 @@ class PillarReference(Directive):
     def run(self):
         # rebuild the page when the schema (its descriptions) or this extension changes
         env = self.state.document.settings.env
-        env.note_dependency(schema.__file__)
+        for module in (schema, bridge_attrs, network_modes, pool_types):
+            env.note_dependency(module.__file__)
+        for path in sorted(glob.glob(os.path.join(os.path.dirname(schema.__file__), "*.py"))):
+            env.note_dependency(path)
         env.note_dependency(__file__)
         container = nodes.section()
-        nested_parse_with_titles(self.state, StringList(render(), source="salt_kvm/schema.py"), container)
+        nested_parse_with_titles(
+            self.state, StringList(render(), source="salt_kvm/schema"), container
+        )
         return container.children
 
 

@@ -17,6 +17,7 @@ contents, so ``test=True`` predicts exactly which files change.
 """
 
 import os
+from typing import Optional
 
 from salt_kvm.errors import KvmError
 
@@ -28,7 +29,7 @@ def _path(root, path):
     return os.path.join(root or "/", path.lstrip("/"))
 
 
-def detect(root="/"):
+def detect(root: str = "/") -> str:
     """The backend that configures this host's network: NetworkManager, networkd or ifupdown."""
     exists = lambda p: os.path.exists(_path(root, p))  # noqa: E731
     if exists("/run/NetworkManager") and exists("/etc/NetworkManager"):
@@ -67,7 +68,7 @@ def _module(backend):
     return mod
 
 
-def read(path):
+def read(path: str) -> Optional[str]:
     try:
         with open(path, encoding="utf-8") as handle:
             return handle.read()
@@ -77,14 +78,14 @@ def read(path):
         raise KvmError(f"persist: cannot read {path}: {exc.strerror}") from None
 
 
-def render(backend, spec, root="/"):
+def render(backend: str, spec: dict, root: str = "/") -> dict[str, str]:
     """``{absolute path: content}`` for bridge ``spec`` (content ``None``: remove the file)."""
     mod = _module(backend)
     files = mod.render(spec, lambda p: read(_path(root, p)))
     return {_path(root, path): content for path, content in files.items()}
 
 
-def pending(files):
+def pending(files: dict[str, str]) -> dict[str, str]:
     """``{path: "missing" | "differs" | "to remove"}`` for files not yet as rendered."""
     out = {}
     for path, content in sorted(files.items()):
@@ -99,7 +100,7 @@ def pending(files):
     return out
 
 
-def write(files):
+def write(files: dict[str, str]) -> dict[str, Optional[str]]:
     """Write ``files`` (atomically, one by one); return the backup for :func:`restore`."""
     backup = {}
     for path, content in sorted(files.items()):
@@ -125,7 +126,7 @@ def write(files):
     return backup
 
 
-def restore(backup):
+def restore(backup: dict[str, Optional[str]]) -> None:
     """Put files back as :func:`write` found them."""
     for path, content in backup.items():
         if content is None:
@@ -136,7 +137,7 @@ def restore(backup):
                 handle.write(content)
 
 
-def remove(backend, name, root="/"):
+def remove(backend: str, name: str, root: str = "/") -> list[str]:
     """Remove the files salt-kvm wrote for bridge ``name``; return their paths."""
     mod = _module(backend)
     removed = []

@@ -1,15 +1,16 @@
 """Helpers shared by the persistence renderers."""
 
 import ipaddress
+from typing import Any, Iterable, Optional
 
 from salt_kvm.persist import HEADER
 
 
-def header(spec, comment="#"):
+def header(spec: dict, comment: str = "#") -> str:
     return f"{comment} {HEADER.format(name=spec['name'])}\n"
 
 
-def num(value):
+def num(value: Any) -> Optional[str]:
     """``2.0`` -> ``2``; ``0.5`` -> ``0.5``."""
     if value is None:
         return None
@@ -17,7 +18,7 @@ def num(value):
     return str(int(value)) if value == int(value) else f"{value:g}"
 
 
-def ranges(vids):
+def ranges(vids: Iterable[int]) -> list[str]:
     """``[10, 100, 101, 102]`` -> ``["10", "100-102"]``."""
     out, vids = [], sorted(set(vids))
     i = 0
@@ -30,13 +31,13 @@ def ranges(vids):
     return out
 
 
-def split_addresses(addresses):
+def split_addresses(addresses: Optional[list[str]]) -> tuple[list[str], list[str]]:
     v4 = [a for a in addresses or [] if ipaddress.ip_interface(a).version == 4]
     v6 = [a for a in addresses or [] if ipaddress.ip_interface(a).version == 6]
     return v4, v6
 
 
-def destination(route):
+def destination(route: dict) -> str:
     """A route's destination as a prefix: ``default`` -> ``0.0.0.0/0`` or ``::/0``.
 
     No config tool here reads the word ``default`` for both families
@@ -49,9 +50,10 @@ def destination(route):
     return to
 
 
-def split_routes(routes):
+def split_routes(routes: Optional[list[dict]]) -> tuple[list[dict], list[dict]]:
     """Declared routes -> (IPv4 routes, IPv6 routes); ``default`` goes by its gateway's family."""
-    v4, v6 = [], []
+    v4: list[dict] = []
+    v6: list[dict] = []
     for route in routes or []:
         (v6 if ipaddress.ip_network(destination(route), strict=False).version == 6 else v4).append(
             route
@@ -59,7 +61,7 @@ def split_routes(routes):
     return v4, v6
 
 
-def port_vlans(port):
+def port_vlans(port: dict) -> Optional[dict]:
     """Declared VLANs of a port in the comparable form (or None)."""
     if not port.get("vlans"):
         return None

@@ -11,7 +11,9 @@ option for them). Checked with ``ifquery -i FILE`` in the tests.
 """
 
 import re
+from typing import Callable, Iterable, Optional
 
+from salt_kvm import bridge_attrs
 from salt_kvm.persist import _common
 
 DIR = "/etc/network/interfaces.d"
@@ -20,49 +22,40 @@ MARK = "# salt-kvm: "
 _STANZA = re.compile(r"^(iface|mapping|auto|allow-[\w-]+|source|source-directory|rename)\b")
 
 
-def path(name):
+def path(name: str) -> str:
     return f"{DIR}/salt-kvm-{name}"
 
 
-def owned_files(name, _listdir):
+def owned_files(name: str, _listdir: Callable[[str], list[str]]) -> list[str]:
     return [path(name)]
 
 
+#: where ifupdown's own options go among the bridge attributes' (``Persisted.order``)
+_ORDER = {"bridge_ports": 0, "bridge_hw": 75, "port": 85, "bridge_waitport": 90, "mtu": 95}
+
+
 def _bridge_options(spec):
-    opts = []
+    name = spec["name"]
     ports = [p["name"] for p in spec.get("ports", [])]
-    opts.append(f"bridge_ports {' '.join(ports) if ports else 'none'}")
-    if "stp" in spec:
-        opts.append(f"bridge_stp {'on' if spec['stp'] else 'off'}")
-    for key, opt in (
-        ("forward_delay", "bridge_fd"),
-        ("hello_time", "bridge_hello"),
-        ("max_age", "bridge_maxage"),
-        ("ageing_time", "bridge_ageing"),
+    opts = [(_ORDER["bridge_ports"], f"bridge_ports {' '.join(ports) if ports else 'none'}")]
+    for order, _attr, how, value in bridge_attrs.persisted(
+        "ifupdown", spec, words=("no", "yes"), timer=_common.num
     ):
-        if key in spec:
-            opts.append(f"{opt} {_common.num(spec[key])}")
-    if "priority" in spec:
-        opts.append(f"bridge_bridgeprio {spec['priority']}")
-    if "mcast_snooping" in spec:
-        opts.append(f"bridge_mcsnoop {1 if spec['mcast_snooping'] else 0}")
+        opts.append((order, how.line.format(name=how.name, value=value, bridge=name)))
     if spec.get("mac"):
-        opts.append(f"bridge_hw {spec['mac']}")
-    if "vlan_filtering" in spec:
-        opts.append(f"bridge_vlan_aware {'yes' if spec['vlan_filtering'] else 'no'}")
+        opts.append((_ORDER["bridge_hw"], f"bridge_hw {spec['mac']}"))
     for port in spec.get("ports", []):
         if "cost" in port:
-            opts.append(f"bridge_pathcost {port['name']} {port['cost']}")
+            opts.append((_ORDER["port"], f"bridge_pathcost {port['name']} {port['cost']}"))
         if "priority" in port:
-            opts.append(f"bridge_portprio {port['name']} {port['priority']}")
+            opts.append((_ORDER["port"], f"bridge_portprio {port['name']} {port['priority']}"))
         if "hairpin" in port:
-            opts.append(f"bridge_hairpin {port['name']} {'on' if port['hairpin'] else 'off'}")
-    opts.append("bridge_waitport 0")
+            hairpin = "on" if port["hairpin"] else "off"
+            opts.append((_ORDER["port"], f"bridge_hairpin {port['name']} {hairpin}"))
+    opts.append((_ORDER["bridge_waitport"], "bridge_waitport 0"))
     if "mtu" in spec:
-        opts.append(f"mtu {spec['mtu']}")
-    name = spec["name"]
-    if "default_pvid" in spec:
-        opts.append(f"up echo {spec['default_pvid']} > /sys/class/net/{name}/bridge/default_pvid")
+        opts.append((_ORDER["mtu"], f"mtu {spec['mtu']}"))
+    opts = [text for _order, text in sorted(opts, key=lambda item: item[0])]
     for port in spec.get("ports", []):
         vlans = _common.port_vlans(port)
         if not vlans:
@@ -91,7 +84,7 @@ def _routes(spec, routes):
     return out
 
 
-def render_bridge(spec):
+def render_bridge(spec: dict) -> str:
     name = spec["name"]
     lines = [_common.header(spec).rstrip(), ""]
     for port in spec.get("ports", []):
@@ -127,7 +120,7 @@ def render_bridge(spec):
     return "\n".join(lines) + "\n"
 
 
-def disable_ports(text, ports):
+def disable_ports(text: Optional[str], ports: Iterable[str]) -> Optional[str]:
     """Comment out the stanzas of ``ports`` in the main interfaces file (idempotent)."""
     if text is None:
         return None
@@ -159,12 +152,12 @@ def disable_ports(text, ports):
     return "\n".join(out) + ("\n" if text.endswith("\n") else "")
 
 
-def render(spec, read):
+def render(spec: dict, read: Callable[[str], Optional[str]]) -> dict[str, str]:
     files = {path(spec["name"]): render_bridge(spec)}
     main = read(MAIN)
     ports = [p["name"] for p in spec.get("ports", [])]
     if main is not None and ports:
         changed = disable_ports(main, ports)
-        if changed != main:
+        if changed is not None and changed != main:
             files[MAIN] = changed
     return files

@@ -12,6 +12,9 @@ daemon, ``systemd-analyze verify`` does not read them), so the tests compare
 golden files.
 """
 
+from typing import Any, Callable
+
+from salt_kvm import bridge_attrs
 from salt_kvm.persist import _common
 
 DIR = "/etc/systemd/network"
@@ -21,7 +24,7 @@ def _name(*parts):
     return f"{DIR}/10-salt-kvm-{'-'.join(parts)}"
 
 
-def owned_files(name, listdir):
+def owned_files(name: str, listdir: Callable[[str], list[str]]) -> list[str]:
     prefix = f"10-salt-kvm-{name}"
     return [
         f"{DIR}/{f}"
@@ -40,7 +43,7 @@ def _bool(value):
     return "yes" if value else "no"
 
 
-def render(spec, read):
+def render(spec: dict, read: Any) -> dict[str, str]:
     name = spec["name"]
     head = _common.header(spec).rstrip()
     files = {}
@@ -53,25 +56,12 @@ def render(spec, read):
             ("MTUBytes", spec.get("mtu")),
         ],
     )
-    bridge = []
-    for key, opt in (
-        ("hello_time", "HelloTimeSec"),
-        ("max_age", "MaxAgeSec"),
-        ("forward_delay", "ForwardDelaySec"),
-        ("ageing_time", "AgeingTimeSec"),
-    ):
-        if key in spec:
-            bridge.append((opt, _common.num(spec[key])))
-    if "priority" in spec:
-        bridge.append(("Priority", spec["priority"]))
-    if "stp" in spec:
-        bridge.append(("STP", _bool(spec["stp"])))
-    if "vlan_filtering" in spec:
-        bridge.append(("VLANFiltering", _bool(spec["vlan_filtering"])))
-    if "default_pvid" in spec:
-        bridge.append(("DefaultPVID", spec["default_pvid"] or "none"))
-    if "mcast_snooping" in spec:
-        bridge.append(("MulticastSnooping", _bool(spec["mcast_snooping"])))
+    bridge = [
+        (how.name, value)
+        for _order, _attr, how, value in bridge_attrs.persisted(
+            "networkd", spec, words=("no", "yes"), timer=_common.num
+        )
+    ]
     if bridge:
         netdev += [""] + _section("Bridge", bridge)
     files[_name(name) + ".netdev"] = "\n".join(netdev) + "\n"
@@ -94,7 +84,7 @@ def render(spec, read):
         )
     files[_name(name) + ".network"] = "\n".join(network) + "\n"
 
-    vlan_children = {}
+    vlan_children: dict[str, list[str]] = {}
     for port in spec.get("ports", []):
         pname = port["name"]
         vlan = (spec.get("vlan_ports") or {}).get(pname)

@@ -10,7 +10,9 @@ The tests check the files with ``nmcli --offline`` when it is installed.
 """
 
 import uuid
+from typing import Any, Callable
 
+from salt_kvm import bridge_attrs
 from salt_kvm.persist import _common
 
 DIR = "/etc/NetworkManager/system-connections"
@@ -25,7 +27,7 @@ def _file(name):
     return f"{DIR}/salt-kvm-{name}.nmconnection"
 
 
-def owned_files(name, listdir):
+def owned_files(name: str, listdir: Callable[[str], list[str]]) -> list[str]:
     prefix = f"salt-kvm-{name}"
     return [
         f"{DIR}/{f}"
@@ -36,6 +38,11 @@ def owned_files(name, listdir):
 
 def _uuid(*parts):
     return str(uuid.uuid5(_NS, "/".join(parts)))
+
+
+def _whole_seconds(value):
+    """NetworkManager's bridge timers are whole seconds."""
+    return int(round(float(value)))
 
 
 def _bool(value):
@@ -70,31 +77,17 @@ def _ip(addresses, gateway, routes, v6):
     return items
 
 
-def render(spec, read):
+def render(spec: dict, read: Any) -> dict[str, str]:
     name = spec["name"]
     head = _common.header(spec)
     v4, v6 = _common.split_addresses(spec.get("addresses"))
     r4, r6 = _common.split_routes(spec.get("routes"))
-    bridge = []
-    for key, opt in (
-        ("stp", "stp"),
-        ("vlan_filtering", "vlan-filtering"),
-        ("mcast_snooping", "multicast-snooping"),
-    ):
-        if key in spec:
-            bridge.append((opt, _bool(spec[key])))
-    for key, opt in (
-        ("forward_delay", "forward-delay"),
-        ("hello_time", "hello-time"),
-        ("max_age", "max-age"),
-        ("ageing_time", "ageing-time"),
-    ):
-        if key in spec:
-            bridge.append((opt, int(round(float(spec[key])))))
-    if "priority" in spec:
-        bridge.append(("priority", spec["priority"]))
-    if "default_pvid" in spec:
-        bridge.append(("vlan-default-pvid", spec["default_pvid"]))
+    bridge = [
+        (how.name, value)
+        for _order, _attr, how, value in bridge_attrs.persisted(
+            "networkmanager", spec, words=("false", "true"), timer=_whole_seconds
+        )
+    ]
     sections = [
         (
             "connection",

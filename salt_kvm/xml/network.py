@@ -23,18 +23,14 @@ from typing import Any, Iterable, Optional
 
 from lxml import etree
 
+from salt_kvm import network_modes
 from salt_kvm.xml.base import Attr, Text, XmlModel, parse
 
 #: pillar mode -> libvirt ``<forward mode>`` (``isolated`` has no ``<forward>``)
-FORWARD_MODES = {
-    "nat": "nat",
-    "route": "route",
-    "open": "open",
-    "bridge": "bridge",
-    "isolated": None,
-}
+#: (the rows of :mod:`salt_kvm.network_modes`)
+FORWARD_MODES = network_modes.FORWARD
 #: modes in which libvirt runs its own bridge, addresses and dnsmasq
-MANAGED_MODES = ("nat", "route", "open", "isolated")
+MANAGED_MODES = network_modes.MANAGED
 
 
 def _remove(node):

@@ -16,12 +16,12 @@ import sys
 
 import pytest
 
-from salt_kvm import schema
+from salt_kvm import bridge_attrs, network_modes, pool_types, schema
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "docs", "_ext"))
 
-import kvm_pillar_reference as ref  # pylint: disable=wrong-import-position
+import kvm_pillar_reference as ref  # noqa: E402  # pylint: disable=wrong-import-position
 
 #: loader module file -> the name docs/conf.py imports it under for autodoc
 LOADER_MODULES = {
@@ -174,3 +174,23 @@ def test_every_pillar_key_is_in_the_built_pillar_page(built_docs):
     text = re.sub(r"<[^>]+>", "", html).replace("&lt;", "<").replace("&gt;", ">")
     missing = [e.path for e in ref.entries() if e.path not in text]
     assert not missing, f"not in the built pillar page: {missing}"
+
+
+#: loader function -> the table whose every row its docstring lists (the tables are the truth;
+#: a row added without the docstring fails here)
+DOCSTRING_TABLES = {
+    ("_states/kvm.py", "bridge_present"): bridge_attrs.KEYS,
+    ("_modules/kvm.py", "bridge_show"): bridge_attrs.KEYS,
+    ("_states/kvm.py", "network_present"): network_modes.NAMES,
+    ("_modules/kvm.py", "network_define"): network_modes.NAMES,
+    ("_modules/kvm.py", "pool_define"): pool_types.NAMES,
+}
+
+
+@pytest.mark.parametrize("where", sorted(DOCSTRING_TABLES), ids="/".join)
+def test_state_docstrings_list_every_row_of_the_tables(where):
+    relpath, name = where
+    funcs = {f.name: f for f in _public_functions(relpath)}
+    doc = re.sub(r"\s+", " ", ast.get_docstring(funcs[name]) or "")
+    missing = [row for row in DOCSTRING_TABLES[where] if not re.search(rf"\b{row}\b", doc)]
+    assert not missing, f"{relpath} {name}: the docstring does not list {missing}"

@@ -7,7 +7,7 @@ modules ``_modules``, ``_states``, ``_runners``, ``_grains``, ``_output``):
   ``salt_kvm/errors.py`` or one of Salt's (``CommandExecutionError``,
   ``SaltInvocationError``, ...); for ``InvalidInput(path, MSG)`` the message is
   the second argument;
-* ``errors.add(path, MSG)`` in ``salt_kvm/schema.py`` (the pillar schema's messages);
+* ``errors.add(path, MSG)`` in ``salt_kvm/schema/*.py`` (the pillar schema's messages);
 * ``raise ValueError(MSG)`` in ``salt_kvm/units.py`` (sizes and durations; the
   schema shows these as they are);
 * ``return False, MSG`` in a ``__virtual__`` / ``virtual`` function (why ``kvm``
@@ -139,7 +139,7 @@ def _message_nodes(path, tree, classes):
             elif "message" in keyword:
                 yield node.lineno, keyword["message"]
         elif (
-            rel == os.path.join("salt_kvm", "schema.py")
+            rel.startswith(os.path.join("salt_kvm", "schema", ""))
             and isinstance(node, ast.Call)
             and isinstance(node.func, ast.Attribute)
             and node.func.attr == "add"

@@ -188,7 +188,10 @@ def test_ifupdown_output_parses_with_ifquery(case, tmp_path):
 @pytest.mark.kernel
 @pytest.mark.skipif(
     not shutil.which("nmcli"),
-    reason="nmcli (Debian package network-manager) is not installed; make test-kernel installs it and runs this test",
+    reason=(
+        "nmcli (Debian package network-manager) is not installed; make test-kernel installs it "
+        "and runs this test"
+    ),
 )
 @pytest.mark.parametrize("case", sorted(SPECS))
 def test_networkmanager_keyfiles_parse_with_nmcli_offline(case, tmp_path):

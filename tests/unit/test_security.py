@@ -62,7 +62,9 @@ def dotted(node):
 def test_there_are_sources_to_check():
     files = [str(p.relative_to(REPO)) for p in sources()]
     assert (
-        "salt_kvm/schema.py" in files and "_modules/kvm.py" in files and "_states/kvm.py" in files
+        "salt_kvm/schema/fields.py" in files
+        and "_modules/kvm.py" in files
+        and "_states/kvm.py" in files
     )
 
 

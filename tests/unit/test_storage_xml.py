@@ -187,17 +187,25 @@ def test_xml_builder_escapes_names():
 
 KEPT = {
     "dir": """<pool type='dir'><name>p</name><uuid>6c1e9f59-7c8a-4a41-9d1a-1f8f2c0e4d21</uuid>
-      <capacity unit='bytes'>10</capacity><allocation unit='bytes'>1</allocation><available unit='bytes'>9</available>
-      <source/><target><path>/srv/a</path><permissions><mode>0750</mode><owner>64055</owner><group>64055</group>
+      <capacity unit='bytes'>10</capacity><allocation unit='bytes'>1</allocation>
+      <available unit='bytes'>9</available>
+      <source/><target><path>/srv/a</path><permissions><mode>0750</mode><owner>64055</owner>
+      <group>64055</group>
       <label>system_u:object_r:virt_image_t:s0</label></permissions></target></pool>""",
-    "netfs": """<pool type='netfs' xmlns:fs='http://libvirt.org/schemas/storagepool/fs/1.0'><name>p</name>
-      <source><host name='198.51.100.5'/><dir path='/export'/><format type='nfs'/><protocol ver='4'/></source>
-      <target><path>/mnt/p</path></target><fs:mount_opts><fs:option name='sync'/></fs:mount_opts></pool>""",
-    "scsi": """<pool type='scsi'><name>p</name><source><adapter type='scsi_host' name='host0'/></source>
+    "netfs": """<pool type='netfs' xmlns:fs='http://libvirt.org/schemas/storagepool/fs/1.0'>
+      <name>p</name>
+      <source><host name='198.51.100.5'/><dir path='/export'/><format type='nfs'/>
+      <protocol ver='4'/></source>
+      <target><path>/mnt/p</path></target><fs:mount_opts><fs:option name='sync'/></fs:mount_opts>
+      </pool>""",
+    "scsi": """<pool type='scsi'><name>p</name><source><adapter type='scsi_host' name='host0'/>
+      </source>
       <target><path>/dev/disk/by-path</path></target></pool>""",
-    "rbd": """<pool type='rbd' xmlns:rbd='http://libvirt.org/schemas/storagepool/rbd/1.0'><name>p</name>
+    "rbd": """<pool type='rbd' xmlns:rbd='http://libvirt.org/schemas/storagepool/rbd/1.0'>
+      <name>p</name>
       <source><host name='198.51.100.7' port='6789'/><name>rbdpool</name></source>
-      <rbd:config_opts><rbd:option name='client_mount_timeout' value='45'/></rbd:config_opts></pool>""",
+      <rbd:config_opts><rbd:option name='client_mount_timeout' value='45'/></rbd:config_opts>
+      </pool>""",
 }
 
 
