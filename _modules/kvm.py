@@ -37,7 +37,8 @@ def __virtual__():
     if _IMPORT_ERROR:
         return (
             False,
-            f"kvm: the salt_kvm library is missing ({_IMPORT_ERROR}); install salt-kvm with pip / salt-pip",
+            f"kvm: the salt_kvm library is missing ({_IMPORT_ERROR}); "
+            "install salt-kvm with pip / salt-pip",
         )
     return _glue.virtual(__virtualname__)
 
@@ -812,8 +813,11 @@ def vm_define(name, **spec):
 
     .. code-block:: bash
 
-        salt '*' kvm.vm_define web01 memory=1G vcpus=2 disks='[{pool: default, volume: web01.qcow2}]' nics='[{bridge: br0}]'
-        salt '*' kvm.vm_define web02 memory=1G vcpus=1 firmware=uefi graphics='{type: vnc, password: s3cret}' cloud_init='{user_data: {runcmd: [echo hi]}}'
+        salt '*' kvm.vm_define web01 memory=1G vcpus=2 \\
+            disks='[{pool: default, volume: web01.qcow2}]' nics='[{bridge: br0}]'
+        salt '*' kvm.vm_define web02 memory=1G vcpus=1 firmware=uefi \\
+            graphics='{type: vnc, password: s3cret}' \\
+            cloud_init='{user_data: {runcmd: [echo hi]}}'
     """
     spec = {k: v for k, v in spec.items() if not k.startswith("__")}
     return _call(_vm().vm_define, _session(), name, **spec)
@@ -1239,7 +1243,8 @@ def topology(format="dot", path=None, netns=None, parts=None, names=None):  # py
 
         salt '*' kvm.topology
         salt '*' kvm.topology format=svg path=/tmp/host.svg
-        salt '*' kvm.topology format=png path=/tmp/storage.png parts=storage,vms names='web*,default'
+        salt '*' kvm.topology format=png path=/tmp/storage.png parts=storage,vms \\
+            names='web*,default'
     """
     from salt_kvm import topology as topo  # pylint: disable=import-outside-toplevel
 

@@ -35,7 +35,8 @@ def __virtual__():
     if _IMPORT_ERROR:
         return (
             False,
-            f"kvm runner: the salt_kvm library is missing ({_IMPORT_ERROR}); install salt-kvm with pip",
+            f"kvm runner: the salt_kvm library is missing ({_IMPORT_ERROR}); "
+            "install salt-kvm with pip",
         )
     return __virtualname__
 

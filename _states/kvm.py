@@ -30,7 +30,8 @@ def __virtual__():
     if _IMPORT_ERROR:
         return (
             False,
-            f"kvm: the salt_kvm library is missing ({_IMPORT_ERROR}); install salt-kvm with pip / salt-pip",
+            f"kvm: the salt_kvm library is missing ({_IMPORT_ERROR}); "
+            "install salt-kvm with pip / salt-pip",
         )
     return _glue.virtual(__virtualname__)
 
@@ -45,7 +46,8 @@ def _test():
 
 
 def _progress():
-    """Where long work reports progress: the minion log and ``salt/kvm/progress/<operation>`` events."""
+    """Where long work reports progress: the minion log and
+    ``salt/kvm/progress/<operation>`` events."""
     from salt_kvm import progress  # pylint: disable=import-outside-toplevel
 
     return progress.salt_channel(__opts__, __salt__)

@@ -93,7 +93,7 @@ def _load_networks(session):
             live = net.XMLDesc(0)
             config = net.XMLDesc(lv.VIR_NETWORK_XML_INACTIVE) if active and persistent else live
             autostart = bool(net.autostart()) if persistent else False
-        except lv.libvirtError:  # it went away while we listed (another run); skip it
+        except lv.libvirtError:  # raw: it went away while we listed (another run); skip it
             continue
         out[name] = {
             "name": name,
@@ -125,7 +125,7 @@ def _load_domains(session):
                     "interfaces": netxml.domain_interfaces(dom.XMLDesc(0)),
                 }
             )
-        except lv.libvirtError:  # it went away while we listed (another run); skip it
+        except lv.libvirtError:  # raw: it went away while we listed (another run); skip it
             continue
     return out
 

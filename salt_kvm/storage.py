@@ -68,7 +68,7 @@ def _load_pools(session):
                 "autostart": bool(pool.autostart()),
                 "persistent": bool(pool.isPersistent()),
             }
-        except libvirt.libvirtError:  # vanished while listing
+        except libvirt.libvirtError:  # raw: vanished while listing
             continue
     return out
 
@@ -353,7 +353,7 @@ def _find_secret(session, pool_name):
     for usage_type in (libvirt.VIR_SECRET_USAGE_TYPE_ISCSI, libvirt.VIR_SECRET_USAGE_TYPE_CEPH):
         try:
             return session.conn.secretLookupByUsage(usage_type, usage)
-        except libvirt.libvirtError:
+        except libvirt.libvirtError:  # raw: not found under this usage type: try the next one
             continue
     return None
 
@@ -366,7 +366,7 @@ def _secret_state(session, pool_name, auth):
         return "create"
     try:
         model = sxml.Secret(secret.XMLDesc(0))
-    except libvirt.libvirtError:
+    except libvirt.libvirtError:  # raw: an unreadable secret is rewritten
         return "update"
     want_type = "ceph" if auth["type"] == "ceph" else "iscsi"
     if model.usage_type != want_type:
@@ -807,7 +807,8 @@ class PoolResource(plan.Resource):
                     pool.create(0)
                 pool.setAutostart(1 if before["autostart"] else 0)
                 done.append("the previous definition" + (", running" if before["running"] else ""))
-            except libvirt.libvirtError as exc:  # logged, not raised: restore says it could not
+            # raw: logged, not raised: restore says it could not
+            except libvirt.libvirtError as exc:
                 log.warning("restoring pool %s failed: %s", self.name, libvirt_message(exc))
                 return None
         invalidate(self.session)
@@ -906,6 +907,7 @@ def _purge(session, name, entry, force):
         if row.purge_storage:
             try:
                 pool.delete(0)
+            # raw: re-raised unless this pool type's delete may fail
             except libvirt.libvirtError as exc:
                 if not row.purge_storage_may_fail:
                     raise

@@ -41,7 +41,7 @@ import tempfile
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import Any, Optional
+from typing import Any, Optional, cast
 
 from salt_kvm import depends, journal, plan, pool_types, schema, units
 from salt_kvm import progress as progress_mod
@@ -113,7 +113,7 @@ def _patch(session, pool, name, vol=None):
         return
     try:
         listing[name] = {"obj": vol, "xml": vol.XMLDesc(0)}
-    except libvirt.libvirtError:
+    except libvirt.libvirtError:  # raw: the entry is dropped; the next read lists the pool again
         _invalidate(session, pool)
 
 
@@ -799,7 +799,7 @@ def _running_disk_targets(session, path):
     for dom in session.conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
         try:
             root = parse(dom.XMLDesc(0))
-        except libvirt.libvirtError:
+        except libvirt.libvirtError:  # raw: a VM that went away while we listed has no disks
             continue
         for disk in root.findall("devices/disk"):
             src, tgt = disk.find("source"), disk.find("target")
@@ -869,7 +869,7 @@ def volume_resize(
     capacity = schema.validate(schema.Size(), size, "size")
     model = sxml.Volume(_lookup(session, pool, name)["xml"])
     current = model.capacity
-    capacity = stored_size(_pool_type(session, pool), model.format, capacity)
+    capacity = cast(int, stored_size(_pool_type(session, pool), model.format, capacity))
     if capacity < current - _tolerance(session, pool):
         if not force:
             raise Refused(
@@ -939,7 +939,7 @@ def volume_wipe(
         total = vol.info()[
             2
         ]  # what libvirt zeroes: the allocation (a sparse file is only truncated)
-    except libvirt.libvirtError:
+    except libvirt.libvirtError:  # raw: without info() the allocation in the XML is the total
         total = model.allocation
     reporter = progress_mod.Reporter(
         "wipe",

@@ -1082,7 +1082,7 @@ class VmResource(plan.Resource):
             remaining = {}  # written to the definition; the restart is the operator's call
         return remaining
 
-    def _restore_seed(self, old: Optional[str]) -> None:
+    def _restore_seed(self, old: Optional[dict[str, bytes]]) -> None:
         with contextlib.suppress(KvmError):
             if old is None:
                 cloudinit.remove(self.name)

@@ -49,7 +49,7 @@ def test_type_change_refused_unless_forced(tmp_path):
         session, type="fs", target=str(tmp_path), source={"devices": ["/dev/sdb"], "format": "ext4"}
     )
     with pytest.raises(Refused, match="changing its type to fs"):
-        res.plan(res.read()).changes
+        res.plan(res.read())
     ret = plan.ensure("p", res, test=True)
     assert (
         ret["result"] is False and "refused" in ret["comment"] and "force: True" in ret["comment"]
@@ -62,7 +62,7 @@ def test_source_device_change_refused_unless_forced():
     )
     res = _pool_resource(session, type="logical", source={"name": "vg", "devices": ["/dev/sdc"]})
     with pytest.raises(Refused, match=r"source.devices is \['/dev/sdb'\], declared \['/dev/sdc'\]"):
-        res.plan(res.read()).changes
+        res.plan(res.read())
 
 
 def test_target_drift_is_a_diff_and_a_restart(tmp_path, monkeypatch):
