@@ -49,7 +49,7 @@ _CONNECTION = contextvars.ContextVar("salt_kvm_connection", default=None)
 
 def _session():
     """The connection for an ad hoc call: shared within the run, fresh listings."""
-    return _glue.session(__context__, __salt__["config.get"], _CONNECTION.get()).fresh()
+    return _glue.session(__context__, __salt__["config.get"], connection=_CONNECTION.get()).fresh()
 
 
 def _call(func, *args, **kwargs):

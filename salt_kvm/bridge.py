@@ -230,7 +230,7 @@ def _tap_owners(session, host, netns, bridge=None):
 
 
 def _view(session, host, name, netns):
-    return nl.bridge_view(host, name, _tap_owners(session, host, netns, name))
+    return nl.bridge_view(host, name, vms=_tap_owners(session, host, netns, name))
 
 
 def _bridge_or_fail(host, name, netns):
@@ -638,11 +638,10 @@ class BridgeResource(plan.Resource):
         self.what = f"bridge {name!r}"
         path = path or str(name)
         self.path = path
-        self.spec = schema.validate_args(
-            schema.BRIDGE, name, kwargs, name_field=schema.IFNAME, path=path
+        self.spec = plan.declared(
+            schema.validate_args(schema.BRIDGE, name, kwargs, name_field=schema.IFNAME, path=path),
+            state_only=("absent", "force"),
         )
-        self.spec.pop("absent", None)
-        self.spec.pop("force", None)
 
     # -- read / compare ----------------------------------------------------
 
@@ -803,7 +802,7 @@ class BridgeResource(plan.Resource):
 
         if backend == "auto":
             backend = persist.detect(self.root)
-        return backend, persist.render(backend, self.persist_spec(p), self.root)
+        return backend, persist.render(backend, self.persist_spec(p), root=self.root)
 
     # -- apply -------------------------------------------------------------
 
@@ -1414,7 +1413,9 @@ def bridge_absent(
             from salt_kvm import persist as persist_mod  # pylint: disable=import-outside-toplevel
 
             persist_mod.remove(
-                persist if persist != "auto" else persist_mod.detect(root or "/"), name, root or "/"
+                persist if persist != "auto" else persist_mod.detect(root or "/"),
+                name,
+                root=root or "/",
             )
 
     if test:

@@ -310,7 +310,7 @@ def dump(ipr: Any) -> dict:
     return {"links": links, "addresses": _addresses(ipr, byindex), "routes": _routes(ipr, byindex)}
 
 
-def refresh(reader: Reader, host: dict, names: Iterable[str], addresses: bool = False) -> dict:
+def refresh(reader: Reader, host: dict, names: Iterable[str], *, addresses: bool = False) -> dict:
     """``host`` (a dump) with the links ``names`` read again; a new dump, ``host`` is not changed.
 
     ``reader`` is a :class:`Reader`. Only what one change of a bridge can
@@ -800,7 +800,7 @@ def route_view(route: dict) -> dict:
     return out
 
 
-def bridge_view(host: dict, name: str, vms: Optional[dict] = None) -> Any:  # dict or None
+def bridge_view(host: dict, name: str, *, vms: Optional[dict] = None) -> Any:  # dict or None
     """Everything ``kvm.bridge_show`` reports about bridge ``name`` (``None`` if absent)."""
     link = host["links"].get(name)
     if link is None or link["kind"] != "bridge":

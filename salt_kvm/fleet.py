@@ -349,6 +349,7 @@ def vm_action(
     tgt: Union[str, list[str]],
     vms: Any,
     fun: str,
+    *,
     args: Iterable[Any] = (),
     kwargs: Optional[dict[str, Any]] = None,
     tgt_type: str = "glob",

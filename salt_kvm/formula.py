@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from salt_kvm import schema
+from salt_kvm import plan, schema
 
 PARTS = ("bridges", "networks", "storage", "vms", "snapshots")
 
@@ -34,7 +34,7 @@ def render_bridges(tree: dict[str, Any]) -> dict[str, Any]:
     """The ``bridge_present`` / ``bridge_absent`` states of a validated pillar."""
     out = {}
     for name, spec in tree.get("bridges", {}).items():
-        args = {k: v for k, v in spec.items() if k != "absent"}
+        args = plan.declared(spec, state_only=("absent",))
         if spec.get("absent"):
             out[state_id("bridge", name)] = _state(
                 "bridge_absent", name, {"force": spec.get("force", False)}
@@ -48,7 +48,7 @@ def render_networks(tree: dict[str, Any]) -> dict[str, Any]:
     """The ``network_present`` / ``network_absent`` states of a validated pillar."""
     out = {}
     for name, spec in tree.get("networks", {}).items():
-        args = {k: v for k, v in spec.items() if k != "absent"}
+        args = plan.declared(spec, state_only=("absent",))
         if spec.get("absent"):
             out[state_id("network", name)] = _state(
                 "network_absent", name, {"force": spec.get("force", False)}
@@ -106,7 +106,7 @@ def render_storage(tree: dict[str, Any]) -> dict[str, Any]:
                 )
             else:
                 vargs = {"pool": pname}
-                vargs.update({k: v for k, v in vspec.items() if k != "absent"})
+                vargs.update(plan.declared(vspec, state_only=("absent",)))
                 out[vid] = _state("volume_present", vname, vargs, requires=reqs)
     return out
 
@@ -136,7 +136,7 @@ def render_vms(tree: dict[str, Any]) -> dict[str, Any]:
                 reqs.append(("kvm", state_id("bridge", nic["bridge"])))
             if nic.get("network") in tree.get("networks", {}):
                 reqs.append(("kvm", state_id("network", nic["network"])))
-        args = {k: v for k, v in spec.items() if k not in ("absent", "purge", "state")}
+        args = plan.declared(spec, state_only=("absent", "purge", "state"))
         if "state" in spec:
             args["run_state"] = spec["state"]  # Salt reserves ``state`` in a state's arguments
         out[state_id("vm", name)] = _state(

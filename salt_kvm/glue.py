@@ -51,6 +51,7 @@ def virtual(virtualname: str) -> Union[str, tuple[bool, str]]:
 def session(
     context: dict[str, Any],
     config_get: Callable[..., Any],
+    *,
     connection: Optional[str] = None,
 ) -> conn.Session:
     """The run's :class:`~salt_kvm.conn.Session` (uri from ``kvm:connection:uri``).

@@ -259,7 +259,7 @@ def network_show(session: Any, name: str) -> dict[str, Any]:
 
 def _validated(name, kwargs):
     spec = schema.validate_args(schema.NETWORK, name, kwargs, name_field=schema.OBJNAME)
-    return {k: v for k, v in spec.items() if k not in STATE_ONLY_KEYS}
+    return plan.declared(spec, state_only=STATE_ONLY_KEYS)
 
 
 def network_define(session: Any, name: str, **kwargs: Any) -> dict[str, Any]:
@@ -537,6 +537,7 @@ class NetworkResource(plan.Resource):
         session: Any,
         name: str,
         spec: dict[str, Any],
+        *,
         restart: bool = False,
         test: bool = False,
     ) -> None:
@@ -823,9 +824,9 @@ def network_present(
         full = schema.validate_args(schema.NETWORK, name, kwargs, name_field=schema.OBJNAME)
     except InvalidInput as exc:
         return plan.state_return(name, False, comment=f"network '{name}': {exc}")
-    spec = {k: v for k, v in full.items() if k not in STATE_ONLY_KEYS}
+    spec = plan.declared(full, state_only=STATE_ONLY_KEYS)
     resource = NetworkResource(session, name, spec, restart=full.get("restart", False), test=test)
-    return plan.ensure(name, resource, test)
+    return plan.ensure(name, resource, test=test)
 
 
 def network_absent(

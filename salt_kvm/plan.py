@@ -64,7 +64,7 @@ def normalise(value: Any) -> Any:
 
 
 def diff(
-    current: Optional[Mapping[str, Any]], desired: Mapping[str, Any], ignore_unset: bool = True
+    current: Optional[Mapping[str, Any]], desired: Mapping[str, Any], *, ignore_unset: bool = True
 ) -> Changes:
     """``{key: {"old": current[key], "new": desired[key]}}`` for every differing key.
 
@@ -284,7 +284,7 @@ def _check_unchanged(resource: Resource, before: Optional[dict[str, Any]], step:
         )
 
 
-def ensure(name: str, resource: Resource, test: bool = False) -> dict[str, Any]:
+def ensure(name: str, resource: Resource, *, test: bool = False) -> dict[str, Any]:
     """Run ``resource`` through the engine; return Salt's state return dict."""
     what = resource.what
     fingerprint = _fingerprint(resource) if _strict() else None
@@ -348,6 +348,7 @@ def absent(
     what: str,
     exists: Callable[[], Any],
     remove: Callable[[Any], Any],
+    *,
     test: bool = False,
     guard: Optional[Callable[[Any], Any]] = None,
 ) -> dict[str, Any]:

@@ -573,7 +573,11 @@ def snapshot_create(
             (t, k, plan["overlays"].get(t), "qcow2" if k == EXTERNAL else None) for t, k in disks
         ]
     xml = xsnap.build(
-        name, args.get("description"), memory_mode, plan["memory_file"], disks or None
+        name,
+        args.get("description"),
+        memory=memory_mode,
+        memory_file=plan["memory_file"],
+        disks=disks or None,
     )
     try:
         dom.snapshotCreateXML(xml, flags)
@@ -880,8 +884,8 @@ def _libvirt_delete_external(dom, vm, entry, progress=None):
         "merge",
         f"deleting external snapshot '{entry.name}' of VM '{vm}' "
         f"(libvirt merges {', '.join(targets)})",
-        None,
-        progress,
+        total=None,
+        progress=progress,
         fields={"vm": vm, "snapshot": entry.name, "disk": ",".join(targets)},
         logger=log,
     )
@@ -1013,8 +1017,8 @@ def merge_external(
         reporter = _progress.Reporter(
             "merge",
             f"merging {overlay} into {base} (snapshot '{entry.name}' of VM '{vm}', disk {target})",
-            sizes.get(overlay),
-            progress,
+            total=sizes.get(overlay),
+            progress=progress,
             fields={
                 "vm": vm,
                 "snapshot": entry.name,
@@ -1184,7 +1188,7 @@ def snapshot_present(
         return state_return(vm, False, comment=f"{what}: {exc}")
     if "snapshot" not in args:
         return state_return(vm, False, comment=f"VM '{vm}': snapshot is required")
-    return ensure(vm, SnapshotResource(session, vm, args), test)
+    return ensure(vm, SnapshotResource(session, vm, args), test=test)
 
 
 class SnapshotResource(Resource):
@@ -1301,7 +1305,7 @@ def snapshot_absent(
         )
         _invalidate(session)
 
-    return _plan_absent(vm, what, exists, remove, test)
+    return _plan_absent(vm, what, exists, remove, test=test)
 
 
 def snapshots_retained(
@@ -1319,7 +1323,7 @@ def snapshots_retained(
         args = schema.validate_args(schema.RETENTION, vm, kwargs, name_field=schema.OBJNAME)
     except InvalidInput as exc:
         return state_return(vm, False, comment=f"{what}: {exc}")
-    return ensure(vm, RetentionResource(session, vm, args, progress=progress), test)
+    return ensure(vm, RetentionResource(session, vm, args, progress=progress), test=test)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1348,6 +1352,7 @@ class RetentionResource(Resource):
         session: Any,
         vm: str,
         args: dict[str, Any],
+        *,
         progress: Optional[Callable[[dict[str, Any]], Any]] = None,
     ) -> None:
         self.session, self.vm, self.args = session, vm, args

@@ -391,12 +391,12 @@ def _store_secret(session, pool_name, auth):
             secret = None
         if secret is None:
             secret = session.conn.secretDefineXML(
-                sxml.Secret.build(usage, usage_type, "salt-kvm").to_xml(), 0
+                sxml.Secret.build(usage, usage_type, description="salt-kvm").to_xml(), 0
             )
         sid = secret.UUIDString()
         desc = f"salt-kvm pool secret, hmac {_digest(sid, auth['secret'], _hmac_key(create=True))}"
         secret = session.conn.secretDefineXML(
-            sxml.Secret.build(usage, usage_type, desc, uuid=sid).to_xml(), 0
+            sxml.Secret.build(usage, usage_type, description=desc, uuid=sid).to_xml(), 0
         )
         if usage_type == "ceph":
             try:
@@ -440,7 +440,11 @@ def _define(session, name, spec, uuid=None, xml=None):
     xml = (
         xml
         or sxml.Pool.build(
-            name, spec["type"], spec.get("target"), _xml_source(name, source), uuid=uuid
+            name,
+            spec["type"],
+            target=spec.get("target"),
+            source=_xml_source(name, source),
+            uuid=uuid,
         ).to_xml()
     )
     try:
@@ -647,7 +651,7 @@ class PoolResource(plan.Resource):
         if current is None or current["type"] != spec["type"]:
             uuid = current["uuid"] if current else None
             return sxml.Pool.build(
-                self.name, spec["type"], spec.get("target"), source, uuid=uuid
+                self.name, spec["type"], target=spec.get("target"), source=source, uuid=uuid
             ).to_xml()
         return sxml.Pool(self._definition()).edit(target=spec.get("target"), source=source).to_xml()
 
@@ -837,7 +841,7 @@ def pool_present(session: Any, name: str, *, test: bool = False, **kwargs: Any) 
     except InvalidInput as exc:
         return plan.state_return(name, False, comment=f"pool '{name}': {exc}")
     resource = PoolResource(session, name, spec)
-    return plan.ensure(name, resource, test)
+    return plan.ensure(name, resource, test=test)
 
 
 def _pool_images(session, name, entry):

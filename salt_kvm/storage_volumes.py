@@ -587,7 +587,12 @@ def _stream_upload(session, vol, src, length, label, progress=None, source=None)
     sent = 0
     # the events name the volume, never the source (a URL may hold a password)
     reporter = progress_mod.Reporter(
-        "import", f"importing {label}", length, progress, fields={"volume": label}, logger=log
+        "import",
+        f"importing {label}",
+        total=length,
+        progress=progress,
+        fields={"volume": label},
+        logger=log,
     )
     reporter.start()
     try:
@@ -769,8 +774,8 @@ def volume_clone(  # pylint: disable=redefined-builtin
     reporter = progress_mod.Reporter(
         "clone",
         f"cloning {pool}/{source} to {name}",
-        model.allocation or model.capacity,
-        progress,
+        total=model.allocation or model.capacity,
+        progress=progress,
         fields={"volume": f"{pool}/{name}", "source": f"{pool}/{source}"},
         logger=log,
         cap=99,
@@ -944,8 +949,8 @@ def volume_wipe(
     reporter = progress_mod.Reporter(
         "wipe",
         f"wiping {pool}/{name}",
-        total,
-        progress,
+        total=total,
+        progress=progress,
         fields={"volume": f"{pool}/{name}"},
         logger=log,
         cap=99,
@@ -1015,6 +1020,7 @@ class VolumeResource(plan.Resource):
         pool: str,
         name: str,
         spec: dict[str, Any],
+        *,
         progress: Any = None,
     ) -> None:
         self.session, self.pool, self.name, self.spec = session, pool, name, spec
@@ -1200,7 +1206,7 @@ def volume_present(
         spec = plan.declared(spec, state_only=("absent",))
     except InvalidInput as exc:
         return plan.state_return(name, False, comment=f"volume '{name}': {exc}")
-    resource = VolumeResource(session, pool, name, spec, progress)
+    resource = VolumeResource(session, pool, name, spec, progress=progress)
     try:
         _pool_entry(session, pool)
     except KvmError as exc:
@@ -1213,7 +1219,7 @@ def volume_present(
                 f"{resource.summary(predicted, True)} ({exc})",
             )
         return plan.state_return(name, False, comment=f"volume '{name}': {exc}")
-    return plan.ensure(name, resource, test)
+    return plan.ensure(name, resource, test=test)
 
 
 def volume_absent(

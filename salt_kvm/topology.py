@@ -128,6 +128,7 @@ class Graph:
         nid: str,
         kind: str,
         name: Any,
+        *,
         cluster: Optional[str] = None,
         details: Iterable[Any] = (),
         **data: Any,
@@ -460,7 +461,7 @@ class _Builder:
                 f"network:{name}",
                 "network",
                 name,
-                cluster,
+                cluster=cluster,
                 details=details,
                 inactive=not net["active"] or None,
                 mode=net["mode"],
@@ -485,7 +486,7 @@ class _Builder:
         for name in sorted(n for n, link in host["links"].items() if link["kind"] == "bridge"):
             if not self._bridge_kept(name, ns):
                 continue
-            view = nl.bridge_view(host, name, taps)
+            view = nl.bridge_view(host, name, vms=taps)
             details = list(view["addresses"])
             if view.get("stp"):
                 details.append("STP")
@@ -495,7 +496,7 @@ class _Builder:
                 _bridge_id(ns, name),
                 "bridge",
                 name,
-                cluster,
+                cluster=cluster,
                 details=details,
                 inactive=not view["up"] or None,
                 netns=self.netns,
@@ -510,7 +511,7 @@ class _Builder:
                         pid,
                         "tap",
                         port["name"],
-                        cluster,
+                        cluster=cluster,
                         details=[port.get("vm_mac") or port["mac"]],
                         netns=self.netns,
                     )
@@ -534,7 +535,7 @@ class _Builder:
             _port_id(ns, link),
             "nic",
             link["name"],
-            cluster,
+            cluster=cluster,
             details=details,
             inactive=not link["up"] or None,
             netns=self.netns,
@@ -574,7 +575,9 @@ class _Builder:
         cluster = self._net_cluster("")
         for _name, net in sorted(self.nets.items()):
             if net["active"] and net["bridge"] and self._bridge_kept(net["bridge"], ""):
-                self.graph.node(_bridge_id("", net["bridge"]), "bridge", net["bridge"], cluster)
+                self.graph.node(
+                    _bridge_id("", net["bridge"]), "bridge", net["bridge"], cluster=cluster
+                )
         for vm, info in sorted(self.vms.items()):
             if not info["running"]:
                 continue
@@ -582,9 +585,13 @@ class _Builder:
                 bridge = self._iface_bridge(iface)
                 if not iface["tap"] or not bridge or not self._bridge_kept(bridge, ""):
                     continue
-                bid = self.graph.node(_bridge_id("", bridge), "bridge", bridge, cluster)
+                bid = self.graph.node(_bridge_id("", bridge), "bridge", bridge, cluster=cluster)
                 tid = self.graph.node(
-                    f"tap:/{iface['tap']}", "tap", iface["tap"], cluster, details=[iface["mac"]]
+                    f"tap:/{iface['tap']}",
+                    "tap",
+                    iface["tap"],
+                    cluster=cluster,
+                    details=[iface["mac"]],
                 )
                 self.graph.edge(bid, tid, "port")
                 self.graph.edge(tid, f"vm:{vm}", "tap")
@@ -612,7 +619,7 @@ class _Builder:
                 f"vm:{vm}",
                 "vm",
                 vm,
-                cluster,
+                cluster=cluster,
                 details=details,
                 inactive=not info["running"] or None,
                 state=info["state"],
@@ -631,7 +638,10 @@ class _Builder:
                 elif iface["type"] == "direct" and iface["dev"]:
                     if "bridges" in self.parts and not self.netns:
                         self.graph.node(
-                            f"nic:/{iface['dev']}", "nic", iface["dev"], self._net_cluster("")
+                            f"nic:/{iface['dev']}",
+                            "nic",
+                            iface["dev"],
+                            cluster=self._net_cluster(""),
                         )
                     self.graph.edge(vid, f"nic:/{iface['dev']}", "interface", label=iface["mac"])
 
@@ -656,7 +666,7 @@ class _Builder:
                 f"pool:{name}",
                 "pool",
                 name,
-                cluster,
+                cluster=cluster,
                 details=details,
                 inactive=not entry["active"] or None,
                 type=pool.type,
@@ -684,7 +694,7 @@ class _Builder:
                     f"volume:{name}/{vname}",
                     "volume",
                     vname,
-                    cluster,
+                    cluster=cluster,
                     details=details,
                     pool=name,
                     path=model.path,
@@ -718,7 +728,7 @@ class _Builder:
             f"image:{path}",
             "image",
             base or path,
-            cluster,
+            cluster=cluster,
             details=[directory] if directory else [],
             path=path,
         )
@@ -746,7 +756,7 @@ class _Builder:
             f"snapshot:{vm}/{snap['name']}",
             "snapshot",
             snap["name"],
-            cluster,
+            cluster=cluster,
             details=details,
             vm=vm,
             current=snap["current"] or None,

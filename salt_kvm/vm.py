@@ -896,7 +896,9 @@ class VmPlan:
 
 
 class VmResource(plan.Resource):
-    def __init__(self, session: Any, name: str, spec: dict[str, Any], test: bool = False) -> None:
+    def __init__(
+        self, session: Any, name: str, spec: dict[str, Any], *, test: bool = False
+    ) -> None:
         self.session, self.name, self.spec, self.test = session, name, spec, test
         self.what = f"VM '{name}'"
 
@@ -939,7 +941,7 @@ class VmResource(plan.Resource):
             spec,
             current_xmls=(current["xml"], current["live"]) if current else (),
         )
-        new_volumes = vm_live.new_volumes(self.session, self.name, spec, self.test)
+        new_volumes = vm_live.new_volumes(self.session, self.name, spec, test=self.test)
         if current is None:
             note = self._check_disks()
             new = {k: spec[k] for k in NEW_KEYS if spec.get(k) is not None}
@@ -1018,7 +1020,7 @@ class VmResource(plan.Resource):
         if "volumes" in changes:
             made: list[tuple[str, str]] = []
             undo.record("made", made)  # filled as they are made: a failure half-way has the rest
-            vm_live.make_volumes(self.session, self.name, spec, made)
+            vm_live.make_volumes(self.session, self.name, spec, made=made)
         undo.record("old_seed", cloudinit.read(cloudinit.seed_path(self.name)))
         if spec.get("cloud_init"):
             cloudinit.ensure(self.name, spec["cloud_init"])
@@ -1186,7 +1188,7 @@ def vm_present(
         spec = plan.declared(spec, state_only=("absent", "purge"))
     except InvalidInput as exc:
         return plan.state_return(name, False, comment=f"VM '{name}': {exc}")
-    return plan.ensure(name, VmResource(session, name, spec, test), test)
+    return plan.ensure(name, VmResource(session, name, spec, test=test), test=test)
 
 
 def vm_absent(

@@ -325,7 +325,7 @@ def apply_ops(dom: Any, ops: list[Op], inactive: Any) -> list[tuple[Op, str]]:
 
 
 def new_volumes(
-    session: Session, vm: str, spec: dict[str, Any], test: bool = False
+    session: Session, vm: str, spec: dict[str, Any], *, test: bool = False
 ) -> list[dict[str, Any]]:
     """``[{index, disk, label}]``: the declared disks whose volume is missing and that say how to
     make it (``size`` or ``backing``). A pool that does not exist (yet) is left to the disk
@@ -357,6 +357,7 @@ def make_volumes(
     session: Session,
     vm: str,
     spec: dict[str, Any],
+    *,
     made: Optional[list[tuple[str, str]]] = None,
 ) -> None:
     """Make the missing volumes of :func:`new_volumes` with

@@ -18,6 +18,11 @@ import pytest
 
 from tests.support import sandbox
 
+# every resource keeps plan.py's contract (no state of its own between the
+# engine's calls); the engine checks it in this process and in every salt-call
+# and minion the tests start, which inherit the environment
+os.environ.setdefault("KVT_STRICT_CONTRACT", "1")
+
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 # Salt's log handlers flush at interpreter exit after pytest closed the streams;

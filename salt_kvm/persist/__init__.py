@@ -78,7 +78,7 @@ def read(path: str) -> Optional[str]:
         raise KvmError(f"persist: cannot read {path}: {exc.strerror}") from None
 
 
-def render(backend: str, spec: dict, root: str = "/") -> dict[str, str]:
+def render(backend: str, spec: dict, *, root: str = "/") -> dict[str, str]:
     """``{absolute path: content}`` for bridge ``spec`` (content ``None``: remove the file)."""
     mod = _module(backend)
     files = mod.render(spec, lambda p: read(_path(root, p)))
@@ -137,7 +137,7 @@ def restore(backup: dict[str, Optional[str]]) -> None:
                 handle.write(content)
 
 
-def remove(backend: str, name: str, root: str = "/") -> list[str]:
+def remove(backend: str, name: str, *, root: str = "/") -> list[str]:
     """Remove the files salt-kvm wrote for bridge ``name``; return their paths."""
     mod = _module(backend)
     removed = []

@@ -112,6 +112,7 @@ class Str(Field):
         self,
         pattern: Optional[str] = None,
         max_len: int = 255,
+        *,
         what: str = "a valid value",
         min_len: int = 1,
         **kw: typing.Any,
@@ -285,7 +286,7 @@ class VlanList(Field):
 
 class List(Field):
     def __init__(
-        self, item: Field, min_len: int = 0, unique: bool = False, **kw: typing.Any
+        self, item: Field, min_len: int = 0, *, unique: bool = False, **kw: typing.Any
     ) -> None:
         super().__init__(**kw)
         self.item, self.min_len, self.unique = item, min_len, unique
@@ -351,6 +352,7 @@ class Record(Field):
         self,
         fields: dict[str, Field],
         required: Iterable[str] = (),
+        *,
         check_all: Optional[Callable[[dict, str, Errors], None]] = None,
         shorthand: Optional[str] = None,
         **kw: typing.Any,

@@ -210,6 +210,7 @@ def validate_args(
     schema: Field,
     name: Any,
     kwargs: Mapping[str, Any],
+    *,
     name_field: Optional[Field] = None,
     path: Optional[str] = None,
 ) -> Any:

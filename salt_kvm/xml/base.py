@@ -93,7 +93,7 @@ class Attr(_Property):
     """The attribute ``attr`` of the element at ``path`` (``.`` is the root)."""
 
     def __init__(
-        self, path: str, attr: str, conv: Callable[[Any], Any] = str, *, default: Any = None
+        self, path: str, attr: str, *, conv: Callable[[Any], Any] = str, default: Any = None
     ) -> None:
         super().__init__(path, conv, default=default)
         self.attr = attr

@@ -70,7 +70,7 @@ class IP(XmlModel):
     ROOT = "ip"
     address = Attr(".", "address")
     netmask = Attr(".", "netmask")
-    prefix = Attr(".", "prefix", int)
+    prefix = Attr(".", "prefix", conv=int)
     family = Attr(".", "family")
     range_start = Attr("dhcp/range", "start")
     range_end = Attr("dhcp/range", "end")
@@ -192,7 +192,7 @@ class Network(XmlModel):
     forward_mode = Attr("forward", "mode")
     forward_dev = Attr("forward", "dev")
     bridge = Attr("bridge", "name")
-    mtu = Attr("mtu", "size", int)
+    mtu = Attr("mtu", "size", conv=int)
     domain = Attr("domain", "name")
     mac = Attr("mac", "address")
 

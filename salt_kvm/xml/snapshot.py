@@ -65,7 +65,7 @@ class Snapshot(XmlModel):
         return [SnapshotDisk(node) for node in self.root.findall("disks/disk")]
 
     def add_disk(
-        self, name: str, snapshot: str, file: Optional[str] = None, fmt: Optional[str] = None
+        self, name: str, snapshot: str, *, file: Optional[str] = None, fmt: Optional[str] = None
     ) -> Any:
         """Add a ``<disks><disk>`` entry (an external one with its overlay file and format)."""
         disks = self.sub("disks")
@@ -127,6 +127,7 @@ class Snapshot(XmlModel):
 def build(
     name: str,
     description: Optional[str] = None,
+    *,
     memory: Optional[str] = None,
     memory_file: Optional[str] = None,
     disks: Optional[Iterable[tuple[Any, ...]]] = None,
@@ -147,5 +148,6 @@ def build(
         if memory == EXTERNAL:
             snap.memory_file = memory_file
     for disk in disks or ():
-        snap.add_disk(*disk)
+        file, fmt = (tuple(disk[2:]) + (None, None))[:2]
+        snap.add_disk(disk[0], disk[1], file=file, fmt=fmt)
     return snap.to_xml()

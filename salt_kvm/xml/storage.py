@@ -205,6 +205,7 @@ class Pool(XmlModel):
         cls,
         name: str,
         ptype: str,
+        *,
         target: Optional[str] = None,
         source: Optional[dict[str, Any]] = None,
         uuid: Optional[str] = None,
@@ -296,6 +297,7 @@ class Secret(XmlModel):
         cls,
         usage: str,
         usage_type: str,
+        *,
         description: Optional[str] = None,
         uuid: Optional[str] = None,
     ) -> Secret:

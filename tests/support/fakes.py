@@ -125,7 +125,7 @@ def pool_entry(
     autostart: bool = False,
 ) -> dict:
     """One pool of the memoised pool listing (``storage.POOLS_KEY``), built from its XML."""
-    xml = sxml.Pool.build(name, ptype, target, source, uuid=POOL_UUID).to_xml()
+    xml = sxml.Pool.build(name, ptype, target=target, source=source, uuid=POOL_UUID).to_xml()
     return {
         "obj": FakePool(xml, name),
         "xml": xml,

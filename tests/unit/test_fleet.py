@@ -200,7 +200,7 @@ def test_vm_action_batches_and_reports_per_vm():
         }
     )
     ret = fleet.vm_action(
-        client, "hv*", "web*", "kvm.snapshot_vms", ["s"], batch="25%", expected=["hv1", "hv6"]
+        client, "hv*", "web*", "kvm.snapshot_vms", args=["s"], batch="25%", expected=["hv1", "hv6"]
     )
     ((_, tgt, fun, arg, kwargs),) = client.calls
     assert (tgt, fun, arg, kwargs["batch"]) == ("hv*", "kvm.snapshot_vms", [["web*"], "s"], "25%")
@@ -222,7 +222,8 @@ def test_vm_action_batches_and_reports_per_vm():
 
 def test_vm_action_with_no_host_fails():
     assert (
-        fleet.vm_action(FakeClient({}), "none*", "web*", "kvm.revert_vms", ["s"])["result"] is False
+        fleet.vm_action(FakeClient({}), "none*", "web*", "kvm.revert_vms", args=["s"])["result"]
+        is False
     )
 
 
@@ -268,7 +269,12 @@ def test_revert_vms_needs_a_name():
 def test_vm_action_passes_keyword_arguments():
     client = FakeClient({"hv1": {"result": True, "vms": {}}})
     fleet.vm_action(
-        client, "hv1", "web*", "kvm.snapshot_vms", ["s"], {"memory": False, "__pub_fun": "x"}
+        client,
+        "hv1",
+        "web*",
+        "kvm.snapshot_vms",
+        args=["s"],
+        kwargs={"memory": False, "__pub_fun": "x"},
     )
     assert client.calls[0][3] == [["web*"], "s", {"memory": False, "__kwarg__": True}]
 

@@ -77,7 +77,7 @@ SPECS = {
 
 
 def _render(backend, spec, root):
-    files = persist.render(backend, spec, str(root))
+    files = persist.render(backend, spec, root=str(root))
     return {os.path.relpath(path, root): content for path, content in files.items()}
 
 
@@ -98,7 +98,7 @@ def test_golden(backend, case, tmp_path):
 
 @pytest.mark.parametrize("backend", persist.BACKENDS)
 def test_write_is_idempotent_and_restorable(backend, tmp_path):
-    files = persist.render(backend, SPECS["uplink"], str(tmp_path))
+    files = persist.render(backend, SPECS["uplink"], root=str(tmp_path))
     assert set(persist.pending(files).values()) == {"missing"}
     backup = persist.write(files)
     assert persist.pending(files) == {}
@@ -111,10 +111,10 @@ def test_write_is_idempotent_and_restorable(backend, tmp_path):
 
 
 def test_remove_only_touches_our_files(tmp_path):
-    persist.write(persist.render("networkd", SPECS["uplink"], str(tmp_path)))
+    persist.write(persist.render("networkd", SPECS["uplink"], root=str(tmp_path)))
     other = tmp_path / "etc/systemd/network/20-wired.network"
     other.write_text("[Match]\nName=eno9\n")
-    removed = persist.remove("networkd", "br0", str(tmp_path))
+    removed = persist.remove("networkd", "br0", root=str(tmp_path))
     assert len(removed) == 3
     assert [p.name for p in (tmp_path / "etc/systemd/network").iterdir()] == ["20-wired.network"]
 
@@ -216,7 +216,7 @@ def test_default_route_is_written_as_a_prefix():
     )
     assert [r["via"] for r in v4] == ["192.0.2.1"] and [r["via"] for r in v6] == ["2001:db8::1"]
     for backend in persist.BACKENDS:
-        text = "".join(persist.render(backend, SPECS["routes"], "/nonexistent").values())
+        text = "".join(persist.render(backend, SPECS["routes"], root="/nonexistent").values())
         assert "0.0.0.0/0" in text and "::/0" in text
         assert (
             "=default" not in text

@@ -32,8 +32,8 @@ def reporter(clock, events, total=64 * M, interval=5.0, **kwargs):
     return progress.Reporter(
         "import",
         "importing p/v.raw",
-        total,
-        events.append,
+        total=total,
+        progress=events.append,
         fields={"volume": "p/v.raw"},
         interval=interval,
         clock=clock,
@@ -110,13 +110,21 @@ def test_interval_zero_reports_every_update(clock):
 
 def test_interval_comes_from_the_channel_when_not_given(clock):
     rep = progress.Reporter(
-        "wipe", "wiping", 10, progress.Channel(sink=None, interval=0.25), clock=clock
+        "wipe", "wiping", total=10, progress=progress.Channel(sink=None, interval=0.25), clock=clock
     )
     assert rep.interval == 0.25
-    assert progress.Reporter("wipe", "wiping", 10, None, clock=clock).interval == progress.INTERVAL
+    assert (
+        progress.Reporter("wipe", "wiping", total=10, progress=None, clock=clock).interval
+        == progress.INTERVAL
+    )
     assert (
         progress.Reporter(
-            "wipe", "wiping", 10, progress.Channel(interval=3), interval=1, clock=clock
+            "wipe",
+            "wiping",
+            total=10,
+            progress=progress.Channel(interval=3),
+            interval=1,
+            clock=clock,
         ).interval
         == 1
     )
@@ -124,7 +132,9 @@ def test_interval_comes_from_the_channel_when_not_given(clock):
 
 def test_unknown_total_reports_elapsed_only(clock, caplog):
     events = []
-    rep = progress.Reporter("wipe", "wiping p/v", None, events.append, interval=1, clock=clock)
+    rep = progress.Reporter(
+        "wipe", "wiping p/v", total=None, progress=events.append, interval=1, clock=clock
+    )
     with caplog.at_level(logging.INFO, logger="salt_kvm.progress"):
         rep.start()
         clock.tick(2)
@@ -142,7 +152,7 @@ def test_unknown_total_reports_elapsed_only(clock, caplog):
 def test_cap_keeps_an_estimate_below_100_until_done(clock):
     events = []
     rep = progress.Reporter(
-        "clone", "cloning", 10 * M, events.append, interval=0, clock=clock, cap=99
+        "clone", "cloning", total=10 * M, progress=events.append, interval=0, clock=clock, cap=99
     )
     rep.start()
     clock.tick(1)
@@ -177,7 +187,7 @@ def test_a_failing_sink_never_fails_the_work(clock):
     def sink(_data):
         raise RuntimeError("no bus")
 
-    rep = progress.Reporter("import", "importing", 10, sink, interval=0, clock=clock)
+    rep = progress.Reporter("import", "importing", total=10, progress=sink, interval=0, clock=clock)
     rep.start()
     rep.update(5)
     rep.finish()
@@ -202,7 +212,7 @@ def test_percent_of():
 
 
 def test_long_durations_in_lines(clock):
-    rep = progress.Reporter("merge", "merging", 100, None, interval=0, clock=clock)
+    rep = progress.Reporter("merge", "merging", total=100, progress=None, interval=0, clock=clock)
     rep.start()
     clock.tick(3725)
     data = rep.data("progress")
@@ -229,7 +239,7 @@ def test_watch_polls_in_the_calling_thread_and_returns_the_result(clock):
             gate.set()
         return done["n"], 10
 
-    rep = progress.Reporter("clone", "cloning", None, events.append, interval=0)
+    rep = progress.Reporter("clone", "cloning", total=None, progress=events.append, interval=0)
     assert progress.watch(work, probe, rep) == "vol"
     assert set(threads) == {threading.current_thread()}
     assert (
@@ -246,7 +256,7 @@ def test_watch_reraises_the_work_error_and_reports_failed():
     def work():
         raise ValueError("libvirt said no\nmore")
 
-    rep = progress.Reporter("wipe", "wiping", 10, events.append, interval=0)
+    rep = progress.Reporter("wipe", "wiping", total=10, progress=events.append, interval=0)
     with pytest.raises(ValueError, match="libvirt said no"):
         progress.watch(work, lambda: None, rep)
     assert events[-1]["stage"] == "failed" and events[-1]["error"] == "libvirt said no"
@@ -259,7 +269,7 @@ def test_watch_survives_a_failing_probe():
         gate.set()
         raise OSError("gone")
 
-    rep = progress.Reporter("wipe", "wiping", 10, None, interval=0)
+    rep = progress.Reporter("wipe", "wiping", total=10, progress=None, interval=0)
     assert progress.watch(lambda: gate.wait(5), probe, rep) is True
 
 
@@ -367,7 +377,7 @@ def test_salt_channel_reads_the_interval():
 
 def test_lazy_watch_is_silent_for_work_that_ends_at_once():
     events = []
-    rep = progress.Reporter("merge", "merging", None, events.append, interval=0)
+    rep = progress.Reporter("merge", "merging", total=None, progress=events.append, interval=0)
     assert progress.watch(lambda: "quick", lambda: (1, 2), rep, lazy=True) == "quick"
 
     def refused():
@@ -377,7 +387,7 @@ def test_lazy_watch_is_silent_for_work_that_ends_at_once():
         progress.watch(
             refused,
             lambda: None,
-            progress.Reporter("merge", "merging", None, events.append, interval=0),
+            progress.Reporter("merge", "merging", total=None, progress=events.append, interval=0),
             lazy=True,
         )
     assert events == []
@@ -394,7 +404,7 @@ def test_lazy_watch_reports_work_that_outlasts_a_look():
             gate.set()
         return 50, 100
 
-    rep = progress.Reporter("merge", "merging", None, events.append, interval=0)
+    rep = progress.Reporter("merge", "merging", total=None, progress=events.append, interval=0)
     progress.watch(lambda: gate.wait(5), probe, rep, lazy=True)
     assert (
         events[0]["stage"] == "start"
@@ -435,7 +445,7 @@ def test_percent_to_turns_percent_into_bytes_of_the_total(clock):
 
     events = []
     rep = progress.Reporter(
-        "merge", "merging", 200 * M, events.append, interval=0, clock=clock
+        "merge", "merging", total=200 * M, progress=events.append, interval=0, clock=clock
     ).start()
     clock.tick(1)
     snapshot._percent_to(rep)(25.0)  # pylint: disable=protected-access

@@ -98,9 +98,9 @@ def test_build_round_trips():
     xml = xsnap.build(
         "s1",
         "a <test>",
-        "external",
-        "/srv/web01.s1.mem",
-        [("vda", "external", "/srv/web01-vda.s1.qcow2", "qcow2"), ("sda", "no")],
+        memory="external",
+        memory_file="/srv/web01.s1.mem",
+        disks=[("vda", "external", "/srv/web01-vda.s1.qcow2", "qcow2"), ("sda", "no")],
     )
     snap = xsnap.Snapshot(xml)
     assert snap.name == "s1" and snap.description == "a <test>"

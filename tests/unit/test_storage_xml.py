@@ -84,7 +84,9 @@ POOLS = {
 def _xml(key, spec):
     spec = schema.validate_args(schema.POOL, f"kvt-{key}", spec, name_field=schema.OBJNAME)
     source = storage._xml_source(f"kvt-{key}", spec.get("source"))  # pylint: disable=protected-access
-    return spec, sxml.Pool.build(f"kvt-{key}", spec["type"], spec.get("target"), source).to_xml()
+    return spec, sxml.Pool.build(
+        f"kvt-{key}", spec["type"], target=spec.get("target"), source=source
+    ).to_xml()
 
 
 @pytest.mark.parametrize("key", sorted(POOLS))
@@ -108,7 +110,9 @@ def test_pool_xml_round_trips_and_hides_secrets(key):
     declared = storage._declared_source(f"kvt-{key}", spec.get("source"))  # pylint: disable=protected-access
     assert storage._source_changes(parsed.source, declared) == {}  # pylint: disable=protected-access
     # rebuilding from the parsed model gives the same document
-    again = sxml.Pool.build(parsed.name, parsed.type, parsed.target, parsed.source).to_xml()
+    again = sxml.Pool.build(
+        parsed.name, parsed.type, target=parsed.target, source=parsed.source
+    ).to_xml()
     assert again == xml
 
 
@@ -144,7 +148,7 @@ def test_secret_xml_has_no_value():
     secret = sxml.Secret.build(
         "salt-kvm/kvt-p",
         "ceph",
-        "salt-kvm pool secret",
+        description="salt-kvm pool secret",
         uuid="0b8f5b0e-1c57-4b8a-9d43-3f1b9e6a8c11",
     )
     xml = secret.to_xml()
@@ -162,8 +166,8 @@ def test_ipv6_hosts_round_trip():
     pool = sxml.Pool.build(
         "p",
         "iscsi-direct",
-        None,
-        {
+        target=None,
+        source={
             "hosts": ["[2001:db8::5]:3260", "[2001:db8::6]"],
             "devices": ["iqn.2026-01.x:y"],
             "initiator": "iqn.2026-01.x:z",
@@ -178,7 +182,7 @@ def test_ipv6_hosts_round_trip():
 
 
 def test_xml_builder_escapes_names():
-    pool = sxml.Pool.build("a<b&c", "dir", '/srv/x"<y>')
+    pool = sxml.Pool.build("a<b&c", "dir", target='/srv/x"<y>')
     xml = pool.to_xml()
     assert "a&lt;b&amp;c" in xml and sxml.Pool(xml).target == '/srv/x"<y>'
 

@@ -17,30 +17,37 @@ def sample_graph():
     backing chain used by web01, and two snapshots (the second current)."""
     g = topology.Graph("hv1")
     net = g.cluster("net", "host network")
-    g.node("nic:/eno1", "nic", "eno1", net, details=["veth"])
-    g.node("bridge:/br0", "bridge", "br0", net, details=["192.0.2.10/24"])
-    g.node("tap:/vnet0", "tap", "vnet0", net, details=["52:54:00:00:00:01"])
+    g.node("nic:/eno1", "nic", "eno1", cluster=net, details=["veth"])
+    g.node("bridge:/br0", "bridge", "br0", cluster=net, details=["192.0.2.10/24"])
+    g.node("tap:/vnet0", "tap", "vnet0", cluster=net, details=["52:54:00:00:00:01"])
     g.edge("nic:/eno1", "bridge:/br0", "port")
     g.edge("bridge:/br0", "tap:/vnet0", "port")
     g.edge("tap:/vnet0", "vm:web01", "tap")
     lv = g.cluster("libvirt", "libvirt networks")
-    g.node("network:lab", "network", "lab", lv, details=["nat", "198.51.100.1/24"], inactive=True)
+    g.node(
+        "network:lab",
+        "network",
+        "lab",
+        cluster=lv,
+        details=["nat", "198.51.100.1/24"],
+        inactive=True,
+    )
     g.edge("network:lab", "bridge:/virbr1", "bridge")  # the bridge is not drawn: dropped
     vms = g.cluster("vms", "VMs")
-    g.node("vm:web01", "vm", "web01", vms, details=["running"])
+    g.node("vm:web01", "vm", "web01", cluster=vms, details=["running"])
     g.edge("vm:web01", "network:lab", "interface", label="52:54:00:00:00:02")
     storage = g.cluster("storage", "storage")
     pool = g.cluster("pool:images", "pool images", parent=storage)
-    g.node("pool:images", "pool", "images", pool, details=["dir"])
-    g.node("volume:images/base.qcow2", "volume", "base.qcow2", pool)
-    g.node("volume:images/web01.qcow2", "volume", "web01.qcow2", pool)
+    g.node("pool:images", "pool", "images", cluster=pool, details=["dir"])
+    g.node("volume:images/base.qcow2", "volume", "base.qcow2", cluster=pool)
+    g.node("volume:images/web01.qcow2", "volume", "web01.qcow2", cluster=pool)
     g.edge("pool:images", "volume:images/base.qcow2", "volume")
     g.edge("pool:images", "volume:images/web01.qcow2", "volume")
     g.edge("volume:images/web01.qcow2", "volume:images/base.qcow2", "backing")
     g.edge("volume:images/web01.qcow2", "vm:web01", "disk", label="vda")
     snaps = g.cluster("snapshots:web01", "snapshots of web01")
-    g.node("snapshot:web01/s1", "snapshot", "s1", snaps, details=["internal"])
-    g.node("snapshot:web01/s2", "snapshot", "s2", snaps, details=["internal"], current=True)
+    g.node("snapshot:web01/s1", "snapshot", "s1", cluster=snaps, details=["internal"])
+    g.node("snapshot:web01/s2", "snapshot", "s2", cluster=snaps, details=["internal"], current=True)
     g.edge("vm:web01", "snapshot:web01/s1", "snapshot")
     g.edge("snapshot:web01/s1", "snapshot:web01/s2", "child")
     return g
@@ -75,12 +82,12 @@ def test_model_clusters_in_area_order_with_parents():
 
 def test_node_is_merged_not_replaced():
     g = topology.Graph()
-    g.node("bridge:/br0", "bridge", "br0", "net", details=["192.0.2.10/24"], mtu=1500)
+    g.node("bridge:/br0", "bridge", "br0", cluster="net", details=["192.0.2.10/24"], mtu=1500)
     g.node(
         "bridge:/br0",
         "bridge",
         "other",
-        "root",
+        cluster="root",
         details=["192.0.2.10/24", "STP"],
         mtu=9000,
         mac="52:54:00:aa:bb:cc",
@@ -95,7 +102,7 @@ def test_unused_clusters_are_left_out():
     g = topology.Graph()
     g.cluster("storage", "storage")
     g.cluster("vms", "VMs")
-    g.node("vm:a", "vm", "a", "vms")
+    g.node("vm:a", "vm", "a", cluster="vms")
     assert [c["id"] for c in g.as_dict()["clusters"]] == ["vms"]
 
 
@@ -212,7 +219,7 @@ def test_every_name_survives_graphviz():
     g = topology.Graph('host "x"')
     c = g.cluster("vms", 'VMs "all"\\')
     for i, name in enumerate(NASTY):
-        g.node(f"vm:{name}", "vm", name, c, details=[f"d{i}\\"])
+        g.node(f"vm:{name}", "vm", name, cluster=c, details=[f"d{i}\\"])
     for a, b in zip(NASTY, NASTY[1:]):
         g.edge(f"vm:{a}", f"vm:{b}", "child")
     dot = topology.render_dot(g.as_dict())
