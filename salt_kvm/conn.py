@@ -22,6 +22,19 @@ DEFAULT_URI = "qemu:///system"
 CONTEXT_KEY = "salt_kvm.session"
 
 
+#: libvirt's domain state numbers (``virDomainState``), by the names ``virsh domstate`` uses
+DOMAIN_STATES = {
+    0: "nostate",
+    1: "running",
+    2: "blocked",
+    3: "paused",
+    4: "shutdown",
+    5: "shutoff",
+    6: "crashed",
+    7: "pmsuspended",
+}
+
+
 def _import_libvirt() -> Any:
     """libvirt-python (``None`` when not installed), imported on first use.
 

@@ -25,17 +25,6 @@ from salt_kvm.errors import KvmError as KvmError  # the runner catches fleet.Kvm
 #: the drift check: what ``state.apply kvm test=True`` would change
 DRIFT_SLS = "kvm"
 
-_DOMAIN_STATES = {
-    0: "nostate",
-    1: "running",
-    2: "blocked",
-    3: "paused",
-    4: "shutdown",
-    5: "shutoff",
-    6: "crashed",
-    7: "pmsuspended",
-}
-
 
 # --- minion side -------------------------------------------------------------
 
@@ -139,7 +128,7 @@ def _vms(conn, now):
             info = dom.info()  # state, max memory KiB, memory KiB, vCPUs, CPU time
             entry = {
                 "name": dom.name(),
-                "state": _DOMAIN_STATES.get(info[0], "unknown"),
+                "state": _conn.DOMAIN_STATES.get(info[0], "unknown"),
                 "autostart": bool(dom.autostart()),
                 "vcpus": info[3],
                 "memory": info[1] * 1024,

@@ -47,23 +47,15 @@ from salt_kvm import cloudinit, depends, plan, schema, units, vm_live
 from salt_kvm import storage as pools_mod
 from salt_kvm import storage_volumes as vols_mod
 from salt_kvm import vm_platform as platform
-from salt_kvm.conn import libvirt, libvirt_errors, lookup_domain
+from salt_kvm.conn import DOMAIN_STATES, libvirt, libvirt_errors, lookup_domain
 from salt_kvm.errors import InvalidInput, KvmError, NotFound
 from salt_kvm.plan import Changes, Plan, Undo
 from salt_kvm.xml.base import parse
 
 log = logging.getLogger(__name__)
 
-STATES = {
-    0: "nostate",
-    1: "running",
-    2: "blocked",
-    3: "paused",
-    4: "shutdown",
-    5: "shutoff",
-    6: "crashed",
-    7: "pmsuspended",
-}
+#: libvirt's domain state numbers, by virsh's names
+STATES = DOMAIN_STATES
 #: where a VM's serial console is written (``console: {log: true}``)
 CONSOLE_DIR = "/var/log/libvirt/qemu"
 SHUTDOWN_TIMEOUT = 120

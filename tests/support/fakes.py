@@ -19,9 +19,10 @@ Only what the unit tests call is modelled; a missing method is an
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Iterable, Optional
 
 from salt_kvm import storage
+from salt_kvm.conn import Session
 from salt_kvm.xml import storage as sxml
 
 URI = "test:///fake"
@@ -72,9 +73,9 @@ class NoConnection:
         raise AssertionError(f"unit tests must not reach libvirt (conn.{name})")
 
 
-class FakeSession:
-    """:class:`salt_kvm.conn.Session` over prefilled listings and a fake connection;
-    ``invalidate`` forgets listings as the real session does."""
+class FakeSession(Session):
+    """:class:`salt_kvm.conn.Session` (its own ``memo``, ``invalidate``, ``fresh``) over
+    prefilled listings and a fake connection."""
 
     def __init__(
         self,
@@ -82,29 +83,14 @@ class FakeSession:
         conn: Optional[FakeConnection] = None,
         uri: str = URI,
     ) -> None:
-        self.uri = uri
-        self.cache: dict = {} if cache is None else cache
-        self._conn: Any = NoConnection() if conn is None else conn
+        super().__init__(uri)
+        if cache is not None:
+            self.cache = cache
+        self._conn = NoConnection() if conn is None else conn
 
     @property
     def conn(self) -> Any:
         return self._conn
-
-    def memo(self, key: str, loader: Callable[[], Any]) -> Any:
-        if key not in self.cache:
-            self.cache[key] = loader()
-        return self.cache[key]
-
-    def invalidate(self, prefix: Optional[str] = None) -> None:
-        if prefix is None:
-            self.cache.clear()
-            return
-        for key in [k for k in self.cache if str(k).startswith(prefix)]:
-            del self.cache[key]
-
-    def fresh(self) -> FakeSession:
-        self.cache.clear()
-        return self
 
     def close(self) -> None:
         self.cache.clear()
