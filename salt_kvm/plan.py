@@ -9,7 +9,9 @@ return dict (``name``, ``result``, ``changes``, ``comment``)::
     if not plan.changes:  -> result True, "already as declared"
     if test:              -> result None, plan.changes, resource.summary(plan, test=True)
     undo = Undo()
-    resource.apply(plan, undo)                 # does what the plan says, records in undo
+    resource.apply(plan, undo)                 # does what the plan says, records in undo;
+                                               # returns the plan of what it did when a part
+                                               # was left pending (a detach never answered)
                                                # (returns a revised Plan if not all was done)
     after = resource.read()
     resource.verify(plan, after)               # what still differs (default: plan(after))
