@@ -12,7 +12,6 @@ return dict (``name``, ``result``, ``changes``, ``comment``)::
     resource.apply(plan, undo)                 # does what the plan says, records in undo;
                                                # returns the plan of what it did when a part
                                                # was left pending (a detach never answered)
-                                               # (returns a revised Plan if not all was done)
     after = resource.read()
     resource.verify(plan, after)               # what still differs (default: plan(after))
     failure -> resource.restore(current, undo) # puts the host back, says what it did
