@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 PYTEST := $(PY) -m pytest
 
-.PHONY: all host venv install dist lint test test-guest test-kernel test-robust test-unit test-functional test-integration demo docs docs-shots bench sweep clean
+.PHONY: all host venv install dist lint test test-docs test-guest test-kernel test-robust test-unit test-functional test-integration demo docs docs-shots bench sweep clean
 
 all: test
 
@@ -46,9 +46,16 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/bandit -q -ll -r salt_kvm _modules _states _runners _grains _output
 
-# everything but the real-guest tier (make test-guest), which CI runs next
+# everything but the executed docs (make test-docs) and the real-guest tier (make test-guest),
+# which CI runs next
 test: lint install sweep
-	$(PYTEST) tests/unit tests/functional tests/integration --ignore-glob='*/test_guest_*.py' --durations=20
+	$(PYTEST) tests/unit tests/functional tests/integration --ignore-glob='*/test_guest_*.py' \
+		--ignore-glob='*/test_docs_commands.py' --ignore-glob='*/test_docs_examples.py' --durations=20
+
+# the docs, executed: every command of the README and the docs run in a private docs host
+# (its own libvirtd, salt-master and minion), every example pillar applied twice for real
+test-docs: install sweep
+	$(PYTEST) tests/functional/test_docs_commands.py tests/functional/test_docs_examples.py
 
 # real Linux guests (Debian's kernel + a busybox initramfs, or a small debootstrap
 # Debian; TCG where nested KVM does not boot Linux): what a running VM sees
