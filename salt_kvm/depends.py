@@ -344,6 +344,16 @@ def scan(session: Any, pools: Optional[dict[str, Any]] = None) -> Index:
     return index
 
 
+def in_use(
+    index: Index, ident: Any, *, exclude_images: Iterable[str] = (), owner: Optional[str] = None
+) -> tuple[list[str], list[str]]:
+    """The one rule of what keeps an image busy: ``(VMs that have it as a disk, images built
+    on it)``. Images in ``exclude_images`` (the volume itself, its own pool, a VM's own chain)
+    are no children; with ``owner``, VM ``owner`` itself (its disks and snapshots) is no user."""
+    users = [u for u in index.used_by(ident) if not (owner and owned_by(u, owner))]
+    return users, index.backing_of(ident, exclude=exclude_images)
+
+
 def guard(
     index: Index,
     ident: Any,
@@ -352,20 +362,18 @@ def guard(
     force: bool,
     *,
     flag: str = "force: True",
-    exclude_users: Iterable[str] = (),
     exclude_images: Iterable[str] = (),
 ) -> None:
     """Refuse ``doing`` to ``what`` (identity ``ident``) while a VM uses it or an image
-    builds on it."""
+    builds on it (:func:`in_use`)."""
     if force:
         return
-    users = [u for u in index.used_by(ident) if u not in exclude_users]
+    users, backs = in_use(index, ident, exclude_images=exclude_images)
     if users:
         raise Refused(
             f"{what} is used by VM {', '.join(users)}; {doing} it would lose its data "
             f"({flag} to do it anyway)"
         )
-    backs = index.backing_of(ident, exclude=exclude_images)
     if backs:
         raise Refused(
             f"{what} is the backing file of {', '.join(backs)}; {doing} it would break them "

@@ -868,8 +868,6 @@ def _pool_images(session, name, entry):
 def _guard_purge(session, name, entry):
     """Refuse to purge a pool while a VM uses one of its volumes or an image outside it builds on
     one."""
-    from salt_kvm import storage_volumes  # pylint: disable=import-outside-toplevel  # imports this
-
     images = _pool_images(session, name, entry)
     if not images:
         return
@@ -877,7 +875,7 @@ def _guard_purge(session, name, entry):
     mine = list(images.values())
     busy = []
     for vname, ident in sorted(images.items()):
-        users, backs = storage_volumes.in_use(index, ident, exclude_images=mine)
+        users, backs = depends.in_use(index, ident, exclude_images=mine)
         if users:
             busy.append(f"{vname} (used by {', '.join(users)})")
         if backs:

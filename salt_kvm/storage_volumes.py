@@ -887,34 +887,14 @@ def volume_resize(
     return volume_show(session, pool, name)
 
 
-def in_use(
-    index: Any, ident: Any, *, exclude_images: Any = (), owner: Optional[str] = None
-) -> tuple[list[str], list[str]]:
-    """The one rule of what keeps an image busy: ``(VMs that have it as a disk, images built
-    on it)``, from a :func:`salt_kvm.depends.scan` index. Images in ``exclude_images`` (the
-    volume itself, its own pool, a VM's own chain) are no children; with ``owner``, VM
-    ``owner`` itself (its disks and snapshots) is no user."""
-    users = [u for u in index.used_by(ident) if not (owner and depends.owned_by(u, owner))]
-    return users, index.backing_of(ident, exclude=exclude_images)
-
-
 def _guard_in_use(session, pool, name, force, doing):
     """Refuse ``doing`` to a volume a VM (or a VM's snapshot) uses or another image builds on."""
     if force:
         return
     ident = identity_of(session, pool, name)
-    users, children = in_use(depends.scan(session), ident, exclude_images=[ident])
-    what, flag = f"volume '{name}'", "force: True"
-    if users:
-        raise Refused(
-            f"{what} is used by VM {', '.join(users)}; {doing} it would lose its data "
-            f"({flag} to do it anyway)"
-        )
-    if children:
-        raise Refused(
-            f"{what} is the backing file of {', '.join(children)}; {doing} it would break them "
-            f"({flag} to do it anyway)"
-        )
+    depends.guard(
+        depends.scan(session), ident, f"volume '{name}'", doing, force, exclude_images=[ident]
+    )
 
 
 def _wiped(path):

@@ -329,7 +329,7 @@ def guard_new_disks(
             continue  # already one of its disks
         index = index or depends.scan(session)
         where = f"{name}:disks:{i}:volume"
-        users, children = vols_mod.in_use(
+        users, children = depends.in_use(
             index, ident, exclude_images=own.get(target, []), owner=name
         )
         if users and not disk.get("shareable"):
